@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * admin: the admin listener (never a traffic port): /healthz, /readyz, /metrics. Runs on the
+ * main thread's event_base with libevent's evhttp, so a slow scraper never touches a worker.
+ * Reads worker counters and heartbeats with relaxed atomics; owns nothing of the workers. */
+#ifndef REM_ADMIN_H
+#define REM_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct rem_cfg_listener;
+struct rem_worker;
+struct rem_admin;
+
+/* Listens on cfg->addr. Returns NULL with the reason logged. workers is borrowed. */
+struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_listener *cfg,
+                                struct rem_worker *workers, size_t n_workers);
+/* /readyz answers 200 only while ready; reason (static string) is sent otherwise. */
+void rem_admin_set_ready(struct rem_admin *a, bool ready, const char *reason);
+void rem_admin_free(struct rem_admin *a);
+
+#endif

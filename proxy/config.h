@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * config: the immutable, refcounted configuration generation that every worker reads.
+ * Owns every string and array below it. Parsing from YAML lives in config_parse.c;
+ * this header is the in-memory shape and its lifetime rules only.
+ *
+ * A generation is built once (by rem_config_load_*), then only read. Workers take a
+ * reference for as long as they use it (live reload swaps generations per worker). */
+#ifndef REM_CONFIG_H
+#define REM_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Defaults: the public interface documented in conf/README.md. */
+#define REM_DEFAULT_CONFIG_PATH "/etc/remora/remora.yaml"
+#define REM_DEF_LISTEN "0.0.0.0:8000"
+#define REM_DEF_ADMIN "0.0.0.0:9090"
+#define REM_DEF_UPSTREAM_ENDPOINT "127.0.0.1:8080"
+#define REM_DEF_CONNECT_TIMEOUT_MS 1000
+#define REM_DEF_IDLE_TIMEOUT_MS 2000
+#define REM_DEF_MAX_CONNECTIONS 1024
+#define REM_DEF_ROUTE_TIMEOUT_MS 15000
+#define REM_DEF_MAX_HEADER_BYTES (64 * 1024)
+#define REM_DEF_MAX_HEADERS 100
+#define REM_DEF_CLIENT_IDLE_TIMEOUT_MS 60000
+#define REM_DEF_REQUEST_HEADER_TIMEOUT_MS 10000
+#define REM_DEF_BUFFER_BYTES (64 * 1024)
+
+enum rem_proto {
+    REM_PROTO_HTTP1 = 0,
+    REM_PROTO_H2C,
+    REM_PROTO_H2,
+};
+
+enum rem_log_level {
+    REM_LOG_DEBUG = 0,
+    REM_LOG_INFO,
+    REM_LOG_WARN,
+    REM_LOG_ERROR,
+};
+
+enum rem_log_format {
+    REM_LOG_FORMAT_JSON = 0,
+    REM_LOG_FORMAT_TEXT,
+};
+
+/* A numeric socket address parsed from "host:port", "[v6]:port" or "*:port". */
+struct rem_sockaddr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+struct rem_cfg_listener {
+    char *name;
+    char *address;             /* as written, for logs */
+    struct rem_sockaddr addr;
+};
+
+/* An upstream endpoint as configured: host may be a name (resolved later by dns) or a
+ * numeric address. */
+struct rem_cfg_endpoint {
+    char *host;     /* without brackets for IPv6 */
+    uint16_t port;
+};
+
+struct rem_cfg_upstream {
+    char *name;
+    struct rem_cfg_endpoint *endpoints;
+    size_t n_endpoints;
+    enum rem_proto protocol;
+    uint64_t connect_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint32_t max_connections;
+};
+
+struct rem_cfg_route {
+    char *name;
+    /* match: every set field must match; NULL / 0 means "any". */
+    char *host;          /* exact host, lower-case; or the suffix (with its dot) when host_wildcard */
+    bool host_wildcard;  /* written as "*.suffix": host stores ".suffix" */
+    char *path;          /* exact path (query excluded) */
+    char *path_prefix;
+    char **methods;      /* upper-case tokens */
+    size_t n_methods;
+    char *upstream;      /* as written */
+    size_t upstream_idx; /* index into rem_config.upstreams, resolved at load */
+    uint64_t timeout_ms; /* how long the upstream may stay silent while a response is due */
+};
+
+struct rem_cfg_limits {
+    uint64_t max_header_bytes;
+    uint32_t max_headers;
+    uint64_t max_body_bytes;            /* 0: unlimited */
+    uint64_t client_idle_timeout_ms;
+    uint64_t request_header_timeout_ms;
+    uint64_t buffer_bytes;              /* per connection, per direction high watermark */
+};
+
+struct rem_cfg_log {
+    enum rem_log_level level;
+    enum rem_log_format format;
+    bool access_log;
+};
+
+struct rem_config {
+    int refcnt;                 /* atomic; see rem_config_ref */
+    char *source;               /* file path or "<embedded>" */
+    unsigned workers;           /* 0: auto */
+    struct rem_cfg_listener *listeners;
+    size_t n_listeners;
+    struct rem_cfg_listener admin;
+    struct rem_cfg_upstream *upstreams;
+    size_t n_upstreams;
+    struct rem_cfg_route *routes;
+    size_t n_routes;
+    struct rem_cfg_limits limits;
+    struct rem_cfg_log log;
+};
+
+/* Diagnostics collected while loading: each message is "FILE:LINE:COL: text" (or
+ * "FILE: text" when no position applies). */
+struct rem_config_diag {
+    char **msgs;
+    size_t n;
+};
+
+/* Load a generation from a YAML file. On success returns a config with refcnt 1 and leaves
+ * diag empty; on any error returns NULL and appends one message per error found to diag
+ * (parsing goes on after the first error to report as many as possible). ${VAR} and
+ * ${VAR:-default} in scalar values are expanded from the environment before typing. */
+struct rem_config *rem_config_load_file(const char *path, struct rem_config_diag *diag);
+
+/* Same, from a NUL-terminated YAML text; name is used in messages in place of FILE. */
+struct rem_config *rem_config_load_string(const char *yaml, const char *name,
+                                          struct rem_config_diag *diag);
+
+/* The embedded default: listen 0.0.0.0:8000, everything to 127.0.0.1:8080, admin on
+ * 0.0.0.0:9090. Never fails (aborts on OOM). */
+struct rem_config *rem_config_default(void);
+
+/* Reference counting; thread-safe. unref frees at zero; NULL-safe. */
+struct rem_config *rem_config_ref(struct rem_config *cfg);
+void rem_config_unref(struct rem_config *cfg);
+
+/* One line summary for `remora --check`, e.g. "ok: 1 listener, 1 upstream, 2 routes". */
+/* Returns 0, or -1 when an argument is NULL or empty or buf is too small (buf then holds a
+ * truncated, NUL-terminated line). */
+int rem_config_summary(const struct rem_config *cfg, char *buf, size_t len);
+
+void rem_config_diag_dispose(struct rem_config_diag *diag);
+
+/* For the loader (config_parse.c) only: a generation with refcnt 1, source copied (NULL:
+ * "<embedded>"), workers, limits and log at their defaults and no listeners, admin, upstreams
+ * or routes yet. Free it with rem_config_unref. Aborts on OOM. */
+struct rem_config *rem_config_new(const char *source);
+/* For the loader only: gives each section still absent (listeners == NULL, admin.name == NULL,
+ * upstreams == NULL, routes == NULL) the default rem_config_default describes. The default
+ * route goes to upstreams[0], so call it once the upstreams are final. Aborts on OOM. */
+void rem_config_fill_defaults(struct rem_config *cfg);
+
+/* Value parsers shared by config_parse and tests. Each returns 0 or -1 (REM_E_CONFIG). */
+int rem_parse_duration_ms(const char *s, uint64_t *out_ms); /* "250ms" "2s" "1m" "1h" "0" */
+int rem_parse_size_bytes(const char *s, uint64_t *out);     /* "512" "64KiB" "1MiB" "1GiB" "10KB" */
+/* "host:port", "[v6]:port", "*:port" (any IPv4) into a numeric address; host must be numeric
+ * or "localhost". */
+int rem_parse_sockaddr(const char *s, struct rem_sockaddr *out);
+/* "host:port" or "[v6]:port" into host (malloc'd, brackets removed) and port. */
+int rem_parse_hostport(const char *s, char **host, uint16_t *port);
+/* Formats an address as "1.2.3.4:80" or "[::1]:80". */
+int rem_sockaddr_str(const struct rem_sockaddr *a, char *buf, size_t len);
+
+#endif

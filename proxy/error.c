@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * error: look-ups into the REM_ERRORS table, invariant aborts and control-path allocation. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+static const struct {
+    int status;
+    const char *term;
+    const char *label;
+} rem_err_table[REM_E__COUNT] = {
+#define REM_X_ROW(name, status, term, label) [REM_E_##name] = {status, term, label},
+    REM_ERRORS(REM_X_ROW)
+#undef REM_X_ROW
+};
+
+int rem_err_status(enum rem_err e)
+{
+    REM_BUG_ON((unsigned)e >= REM_E__COUNT);
+    return rem_err_table[e].status;
+}
+
+const char *rem_err_term(enum rem_err e)
+{
+    REM_BUG_ON((unsigned)e >= REM_E__COUNT);
+    return rem_err_table[e].term;
+}
+
+const char *rem_err_label(enum rem_err e)
+{
+    REM_BUG_ON((unsigned)e >= REM_E__COUNT);
+    return rem_err_table[e].label;
+}
+
+void rem_bug(const char *file, int line, const char *cond)
+{
+    fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"BUG at %s:%d: %s\"}\n", file, line, cond);
+    abort();
+}
+
+void *rem_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fputs("{\"level\":\"fatal\",\"msg\":\"out of memory\"}\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+char *rem_xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = rem_xcalloc(1, n);
+    memcpy(p, s, n);
+    return p;
+}

@@ -1,0 +1,572 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * http: head arena, header classification and HTTP/1.1 head serialization. Pure functions
+ * over struct rem_head; the codecs (h1_down, h1_up) feed it and decide what to do. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "error.h"
+#include "http.h"
+
+void rem_head_init(struct rem_head *h, uint32_t max_bytes, uint32_t max_hdrs)
+{
+    memset(h, 0, sizeof(*h));
+    h->max_bytes = max_bytes;
+    h->max_hdrs = max_hdrs;
+    rem_head_reset(h);
+}
+
+void rem_head_reset(struct rem_head *h)
+{
+    h->len = 0;
+    h->n_hdrs = 0;
+    memset(h->span_off, 0, sizeof(h->span_off));
+    memset(h->span_len, 0, sizeof(h->span_len));
+    h->in_value = false;
+    h->status = 0;
+    h->http_major = 1;
+    h->http_minor = 1;
+    h->content_length = -1;
+    h->chunked = h->te_unsupported = h->cl_conflict = false;
+    h->conn_close = h->conn_keepalive = false;
+    h->expect_continue = h->expect_other = false;
+    h->n_host = 0;
+    h->host_idx = h->request_id_idx = -1;
+}
+
+void rem_head_dispose(struct rem_head *h)
+{
+    free(h->buf);
+    free(h->hdrs);
+    h->buf = NULL;
+    h->hdrs = NULL;
+    h->cap = h->cap_hdrs = 0;
+}
+
+static int arena_append(struct rem_head *h, const char *p, size_t n)
+{
+    if ((uint64_t)h->len + n > h->max_bytes)
+        return -REM_E_HEADER_TOO_LARGE;
+    if (h->len + n > h->cap) {
+        uint32_t cap = h->cap ? h->cap : 1024;
+        while (cap < h->len + n)
+            cap *= 2;
+        if (cap > h->max_bytes)
+            cap = h->max_bytes;
+        char *nb = realloc(h->buf, cap);
+        if (!nb)
+            return -REM_E_NOMEM;
+        h->buf = nb;
+        h->cap = cap;
+    }
+    memcpy(h->buf + h->len, p, n);
+    h->len += (uint32_t)n;
+    return 0;
+}
+
+int rem_head_add_span(struct rem_head *h, enum rem_span span, const char *p, size_t n)
+{
+    if (h->span_len[span] == 0)
+        h->span_off[span] = h->len;
+    else
+        REM_BUG_ON(h->span_off[span] + h->span_len[span] != h->len);
+    int rc = arena_append(h, p, n);
+    if (rc == 0)
+        h->span_len[span] += (uint32_t)n;
+    return rc;
+}
+
+int rem_head_add_name(struct rem_head *h, const char *p, size_t n)
+{
+    struct rem_hdr *x;
+    if (h->n_hdrs == 0 || h->in_value) {
+        /* A new field starts. */
+        if (h->n_hdrs >= h->max_hdrs)
+            return -REM_E_TOO_MANY_HEADERS;
+        if (h->n_hdrs == h->cap_hdrs) {
+            uint32_t cap = h->cap_hdrs ? h->cap_hdrs * 2 : 16;
+            struct rem_hdr *nh = realloc(h->hdrs, cap * sizeof(*nh));
+            if (!nh)
+                return -REM_E_NOMEM;
+            h->hdrs = nh;
+            h->cap_hdrs = cap;
+        }
+        x = &h->hdrs[h->n_hdrs++];
+        memset(x, 0, sizeof(*x));
+        x->name_off = h->len;
+        h->in_value = false;
+    }
+    x = &h->hdrs[h->n_hdrs - 1];
+    int rc = arena_append(h, p, n);
+    if (rc == 0)
+        x->name_len += (uint32_t)n;
+    return rc;
+}
+
+int rem_head_add_value(struct rem_head *h, const char *p, size_t n)
+{
+    if (h->n_hdrs == 0)
+        return -REM_E_BAD_REQUEST;
+    struct rem_hdr *x = &h->hdrs[h->n_hdrs - 1];
+    if (!h->in_value) {
+        x->val_off = h->len;
+        x->val_len = 0;
+        h->in_value = true;
+    }
+    int rc = arena_append(h, p, n);
+    if (rc == 0)
+        x->val_len += (uint32_t)n;
+    return rc;
+}
+
+bool rem_http_name_eq(const char *a, size_t alen, const char *lit)
+{
+    size_t n = strlen(lit);
+    return alen == n && strncasecmp(a, lit, n) == 0;
+}
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Calls fn for each non-empty element of a comma-separated list, trimmed of OWS. */
+#define REM_FOREACH_TOKEN(list, len, tok, tlen, body)                                           \
+    do {                                                                                        \
+        size_t i_ = 0;                                                                          \
+        while (i_ < (len)) {                                                                    \
+            while (i_ < (len) && (is_ows((list)[i_]) || (list)[i_] == ','))                     \
+                i_++;                                                                           \
+            size_t s_ = i_;                                                                     \
+            while (i_ < (len) && (list)[i_] != ',')                                             \
+                i_++;                                                                           \
+            size_t e_ = i_;                                                                     \
+            while (e_ > s_ && is_ows((list)[e_ - 1]))                                           \
+                e_--;                                                                           \
+            if (e_ > s_) {                                                                      \
+                const char *tok = (list) + s_;                                                  \
+                size_t tlen = e_ - s_;                                                          \
+                body                                                                            \
+            }                                                                                   \
+        }                                                                                       \
+    } while (0)
+
+bool rem_http_list_has(const char *list, size_t len, const char *token)
+{
+    REM_FOREACH_TOKEN(list, len, t, tl, {
+        if (rem_http_name_eq(t, tl, token))
+            return true;
+    });
+    return false;
+}
+
+static bool parse_cl(const char *p, size_t n, int64_t *out)
+{
+    uint64_t v = 0;
+    if (n == 0 || n > 18)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    *out = (int64_t)v;
+    return true;
+}
+
+static enum rem_hdr_kind kind_of(const char *n, size_t len)
+{
+    switch (len) {
+    case 2:
+        return rem_http_name_eq(n, len, "te") ? REM_HDR_HOP : REM_HDR_OTHER;
+    case 4:
+        return rem_http_name_eq(n, len, "host") ? REM_HDR_HOST : REM_HDR_OTHER;
+    case 6:
+        return rem_http_name_eq(n, len, "expect") ? REM_HDR_EXPECT : REM_HDR_OTHER;
+    case 7:
+        if (rem_http_name_eq(n, len, "trailer") || rem_http_name_eq(n, len, "upgrade"))
+            return REM_HDR_HOP;
+        return REM_HDR_OTHER;
+    case 10:
+        if (rem_http_name_eq(n, len, "connection"))
+            return REM_HDR_CONNECTION;
+        if (rem_http_name_eq(n, len, "keep-alive"))
+            return REM_HDR_HOP;
+        return REM_HDR_OTHER;
+    case 12:
+        return rem_http_name_eq(n, len, "x-request-id") ? REM_HDR_REQUEST_ID : REM_HDR_OTHER;
+    case 14:
+        return rem_http_name_eq(n, len, "content-length") ? REM_HDR_CONTENT_LENGTH
+                                                          : REM_HDR_OTHER;
+    case 15:
+        return rem_http_name_eq(n, len, "x-forwarded-for") ? REM_HDR_XFF : REM_HDR_OTHER;
+    case 16:
+        return rem_http_name_eq(n, len, "proxy-connection") ? REM_HDR_HOP : REM_HDR_OTHER;
+    case 17:
+        if (rem_http_name_eq(n, len, "transfer-encoding"))
+            return REM_HDR_TRANSFER_ENCODING;
+        if (rem_http_name_eq(n, len, "x-forwarded-proto"))
+            return REM_HDR_XFP;
+        return REM_HDR_OTHER;
+    default:
+        return REM_HDR_OTHER;
+    }
+}
+
+void rem_head_classify(struct rem_head *h)
+{
+    bool have_cl = false, have_te = false;
+    for (uint32_t i = 0; i < h->n_hdrs; i++) {
+        struct rem_hdr *x = &h->hdrs[i];
+        const char *v = REM_HDR_VAL(h, x);
+        x->kind = (uint8_t)kind_of(REM_HDR_NAME(h, x), x->name_len);
+        switch (x->kind) {
+        case REM_HDR_CONTENT_LENGTH: {
+            /* RFC 9112 6.3: a list of identical values may be folded; differing ones are an
+             * unrecoverable framing error. */
+            int64_t cl = -1;
+            bool ok = true;
+            REM_FOREACH_TOKEN(v, x->val_len, t, tl, {
+                int64_t one;
+                if (!parse_cl(t, tl, &one) || (cl >= 0 && one != cl))
+                    ok = false;
+                else
+                    cl = one;
+            });
+            if (!ok || cl < 0 || (have_cl && cl != h->content_length))
+                h->cl_conflict = true;
+            h->content_length = cl;
+            have_cl = true;
+            break;
+        }
+        case REM_HDR_TRANSFER_ENCODING: {
+            /* RFC 9112 6.1: only chunked is understood; it must be the final coding. */
+            have_te = true;
+            bool last_chunked = false;
+            REM_FOREACH_TOKEN(v, x->val_len, t, tl, {
+                if (rem_http_name_eq(t, tl, "chunked")) {
+                    if (last_chunked)
+                        h->te_unsupported = true; /* chunked applied twice */
+                    last_chunked = true;
+                } else {
+                    h->te_unsupported = true;
+                    last_chunked = false;
+                }
+            });
+            h->chunked = last_chunked && !h->te_unsupported;
+            if (x->val_len == 0)
+                h->te_unsupported = true;
+            break;
+        }
+        case REM_HDR_CONNECTION:
+            if (rem_http_list_has(v, x->val_len, "close"))
+                h->conn_close = true;
+            if (rem_http_list_has(v, x->val_len, "keep-alive"))
+                h->conn_keepalive = true;
+            break;
+        case REM_HDR_HOST:
+            h->n_host++;
+            h->host_idx = (int)i;
+            break;
+        case REM_HDR_EXPECT:
+            if (rem_http_name_eq(v, x->val_len, "100-continue"))
+                h->expect_continue = true;
+            else
+                h->expect_other = true;
+            break;
+        case REM_HDR_REQUEST_ID:
+            if (h->request_id_idx < 0)
+                h->request_id_idx = (int)i;
+            break;
+        default:
+            break;
+        }
+    }
+    if (have_cl && have_te)
+        h->cl_conflict = true;
+    if (have_te)
+        h->content_length = -1;
+    /* RFC 9110 7.6.1: headers named by Connection are hop-by-hop too. */
+    for (uint32_t i = 0; i < h->n_hdrs; i++) {
+        struct rem_hdr *c = &h->hdrs[i];
+        if (c->kind != REM_HDR_CONNECTION)
+            continue;
+        REM_FOREACH_TOKEN(REM_HDR_VAL(h, c), c->val_len, t, tl, {
+            for (uint32_t j = 0; j < h->n_hdrs; j++) {
+                struct rem_hdr *x = &h->hdrs[j];
+                if (x->kind == REM_HDR_OTHER && x->name_len == tl &&
+                    strncasecmp(REM_HDR_NAME(h, x), t, tl) == 0)
+                    x->kind = REM_HDR_HOP;
+            }
+        });
+    }
+}
+
+bool rem_http_response_has_body(bool head_request, int status)
+{
+    if (head_request)
+        return false;
+    if (status < 200 || status == 204 || status == 304)
+        return false;
+    return true;
+}
+
+void rem_http_request_id(char out[37], uint64_t *state)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t b[16];
+    for (int k = 0; k < 2; k++) {
+        uint64_t x = *state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *state = x;
+        memcpy(b + 8 * k, &x, 8);
+    }
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* variant 10 */
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[b[i] >> 4];
+        *o++ = hex[b[i] & 15];
+    }
+    *o = '\0';
+}
+
+/* ---- serialization ------------------------------------------------------------------------ */
+
+struct wbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void w_put(struct wbuf *w, const char *s, size_t n)
+{
+    REM_BUG_ON(w->len + n > w->cap);
+    memcpy(w->p + w->len, s, n);
+    w->len += n;
+}
+
+static void w_str(struct wbuf *w, const char *s)
+{
+    w_put(w, s, strlen(s));
+}
+
+static void w_hdr(struct wbuf *w, const struct rem_head *h, const struct rem_hdr *x)
+{
+    w_put(w, REM_HDR_NAME(h, x), x->name_len);
+    w_put(w, ": ", 2);
+    w_put(w, REM_HDR_VAL(h, x), x->val_len);
+    w_put(w, "\r\n", 2);
+}
+
+/* Joins every value of headers of `kind` and appends extra: "a, b, extra". */
+static void w_joined(struct wbuf *w, const struct rem_head *h, enum rem_hdr_kind kind,
+                     const char *name, const char *extra)
+{
+    bool any = false;
+    w_str(w, name);
+    w_put(w, ": ", 2);
+    for (uint32_t i = 0; i < h->n_hdrs; i++) {
+        const struct rem_hdr *x = &h->hdrs[i];
+        if (x->kind != kind || x->val_len == 0)
+            continue;
+        if (any)
+            w_put(w, ", ", 2);
+        w_put(w, REM_HDR_VAL(h, x), x->val_len);
+        any = true;
+    }
+    if (any)
+        w_put(w, ", ", 2);
+    w_str(w, extra);
+    w_put(w, "\r\n", 2);
+}
+
+static int w_begin(struct evbuffer *out, struct wbuf *w, struct evbuffer_iovec *iov, size_t need)
+{
+    if (evbuffer_reserve_space(out, (ev_ssize_t)need, iov, 1) < 1)
+        return -REM_E_NOMEM;
+    w->p = iov->iov_base;
+    w->len = 0;
+    w->cap = need;
+    return 0;
+}
+
+static int w_commit(struct evbuffer *out, struct wbuf *w, struct evbuffer_iovec *iov)
+{
+    iov->iov_len = w->len;
+    return evbuffer_commit_space(out, iov, 1) == 0 ? 0 : -REM_E_NOMEM;
+}
+
+int rem_http_write_request(struct evbuffer *out, const struct rem_head *req,
+                           const struct rem_fwd_request *fwd)
+{
+    struct wbuf w;
+    struct evbuffer_iovec iov;
+    size_t need = req->len + 8 * (size_t)req->n_hdrs + 256 + strlen(fwd->client_addr) +
+                  strlen(fwd->proto) + (fwd->default_host ? strlen(fwd->default_host) : 0);
+    int rc = w_begin(out, &w, &iov, need);
+    if (rc < 0)
+        return rc;
+
+    w_put(&w, rem_head_ptr(req, req->span_off[REM_SPAN_METHOD]), req->span_len[REM_SPAN_METHOD]);
+    w_put(&w, " ", 1);
+    w_put(&w, rem_head_ptr(req, req->span_off[REM_SPAN_TARGET]), req->span_len[REM_SPAN_TARGET]);
+    w_str(&w, " HTTP/1.1\r\n");
+    for (uint32_t i = 0; i < req->n_hdrs; i++) {
+        const struct rem_hdr *x = &req->hdrs[i];
+        switch (x->kind) {
+        case REM_HDR_OTHER:
+        case REM_HDR_HOST:
+        case REM_HDR_REQUEST_ID:
+            w_hdr(&w, req, x);
+            break;
+        case REM_HDR_EXPECT:
+            /* remora answers 100-continue itself (RFC 9110 10.1.1); other expectations go on. */
+            if (!req->expect_continue)
+                w_hdr(&w, req, x);
+            break;
+        default:
+            break;
+        }
+    }
+    if (req->n_host == 0 && fwd->default_host) {
+        w_str(&w, "Host: ");
+        w_str(&w, fwd->default_host);
+        w_str(&w, "\r\n");
+    }
+    w_joined(&w, req, REM_HDR_XFF, "X-Forwarded-For", fwd->client_addr);
+    w_joined(&w, req, REM_HDR_XFP, "X-Forwarded-Proto", fwd->proto);
+    if (req->request_id_idx < 0 && fwd->request_id) {
+        w_str(&w, "X-Request-Id: ");
+        w_str(&w, fwd->request_id);
+        w_str(&w, "\r\n");
+    }
+    if (fwd->chunked) {
+        w_str(&w, "Transfer-Encoding: chunked\r\n");
+    } else if (fwd->content_length >= 0) {
+        char b[40];
+        int n = snprintf(b, sizeof(b), "Content-Length: %" PRId64 "\r\n", fwd->content_length);
+        w_put(&w, b, (size_t)n);
+    }
+    w_put(&w, "\r\n", 2);
+    return w_commit(out, &w, &iov);
+}
+
+int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
+                            const struct rem_fwd_response *fwd)
+{
+    struct wbuf w;
+    struct evbuffer_iovec iov;
+    size_t need = resp->len + 8 * (size_t)resp->n_hdrs + 256 + fwd->request_id_len;
+    int rc = w_begin(out, &w, &iov, need);
+    if (rc < 0)
+        return rc;
+
+    char line[32];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %03d ", resp->status);
+    w_put(&w, line, (size_t)n);
+    if (resp->span_len[REM_SPAN_REASON])
+        w_put(&w, rem_head_ptr(resp, resp->span_off[REM_SPAN_REASON]),
+              resp->span_len[REM_SPAN_REASON]);
+    else
+        w_str(&w, rem_http_reason(resp->status));
+    w_put(&w, "\r\n", 2);
+    for (uint32_t i = 0; i < resp->n_hdrs; i++) {
+        const struct rem_hdr *x = &resp->hdrs[i];
+        switch (x->kind) {
+        case REM_HDR_HOP:
+        case REM_HDR_CONNECTION:
+        case REM_HDR_CONTENT_LENGTH:
+        case REM_HDR_TRANSFER_ENCODING:
+            break;
+        default:
+            w_hdr(&w, resp, x);
+            break;
+        }
+    }
+    if (resp->request_id_idx < 0 && fwd->request_id) {
+        w_str(&w, "X-Request-Id: ");
+        w_put(&w, fwd->request_id, fwd->request_id_len);
+        w_str(&w, "\r\n");
+    }
+    if (fwd->chunked) {
+        w_str(&w, "Transfer-Encoding: chunked\r\n");
+    } else if (fwd->content_length >= 0) {
+        char b[40];
+        n = snprintf(b, sizeof(b), "Content-Length: %" PRId64 "\r\n", fwd->content_length);
+        w_put(&w, b, (size_t)n);
+    }
+    if (fwd->conn_close)
+        w_str(&w, "Connection: close\r\n");
+    else if (fwd->conn_keepalive)
+        w_str(&w, "Connection: keep-alive\r\n");
+    w_put(&w, "\r\n", 2);
+    return w_commit(out, &w, &iov);
+}
+
+int rem_http_write_error(struct evbuffer *out, int status, const char *reason,
+                         const char *request_id, size_t request_id_len, bool conn_close,
+                         bool head_request)
+{
+    char body[160];
+    int blen = snprintf(body, sizeof(body), "remora: %d %s (%s)\n", status,
+                        rem_http_reason(status), reason);
+    if (blen < 0 || (size_t)blen >= sizeof(body))
+        blen = (int)sizeof(body) - 1;
+    int rc = evbuffer_add_printf(out,
+                                 "HTTP/1.1 %03d %s\r\n"
+                                 "Content-Type: text/plain\r\n"
+                                 "Content-Length: %d\r\n"
+                                 "x-remora-error: %s\r\n"
+                                 "%s%.*s%s"
+                                 "%s"
+                                 "\r\n",
+                                 status, rem_http_reason(status), blen, reason,
+                                 request_id ? "X-Request-Id: " : "", (int)request_id_len,
+                                 request_id ? request_id : "",
+                                 request_id ? "\r\n" : "", conn_close ? "Connection: close\r\n" : "");
+    if (rc < 0)
+        return -REM_E_NOMEM;
+    if (!head_request && evbuffer_add(out, body, (size_t)blen) < 0)
+        return -REM_E_NOMEM;
+    return 0;
+}
+
+const char *rem_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * http: pure HTTP semantics shared by every codec: the parsed message head (an arena of
+ * bytes plus header offsets), header classification (hop-by-hop, framing, forwarding headers,
+ * RFC 9110 7.6.1 / RFC 9112 6), request-id generation and head serialization for HTTP/1.1.
+ * Does no I/O and owns nothing but the head's own arena. */
+#ifndef REM_HTTP_H
+#define REM_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+/* What a header means to the proxy; set by rem_head_classify. */
+enum rem_hdr_kind {
+    REM_HDR_OTHER = 0,
+    REM_HDR_HOP,               /* hop-by-hop: Keep-Alive, TE, Trailer, Upgrade, Proxy-Connection,
+                                  or named by Connection */
+    REM_HDR_CONNECTION,
+    REM_HDR_CONTENT_LENGTH,
+    REM_HDR_TRANSFER_ENCODING,
+    REM_HDR_HOST,
+    REM_HDR_EXPECT,
+    REM_HDR_XFF,
+    REM_HDR_XFP,
+    REM_HDR_REQUEST_ID,
+};
+
+/* Offsets into rem_head.buf, so the arena may grow (realloc) while a head is parsed. */
+struct rem_hdr {
+    uint32_t name_off, name_len;
+    uint32_t val_off, val_len;
+    uint8_t kind; /* enum rem_hdr_kind */
+};
+
+/* Spans of the arena that the codec fills while parsing. */
+enum rem_span {
+    REM_SPAN_METHOD = 0,
+    REM_SPAN_TARGET,
+    REM_SPAN_REASON,
+    REM_SPAN__COUNT
+};
+
+/* A parsed request or response head. Owns buf and hdrs. */
+struct rem_head {
+    char *buf;
+    uint32_t len, cap, max_bytes;
+    struct rem_hdr *hdrs;
+    uint32_t n_hdrs, cap_hdrs, max_hdrs;
+    uint32_t span_off[REM_SPAN__COUNT], span_len[REM_SPAN__COUNT];
+    bool in_value; /* parser state: last appended piece was a value */
+
+    /* Filled by rem_head_classify. */
+    int status;                  /* responses */
+    uint8_t http_major, http_minor;
+    int64_t content_length;      /* -1: none */
+    bool chunked;                /* Transfer-Encoding ends in chunked */
+    bool te_unsupported;         /* a transfer coding other than chunked */
+    bool cl_conflict;            /* several Content-Length values that differ, or CL + TE */
+    bool conn_close, conn_keepalive;
+    bool expect_continue;
+    bool expect_other;           /* Expect with anything but 100-continue */
+    int n_host;
+    int host_idx, request_id_idx; /* -1: absent */
+};
+
+/* Sets up an empty head; limits turn into REM_E_HEADER_TOO_LARGE / REM_E_TOO_MANY_HEADERS. */
+void rem_head_init(struct rem_head *h, uint32_t max_bytes, uint32_t max_hdrs);
+/* Empties the head for the next message, keeping its memory. */
+void rem_head_reset(struct rem_head *h);
+void rem_head_dispose(struct rem_head *h);
+
+/* Appends parser output. Pieces of one element may arrive in several calls. Return 0,
+ * -REM_E_HEADER_TOO_LARGE (arena over max_bytes), -REM_E_TOO_MANY_HEADERS, -REM_E_NOMEM. */
+int rem_head_add_span(struct rem_head *h, enum rem_span span, const char *p, size_t n);
+int rem_head_add_name(struct rem_head *h, const char *p, size_t n);
+int rem_head_add_value(struct rem_head *h, const char *p, size_t n);
+
+/* Pointers into the arena; valid until the next append. */
+static inline const char *rem_head_ptr(const struct rem_head *h, uint32_t off)
+{
+    return h->buf + off;
+}
+#define REM_HDR_NAME(h, x) ((h)->buf + (x)->name_off)
+#define REM_HDR_VAL(h, x) ((h)->buf + (x)->val_off)
+
+/* Classifies every header and fills the summary fields above (framing, Connection tokens,
+ * Host count, Expect, request id). Pure; call once the head is complete. */
+void rem_head_classify(struct rem_head *h);
+
+/* Case-insensitive search of a comma-separated token list (RFC 9110 5.6.1). */
+bool rem_http_list_has(const char *list, size_t len, const char *token);
+bool rem_http_name_eq(const char *a, size_t alen, const char *lit);
+
+/* Whether a response to `method` with `status` carries a body (RFC 9110 6.4.1). */
+bool rem_http_response_has_body(bool head_request, int status);
+
+/* A UUID v4 string (36 chars + NUL) from a per-worker xorshift state. */
+void rem_http_request_id(char out[37], uint64_t *state);
+
+/* What rem_http_write_request adds to the forwarded head. */
+struct rem_fwd_request {
+    const char *client_addr;     /* appended to X-Forwarded-For */
+    const char *proto;           /* appended to X-Forwarded-Proto: "http" */
+    const char *request_id;      /* added as X-Request-Id when the head has none */
+    const char *default_host;    /* Host for HTTP/1.0 requests that sent none */
+    bool chunked;                /* body framing toward upstream */
+    int64_t content_length;      /* -1: none */
+};
+
+/* Serializes an HTTP/1.1 request head (request line, end-to-end headers, the forwarding
+ * headers, framing) and appends it to out. Returns 0 or -REM_E_NOMEM. */
+int rem_http_write_request(struct evbuffer *out, const struct rem_head *req,
+                           const struct rem_fwd_request *fwd);
+
+struct rem_fwd_response {
+    const char *request_id;      /* added as X-Request-Id when the head has none */
+    size_t request_id_len;
+    bool chunked;                /* Transfer-Encoding: chunked toward downstream */
+    int64_t content_length;      /* -1: none written */
+    bool conn_close;             /* Connection: close */
+    bool conn_keepalive;         /* Connection: keep-alive (HTTP/1.0 clients) */
+};
+
+/* Serializes an HTTP/1.1 status line and end-to-end headers of resp. */
+int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
+                            const struct rem_fwd_response *fwd);
+
+/* Serializes remora's own error response: status, x-remora-error, a short text body. */
+int rem_http_write_error(struct evbuffer *out, int status, const char *reason,
+                         const char *request_id, size_t request_id_len, bool conn_close,
+                         bool head_request);
+
+const char *rem_http_reason(int status);
+
+#endif

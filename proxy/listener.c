@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * listener: SO_REUSEPORT listening sockets, one per worker and configured listener. Accept
+ * errors such as EMFILE pause accepting for a moment instead of spinning on a readable
+ * listening socket the process cannot drain. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "config.h"
+#include "conn.h"
+#include "error.h"
+#include "listener.h"
+#include "log.h"
+#include "worker.h"
+
+#define REM_LISTEN_BACKLOG 4096
+#define REM_ACCEPT_PAUSE_MS 100
+
+struct rem_listener {
+    struct rem_worker *worker;              /* borrowed */
+    const struct rem_cfg_listener *cfg;     /* borrowed from the worker's generation */
+    struct evconnlistener *evl;             /* owned, closes the fd */
+    struct event *resume_ev;                /* owned */
+};
+
+static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct rem_listener *l = arg;
+    rem_conn_accept(l->worker, l->cfg, fd, sa, (socklen_t)salen);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_listener *l = arg;
+    evconnlistener_enable(l->evl);
+}
+
+static void on_accept_error(struct evconnlistener *evl, void *arg)
+{
+    struct rem_listener *l = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    rem_log_warn("listener %s: accept failed: %s; pausing accepts for %d ms", l->cfg->name,
+                 strerror(err), REM_ACCEPT_PAUSE_MS);
+    evconnlistener_disable(evl);
+    struct timeval tv = {0, REM_ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(l->resume_ev, &tv);
+}
+
+struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg_listener *cfg,
+                                      uint16_t *port)
+{
+    struct rem_listener *l = rem_xcalloc(1, sizeof(*l));
+    struct rem_sockaddr a = cfg->addr;
+    int fd = -1, one = 1;
+    l->worker = w;
+    l->cfg = cfg;
+
+    if (*port) {
+        if (a.ss.ss_family == AF_INET6)
+            ((struct sockaddr_in6 *)&a.ss)->sin6_port = htons(*port);
+        else
+            ((struct sockaddr_in *)&a.ss)->sin_port = htons(*port);
+    }
+    fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        goto fail;
+    if (a.ss.ss_family == AF_INET6)
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&a.ss, a.len) < 0)
+        goto fail;
+    if (listen(fd, REM_LISTEN_BACKLOG) < 0)
+        goto fail;
+    struct rem_sockaddr bound = {.len = sizeof(bound.ss)};
+    if (getsockname(fd, (struct sockaddr *)&bound.ss, &bound.len) < 0)
+        goto fail;
+    *port = ntohs(bound.ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound.ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&bound.ss)->sin_port);
+    l->evl = evconnlistener_new(w->base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (!l->evl)
+        goto fail;
+    fd = -1; /* owned by evl */
+    evconnlistener_set_error_cb(l->evl, on_accept_error);
+    l->resume_ev = evtimer_new(w->base, on_resume, l);
+    if (!l->resume_ev)
+        goto fail;
+    return l;
+
+fail:
+    rem_log_error("listener %s: cannot listen on %s: %s", cfg->name, cfg->address,
+                  strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    rem_listener_free(l);
+    return NULL;
+}
+
+void rem_listener_free(struct rem_listener *l)
+{
+    if (!l)
+        return;
+    if (l->evl)
+        evconnlistener_free(l->evl);
+    if (l->resume_ev)
+        event_free(l->resume_ev);
+    free(l);
+}

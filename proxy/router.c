@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * router: linear first-match over the configured routes. Route counts in a sidecar are small
+ * (tens), so a scan over pre-normalised match fields beats building an index. */
+#include <stdbool.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+#include "router.h"
+
+static bool host_matches(const struct rem_cfg_route *r, const char *host, size_t len)
+{
+    if (!r->host)
+        return true;
+    if (!host)
+        return false;
+    /* Drop the port (RFC 9110 7.2); "[v6]:port" keeps its brackets. */
+    size_t n = len;
+    if (n && host[0] == '[') {
+        const char *rb = memchr(host, ']', n);
+        if (rb)
+            n = (size_t)(rb - host) + 1;
+    } else {
+        const char *colon = memchr(host, ':', n);
+        if (colon)
+            n = (size_t)(colon - host);
+    }
+    if (n && host[n - 1] == '.') /* absolute FQDN */
+        n--;
+    size_t rn = strlen(r->host);
+    if (r->host_wildcard) /* r->host is ".suffix": at least one label before it */
+        return n > rn && strncasecmp(host + n - rn, r->host, rn) == 0;
+    return n == rn && strncasecmp(host, r->host, rn) == 0;
+}
+
+static bool method_matches(const struct rem_cfg_route *r, const char *m, size_t len)
+{
+    if (r->n_methods == 0)
+        return true;
+    for (size_t i = 0; i < r->n_methods; i++)
+        if (strlen(r->methods[i]) == len && memcmp(r->methods[i], m, len) == 0)
+            return true;
+    return false;
+}
+
+static bool path_matches(const struct rem_cfg_route *r, const char *path, size_t len)
+{
+    if (r->path)
+        return strlen(r->path) == len && memcmp(r->path, path, len) == 0;
+    if (r->path_prefix) {
+        size_t pn = strlen(r->path_prefix);
+        return len >= pn && memcmp(path, r->path_prefix, pn) == 0;
+    }
+    return true;
+}
+
+const struct rem_cfg_route *rem_router_match(const struct rem_config *cfg, const char *method,
+                                             size_t method_len, const char *host,
+                                             size_t host_len, const char *target,
+                                             size_t target_len)
+{
+    /* absolute-form (RFC 9112 3.2.2): match on its path, and its authority stands for Host. */
+    const char *path = target;
+    size_t plen = target_len;
+    const char *sep = target_len > 7 ? memchr(target, ':', target_len) : NULL;
+    if (target_len && target[0] != '/' && sep && sep + 2 < target + target_len &&
+        sep[1] == '/' && sep[2] == '/') {
+        const char *auth = sep + 3;
+        const char *end = target + target_len;
+        const char *slash = memchr(auth, '/', (size_t)(end - auth));
+        const char *aend = slash ? slash : end;
+        host = auth;
+        host_len = (size_t)(aend - auth);
+        path = slash ? slash : "/";
+        plen = slash ? (size_t)(end - slash) : 1;
+    }
+    const char *q = memchr(path, '?', plen);
+    if (q)
+        plen = (size_t)(q - path);
+
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const struct rem_cfg_route *r = &cfg->routes[i];
+        if (method_matches(r, method, method_len) && host_matches(r, host, host_len) &&
+            path_matches(r, path, plen))
+            return r;
+    }
+    return NULL;
+}

@@ -1,0 +1,371 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * stream: routes a request, gets it an upconn (pooled or new), moves bodies between the two
+ * sides with backpressure, decides the one retry, and ends with one access-log line. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "cluster.h"
+#include "config.h"
+#include "conn.h"
+#include "error.h"
+#include "h1_down.h"
+#include "h1_up.h"
+#include "log.h"
+#include "router.h"
+#include "stream.h"
+#include "upool.h"
+#include "worker.h"
+
+#define REM_STREAM_FREELIST_MAX 256
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+struct rem_stream *rem_stream_new(struct rem_conn *c)
+{
+    struct rem_worker *w = c->worker;
+    const struct rem_cfg_limits *lim = &c->cfg->limits;
+    struct rem_stream *s = w->free_streams;
+    if (s) {
+        w->free_streams = s->next_free;
+        w->n_free_streams--;
+    } else {
+        s = rem_xcalloc(1, sizeof(*s));
+        rem_head_init(&s->req, 0, 0);
+        rem_head_init(&s->resp, 0, 0);
+        rem_head_init(&s->req_trl, 0, 0);
+        rem_head_init(&s->resp_trl, 0, 0);
+    }
+    /* Keep the four head arenas; clear everything else. */
+    struct rem_head heads[4] = {s->req, s->resp, s->req_trl, s->resp_trl};
+    memset(s, 0, sizeof(*s));
+    s->req = heads[0];
+    s->resp = heads[1];
+    s->req_trl = heads[2];
+    s->resp_trl = heads[3];
+    uint32_t maxb = (uint32_t)(lim->max_header_bytes > UINT32_MAX / 2 ? UINT32_MAX / 2
+                                                                       : lim->max_header_bytes);
+    s->req.max_bytes = s->resp.max_bytes = s->req_trl.max_bytes = s->resp_trl.max_bytes = maxb;
+    s->req.max_hdrs = s->resp.max_hdrs = s->req_trl.max_hdrs = s->resp_trl.max_hdrs =
+        lim->max_headers;
+    rem_head_reset(&s->req);
+    rem_head_reset(&s->resp);
+    rem_head_reset(&s->req_trl);
+    rem_head_reset(&s->resp_trl);
+    s->worker = w;
+    s->conn = c;
+    s->state = REM_STREAM_HEAD;
+    s->start_ns = now_ns();
+    s->err = REM_E_OK;
+    return s;
+}
+
+void rem_stream_free(struct rem_stream *s)
+{
+    if (!s)
+        return;
+    REM_BUG_ON(s->upconn != NULL);
+    struct rem_worker *w = s->worker;
+    if (w->n_free_streams < REM_STREAM_FREELIST_MAX) {
+        s->next_free = w->free_streams;
+        w->free_streams = s;
+        w->n_free_streams++;
+        return;
+    }
+    rem_head_dispose(&s->req);
+    rem_head_dispose(&s->resp);
+    rem_head_dispose(&s->req_trl);
+    rem_head_dispose(&s->resp_trl);
+    free(s);
+}
+
+static void access_log(struct rem_stream *s)
+{
+    struct rem_logline l;
+    const struct rem_head *h = &s->req;
+    rem_logline_begin(&l, REM_LOG_INFO, "access");
+    rem_logline_str(&l, "method", rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]),
+                    h->span_len[REM_SPAN_METHOD]);
+    rem_logline_str(&l, "path", rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]),
+                    h->span_len[REM_SPAN_TARGET]);
+    rem_logline_str(&l, "route", s->route ? s->route->name : "", -1);
+    rem_logline_int(&l, "status", s->status_sent);
+    rem_logline_str(&l, "upstream", s->endpoint ? s->endpoint->name : NULL, -1);
+    rem_logline_int(&l, "bytes_in", (int64_t)s->bytes_in);
+    rem_logline_int(&l, "bytes_out", (int64_t)s->bytes_out);
+    rem_logline_double(&l, "duration_s", (double)(now_ns() - s->start_ns) / 1e9);
+    rem_logline_str(&l, "termination", rem_err_term(s->err), -1);
+    if (s->err != REM_E_OK)
+        rem_logline_str(&l, "error", rem_err_label(s->err), -1);
+    rem_logline_str(&l, "request_id", s->rid, s->rid ? (long)s->rid_len : 0);
+    rem_logline_str(&l, "client", s->conn->peer, -1);
+    rem_logline_end(&l);
+}
+
+/* Ends the stream: one log line, counters, then the conn decides what follows. */
+static void finish(struct rem_stream *s)
+{
+    struct rem_conn *c = s->conn;
+    if (s->state == REM_STREAM_DONE)
+        return;
+    s->state = REM_STREAM_DONE;
+    if (s->upconn)
+        rem_upconn_close(s->upconn); /* never left half-used */
+    REM_STAT_ADD(s->worker, requests_total, 1);
+    if (s->err != REM_E_OK)
+        REM_STAT_ADD(s->worker, errors_total, 1);
+    if (c->cfg->log.access_log)
+        access_log(s);
+    bool close = s->down_close;
+    c->stream = NULL;
+    rem_stream_free(s);
+    rem_conn_stream_done(c, close);
+}
+
+static void maybe_finish(struct rem_stream *s)
+{
+    if (s->resp_done && (s->req_done || s->down_close))
+        finish(s);
+}
+
+static void connect_upstream(struct rem_stream *s, bool use_pool)
+{
+    struct rem_endpoint *ep = rem_cluster_pick(s->cluster);
+    struct rem_upconn *uc;
+    if (!ep) {
+        rem_stream_fail(s, REM_E_NO_ENDPOINT);
+        return;
+    }
+    s->endpoint = ep;
+    s->state = REM_STREAM_CONNECT;
+    if (use_pool && (uc = rem_upool_take(ep, s)) != NULL) {
+        s->on_reused = true;
+        rem_stream_on_upconn_ready(s, uc);
+        return;
+    }
+    s->on_reused = false;
+    int rc = rem_upool_connect(ep, s, &uc);
+    if (rc < 0) {
+        rem_stream_fail(s, rem_err_from_rc(rc));
+        return;
+    }
+    s->upconn = uc;
+}
+
+void rem_stream_start(struct rem_stream *s)
+{
+    struct rem_head *h = &s->req;
+    const char *host = NULL;
+    size_t host_len = 0;
+    if (h->host_idx >= 0) {
+        host = REM_HDR_VAL(h, &h->hdrs[h->host_idx]);
+        host_len = h->hdrs[h->host_idx].val_len;
+    }
+    if (h->request_id_idx >= 0) {
+        const struct rem_hdr *x = &h->hdrs[h->request_id_idx];
+        s->rid = REM_HDR_VAL(h, x);
+        s->rid_len = x->val_len;
+    } else {
+        rem_http_request_id(s->request_id, &s->worker->rng);
+        s->rid = s->request_id;
+        s->rid_len = 36;
+    }
+    s->route = rem_router_match(s->conn->cfg, rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]),
+                                h->span_len[REM_SPAN_METHOD], host, host_len,
+                                rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]),
+                                h->span_len[REM_SPAN_TARGET]);
+    if (!s->route) {
+        rem_stream_fail(s, REM_E_NO_ROUTE);
+        return;
+    }
+    s->cluster = s->worker->clusters[s->route->upstream_idx];
+    connect_upstream(s, true);
+}
+
+void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
+{
+    struct rem_conn *c = s->conn;
+    s->upconn = uc;
+    s->state = REM_STREAM_ACTIVE;
+    uc->timeout_ms = s->route->timeout_ms;
+    if (rem_h1_up_write_head(uc, s) < 0) {
+        rem_stream_fail(s, REM_E_NOMEM);
+        return;
+    }
+    rem_upconn_arm_response_timer(uc);
+    if (s->req_done) {
+        if (rem_h1_up_write_end(uc, s) < 0) {
+            rem_stream_fail(s, REM_E_NOMEM);
+            return;
+        }
+        s->req_sent = true;
+    } else if (s->req_has_body) {
+        if (s->req.expect_continue && !s->continue_sent && rem_conn_output_len(c) == 0 &&
+            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+            /* RFC 9110 10.1.1: only when the client is still waiting for it. */
+            rem_h1_down_write_continue(c);
+            s->continue_sent = true;
+        }
+        rem_conn_resume(c, REM_PAUSE_UPSTREAM_WAIT);
+    }
+}
+
+bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n)
+{
+    s->req_body_bytes += (int64_t)n;
+    if (!s->upconn || s->state != REM_STREAM_ACTIVE)
+        return false; /* the stream failed; the conn closes after the error */
+    if (rem_h1_up_write_body(s->upconn, s, p, n) < 0) {
+        rem_stream_fail(s, REM_E_NOMEM);
+        return false;
+    }
+    return evbuffer_get_length(rem_upconn_output(s->upconn)) >= s->conn->cfg->limits.buffer_bytes;
+}
+
+void rem_stream_req_end(struct rem_stream *s)
+{
+    s->req_done = true;
+    if (s->upconn && s->state == REM_STREAM_ACTIVE && !s->req_sent) {
+        if (rem_h1_up_write_end(s->upconn, s) < 0) {
+            rem_stream_fail(s, REM_E_NOMEM);
+            return;
+        }
+        s->req_sent = true;
+    }
+    maybe_finish(s);
+}
+
+void rem_stream_on_upconn_writable(struct rem_stream *s)
+{
+    if (s->upconn)
+        s->upconn->last_activity_ms = rem_now_ms();
+    if (s->conn->pause & REM_PAUSE_UPSTREAM_FULL)
+        rem_conn_resume(s->conn, REM_PAUSE_UPSTREAM_FULL);
+}
+
+void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e)
+{
+    s->upconn = NULL;
+    if (s->state == REM_STREAM_DONE)
+        return;
+    /* The keep-alive race: the app closed a pooled connection as the request went out. Safe
+     * to send again when no response byte came back and no body byte was consumed (the head
+     * is still in the arena); once, on a fresh connection. */
+    if (e == REM_E_UPSTREAM_RESET && s->on_reused && !s->resp_started && !s->retried &&
+        s->req_body_bytes == 0) {
+        s->retried = true;
+        s->req_sent = false;
+        if (s->req_has_body && !s->req_done)
+            s->conn->pause |= REM_PAUSE_UPSTREAM_WAIT;
+        rem_log_debug("stream: retrying on a fresh connection after %s", rem_err_label(e));
+        connect_upstream(s, false);
+        return;
+    }
+    if (e == REM_E_UPSTREAM_TIMEOUT && !s->req_done && !(s->conn->pause & REM_PAUSE_UPSTREAM_FULL))
+        e = REM_E_CLIENT_TIMEOUT; /* the upstream waits for a body the client stopped sending */
+    rem_stream_fail(s, e);
+}
+
+int rem_stream_on_resp_head(struct rem_stream *s)
+{
+    const struct rem_head *r = &s->resp;
+    const struct rem_head *q = &s->req;
+    bool http10 = q->http_major == 1 && q->http_minor == 0;
+    s->down_cl = -1;
+    s->down_chunked = false;
+    if (!rem_http_response_has_body(s->head_request, r->status)) {
+        /* HEAD and 304 keep the representation's length (RFC 9110 8.6). */
+        if (!r->chunked && (s->head_request || r->status == 304))
+            s->down_cl = r->content_length;
+    } else if (!r->chunked && r->content_length >= 0) {
+        s->down_cl = r->content_length;
+    } else if (!http10) {
+        s->down_chunked = true;
+    } else {
+        s->down_close = true; /* close-delimited toward an HTTP/1.0 client */
+    }
+    if (q->conn_close || (http10 && !q->conn_keepalive) || !s->req_done || s->conn->eof)
+        s->down_close = true;
+    s->status_sent = r->status;
+    int rc = rem_h1_down_write_head(s->conn, s);
+    if (rc < 0)
+        return rc;
+    s->resp_head_sent = true;
+    return 0;
+}
+
+bool rem_stream_on_resp_body(struct rem_stream *s, const char *p, size_t n)
+{
+    struct rem_conn *c = s->conn;
+    s->resp_body_bytes += (int64_t)n;
+    if (rem_h1_down_write_body(c, s, p, n) < 0) {
+        rem_stream_fail(s, REM_E_NOMEM);
+        return false;
+    }
+    return rem_conn_output_len(c) >= rem_conn_high_watermark(c);
+}
+
+void rem_stream_on_resp_end(struct rem_stream *s)
+{
+    s->upconn = NULL;
+    if (rem_h1_down_write_end(s->conn, s) < 0) {
+        rem_stream_fail(s, REM_E_NOMEM);
+        return;
+    }
+    s->resp_done = true;
+    if (!s->req_done)
+        s->down_close = true; /* answered early: the rest of the body is not read */
+    maybe_finish(s);
+}
+
+void rem_stream_on_down_writable(struct rem_stream *s)
+{
+    if (s->upconn && s->upconn->paused)
+        rem_upconn_resume(s->upconn);
+}
+
+void rem_stream_fail(struct rem_stream *s, enum rem_err e)
+{
+    struct rem_conn *c = s->conn;
+    if (s->state == REM_STREAM_DONE)
+        return;
+    s->err = e;
+    if (s->upconn)
+        rem_upconn_close(s->upconn);
+    if (s->resp_head_sent) {
+        /* Mid-body: closing is the only honest signal (RFC 9112 8); never finish the body. */
+        s->down_close = true;
+    } else {
+        int status = rem_err_status(e);
+        /* Bad input and unread bodies leave the conn out of sync: close after the answer. */
+        if (status == 0 || status < 500 || !s->req_done || c->eof)
+            s->down_close = true;
+        if (status) {
+            s->status_sent = status;
+            rem_h1_down_write_error(c, s, e);
+        }
+        s->resp_head_sent = true;
+    }
+    s->resp_done = true;
+    finish(s);
+}
+
+void rem_stream_abort(struct rem_stream *s, enum rem_err e)
+{
+    if (s->state == REM_STREAM_DONE)
+        return;
+    if (s->err == REM_E_OK)
+        s->err = e;
+    s->down_close = true;
+    s->resp_done = true;
+    finish(s);
+}

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * stream: one request/response exchange, the glue between a downstream conn (h1_down) and an
+ * upconn (h1_up). Owns both heads (request, response) and their trailers, the route choice,
+ * retry decision, timers' meaning and the access-log line. Does not own the conn (which owns
+ * it) nor the upconn (the pool does; the stream only borrows it while attached).
+ *
+ * Two half-lives end a stream: the request side (received from downstream, sent upstream)
+ * and the response side (received from upstream, written downstream). The stream finishes
+ * when both are done, or fails with one enum rem_err. */
+#ifndef REM_STREAM_H
+#define REM_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "http.h"
+
+struct rem_conn;
+struct rem_worker;
+struct rem_cfg_route;
+struct rem_cluster;
+struct rem_endpoint;
+struct rem_upconn;
+
+enum rem_stream_state {
+    REM_STREAM_HEAD = 0,   /* request head being parsed */
+    REM_STREAM_CONNECT,    /* waiting for an upconn */
+    REM_STREAM_ACTIVE,     /* request and/or response flowing */
+    REM_STREAM_DONE,       /* finished or failed; about to be freed */
+};
+
+struct rem_stream {
+    struct rem_stream *next_free;       /* worker freelist link */
+    struct rem_worker *worker;          /* borrowed */
+    struct rem_conn *conn;              /* borrowed: the conn owns the stream */
+    const struct rem_cfg_route *route;  /* borrowed from conn->cfg */
+    struct rem_cluster *cluster;        /* borrowed from the worker */
+    struct rem_endpoint *endpoint;      /* borrowed */
+    struct rem_upconn *upconn;          /* borrowed while attached */
+    enum rem_stream_state state;
+    struct rem_head req, resp;          /* owned arenas, kept across reuse */
+    struct rem_head req_trl, resp_trl;  /* chunked trailers */
+    char request_id[37];                /* generated id, when the client sent none */
+    const char *rid;                    /* the id in effect (generated or client's) */
+    size_t rid_len;
+
+    bool head_request;
+    bool req_has_body;
+    bool req_chunked;
+    bool req_done;          /* the whole request was received from downstream */
+    bool req_sent;          /* ... and queued to the upconn */
+    bool resp_started;      /* a response byte arrived from the upstream */
+    bool resp_head_sent;    /* the response head went downstream */
+    bool resp_done;         /* the whole response was queued downstream */
+    bool down_chunked;      /* response framing toward downstream */
+    bool down_close;        /* close the downstream conn after this response */
+    bool retried;
+    bool on_reused;         /* the current upconn came from the pool */
+    bool continue_sent;
+    bool in_resp_trailers;
+
+    int status_sent;         /* status written downstream, 0 if none */
+    int64_t down_cl;         /* Content-Length written downstream, -1 if none */
+    int64_t req_body_bytes;  /* body bytes received from downstream */
+    int64_t resp_body_bytes;
+    uint64_t bytes_in, bytes_out;
+    uint64_t start_ns;
+    enum rem_err err;
+};
+
+/* A stream for conn c, from the worker's freelist. Aborts on OOM (control object). */
+struct rem_stream *rem_stream_new(struct rem_conn *c);
+/* Returns s to the freelist. The stream must be detached from its upconn. NULL-safe. */
+void rem_stream_free(struct rem_stream *s);
+
+/* The request head is complete and valid: route it and get an upconn. May answer an error
+ * downstream (then s->state is DONE on return and the conn decides what to do). */
+void rem_stream_start(struct rem_stream *s);
+
+/* Request body from downstream. Returns true when the caller must pause (upconn output over
+ * the watermark). */
+bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n);
+/* The whole request was received (trailers, if any, are in s->req_trl). */
+void rem_stream_req_end(struct rem_stream *s);
+
+/* Callbacks from the upconn. */
+void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc);
+/* Connect failure, or I/O failure before the response completed. */
+void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e);
+int rem_stream_on_resp_head(struct rem_stream *s);
+/* Returns true when the upconn must pause reading (downstream output over the watermark). */
+bool rem_stream_on_resp_body(struct rem_stream *s, const char *p, size_t n);
+void rem_stream_on_resp_end(struct rem_stream *s);
+/* The upconn's output drained below its watermark: request body may flow again. */
+void rem_stream_on_upconn_writable(struct rem_stream *s);
+
+/* The downstream output drained below its watermark. */
+void rem_stream_on_down_writable(struct rem_stream *s);
+/* The downstream conn is going away: abort the stream (closing the upconn if needed), log
+ * it, and free it. */
+void rem_stream_abort(struct rem_stream *s, enum rem_err e);
+
+/* Answers s downstream with remora's own error response and ends it. */
+void rem_stream_fail(struct rem_stream *s, enum rem_err e);
+
+#endif

@@ -1,0 +1,327 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * upool: upconn lifecycle (connect, lend, idle, close) and the per-endpoint keep-alive pool.
+ * Timeouts are checked lazily: the timer is armed once for the full period and, when it
+ * fires early relative to the last activity, re-armed for the remainder, so busy upconns do
+ * not churn the timer heap on every read. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "cluster.h"
+#include "config.h"
+#include "error.h"
+#include "h1_up.h"
+#include "log.h"
+#include "stream.h"
+#include "upool.h"
+#include "worker.h"
+
+#define UPCONN_OF(r) ((struct rem_upconn *)((char *)(r)-offsetof(struct rem_upconn, reap)))
+
+static void upconn_free(struct rem_reap *r)
+{
+    struct rem_upconn *uc = UPCONN_OF(r);
+    if (uc->timer)
+        event_free(uc->timer);
+    if (uc->kick)
+        event_free(uc->kick);
+    free(uc);
+}
+
+static void set_state(struct rem_upconn *uc, enum rem_upconn_state st)
+{
+    struct rem_endpoint *ep = uc->ep;
+    if (uc->state == st)
+        return;
+    rem_log_debug("upconn %p %s: state %d -> %d", (void *)uc, ep->name, uc->state, st);
+    /* Leave the old list. */
+    if (uc->state == REM_UPCONN_IDLE) {
+        TAILQ_REMOVE(&ep->idle, uc, link);
+        ep->n_idle--;
+    } else if (uc->state != REM_UPCONN_CLOSED) {
+        TAILQ_REMOVE(&ep->busy, uc, link);
+        ep->n_active--;
+    }
+    /* Join the new one. */
+    if (st == REM_UPCONN_IDLE) {
+        TAILQ_INSERT_HEAD(&ep->idle, uc, link);
+        ep->n_idle++;
+    } else if (st != REM_UPCONN_CLOSED) {
+        TAILQ_INSERT_TAIL(&ep->busy, uc, link);
+        ep->n_active++;
+    }
+    uc->state = st;
+}
+
+void rem_upconn_close(struct rem_upconn *uc)
+{
+    if (uc->state == REM_UPCONN_CLOSED)
+        return;
+    struct rem_cluster *cl = uc->ep->cluster;
+    set_state(uc, REM_UPCONN_CLOSED);
+    cl->n_conns--;
+    REM_STAT_ADD(uc->worker, upstream_connections, -1);
+    if (uc->stream) {
+        uc->stream->upconn = NULL;
+        uc->stream = NULL;
+    }
+    if (uc->bev) {
+        bufferevent_free(uc->bev); /* closes the socket now; safe inside its callbacks */
+        uc->bev = NULL;
+    }
+    event_del(uc->timer);
+    event_del(uc->kick);
+    rem_worker_defer_free(uc->worker, &uc->reap, upconn_free);
+}
+
+/* Called when the upconn fails while a stream is attached: detach, close, tell the stream. */
+static void fail_stream(struct rem_upconn *uc, enum rem_err e)
+{
+    struct rem_stream *s = uc->stream;
+    rem_upconn_close(uc);
+    if (s)
+        rem_stream_on_upconn_error(s, e);
+}
+
+static void arm_timer(struct rem_upconn *uc, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    event_add(uc->timer, &tv);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_upconn *uc = arg;
+    const struct rem_cfg_upstream *cfg = uc->ep->cluster->cfg;
+    switch (uc->state) {
+    case REM_UPCONN_CONNECTING:
+        fail_stream(uc, REM_E_CONNECT_TIMEOUT);
+        break;
+    case REM_UPCONN_ACTIVE: {
+        uint64_t idle = rem_now_ms() - uc->last_activity_ms;
+        if (uc->paused) {
+            /* The downstream is the slow side; its write timeout governs. */
+            uc->last_activity_ms = rem_now_ms();
+            idle = 0;
+        }
+        if (uc->timeout_ms && idle < uc->timeout_ms) {
+            arm_timer(uc, uc->timeout_ms - idle);
+            break;
+        }
+        if (uc->timeout_ms)
+            fail_stream(uc, REM_E_UPSTREAM_TIMEOUT);
+        break;
+    }
+    case REM_UPCONN_IDLE:
+        rem_log_debug("upconn %s: idle for %llu ms, closing", uc->ep->name,
+                      (unsigned long long)cfg->idle_timeout_ms);
+        rem_upconn_close(uc);
+        break;
+    default:
+        break;
+    }
+}
+
+void rem_upconn_arm_response_timer(struct rem_upconn *uc)
+{
+    uc->last_activity_ms = rem_now_ms();
+    if (uc->timeout_ms && !evtimer_pending(uc->timer, NULL))
+        arm_timer(uc, uc->timeout_ms);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct rem_upconn *uc = arg;
+    if (uc->state == REM_UPCONN_ACTIVE) {
+        uc->last_activity_ms = rem_now_ms();
+        rem_h1_up_process(uc);
+        return;
+    }
+    /* RFC 9112 9.3.1: nothing may arrive on an idle connection; it cannot be reused. */
+    rem_log_debug("upconn %s: unexpected bytes while idle, closing", uc->ep->name);
+    rem_upconn_close(uc);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct rem_upconn *uc = arg;
+    if (uc->state == REM_UPCONN_ACTIVE && uc->stream)
+        rem_stream_on_upconn_writable(uc->stream);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_upconn *uc = arg;
+    if (uc->state == REM_UPCONN_ACTIVE && !uc->paused)
+        rem_h1_up_process(uc);
+}
+
+static enum rem_err connect_error(struct rem_upconn *uc)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    int fd = bufferevent_getfd(uc->bev);
+    if (fd >= 0)
+        (void)getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err == 0)
+        err = EVUTIL_SOCKET_ERROR();
+    rem_log_debug("upconn %s: connect failed: %s", uc->ep->name, strerror(err));
+    return err == ECONNREFUSED ? REM_E_CONNECT_REFUSED : REM_E_CONNECT_FAILED;
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct rem_upconn *uc = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        (void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        event_del(uc->timer);
+        set_state(uc, REM_UPCONN_ACTIVE);
+        if (uc->stream)
+            rem_stream_on_upconn_ready(uc->stream, uc);
+        else
+            rem_upool_release(uc, true);
+        return;
+    }
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    switch (uc->state) {
+    case REM_UPCONN_CONNECTING:
+        fail_stream(uc, connect_error(uc));
+        break;
+    case REM_UPCONN_ACTIVE:
+        if (what & BEV_EVENT_EOF) {
+            /* Parse what is left first: a close-delimited body ends here. */
+            rem_h1_up_process(uc);
+            if (uc->state == REM_UPCONN_ACTIVE)
+                rem_h1_up_on_eof(uc);
+        } else {
+            fail_stream(uc, REM_E_UPSTREAM_RESET);
+        }
+        break;
+    default:
+        rem_upconn_close(uc);
+        break;
+    }
+}
+
+static struct rem_upconn *upconn_new(struct rem_endpoint *ep)
+{
+    struct rem_worker *w = ep->cluster->worker;
+    struct rem_upconn *uc = calloc(1, sizeof(*uc));
+    if (!uc)
+        return NULL;
+    uc->worker = w;
+    uc->ep = ep;
+    uc->state = REM_UPCONN_CLOSED;
+    uc->timer = evtimer_new(w->base, on_timer, uc);
+    uc->kick = event_new(w->base, -1, 0, on_kick, uc);
+    uc->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!uc->timer || !uc->kick || !uc->bev) {
+        if (uc->bev)
+            bufferevent_free(uc->bev);
+        upconn_free(&uc->reap);
+        return NULL;
+    }
+    uint64_t wm = w->cfg->limits.buffer_bytes;
+    bufferevent_setcb(uc->bev, on_read, on_write, on_event, uc);
+    bufferevent_setwatermark(uc->bev, EV_READ, 0, wm);
+    bufferevent_setwatermark(uc->bev, EV_WRITE, wm / 2, 0);
+    rem_h1_up_init(uc);
+    return uc;
+}
+
+int rem_upool_connect(struct rem_endpoint *ep, struct rem_stream *s, struct rem_upconn **out)
+{
+    struct rem_cluster *cl = ep->cluster;
+    *out = NULL;
+    if (cl->n_conns >= cl->max_connections) {
+        /* Make room by closing an idle upconn of another endpoint, if any. */
+        struct rem_upconn *victim = NULL;
+        for (size_t i = 0; i < cl->n_endpoints && !victim; i++)
+            victim = TAILQ_LAST(&cl->endpoints[i].idle, rem_upconn_list);
+        if (!victim)
+            return -REM_E_UPSTREAM_OVERFLOW;
+        rem_upconn_close(victim);
+    }
+    struct rem_upconn *uc = upconn_new(ep);
+    if (!uc)
+        return -REM_E_NOMEM;
+    cl->n_conns++;
+    REM_STAT_ADD(uc->worker, upstream_connections, 1);
+    REM_STAT_ADD(uc->worker, upstream_connections_total, 1);
+    set_state(uc, REM_UPCONN_CONNECTING);
+    uc->stream = s;
+    uc->connect_start_ms = rem_now_ms();
+    if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&ep->addr.ss, (int)ep->addr.len) <
+        0) {
+        int err = EVUTIL_SOCKET_ERROR();
+        uc->stream = NULL;
+        rem_upconn_close(uc);
+        return err == ECONNREFUSED ? -REM_E_CONNECT_REFUSED : -REM_E_CONNECT_FAILED;
+    }
+    arm_timer(uc, cl->cfg->connect_timeout_ms);
+    bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
+    *out = uc;
+    return 0;
+}
+
+struct rem_upconn *rem_upool_take(struct rem_endpoint *ep, struct rem_stream *s)
+{
+    struct rem_upconn *uc = TAILQ_FIRST(&ep->idle);
+    if (!uc)
+        return NULL;
+    event_del(uc->timer);
+    set_state(uc, REM_UPCONN_ACTIVE);
+    uc->stream = s;
+    rem_h1_up_reset(uc);
+    return uc;
+}
+
+void rem_upool_release(struct rem_upconn *uc, bool reusable)
+{
+    if (uc->state == REM_UPCONN_CLOSED)
+        return;
+    if (uc->stream) {
+        uc->stream->upconn = NULL;
+        uc->stream = NULL;
+    }
+    if (!reusable || uc->state != REM_UPCONN_ACTIVE ||
+        evbuffer_get_length(bufferevent_get_input(uc->bev)) > 0) {
+        rem_upconn_close(uc);
+        return;
+    }
+    uc->paused = false;
+    uc->timeout_ms = 0;
+    event_del(uc->kick);
+    set_state(uc, REM_UPCONN_IDLE);
+    /* Keep reading so that a close by the app is seen while idle, not on the next request. */
+    bufferevent_enable(uc->bev, EV_READ);
+    arm_timer(uc, uc->ep->cluster->cfg->idle_timeout_ms);
+}
+
+void rem_upconn_pause(struct rem_upconn *uc)
+{
+    uc->paused = true;
+}
+
+void rem_upconn_resume(struct rem_upconn *uc)
+{
+    if (!uc->paused)
+        return;
+    uc->paused = false;
+    event_active(uc->kick, EV_TIMEOUT, 1);
+}
+
+struct evbuffer *rem_upconn_output(struct rem_upconn *uc)
+{
+    return bufferevent_get_output(uc->bev);
+}

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * upool: upstream connections (upconns) and their per-worker, per-endpoint pool. Owns every
+ * upconn: connecting, idle (keep-alive, closed after idle_timeout or when the app closes it),
+ * active (lent to one stream). The HTTP/1.1 codec on an upconn lives in h1_up.c. */
+#ifndef REM_UPOOL_H
+#define REM_UPOOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <llhttp.h>
+
+#include "error.h"
+#include "worker.h"
+
+struct bufferevent;
+struct event;
+struct rem_endpoint;
+struct rem_stream;
+
+enum rem_upconn_state {
+    REM_UPCONN_CONNECTING = 0,
+    REM_UPCONN_ACTIVE,
+    REM_UPCONN_IDLE,
+    REM_UPCONN_CLOSED,
+};
+
+struct rem_upconn {
+    TAILQ_ENTRY(rem_upconn) link;       /* in endpoint->idle while IDLE */
+    struct rem_worker *worker;          /* borrowed */
+    struct rem_endpoint *ep;            /* borrowed: endpoints outlive their upconns */
+    struct bufferevent *bev;            /* owned */
+    struct event *timer;                /* owned: connect / response / idle timeout */
+    struct event *kick;                 /* owned: resumes parsing outside callback stacks */
+    enum rem_upconn_state state;
+    struct rem_stream *stream;          /* borrowed: the attached stream */
+    llhttp_t parser;
+    unsigned n_requests;                /* requests started on this upconn */
+    bool paused;                        /* downstream full: response parsing paused */
+    bool resp_complete;                 /* parser: the response ended */
+    bool resp_interim;                  /* parser: the current head is 1xx */
+    enum rem_err resp_err;              /* parser: why a callback failed */
+    uint64_t timeout_ms;                /* response timeout of the current stream */
+    uint64_t connect_start_ms;
+    uint64_t last_activity_ms;          /* last response byte, for the lazy timeout */
+    struct rem_reap reap;
+};
+
+/* Lends an idle upconn of ep to s, or returns NULL. The upconn is ACTIVE on return. */
+struct rem_upconn *rem_upool_take(struct rem_endpoint *ep, struct rem_stream *s);
+
+/* Starts connecting a new upconn for s. Returns 0 (s is told through
+ * rem_stream_on_upconn_ready / _error, never before this returns) or -REM_E_UPSTREAM_OVERFLOW
+ * (max_connections reached), -REM_E_CONNECT_REFUSED / -REM_E_CONNECT_FAILED (immediate failure),
+ * -REM_E_NOMEM. */
+int rem_upool_connect(struct rem_endpoint *ep, struct rem_stream *s, struct rem_upconn **out);
+
+/* The stream is done with uc. When reusable, uc goes idle in its pool; else it is closed. */
+void rem_upool_release(struct rem_upconn *uc, bool reusable);
+
+/* Closes uc now; the attached stream, if any, is detached first and is NOT called back.
+ * Idempotent; the memory goes to the reaper. */
+void rem_upconn_close(struct rem_upconn *uc);
+
+/* Pause/resume response reading (downstream backpressure). */
+void rem_upconn_pause(struct rem_upconn *uc);
+void rem_upconn_resume(struct rem_upconn *uc);
+
+/* (Re)arms the response timeout: called when the request head is sent and on every read. */
+void rem_upconn_arm_response_timer(struct rem_upconn *uc);
+
+struct evbuffer *rem_upconn_output(struct rem_upconn *uc);
+
+#endif

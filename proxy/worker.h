@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * worker: one thread, one event_base, owning every conn, stream, upconn and cluster it
+ * created. Workers share nothing mutable: each holds a reference to the immutable config
+ * generation and keeps its own metric counters, read by the admin thread with relaxed
+ * atomics. Also owns the reaper that frees objects after their callbacks have returned. */
+#ifndef REM_WORKER_H
+#define REM_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+struct event;
+struct event_base;
+struct rem_config;
+struct rem_cluster;
+struct rem_listener;
+struct rem_stream;
+struct rem_conn;
+
+/* Deferred free: embedded in every object that may be closed from inside its own callback
+ * stack (STYLE.md: mark closing, detach, and let the reaper free it). */
+struct rem_reap {
+    struct rem_reap *next;
+    void (*fn)(struct rem_reap *r);
+    bool queued;
+};
+
+/* Counters owned by one worker; written only by it, summed by the admin thread. */
+struct rem_worker_stats {
+    uint64_t requests_total;
+    uint64_t downstream_connections_total;
+    int64_t downstream_connections;
+    uint64_t upstream_connections_total;
+    int64_t upstream_connections;
+    uint64_t errors_total;
+};
+
+struct rem_worker {
+    unsigned id;
+    pthread_t thread;
+    bool started;
+    struct event_base *base;           /* owned */
+    struct rem_config *cfg;            /* a reference */
+    struct rem_listener **listeners;   /* owned; one per configured listener */
+    size_t n_listeners;
+    struct rem_cluster **clusters;     /* owned; index = config upstream index */
+    size_t n_clusters;
+    struct event *reap_ev;
+    struct rem_reap *reap_head;
+    struct event *stop_ev;             /* reads mail_fd */
+    int mail_fd;                       /* eventfd: other threads' only way in */
+    bool stop_requested;               /* atomic */
+    struct event *tick_ev;
+    uint64_t rng;                      /* xorshift state for request ids */
+    uint64_t heartbeat_ms;             /* monotonic ms of the last tick; atomic */
+    TAILQ_HEAD(, rem_conn) conns;      /* every open downstream conn */
+    struct rem_stream *free_streams;   /* freelist, keeps head arenas warm */
+    size_t n_free_streams;
+    struct rem_worker_stats stats;
+};
+
+/* Number of workers for `workers: auto`: the CPUs in the affinity mask, capped by the cgroup
+ * v2 cpu.max quota rounded up. At least 1. */
+unsigned rem_workers_auto(void);
+
+/* Sets up w (event base, clusters, listener sockets bound with SO_REUSEPORT). `ports` carries
+ * the ports actually bound by worker 0 for listeners configured with port 0 (in: 0 for worker
+ * 0, out: filled by worker 0). Returns 0, or -REM_E_SYS with the reason logged. On failure w
+ * is left disposable. */
+int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg, uint16_t *ports);
+/* Starts the thread. Returns 0 or -REM_E_SYS. */
+int rem_worker_start(struct rem_worker *w);
+/* Asks the loop to stop (thread-safe) and joins the thread. */
+void rem_worker_stop(struct rem_worker *w);
+/* Frees everything w owns; w must be stopped (or never started). NULL-safe. */
+void rem_worker_dispose(struct rem_worker *w);
+
+/* Queues r to be freed by fn once the current callbacks have returned. Idempotent. */
+void rem_worker_defer_free(struct rem_worker *w, struct rem_reap *r, void (*fn)(struct rem_reap *));
+
+uint64_t rem_now_ms(void);
+
+#define REM_STAT_ADD(w, field, n) __atomic_fetch_add(&(w)->stats.field, (n), __ATOMIC_RELAXED)
+#define REM_STAT_GET(w, field) __atomic_load_n(&(w)->stats.field, __ATOMIC_RELAXED)
+
+#endif
