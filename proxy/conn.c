@@ -93,6 +93,12 @@ void rem_conn_close(struct rem_conn *c)
 
 static void start_linger(struct rem_conn *c)
 {
+    if (c->reset_on_close) {
+        struct linger lg = {1, 0};
+        (void)setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        rem_conn_close(c);
+        return;
+    }
     /* RFC 9112 9.6: half-close, then drain what the client still sends until it closes. */
     c->lingering = true;
     if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) < 0) {

@@ -52,6 +52,11 @@ struct rem_conn {
     bool head_ready;                    /* set by the parser, acted on after it returns */
     int parse_err;                      /* -REM_E_* recorded inside a parser callback */
     llhttp_t parser;
+    const char *exec_start, *exec_end; /* the buffer being parsed, for obs-fold detection */
+    bool val_open;                      /* a header value is being received */
+    bool val_at_end;                    /* ... and its last piece ended at exec_end */
+    bool reset_on_close;                /* end with RST: a truncated response must not look
+                                           complete to a close-delimited reader */
     struct rem_stream *stream;          /* owned: the current stream, if any */
     struct rem_reap reap;
 };

@@ -64,15 +64,19 @@ static struct rem_head *current_head(struct rem_conn *c)
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     struct rem_conn *c = CONN(p);
+    c->val_open = false;
     return record(c, rem_head_add_name(current_head(c), at, n));
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     struct rem_conn *c = CONN(p);
-    /* obs-fold (RFC 9112 5.2) reaches us as a value holding CR/LF: refuse it. */
-    if (memchr(at, '\n', n) || memchr(at, '\r', n))
+    /* obs-fold (RFC 9112 5.2) reaches us as a second piece of the same value that does not
+     * merely continue a piece cut at the end of the previous read: refuse it (smuggling). */
+    if (c->val_open && !(c->val_at_end && at == c->exec_start))
         return record(c, -REM_E_BAD_FRAMING);
+    c->val_open = true;
+    c->val_at_end = at + n == c->exec_end;
     return record(c, rem_head_add_value(current_head(c), at, n));
 }
 
@@ -83,8 +87,11 @@ static int on_headers_complete(llhttp_t *p)
     struct rem_head *h = &s->req;
     const struct rem_cfg_limits *lim = &c->cfg->limits;
 
+    c->val_open = false;
     if (s->state != REM_STREAM_HEAD)
         return 0; /* end of trailers */
+    if (p->http_major != 1)
+        return record(c, -REM_E_BAD_REQUEST); /* HTTP/0.9 and unknown versions */
     h->http_major = p->http_major;
     h->http_minor = p->http_minor;
     rem_head_classify(h);
@@ -195,6 +202,8 @@ void rem_h1_down_process(struct rem_conn *c)
         if (n == 0)
             break;
         const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        c->exec_start = p;
+        c->exec_end = p + n;
         llhttp_errno_t err = llhttp_execute(&c->parser, p, n);
         size_t used = err == HPE_OK ? n : (size_t)(llhttp_get_error_pos(&c->parser) - p);
         if (c->state >= REM_CONN_CLOSED)

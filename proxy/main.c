@@ -133,7 +133,7 @@ int main(int argc, char **argv)
             check = true;
             break;
         case 'V':
-            printf("remora %s (%s)\n", PACKAGE_VERSION, REM_COMMIT);
+            printf("remora %s\ncommit %s\n", PACKAGE_VERSION, REM_COMMIT);
             return 0;
         case 'h':
             usage(stdout);

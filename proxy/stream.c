@@ -342,8 +342,10 @@ void rem_stream_fail(struct rem_stream *s, enum rem_err e)
     if (s->upconn)
         rem_upconn_close(s->upconn);
     if (s->resp_head_sent) {
-        /* Mid-body: closing is the only honest signal (RFC 9112 8); never finish the body. */
+        /* Mid-body: closing is the only honest signal (RFC 9112 8); never finish the body, and
+         * reset rather than FIN where the client cannot tell a short body from the end. */
         s->down_close = true;
+        c->reset_on_close = true;
     } else {
         int status = rem_err_status(e);
         /* Bad input and unread bodies leave the conn out of sync: close after the answer. */

@@ -1,0 +1,476 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * config: lifetime of a configuration generation (defaults, references, free, summary) and the
+ * value parsers for durations, sizes and addresses. Owns nothing beyond the generation it
+ * builds; reading YAML lives in config_parse.c. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A configuration is a control object: running out of memory while building one is fatal
+ * (STYLE.md, "control objects may abort on OOM"). */
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+
+    if (p == NULL) {
+        fputs("remora: out of memory building the configuration\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    size_t len = strlen(s);
+    char *p = xcalloc(len + 1, 1);
+
+    memcpy(p, s, len);
+    return p;
+}
+
+static void listener_dispose(struct rem_cfg_listener *l)
+{
+    free(l->name);
+    l->name = NULL;
+    free(l->address);
+    l->address = NULL;
+}
+
+static void upstream_dispose(struct rem_cfg_upstream *u)
+{
+    free(u->name);
+    u->name = NULL;
+    for (size_t i = 0; u->endpoints != NULL && i < u->n_endpoints; i++)
+        free(u->endpoints[i].host);
+    free(u->endpoints);
+    u->endpoints = NULL;
+    u->n_endpoints = 0;
+}
+
+static void route_dispose(struct rem_cfg_route *r)
+{
+    free(r->name);
+    free(r->host);
+    free(r->path);
+    free(r->path_prefix);
+    for (size_t i = 0; r->methods != NULL && i < r->n_methods; i++)
+        free(r->methods[i]);
+    free(r->methods);
+    free(r->upstream);
+    memset(r, 0, sizeof(*r));
+}
+
+static void config_free(struct rem_config *cfg)
+{
+    for (size_t i = 0; cfg->listeners != NULL && i < cfg->n_listeners; i++)
+        listener_dispose(&cfg->listeners[i]);
+    free(cfg->listeners);
+    listener_dispose(&cfg->admin);
+    for (size_t i = 0; cfg->upstreams != NULL && i < cfg->n_upstreams; i++)
+        upstream_dispose(&cfg->upstreams[i]);
+    free(cfg->upstreams);
+    for (size_t i = 0; cfg->routes != NULL && i < cfg->n_routes; i++)
+        route_dispose(&cfg->routes[i]);
+    free(cfg->routes);
+    free(cfg->source);
+    free(cfg);
+}
+
+struct rem_config *rem_config_new(const char *source)
+{
+    struct rem_config *cfg = xcalloc(1, sizeof(*cfg));
+
+    cfg->refcnt = 1;
+    cfg->source = xstrdup(source != NULL ? source : "<embedded>");
+    cfg->workers = 0;
+    cfg->limits.max_header_bytes = REM_DEF_MAX_HEADER_BYTES;
+    cfg->limits.max_headers = REM_DEF_MAX_HEADERS;
+    cfg->limits.max_body_bytes = 0;
+    cfg->limits.client_idle_timeout_ms = REM_DEF_CLIENT_IDLE_TIMEOUT_MS;
+    cfg->limits.request_header_timeout_ms = REM_DEF_REQUEST_HEADER_TIMEOUT_MS;
+    cfg->limits.buffer_bytes = REM_DEF_BUFFER_BYTES;
+    cfg->log.level = REM_LOG_INFO;
+    cfg->log.format = REM_LOG_FORMAT_JSON;
+    cfg->log.access_log = false;
+    return cfg;
+}
+
+/* The default addresses are compile-time constants; failing to parse one is a build bug. */
+static void default_listener(struct rem_cfg_listener *l, const char *name, const char *address)
+{
+    l->name = xstrdup(name);
+    l->address = xstrdup(address);
+    if (rem_parse_sockaddr(address, &l->addr) != 0) {
+        fprintf(stderr, "remora: %s:%d: bad built-in address \"%s\"\n", __FILE__, __LINE__,
+                address);
+        abort();
+    }
+}
+
+void rem_config_fill_defaults(struct rem_config *cfg)
+{
+    if (cfg->listeners == NULL) {
+        cfg->listeners = xcalloc(1, sizeof(*cfg->listeners));
+        cfg->n_listeners = 1;
+        default_listener(&cfg->listeners[0], "inbound", REM_DEF_LISTEN);
+    }
+    if (cfg->admin.name == NULL) {
+        listener_dispose(&cfg->admin);
+        default_listener(&cfg->admin, "admin", REM_DEF_ADMIN);
+    }
+    if (cfg->upstreams == NULL) {
+        struct rem_cfg_upstream *u;
+
+        cfg->upstreams = xcalloc(1, sizeof(*cfg->upstreams));
+        cfg->n_upstreams = 1;
+        u = &cfg->upstreams[0];
+        u->name = xstrdup("app");
+        u->endpoints = xcalloc(1, sizeof(*u->endpoints));
+        u->n_endpoints = 1;
+        if (rem_parse_hostport(REM_DEF_UPSTREAM_ENDPOINT, &u->endpoints[0].host,
+                               &u->endpoints[0].port) != 0) {
+            fprintf(stderr, "remora: %s:%d: bad built-in endpoint \"%s\"\n", __FILE__, __LINE__,
+                    REM_DEF_UPSTREAM_ENDPOINT);
+            abort();
+        }
+        u->protocol = REM_PROTO_HTTP1;
+        u->connect_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
+        u->idle_timeout_ms = REM_DEF_IDLE_TIMEOUT_MS;
+        u->max_connections = REM_DEF_MAX_CONNECTIONS;
+    }
+    /* A nameless first upstream only exists in a load that has already failed. */
+    if (cfg->routes == NULL && cfg->n_upstreams > 0 && cfg->upstreams[0].name != NULL) {
+        struct rem_cfg_route *r;
+
+        cfg->routes = xcalloc(1, sizeof(*cfg->routes));
+        cfg->n_routes = 1;
+        r = &cfg->routes[0];
+        r->name = xstrdup("default");
+        r->path_prefix = xstrdup("/");
+        r->upstream = xstrdup(cfg->upstreams[0].name);
+        r->upstream_idx = 0;
+        r->timeout_ms = REM_DEF_ROUTE_TIMEOUT_MS;
+    }
+}
+
+struct rem_config *rem_config_default(void)
+{
+    struct rem_config *cfg = rem_config_new("<embedded>");
+
+    rem_config_fill_defaults(cfg);
+    return cfg;
+}
+
+struct rem_config *rem_config_ref(struct rem_config *cfg)
+{
+    if (cfg != NULL)
+        __atomic_add_fetch(&cfg->refcnt, 1, __ATOMIC_RELAXED);
+    return cfg;
+}
+
+void rem_config_unref(struct rem_config *cfg)
+{
+    int left;
+
+    if (cfg == NULL)
+        return;
+    /* Release so that every write by this holder happens before the free; the acquire half
+     * makes the freeing thread see them. */
+    left = __atomic_sub_fetch(&cfg->refcnt, 1, __ATOMIC_ACQ_REL);
+    if (left < 0) {
+        fprintf(stderr, "remora: %s:%d: config refcount below zero\n", __FILE__, __LINE__);
+        abort();
+    }
+    if (left == 0)
+        config_free(cfg);
+}
+
+static const char *plural(size_t n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
+int rem_config_summary(const struct rem_config *cfg, char *buf, size_t len)
+{
+    size_t n_endpoints = 0;
+    char workers[16];
+    int n;
+
+    if (cfg == NULL || buf == NULL || len == 0)
+        return -1;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        n_endpoints += cfg->upstreams[i].n_endpoints;
+    if (cfg->workers == 0)
+        snprintf(workers, sizeof(workers), "auto");
+    else
+        snprintf(workers, sizeof(workers), "%u", cfg->workers);
+    n = snprintf(buf, len, "ok: %zu %s, %zu %s (%zu %s), %zu %s, workers %s", cfg->n_listeners,
+                 plural(cfg->n_listeners, "listener", "listeners"), cfg->n_upstreams,
+                 plural(cfg->n_upstreams, "upstream", "upstreams"), n_endpoints,
+                 plural(n_endpoints, "endpoint", "endpoints"), cfg->n_routes,
+                 plural(cfg->n_routes, "route", "routes"), workers);
+    if (n < 0 || (size_t)n >= len)
+        return -1;
+    return 0;
+}
+
+void rem_config_diag_dispose(struct rem_config_diag *diag)
+{
+    if (diag == NULL)
+        return;
+    for (size_t i = 0; diag->msgs != NULL && i < diag->n; i++)
+        free(diag->msgs[i]);
+    free(diag->msgs);
+    diag->msgs = NULL;
+    diag->n = 0;
+}
+
+/* Reads a run of decimal digits into *out; returns the number of digits read, or 0 when there
+ * are none or the value does not fit in 64 bits. */
+static size_t parse_digits(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+
+    for (; s[i] >= '0' && s[i] <= '9'; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+
+        if (v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return i;
+}
+
+static int scale(uint64_t v, uint64_t mult, uint64_t *out)
+{
+    if (mult != 0 && v > UINT64_MAX / mult)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+int rem_parse_duration_ms(const char *s, uint64_t *out_ms)
+{
+    static const struct {
+        const char *unit;
+        uint64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 60 * 60 * 1000}};
+    uint64_t v;
+    size_t n;
+
+    if (s == NULL || out_ms == NULL)
+        return -1;
+    n = parse_digits(s, &v);
+    if (n == 0)
+        return -1;
+    if (s[n] == '\0') {
+        /* A bare number has no unit to guess; only 0 is unambiguous. */
+        if (v != 0)
+            return -1;
+        *out_ms = 0;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(s + n, units[i].unit) == 0)
+            return scale(v, units[i].ms, out_ms);
+    }
+    return -1;
+}
+
+int rem_parse_size_bytes(const char *s, uint64_t *out)
+{
+    static const struct {
+        const char *unit;
+        uint64_t mult;
+    } units[] = {
+        {"", 1},
+        {"B", 1},
+        {"KiB", 1024},
+        {"MiB", 1024 * 1024},
+        {"GiB", 1024 * 1024 * 1024},
+        {"KB", 1000},
+        {"MB", 1000 * 1000},
+        {"GB", 1000 * 1000 * 1000},
+    };
+    uint64_t v;
+    size_t n;
+
+    if (s == NULL || out == NULL)
+        return -1;
+    n = parse_digits(s, &v);
+    if (n == 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(s + n, units[i].unit) == 0)
+            return scale(v, units[i].mult, out);
+    }
+    return -1;
+}
+
+/* Port: 1 to 5 digits, no sign, value <= 65535. */
+static int parse_port(const char *s, unsigned min, uint16_t *out)
+{
+    uint64_t v;
+    size_t n = parse_digits(s, &v);
+
+    if (n == 0 || n > 5 || s[n] != '\0' || v < min || v > 65535)
+        return -1;
+    *out = (uint16_t)v;
+    return 0;
+}
+
+/* Splits "host:port" or "[v6]:port" into a host span and the port text; the span excludes
+ * brackets. Returns -1 when the shape is wrong (no port, unbalanced brackets, bare v6). */
+static int split_hostport(const char *s, const char **host, size_t *host_len, bool *bracketed,
+                          const char **port)
+{
+    const char *colon;
+
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+
+        if (close == NULL || close[1] != ':')
+            return -1;
+        *host = s + 1;
+        *host_len = (size_t)(close - s - 1);
+        *bracketed = true;
+        *port = close + 2;
+        return 0;
+    }
+    colon = strchr(s, ':');
+    /* More than one colon without brackets is an IPv6 address with no way to tell its port. */
+    if (colon == NULL || strchr(colon + 1, ':') != NULL)
+        return -1;
+    *host = s;
+    *host_len = (size_t)(colon - s);
+    *bracketed = false;
+    *port = colon + 1;
+    return 0;
+}
+
+int rem_parse_sockaddr(const char *s, struct rem_sockaddr *out)
+{
+    const char *host, *port_s;
+    size_t host_len;
+    bool bracketed;
+    uint16_t port;
+    char hbuf[INET6_ADDRSTRLEN];
+
+    if (s == NULL || out == NULL)
+        return -1;
+    if (split_hostport(s, &host, &host_len, &bracketed, &port_s) != 0)
+        return -1;
+    if (host_len == 0 || host_len >= sizeof(hbuf) || parse_port(port_s, 0, &port) != 0)
+        return -1;
+    memcpy(hbuf, host, host_len);
+    hbuf[host_len] = '\0';
+
+    memset(out, 0, sizeof(*out));
+    if (bracketed) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+
+        if (inet_pton(AF_INET6, hbuf, &sin6->sin6_addr) != 1)
+            return -1;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        out->len = sizeof(*sin6);
+        return 0;
+    }
+
+    struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+
+    if (strcmp(hbuf, "*") == 0)
+        sin->sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (strcmp(hbuf, "localhost") == 0)
+        sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else if (inet_pton(AF_INET, hbuf, &sin->sin_addr) != 1)
+        return -1;
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(port);
+    out->len = sizeof(*sin);
+    return 0;
+}
+
+/* A DNS name or dotted IPv4 address: letters, digits, '-', '_' and '.', at most 253 bytes
+ * (RFC 1035 section 2.3.4), no empty label. '_' is tolerated because service names use it. */
+static bool valid_hostname(const char *s, size_t len)
+{
+    if (len == 0 || len > 253 || s[0] == '.' || strstr(s, "..") != NULL)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+int rem_parse_hostport(const char *s, char **host, uint16_t *port)
+{
+    const char *h, *port_s;
+    size_t host_len;
+    bool bracketed;
+    uint16_t p;
+    char *copy = NULL;
+
+    if (s == NULL || host == NULL || port == NULL)
+        goto fail;
+    if (split_hostport(s, &h, &host_len, &bracketed, &port_s) != 0)
+        goto fail;
+    if (parse_port(port_s, 1, &p) != 0)
+        goto fail;
+    copy = calloc(host_len + 1, 1);
+    if (copy == NULL)
+        goto fail;
+    memcpy(copy, h, host_len);
+    if (bracketed) {
+        struct in6_addr a6;
+
+        if (inet_pton(AF_INET6, copy, &a6) != 1)
+            goto fail;
+    } else if (!valid_hostname(copy, host_len)) {
+        goto fail;
+    }
+    *host = copy;
+    *port = p;
+    return 0;
+
+fail:
+    free(copy);
+    return -1;
+}
+
+int rem_sockaddr_str(const struct rem_sockaddr *a, char *buf, size_t len)
+{
+    char hbuf[INET6_ADDRSTRLEN];
+    int n;
+
+    if (a == NULL || buf == NULL || len == 0)
+        return -1;
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
+
+        if (inet_ntop(AF_INET, &sin->sin_addr, hbuf, sizeof(hbuf)) == NULL)
+            return -1;
+        n = snprintf(buf, len, "%s:%u", hbuf, (unsigned)ntohs(sin->sin_port));
+    } else if (a->ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
+
+        if (inet_ntop(AF_INET6, &sin6->sin6_addr, hbuf, sizeof(hbuf)) == NULL)
+            return -1;
+        n = snprintf(buf, len, "[%s]:%u", hbuf, (unsigned)ntohs(sin6->sin6_port));
+    } else {
+        return -1;
+    }
+    if (n < 0 || (size_t)n >= len)
+        return -1;
+    return 0;
+}

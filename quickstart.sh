@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# quickstart.sh: build remora and run it in front of a demo app (run), or build it and run the
+# whole test suite (test). Works on a fresh Debian 12 machine as root; idempotent: installs
+# only the Debian packages that are missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+
+BUILD_DEPS=(build-essential autoconf automake libtool pkg-config libevent-dev libnghttp2-dev
+    libc-ares-dev libssl-dev libjemalloc-dev libyaml-dev node-llhttp)
+RUN_DEPS=(python3 curl)
+TEST_DEPS=(libcmocka-dev python3-pytest python3-h2 wrk nghttp2-client clang)
+
+log() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
+
+install_deps() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q >/dev/null
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {
+    local want="$1"   # configure flags
+    if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt configure ]; then
+        log "autoreconf"
+        autoreconf -fi >/dev/null 2>&1 || autoreconf -fi
+    fi
+    if [ ! -f Makefile ] || [ "$(cat .quickstart-flags 2>/dev/null)" != "$want" ]; then
+        log "configure $want"
+        # shellcheck disable=SC2086
+        ./configure $want >/dev/null
+        echo "$want" > .quickstart-flags
+    fi
+    log "make"
+    make -j"$(nproc)" >/dev/null
+}
+
+cmd_run() {
+    install_deps "${BUILD_DEPS[@]}" "${RUN_DEPS[@]}"
+    build ""
+    local app_pid rem_pid
+    /usr/bin/python3 tests/integration/upstream.py --host 127.0.0.1 --port 8080 > /tmp/remora-demo-app.log 2>&1 &
+    app_pid=$!
+    proxy/remora -c conf/remora.yaml &
+    rem_pid=$!
+    trap 'kill $rem_pid $app_pid 2>/dev/null; wait $rem_pid $app_pid 2>/dev/null; exit 0' INT TERM EXIT
+    for _ in $(seq 50); do
+        curl -fs -o /dev/null http://127.0.0.1:9090/readyz && break
+        sleep 0.1
+    done
+    cat >&2 <<EOT
+
+remora is running (pid $rem_pid) in front of a demo app on 127.0.0.1:8080 (pid $app_pid).
+Try:
+  curl -i http://127.0.0.1:8000/echo                 # through remora (traffic port)
+  curl -i -H 'Host: api.example.com' http://127.0.0.1:8000/api/echo   # the "api" route
+  curl -i http://127.0.0.1:8000/chunked?n=100000 -o /dev/null
+  curl -s http://127.0.0.1:9090/metrics               # metrics port
+  curl -i http://127.0.0.1:9090/readyz                # readiness (also /healthz)
+Press Ctrl-C to stop.
+EOT
+    wait $rem_pid
+}
+
+cmd_test() {
+    install_deps "${BUILD_DEPS[@]}" "${RUN_DEPS[@]}" "${TEST_DEPS[@]}"
+    build "--enable-werror"
+    local passed=0 failed=0 skipped=0 t out
+    log "unit tests"
+    make -j"$(nproc)" check TESTS= >/dev/null
+    for t in tests/unit/test_*; do
+        [ -x "$t" ] && [ -f "$t" ] || continue
+        out=$(CMOCKA_MESSAGE_OUTPUT=stdout "./$t" 2>&1) || true
+        printf '%s\n' "$out" | grep -E '^\[  (FAILED|PASSED|  OK  |ERROR)' | grep -v '^\[       OK \]' || true
+        local p f
+        p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+        f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+        if [ -z "$p" ] && [ -z "$f" ]; then
+            log "$t produced no cmocka summary (crashed?)"; printf '%s\n' "$out" | tail -20; f=1
+        fi
+        echo "$t: ${p:-0} passed, ${f:-0} failed"
+        passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+    done
+    log "integration tests (pytest)"
+    local junit
+    junit=$(mktemp /tmp/remora-junit.XXXXXX.xml)
+    set +e
+    /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$junit" tests/integration
+    set -e
+    read -r jp jf js < <(/usr/bin/python3 - "$junit" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception:
+    print(0, 1, 0); sys.exit()
+suites = [root] if root.tag == "testsuite" else list(root)
+t = sum(int(s.get("tests", 0)) for s in suites)
+f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+s = sum(int(s.get("skipped", 0)) for s in suites)
+print(t - f - s, f, s)
+PY
+)
+    rm -f "$junit"
+    passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
+    if [ "$skipped" -gt 0 ]; then
+        echo "$passed passed, $failed failed, $skipped skipped"
+    else
+        echo "$passed passed, $failed failed"
+    fi
+    [ "$failed" -eq 0 ]
+}
+
+case "${1:-}" in
+    run) cmd_run ;;
+    test) cmd_test ;;
+    *) echo "usage: $0 run|test" >&2; exit 2 ;;
+esac

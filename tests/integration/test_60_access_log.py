@@ -1,0 +1,113 @@
+# SPDX-License-Identifier: Apache-2.0
+"""60: observability: one JSON access-log line per request on stderr with the documented
+keys, none when log.access_log is false; and /metrics counts what happened."""
+
+import re
+import time
+
+from helpers import UUID4_RE, HttpConn, free_port, http
+
+KEYS = ("method", "path", "route", "status", "upstream", "bytes_in", "bytes_out",
+        "duration_s", "termination", "request_id")
+
+
+def test_access_log_line_per_request(remora, upstream):
+    p = remora(upstream)
+    resp = []
+    with HttpConn(p.port) as c:
+        c.request("GET", "/echo/a")
+        resp.append(c.read_response())
+        c.request("POST", "/upload", body=b"z" * 5000)
+        resp.append(c.read_response())
+        c.request("GET", "/bytes?n=20000")
+        resp.append(c.read_response())
+    logs = p.access_logs(at_least=3)
+    assert len(logs) == 3, logs
+    for e in logs:
+        for k in KEYS:
+            assert k in e, (k, e)
+        assert e["msg"] == "access"
+        assert e["route"] == "default"
+        assert e["upstream"] == upstream.addr
+        assert e["termination"] == "--"
+        assert e["status"] == 200
+        assert isinstance(e["bytes_in"], int) and isinstance(e["bytes_out"], int)
+        assert isinstance(e["duration_s"], (int, float)) and 0 <= e["duration_s"] < 5
+    assert [e["method"] for e in logs] == ["GET", "POST", "GET"]
+    assert logs[0]["path"] == "/echo/a"
+    assert logs[1]["bytes_in"] >= 5000
+    assert logs[2]["bytes_out"] >= 20000
+    assert [e["request_id"] for e in logs] == [r.header("x-request-id") for r in resp]
+    assert all(UUID4_RE.match(e["request_id"]) for e in logs)
+
+
+def test_access_log_client_request_id(remora, upstream):
+    p = remora(upstream)
+    http(p.port, "GET", "/echo", headers=[("X-Request-Id", "my-id-1")])
+    logs = p.access_logs(at_least=1)
+    assert logs and logs[0]["request_id"] == "my-id-1"
+
+
+def test_access_log_duration(remora, upstream):
+    p = remora(upstream)
+    http(p.port, "GET", "/delay?ms=300")
+    e = p.access_logs(at_least=1)[0]
+    assert 0.29 <= e["duration_s"] < 2.0, e
+
+
+def test_access_log_upstream_status_is_normal_completion(remora, upstream):
+    p = remora(upstream)
+    assert http(p.port, "GET", "/status/500").status == 500
+    e = p.access_logs(at_least=1)[0]
+    assert e["status"] == 500 and e["termination"] == "--", e
+
+
+def test_access_log_errors_have_termination_code(remora, upstream):
+    dead = free_port()
+    p = remora(upstreams=[
+        {"name": "app", "endpoints": [upstream.addr], "connect_timeout": "1s",
+         "idle_timeout": "2s", "max_connections": 64},
+        {"name": "dead", "endpoints": ["127.0.0.1:%d" % dead], "connect_timeout": "1s",
+         "idle_timeout": "2s", "max_connections": 64}],
+        routes=[{"name": "dead", "match": {"path_prefix": "/dead/"}, "upstream": "dead",
+                 "timeout": "5s"},
+                {"name": "app", "match": {"path_prefix": "/app/"}, "upstream": "app",
+                 "timeout": "5s"}])
+    assert http(p.port, "GET", "/dead/x").status == 502
+    assert http(p.port, "GET", "/nowhere").status == 404
+    logs = p.access_logs(at_least=2)
+    assert len(logs) == 2, logs
+    by_status = {e["status"]: e for e in logs}
+    assert set(by_status) == {502, 404}, logs
+    for e in logs:
+        assert re.match(r"^[A-Za-z-]{2}$", e["termination"]) and e["termination"] != "--", e
+    assert by_status[502]["route"] == "dead"
+    assert by_status[502]["upstream"] == "127.0.0.1:%d" % dead
+
+
+def test_no_access_log_when_disabled(remora, upstream):
+    p = remora(upstream, log={"access_log": False})
+    for _ in range(3):
+        assert http(p.port, "GET", "/echo").status == 200
+    time.sleep(0.3)
+    assert [e for e in p.log_lines() if e.get("msg") == "access"] == []
+
+
+def test_stderr_is_json_lines(remora, upstream):
+    p = remora(upstream)
+    http(p.port, "GET", "/echo")
+    p.access_logs(at_least=1)
+    lines = [l for l in p.stderr().splitlines() if l.strip()]
+    assert lines
+    assert len(p.log_lines()) == len(lines), "non-JSON line on stderr with format: json"
+
+
+def test_metrics_count_requests(remora, upstream):
+    p = remora(upstream)
+    for _ in range(3):
+        http(p.port, "GET", "/echo")
+    text = http(p.admin_port, "GET", "/metrics").body.decode()
+    counters = [l for l in text.splitlines()
+                if l.startswith("remora_") and "_total" in l.split()[0]]
+    assert counters, text[:3000]
+    assert any(float(l.split()[-1]) >= 3 for l in counters), text[:3000]

@@ -1,0 +1,317 @@
+# SPDX-License-Identifier: Apache-2.0
+"""80: bad input from the client (status, x-remora-error, short body, connection closed,
+others still served), configured limits, upstream failures (refused, connect timeout, reset,
+silence, malformed response) and responses that break mid-body."""
+
+import socket
+import time
+
+import pytest
+
+from helpers import HttpConn, build_request, chunked_body, free_port, http, pattern
+
+
+def expect_error(port, raw, status, reason, wait=3.0):
+    """Sends raw on a fresh connection; the response must be status with x-remora-error
+    reason and a short body, and the connection must then close."""
+    with HttpConn(port, timeout=wait + 2) as c:
+        try:
+            c.send(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r = c.read_response()
+        assert r.status == status, (r, r.body)
+        assert r.header("x-remora-error") == reason, r.headers
+        assert r.complete and len(r.body) < 1024, r.body
+        assert c.is_closed(wait=wait), "connection left open after %d %s" % (status, reason)
+    return r
+
+
+def still_serving(port):
+    r = http(port, "GET", "/echo?still")
+    assert r.status == 200 and r.json()["path"] == "/echo?still"
+
+
+@pytest.fixture
+def limited(remora, upstream):
+    return remora(upstream, limits={"max_header_bytes": "4KiB", "max_headers": 20,
+                                    "max_body_bytes": "1KiB"})
+
+
+BAD_REQUESTS = {
+    "garbage_request_line": (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    "request_line_no_version": (b"GET /\r\nHost: a\r\n\r\n", 400, "bad_request"),
+    "header_without_colon": (b"GET / HTTP/1.1\r\nHost: a\r\nNoColonHere\r\n\r\n",
+                             400, "bad_request"),
+    "space_before_colon": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n", 400, "bad_request"),
+    "nul_in_header_value": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x00b\r\n\r\n",
+                            400, "bad_request"),
+    "http11_without_host": (b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n", 400, "bad_request"),
+    "cl_and_te": (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                  400, "bad_framing"),
+    "two_content_lengths": (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                            b"Content-Length: 6\r\n\r\nhello!", 400, "bad_framing"),
+    "obs_fold": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: one\r\n two\r\n\r\n", 400, "bad_framing"),
+    "obs_fold_tab": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: one\r\n\ttwo\r\n\r\n",
+                     400, "bad_framing"),
+    "te_gzip": (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+                501, "unsupported_transfer_encoding"),
+    "te_gzip_chunked": (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n"
+                        b"\r\n0\r\n\r\n", 501, "unsupported_transfer_encoding"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_request(proxy, case):
+    raw, status, reason = BAD_REQUESTS[case]
+    expect_error(proxy.port, raw, status, reason)
+    still_serving(proxy.port)
+
+
+def test_bad_request_after_good_one_on_same_connection(proxy):
+    with HttpConn(proxy.port) as c:
+        c.request("GET", "/echo")
+        assert c.read_response().status == 200
+        c.send(b"BROKEN LINE\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400 and r.header("x-remora-error") == "bad_request"
+        assert c.is_closed()
+
+
+def test_bad_content_length_value(proxy):
+    with HttpConn(proxy.port) as c:
+        c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400 and r.header("x-remora-error") in ("bad_request", "bad_framing")
+        assert c.is_closed()
+
+
+def test_other_clients_served_during_bad_input(proxy):
+    with HttpConn(proxy.port) as good:
+        good.request("GET", "/echo?1")
+        assert good.read_response().status == 200
+        for raw, status, reason in BAD_REQUESTS.values():
+            expect_error(proxy.port, raw, status, reason)
+        good.request("GET", "/echo?2")
+        assert good.read_response().json()["path"] == "/echo?2"
+
+
+def test_header_too_large(limited):
+    raw = build_request("GET", "/echo", headers=[("X-Big", "a" * 6000)])
+    expect_error(limited.port, raw, 431, "header_too_large")
+    still_serving(limited.port)
+
+
+def test_header_just_under_limit_passes(limited):
+    r = http(limited.port, "GET", "/echo", headers=[("X-Big", "a" * 3000)])
+    assert r.status == 200
+
+
+def test_too_many_headers(limited):
+    raw = build_request("GET", "/echo", headers=[("X-H%d" % i, "v") for i in range(40)])
+    expect_error(limited.port, raw, 431, "too_many_headers")
+    still_serving(limited.port)
+
+
+def test_headers_under_count_limit_pass(limited):
+    r = http(limited.port, "GET", "/echo", headers=[("X-H%d" % i, "v") for i in range(10)])
+    assert r.status == 200
+
+
+def test_body_too_large_content_length(limited):
+    raw = build_request("POST", "/echo", body=b"x" * 2048)
+    expect_error(limited.port, raw, 413, "body_too_large")
+    still_serving(limited.port)
+
+
+def test_body_too_large_chunked(limited):
+    raw = build_request("POST", "/echo", headers=[("Transfer-Encoding", "chunked")],
+                        body=chunked_body(b"x" * 3000, 500))
+    expect_error(limited.port, raw, 413, "body_too_large")
+    still_serving(limited.port)
+
+
+def test_body_at_limit_passes(limited):
+    r = http(limited.port, "POST", "/echo", body=b"x" * 1024)
+    assert r.status == 200 and r.json()["body_len"] == 1024
+    r = http(limited.port, "POST", "/echo", headers=[("Transfer-Encoding", "chunked")],
+             body=chunked_body(b"y" * 1024, 100))
+    assert r.status == 200 and r.json()["body_len"] == 1024
+
+
+def test_request_header_timeout(remora, upstream):
+    p = remora(upstream, limits={"request_header_timeout": "500ms"})
+    t0 = time.monotonic()
+    with HttpConn(p.port, timeout=5) as c:
+        c.send(b"GET /echo HTTP/1.1\r\nHost: a\r\n")
+        r = c.read_response()
+        took = time.monotonic() - t0
+        assert r.status == 408 and r.header("x-remora-error") == "request_header_timeout", r
+        assert c.is_closed()
+    assert 0.4 <= took < 2.5, took
+    still_serving(p.port)
+
+
+def test_request_header_timeout_counts_whole_head(remora, upstream):
+    """A client trickling header bytes does not reset the head timer (slowloris)."""
+    p = remora(upstream, limits={"request_header_timeout": "500ms"})
+    t0 = time.monotonic()
+    with HttpConn(p.port, timeout=5) as c:
+        c.send(b"GET /echo HTTP/1.1\r\nHost: a\r\n")
+        got = None
+        for i in range(30):
+            try:
+                c.send(b"X-%d: v\r\n" % i)
+            except OSError:
+                break
+            c.sock.settimeout(0.1)
+            try:
+                d = c.sock.recv(65536)
+            except socket.timeout:
+                continue
+            got = d
+            break
+        took = time.monotonic() - t0
+        assert got is not None and got.startswith(b"HTTP/1.1 408"), got
+    assert took < 2.0, took
+
+
+def test_client_idle_timeout(remora, upstream):
+    p = remora(upstream, limits={"client_idle_timeout": "500ms"})
+    with HttpConn(p.port) as c:
+        c.request("GET", "/echo")
+        assert c.read_response().status == 200
+        t0 = time.monotonic()
+        assert c.is_closed(wait=3.0)
+        took = time.monotonic() - t0
+    assert 0.3 <= took < 2.5, took
+
+
+# ---- upstream failures -------------------------------------------------------------------
+
+def test_connect_refused(remora):
+    dead = free_port()
+    p = remora(endpoints=["127.0.0.1:%d" % dead])
+    r = http(p.port, "GET", "/echo")
+    assert r.status == 502 and r.header("x-remora-error") == "connect_refused", r
+    assert 0 < len(r.body) < 1024
+
+
+@pytest.fixture
+def full_backlog():
+    """A listening socket that never accepts, its accept queue already full, so further
+    connects hang in SYN_SENT."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(0)
+    fillers = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(lsock.getsockname())
+        except BlockingIOError:
+            pass
+        fillers.append(s)
+    time.sleep(0.1)
+    probe = socket.socket()
+    probe.settimeout(0.3)
+    try:
+        probe.connect(lsock.getsockname())
+        hangs = False
+    except socket.timeout:
+        hangs = True
+    finally:
+        probe.close()
+    if not hangs:
+        pytest.skip("this kernel accepted a connect on a full backlog: cannot simulate")
+    yield lsock.getsockname()[1]
+    for s in fillers:
+        s.close()
+    lsock.close()
+
+
+def test_connect_timeout(remora, full_backlog):
+    p = remora(endpoints=["127.0.0.1:%d" % full_backlog],
+               upstream_opts={"connect_timeout": "200ms"})
+    t0 = time.monotonic()
+    r = http(p.port, "GET", "/echo", timeout=5)
+    took = time.monotonic() - t0
+    assert r.status == 504 and r.header("x-remora-error") == "connect_timeout", r
+    assert 0.15 <= took < 1.5, took
+
+
+@pytest.mark.parametrize("target", ["/reset", "/reset?rst=1"])
+def test_upstream_reset_before_response(proxy, target):
+    r = http(proxy.port, "GET", target)
+    assert r.status == 502 and r.header("x-remora-error") == "upstream_reset", r
+    still_serving(proxy.port)
+
+
+def test_upstream_timeout(remora, upstream):
+    p = remora(upstream, routes=[{"name": "default", "match": {"path_prefix": "/"},
+                                  "upstream": "app", "timeout": "300ms"}])
+    t0 = time.monotonic()
+    r = http(p.port, "GET", "/delay?ms=3000")
+    took = time.monotonic() - t0
+    assert r.status == 504 and r.header("x-remora-error") == "upstream_timeout", r
+    assert 0.25 <= took < 1.5, took
+    assert http(p.port, "GET", "/delay?ms=50").status == 200
+
+
+def test_upstream_timeout_is_silence_not_total_time(remora, upstream):
+    """timeout bounds silence while a response is due: a body that keeps arriving (8 chunks,
+    100 ms apart, 0.8 s in all) outlives a 300 ms route timeout."""
+    p = remora(upstream, routes=[{"name": "default", "match": {"path_prefix": "/"},
+                                  "upstream": "app", "timeout": "300ms"}])
+    with HttpConn(p.port) as c:
+        c.request("GET", "/drip?count=8&size=100&ms=100")
+        r = c.read_response()
+    assert r.status == 200 and r.complete and r.body == pattern(0, 800), (r, r.body)
+
+
+@pytest.mark.parametrize("kind", ["garbage", "status", "cl", "header"])
+def test_malformed_upstream_response(proxy, kind):
+    r = http(proxy.port, "GET", "/malformed?kind=%s" % kind)
+    assert r.status == 502 and r.header("x-remora-error") == "bad_response", (kind, r, r.body)
+    still_serving(proxy.port)
+
+
+def test_upstream_breaks_mid_body_content_length(proxy):
+    with HttpConn(proxy.port, timeout=5) as c:
+        c.request("GET", "/close-mid?n=200000&send=100000")
+        r = c.read_response()
+        assert r.status == 200
+        assert not r.complete, "a truncated upstream body looked complete: %r" % r
+        assert r.body_len < 200000
+        assert r.body == pattern(0, r.body_len)
+        assert c.eof or c.is_closed()
+    still_serving(proxy.port)
+
+
+def test_upstream_breaks_mid_body_chunked(proxy):
+    with HttpConn(proxy.port, timeout=5) as c:
+        c.request("GET", "/close-mid-chunked?send=100000")
+        r = c.read_response()
+        assert r.status == 200
+        assert not r.complete, "a truncated chunked body got its terminal chunk: %r" % r
+        assert r.body == pattern(0, r.body_len)
+        assert c.eof or c.is_closed()
+    still_serving(proxy.port)
+
+
+def test_upstream_breaks_mid_body_http10_client(proxy):
+    """To an HTTP/1.0 client a chunked response goes close-delimited, where EOF would look
+    like a normal end: remora must not let a truncated body look complete there either. It
+    can only signal it by resetting the connection instead of a clean close."""
+    with HttpConn(proxy.port, timeout=5) as c:
+        c.send(b"GET /close-mid-chunked?send=100000 HTTP/1.0\r\nHost: x\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200
+        assert not r.complete, "truncated close-delimited body ended with a clean FIN"
+
+
+def test_large_response_header_passes(proxy):
+    r = http(proxy.port, "GET", "/header?name=x-large&size=16000")
+    assert r.status == 200 and len(r.header("x-large")) == 16000

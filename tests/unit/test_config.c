@@ -1,0 +1,1000 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * test_config: unit tests for config.h: defaults, loading good and bad YAML (exact messages
+ * and positions), ${VAR} expansion, the value parsers and the generation's lifetime. Fixtures
+ * live in tests/unit/configs; conf/remora.yaml is loaded as shipped. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+#ifndef REM_TEST_DATADIR
+#error "REM_TEST_DATADIR must be the absolute path of tests/unit"
+#endif
+#define CONFIGS REM_TEST_DATADIR "/configs/"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static struct rem_config *load_ok(const char *path)
+{
+    struct rem_config_diag diag = {0};
+    struct rem_config *cfg = rem_config_load_file(path, &diag);
+
+    for (size_t i = 0; i < diag.n; i++)
+        print_error("unexpected: %s\n", diag.msgs[i]);
+    assert_non_null(cfg);
+    assert_int_equal(diag.n, 0);
+    rem_config_diag_dispose(&diag);
+    return cfg;
+}
+
+/* Checks that loading fails with exactly the messages in want[] (NULL-terminated), in order. */
+static void check_diag(struct rem_config *cfg, struct rem_config_diag *diag,
+                       const char *const *want)
+{
+    size_t n_want = 0;
+
+    while (want[n_want] != NULL)
+        n_want++;
+    assert_null(cfg);
+    for (size_t i = 0; i < diag->n || i < n_want; i++) {
+        const char *got = i < diag->n ? diag->msgs[i] : "(none)";
+        const char *exp = i < n_want ? want[i] : "(none)";
+
+        if (strcmp(got, exp) != 0)
+            print_error("message %zu:\n  got:  %s\n  want: %s\n", i, got, exp);
+    }
+    assert_int_equal(diag->n, n_want);
+    for (size_t i = 0; i < n_want; i++)
+        assert_string_equal(diag->msgs[i], want[i]);
+    rem_config_diag_dispose(diag);
+}
+
+static void expect_file_errors(const char *path, const char *const *want)
+{
+    struct rem_config_diag diag = {0};
+
+    check_diag(rem_config_load_file(path, &diag), &diag, want);
+}
+
+static void expect_string_errors(const char *yaml, const char *const *want)
+{
+    struct rem_config_diag diag = {0};
+
+    check_diag(rem_config_load_string(yaml, "t.yaml", &diag), &diag, want);
+}
+
+static struct rem_config *load_string_ok(const char *yaml)
+{
+    struct rem_config_diag diag = {0};
+    struct rem_config *cfg = rem_config_load_string(yaml, "t.yaml", &diag);
+
+    for (size_t i = 0; i < diag.n; i++)
+        print_error("unexpected: %s\n", diag.msgs[i]);
+    assert_non_null(cfg);
+    assert_int_equal(diag.n, 0);
+    return cfg;
+}
+
+static void assert_addr(const struct rem_sockaddr *a, const char *want)
+{
+    char buf[64];
+
+    assert_int_equal(rem_sockaddr_str(a, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, want);
+}
+
+/* Every field of a generation that took every default. */
+static void assert_all_defaults(const struct rem_config *cfg)
+{
+    assert_int_equal(cfg->refcnt, 1);
+    assert_int_equal(cfg->workers, 0);
+
+    assert_int_equal(cfg->n_listeners, 1);
+    assert_string_equal(cfg->listeners[0].name, "inbound");
+    assert_string_equal(cfg->listeners[0].address, REM_DEF_LISTEN);
+    assert_addr(&cfg->listeners[0].addr, "0.0.0.0:8000");
+
+    assert_string_equal(cfg->admin.name, "admin");
+    assert_string_equal(cfg->admin.address, REM_DEF_ADMIN);
+    assert_addr(&cfg->admin.addr, "0.0.0.0:9090");
+
+    assert_int_equal(cfg->n_upstreams, 1);
+    assert_string_equal(cfg->upstreams[0].name, "app");
+    assert_int_equal(cfg->upstreams[0].n_endpoints, 1);
+    assert_string_equal(cfg->upstreams[0].endpoints[0].host, "127.0.0.1");
+    assert_int_equal(cfg->upstreams[0].endpoints[0].port, 8080);
+    assert_int_equal(cfg->upstreams[0].protocol, REM_PROTO_HTTP1);
+    assert_int_equal(cfg->upstreams[0].connect_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
+    assert_int_equal(cfg->upstreams[0].idle_timeout_ms, REM_DEF_IDLE_TIMEOUT_MS);
+    assert_int_equal(cfg->upstreams[0].max_connections, REM_DEF_MAX_CONNECTIONS);
+
+    assert_int_equal(cfg->n_routes, 1);
+    assert_string_equal(cfg->routes[0].name, "default");
+    assert_null(cfg->routes[0].host);
+    assert_false(cfg->routes[0].host_wildcard);
+    assert_null(cfg->routes[0].path);
+    assert_string_equal(cfg->routes[0].path_prefix, "/");
+    assert_int_equal(cfg->routes[0].n_methods, 0);
+    assert_string_equal(cfg->routes[0].upstream, "app");
+    assert_int_equal(cfg->routes[0].upstream_idx, 0);
+    assert_int_equal(cfg->routes[0].timeout_ms, REM_DEF_ROUTE_TIMEOUT_MS);
+
+    assert_int_equal(cfg->limits.max_header_bytes, REM_DEF_MAX_HEADER_BYTES);
+    assert_int_equal(cfg->limits.max_headers, REM_DEF_MAX_HEADERS);
+    assert_int_equal(cfg->limits.max_body_bytes, 0);
+    assert_int_equal(cfg->limits.client_idle_timeout_ms, REM_DEF_CLIENT_IDLE_TIMEOUT_MS);
+    assert_int_equal(cfg->limits.request_header_timeout_ms, REM_DEF_REQUEST_HEADER_TIMEOUT_MS);
+    assert_int_equal(cfg->limits.buffer_bytes, REM_DEF_BUFFER_BYTES);
+
+    assert_int_equal(cfg->log.level, REM_LOG_INFO);
+    assert_int_equal(cfg->log.format, REM_LOG_FORMAT_JSON);
+    assert_false(cfg->log.access_log);
+}
+
+/* ---- defaults and lifetime ---------------------------------------------------------------- */
+
+static void test_default_config(void **state)
+{
+    struct rem_config *cfg = rem_config_default();
+
+    assert_non_null(cfg);
+    assert_string_equal(cfg->source, "<embedded>");
+    assert_all_defaults(cfg);
+    rem_config_unref(cfg);
+}
+
+static void test_empty_file_is_all_defaults(void **state)
+{
+    struct rem_config *cfg = load_ok(CONFIGS "good_minimal.yaml");
+
+    assert_string_equal(cfg->source, CONFIGS "good_minimal.yaml");
+    assert_all_defaults(cfg);
+    rem_config_unref(cfg);
+
+    cfg = load_string_ok("");
+    assert_string_equal(cfg->source, "t.yaml");
+    assert_all_defaults(cfg);
+    rem_config_unref(cfg);
+
+    /* Null sections ("key:" with nothing after it) count as empty mappings. */
+    cfg = load_string_ok("# nothing\nadmin:\nlimits: ~\nlog: null\n");
+    assert_all_defaults(cfg);
+    rem_config_unref(cfg);
+}
+
+static void test_refcount(void **state)
+{
+    struct rem_config *cfg = rem_config_default();
+
+    assert_ptr_equal(rem_config_ref(cfg), cfg);
+    assert_int_equal(cfg->refcnt, 2);
+    rem_config_unref(cfg);
+    assert_int_equal(cfg->refcnt, 1);
+    assert_null(rem_config_ref(NULL));
+    rem_config_unref(NULL);
+    rem_config_unref(cfg); /* frees: ASan reports a leak or a double free otherwise */
+}
+
+static void test_summary(void **state)
+{
+    struct rem_config *cfg = rem_config_default();
+    char buf[128];
+
+    assert_int_equal(rem_config_summary(cfg, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "ok: 1 listener, 1 upstream (1 endpoint), 1 route, workers auto");
+    assert_int_equal(rem_config_summary(cfg, buf, 10), -1);
+    assert_int_equal(strlen(buf), 9);
+    assert_int_equal(rem_config_summary(cfg, buf, 0), -1);
+    assert_int_equal(rem_config_summary(NULL, buf, sizeof(buf)), -1);
+    rem_config_unref(cfg);
+
+    cfg = load_ok(REM_TEST_DATADIR "/../../conf/remora.yaml");
+    assert_int_equal(rem_config_summary(cfg, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "ok: 1 listener, 1 upstream (1 endpoint), 2 routes, workers auto");
+    rem_config_unref(cfg);
+
+    cfg = load_ok(CONFIGS "good_full.yaml");
+    assert_int_equal(rem_config_summary(cfg, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "ok: 2 listeners, 2 upstreams (4 endpoints), 3 routes, workers 4");
+    rem_config_unref(cfg);
+}
+
+static void test_diag_dispose(void **state)
+{
+    struct rem_config_diag diag = {0};
+
+    rem_config_diag_dispose(&diag);
+    rem_config_diag_dispose(NULL);
+    assert_null(rem_config_load_string("bogus: 1\n", "a.yaml", &diag));
+    assert_null(rem_config_load_string("bogus: 2\n", "b.yaml", &diag));
+    /* A second load appends to what the first left. */
+    assert_int_equal(diag.n, 2);
+    assert_string_equal(diag.msgs[0], "a.yaml:1:1: unknown key \"bogus\" at top level");
+    assert_string_equal(diag.msgs[1], "b.yaml:1:1: unknown key \"bogus\" at top level");
+    rem_config_diag_dispose(&diag);
+    assert_null(diag.msgs);
+    assert_int_equal(diag.n, 0);
+    /* diag is optional. */
+    assert_null(rem_config_load_string("bogus: 1\n", "a.yaml", NULL));
+}
+
+/* ---- good files --------------------------------------------------------------------------- */
+
+static void test_sample_config(void **state)
+{
+    struct rem_config *cfg = load_ok(REM_TEST_DATADIR "/../../conf/remora.yaml");
+    const struct rem_cfg_route *api, *def;
+
+    assert_int_equal(cfg->workers, 0);
+    assert_int_equal(cfg->n_listeners, 1);
+    assert_string_equal(cfg->listeners[0].name, "inbound");
+    assert_addr(&cfg->listeners[0].addr, "0.0.0.0:8000");
+    assert_addr(&cfg->admin.addr, "0.0.0.0:9090");
+    assert_int_equal(cfg->n_upstreams, 1);
+    assert_string_equal(cfg->upstreams[0].name, "app");
+    assert_string_equal(cfg->upstreams[0].endpoints[0].host, "127.0.0.1");
+    assert_int_equal(cfg->upstreams[0].endpoints[0].port, 8080);
+    assert_int_equal(cfg->n_routes, 2);
+    api = &cfg->routes[0];
+    def = &cfg->routes[1];
+    assert_string_equal(api->name, "api");
+    assert_string_equal(api->host, "api.example.com");
+    assert_string_equal(api->path_prefix, "/api/");
+    assert_int_equal(api->n_methods, 2);
+    assert_string_equal(api->methods[0], "GET");
+    assert_string_equal(api->methods[1], "POST");
+    assert_int_equal(api->timeout_ms, 15000);
+    assert_string_equal(def->name, "default");
+    assert_string_equal(def->path_prefix, "/");
+    assert_int_equal(def->upstream_idx, 0);
+    assert_true(cfg->log.access_log);
+    assert_int_equal(cfg->limits.max_header_bytes, 65536);
+    rem_config_unref(cfg);
+}
+
+static void test_full_config(void **state)
+{
+    struct rem_config *cfg = load_ok(CONFIGS "good_full.yaml");
+    const struct rem_cfg_upstream *app, *grpc;
+    const struct rem_cfg_route *r;
+
+    assert_int_equal(cfg->workers, 4);
+    assert_int_equal(cfg->n_listeners, 2);
+    assert_string_equal(cfg->listeners[0].name, "inbound");
+    assert_string_equal(cfg->listeners[0].address, "127.0.0.1:8001");
+    assert_int_equal(cfg->listeners[0].addr.len, sizeof(struct sockaddr_in));
+    assert_addr(&cfg->listeners[0].addr, "127.0.0.1:8001");
+    assert_string_equal(cfg->listeners[1].name, "inbound6");
+    assert_int_equal(cfg->listeners[1].addr.len, sizeof(struct sockaddr_in6));
+    assert_addr(&cfg->listeners[1].addr, "[::1]:8002");
+    assert_string_equal(cfg->admin.address, "127.0.0.1:9091");
+    assert_addr(&cfg->admin.addr, "127.0.0.1:9091");
+
+    assert_int_equal(cfg->n_upstreams, 2);
+    app = &cfg->upstreams[0];
+    assert_string_equal(app->name, "app");
+    assert_int_equal(app->n_endpoints, 3);
+    assert_string_equal(app->endpoints[0].host, "127.0.0.1");
+    assert_int_equal(app->endpoints[0].port, 8080);
+    assert_string_equal(app->endpoints[1].host, "app.internal");
+    assert_int_equal(app->endpoints[1].port, 8081);
+    assert_string_equal(app->endpoints[2].host, "::1");
+    assert_int_equal(app->endpoints[2].port, 8082);
+    assert_int_equal(app->protocol, REM_PROTO_H2C);
+    assert_int_equal(app->connect_timeout_ms, 250);
+    assert_int_equal(app->idle_timeout_ms, 60000);
+    assert_int_equal(app->max_connections, 16);
+    grpc = &cfg->upstreams[1];
+    assert_string_equal(grpc->name, "grpc");
+    assert_int_equal(grpc->n_endpoints, 1);
+    assert_string_equal(grpc->endpoints[0].host, "10.0.0.1");
+    assert_int_equal(grpc->endpoints[0].port, 50051);
+    assert_int_equal(grpc->protocol, REM_PROTO_H2);
+    /* Keys left out of an upstream take their defaults. */
+    assert_int_equal(grpc->connect_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
+    assert_int_equal(grpc->idle_timeout_ms, REM_DEF_IDLE_TIMEOUT_MS);
+    assert_int_equal(grpc->max_connections, REM_DEF_MAX_CONNECTIONS);
+
+    assert_int_equal(cfg->n_routes, 3);
+    r = &cfg->routes[0];
+    assert_string_equal(r->name, "api");
+    assert_string_equal(r->host, "api.example.com"); /* lower-cased */
+    assert_false(r->host_wildcard);
+    assert_null(r->path);
+    assert_string_equal(r->path_prefix, "/api/");
+    assert_int_equal(r->n_methods, 2);
+    assert_string_equal(r->methods[0], "GET"); /* upper-cased */
+    assert_string_equal(r->methods[1], "POST");
+    assert_string_equal(r->upstream, "grpc");
+    assert_int_equal(r->upstream_idx, 1);
+    assert_int_equal(r->timeout_ms, 3600000);
+    r = &cfg->routes[1];
+    assert_string_equal(r->name, "wild");
+    assert_string_equal(r->host, ".svc.local");
+    assert_true(r->host_wildcard);
+    assert_string_equal(r->path, "/health");
+    assert_null(r->path_prefix);
+    assert_int_equal(r->n_methods, 0);
+    assert_int_equal(r->upstream_idx, 0);
+    assert_int_equal(r->timeout_ms, REM_DEF_ROUTE_TIMEOUT_MS);
+    r = &cfg->routes[2];
+    assert_string_equal(r->name, "default");
+    /* No match at all: matches everything. */
+    assert_null(r->host);
+    assert_null(r->path);
+    assert_null(r->path_prefix);
+    assert_null(r->methods);
+    assert_int_equal(r->upstream_idx, 0);
+
+    assert_int_equal(cfg->limits.max_header_bytes, 32 * 1024);
+    assert_int_equal(cfg->limits.max_headers, 50);
+    assert_int_equal(cfg->limits.max_body_bytes, 10 * 1000 * 1000);
+    assert_int_equal(cfg->limits.client_idle_timeout_ms, 30000);
+    assert_int_equal(cfg->limits.request_header_timeout_ms, 0);
+    assert_int_equal(cfg->limits.buffer_bytes, 131072);
+    assert_int_equal(cfg->log.level, REM_LOG_DEBUG);
+    assert_int_equal(cfg->log.format, REM_LOG_FORMAT_TEXT);
+    assert_true(cfg->log.access_log);
+    rem_config_unref(cfg);
+}
+
+static void test_upstreams_without_routes(void **state)
+{
+    struct rem_config *cfg = load_ok(CONFIGS "good_upstreams_only.yaml");
+
+    assert_int_equal(cfg->n_upstreams, 2);
+    assert_string_equal(cfg->upstreams[0].endpoints[0].host, "web.default.svc");
+    assert_int_equal(cfg->upstreams[0].endpoints[0].port, 80);
+    /* The default route goes to the first upstream. */
+    assert_int_equal(cfg->n_routes, 1);
+    assert_string_equal(cfg->routes[0].name, "default");
+    assert_string_equal(cfg->routes[0].path_prefix, "/");
+    assert_string_equal(cfg->routes[0].upstream, "web");
+    assert_int_equal(cfg->routes[0].upstream_idx, 0);
+    /* Listeners and admin still take their defaults. */
+    assert_int_equal(cfg->n_listeners, 1);
+    assert_addr(&cfg->listeners[0].addr, "0.0.0.0:8000");
+    assert_addr(&cfg->admin.addr, "0.0.0.0:9090");
+    rem_config_unref(cfg);
+}
+
+static void test_routes_without_upstreams(void **state)
+{
+    /* Routes may name the default upstream "app". */
+    struct rem_config *cfg = load_string_ok("routes:\n"
+                                            "  - name: only-get\n"
+                                            "    upstream: app\n"
+                                            "    match: { methods: [get] }\n");
+
+    assert_int_equal(cfg->n_upstreams, 1);
+    assert_string_equal(cfg->upstreams[0].name, "app");
+    assert_int_equal(cfg->n_routes, 1);
+    assert_string_equal(cfg->routes[0].methods[0], "GET");
+    assert_null(cfg->routes[0].path_prefix);
+    assert_int_equal(cfg->routes[0].upstream_idx, 0);
+    rem_config_unref(cfg);
+}
+
+static void test_scalar_forms(void **state)
+{
+    /* Quoted numbers, YAML ints for sizes, "*:port", "localhost", listener port 0, booleans in
+     * other capitalisations and an alias all load. */
+    struct rem_config *cfg = load_string_ok("workers: \"2\"\n"
+                                            "listeners:\n"
+                                            "  - { name: a, address: \"*:8000\" }\n"
+                                            "  - { name: b, address: \"localhost:0\" }\n"
+                                            "  - { name: c, address: \"[::]:8000\" }\n"
+                                            "  - { name: d, address: \"127.0.0.1:0\" }\n"
+                                            "admin: { address: &adm \"127.0.0.1:9999\" }\n"
+                                            "limits:\n"
+                                            "  max_header_bytes: 65536\n"
+                                            "  max_headers: \"7\"\n"
+                                            "  max_body_bytes: 1GiB\n"
+                                            "  buffer_bytes: 512B\n"
+                                            "  client_idle_timeout: 0s\n"
+                                            "log: { access_log: TRUE }\n");
+
+    assert_int_equal(cfg->workers, 2);
+    assert_addr(&cfg->listeners[0].addr, "0.0.0.0:8000");
+    assert_addr(&cfg->listeners[1].addr, "127.0.0.1:0");
+    assert_addr(&cfg->listeners[2].addr, "[::]:8000");
+    assert_addr(&cfg->listeners[3].addr, "127.0.0.1:0");
+    assert_addr(&cfg->admin.addr, "127.0.0.1:9999");
+    assert_int_equal(cfg->limits.max_header_bytes, 65536);
+    assert_int_equal(cfg->limits.max_headers, 7);
+    assert_int_equal(cfg->limits.max_body_bytes, 1024 * 1024 * 1024);
+    assert_int_equal(cfg->limits.buffer_bytes, 512);
+    assert_int_equal(cfg->limits.client_idle_timeout_ms, 0);
+    assert_true(cfg->log.access_log);
+    rem_config_unref(cfg);
+
+    cfg = load_string_ok("log: { access_log: False, level: error }\nworkers: 1024\n");
+    assert_false(cfg->log.access_log);
+    assert_int_equal(cfg->log.level, REM_LOG_ERROR);
+    assert_int_equal(cfg->workers, 1024);
+    rem_config_unref(cfg);
+}
+
+/* ---- environment expansion ---------------------------------------------------------------- */
+
+static void test_env_expansion(void **state)
+{
+    struct rem_config *cfg;
+
+    unsetenv("REM_T_HOST");
+    setenv("REM_T_PORT", "8123", 1);
+    setenv("REM_T_UPSTREAM", "up.example:1", 1);
+    setenv("REM_T_EMPTY", "", 1);
+    setenv("REM_T_LEVEL", "warn", 1);
+    cfg = load_ok(CONFIGS "good_env.yaml");
+    /* Two references in one value, the first from its default. */
+    assert_string_equal(cfg->listeners[0].address, "127.0.0.1:8123");
+    assert_addr(&cfg->listeners[0].addr, "127.0.0.1:8123");
+    assert_string_equal(cfg->upstreams[0].endpoints[0].host, "up.example");
+    assert_int_equal(cfg->upstreams[0].endpoints[0].port, 1);
+    /* Set but empty takes the default too, as in sh. */
+    assert_string_equal(cfg->upstreams[0].endpoints[1].host, "fallback.local");
+    assert_int_equal(cfg->upstreams[0].endpoints[1].port, 9);
+    /* "$$" is one '$', a lone '$' stays, and "$${X}" is not a reference. */
+    assert_string_equal(cfg->routes[0].path_prefix, "/a$b/${NOT_A_VAR}/");
+    /* Expansion happens before typing. */
+    assert_int_equal(cfg->log.level, REM_LOG_WARN);
+    rem_config_unref(cfg);
+
+    setenv("REM_T_HOST", "10.9.8.7", 1);
+    cfg = load_ok(CONFIGS "good_env.yaml");
+    assert_addr(&cfg->listeners[0].addr, "10.9.8.7:8123");
+    rem_config_unref(cfg);
+
+    /* Keys are not expanded. */
+    expect_string_errors(
+        "${REM_T_LEVEL}: 1\n",
+        (const char *const[]){"t.yaml:1:1: unknown key \"${REM_T_LEVEL}\" at top level", NULL});
+    /* A default may be empty; the typed value then says what is wrong. */
+    expect_string_errors("log: { level: \"${REM_T_UNSET_X:-}\" }\n",
+                         (const char *const[]){"t.yaml:1:15: bad value \"\" for \"level\" "
+                                               "(expected debug, info, warn or error)",
+                                               NULL});
+    unsetenv("REM_T_PORT");
+    unsetenv("REM_T_UPSTREAM");
+    unsetenv("REM_T_EMPTY");
+    unsetenv("REM_T_LEVEL");
+    unsetenv("REM_T_HOST");
+}
+
+static void test_env_errors(void **state)
+{
+    unsetenv("REM_T_SURELY_UNSET");
+    expect_file_errors(
+        CONFIGS "bad_env.yaml",
+        (const char *const[]){
+            CONFIGS "bad_env.yaml:3:14: environment variable REM_T_SURELY_UNSET is not set",
+            CONFIGS "bad_env.yaml:6:17: unterminated \"${\" in \"${REM_T_UNTERMINATED\"",
+            CONFIGS "bad_env.yaml:6:41: bad variable reference \"${1BAD}\" (expected ${NAME} or "
+                    "${NAME:-default})",
+            CONFIGS "bad_env.yaml:6:52: bad variable reference \"${A-B}\" (expected ${NAME} or "
+                    "${NAME:-default})",
+            NULL,
+        });
+    expect_string_errors("log: { level: \"${}\" }\n",
+                         (const char *const[]){"t.yaml:1:15: bad variable reference \"${}\" "
+                                               "(expected ${NAME} or ${NAME:-default})",
+                                               NULL});
+}
+
+/* ---- bad files: exact messages and positions ---------------------------------------------- */
+
+static void test_file_not_found(void **state)
+{
+    expect_file_errors(CONFIGS "does-not-exist.yaml",
+                       (const char *const[]){CONFIGS "does-not-exist.yaml: cannot open: "
+                                                     "No such file or directory",
+                                             NULL});
+    expect_file_errors(CONFIGS,
+                       (const char *const[]){CONFIGS ": cannot read: Is a directory", NULL});
+}
+
+static void test_unknown_and_duplicate_keys(void **state)
+{
+    expect_file_errors(CONFIGS "bad_keys.yaml",
+                       (const char *const[]){
+                           CONFIGS "bad_keys.yaml:3:5: unknown key \"adress\" in listener",
+                           CONFIGS "bad_keys.yaml:5:5: duplicate key \"address\" in listener "
+                                   "(first at 4:5)",
+                           CONFIGS "bad_keys.yaml:9:5: unknown key \"timeout\" in upstream",
+                           CONFIGS "bad_keys.yaml:13:30: unknown key \"hots\" in match",
+                           CONFIGS "bad_keys.yaml:14:1: unknown key \"loggin\" at top level",
+                           NULL,
+                       });
+}
+
+static void test_wrong_types(void **state)
+{
+    expect_file_errors(
+        CONFIGS "bad_types.yaml",
+        (const char *const[]){
+            CONFIGS "bad_types.yaml:1:10: expected a scalar for \"workers\", got a sequence",
+            CONFIGS "bad_types.yaml:3:3: expected a sequence for \"listeners\", got a mapping",
+            CONFIGS "bad_types.yaml:4:8: expected a mapping for \"admin\", got a scalar",
+            CONFIGS "bad_types.yaml:7:16: expected a sequence for \"endpoints\", got a scalar",
+            CONFIGS "bad_types.yaml:8:22: expected an integer for \"max_connections\", got "
+                    "\"lots\"",
+            CONFIGS "bad_types.yaml:9:5: expected a mapping for an upstream, got a scalar",
+            CONFIGS "bad_types.yaml:13:23: expected a sequence for \"methods\", got a scalar",
+            CONFIGS "bad_types.yaml:14:24: expected an integer for \"max_headers\", got \"1.5\"",
+            CONFIGS "bad_types.yaml:15:20: expected a boolean (true or false) for "
+                    "\"access_log\", got \"1\"",
+            NULL,
+        });
+    expect_string_errors("- a\n- b\n", (const char *const[]){"t.yaml:1:1: expected a mapping for "
+                                                             "the document, got a sequence",
+                                                             NULL});
+    expect_string_errors("[a]: 1\nlog:\n  level:\n",
+                         (const char *const[]){
+                             "t.yaml:1:1: expected a scalar key at top level, got a sequence",
+                             "t.yaml:3:9: missing value for \"level\"",
+                             NULL,
+                         });
+    expect_string_errors(
+        "log: { level: \"a\\0b\" }\n",
+        (const char *const[]){"t.yaml:1:15: NUL character in the value of \"level\"", NULL});
+}
+
+static void test_bad_values(void **state)
+{
+    expect_file_errors(
+        CONFIGS "bad_values.yaml",
+        (const char *const[]){
+            CONFIGS "bad_values.yaml:1:10: bad value \"0\" for \"workers\" (expected auto or an "
+                    "integer from 1 to 1024)",
+            CONFIGS "bad_values.yaml:4:14: bad address \"example.com:8000\" (expected a numeric "
+                    "host:port, [v6]:port or *:port; port 0-65535)",
+            CONFIGS "bad_values.yaml:6:14: bad address \"0.0.0.0:65536\" (expected a numeric "
+                    "host:port, [v6]:port or *:port; port 0-65535)",
+            CONFIGS "bad_values.yaml:9:17: bad endpoint \"127.0.0.1:0\" (expected host:port or "
+                    "[v6]:port; port 1-65535)",
+            CONFIGS "bad_values.yaml:9:44: bad endpoint \"bad host:80\" (expected host:port or "
+                    "[v6]:port; port 1-65535)",
+            CONFIGS "bad_values.yaml:10:15: bad value \"http3\" for \"protocol\" (expected "
+                    "http1, h2c or h2)",
+            CONFIGS "bad_values.yaml:11:22: bad duration \"10\" for \"connect_timeout\" "
+                    "(expected an integer with ms, s, m or h, or 0)",
+            CONFIGS "bad_values.yaml:12:19: bad duration \"1.5s\" for \"idle_timeout\" "
+                    "(expected an integer with ms, s, m or h, or 0)",
+            CONFIGS "bad_values.yaml:13:22: \"max_connections\" must be between 1 and "
+                    "4294967295, got \"99999999999\"",
+            CONFIGS "bad_values.yaml:17:14: bad duration \"18446744073709551615s\" for "
+                    "\"timeout\" (expected an integer with ms, s, m or h, or 0)",
+            CONFIGS "bad_values.yaml:18:20: bad host \"a..b\" (expected a host name or "
+                    "*.suffix)",
+            CONFIGS "bad_values.yaml:18:34: bad path \"no-slash\" for \"path\" (expected a path "
+                    "starting with \"/\", without query)",
+            CONFIGS "bad_values.yaml:18:56: bad method \"GE T\" (expected an HTTP method token)",
+            CONFIGS "bad_values.yaml:20:21: bad size \"64kb\" for \"max_header_bytes\" "
+                    "(expected bytes, or an integer with B, KiB, MiB, GiB, KB, MB or GB)",
+            CONFIGS "bad_values.yaml:21:17: \"buffer_bytes\" must not be 0",
+            CONFIGS "bad_values.yaml:22:15: bad value \"verbose\" for \"level\" (expected debug, "
+                    "info, warn or error)",
+            CONFIGS "bad_values.yaml:22:32: bad value \"xml\" for \"format\" (expected json or "
+                    "text)",
+            CONFIGS "bad_values.yaml:22:49: expected a boolean (true or false) for "
+                    "\"access_log\", got \"yes\"",
+            NULL,
+        });
+}
+
+static void test_references_and_duplicates(void **state)
+{
+    expect_file_errors(
+        CONFIGS "bad_refs.yaml",
+        (const char *const[]){
+            CONFIGS "bad_refs.yaml:4:11: duplicate listener name \"a\" (first at 2:11)",
+            CONFIGS "bad_refs.yaml:5:14: address 0.0.0.0:8000 is already used by listener \"a\"",
+            CONFIGS "bad_refs.yaml:8:16: upstream \"app\" has no endpoints",
+            CONFIGS "bad_refs.yaml:9:11: duplicate upstream name \"app\" (first at 7:11)",
+            CONFIGS "bad_refs.yaml:11:5: upstream \"lonely\" has no endpoints",
+            CONFIGS "bad_refs.yaml:14:15: unknown upstream \"nope\" in route \"r1\"",
+            CONFIGS "bad_refs.yaml:15:37: \"path\" and \"path_prefix\" are mutually exclusive",
+            CONFIGS "bad_refs.yaml:16:11: duplicate route name \"r1\" (first at 13:11)",
+            CONFIGS "bad_refs.yaml:18:5: missing key \"upstream\" in route",
+            CONFIGS "bad_refs.yaml:18:11: bad name \"bad name\" (expected letters, digits, '-', "
+                    "'_' or '.')",
+            NULL,
+        });
+    /* The admin default collides with a listener: reported at the listener. */
+    expect_string_errors(
+        "listeners: [{ name: a, address: \"0.0.0.0:9090\" }]\n",
+        (const char *const[]){"t.yaml:1:33: address 0.0.0.0:9090 is already used by admin", NULL});
+    /* Port 0 never collides. */
+    rem_config_unref(load_string_ok("listeners:\n"
+                                    "  - { name: a, address: \"127.0.0.1:0\" }\n"
+                                    "  - { name: b, address: \"127.0.0.1:0\" }\n"));
+    /* Regression (found by fuzzing): a nameless first upstream and no routes. */
+    expect_string_errors(
+        "upstreams:\n  - endpoints: [\"a:1\"]\n",
+        (const char *const[]){"t.yaml:2:5: missing key \"name\" in upstream", NULL});
+    expect_string_errors("listeners:\n  - address: \"0.0.0.0:1\"\n  - name: b\n",
+                         (const char *const[]){
+                             "t.yaml:2:5: missing key \"name\" in listener",
+                             "t.yaml:3:5: missing key \"address\" in listener",
+                             NULL,
+                         });
+}
+
+static void test_empty_sections(void **state)
+{
+    expect_file_errors(CONFIGS "bad_empty_listeners.yaml",
+                       (const char *const[]){
+                           CONFIGS "bad_empty_listeners.yaml:1:12: \"listeners\" must not be empty",
+                           CONFIGS "bad_empty_listeners.yaml:2:12: \"upstreams\" must not be empty",
+                           CONFIGS "bad_empty_listeners.yaml:3:9: \"routes\" must not be empty "
+                                   "(leave it out for one route to the first upstream)",
+                           NULL,
+                       });
+    expect_string_errors(
+        "upstreams:\n  - name: a\n    endpoints:\n",
+        (const char *const[]){"t.yaml:3:15: upstream \"a\" has no endpoints", NULL});
+    expect_string_errors("routes: [{ name: r, upstream: app, match: { methods: [] } }]\n",
+                         (const char *const[]){"t.yaml:1:54: \"methods\" must not be empty "
+                                               "(leave it out to match any method)",
+                                               NULL});
+}
+
+static void test_yaml_syntax_errors(void **state)
+{
+    expect_file_errors(CONFIGS "bad_syntax.yaml",
+                       (const char *const[]){
+                           CONFIGS "bad_syntax.yaml:5:1: YAML syntax error: found unexpected end "
+                                   "of stream (while scanning a quoted scalar at 3:14)",
+                           NULL,
+                       });
+    expect_file_errors(CONFIGS "bad_indent.yaml",
+                       (const char *const[]){
+                           CONFIGS "bad_indent.yaml:3:2: YAML syntax error: did not find "
+                                   "expected key (while parsing a block mapping at 1:1)",
+                           NULL,
+                       });
+    /* Reader errors carry a byte offset; the message still gives line and column. */
+    expect_string_errors(
+        "log:\n  level: \xff\n",
+        (const char *const[]){"t.yaml:2:10: YAML syntax error: invalid leading UTF-8 octet", NULL});
+    expect_string_errors(
+        "log: *nope\n",
+        (const char *const[]){"t.yaml:1:6: YAML syntax error: found undefined alias", NULL});
+    expect_file_errors(CONFIGS "bad_two_docs.yaml",
+                       (const char *const[]){
+                           CONFIGS "bad_two_docs.yaml:3:1: only one YAML document is allowed",
+                           NULL,
+                       });
+}
+
+static void test_too_many_errors(void **state)
+{
+    char *yaml = malloc(200 * 16);
+    struct rem_config_diag diag = {0};
+    size_t off = 0;
+
+    assert_non_null(yaml);
+    for (int i = 0; i < 150; i++)
+        off += (size_t)snprintf(yaml + off, 200 * 16 - off, "k%d: 1\n", i);
+    assert_null(rem_config_load_string(yaml, "t.yaml", &diag));
+    assert_int_equal(diag.n, 101);
+    assert_string_equal(diag.msgs[0], "t.yaml:1:1: unknown key \"k0\" at top level");
+    assert_string_equal(diag.msgs[99], "t.yaml:100:1: unknown key \"k99\" at top level");
+    assert_string_equal(diag.msgs[100], "t.yaml: too many errors, giving up after 100");
+    rem_config_diag_dispose(&diag);
+    free(yaml);
+}
+
+/* Aliases let a small file name one big node many times; the loader bounds its work. */
+static void test_alias_amplification(void **state)
+{
+    size_t cap = 64 * 1024, off = 0;
+    char *yaml = malloc(cap);
+    struct rem_config_diag diag = {0};
+
+    assert_non_null(yaml);
+    off += (size_t)snprintf(yaml + off, cap - off,
+                            "routes:\n  - name: r0\n    upstream: app\n"
+                            "    match:\n      methods: &m [");
+    for (int i = 0; i < 2000; i++)
+        off += (size_t)snprintf(yaml + off, cap - off, "%sGET", i ? "," : "");
+    off += (size_t)snprintf(yaml + off, cap - off, "]\n");
+    for (int i = 1; i < 1000; i++)
+        off += (size_t)snprintf(yaml + off, cap - off,
+                                "  - {name: r%d, upstream: app, "
+                                "match: {methods: *m}}\n",
+                                i);
+    assert_true(off < cap);
+    assert_null(rem_config_load_string(yaml, "t.yaml", &diag));
+    assert_true(diag.n >= 1);
+    assert_non_null(strstr(diag.msgs[0], "document too large (too many nodes after alias "
+                                         "expansion)"));
+    rem_config_diag_dispose(&diag);
+    free(yaml);
+}
+
+/* ---- value parsers ------------------------------------------------------------------------ */
+
+static void test_parse_duration(void **state)
+{
+    static const struct {
+        const char *s;
+        uint64_t ms;
+    } good[] = {
+        {"0", 0},
+        {"0ms", 0},
+        {"0s", 0},
+        {"250ms", 250},
+        {"2s", 2000},
+        {"1m", 60000},
+        {"1h", 3600000},
+        {"007s", 7000},
+        {"18446744073709551615ms", UINT64_MAX},
+        {"5124095576030h", 5124095576030ULL * 3600000ULL},
+    };
+    static const char *const bad[] = {
+        "",
+        "10",
+        "s",
+        "ms",
+        "-1s",
+        "+1s",
+        " 1s",
+        "1s ",
+        "1 s",
+        "1.5s",
+        "1S",
+        "1sec",
+        "1d",
+        "1ms2",
+        "0x10s",
+        "1e3ms",
+        "18446744073709551616ms", /* digits overflow */
+        "18446744073709551615s",  /* unit overflow */
+        "5124095576031h",
+    };
+    uint64_t v;
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        v = 12345;
+        if (rem_parse_duration_ms(good[i].s, &v) != 0)
+            fail_msg("rejected \"%s\"", good[i].s);
+        assert_int_equal(v, good[i].ms);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 12345;
+        if (rem_parse_duration_ms(bad[i], &v) != -1)
+            fail_msg("accepted \"%s\"", bad[i]);
+        assert_int_equal(v, 12345); /* untouched on error */
+    }
+    assert_int_equal(rem_parse_duration_ms(NULL, &v), -1);
+    assert_int_equal(rem_parse_duration_ms("1s", NULL), -1);
+}
+
+static void test_parse_size(void **state)
+{
+    static const struct {
+        const char *s;
+        uint64_t bytes;
+    } good[] = {
+        {"0", 0},
+        {"512", 512},
+        {"7B", 7},
+        {"64KiB", 65536},
+        {"1MiB", 1048576},
+        {"1GiB", 1073741824},
+        {"10KB", 10000},
+        {"2MB", 2000000},
+        {"3GB", 3000000000ULL},
+        {"18446744073709551615", UINT64_MAX},
+        {"17179869183GiB", 17179869183ULL << 30},
+    };
+    static const char *const bad[] = {
+        "",
+        "KiB",
+        "64kib",
+        "64kb",
+        "64 KiB",
+        "64KiB ",
+        "-1",
+        "+1",
+        "1.5MiB",
+        "1TiB",
+        "1K",
+        "1KiBB",
+        "0x10",
+        "18446744073709551616",
+        "17179869184GiB",
+        "18446744073709552KB",
+    };
+    uint64_t v;
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        v = 12345;
+        if (rem_parse_size_bytes(good[i].s, &v) != 0)
+            fail_msg("rejected \"%s\"", good[i].s);
+        assert_int_equal(v, good[i].bytes);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 12345;
+        if (rem_parse_size_bytes(bad[i], &v) != -1)
+            fail_msg("accepted \"%s\"", bad[i]);
+        assert_int_equal(v, 12345);
+    }
+    assert_int_equal(rem_parse_size_bytes(NULL, &v), -1);
+    assert_int_equal(rem_parse_size_bytes("1", NULL), -1);
+}
+
+static void test_parse_sockaddr(void **state)
+{
+    static const struct {
+        const char *s;
+        int family;
+        const char *str;
+    } good[] = {
+        {"0.0.0.0:8000", AF_INET, "0.0.0.0:8000"},
+        {"127.0.0.1:0", AF_INET, "127.0.0.1:0"},
+        {"10.1.2.3:65535", AF_INET, "10.1.2.3:65535"},
+        {"*:8000", AF_INET, "0.0.0.0:8000"},
+        {"localhost:8000", AF_INET, "127.0.0.1:8000"},
+        {"[::1]:8000", AF_INET6, "[::1]:8000"},
+        {"[::]:8000", AF_INET6, "[::]:8000"},
+        {"[2001:db8::1]:443", AF_INET6, "[2001:db8::1]:443"},
+        {"[::ffff:1.2.3.4]:80", AF_INET6, "[::ffff:1.2.3.4]:80"},
+    };
+    static const char *const bad[] = {
+        "",
+        "0.0.0.0",
+        "0.0.0.0:",
+        ":8000",
+        "0.0.0.0:65536",
+        "0.0.0.0:123456",
+        "0.0.0.0:-1",
+        "0.0.0.0:+80",
+        "0.0.0.0:80x",
+        "0.0.0.0: 80",
+        "example.com:80",
+        "::1:80",
+        "[::1]80",
+        "[::1]",
+        "[::1",
+        "[]:80",
+        "[1.2.3.4]:80",
+        "1.2.3:80",
+        "256.1.1.1:80",
+        "[fe80::1%eth0]:80",
+        "*.*:80",
+        "LOCALHOST:80",
+    };
+    struct rem_sockaddr a;
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        if (rem_parse_sockaddr(good[i].s, &a) != 0)
+            fail_msg("rejected \"%s\"", good[i].s);
+        assert_int_equal(a.ss.ss_family, good[i].family);
+        assert_int_equal(a.len, good[i].family == AF_INET ? sizeof(struct sockaddr_in)
+                                                          : sizeof(struct sockaddr_in6));
+        assert_addr(&a, good[i].str);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (rem_parse_sockaddr(bad[i], &a) != -1)
+            fail_msg("accepted \"%s\"", bad[i]);
+    }
+    assert_int_equal(rem_parse_sockaddr(NULL, &a), -1);
+    assert_int_equal(rem_parse_sockaddr("1.2.3.4:1", NULL), -1);
+}
+
+static void test_parse_hostport(void **state)
+{
+    static const struct {
+        const char *s;
+        const char *host;
+        uint16_t port;
+    } good[] = {
+        {"127.0.0.1:8080", "127.0.0.1", 8080},
+        {"app:1", "app", 1},
+        {"app.default.svc.cluster.local:65535", "app.default.svc.cluster.local", 65535},
+        {"My-Host_1.example.:80", "My-Host_1.example.", 80},
+        {"[::1]:443", "::1", 443},
+        {"[2001:db8::2]:8443", "2001:db8::2", 8443},
+    };
+    static const char *const bad[] = {
+        "",          "app",    "app:",      ":80",     "app:0",   "app:65536", "app:-1",
+        "app:80:90", "::1:80", "[::1]",     "[::1]:0", "[zz]:80", "a b:80",    "*:80",
+        "a..b:80",   ".a:80",  "[::1]x:80", "app:8o",  "a/b:80",  "[]:80",
+    };
+    char *host;
+    uint16_t port;
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        host = NULL;
+        if (rem_parse_hostport(good[i].s, &host, &port) != 0)
+            fail_msg("rejected \"%s\"", good[i].s);
+        assert_string_equal(host, good[i].host);
+        assert_int_equal(port, good[i].port);
+        free(host);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        host = NULL;
+        if (rem_parse_hostport(bad[i], &host, &port) != -1)
+            fail_msg("accepted \"%s\"", bad[i]);
+        assert_null(host);
+    }
+    assert_int_equal(rem_parse_hostport(NULL, &host, &port), -1);
+    assert_int_equal(rem_parse_hostport("a:1", NULL, &port), -1);
+    assert_int_equal(rem_parse_hostport("a:1", &host, NULL), -1);
+
+    /* A 253-byte name is the longest DNS allows. */
+    char name[300];
+
+    memset(name, 'a', 253);
+    memcpy(name + 253, ":80", 4);
+    assert_int_equal(rem_parse_hostport(name, &host, &port), 0);
+    free(host);
+    memset(name, 'a', 254);
+    memcpy(name + 254, ":80", 4);
+    assert_int_equal(rem_parse_hostport(name, &host, &port), -1);
+}
+
+static void test_sockaddr_str(void **state)
+{
+    struct rem_sockaddr a;
+    char buf[64];
+
+    assert_int_equal(rem_parse_sockaddr("[2001:db8::1]:65535", &a), 0);
+    assert_int_equal(rem_sockaddr_str(&a, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "[2001:db8::1]:65535");
+    /* Exactly fits: 19 characters and the NUL. */
+    assert_int_equal(rem_sockaddr_str(&a, buf, 20), 0);
+    assert_int_equal(rem_sockaddr_str(&a, buf, 19), -1);
+    assert_int_equal(rem_sockaddr_str(&a, buf, 0), -1);
+    assert_int_equal(rem_sockaddr_str(NULL, buf, sizeof(buf)), -1);
+    memset(&a, 0, sizeof(a));
+    a.ss.ss_family = AF_UNIX;
+    assert_int_equal(rem_sockaddr_str(&a, buf, sizeof(buf)), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_default_config),
+        cmocka_unit_test(test_empty_file_is_all_defaults),
+        cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_summary),
+        cmocka_unit_test(test_diag_dispose),
+        cmocka_unit_test(test_sample_config),
+        cmocka_unit_test(test_full_config),
+        cmocka_unit_test(test_upstreams_without_routes),
+        cmocka_unit_test(test_routes_without_upstreams),
+        cmocka_unit_test(test_scalar_forms),
+        cmocka_unit_test(test_env_expansion),
+        cmocka_unit_test(test_env_errors),
+        cmocka_unit_test(test_file_not_found),
+        cmocka_unit_test(test_unknown_and_duplicate_keys),
+        cmocka_unit_test(test_wrong_types),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_references_and_duplicates),
+        cmocka_unit_test(test_empty_sections),
+        cmocka_unit_test(test_yaml_syntax_errors),
+        cmocka_unit_test(test_too_many_errors),
+        cmocka_unit_test(test_alias_amplification),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_sockaddr),
+        cmocka_unit_test(test_parse_hostport),
+        cmocka_unit_test(test_sockaddr_str),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
