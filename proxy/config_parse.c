@@ -20,8 +20,6 @@
 #define MAX_FILE_BYTES (4u * 1024 * 1024)
 /* Beyond this many errors, more messages only bury the first ones. */
 #define MAX_ERRORS 100
-#define REM_XSTR(x) #x
-#define REM_STR(x) REM_XSTR(x)
 /* Node visits allowed per load. Aliases let a small file name the same large node many times;
  * this bounds the work to a linear multiple of what an alias-free file could ask for. */
 #define MAX_STEPS (1u << 20)
@@ -206,15 +204,16 @@ static void diag_sort(struct ctx *c)
  * the message), or with no position when mark is NULL. */
 static void push_error(struct ctx *c, const yaml_mark_t *mark, const char *text)
 {
-    char *msg;
+    char more[64], *msg;
     size_t len;
 
     c->n_errors++;
     if (c->n_errors > MAX_ERRORS + 1)
         return;
     if (c->n_errors == MAX_ERRORS + 1) {
+        snprintf(more, sizeof(more), "too many errors, giving up after %d", MAX_ERRORS);
         mark = NULL;
-        text = "too many errors, giving up after " REM_STR(MAX_ERRORS);
+        text = more;
     }
     len = strlen(c->name) + strlen(text) + 64;
     msg = xcalloc(len, 1);
@@ -479,11 +478,11 @@ static int get_uint(struct ctx *c, yaml_node_t *node, const char *key, uint64_t 
         goto fail;
     errno = 0;
     v = strtoull(s, &end, 10);
-    if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno == ERANGE) {
+    if (s[0] < '0' || s[0] > '9' || *end != '\0') {
         errorf(c, node, "expected an integer for \"%s\", got %s", key, quote(&q, s));
         goto fail;
     }
-    if (v < min || v > max) {
+    if (errno == ERANGE || v < min || v > max) {
         errorf(c, node, "\"%s\" must be between %llu and %llu, got %s", key,
                (unsigned long long)min, (unsigned long long)max, quote(&q, s));
         goto fail;
@@ -504,9 +503,7 @@ static int get_duration(struct ctx *c, yaml_node_t *node, const char *key, uint6
     if (get_string(c, node, key, &s) != 0)
         goto fail;
     if (rem_parse_duration_ms(s, out) != 0) {
-        errorf(c, node,
-               "bad duration %s for \"%s\" (expected an integer with ms, s, m or h, "
-               "or 0)",
+        errorf(c, node, "bad duration %s for \"%s\" (expected an integer with ms, s, m or h, or 0)",
                quote(&q, s), key);
         goto fail;
     }
@@ -692,10 +689,8 @@ static void parse_address(struct ctx *c, yaml_node_t *node, struct rem_cfg_liste
     if (get_string(c, node, "address", &l->address) != 0)
         return;
     if (rem_parse_sockaddr(l->address, &l->addr) != 0)
-        errorf(c, node,
-               "bad address %s (expected a numeric host:port, [v6]:port or *:port; "
-               "port 0-65535)",
-               quote(&q, l->address));
+        errorf(c, node, "bad address %s (expected a numeric host:port, [v6]:port or *:port; %s)",
+               quote(&q, l->address), "port 0-65535");
 }
 
 static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
@@ -878,6 +873,11 @@ static void parse_host(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r
     if (get_string(c, node, "host", &s) != 0)
         return;
     lower(s);
+    /* "example.com." is the same name as "example.com"; the router strips the dot of the
+     * request's Host too. */
+    size_t n = strlen(s);
+    if (n > 1 && s[n - 1] == '.' && s[n - 2] != '.')
+        s[n - 1] = '\0';
     if (s[0] == '*' && s[1] == '.' && host_chars(s + 2)) {
         memmove(s, s + 1, strlen(s));
         r->host_wildcard = true;

@@ -103,6 +103,9 @@ static int on_headers_complete(llhttp_t *p)
     /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one before. */
     if (h->n_host > 1 || (p->http_major == 1 && p->http_minor >= 1 && h->n_host == 0))
         return record(c, -REM_E_BAD_REQUEST);
+    if (h->host_idx >= 0 &&
+        !rem_http_host_valid(REM_HDR_VAL(h, &h->hdrs[h->host_idx]), h->hdrs[h->host_idx].val_len))
+        return record(c, -REM_E_BAD_REQUEST);
     if (p->method == HTTP_CONNECT || p->upgrade) {
         /* No tunnels through a sidecar; Upgrade is dropped as hop-by-hop. */
         if (p->method == HTTP_CONNECT)
@@ -239,6 +242,14 @@ void rem_h1_down_eof(struct rem_conn *c)
         rem_stream_abort(c->stream, REM_E_CLIENT_ABORT);
 }
 
+/* Every downstream write goes through here so that bytes_out counts what the client gets. */
+static int counted(struct rem_conn *c, struct rem_stream *s, size_t before, int rc)
+{
+    if (s)
+        s->bytes_out += evbuffer_get_length(rem_conn_output(c)) - before;
+    return rc;
+}
+
 int rem_h1_down_write_head(struct rem_conn *c, struct rem_stream *s)
 {
     const struct rem_head *q = &s->req;
@@ -250,39 +261,51 @@ int rem_h1_down_write_head(struct rem_conn *c, struct rem_stream *s)
         .conn_close = s->down_close,
         .conn_keepalive = !s->down_close && q->http_major == 1 && q->http_minor == 0,
     };
-    return rem_http_write_response(rem_conn_output(c), &s->resp, &fwd);
+    struct evbuffer *out = rem_conn_output(c);
+    size_t before = evbuffer_get_length(out);
+    return counted(c, s, before, rem_http_write_response(out, &s->resp, &fwd));
 }
 
 int rem_h1_down_write_body(struct rem_conn *c, struct rem_stream *s, const char *p, size_t n)
 {
     struct evbuffer *out = rem_conn_output(c);
+    size_t before = evbuffer_get_length(out);
+    int rc = 0;
     if (n == 0 || s->head_request)
         return 0;
     if (s->down_chunked && evbuffer_add_printf(out, "%zx\r\n", n) < 0)
-        return -REM_E_NOMEM;
-    if (evbuffer_add(out, p, n) < 0)
-        return -REM_E_NOMEM;
-    if (s->down_chunked && evbuffer_add(out, "\r\n", 2) < 0)
-        return -REM_E_NOMEM;
-    return 0;
+        rc = -REM_E_NOMEM;
+    else if (evbuffer_add(out, p, n) < 0)
+        rc = -REM_E_NOMEM;
+    else if (s->down_chunked && evbuffer_add(out, "\r\n", 2) < 0)
+        rc = -REM_E_NOMEM;
+    return counted(c, s, before, rc);
 }
 
 int rem_h1_down_write_end(struct rem_conn *c, struct rem_stream *s)
 {
     if (!s->down_chunked)
         return 0;
-    return rem_h1_write_last_chunk(rem_conn_output(c), &s->resp_trl);
+    struct evbuffer *out = rem_conn_output(c);
+    size_t before = evbuffer_get_length(out);
+    return counted(c, s, before, rem_h1_write_last_chunk(out, &s->resp_trl));
 }
 
 int rem_h1_down_write_error(struct rem_conn *c, struct rem_stream *s, enum rem_err e)
 {
-    return rem_http_write_error(rem_conn_output(c), rem_err_status(e), rem_err_label(e),
-                                s ? s->rid : NULL, s ? s->rid_len : 0, s ? s->down_close : true,
-                                s && s->head_request);
+    struct evbuffer *out = rem_conn_output(c);
+    size_t before = evbuffer_get_length(out);
+    return counted(c, s, before,
+                   rem_http_write_error(out, rem_err_status(e), rem_err_label(e), s ? s->rid : NULL,
+                                        s ? s->rid_len : 0, s ? s->down_close : true,
+                                        s && s->head_request));
 }
 
 int rem_h1_down_write_continue(struct rem_conn *c)
 {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    return evbuffer_add(rem_conn_output(c), cont, sizeof(cont) - 1) < 0 ? -REM_E_NOMEM : 0;
+    struct evbuffer *out = rem_conn_output(c);
+    size_t before = evbuffer_get_length(out);
+    return counted(c, c->stream, before,
+                   evbuffer_add(out, cont, sizeof(cont) - 1) < 0 ? -REM_E_NOMEM : 0);
 }

@@ -230,7 +230,6 @@ void rem_h1_up_process(struct rem_upconn *uc)
         if (uc->state == REM_UPCONN_CLOSED)
             return; /* the stream went away inside a callback and closed us */
         evbuffer_drain(in, used);
-        s->bytes_out += used;
         if (err == HPE_OK)
             continue;
         if (err == HPE_PAUSED) {

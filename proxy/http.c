@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * http: head arena, header classification and HTTP/1.1 head serialization. Pure functions
  * over struct rem_head; the codecs (h1_down, h1_up) feed it and decide what to do. */
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,8 @@ int rem_head_add_name(struct rem_head *h, const char *p, size_t n)
         /* A new field starts. */
         if (h->n_hdrs >= h->max_hdrs)
             return -REM_E_TOO_MANY_HEADERS;
+        if ((uint64_t)h->len + n > h->max_bytes)
+            return -REM_E_HEADER_TOO_LARGE;
         if (h->n_hdrs == h->cap_hdrs) {
             uint32_t cap = h->cap_hdrs ? h->cap_hdrs * 2 : 16;
             struct rem_hdr *nh = realloc(h->hdrs, cap * sizeof(*nh));
@@ -219,7 +222,7 @@ static enum rem_hdr_kind kind_of(const char *n, size_t len)
 
 void rem_head_classify(struct rem_head *h)
 {
-    bool have_cl = false, have_te = false;
+    bool have_cl = false, have_te = false, last_chunked = false;
     for (uint32_t i = 0; i < h->n_hdrs; i++) {
         struct rem_hdr *x = &h->hdrs[i];
         const char *v = REM_HDR_VAL(h, x);
@@ -244,9 +247,9 @@ void rem_head_classify(struct rem_head *h)
             break;
         }
         case REM_HDR_TRANSFER_ENCODING: {
-            /* RFC 9112 6.1: only chunked is understood; it must be the final coding. */
+            /* RFC 9112 6.1: only chunked is understood; it must be the final coding, applied
+             * once. Several field lines form one list (RFC 9110 5.3). */
             have_te = true;
-            bool last_chunked = false;
             REM_FOREACH_TOKEN(v, x->val_len, t, tl, {
                 if (rem_http_name_eq(t, tl, "chunked")) {
                     if (last_chunked)
@@ -257,7 +260,6 @@ void rem_head_classify(struct rem_head *h)
                     last_chunked = false;
                 }
             });
-            h->chunked = last_chunked && !h->te_unsupported;
             if (x->val_len == 0)
                 h->te_unsupported = true;
             break;
@@ -286,6 +288,7 @@ void rem_head_classify(struct rem_head *h)
             break;
         }
     }
+    h->chunked = have_te && last_chunked && !h->te_unsupported;
     if (have_cl && have_te)
         h->cl_conflict = true;
     if (have_te)
@@ -304,6 +307,55 @@ void rem_head_classify(struct rem_head *h)
             }
         });
     }
+}
+
+bool rem_http_absolute_form(const char *t, size_t n, const char **auth, size_t *auth_len,
+                            const char **rest, size_t *rest_len)
+{
+    if (n == 0 || t[0] == '/' || t[0] == '*')
+        return false;
+    const char *end = t + n;
+    const char *sep = memchr(t, ':', n);
+    if (!sep || end - sep < 3 || sep[1] != '/' || sep[2] != '/' || sep == t)
+        return false;
+    /* RFC 3986 3.2: the authority ends at the first '/', '?' or '#'. */
+    const char *a = sep + 3, *e = a;
+    while (e < end && *e != '/' && *e != '?' && *e != '#')
+        e++;
+    *auth = a;
+    *auth_len = (size_t)(e - a);
+    *rest = e;
+    *rest_len = (size_t)(end - e);
+    return true;
+}
+
+bool rem_http_host_valid(const char *v, size_t n)
+{
+    size_t i = 0;
+    if (n && v[0] == '[') {
+        /* IP-literal: hex digits, ':' and '.' inside brackets. */
+        for (i = 1; i < n && v[i] != ']'; i++)
+            if (!(isxdigit((unsigned char)v[i]) || v[i] == ':' || v[i] == '.'))
+                return false;
+        if (i == n)
+            return false;
+        i++;
+    } else {
+        /* reg-name: unreserved / pct-encoded / sub-delims (RFC 3986 3.2.2). */
+        for (; i < n && v[i] != ':'; i++) {
+            unsigned char c = (unsigned char)v[i];
+            if (!(isalnum(c) || strchr("-._~%!$&'()*+,;=", c)))
+                return false;
+        }
+    }
+    if (i < n) {
+        if (v[i] != ':')
+            return false;
+        for (i++; i < n; i++)
+            if (!isdigit((unsigned char)v[i]))
+                return false;
+    }
+    return true;
 }
 
 bool rem_http_response_has_body(bool head_request, int status)
@@ -415,28 +467,48 @@ int rem_http_write_request(struct evbuffer *out, const struct rem_head *req,
     if (rc < 0)
         return rc;
 
+    const char *target = rem_head_ptr(req, req->span_off[REM_SPAN_TARGET]);
+    size_t target_len = req->span_len[REM_SPAN_TARGET];
+    const char *auth = NULL, *rest;
+    size_t auth_len = 0, rest_len;
+    /* RFC 9112 3.2.2: absolute-form goes on in origin-form, with Host from its authority. */
+    bool absolute = rem_http_absolute_form(target, target_len, &auth, &auth_len, &rest, &rest_len);
     w_put(&w, rem_head_ptr(req, req->span_off[REM_SPAN_METHOD]), req->span_len[REM_SPAN_METHOD]);
     w_put(&w, " ", 1);
-    w_put(&w, rem_head_ptr(req, req->span_off[REM_SPAN_TARGET]), req->span_len[REM_SPAN_TARGET]);
+    if (absolute) {
+        if (rest_len == 0 || rest[0] != '/')
+            w_put(&w, "/", 1);
+        w_put(&w, rest, rest_len);
+    } else {
+        w_put(&w, target, target_len);
+    }
     w_str(&w, " HTTP/1.1\r\n");
+    if (absolute) {
+        w_str(&w, "Host: ");
+        w_put(&w, auth, auth_len);
+        w_put(&w, "\r\n", 2);
+    }
     for (uint32_t i = 0; i < req->n_hdrs; i++) {
         const struct rem_hdr *x = &req->hdrs[i];
         switch (x->kind) {
-        case REM_HDR_OTHER:
         case REM_HDR_HOST:
+            if (!absolute)
+                w_hdr(&w, req, x);
+            break;
+        case REM_HDR_OTHER:
         case REM_HDR_REQUEST_ID:
             w_hdr(&w, req, x);
             break;
         case REM_HDR_EXPECT:
             /* remora answers 100-continue itself (RFC 9110 10.1.1); other expectations go on. */
-            if (!req->expect_continue)
+            if (!rem_http_name_eq(REM_HDR_VAL(req, x), x->val_len, "100-continue"))
                 w_hdr(&w, req, x);
             break;
         default:
             break;
         }
     }
-    if (req->n_host == 0 && fwd->default_host) {
+    if (req->n_host == 0 && !absolute && fwd->default_host) {
         w_str(&w, "Host: ");
         w_str(&w, fwd->default_host);
         w_str(&w, "\r\n");

@@ -71,8 +71,9 @@ void rem_head_init(struct rem_head *h, uint32_t max_bytes, uint32_t max_hdrs);
 void rem_head_reset(struct rem_head *h);
 void rem_head_dispose(struct rem_head *h);
 
-/* Appends parser output. Pieces of one element may arrive in several calls. Return 0,
- * -REM_E_HEADER_TOO_LARGE (arena over max_bytes), -REM_E_TOO_MANY_HEADERS, -REM_E_NOMEM. */
+/* Appends parser output. Pieces of one element may arrive in several calls; an empty value is
+ * passed as a zero-length add_value. Return 0, -REM_E_HEADER_TOO_LARGE (arena over max_bytes),
+ * -REM_E_TOO_MANY_HEADERS, -REM_E_NOMEM, or -REM_E_BAD_REQUEST (a value before any name). */
 int rem_head_add_span(struct rem_head *h, enum rem_span span, const char *p, size_t n);
 int rem_head_add_name(struct rem_head *h, const char *p, size_t n);
 int rem_head_add_value(struct rem_head *h, const char *p, size_t n);
@@ -92,6 +93,16 @@ void rem_head_classify(struct rem_head *h);
 /* Case-insensitive search of a comma-separated token list (RFC 9110 5.6.1). */
 bool rem_http_list_has(const char *list, size_t len, const char *token);
 bool rem_http_name_eq(const char *a, size_t alen, const char *lit);
+
+/* Splits an absolute-form request-target (RFC 9112 3.2.2, "scheme://authority[path][?q]")
+ * into its authority and its origin-form rest (path and query; "" when both are absent).
+ * Returns false for any other form, leaving the outputs untouched. */
+bool rem_http_absolute_form(const char *t, size_t n, const char **auth, size_t *auth_len,
+                            const char **rest, size_t *rest_len);
+
+/* Whether a Host value is syntactically valid (RFC 9110 7.2: uri-host [ ":" port ]). Empty is
+ * valid. */
+bool rem_http_host_valid(const char *v, size_t n);
 
 /* Whether a response to `method` with `status` carries a body (RFC 9110 6.4.1). */
 bool rem_http_response_has_body(bool head_request, int status);

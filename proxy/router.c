@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "config.h"
+#include "http.h"
 #include "router.h"
 
 static bool host_matches(const struct rem_cfg_route *r, const char *host, size_t len)
@@ -60,19 +61,12 @@ const struct rem_cfg_route *rem_router_match(const struct rem_config *cfg, const
                                              size_t target_len)
 {
     /* absolute-form (RFC 9112 3.2.2): match on its path, and its authority stands for Host. */
-    const char *path = target;
-    size_t plen = target_len;
-    const char *sep = target_len > 7 ? memchr(target, ':', target_len) : NULL;
-    if (target_len && target[0] != '/' && sep && sep + 2 < target + target_len &&
-        sep[1] == '/' && sep[2] == '/') {
-        const char *auth = sep + 3;
-        const char *end = target + target_len;
-        const char *slash = memchr(auth, '/', (size_t)(end - auth));
-        const char *aend = slash ? slash : end;
-        host = auth;
-        host_len = (size_t)(aend - auth);
-        path = slash ? slash : "/";
-        plen = slash ? (size_t)(end - slash) : 1;
+    const char *path = target, *rest;
+    size_t plen = target_len, rest_len;
+    if (rem_http_absolute_form(target, target_len, &host, &host_len, &rest, &rest_len)) {
+        bool has_path = rest_len && rest[0] == '/';
+        path = has_path ? rest : "/";
+        plen = has_path ? rest_len : 1;
     }
     const char *q = memchr(path, '?', plen);
     if (q)

@@ -30,6 +30,27 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static void drop_replay(struct rem_stream *s)
+{
+    if (s->replay) {
+        evbuffer_free(s->replay);
+        s->replay = NULL;
+    }
+    s->replay_ok = false;
+}
+
+/* RFC 9110 9.2.2 */
+static bool idempotent(const struct rem_head *h)
+{
+    static const char *const m[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
+    const char *p = rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]);
+    size_t n = h->span_len[REM_SPAN_METHOD];
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+        if (strlen(m[i]) == n && memcmp(m[i], p, n) == 0)
+            return true;
+    return false;
+}
+
 struct rem_stream *rem_stream_new(struct rem_conn *c)
 {
     struct rem_worker *w = c->worker;
@@ -74,6 +95,7 @@ void rem_stream_free(struct rem_stream *s)
     if (!s)
         return;
     REM_BUG_ON(s->upconn != NULL);
+    drop_replay(s);
     struct rem_worker *w = s->worker;
     if (w->n_free_streams < REM_STREAM_FREELIST_MAX) {
         s->next_free = w->free_streams;
@@ -188,6 +210,7 @@ void rem_stream_start(struct rem_stream *s)
         return;
     }
     s->cluster = s->worker->clusters[s->route->upstream_idx];
+    s->replay_ok = s->req_has_body && idempotent(h);
     connect_upstream(s, true);
 }
 
@@ -202,6 +225,14 @@ void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
         return;
     }
     rem_upconn_arm_response_timer(uc);
+    if (s->retried && s->replay && evbuffer_get_length(s->replay) > 0) {
+        size_t n = evbuffer_get_length(s->replay);
+        const char *p = (const char *)evbuffer_pullup(s->replay, (ev_ssize_t)n);
+        if (!p || rem_h1_up_write_body(uc, s, p, n) < 0) {
+            rem_stream_fail(s, REM_E_NOMEM);
+            return;
+        }
+    }
     if (s->req_done) {
         if (rem_h1_up_write_end(uc, s) < 0) {
             rem_stream_fail(s, REM_E_NOMEM);
@@ -227,6 +258,14 @@ bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n)
     if (rem_h1_up_write_body(s->upconn, s, p, n) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return false;
+    }
+    if (s->replay_ok && !s->resp_started) {
+        /* Keep what went out, bounded, so the one retry can send it again. */
+        if (!s->replay)
+            s->replay = evbuffer_new();
+        if (!s->replay || evbuffer_get_length(s->replay) + n > s->conn->cfg->limits.buffer_bytes ||
+            evbuffer_add(s->replay, p, n) < 0)
+            drop_replay(s);
     }
     return evbuffer_get_length(rem_upconn_output(s->upconn)) >= s->conn->cfg->limits.buffer_bytes;
 }
@@ -258,10 +297,11 @@ void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e)
     if (s->state == REM_STREAM_DONE)
         return;
     /* The keep-alive race: the app closed a pooled connection as the request went out. Safe
-     * to send again when no response byte came back and no body byte was consumed (the head
-     * is still in the arena); once, on a fresh connection. */
+     * to send again when no response byte came back and either no body byte was consumed or
+     * the request is idempotent and its body so far is in the replay buffer (the head is still
+     * in the arena); once, on a fresh connection. */
     if (e == REM_E_UPSTREAM_RESET && s->on_reused && !s->resp_started && !s->retried &&
-        s->req_body_bytes == 0) {
+        (s->req_body_bytes == 0 || s->replay_ok)) {
         s->retried = true;
         s->req_sent = false;
         if (s->req_has_body && !s->req_done)
@@ -296,6 +336,7 @@ int rem_stream_on_resp_head(struct rem_stream *s)
     if (q->conn_close || (http10 && !q->conn_keepalive) || !s->req_done || s->conn->eof)
         s->down_close = true;
     s->status_sent = r->status;
+    drop_replay(s);
     int rc = rem_h1_down_write_head(s->conn, s);
     if (rc < 0)
         return rc;

@@ -42,6 +42,8 @@ struct rem_stream {
     enum rem_stream_state state;
     struct rem_head req, resp;          /* owned arenas, kept across reuse */
     struct rem_head req_trl, resp_trl;  /* chunked trailers */
+    struct evbuffer *replay;            /* owned: body bytes sent, kept (up to buffer_bytes)
+                                           until the response starts, for the one retry */
     char request_id[37];                /* generated id, when the client sent none */
     const char *rid;                    /* the id in effect (generated or client's) */
     size_t rid_len;
@@ -57,6 +59,7 @@ struct rem_stream {
     bool down_chunked;      /* response framing toward downstream */
     bool down_close;        /* close the downstream conn after this response */
     bool retried;
+    bool replay_ok;         /* idempotent and every body byte sent so far is in replay */
     bool on_reused;         /* the current upconn came from the pool */
     bool continue_sent;
     bool in_resp_trailers;

@@ -91,10 +91,14 @@ static void fail_stream(struct rem_upconn *uc, enum rem_err e)
         rem_stream_on_upconn_error(s, e);
 }
 
+/* 0 means no timeout (conf/README.md). */
 static void arm_timer(struct rem_upconn *uc, uint64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    event_add(uc->timer, &tv);
+    if (ms == 0)
+        event_del(uc->timer);
+    else
+        event_add(uc->timer, &tv);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

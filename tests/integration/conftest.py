@@ -198,8 +198,8 @@ def remora(tmp_path, request):
     """Factory: remora(upstream_or_endpoints, **config options) -> a started Remora.
 
     Options: workers, upstream_opts (merged into the single upstream "app"), routes, limits,
-    log, upstreams (replaces the upstream list), config (a full dict to use as is, with
-    LISTEN_PORT/ADMIN_PORT placeholders already filled by the caller)."""
+    log, upstreams (replaces the upstream list), config (a full dict used as is; .port and
+    .admin_port are then read from its first listener and admin addresses)."""
     started = []
 
     def make(upstream=None, endpoints=None, config=None, ready=True, **kw):
@@ -207,7 +207,10 @@ def remora(tmp_path, request):
         admin_port = free_port()
         while admin_port == port:
             admin_port = free_port()
-        if config is None:
+        if config is not None:
+            port = int(config["listeners"][0]["address"].rsplit(":", 1)[1])
+            admin_port = int(config["admin"]["address"].rsplit(":", 1)[1])
+        else:
             if endpoints is None:
                 endpoints = [upstream.addr] if upstream is not None else ["127.0.0.1:1"]
             config = default_config(port, admin_port, endpoints, **kw)

@@ -192,6 +192,7 @@ class HttpConn:
         self.buf = bytearray()
         self.eof = False
         self.reset = False
+        self.received = 0  # bytes read from the socket so far
 
     def __enter__(self):
         return self
@@ -223,6 +224,7 @@ class HttpConn:
         if not d:
             self.eof = True
             return False
+        self.received += len(d)
         self.buf += d
         return True
 
@@ -328,8 +330,19 @@ class HttpConn:
     def read_all(self, deadline=None):
         """Everything until EOF (bounded by deadline seconds)."""
         end = time.monotonic() + (deadline or self.timeout)
-        while time.monotonic() < end and self._fill():
+        old = self.sock.gettimeout()
+        try:
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                self.sock.settimeout(left)
+                if not self._fill():
+                    break
+        except socket.timeout:
             pass
+        finally:
+            self.sock.settimeout(old)
         return bytes(self.buf)
 
     def is_closed(self, wait=2.0):
@@ -346,6 +359,7 @@ class HttpConn:
             except socket.timeout:
                 return False
             if d:
+                self.received += len(d)
                 self.buf += d
                 return False
             self.eof = True
@@ -389,7 +403,7 @@ def rss_kib(pid):
 class RssSampler:
     """Samples VmRSS of pid every interval seconds in a thread; .max_kib is the peak."""
 
-    def __init__(self, pid, interval=0.02):
+    def __init__(self, pid, interval=0.005):
         self.pid = pid
         self.interval = interval
         self.max_kib = 0

@@ -204,3 +204,21 @@ def test_workers_setting_starts_more_threads(remora, upstream):
     for t in ts:
         t.join(10)
     assert results == [200] * 32, results
+
+
+def test_ipv6_loopback_listener(remora, upstream):
+    try:
+        port = free_port("::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback (::1) on this machine")
+    cfg = default_config(port, free_port(), [upstream.addr])
+    cfg["listeners"][0]["address"] = "[::1]:%d" % port
+    p = remora(config=cfg)
+    from helpers import HttpConn
+    with HttpConn(port, host="::1") as c:
+        c.request("GET", "/echo", host="[::1]")
+        r = c.read_response()
+    assert r.status == 200
+    xff = [v for k, v in r.json()["headers"] if k.lower() == "x-forwarded-for"]
+    assert xff == ["::1"], xff
+    assert p.alive()

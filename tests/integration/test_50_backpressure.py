@@ -28,7 +28,7 @@ def streaming_proxy(remora, upstream):
 
 
 def check_rss(sampler, proxy):
-    assert sampler.samples > 10, "RSS sampler did not run"
+    assert sampler.samples >= 3, "RSS sampler did not run"
     print("peak RSS %.1f MiB" % (sampler.max_kib / 1024))
     assert sampler.max_kib < RSS_LIMIT_KIB, (
         "remora peak RSS %.1f MiB >= 32 MiB" % (sampler.max_kib / 1024))

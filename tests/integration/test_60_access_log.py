@@ -5,7 +5,7 @@ keys, none when log.access_log is false; and /metrics counts what happened."""
 import re
 import time
 
-from helpers import UUID4_RE, HttpConn, free_port, http
+from helpers import UUID4_RE, HttpConn, build_request, free_port, http
 
 KEYS = ("method", "path", "route", "status", "upstream", "bytes_in", "bytes_out",
         "duration_s", "termination", "request_id")
@@ -39,6 +39,27 @@ def test_access_log_line_per_request(remora, upstream):
     assert logs[2]["bytes_out"] >= 20000
     assert [e["request_id"] for e in logs] == [r.header("x-request-id") for r in resp]
     assert all(UUID4_RE.match(e["request_id"]) for e in logs)
+
+
+def test_access_log_byte_counts_are_downstream_bytes(remora, upstream):
+    """bytes_in is what the client sent for the request and bytes_out what the client
+    received for it (head and body), whoever produced the response."""
+    p = remora(upstream)
+    cases = [build_request("GET", "/bytes?n=20000"),
+             build_request("POST", "/upload", body=b"q" * 3000),
+             build_request("GET", "/nothing", host=None, version="HTTP/1.0"),
+             build_request("GET", "/header?name=x-large&size=70000")]  # 502 bad_response
+    received = []
+    for raw in cases:
+        with HttpConn(p.port) as c:
+            c.send(raw)
+            c.read_response()
+            received.append(c.received - len(c.buf))
+    logs = p.access_logs(at_least=len(cases))
+    assert len(logs) == len(cases), logs
+    got = [(e["status"], e["bytes_in"], e["bytes_out"]) for e in logs]
+    want = [(s, len(raw), n) for s, raw, n in zip((200, 200, 200, 502), cases, received)]
+    assert got == want, "(status, bytes_in, bytes_out) logged %r, on the wire %r" % (got, want)
 
 
 def test_access_log_client_request_id(remora, upstream):

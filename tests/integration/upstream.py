@@ -162,6 +162,7 @@ class Conn:
         self.id = Conn.next_id
         Conn.next_id += 1
         self.nreq = 0
+        self.idle_close_ms = None
 
     def ids(self):
         out = [["x-upstream-conn", str(self.id)], ["x-upstream-req-on-conn", str(self.nreq)]]
@@ -236,7 +237,16 @@ class Conn:
         try:
             while True:
                 try:
-                    req = await self.read_request()
+                    if self.idle_close_ms is not None:
+                        # ?idle_close_ms=N: like an app's keep-alive timeout, close the
+                        # connection when no request arrives within N ms of the last one
+                        try:
+                            req = await asyncio.wait_for(self.read_request(),
+                                                         self.idle_close_ms / 1000.0)
+                        except asyncio.TimeoutError:
+                            return
+                    else:
+                        req = await self.read_request()
                 except BadRequest as e:
                     self.nreq += 1
                     await self.respond(Request("GET", "/", "HTTP/1.1", []), 400,
@@ -285,6 +295,8 @@ class Conn:
         else:
             keep = "close" not in tokens
 
+        if "idle_close_ms" in req.query:
+            self.idle_close_ms = req.qint("idle_close_ms", 0)
         if req.query.get("close") == "1":
             keep = False  # ?close=1: answer with Connection: close and close
         if req.get("x-test-close-if-reused") == "1" and self.nreq > 1:
@@ -358,6 +370,11 @@ class Conn:
                 "status": b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok",
                 "cl": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nok",
                 "header": b"HTTP/1.1 200 OK\r\nbad header line\r\nContent-Length: 2\r\n\r\nok",
+                "two_cl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nokk",
+                "cl_te": b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n"
+                         b"\r\n5\r\nhello\r\n0\r\n\r\n",
+                "te_gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+                "bad_chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n",
             }.get(kind, b"THIS IS NOT HTTP\r\n\r\n")
             self.w.write(raw)
             await self.w.drain()
@@ -378,6 +395,12 @@ class Conn:
                 await self.w.drain()
             self.w.write(b"0\r\n\r\n")
             await self.w.drain()
+        elif p == "/early-hints":
+            # a 103 (RFC 8297) and a 100 before the final response, which is an echo
+            self.w.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+            self.w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await self.w.drain()
+            await self.echo(req, body, keep)
         elif p == "/upload":
             n, digest = await body.consume()
             await self.respond(req, 200, json.dumps({"body_len": n, "body_sha256": digest}).encode(),

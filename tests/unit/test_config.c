@@ -143,6 +143,26 @@ static void assert_all_defaults(const struct rem_config *cfg)
 
 /* ---- defaults and lifetime ---------------------------------------------------------------- */
 
+/* A fully qualified host ("example.com.") names the same host as without the dot; the router
+ * strips the request's dot, so the loader strips the route's. */
+static void test_route_host_trailing_dot(void **state)
+{
+    (void)state;
+    struct rem_config *cfg =
+        load_string_ok("routes:\n"
+                       "  - { name: a, match: { host: \"Example.COM.\" }, upstream: app }\n"
+                       "  - { name: b, match: { host: \"*.example.org.\" }, upstream: app }\n");
+    assert_string_equal(cfg->routes[0].host, "example.com");
+    assert_false(cfg->routes[0].host_wildcard);
+    assert_string_equal(cfg->routes[1].host, ".example.org");
+    assert_true(cfg->routes[1].host_wildcard);
+    rem_config_unref(cfg);
+    expect_string_errors("routes:\n  - { name: a, match: { host: \"example.com..\" }, upstream: app }\n",
+                         (const char *const[]){"t.yaml:2:31: bad host \"example.com..\" (expected a "
+                                               "host name or *.suffix)",
+                                               NULL});
+}
+
 static void test_default_config(void **state)
 {
     struct rem_config *cfg = rem_config_default();
@@ -502,6 +522,9 @@ static void test_file_not_found(void **state)
                                              NULL});
     expect_file_errors(CONFIGS,
                        (const char *const[]){CONFIGS ": cannot read: Is a directory", NULL});
+    /* Reading stops at the size cap rather than at the end of an endless file. */
+    expect_file_errors(
+        "/dev/zero", (const char *const[]){"/dev/zero: too large (more than 4194304 bytes)", NULL});
 }
 
 static void test_unknown_and_duplicate_keys(void **state)
@@ -545,6 +568,11 @@ static void test_wrong_types(void **state)
                              "t.yaml:3:9: missing value for \"level\"",
                              NULL,
                          });
+    expect_string_errors("upstreams: [{ name: a, endpoints: [\"a:1\"], max_connections: "
+                         "99999999999999999999999 }]\n",
+                         (const char *const[]){"t.yaml:1:61: \"max_connections\" must be between 1 "
+                                               "and 4294967295, got \"99999999999999999999999\"",
+                                               NULL});
     expect_string_errors(
         "log: { level: \"a\\0b\" }\n",
         (const char *const[]){"t.yaml:1:15: NUL character in the value of \"level\"", NULL});
@@ -994,6 +1022,7 @@ int main(void)
         cmocka_unit_test(test_parse_sockaddr),
         cmocka_unit_test(test_parse_hostport),
         cmocka_unit_test(test_sockaddr_str),
+        cmocka_unit_test(test_route_host_trailing_dot),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
