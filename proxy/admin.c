@@ -22,8 +22,8 @@
 #define REM_HEARTBEAT_MAX_AGE_MS 2000
 
 struct rem_admin {
-    struct evhttp *http;            /* owned */
-    struct rem_worker *workers;     /* borrowed */
+    struct evhttp *http;        /* owned */
+    struct rem_worker *workers; /* borrowed */
     size_t n_workers;
     bool ready;
     const char *reason;
@@ -74,12 +74,12 @@ static void on_readyz(struct evhttp_request *req, void *arg)
     evbuffer_free(b);
 }
 
-#define SUM(field)                                                                              \
-    ({                                                                                          \
-        int64_t t_ = 0;                                                                         \
-        for (size_t i_ = 0; i_ < a->n_workers; i_++)                                            \
-            t_ += (int64_t)REM_STAT_GET(&a->workers[i_], field);                                \
-        t_;                                                                                     \
+#define SUM(field)                                                                                 \
+    ({                                                                                             \
+        int64_t t_ = 0;                                                                            \
+        for (size_t i_ = 0; i_ < a->n_workers; i_++)                                               \
+            t_ += (int64_t)REM_STAT_GET(&a->workers[i_], field);                                   \
+        t_;                                                                                        \
     })
 
 static void on_metrics(struct evhttp_request *req, void *arg)
@@ -145,8 +145,7 @@ struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_li
 
     fd = socket(cfg->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, (const struct sockaddr *)&cfg->addr.ss, cfg->addr.len) < 0 ||
-        listen(fd, 128) < 0)
+        bind(fd, (const struct sockaddr *)&cfg->addr.ss, cfg->addr.len) < 0 || listen(fd, 128) < 0)
         goto fail;
     if (!evhttp_accept_socket_with_handle(a->http, fd))
         goto fail;

@@ -17,13 +17,13 @@ struct rem_upconn;
 TAILQ_HEAD(rem_upconn_list, rem_upconn);
 
 struct rem_endpoint {
-    struct rem_cluster *cluster;        /* borrowed: the owner */
+    struct rem_cluster *cluster; /* borrowed: the owner */
     struct rem_sockaddr addr;
-    char name[64];                      /* "127.0.0.1:8080", for logs and metrics */
-    struct rem_upconn_list idle;        /* idle upconns, most recently used first */
-    struct rem_upconn_list busy;        /* connecting or active upconns */
+    char name[64];               /* "127.0.0.1:8080", for logs and metrics */
+    struct rem_upconn_list idle; /* idle upconns, most recently used first */
+    struct rem_upconn_list busy; /* connecting or active upconns */
     unsigned n_idle;
-    unsigned n_active;                  /* connecting or carrying a stream */
+    unsigned n_active; /* connecting or carrying a stream */
 };
 
 struct rem_cluster {
@@ -31,9 +31,9 @@ struct rem_cluster {
     const struct rem_cfg_upstream *cfg; /* borrowed from the worker's generation */
     struct rem_endpoint *endpoints;     /* owned */
     size_t n_endpoints;
-    size_t rr;                          /* round-robin cursor */
-    unsigned max_connections;           /* this worker's share of cfg->max_connections */
-    unsigned n_conns;                   /* idle + active over all endpoints */
+    size_t rr;                /* round-robin cursor */
+    unsigned max_connections; /* this worker's share of cfg->max_connections */
+    unsigned n_conns;         /* idle + active over all endpoints */
 };
 
 /* Builds the cluster; endpoint hosts must already be numeric (see rem_cluster_resolve_static).

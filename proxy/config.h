@@ -54,14 +54,14 @@ struct rem_sockaddr {
 
 struct rem_cfg_listener {
     char *name;
-    char *address;             /* as written, for logs */
+    char *address; /* as written, for logs */
     struct rem_sockaddr addr;
 };
 
 /* An upstream endpoint as configured: host may be a name (resolved later by dns) or a
  * numeric address. */
 struct rem_cfg_endpoint {
-    char *host;     /* without brackets for IPv6 */
+    char *host; /* without brackets for IPv6 */
     uint16_t port;
 };
 
@@ -78,11 +78,11 @@ struct rem_cfg_upstream {
 struct rem_cfg_route {
     char *name;
     /* match: every set field must match; NULL / 0 means "any". */
-    char *host;          /* exact host, lower-case; or the suffix (with its dot) when host_wildcard */
-    bool host_wildcard;  /* written as "*.suffix": host stores ".suffix" */
-    char *path;          /* exact path (query excluded) */
+    char *host; /* exact host, lower-case; or the suffix (with its dot) when host_wildcard */
+    bool host_wildcard; /* written as "*.suffix": host stores ".suffix" */
+    char *path;         /* exact path (query excluded) */
     char *path_prefix;
-    char **methods;      /* upper-case tokens */
+    char **methods; /* upper-case tokens */
     size_t n_methods;
     char *upstream;      /* as written */
     size_t upstream_idx; /* index into rem_config.upstreams, resolved at load */
@@ -92,10 +92,10 @@ struct rem_cfg_route {
 struct rem_cfg_limits {
     uint64_t max_header_bytes;
     uint32_t max_headers;
-    uint64_t max_body_bytes;            /* 0: unlimited */
+    uint64_t max_body_bytes; /* 0: unlimited */
     uint64_t client_idle_timeout_ms;
     uint64_t request_header_timeout_ms;
-    uint64_t buffer_bytes;              /* per connection, per direction high watermark */
+    uint64_t buffer_bytes; /* per connection, per direction high watermark */
 };
 
 struct rem_cfg_log {
@@ -105,9 +105,9 @@ struct rem_cfg_log {
 };
 
 struct rem_config {
-    int refcnt;                 /* atomic; see rem_config_ref */
-    char *source;               /* file path or "<embedded>" */
-    unsigned workers;           /* 0: auto */
+    int refcnt;       /* atomic; see rem_config_ref */
+    char *source;     /* file path or "<embedded>" */
+    unsigned workers; /* 0: auto */
     struct rem_cfg_listener *listeners;
     size_t n_listeners;
     struct rem_cfg_listener admin;

@@ -37,27 +37,27 @@ enum {
 };
 
 struct rem_conn {
-    struct rem_worker *worker;          /* borrowed */
+    struct rem_worker *worker;           /* borrowed */
     const struct rem_cfg_listener *lcfg; /* borrowed from cfg */
-    struct rem_config *cfg;             /* a reference: the generation this conn started on */
-    struct bufferevent *bev;            /* owned */
-    struct event *timer;                /* owned: idle / header timeout */
-    struct event *kick;                 /* owned: resumes parsing outside callback stacks */
-    char peer[48];                      /* client address (no port), for X-Forwarded-For */
+    struct rem_config *cfg;              /* a reference: the generation this conn started on */
+    struct bufferevent *bev;             /* owned */
+    struct event *timer;                 /* owned: idle / header timeout */
+    struct event *kick;                  /* owned: resumes parsing outside callback stacks */
+    char peer[48];                       /* client address (no port), for X-Forwarded-For */
     enum rem_conn_state state;
-    unsigned pause;                     /* REM_PAUSE_* */
-    bool eof;                           /* the client closed its sending side */
-    bool lingering;                     /* output flushed, SHUT_WR sent, draining input */
-    TAILQ_ENTRY(rem_conn) link;         /* in worker->conns */
-    bool head_ready;                    /* set by the parser, acted on after it returns */
-    int parse_err;                      /* -REM_E_* recorded inside a parser callback */
+    unsigned pause;             /* REM_PAUSE_* */
+    bool eof;                   /* the client closed its sending side */
+    bool lingering;             /* output flushed, SHUT_WR sent, draining input */
+    TAILQ_ENTRY(rem_conn) link; /* in worker->conns */
+    bool head_ready;            /* set by the parser, acted on after it returns */
+    int parse_err;              /* -REM_E_* recorded inside a parser callback */
     llhttp_t parser;
     const char *exec_start, *exec_end; /* the buffer being parsed, for obs-fold detection */
-    bool val_open;                      /* a header value is being received */
-    bool val_at_end;                    /* ... and its last piece ended at exec_end */
-    bool reset_on_close;                /* end with RST: a truncated response must not look
-                                           complete to a close-delimited reader */
-    struct rem_stream *stream;          /* owned: the current stream, if any */
+    bool val_open;                     /* a header value is being received */
+    bool val_at_end;                   /* ... and its last piece ended at exec_end */
+    bool reset_on_close;               /* end with RST: a truncated response must not look
+                                          complete to a close-delimited reader */
+    struct rem_stream *stream;         /* owned: the current stream, if any */
     struct rem_reap reap;
 };
 

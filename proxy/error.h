@@ -11,31 +11,31 @@
 #ifndef REM_ERROR_H
 #define REM_ERROR_H
 
-#define REM_ERRORS(X)                                                                           \
-    X(OK, 0, "--", "ok")                                                                        \
-    X(NOMEM, 500, "RR", "nomem")                                                                \
-    X(INTERNAL, 500, "PR", "internal")                                                          \
-    X(SYS, 500, "PR", "system")                                                                 \
-    X(CONFIG, 0, "--", "config")                                                                \
-    X(BAD_REQUEST, 400, "CR", "bad_request")                                                    \
-    X(BAD_FRAMING, 400, "CR", "bad_framing")                                                    \
-    X(HEADER_TOO_LARGE, 431, "CR", "header_too_large")                                          \
-    X(TOO_MANY_HEADERS, 431, "CR", "too_many_headers")                                          \
-    X(BODY_TOO_LARGE, 413, "CD", "body_too_large")                                              \
-    X(UNSUPPORTED_TE, 501, "CR", "unsupported_transfer_encoding")                               \
-    X(NO_ROUTE, 404, "PR", "no_route")                                                          \
-    X(REQUEST_HEADER_TIMEOUT, 408, "cR", "request_header_timeout")                              \
-    X(CLIENT_TIMEOUT, 408, "cD", "client_timeout")                                              \
-    X(CLIENT_ABORT, 0, "CD", "client_abort")                                                    \
-    X(CONNECT_REFUSED, 502, "SC", "connect_refused")                                            \
-    X(CONNECT_FAILED, 502, "SC", "connect_failed")                                              \
-    X(CONNECT_TIMEOUT, 504, "sC", "connect_timeout")                                            \
-    X(NO_ENDPOINT, 503, "PC", "no_endpoint")                                                    \
-    X(UPSTREAM_OVERFLOW, 503, "RC", "upstream_overflow")                                        \
-    X(UPSTREAM_RESET, 502, "SH", "upstream_reset")                                              \
-    X(UPSTREAM_TIMEOUT, 504, "sH", "upstream_timeout")                                          \
-    X(BAD_RESPONSE, 502, "SH", "bad_response")                                                  \
-    X(UPSTREAM_TRUNCATED, 0, "SD", "upstream_truncated")                                        \
+#define REM_ERRORS(X)                                                                              \
+    X(OK, 0, "--", "ok")                                                                           \
+    X(NOMEM, 500, "RR", "nomem")                                                                   \
+    X(INTERNAL, 500, "PR", "internal")                                                             \
+    X(SYS, 500, "PR", "system")                                                                    \
+    X(CONFIG, 0, "--", "config")                                                                   \
+    X(BAD_REQUEST, 400, "CR", "bad_request")                                                       \
+    X(BAD_FRAMING, 400, "CR", "bad_framing")                                                       \
+    X(HEADER_TOO_LARGE, 431, "CR", "header_too_large")                                             \
+    X(TOO_MANY_HEADERS, 431, "CR", "too_many_headers")                                             \
+    X(BODY_TOO_LARGE, 413, "CD", "body_too_large")                                                 \
+    X(UNSUPPORTED_TE, 501, "CR", "unsupported_transfer_encoding")                                  \
+    X(NO_ROUTE, 404, "PR", "no_route")                                                             \
+    X(REQUEST_HEADER_TIMEOUT, 408, "cR", "request_header_timeout")                                 \
+    X(CLIENT_TIMEOUT, 408, "cD", "client_timeout")                                                 \
+    X(CLIENT_ABORT, 0, "CD", "client_abort")                                                       \
+    X(CONNECT_REFUSED, 502, "SC", "connect_refused")                                               \
+    X(CONNECT_FAILED, 502, "SC", "connect_failed")                                                 \
+    X(CONNECT_TIMEOUT, 504, "sC", "connect_timeout")                                               \
+    X(NO_ENDPOINT, 503, "PC", "no_endpoint")                                                       \
+    X(UPSTREAM_OVERFLOW, 503, "RC", "upstream_overflow")                                           \
+    X(UPSTREAM_RESET, 502, "SH", "upstream_reset")                                                 \
+    X(UPSTREAM_TIMEOUT, 504, "sH", "upstream_timeout")                                             \
+    X(BAD_RESPONSE, 502, "SH", "bad_response")                                                     \
+    X(UPSTREAM_TRUNCATED, 0, "SD", "upstream_truncated")                                           \
     X(SHUTDOWN, 503, "PR", "shutdown")
 
 enum rem_err {
@@ -46,9 +46,9 @@ enum rem_err {
 };
 
 /* Table look-ups; every value of enum rem_err is valid, anything else REM_BUG_ON. */
-int rem_err_status(enum rem_err e);         /* 0 when no status can be sent */
-const char *rem_err_term(enum rem_err e);   /* two letters */
-const char *rem_err_label(enum rem_err e);  /* reason label */
+int rem_err_status(enum rem_err e);        /* 0 when no status can be sent */
+const char *rem_err_term(enum rem_err e);  /* two letters */
+const char *rem_err_label(enum rem_err e); /* reason label */
 /* Synchronous functions return 0 or -(enum rem_err); this maps a return back. */
 static inline enum rem_err rem_err_from_rc(int rc)
 {
@@ -57,10 +57,10 @@ static inline enum rem_err rem_err_from_rc(int rc)
 
 /* Always-on invariant check: aborts with file:line. */
 void rem_bug(const char *file, int line, const char *cond) __attribute__((noreturn));
-#define REM_BUG_ON(cond)                                                                        \
-    do {                                                                                        \
-        if (__builtin_expect(!!(cond), 0))                                                      \
-            rem_bug(__FILE__, __LINE__, #cond);                                                 \
+#define REM_BUG_ON(cond)                                                                           \
+    do {                                                                                           \
+        if (__builtin_expect(!!(cond), 0))                                                         \
+            rem_bug(__FILE__, __LINE__, #cond);                                                    \
     } while (0)
 
 /* Control-path allocation that aborts on OOM (never for peer-driven, data-path growth). */

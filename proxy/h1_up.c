@@ -185,7 +185,8 @@ int rem_h1_write_last_chunk(struct evbuffer *out, struct rem_head *trl)
         if (x->kind != REM_HDR_OTHER)
             continue;
         if (evbuffer_add(out, REM_HDR_NAME(trl, x), x->name_len) < 0 ||
-            evbuffer_add(out, ": ", 2) < 0 || evbuffer_add(out, REM_HDR_VAL(trl, x), x->val_len) < 0 ||
+            evbuffer_add(out, ": ", 2) < 0 ||
+            evbuffer_add(out, REM_HDR_VAL(trl, x), x->val_len) < 0 ||
             evbuffer_add(out, "\r\n", 2) < 0)
             return -REM_E_NOMEM;
     }
@@ -240,7 +241,8 @@ void rem_h1_up_process(struct rem_upconn *uc)
             }
             continue; /* paused for backpressure: the loop condition stops */
         }
-        rem_log_debug("upconn %s: bad response: %s", uc->ep->name, llhttp_get_error_reason(&uc->parser));
+        rem_log_debug("upconn %s: bad response: %s", uc->ep->name,
+                      llhttp_get_error_reason(&uc->parser));
         fail(uc, uc->resp_err != REM_E_OK ? uc->resp_err : REM_E_BAD_RESPONSE);
         return;
     }

@@ -138,24 +138,24 @@ static bool is_ows(char c)
 }
 
 /* Calls fn for each non-empty element of a comma-separated list, trimmed of OWS. */
-#define REM_FOREACH_TOKEN(list, len, tok, tlen, body)                                           \
-    do {                                                                                        \
-        size_t i_ = 0;                                                                          \
-        while (i_ < (len)) {                                                                    \
-            while (i_ < (len) && (is_ows((list)[i_]) || (list)[i_] == ','))                     \
-                i_++;                                                                           \
-            size_t s_ = i_;                                                                     \
-            while (i_ < (len) && (list)[i_] != ',')                                             \
-                i_++;                                                                           \
-            size_t e_ = i_;                                                                     \
-            while (e_ > s_ && is_ows((list)[e_ - 1]))                                           \
-                e_--;                                                                           \
-            if (e_ > s_) {                                                                      \
-                const char *tok = (list) + s_;                                                  \
-                size_t tlen = e_ - s_;                                                          \
-                body                                                                            \
-            }                                                                                   \
-        }                                                                                       \
+#define REM_FOREACH_TOKEN(list, len, tok, tlen, body)                                              \
+    do {                                                                                           \
+        size_t i_ = 0;                                                                             \
+        while (i_ < (len)) {                                                                       \
+            while (i_ < (len) && (is_ows((list)[i_]) || (list)[i_] == ','))                        \
+                i_++;                                                                              \
+            size_t s_ = i_;                                                                        \
+            while (i_ < (len) && (list)[i_] != ',')                                                \
+                i_++;                                                                              \
+            size_t e_ = i_;                                                                        \
+            while (e_ > s_ && is_ows((list)[e_ - 1]))                                              \
+                e_--;                                                                              \
+            if (e_ > s_) {                                                                         \
+                const char *tok = (list) + s_;                                                     \
+                size_t tlen = e_ - s_;                                                             \
+                body                                                                               \
+            }                                                                                      \
+        }                                                                                          \
     } while (0)
 
 bool rem_http_list_has(const char *list, size_t len, const char *token)
@@ -203,8 +203,7 @@ static enum rem_hdr_kind kind_of(const char *n, size_t len)
     case 12:
         return rem_http_name_eq(n, len, "x-request-id") ? REM_HDR_REQUEST_ID : REM_HDR_OTHER;
     case 14:
-        return rem_http_name_eq(n, len, "content-length") ? REM_HDR_CONTENT_LENGTH
-                                                          : REM_HDR_OTHER;
+        return rem_http_name_eq(n, len, "content-length") ? REM_HDR_CONTENT_LENGTH : REM_HDR_OTHER;
     case 15:
         return rem_http_name_eq(n, len, "x-forwarded-for") ? REM_HDR_XFF : REM_HDR_OTHER;
     case 16:
@@ -588,8 +587,8 @@ int rem_http_write_error(struct evbuffer *out, int status, const char *reason,
                          bool head_request)
 {
     char body[160];
-    int blen = snprintf(body, sizeof(body), "remora: %d %s (%s)\n", status,
-                        rem_http_reason(status), reason);
+    int blen = snprintf(body, sizeof(body), "remora: %d %s (%s)\n", status, rem_http_reason(status),
+                        reason);
     if (blen < 0 || (size_t)blen >= sizeof(body))
         blen = (int)sizeof(body) - 1;
     int rc = evbuffer_add_printf(out,
@@ -602,8 +601,8 @@ int rem_http_write_error(struct evbuffer *out, int status, const char *reason,
                                  "\r\n",
                                  status, rem_http_reason(status), blen, reason,
                                  request_id ? "X-Request-Id: " : "", (int)request_id_len,
-                                 request_id ? request_id : "",
-                                 request_id ? "\r\n" : "", conn_close ? "Connection: close\r\n" : "");
+                                 request_id ? request_id : "", request_id ? "\r\n" : "",
+                                 conn_close ? "Connection: close\r\n" : "");
     if (rc < 0)
         return -REM_E_NOMEM;
     if (!head_request && evbuffer_add(out, body, (size_t)blen) < 0)
@@ -614,31 +613,57 @@ int rem_http_write_error(struct evbuffer *out, int status, const char *reason,
 const char *rem_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 417:
+        return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }

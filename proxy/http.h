@@ -15,8 +15,8 @@ struct evbuffer;
 /* What a header means to the proxy; set by rem_head_classify. */
 enum rem_hdr_kind {
     REM_HDR_OTHER = 0,
-    REM_HDR_HOP,               /* hop-by-hop: Keep-Alive, TE, Trailer, Upgrade, Proxy-Connection,
-                                  or named by Connection */
+    REM_HDR_HOP, /* hop-by-hop: Keep-Alive, TE, Trailer, Upgrade, Proxy-Connection,
+                    or named by Connection */
     REM_HDR_CONNECTION,
     REM_HDR_CONTENT_LENGTH,
     REM_HDR_TRANSFER_ENCODING,
@@ -35,12 +35,7 @@ struct rem_hdr {
 };
 
 /* Spans of the arena that the codec fills while parsing. */
-enum rem_span {
-    REM_SPAN_METHOD = 0,
-    REM_SPAN_TARGET,
-    REM_SPAN_REASON,
-    REM_SPAN__COUNT
-};
+enum rem_span { REM_SPAN_METHOD = 0, REM_SPAN_TARGET, REM_SPAN_REASON, REM_SPAN__COUNT };
 
 /* A parsed request or response head. Owns buf and hdrs. */
 struct rem_head {
@@ -52,15 +47,15 @@ struct rem_head {
     bool in_value; /* parser state: last appended piece was a value */
 
     /* Filled by rem_head_classify. */
-    int status;                  /* responses */
+    int status; /* responses */
     uint8_t http_major, http_minor;
-    int64_t content_length;      /* -1: none */
-    bool chunked;                /* Transfer-Encoding ends in chunked */
-    bool te_unsupported;         /* a transfer coding other than chunked */
-    bool cl_conflict;            /* several Content-Length values that differ, or CL + TE */
+    int64_t content_length; /* -1: none */
+    bool chunked;           /* Transfer-Encoding ends in chunked */
+    bool te_unsupported;    /* a transfer coding other than chunked */
+    bool cl_conflict;       /* several Content-Length values that differ, or CL + TE */
     bool conn_close, conn_keepalive;
     bool expect_continue;
-    bool expect_other;           /* Expect with anything but 100-continue */
+    bool expect_other; /* Expect with anything but 100-continue */
     int n_host;
     int host_idx, request_id_idx; /* -1: absent */
 };
@@ -112,12 +107,12 @@ void rem_http_request_id(char out[37], uint64_t *state);
 
 /* What rem_http_write_request adds to the forwarded head. */
 struct rem_fwd_request {
-    const char *client_addr;     /* appended to X-Forwarded-For */
-    const char *proto;           /* appended to X-Forwarded-Proto: "http" */
-    const char *request_id;      /* added as X-Request-Id when the head has none */
-    const char *default_host;    /* Host for HTTP/1.0 requests that sent none */
-    bool chunked;                /* body framing toward upstream */
-    int64_t content_length;      /* -1: none */
+    const char *client_addr;  /* appended to X-Forwarded-For */
+    const char *proto;        /* appended to X-Forwarded-Proto: "http" */
+    const char *request_id;   /* added as X-Request-Id when the head has none */
+    const char *default_host; /* Host for HTTP/1.0 requests that sent none */
+    bool chunked;             /* body framing toward upstream */
+    int64_t content_length;   /* -1: none */
 };
 
 /* Serializes an HTTP/1.1 request head (request line, end-to-end headers, the forwarding
@@ -126,12 +121,12 @@ int rem_http_write_request(struct evbuffer *out, const struct rem_head *req,
                            const struct rem_fwd_request *fwd);
 
 struct rem_fwd_response {
-    const char *request_id;      /* added as X-Request-Id when the head has none */
+    const char *request_id; /* added as X-Request-Id when the head has none */
     size_t request_id_len;
-    bool chunked;                /* Transfer-Encoding: chunked toward downstream */
-    int64_t content_length;      /* -1: none written */
-    bool conn_close;             /* Connection: close */
-    bool conn_keepalive;         /* Connection: keep-alive (HTTP/1.0 clients) */
+    bool chunked;           /* Transfer-Encoding: chunked toward downstream */
+    int64_t content_length; /* -1: none written */
+    bool conn_close;        /* Connection: close */
+    bool conn_keepalive;    /* Connection: keep-alive (HTTP/1.0 clients) */
 };
 
 /* Serializes an HTTP/1.1 status line and end-to-end headers of resp. */

@@ -24,10 +24,10 @@
 #define REM_ACCEPT_PAUSE_MS 100
 
 struct rem_listener {
-    struct rem_worker *worker;              /* borrowed */
-    const struct rem_cfg_listener *cfg;     /* borrowed from the worker's generation */
-    struct evconnlistener *evl;             /* owned, closes the fd */
-    struct event *resume_ev;                /* owned */
+    struct rem_worker *worker;          /* borrowed */
+    const struct rem_cfg_listener *cfg; /* borrowed from the worker's generation */
+    struct evconnlistener *evl;         /* owned, closes the fd */
+    struct event *resume_ev;            /* owned */
 };
 
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
@@ -97,8 +97,7 @@ struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg
     return l;
 
 fail:
-    rem_log_error("listener %s: cannot listen on %s: %s", cfg->name, cfg->address,
-                  strerror(errno));
+    rem_log_error("listener %s: cannot listen on %s: %s", cfg->name, cfg->address, strerror(errno));
     if (fd >= 0)
         close(fd);
     rem_listener_free(l);

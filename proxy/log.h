@@ -37,7 +37,8 @@ void rem_logline_end(struct rem_logline *l);
 /* printf-style message line: {"ts":..,"level":..,"msg":"..."} */
 void rem_log(enum rem_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define rem_log_debug(...) (rem_log_enabled(REM_LOG_DEBUG) ? rem_log(REM_LOG_DEBUG, __VA_ARGS__) : (void)0)
+#define rem_log_debug(...)                                                                         \
+    (rem_log_enabled(REM_LOG_DEBUG) ? rem_log(REM_LOG_DEBUG, __VA_ARGS__) : (void)0)
 #define rem_log_info(...) rem_log(REM_LOG_INFO, __VA_ARGS__)
 #define rem_log_warn(...) rem_log(REM_LOG_WARN, __VA_ARGS__)
 #define rem_log_error(...) rem_log(REM_LOG_ERROR, __VA_ARGS__)

@@ -25,15 +25,16 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: remora [-c FILE]          run the proxy\n"
-               "       remora --check [-c FILE]  validate the configuration and exit\n"
-               "       remora --version | --help\n"
-               "\n"
-               "The configuration is FILE, else $REMORA_CONFIG, else %s if it exists,\n"
-               "else the embedded default (listen 0.0.0.0:8000, forward to 127.0.0.1:8080,\n"
-               "admin on 0.0.0.0:9090). Environment: REMORA_WORKERS (auto or a number),\n"
-               "REMORA_LOG (debug|info|warn|error).\n",
-               REM_DEFAULT_CONFIG_PATH);
+    fprintf(f,
+            "usage: remora [-c FILE]          run the proxy\n"
+            "       remora --check [-c FILE]  validate the configuration and exit\n"
+            "       remora --version | --help\n"
+            "\n"
+            "The configuration is FILE, else $REMORA_CONFIG, else %s if it exists,\n"
+            "else the embedded default (listen 0.0.0.0:8000, forward to 127.0.0.1:8080,\n"
+            "admin on 0.0.0.0:9090). Environment: REMORA_WORKERS (auto or a number),\n"
+            "REMORA_LOG (debug|info|warn|error).\n",
+            REM_DEFAULT_CONFIG_PATH);
 }
 
 static struct rem_config *load(const char *path, bool check)
@@ -117,8 +118,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'k'},
-        {"version", no_argument, NULL, 'V'},      {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 'k'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL;

@@ -56,9 +56,8 @@ static bool path_matches(const struct rem_cfg_route *r, const char *path, size_t
 }
 
 const struct rem_cfg_route *rem_router_match(const struct rem_config *cfg, const char *method,
-                                             size_t method_len, const char *host,
-                                             size_t host_len, const char *target,
-                                             size_t target_len)
+                                             size_t method_len, const char *host, size_t host_len,
+                                             const char *target, size_t target_len)
 {
     /* absolute-form (RFC 9112 3.2.2): match on its path, and its authority stands for Host. */
     const char *path = target, *rest;

@@ -14,8 +14,7 @@ struct rem_cfg_route;
  * target: the request-target (origin-form path with optional query, or absolute-form);
  * method: the method token. Lengths are explicit; nothing needs NUL termination. */
 const struct rem_cfg_route *rem_router_match(const struct rem_config *cfg, const char *method,
-                                             size_t method_len, const char *host,
-                                             size_t host_len, const char *target,
-                                             size_t target_len);
+                                             size_t method_len, const char *host, size_t host_len,
+                                             const char *target, size_t target_len);
 
 #endif

@@ -73,8 +73,8 @@ struct rem_stream *rem_stream_new(struct rem_conn *c)
     s->resp = heads[1];
     s->req_trl = heads[2];
     s->resp_trl = heads[3];
-    uint32_t maxb = (uint32_t)(lim->max_header_bytes > UINT32_MAX / 2 ? UINT32_MAX / 2
-                                                                       : lim->max_header_bytes);
+    uint32_t maxb =
+        (uint32_t)(lim->max_header_bytes > UINT32_MAX / 2 ? UINT32_MAX / 2 : lim->max_header_bytes);
     s->req.max_bytes = s->resp.max_bytes = s->req_trl.max_bytes = s->resp_trl.max_bytes = maxb;
     s->req.max_hdrs = s->resp.max_hdrs = s->req_trl.max_hdrs = s->resp_trl.max_hdrs =
         lim->max_headers;

@@ -25,48 +25,48 @@ struct rem_endpoint;
 struct rem_upconn;
 
 enum rem_stream_state {
-    REM_STREAM_HEAD = 0,   /* request head being parsed */
-    REM_STREAM_CONNECT,    /* waiting for an upconn */
-    REM_STREAM_ACTIVE,     /* request and/or response flowing */
-    REM_STREAM_DONE,       /* finished or failed; about to be freed */
+    REM_STREAM_HEAD = 0, /* request head being parsed */
+    REM_STREAM_CONNECT,  /* waiting for an upconn */
+    REM_STREAM_ACTIVE,   /* request and/or response flowing */
+    REM_STREAM_DONE,     /* finished or failed; about to be freed */
 };
 
 struct rem_stream {
-    struct rem_stream *next_free;       /* worker freelist link */
-    struct rem_worker *worker;          /* borrowed */
-    struct rem_conn *conn;              /* borrowed: the conn owns the stream */
-    const struct rem_cfg_route *route;  /* borrowed from conn->cfg */
-    struct rem_cluster *cluster;        /* borrowed from the worker */
-    struct rem_endpoint *endpoint;      /* borrowed */
-    struct rem_upconn *upconn;          /* borrowed while attached */
+    struct rem_stream *next_free;      /* worker freelist link */
+    struct rem_worker *worker;         /* borrowed */
+    struct rem_conn *conn;             /* borrowed: the conn owns the stream */
+    const struct rem_cfg_route *route; /* borrowed from conn->cfg */
+    struct rem_cluster *cluster;       /* borrowed from the worker */
+    struct rem_endpoint *endpoint;     /* borrowed */
+    struct rem_upconn *upconn;         /* borrowed while attached */
     enum rem_stream_state state;
-    struct rem_head req, resp;          /* owned arenas, kept across reuse */
-    struct rem_head req_trl, resp_trl;  /* chunked trailers */
-    struct evbuffer *replay;            /* owned: body bytes sent, kept (up to buffer_bytes)
-                                           until the response starts, for the one retry */
-    char request_id[37];                /* generated id, when the client sent none */
-    const char *rid;                    /* the id in effect (generated or client's) */
+    struct rem_head req, resp;         /* owned arenas, kept across reuse */
+    struct rem_head req_trl, resp_trl; /* chunked trailers */
+    struct evbuffer *replay;           /* owned: body bytes sent, kept (up to buffer_bytes)
+                                          until the response starts, for the one retry */
+    char request_id[37];               /* generated id, when the client sent none */
+    const char *rid;                   /* the id in effect (generated or client's) */
     size_t rid_len;
 
     bool head_request;
     bool req_has_body;
     bool req_chunked;
-    bool req_done;          /* the whole request was received from downstream */
-    bool req_sent;          /* ... and queued to the upconn */
-    bool resp_started;      /* a response byte arrived from the upstream */
-    bool resp_head_sent;    /* the response head went downstream */
-    bool resp_done;         /* the whole response was queued downstream */
-    bool down_chunked;      /* response framing toward downstream */
-    bool down_close;        /* close the downstream conn after this response */
+    bool req_done;       /* the whole request was received from downstream */
+    bool req_sent;       /* ... and queued to the upconn */
+    bool resp_started;   /* a response byte arrived from the upstream */
+    bool resp_head_sent; /* the response head went downstream */
+    bool resp_done;      /* the whole response was queued downstream */
+    bool down_chunked;   /* response framing toward downstream */
+    bool down_close;     /* close the downstream conn after this response */
     bool retried;
-    bool replay_ok;         /* idempotent and every body byte sent so far is in replay */
-    bool on_reused;         /* the current upconn came from the pool */
+    bool replay_ok; /* idempotent and every body byte sent so far is in replay */
+    bool on_reused; /* the current upconn came from the pool */
     bool continue_sent;
     bool in_resp_trailers;
 
-    int status_sent;         /* status written downstream, 0 if none */
-    int64_t down_cl;         /* Content-Length written downstream, -1 if none */
-    int64_t req_body_bytes;  /* body bytes received from downstream */
+    int status_sent;        /* status written downstream, 0 if none */
+    int64_t down_cl;        /* Content-Length written downstream, -1 if none */
+    int64_t req_body_bytes; /* body bytes received from downstream */
     int64_t resp_body_bytes;
     uint64_t bytes_in, bytes_out;
     uint64_t start_ns;

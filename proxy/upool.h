@@ -27,23 +27,23 @@ enum rem_upconn_state {
 };
 
 struct rem_upconn {
-    TAILQ_ENTRY(rem_upconn) link;       /* in endpoint->idle while IDLE */
-    struct rem_worker *worker;          /* borrowed */
-    struct rem_endpoint *ep;            /* borrowed: endpoints outlive their upconns */
-    struct bufferevent *bev;            /* owned */
-    struct event *timer;                /* owned: connect / response / idle timeout */
-    struct event *kick;                 /* owned: resumes parsing outside callback stacks */
+    TAILQ_ENTRY(rem_upconn) link; /* in endpoint->idle while IDLE */
+    struct rem_worker *worker;    /* borrowed */
+    struct rem_endpoint *ep;      /* borrowed: endpoints outlive their upconns */
+    struct bufferevent *bev;      /* owned */
+    struct event *timer;          /* owned: connect / response / idle timeout */
+    struct event *kick;           /* owned: resumes parsing outside callback stacks */
     enum rem_upconn_state state;
-    struct rem_stream *stream;          /* borrowed: the attached stream */
+    struct rem_stream *stream; /* borrowed: the attached stream */
     llhttp_t parser;
-    unsigned n_requests;                /* requests started on this upconn */
-    bool paused;                        /* downstream full: response parsing paused */
-    bool resp_complete;                 /* parser: the response ended */
-    bool resp_interim;                  /* parser: the current head is 1xx */
-    enum rem_err resp_err;              /* parser: why a callback failed */
-    uint64_t timeout_ms;                /* response timeout of the current stream */
+    unsigned n_requests;   /* requests started on this upconn */
+    bool paused;           /* downstream full: response parsing paused */
+    bool resp_complete;    /* parser: the response ended */
+    bool resp_interim;     /* parser: the current head is 1xx */
+    enum rem_err resp_err; /* parser: why a callback failed */
+    uint64_t timeout_ms;   /* response timeout of the current stream */
     uint64_t connect_start_ms;
-    uint64_t last_activity_ms;          /* last response byte, for the lazy timeout */
+    uint64_t last_activity_ms; /* last response byte, for the lazy timeout */
     struct rem_reap reap;
 };
 

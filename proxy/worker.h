@@ -42,22 +42,22 @@ struct rem_worker {
     unsigned id;
     pthread_t thread;
     bool started;
-    struct event_base *base;           /* owned */
-    struct rem_config *cfg;            /* a reference */
-    struct rem_listener **listeners;   /* owned; one per configured listener */
+    struct event_base *base;         /* owned */
+    struct rem_config *cfg;          /* a reference */
+    struct rem_listener **listeners; /* owned; one per configured listener */
     size_t n_listeners;
-    struct rem_cluster **clusters;     /* owned; index = config upstream index */
+    struct rem_cluster **clusters; /* owned; index = config upstream index */
     size_t n_clusters;
     struct event *reap_ev;
     struct rem_reap *reap_head;
-    struct event *stop_ev;             /* reads mail_fd */
-    int mail_fd;                       /* eventfd: other threads' only way in */
-    bool stop_requested;               /* atomic */
+    struct event *stop_ev; /* reads mail_fd */
+    int mail_fd;           /* eventfd: other threads' only way in */
+    bool stop_requested;   /* atomic */
     struct event *tick_ev;
-    uint64_t rng;                      /* xorshift state for request ids */
-    uint64_t heartbeat_ms;             /* monotonic ms of the last tick; atomic */
-    TAILQ_HEAD(, rem_conn) conns;      /* every open downstream conn */
-    struct rem_stream *free_streams;   /* freelist, keeps head arenas warm */
+    uint64_t rng;                    /* xorshift state for request ids */
+    uint64_t heartbeat_ms;           /* monotonic ms of the last tick; atomic */
+    TAILQ_HEAD(, rem_conn) conns;    /* every open downstream conn */
+    struct rem_stream *free_streams; /* freelist, keeps head arenas warm */
     size_t n_free_streams;
     struct rem_worker_stats stats;
 };

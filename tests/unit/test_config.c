@@ -157,10 +157,11 @@ static void test_route_host_trailing_dot(void **state)
     assert_string_equal(cfg->routes[1].host, ".example.org");
     assert_true(cfg->routes[1].host_wildcard);
     rem_config_unref(cfg);
-    expect_string_errors("routes:\n  - { name: a, match: { host: \"example.com..\" }, upstream: app }\n",
-                         (const char *const[]){"t.yaml:2:31: bad host \"example.com..\" (expected a "
-                                               "host name or *.suffix)",
-                                               NULL});
+    expect_string_errors(
+        "routes:\n  - { name: a, match: { host: \"example.com..\" }, upstream: app }\n",
+        (const char *const[]){"t.yaml:2:31: bad host \"example.com..\" (expected a "
+                              "host name or *.suffix)",
+                              NULL});
 }
 
 static void test_default_config(void **state)
