@@ -3,34 +3,13 @@
  * value parsers for durations, sizes and addresses. Owns nothing beyond the generation it
  * builds; reading YAML lives in config_parse.c. */
 #include "config.h"
+#include "error.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* A configuration is a control object: running out of memory while building one is fatal
- * (STYLE.md, "control objects may abort on OOM"). */
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-
-    if (p == NULL) {
-        fputs("remora: out of memory building the configuration\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    size_t len = strlen(s);
-    char *p = xcalloc(len + 1, 1);
-
-    memcpy(p, s, len);
-    return p;
-}
 
 static void listener_dispose(struct rem_cfg_listener *l)
 {
@@ -82,10 +61,10 @@ static void config_free(struct rem_config *cfg)
 
 struct rem_config *rem_config_new(const char *source)
 {
-    struct rem_config *cfg = xcalloc(1, sizeof(*cfg));
+    struct rem_config *cfg = rem_xcalloc(1, sizeof(*cfg));
 
     cfg->refcnt = 1;
-    cfg->source = xstrdup(source != NULL ? source : "<embedded>");
+    cfg->source = rem_xstrdup(source != NULL ? source : "<embedded>");
     cfg->workers = 0;
     cfg->limits.max_header_bytes = REM_DEF_MAX_HEADER_BYTES;
     cfg->limits.max_headers = REM_DEF_MAX_HEADERS;
@@ -102,8 +81,8 @@ struct rem_config *rem_config_new(const char *source)
 /* The default addresses are compile-time constants; failing to parse one is a build bug. */
 static void default_listener(struct rem_cfg_listener *l, const char *name, const char *address)
 {
-    l->name = xstrdup(name);
-    l->address = xstrdup(address);
+    l->name = rem_xstrdup(name);
+    l->address = rem_xstrdup(address);
     if (rem_parse_sockaddr(address, &l->addr) != 0) {
         fprintf(stderr, "remora: %s:%d: bad built-in address \"%s\"\n", __FILE__, __LINE__,
                 address);
@@ -114,7 +93,7 @@ static void default_listener(struct rem_cfg_listener *l, const char *name, const
 void rem_config_fill_defaults(struct rem_config *cfg)
 {
     if (cfg->listeners == NULL) {
-        cfg->listeners = xcalloc(1, sizeof(*cfg->listeners));
+        cfg->listeners = rem_xcalloc(1, sizeof(*cfg->listeners));
         cfg->n_listeners = 1;
         default_listener(&cfg->listeners[0], "inbound", REM_DEF_LISTEN);
     }
@@ -125,11 +104,11 @@ void rem_config_fill_defaults(struct rem_config *cfg)
     if (cfg->upstreams == NULL) {
         struct rem_cfg_upstream *u;
 
-        cfg->upstreams = xcalloc(1, sizeof(*cfg->upstreams));
+        cfg->upstreams = rem_xcalloc(1, sizeof(*cfg->upstreams));
         cfg->n_upstreams = 1;
         u = &cfg->upstreams[0];
-        u->name = xstrdup("app");
-        u->endpoints = xcalloc(1, sizeof(*u->endpoints));
+        u->name = rem_xstrdup("app");
+        u->endpoints = rem_xcalloc(1, sizeof(*u->endpoints));
         u->n_endpoints = 1;
         if (rem_parse_hostport(REM_DEF_UPSTREAM_ENDPOINT, &u->endpoints[0].host,
                                &u->endpoints[0].port) != 0) {
@@ -146,12 +125,12 @@ void rem_config_fill_defaults(struct rem_config *cfg)
     if (cfg->routes == NULL && cfg->n_upstreams > 0 && cfg->upstreams[0].name != NULL) {
         struct rem_cfg_route *r;
 
-        cfg->routes = xcalloc(1, sizeof(*cfg->routes));
+        cfg->routes = rem_xcalloc(1, sizeof(*cfg->routes));
         cfg->n_routes = 1;
         r = &cfg->routes[0];
-        r->name = xstrdup("default");
-        r->path_prefix = xstrdup("/");
-        r->upstream = xstrdup(cfg->upstreams[0].name);
+        r->name = rem_xstrdup("default");
+        r->path_prefix = rem_xstrdup("/");
+        r->upstream = rem_xstrdup(cfg->upstreams[0].name);
         r->upstream_idx = 0;
         r->timeout_ms = REM_DEF_ROUTE_TIMEOUT_MS;
     }

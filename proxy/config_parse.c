@@ -4,6 +4,7 @@
  * libyaml parser and document only for the duration of a load; the generation it returns
  * belongs to the caller. Defaults and the value parsers live in config.c. */
 #include "config.h"
+#include "error.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -61,28 +62,12 @@ struct quoted {
     char s[96];
 };
 
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-
-    if (p == NULL) {
-        fputs("remora: out of memory loading the configuration\n", stderr);
-        abort();
-    }
-    return p;
-}
-
 static char *xstrndup(const char *s, size_t len)
 {
-    char *p = xcalloc(len + 1, 1);
+    char *p = rem_xcalloc(len + 1, 1);
 
     memcpy(p, s, len);
     return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    return xstrndup(s, strlen(s));
 }
 
 /* Growable byte string; aborts on OOM like the rest of the loader. */
@@ -114,7 +99,7 @@ static void sb_add(struct sbuf *b, const char *s, size_t n)
 
 static char *sb_take(struct sbuf *b)
 {
-    char *p = b->p ? b->p : xcalloc(1, 1);
+    char *p = b->p ? b->p : rem_xcalloc(1, 1);
 
     b->p = NULL;
     b->len = b->cap = 0;
@@ -216,7 +201,7 @@ static void push_error(struct ctx *c, const yaml_mark_t *mark, const char *text)
         text = more;
     }
     len = strlen(c->name) + strlen(text) + 64;
-    msg = xcalloc(len, 1);
+    msg = rem_xcalloc(len, 1);
     if (mark != NULL)
         snprintf(msg, len, "%s:%zu:%zu: %s", c->name, mark->line + 1, mark->column + 1, text);
     else
@@ -709,9 +694,9 @@ static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config 
         c->listeners_bad = true;
         return;
     }
-    cfg->listeners = xcalloc(n, sizeof(*cfg->listeners));
-    c->listener_addr = xcalloc(n, sizeof(*c->listener_addr));
-    names = xcalloc(n, sizeof(*names));
+    cfg->listeners = rem_xcalloc(n, sizeof(*cfg->listeners));
+    c->listener_addr = rem_xcalloc(n, sizeof(*c->listener_addr));
+    names = rem_xcalloc(n, sizeof(*names));
     for (size_t i = 0; i < n; i++) {
         struct field f[F_N] = {[F_NAME] = {.key = "name"}, [F_ADDRESS] = {.key = "address"}};
         struct rem_cfg_listener *l = &cfg->listeners[cfg->n_listeners++];
@@ -743,7 +728,7 @@ static void parse_admin(struct ctx *c, yaml_node_t *node, struct rem_config *cfg
     /* Without an address, rem_config_fill_defaults gives admin its default. */
     if (!map_fields(c, node, "\"admin\"", "in admin", f, 1) || f[0].val == NULL)
         return;
-    cfg->admin.name = xstrdup("admin");
+    cfg->admin.name = rem_xstrdup("admin");
     parse_address(c, f[0].val, &cfg->admin);
     c->admin_addr = f[0].val;
 }
@@ -763,7 +748,7 @@ static void parse_endpoints(struct ctx *c, yaml_node_t *map, yaml_node_t *node,
                quote(&q, u->name != NULL ? u->name : ""));
         return;
     }
-    u->endpoints = xcalloc(n, sizeof(*u->endpoints));
+    u->endpoints = rem_xcalloc(n, sizeof(*u->endpoints));
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *item = node_at(c, items[i]);
         char *s;
@@ -800,8 +785,8 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
         c->upstreams_bad = true;
         return;
     }
-    cfg->upstreams = xcalloc(n, sizeof(*cfg->upstreams));
-    names = xcalloc(n, sizeof(*names));
+    cfg->upstreams = rem_xcalloc(n, sizeof(*cfg->upstreams));
+    names = rem_xcalloc(n, sizeof(*names));
     for (size_t i = 0; i < n; i++) {
         struct field f[F_N] = {
             [F_NAME] = {.key = "name"},         [F_ENDPOINTS] = {.key = "endpoints"},
@@ -942,7 +927,7 @@ static void parse_methods(struct ctx *c, yaml_node_t *node, struct rem_cfg_route
         errorf(c, node, "\"methods\" must not be empty (leave it out to match any method)");
         return;
     }
-    r->methods = xcalloc(n, sizeof(*r->methods));
+    r->methods = rem_xcalloc(n, sizeof(*r->methods));
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *item = node_at(c, items[i]);
         char *s;
@@ -1009,9 +994,9 @@ static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cf
                "upstream)");
         return;
     }
-    cfg->routes = xcalloc(n, sizeof(*cfg->routes));
-    c->route_upstream = xcalloc(n, sizeof(*c->route_upstream));
-    names = xcalloc(n, sizeof(*names));
+    cfg->routes = rem_xcalloc(n, sizeof(*cfg->routes));
+    c->route_upstream = rem_xcalloc(n, sizeof(*c->route_upstream));
+    names = rem_xcalloc(n, sizeof(*names));
     for (size_t i = 0; i < n; i++) {
         struct field f[F_N] = {
             [F_NAME] = {.key = "name"},
@@ -1102,7 +1087,7 @@ static void parse_log(struct ctx *c, yaml_node_t *node, struct rem_cfg_log *lg)
 /* Fills upstream_idx of every route; reports names with no upstream. */
 static void resolve_routes(struct ctx *c, struct rem_config *cfg)
 {
-    struct entry *ups = xcalloc(cfg->n_upstreams, sizeof(*ups));
+    struct entry *ups = rem_xcalloc(cfg->n_upstreams, sizeof(*ups));
     struct quoted q1, q2;
     size_t n = 0;
 
@@ -1140,7 +1125,7 @@ static void resolve_routes(struct ctx *c, struct rem_config *cfg)
  * the kernel for a fresh port, so it never collides. */
 static void check_addresses(struct ctx *c, struct rem_config *cfg)
 {
-    struct entry *e = xcalloc(cfg->n_listeners + 1, sizeof(*e));
+    struct entry *e = rem_xcalloc(cfg->n_listeners + 1, sizeof(*e));
     struct quoted q;
     size_t n = 0, first = 0;
     char abuf[64];

@@ -376,7 +376,7 @@ void rem_http_request_id(char out[37], uint64_t *state)
         x ^= x >> 7;
         x ^= x << 17;
         *state = x;
-        memcpy(b + 8 * k, &x, 8);
+        memcpy(b + 8 * (size_t)k, &x, 8);
     }
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* variant 10 */

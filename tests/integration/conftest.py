@@ -5,6 +5,7 @@ teardown that stops every process it started by PID (SIGTERM, then SIGKILL after
 
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -83,7 +84,6 @@ def _start_upstream(tmp_path, name=""):
         cmd += ["--name", name]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL)
     errf.close()
-    import selectors
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     line = b""
