@@ -266,6 +266,14 @@ int rem_h1_down_write_head(struct rem_conn *c, struct rem_stream *s)
     return counted(c, s, before, rem_http_write_response(out, &s->resp, &fwd));
 }
 
+int rem_h1_down_write_interim(struct rem_conn *c, struct rem_stream *s)
+{
+    struct rem_fwd_response fwd = {.content_length = -1};
+    struct evbuffer *out = rem_conn_output(c);
+    size_t before = evbuffer_get_length(out);
+    return counted(c, s, before, rem_http_write_response(out, &s->resp, &fwd));
+}
+
 int rem_h1_down_write_body(struct rem_conn *c, struct rem_stream *s, const char *p, size_t n)
 {
     struct evbuffer *out = rem_conn_output(c);

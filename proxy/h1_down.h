@@ -27,6 +27,8 @@ void rem_h1_down_eof(struct rem_conn *c);
 
 /* Response side, called by stream. Each returns 0 or -REM_E_NOMEM. */
 int rem_h1_down_write_head(struct rem_conn *c, struct rem_stream *s);
+/* An interim 1xx head (status line and end-to-end headers only). */
+int rem_h1_down_write_interim(struct rem_conn *c, struct rem_stream *s);
 /* Appends body bytes (framed). */
 int rem_h1_down_write_body(struct rem_conn *c, struct rem_stream *s, const char *p, size_t n);
 /* Finishes the response (last chunk and trailers when chunked). */

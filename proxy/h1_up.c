@@ -79,8 +79,13 @@ static int on_headers_complete(llhttp_t *p)
         return -1;
     }
     if (p->status_code < 200) {
-        /* Interim responses are not forwarded: remora answered 100-continue itself. */
+        /* RFC 9110 15.2: 1xx the client did not cause go on (103 Early Hints), except to
+         * HTTP/1.0 clients; 100 is remora's own business (it answers Expect itself). */
         uc->resp_interim = true;
+        if (p->status_code != 100 && rem_stream_on_resp_interim(s) < 0) {
+            uc->resp_err = REM_E_NOMEM;
+            return -1;
+        }
         return 0;
     }
     if (s->resp.cl_conflict || s->resp.te_unsupported) {

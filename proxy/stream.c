@@ -344,6 +344,14 @@ int rem_stream_on_resp_head(struct rem_stream *s)
     return 0;
 }
 
+int rem_stream_on_resp_interim(struct rem_stream *s)
+{
+    const struct rem_head *q = &s->req;
+    if (q->http_major == 1 && q->http_minor == 0)
+        return 0;
+    return rem_h1_down_write_interim(s->conn, s);
+}
+
 bool rem_stream_on_resp_body(struct rem_stream *s, const char *p, size_t n)
 {
     struct rem_conn *c = s->conn;

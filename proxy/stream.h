@@ -93,6 +93,8 @@ void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc);
 /* Connect failure, or I/O failure before the response completed. */
 void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e);
 int rem_stream_on_resp_head(struct rem_stream *s);
+/* An interim (1xx, not 100/101) response head is in s->resp: forwarded to HTTP/1.1 clients. */
+int rem_stream_on_resp_interim(struct rem_stream *s);
 /* Returns true when the upconn must pause reading (downstream output over the watermark). */
 bool rem_stream_on_resp_body(struct rem_stream *s, const char *p, size_t n);
 void rem_stream_on_resp_end(struct rem_stream *s);

@@ -281,15 +281,25 @@ def test_chunked_upstream_to_http10_keep_alive_client(proxy):
 
 
 def test_upstream_interim_responses_keep_framing(proxy):
-    """An upstream 103 and 100 before the final response: whether remora forwards or drops
-    them, the client sees the final response intact and the connection stays in sync."""
+    """An upstream 103 and 100 before the final response. RFC 9110 15.2: the 103 goes on to an
+    HTTP/1.1 client with its end-to-end headers; the 100 does not (remora answers Expect
+    itself); the final response is intact and the connection stays in sync."""
     with HttpConn(proxy.port) as c:
         c.request("GET", "/early-hints")
         r = c.read_response()
         assert r.status == 200 and r.json()["path"] == "/early-hints"
-        assert all(i.status in (100, 103) for i in r.interim), r.interim
+        assert [i.status for i in r.interim] == [103], r.interim
+        assert r.interim[0].header("link") == "</style.css>; rel=preload"
         c.request("GET", "/echo?next")
         assert c.read_response().json()["path"] == "/echo?next"
+
+
+def test_upstream_interim_responses_not_sent_to_http10(proxy):
+    """RFC 9110 15.2: no 1xx to an HTTP/1.0 client."""
+    with HttpConn(proxy.port) as c:
+        c.send(b"GET /early-hints HTTP/1.0\r\nHost: x\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.interim == [], r.interim
 
 
 def test_no_body_statuses(proxy):
