@@ -12,10 +12,16 @@ struct event_base;
 struct rem_cfg_listener;
 struct rem_worker;
 struct rem_admin;
+struct rem_metrics_layout;
+struct rem_healthcheck;
 
-/* Listens on cfg->addr. Returns NULL with the reason logged. workers is borrowed. */
+/* Listens on cfg->addr. Returns NULL with the reason logged. workers, layout and hc (may be
+ * NULL) are borrowed and must outlive the admin. /readyz is 200 only while set ready and every
+ * health-checked upstream is healthy. */
 struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_listener *cfg,
-                                struct rem_worker *workers, size_t n_workers);
+                                struct rem_worker *workers, size_t n_workers,
+                                const struct rem_metrics_layout *layout,
+                                struct rem_healthcheck *hc);
 /* /readyz answers 200 only while ready; reason (static string) is sent otherwise. */
 void rem_admin_set_ready(struct rem_admin *a, bool ready, const char *reason);
 void rem_admin_free(struct rem_admin *a);

@@ -8,15 +8,18 @@
 #include "cluster.h"
 #include "error.h"
 #include "log.h"
+#include "metrics.h"
 #include "upool.h"
 #include "worker.h"
 
 struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_upstream *cfg,
-                                    unsigned n_workers)
+                                    size_t idx, unsigned n_workers)
 {
     struct rem_cluster *c = rem_xcalloc(1, sizeof(*c));
     c->worker = w;
     c->cfg = cfg;
+    c->idx = idx;
+    c->metrics = &w->metrics->upstreams[idx];
     /* Each worker gets an equal share of the connection budget (no shared counter on the
      * request path); at least one. */
     c->max_connections = cfg->max_connections / (n_workers ? n_workers : 1);

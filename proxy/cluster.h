@@ -13,6 +13,7 @@
 
 struct rem_worker;
 struct rem_upconn;
+struct rem_upstream_metrics;
 
 TAILQ_HEAD(rem_upconn_list, rem_upconn);
 
@@ -29,6 +30,8 @@ struct rem_endpoint {
 struct rem_cluster {
     struct rem_worker *worker;          /* borrowed */
     const struct rem_cfg_upstream *cfg; /* borrowed from the worker's generation */
+    size_t idx;                         /* index of cfg in the generation's upstreams */
+    struct rem_upstream_metrics *metrics; /* borrowed: this upstream in the worker's shard */
     struct rem_endpoint *endpoints;     /* owned */
     size_t n_endpoints;
     size_t rr;                /* round-robin cursor */
@@ -39,7 +42,7 @@ struct rem_cluster {
 /* Builds the cluster; endpoint hosts must already be numeric (see rem_cluster_resolve_static).
  * Returns NULL with the reason logged. */
 struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_upstream *cfg,
-                                    unsigned n_workers);
+                                    size_t idx, unsigned n_workers);
 /* Closes every upconn of the cluster (their streams must be gone) and frees it. NULL-safe. */
 void rem_cluster_free(struct rem_cluster *c);
 

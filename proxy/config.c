@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0
  * config: lifetime of a configuration generation (defaults, references, free, summary) and the
- * value parsers for durations, sizes and addresses. Owns nothing beyond the generation it
- * builds; reading YAML lives in config_parse.c. */
+ * value parsers for durations, seconds, sizes and addresses. Owns nothing beyond the generation
+ * it builds; reading YAML lives in config_parse.c. */
 #include "config.h"
 #include "error.h"
 
 #include <arpa/inet.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,15 @@ static void upstream_dispose(struct rem_cfg_upstream *u)
     free(u->endpoints);
     u->endpoints = NULL;
     u->n_endpoints = 0;
+    free(u->health_check.path);
+    u->health_check.path = NULL;
+}
+
+static void buckets_dispose(struct rem_cfg_buckets *b)
+{
+    free(b->le);
+    b->le = NULL;
+    b->n = 0;
 }
 
 static void route_dispose(struct rem_cfg_route *r)
@@ -40,6 +50,7 @@ static void route_dispose(struct rem_cfg_route *r)
         free(r->methods[i]);
     free(r->methods);
     free(r->upstream);
+    buckets_dispose(&r->buckets);
     memset(r, 0, sizeof(*r));
 }
 
@@ -55,12 +66,14 @@ static void config_free(struct rem_config *cfg)
     for (size_t i = 0; cfg->routes != NULL && i < cfg->n_routes; i++)
         route_dispose(&cfg->routes[i]);
     free(cfg->routes);
+    buckets_dispose(&cfg->metrics.buckets);
     free(cfg->source);
     free(cfg);
 }
 
 struct rem_config *rem_config_new(const char *source)
 {
+    static const double def_buckets[] = REM_DEF_BUCKETS;
     struct rem_config *cfg = rem_xcalloc(1, sizeof(*cfg));
 
     cfg->refcnt = 1;
@@ -75,6 +88,9 @@ struct rem_config *rem_config_new(const char *source)
     cfg->log.level = REM_LOG_INFO;
     cfg->log.format = REM_LOG_FORMAT_JSON;
     cfg->log.access_log = false;
+    cfg->metrics.buckets.n = sizeof(def_buckets) / sizeof(def_buckets[0]);
+    cfg->metrics.buckets.le = rem_xcalloc(cfg->metrics.buckets.n, sizeof(double));
+    memcpy(cfg->metrics.buckets.le, def_buckets, sizeof(def_buckets));
     return cfg;
 }
 
@@ -120,6 +136,10 @@ void rem_config_fill_defaults(struct rem_config *cfg)
         u->connect_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
         u->idle_timeout_ms = REM_DEF_IDLE_TIMEOUT_MS;
         u->max_connections = REM_DEF_MAX_CONNECTIONS;
+        u->health_check.interval_ms = REM_DEF_HC_INTERVAL_MS;
+        u->health_check.timeout_ms = REM_DEF_HC_TIMEOUT_MS;
+        u->health_check.rise = REM_DEF_HC_RISE;
+        u->health_check.fall = REM_DEF_HC_FALL;
     }
     /* A nameless first upstream only exists in a load that has already failed. */
     if (cfg->routes == NULL && cfg->n_upstreams > 0 && cfg->upstreams[0].name != NULL) {
@@ -175,22 +195,27 @@ static const char *plural(size_t n, const char *one, const char *many)
 
 int rem_config_summary(const struct rem_config *cfg, char *buf, size_t len)
 {
-    size_t n_endpoints = 0;
-    char workers[16];
+    size_t n_endpoints = 0, n_checks = 0;
+    char workers[16], checks[48] = "";
     int n;
 
     if (cfg == NULL || buf == NULL || len == 0)
         return -1;
-    for (size_t i = 0; i < cfg->n_upstreams; i++)
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
         n_endpoints += cfg->upstreams[i].n_endpoints;
+        n_checks += cfg->upstreams[i].health_check.path != NULL;
+    }
+    if (n_checks > 0)
+        snprintf(checks, sizeof(checks), ", %zu %s", n_checks,
+                 plural(n_checks, "health check", "health checks"));
     if (cfg->workers == 0)
         snprintf(workers, sizeof(workers), "auto");
     else
         snprintf(workers, sizeof(workers), "%u", cfg->workers);
-    n = snprintf(buf, len, "ok: %zu %s, %zu %s (%zu %s), %zu %s, workers %s", cfg->n_listeners,
+    n = snprintf(buf, len, "ok: %zu %s, %zu %s (%zu %s)%s, %zu %s, workers %s", cfg->n_listeners,
                  plural(cfg->n_listeners, "listener", "listeners"), cfg->n_upstreams,
                  plural(cfg->n_upstreams, "upstream", "upstreams"), n_endpoints,
-                 plural(n_endpoints, "endpoint", "endpoints"), cfg->n_routes,
+                 plural(n_endpoints, "endpoint", "endpoints"), checks, cfg->n_routes,
                  plural(cfg->n_routes, "route", "routes"), workers);
     if (n < 0 || (size_t)n >= len)
         return -1;
@@ -290,6 +315,63 @@ int rem_parse_size_bytes(const char *s, uint64_t *out)
             return scale(v, units[i].mult, out);
     }
     return -1;
+}
+
+/* [0-9]+ or [0-9]+.[0-9]+ over exactly n bytes. */
+static bool is_decimal(const char *s, size_t n)
+{
+    size_t i = 0, frac;
+
+    while (i < n && s[i] >= '0' && s[i] <= '9')
+        i++;
+    if (i == 0 || i == n)
+        return i > 0;
+    if (s[i] != '.')
+        return false;
+    frac = ++i;
+    while (i < n && s[i] >= '0' && s[i] <= '9')
+        i++;
+    return i == n && i > frac;
+}
+
+int rem_parse_seconds(const char *s, double *out_s)
+{
+    /* ms appends an exponent rather than dividing, so "5ms" rounds exactly as "0.005" does. */
+    static const struct {
+        const char *unit;
+        const char *exp;
+        double mult;
+    } units[] = {{"ms", "e-3", 1}, {"s", "", 1}, {"m", "", 60}, {"h", "", 60 * 60}};
+    char buf[64];
+    char *end;
+    double v;
+    size_t n;
+
+    if (s == NULL || out_s == NULL)
+        return -1;
+    n = strspn(s, "0123456789.");
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(s + n, units[i].unit) != 0)
+            continue;
+        if (!is_decimal(s, n) || n > sizeof(buf) - sizeof("e-3"))
+            return -1;
+        memcpy(buf, s, n);
+        memcpy(buf + n, units[i].exp, strlen(units[i].exp) + 1);
+        v = strtod(buf, &end) * units[i].mult;
+        if (*end != '\0' || !isfinite(v))
+            return -1;
+        *out_s = v;
+        return 0;
+    }
+    /* strtod alone would also take spaces, "inf", "nan" and hex: only let it see a plain
+     * decimal. remora never calls setlocale, so '.' is the radix character. */
+    if (s[0] == '\0' || strspn(s, "0123456789.eE+-") != strlen(s))
+        return -1;
+    v = strtod(s, &end);
+    if (end == s || *end != '\0' || !isfinite(v))
+        return -1;
+    *out_s = v;
+    return 0;
 }
 
 /* Port: 1 to 5 digits, no sign, value <= 65535. */

@@ -28,6 +28,18 @@
 #define REM_DEF_REQUEST_HEADER_TIMEOUT_MS 10000
 #define REM_DEF_BUFFER_BYTES ((uint64_t)64 * 1024)
 
+#define REM_DEF_HC_INTERVAL_MS 1000
+#define REM_DEF_HC_TIMEOUT_MS 1000
+#define REM_DEF_HC_RISE 2
+#define REM_DEF_HC_FALL 3
+#define REM_MAX_BUCKETS 64
+
+/* Default latency buckets (seconds): tuned for a sidecar, 0.5 ms to 10 s. */
+#define REM_DEF_BUCKETS                                                                            \
+    {                                                                                              \
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10             \
+    }
+
 enum rem_proto {
     REM_PROTO_HTTP1 = 0,
     REM_PROTO_H2C,
@@ -65,6 +77,22 @@ struct rem_cfg_endpoint {
     uint16_t port;
 };
 
+/* Histogram bucket upper bounds in seconds, strictly increasing, > 0, at most
+ * REM_MAX_BUCKETS; +Inf is implicit. n == 0 means "not set" (inherit). */
+struct rem_cfg_buckets {
+    double *le;
+    size_t n;
+};
+
+/* Active health check of an upstream's endpoints (readiness), off unless path is set. */
+struct rem_cfg_health_check {
+    char *path;           /* NULL: no health check */
+    uint64_t interval_ms; /* default REM_DEF_HC_INTERVAL_MS */
+    uint64_t timeout_ms;  /* default REM_DEF_HC_TIMEOUT_MS */
+    uint32_t rise;        /* consecutive 2xx to become healthy, default REM_DEF_HC_RISE */
+    uint32_t fall;        /* consecutive failures to become unhealthy, default REM_DEF_HC_FALL */
+};
+
 struct rem_cfg_upstream {
     char *name;
     struct rem_cfg_endpoint *endpoints;
@@ -73,6 +101,7 @@ struct rem_cfg_upstream {
     uint64_t connect_timeout_ms;
     uint64_t idle_timeout_ms;
     uint32_t max_connections;
+    struct rem_cfg_health_check health_check;
 };
 
 struct rem_cfg_route {
@@ -87,6 +116,7 @@ struct rem_cfg_route {
     char *upstream;      /* as written */
     size_t upstream_idx; /* index into rem_config.upstreams, resolved at load */
     uint64_t timeout_ms; /* how long the upstream may stay silent while a response is due */
+    struct rem_cfg_buckets buckets; /* n == 0: metrics.buckets */
 };
 
 struct rem_cfg_limits {
@@ -104,6 +134,10 @@ struct rem_cfg_log {
     bool access_log;
 };
 
+struct rem_cfg_metrics {
+    struct rem_cfg_buckets buckets; /* always set: REM_DEF_BUCKETS unless configured */
+};
+
 struct rem_config {
     int refcnt;       /* atomic; see rem_config_ref */
     char *source;     /* file path or "<embedded>" */
@@ -117,6 +151,7 @@ struct rem_config {
     size_t n_routes;
     struct rem_cfg_limits limits;
     struct rem_cfg_log log;
+    struct rem_cfg_metrics metrics;
 };
 
 /* Diagnostics collected while loading: each message is "FILE:LINE:COL: text" (or
@@ -152,8 +187,8 @@ int rem_config_summary(const struct rem_config *cfg, char *buf, size_t len);
 void rem_config_diag_dispose(struct rem_config_diag *diag);
 
 /* For the loader (config_parse.c) only: a generation with refcnt 1, source copied (NULL:
- * "<embedded>"), workers, limits and log at their defaults and no listeners, admin, upstreams
- * or routes yet. Free it with rem_config_unref. Aborts on OOM. */
+ * "<embedded>"), workers, limits, log and metrics at their defaults and no listeners, admin,
+ * upstreams or routes yet. Free it with rem_config_unref. Aborts on OOM. */
 struct rem_config *rem_config_new(const char *source);
 /* For the loader only: gives each section still absent (listeners == NULL, admin.name == NULL,
  * upstreams == NULL, routes == NULL) the default rem_config_default describes. The default
@@ -163,6 +198,12 @@ void rem_config_fill_defaults(struct rem_config *cfg);
 /* Value parsers shared by config_parse and tests. Each returns 0 or -1 (REM_E_CONFIG). */
 int rem_parse_duration_ms(const char *s, uint64_t *out_ms); /* "250ms" "2s" "1m" "1h" "0" */
 int rem_parse_size_bytes(const char *s, uint64_t *out);     /* "512" "64KiB" "1MiB" "1GiB" "10KB" */
+/* Seconds as a double: a decimal number with an optional sign and exponent ("0.005", "1",
+ * "2.5", "1e-3", "-1"), or an unsigned decimal with a unit ms, s, m or h ("5ms", "2.5ms",
+ * "1m"; at most 60 characters before the unit). Any finite result is returned, 0 and
+ * negatives included: range is the caller's rule. inf, nan, hex, spaces and an overflowing
+ * value are -1. */
+int rem_parse_seconds(const char *s, double *out_s);
 /* "host:port", "[v6]:port", "*:port" (any IPv4) into a numeric address; host must be numeric
  * or "localhost". */
 int rem_parse_sockaddr(const char *s, struct rem_sockaddr *out);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <yaml.h>
@@ -479,19 +480,27 @@ fail:
     return rc;
 }
 
-static int get_duration(struct ctx *c, yaml_node_t *node, const char *key, uint64_t *out)
+/* nonzero: 0 is refused (a period or a timeout that must be able to elapse). */
+static int get_duration(struct ctx *c, yaml_node_t *node, const char *key, bool nonzero,
+                        uint64_t *out)
 {
     struct quoted q;
     char *s = NULL;
+    uint64_t v;
     int rc = -1;
 
     if (get_string(c, node, key, &s) != 0)
         goto fail;
-    if (rem_parse_duration_ms(s, out) != 0) {
+    if (rem_parse_duration_ms(s, &v) != 0) {
         errorf(c, node, "bad duration %s for \"%s\" (expected an integer with ms, s, m or h, or 0)",
                quote(&q, s), key);
         goto fail;
     }
+    if (nonzero && v == 0) {
+        errorf(c, node, "\"%s\" must not be 0", key);
+        goto fail;
+    }
+    *out = v;
     rc = 0;
 fail:
     free(s);
@@ -768,9 +777,65 @@ static void parse_endpoints(struct ctx *c, yaml_node_t *map, yaml_node_t *node,
     }
 }
 
+/* The request target a health check sends as is: origin-form (RFC 9112 section 3.2.1), so a
+ * query is allowed, unlike in a route; no fragment, and nothing a request line cannot carry. */
+static void parse_check_path(struct ctx *c, yaml_node_t *node, char **out)
+{
+    struct quoted q;
+    char *s = NULL;
+    bool ok;
+
+    if (get_string(c, node, "path", &s) != 0)
+        return;
+    ok = s[0] == '/';
+    for (const unsigned char *p = (const unsigned char *)s; ok && *p != '\0'; p++)
+        ok = *p > 0x20 && *p < 0x7f && *p != '#';
+    if (!ok) {
+        errorf(c, node,
+               "bad path %s for \"path\" (expected a path starting with \"/\", query allowed; "
+               "visible ASCII, no \"#\")",
+               quote(&q, s));
+        free(s);
+        return;
+    }
+    free(*out);
+    *out = s;
+}
+
+/* node is the value of "health_check"; its numeric defaults are already in *hc. Present, it
+ * must name a path: a mapping of timings alone would turn nothing on. */
+static void parse_health_check(struct ctx *c, yaml_node_t *node, struct rem_cfg_health_check *hc)
+{
+    enum { F_PATH, F_INTERVAL, F_TIMEOUT, F_RISE, F_FALL, F_N };
+    struct field f[F_N] = {
+        [F_PATH] = {.key = "path"},       [F_INTERVAL] = {.key = "interval"},
+        [F_TIMEOUT] = {.key = "timeout"}, [F_RISE] = {.key = "rise"},
+        [F_FALL] = {.key = "fall"},
+    };
+    uint64_t v;
+
+    if (!map_fields(c, node, "\"health_check\"", "in health_check", f, F_N))
+        return;
+    if (f[F_PATH].val == NULL)
+        missing(c, node, "path", "in health_check");
+    else
+        parse_check_path(c, f[F_PATH].val, &hc->path);
+    if (f[F_INTERVAL].val != NULL)
+        (void)get_duration(c, f[F_INTERVAL].val, "interval", true, &hc->interval_ms);
+    /* A probe should not outlive the interval unless asked to. */
+    if (f[F_TIMEOUT].val != NULL)
+        (void)get_duration(c, f[F_TIMEOUT].val, "timeout", true, &hc->timeout_ms);
+    else if (hc->interval_ms < REM_DEF_HC_TIMEOUT_MS)
+        hc->timeout_ms = hc->interval_ms;
+    if (f[F_RISE].val != NULL && get_uint(c, f[F_RISE].val, "rise", 1, 1000, &v) == 0)
+        hc->rise = (uint32_t)v;
+    if (f[F_FALL].val != NULL && get_uint(c, f[F_FALL].val, "fall", 1, 1000, &v) == 0)
+        hc->fall = (uint32_t)v;
+}
+
 static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
-    enum { F_NAME, F_ENDPOINTS, F_PROTOCOL, F_CONNECT, F_IDLE, F_MAXCONN, F_N };
+    enum { F_NAME, F_ENDPOINTS, F_PROTOCOL, F_CONNECT, F_IDLE, F_MAXCONN, F_HEALTH, F_N };
     static const char *const protocols[] = {"http1", "h2c", "h2", NULL};
     yaml_node_item_t *items;
     struct entry *names = NULL;
@@ -789,9 +854,10 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
     names = rem_xcalloc(n, sizeof(*names));
     for (size_t i = 0; i < n; i++) {
         struct field f[F_N] = {
-            [F_NAME] = {.key = "name"},         [F_ENDPOINTS] = {.key = "endpoints"},
-            [F_PROTOCOL] = {.key = "protocol"}, [F_CONNECT] = {.key = "connect_timeout"},
-            [F_IDLE] = {.key = "idle_timeout"}, [F_MAXCONN] = {.key = "max_connections"},
+            [F_NAME] = {.key = "name"},           [F_ENDPOINTS] = {.key = "endpoints"},
+            [F_PROTOCOL] = {.key = "protocol"},   [F_CONNECT] = {.key = "connect_timeout"},
+            [F_IDLE] = {.key = "idle_timeout"},   [F_MAXCONN] = {.key = "max_connections"},
+            [F_HEALTH] = {.key = "health_check"},
         };
         struct rem_cfg_upstream *u = &cfg->upstreams[cfg->n_upstreams++];
         yaml_node_t *item = node_at(c, items[i]);
@@ -802,6 +868,10 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
         u->connect_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
         u->idle_timeout_ms = REM_DEF_IDLE_TIMEOUT_MS;
         u->max_connections = REM_DEF_MAX_CONNECTIONS;
+        u->health_check.interval_ms = REM_DEF_HC_INTERVAL_MS;
+        u->health_check.timeout_ms = REM_DEF_HC_TIMEOUT_MS;
+        u->health_check.rise = REM_DEF_HC_RISE;
+        u->health_check.fall = REM_DEF_HC_FALL;
         if (item == NULL || !budget(c, item))
             break;
         if (!map_fields(c, item, "an upstream", "in upstream", f, F_N))
@@ -815,12 +885,15 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
             get_enum(c, f[F_PROTOCOL].val, "protocol", protocols, "http1, h2c or h2", &proto) == 0)
             u->protocol = (enum rem_proto)proto;
         if (f[F_CONNECT].val != NULL)
-            (void)get_duration(c, f[F_CONNECT].val, "connect_timeout", &u->connect_timeout_ms);
+            (void)get_duration(c, f[F_CONNECT].val, "connect_timeout", false,
+                               &u->connect_timeout_ms);
         if (f[F_IDLE].val != NULL)
-            (void)get_duration(c, f[F_IDLE].val, "idle_timeout", &u->idle_timeout_ms);
+            (void)get_duration(c, f[F_IDLE].val, "idle_timeout", false, &u->idle_timeout_ms);
         if (f[F_MAXCONN].val != NULL &&
             get_uint(c, f[F_MAXCONN].val, "max_connections", 1, UINT32_MAX, &v) == 0)
             u->max_connections = (uint32_t)v;
+        if (f[F_HEALTH].val != NULL)
+            parse_health_check(c, f[F_HEALTH].val, &u->health_check);
     }
     check_dup_names(c, names, n_names, "upstream");
     free(names);
@@ -979,9 +1052,76 @@ static void parse_match(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *
         parse_methods(c, f[F_METHODS].val, r);
 }
 
+/* YAML's spellings of infinity, which a bucket list must leave out. */
+static bool is_inf(const char *s)
+{
+    s += *s == '+' || *s == '-';
+    s += *s == '.';
+    return strcasecmp(s, "inf") == 0 || strcasecmp(s, "infinity") == 0;
+}
+
+/* A histogram bucket list (metrics.buckets, routes[].buckets). *out is replaced only when
+ * every item is good, so metrics.buckets is never left half-built. */
+static void parse_buckets(struct ctx *c, yaml_node_t *node, struct rem_cfg_buckets *out)
+{
+    struct rem_cfg_buckets b = {0};
+    yaml_node_item_t *items;
+    size_t n, errors = c->n_errors;
+    char *prev = NULL;
+    struct quoted q;
+
+    if (!seq_items(c, node, "\"buckets\"", &items, &n))
+        return;
+    if (n == 0) {
+        errorf(c, node, "\"buckets\" must not be empty");
+        return;
+    }
+    if (n > REM_MAX_BUCKETS) {
+        errorf(c, node_at(c, items[REM_MAX_BUCKETS]), "too many buckets (at most %d)",
+               REM_MAX_BUCKETS);
+        n = REM_MAX_BUCKETS;
+    }
+    b.le = rem_xcalloc(n, sizeof(*b.le));
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = node_at(c, items[i]);
+        double v;
+        char *s;
+
+        if (item == NULL || !budget(c, item))
+            break;
+        s = scalar(c, item, "a bucket");
+        if (s == NULL)
+            continue;
+        if (is_inf(s)) {
+            errorf(c, item, "bad bucket %s (+Inf is implicit; leave it out)", quote(&q, s));
+        } else if (rem_parse_seconds(s, &v) != 0) {
+            errorf(c, item, "bad bucket %s (expected seconds as a number, or a duration like 5ms)",
+                   quote(&q, s));
+        } else if (!(v > 0)) {
+            errorf(c, item, "bucket must be greater than 0");
+        } else if (b.n > 0 && v <= b.le[b.n - 1]) {
+            /* Both passed rem_parse_seconds: digits, signs, '.', 'e' and units only. */
+            errorf(c, item, "buckets must be strictly increasing: %s after %s", s, prev);
+        } else {
+            b.le[b.n++] = v;
+            free(prev);
+            prev = s;
+            s = NULL;
+        }
+        free(s);
+    }
+    free(prev);
+    if (c->n_errors != errors) {
+        free(b.le);
+        return;
+    }
+    free(out->le);
+    *out = b;
+}
+
 static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
-    enum { F_NAME, F_MATCH, F_UPSTREAM, F_TIMEOUT, F_N };
+    enum { F_NAME, F_MATCH, F_UPSTREAM, F_TIMEOUT, F_BUCKETS, F_N };
     yaml_node_item_t *items;
     struct entry *names = NULL;
     size_t n, n_names = 0;
@@ -999,10 +1139,9 @@ static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cf
     names = rem_xcalloc(n, sizeof(*names));
     for (size_t i = 0; i < n; i++) {
         struct field f[F_N] = {
-            [F_NAME] = {.key = "name"},
-            [F_MATCH] = {.key = "match"},
-            [F_UPSTREAM] = {.key = "upstream"},
-            [F_TIMEOUT] = {.key = "timeout"},
+            [F_NAME] = {.key = "name"},         [F_MATCH] = {.key = "match"},
+            [F_UPSTREAM] = {.key = "upstream"}, [F_TIMEOUT] = {.key = "timeout"},
+            [F_BUCKETS] = {.key = "buckets"},
         };
         struct rem_cfg_route *r = &cfg->routes[cfg->n_routes++];
         yaml_node_t *item = node_at(c, items[i]);
@@ -1023,7 +1162,9 @@ static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cf
         else if (get_string(c, f[F_UPSTREAM].val, "upstream", &r->upstream) == 0)
             c->route_upstream[i] = f[F_UPSTREAM].val;
         if (f[F_TIMEOUT].val != NULL)
-            (void)get_duration(c, f[F_TIMEOUT].val, "timeout", &r->timeout_ms);
+            (void)get_duration(c, f[F_TIMEOUT].val, "timeout", false, &r->timeout_ms);
+        if (f[F_BUCKETS].val != NULL)
+            parse_buckets(c, f[F_BUCKETS].val, &r->buckets);
     }
     check_dup_names(c, names, n_names, "route");
     free(names);
@@ -1052,9 +1193,10 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_cfg_limits
     if (f[F_BODY].val != NULL)
         (void)get_size(c, f[F_BODY].val, "max_body_bytes", false, &lim->max_body_bytes);
     if (f[F_IDLE].val != NULL)
-        (void)get_duration(c, f[F_IDLE].val, "client_idle_timeout", &lim->client_idle_timeout_ms);
+        (void)get_duration(c, f[F_IDLE].val, "client_idle_timeout", false,
+                           &lim->client_idle_timeout_ms);
     if (f[F_HDR_TIMEOUT].val != NULL)
-        (void)get_duration(c, f[F_HDR_TIMEOUT].val, "request_header_timeout",
+        (void)get_duration(c, f[F_HDR_TIMEOUT].val, "request_header_timeout", false,
                            &lim->request_header_timeout_ms);
     if (f[F_BUFFER].val != NULL)
         (void)get_size(c, f[F_BUFFER].val, "buffer_bytes", true, &lim->buffer_bytes);
@@ -1082,6 +1224,14 @@ static void parse_log(struct ctx *c, yaml_node_t *node, struct rem_cfg_log *lg)
         lg->format = (enum rem_log_format)v;
     if (f[F_ACCESS].val != NULL)
         (void)get_bool(c, f[F_ACCESS].val, "access_log", &lg->access_log);
+}
+
+static void parse_metrics(struct ctx *c, yaml_node_t *node, struct rem_cfg_metrics *m)
+{
+    struct field f[] = {{.key = "buckets"}};
+
+    if (map_fields(c, node, "\"metrics\"", "in metrics", f, 1) && f[0].val != NULL)
+        parse_buckets(c, f[0].val, &m->buckets);
 }
 
 /* Fills upstream_idx of every route; reports names with no upstream. */
@@ -1166,12 +1316,22 @@ static void check_addresses(struct ctx *c, struct rem_config *cfg)
 
 static struct rem_config *build(struct ctx *c, yaml_node_t *root)
 {
-    enum { F_WORKERS, F_LISTENERS, F_ADMIN, F_UPSTREAMS, F_ROUTES, F_LIMITS, F_LOG, F_N };
+    enum {
+        F_WORKERS,
+        F_LISTENERS,
+        F_ADMIN,
+        F_UPSTREAMS,
+        F_ROUTES,
+        F_LIMITS,
+        F_LOG,
+        F_METRICS,
+        F_N
+    };
     struct field f[F_N] = {
         [F_WORKERS] = {.key = "workers"}, [F_LISTENERS] = {.key = "listeners"},
         [F_ADMIN] = {.key = "admin"},     [F_UPSTREAMS] = {.key = "upstreams"},
         [F_ROUTES] = {.key = "routes"},   [F_LIMITS] = {.key = "limits"},
-        [F_LOG] = {.key = "log"},
+        [F_LOG] = {.key = "log"},         [F_METRICS] = {.key = "metrics"},
     };
     struct rem_config *cfg = rem_config_new(c->name);
 
@@ -1191,6 +1351,8 @@ static struct rem_config *build(struct ctx *c, yaml_node_t *root)
         parse_limits(c, f[F_LIMITS].val, &cfg->limits);
     if (f[F_LOG].val != NULL)
         parse_log(c, f[F_LOG].val, &cfg->log);
+    if (f[F_METRICS].val != NULL)
+        parse_metrics(c, f[F_METRICS].val, &cfg->metrics);
     /* A section that failed as a whole gets its default here; the cross-checks skip it. */
     rem_config_fill_defaults(cfg);
     if (!c->upstreams_bad)

@@ -21,6 +21,7 @@
 #include "error.h"
 #include "h1_down.h"
 #include "log.h"
+#include "metrics.h"
 #include "stream.h"
 #include "worker.h"
 
@@ -87,7 +88,7 @@ void rem_conn_close(struct rem_conn *c)
     event_del(c->timer);
     event_del(c->kick);
     TAILQ_REMOVE(&c->worker->conns, c, link);
-    REM_STAT_ADD(c->worker, downstream_connections, -1);
+    REM_M_ADD(c->worker->metrics->downstream_connections, -1);
     rem_worker_defer_free(c->worker, &c->reap, conn_free);
 }
 
@@ -249,8 +250,8 @@ void rem_conn_accept(struct rem_worker *w, const struct rem_cfg_listener *lcfg, 
     bufferevent_set_timeouts(c->bev, NULL, lim->client_idle_timeout_ms ? &wt : NULL);
     rem_h1_down_init(c);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
-    REM_STAT_ADD(w, downstream_connections, 1);
-    REM_STAT_ADD(w, downstream_connections_total, 1);
+    REM_M_ADD(w->metrics->downstream_connections, 1);
+    REM_M_ADD(w->metrics->downstream_connections_total, 1);
     set_state(c, REM_CONN_IDLE);
     rem_conn_arm_timer(c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);

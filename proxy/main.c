@@ -20,7 +20,9 @@
 #include "admin.h"
 #include "config.h"
 #include "error.h"
+#include "healthcheck.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -174,17 +176,22 @@ int main(int argc, char **argv)
     struct event_base *base = event_base_new();
     struct event *sigterm = NULL, *sigint = NULL;
     struct rem_admin *admin = NULL;
+    struct rem_healthcheck *hc = NULL;
+    struct rem_metrics_layout *ml = rem_metrics_layout_new(cfg);
     struct rem_worker *workers = rem_xcalloc(cfg->workers, sizeof(*workers));
     uint16_t *ports = rem_xcalloc(cfg->n_listeners, sizeof(*ports));
     unsigned n_init = 0;
-    if (!base)
+    if (!base || !ml)
         goto out;
     for (unsigned i = 0; i < cfg->workers; i++) {
         n_init++;
-        if (rem_worker_init(&workers[i], i, cfg, ports) < 0)
+        if (rem_worker_init(&workers[i], i, cfg, ml, ports) < 0)
             goto out;
     }
-    admin = rem_admin_new(base, &cfg->admin, workers, cfg->workers);
+    hc = rem_healthcheck_new(base, cfg);
+    if (!hc)
+        goto out;
+    admin = rem_admin_new(base, &cfg->admin, workers, cfg->workers, ml, hc);
     if (!admin)
         goto out;
     sigterm = evsignal_new(base, SIGTERM, on_signal, base);
@@ -210,6 +217,8 @@ out:
     for (unsigned i = 0; i < n_init; i++)
         rem_worker_dispose(&workers[i]);
     rem_admin_free(admin);
+    rem_healthcheck_free(hc);
+    rem_metrics_layout_free(ml);
     if (sigterm)
         event_free(sigterm);
     if (sigint)

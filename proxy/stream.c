@@ -16,19 +16,13 @@
 #include "h1_down.h"
 #include "h1_up.h"
 #include "log.h"
+#include "metrics.h"
 #include "router.h"
 #include "stream.h"
 #include "upool.h"
 #include "worker.h"
 
 #define REM_STREAM_FREELIST_MAX 256
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void drop_replay(struct rem_stream *s)
 {
@@ -84,8 +78,9 @@ struct rem_stream *rem_stream_new(struct rem_conn *c)
     rem_head_reset(&s->resp_trl);
     s->worker = w;
     s->conn = c;
+    s->mroute = c->cfg->n_routes;
     s->state = REM_STREAM_HEAD;
-    s->start_ns = now_ns();
+    s->start_ns = rem_now_ns();
     s->err = REM_E_OK;
     return s;
 }
@@ -124,7 +119,7 @@ static void access_log(struct rem_stream *s)
     rem_logline_str(&l, "upstream", s->endpoint ? s->endpoint->name : NULL, -1);
     rem_logline_int(&l, "bytes_in", (int64_t)s->bytes_in);
     rem_logline_int(&l, "bytes_out", (int64_t)s->bytes_out);
-    rem_logline_double(&l, "duration_s", (double)(now_ns() - s->start_ns) / 1e9);
+    rem_logline_double(&l, "duration_s", (double)(rem_now_ns() - s->start_ns) / 1e9);
     rem_logline_str(&l, "termination", rem_err_term(s->err), -1);
     if (s->err != REM_E_OK)
         rem_logline_str(&l, "error", rem_err_label(s->err), -1);
@@ -142,9 +137,10 @@ static void finish(struct rem_stream *s)
     s->state = REM_STREAM_DONE;
     if (s->upconn)
         rem_upconn_close(s->upconn); /* never left half-used */
-    REM_STAT_ADD(s->worker, requests_total, 1);
-    if (s->err != REM_E_OK)
-        REM_STAT_ADD(s->worker, errors_total, 1);
+    rem_metrics_record_request(s->worker->metrics, s->worker->mlayout, s->mroute, s->in_flight,
+                               s->status_sent, rem_now_ns() - s->start_ns, s->bytes_in,
+                               s->bytes_out);
+    s->in_flight = false;
     if (c->cfg->log.access_log)
         access_log(s);
     bool close = s->down_close;
@@ -201,6 +197,7 @@ void rem_stream_start(struct rem_stream *s)
         s->rid = s->request_id;
         s->rid_len = 36;
     }
+    s->mroute = s->conn->cfg->n_routes; /* unmatched until a route matches */
     s->route = rem_router_match(s->conn->cfg, rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]),
                                 h->span_len[REM_SPAN_METHOD], host, host_len,
                                 rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]),
@@ -209,6 +206,9 @@ void rem_stream_start(struct rem_stream *s)
         rem_stream_fail(s, REM_E_NO_ROUTE);
         return;
     }
+    s->mroute = (size_t)(s->route - s->conn->cfg->routes);
+    s->in_flight = true;
+    REM_M_ADD(s->worker->metrics->routes[s->mroute].in_flight, 1);
     s->cluster = s->worker->clusters[s->route->upstream_idx];
     s->replay_ok = s->req_has_body && idempotent(h);
     connect_upstream(s, true);
@@ -220,6 +220,7 @@ void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
     s->upconn = uc;
     s->state = REM_STREAM_ACTIVE;
     uc->timeout_ms = s->route->timeout_ms;
+    s->up_start_ns = rem_now_ns();
     if (rem_h1_up_write_head(uc, s) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return;
@@ -366,6 +367,8 @@ bool rem_stream_on_resp_body(struct rem_stream *s, const char *p, size_t n)
 void rem_stream_on_resp_end(struct rem_stream *s)
 {
     s->upconn = NULL;
+    rem_hist_record(&s->cluster->metrics->response_duration, &s->worker->mlayout->upstream_hist,
+                    rem_now_ns() - s->up_start_ns);
     if (rem_h1_down_write_end(s->conn, s) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return;

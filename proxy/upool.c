@@ -20,6 +20,7 @@
 #include "error.h"
 #include "h1_up.h"
 #include "log.h"
+#include "metrics.h"
 #include "stream.h"
 #include "upool.h"
 #include "worker.h"
@@ -42,21 +43,26 @@ static void set_state(struct rem_upconn *uc, enum rem_upconn_state st)
     if (uc->state == st)
         return;
     rem_log_debug("upconn %p %s: state %d -> %d", (void *)uc, ep->name, uc->state, st);
+    struct rem_upstream_metrics *m = ep->cluster->metrics;
     /* Leave the old list. */
     if (uc->state == REM_UPCONN_IDLE) {
         TAILQ_REMOVE(&ep->idle, uc, link);
         ep->n_idle--;
+        REM_M_ADD(m->idle, -1);
     } else if (uc->state != REM_UPCONN_CLOSED) {
         TAILQ_REMOVE(&ep->busy, uc, link);
         ep->n_active--;
+        REM_M_ADD(m->active, -1);
     }
     /* Join the new one. */
     if (st == REM_UPCONN_IDLE) {
         TAILQ_INSERT_HEAD(&ep->idle, uc, link);
         ep->n_idle++;
+        REM_M_ADD(m->idle, 1);
     } else if (st != REM_UPCONN_CLOSED) {
         TAILQ_INSERT_TAIL(&ep->busy, uc, link);
         ep->n_active++;
+        REM_M_ADD(m->active, 1);
     }
     uc->state = st;
 }
@@ -68,7 +74,6 @@ void rem_upconn_close(struct rem_upconn *uc)
     struct rem_cluster *cl = uc->ep->cluster;
     set_state(uc, REM_UPCONN_CLOSED);
     cl->n_conns--;
-    REM_STAT_ADD(uc->worker, upstream_connections, -1);
     if (uc->stream) {
         uc->stream->upconn = NULL;
         uc->stream = NULL;
@@ -107,6 +112,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     const struct rem_cfg_upstream *cfg = uc->ep->cluster->cfg;
     switch (uc->state) {
     case REM_UPCONN_CONNECTING:
+        REM_M_ADD(uc->ep->cluster->metrics->connect_failures[REM_CONNFAIL_TIMEOUT], 1);
         fail_stream(uc, REM_E_CONNECT_TIMEOUT);
         break;
     case REM_UPCONN_ACTIVE: {
@@ -178,6 +184,9 @@ static enum rem_err connect_error(struct rem_upconn *uc)
     if (err == 0)
         err = EVUTIL_SOCKET_ERROR();
     rem_log_debug("upconn %s: connect failed: %s", uc->ep->name, strerror(err));
+    REM_M_ADD(uc->ep->cluster->metrics
+                  ->connect_failures[err == ECONNREFUSED ? REM_CONNFAIL_REFUSED : REM_CONNFAIL_ERROR],
+              1);
     return err == ECONNREFUSED ? REM_E_CONNECT_REFUSED : REM_E_CONNECT_FAILED;
 }
 
@@ -188,6 +197,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         int one = 1;
         (void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         event_del(uc->timer);
+        rem_hist_record(&uc->ep->cluster->metrics->connect_duration,
+                        &uc->worker->mlayout->upstream_hist, rem_now_ns() - uc->connect_start_ns);
         set_state(uc, REM_UPCONN_ACTIVE);
         if (uc->stream)
             rem_stream_on_upconn_ready(uc->stream, uc);
@@ -260,15 +271,16 @@ int rem_upool_connect(struct rem_endpoint *ep, struct rem_stream *s, struct rem_
     if (!uc)
         return -REM_E_NOMEM;
     cl->n_conns++;
-    REM_STAT_ADD(uc->worker, upstream_connections, 1);
-    REM_STAT_ADD(uc->worker, upstream_connections_total, 1);
     set_state(uc, REM_UPCONN_CONNECTING);
     uc->stream = s;
-    uc->connect_start_ms = rem_now_ms();
+    uc->connect_start_ns = rem_now_ns();
     if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&ep->addr.ss, (int)ep->addr.len) <
         0) {
         int err = EVUTIL_SOCKET_ERROR();
         uc->stream = NULL;
+        REM_M_ADD(cl->metrics->connect_failures[err == ECONNREFUSED ? REM_CONNFAIL_REFUSED
+                                                                     : REM_CONNFAIL_ERROR],
+                  1);
         rem_upconn_close(uc);
         return err == ECONNREFUSED ? -REM_E_CONNECT_REFUSED : -REM_E_CONNECT_FAILED;
     }

@@ -42,7 +42,7 @@ struct rem_upconn {
     bool resp_interim;     /* parser: the current head is 1xx */
     enum rem_err resp_err; /* parser: why a callback failed */
     uint64_t timeout_ms;   /* response timeout of the current stream */
-    uint64_t connect_start_ms;
+    uint64_t connect_start_ns;
     uint64_t last_activity_ms; /* last response byte, for the lazy timeout */
     struct rem_reap reap;
 };

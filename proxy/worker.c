@@ -21,10 +21,18 @@
 #include "error.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "stream.h"
 #include "worker.h"
 
 #define REM_TICK_MS 500
+
+uint64_t rem_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 uint64_t rem_now_ms(void)
 {
@@ -123,11 +131,14 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     __atomic_store_n(&w->heartbeat_ms, rem_now_ms(), __ATOMIC_RELAXED);
 }
 
-int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg, uint16_t *ports)
+int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
+                    const struct rem_metrics_layout *ml, uint16_t *ports)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
     w->cfg = rem_config_ref(cfg);
+    w->mlayout = ml;
+    w->metrics = rem_metrics_shard_new(ml);
     TAILQ_INIT(&w->conns);
     if (getrandom(&w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng) || w->rng == 0)
         w->rng = (uint64_t)time(NULL) * 2654435761u + id + 1;
@@ -158,7 +169,7 @@ int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg, u
     w->n_clusters = cfg->n_upstreams;
     w->clusters = rem_xcalloc(cfg->n_upstreams, sizeof(*w->clusters));
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        w->clusters[i] = rem_cluster_new(w, &cfg->upstreams[i], n_workers);
+        w->clusters[i] = rem_cluster_new(w, &cfg->upstreams[i], i, n_workers);
         if (!w->clusters[i])
             goto fail;
     }
@@ -246,5 +257,6 @@ void rem_worker_dispose(struct rem_worker *w)
     if (w->mail_fd > 0)
         close(w->mail_fd);
     rem_config_unref(w->cfg);
+    rem_metrics_shard_free(w->metrics);
     memset(w, 0, sizeof(*w));
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * worker: one thread, one event_base, owning every conn, stream, upconn and cluster it
  * created. Workers share nothing mutable: each holds a reference to the immutable config
- * generation and keeps its own metric counters, read by the admin thread with relaxed
+ * generation and keeps its own metrics shard, read by the admin thread with relaxed
  * atomics. Also owns the reaper that frees objects after their callbacks have returned. */
 #ifndef REM_WORKER_H
 #define REM_WORKER_H
@@ -19,6 +19,8 @@ struct rem_cluster;
 struct rem_listener;
 struct rem_stream;
 struct rem_conn;
+struct rem_metrics_layout;
+struct rem_metrics_shard;
 
 /* Deferred free: embedded in every object that may be closed from inside its own callback
  * stack (STYLE.md: mark closing, detach, and let the reaper free it). */
@@ -26,16 +28,6 @@ struct rem_reap {
     struct rem_reap *next;
     void (*fn)(struct rem_reap *r);
     bool queued;
-};
-
-/* Counters owned by one worker; written only by it, summed by the admin thread. */
-struct rem_worker_stats {
-    uint64_t requests_total;
-    uint64_t downstream_connections_total;
-    int64_t downstream_connections;
-    uint64_t upstream_connections_total;
-    int64_t upstream_connections;
-    uint64_t errors_total;
 };
 
 struct rem_worker {
@@ -59,7 +51,8 @@ struct rem_worker {
     TAILQ_HEAD(, rem_conn) conns;    /* every open downstream conn */
     struct rem_stream *free_streams; /* freelist, keeps head arenas warm */
     size_t n_free_streams;
-    struct rem_worker_stats stats;
+    const struct rem_metrics_layout *mlayout; /* borrowed: the generation's metric layout */
+    struct rem_metrics_shard *metrics; /* owned: written only by this worker */
 };
 
 /* Number of workers for `workers: auto`: the CPUs in the affinity mask, capped by the cgroup
@@ -70,7 +63,8 @@ unsigned rem_workers_auto(void);
  * the ports actually bound by worker 0 for listeners configured with port 0 (in: 0 for worker
  * 0, out: filled by worker 0). Returns 0, or -REM_E_SYS with the reason logged. On failure w
  * is left disposable. */
-int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg, uint16_t *ports);
+int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
+                    const struct rem_metrics_layout *ml, uint16_t *ports);
 /* Starts the thread. Returns 0 or -REM_E_SYS. */
 int rem_worker_start(struct rem_worker *w);
 /* Asks the loop to stop (thread-safe) and joins the thread. */
@@ -82,8 +76,7 @@ void rem_worker_dispose(struct rem_worker *w);
 void rem_worker_defer_free(struct rem_worker *w, struct rem_reap *r, void (*fn)(struct rem_reap *));
 
 uint64_t rem_now_ms(void);
+uint64_t rem_now_ns(void); /* CLOCK_MONOTONIC */
 
-#define REM_STAT_ADD(w, field, n) __atomic_fetch_add(&(w)->stats.field, (n), __ATOMIC_RELAXED)
-#define REM_STAT_GET(w, field) __atomic_load_n(&(w)->stats.field, __ATOMIC_RELAXED)
 
 #endif

@@ -75,6 +75,13 @@ class Upstream:
         assert st == 200, "upstream /_stats failed: %r" % body
         return json.loads(body)
 
+    def set_ready(self, status, delay_ms=0):
+        """What GET /ready answers from now on (status, after delay_ms); asked directly."""
+        st, body = http_get_body(self.port, "/_control/ready?status=%d&delay_ms=%d"
+                                 % (status, delay_ms))
+        assert st == 200, "upstream /_control/ready failed: %r" % body
+        return json.loads(body)
+
 
 def _start_upstream(tmp_path, name=""):
     log_path = tmp_path / ("upstream-%s-%d.log" % (name or "app", time.monotonic_ns()))

@@ -438,3 +438,85 @@ def wait_for(pred, timeout=3.0, interval=0.02):
         if time.monotonic() >= end:
             return v
         time.sleep(interval)
+
+
+# ---- Prometheus text exposition -------------------------------------------------------------
+
+PROM_CTYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CTYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(?:\s+(\S+))?$")
+_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
+
+
+def _unescape_label(v):
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
+
+
+def _labels(text):
+    out = {}
+    body = text[1:-1]
+    pos = 0
+    while pos < len(body):
+        m = _LABEL_RE.match(body, pos)
+        if not m:
+            raise ValueError("bad label set %r" % text)
+        out[m.group(1)] = _unescape_label(m.group(2))
+        pos = m.end()
+    return out
+
+
+class Metrics:
+    """A parsed scrape: samples [(name, {labels}, value)], types {family: type} and helps."""
+
+    def __init__(self, text):
+        self.text = text
+        self.samples = []
+        self.types = {}
+        self.helps = {}
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 3 and parts[1] == "TYPE":
+                    self.types[parts[2]] = parts[3].strip() if len(parts) > 3 else ""
+                elif len(parts) >= 3 and parts[1] == "HELP":
+                    self.helps[parts[2]] = parts[3] if len(parts) > 3 else ""
+                continue
+            m = _SAMPLE_RE.match(line)
+            if not m:
+                raise ValueError("bad sample line %r" % line)
+            labels = _labels(m.group(2)) if m.group(2) else {}
+            self.samples.append((m.group(1), labels, float(m.group(3))))
+
+    def series(self, name, **labels):
+        """[(labels, value)] of the samples named name whose labels include labels."""
+        return [(l, v) for n, l, v in self.samples
+                if n == name and all(l.get(k) == str(w) for k, w in labels.items())]
+
+    def value(self, name, default=None, **labels):
+        """The value of the one sample of name with exactly these labels (ignoring none)."""
+        want = {k: str(v) for k, v in labels.items()}
+        for n, l, v in self.samples:
+            if n == name and l == want:
+                return v
+        return default
+
+    def total(self, name, **labels):
+        """Sum over the samples of name whose labels include labels (0 when none)."""
+        return sum(v for _, v in self.series(name, **labels))
+
+    def names(self):
+        return {n for n, _, _ in self.samples}
+
+
+def scrape(admin_port, accept=None, timeout=3.0):
+    """GETs /metrics from the admin listener; returns (Response, Metrics)."""
+    headers = [("Accept", accept)] if accept else None
+    r = http(admin_port, "GET", "/metrics", headers=headers, timeout=timeout)
+    assert r.status == 200, r
+    return r, Metrics(r.body.decode("utf-8"))
+
+
+def metrics(admin_port):
+    return scrape(admin_port)[1]

@@ -49,6 +49,13 @@ class Stats:
     conns_open = 0
     conns_total = 0
     requests = 0
+    ready_checks = 0
+
+
+class Ready:
+    """What GET /ready answers: set by GET /_control/ready?status=N[&delay_ms=M]."""
+    status = 200
+    delay_ms = 0
 
 
 class BadRequest(Exception):
@@ -424,11 +431,28 @@ class Conn:
             name = q.get("name", "x-big")
             size = req.qint("size", 100)
             await self.respond(req, 200, b"ok", headers=[[name, "a" * size]], keep=keep)
+        elif p == "/ready":
+            # a readiness endpoint for remora's health checks, controlled by /_control/ready
+            await body.consume()
+            Stats.ready_checks += 1
+            status, delay_ms = Ready.status, Ready.delay_ms
+            if delay_ms:
+                await asyncio.sleep(delay_ms / 1000.0)
+            await self.respond(req, status, ("ready %d\n" % status).encode(), keep=keep)
+        elif p == "/_control/ready":
+            await body.consume()
+            Ready.status = req.qint("status", Ready.status)
+            Ready.delay_ms = req.qint("delay_ms", 0)
+            await self.respond(req, 200, json.dumps({
+                "status": Ready.status, "delay_ms": Ready.delay_ms,
+                "ready_checks": Stats.ready_checks}).encode(), keep=keep,
+                ctype="application/json")
         elif p == "/_stats":
             await body.consume()
             await self.respond(req, 200, json.dumps({
                 "conns_open": Stats.conns_open, "conns_total": Stats.conns_total,
-                "requests": Stats.requests}).encode(), keep=keep, ctype="application/json")
+                "requests": Stats.requests, "ready_checks": Stats.ready_checks}).encode(),
+                keep=keep, ctype="application/json")
         else:
             await self.echo(req, body, keep)
         return keep

@@ -93,6 +93,36 @@ static void assert_addr(const struct rem_sockaddr *a, const char *want)
     assert_string_equal(buf, want);
 }
 
+/* Exact comparison: a bucket written "0.005" or "5ms" must be the double the literal 0.005 is,
+ * or the scrape would print a bound nobody wrote. */
+static void assert_buckets(const struct rem_cfg_buckets *b, const double *want, size_t n)
+{
+    if (b->n != n)
+        fail_msg("%zu buckets, want %zu", b->n, n);
+    assert_non_null(b->le);
+    for (size_t i = 0; i < n; i++) {
+        if (b->le[i] != want[i])
+            fail_msg("bucket %zu is %.17g, want %.17g", i, b->le[i], want[i]);
+    }
+}
+
+static void assert_default_buckets(const struct rem_cfg_buckets *b)
+{
+    static const double want[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                  0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+
+    assert_buckets(b, want, 14);
+}
+
+static void assert_hc_defaults(const struct rem_cfg_health_check *hc)
+{
+    assert_null(hc->path);
+    assert_int_equal(hc->interval_ms, 1000);
+    assert_int_equal(hc->timeout_ms, 1000);
+    assert_int_equal(hc->rise, 2);
+    assert_int_equal(hc->fall, 3);
+}
+
 /* Every field of a generation that took every default. */
 static void assert_all_defaults(const struct rem_config *cfg)
 {
@@ -117,6 +147,7 @@ static void assert_all_defaults(const struct rem_config *cfg)
     assert_int_equal(cfg->upstreams[0].connect_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
     assert_int_equal(cfg->upstreams[0].idle_timeout_ms, REM_DEF_IDLE_TIMEOUT_MS);
     assert_int_equal(cfg->upstreams[0].max_connections, REM_DEF_MAX_CONNECTIONS);
+    assert_hc_defaults(&cfg->upstreams[0].health_check);
 
     assert_int_equal(cfg->n_routes, 1);
     assert_string_equal(cfg->routes[0].name, "default");
@@ -128,6 +159,8 @@ static void assert_all_defaults(const struct rem_config *cfg)
     assert_string_equal(cfg->routes[0].upstream, "app");
     assert_int_equal(cfg->routes[0].upstream_idx, 0);
     assert_int_equal(cfg->routes[0].timeout_ms, REM_DEF_ROUTE_TIMEOUT_MS);
+    assert_int_equal(cfg->routes[0].buckets.n, 0);
+    assert_null(cfg->routes[0].buckets.le);
 
     assert_int_equal(cfg->limits.max_header_bytes, REM_DEF_MAX_HEADER_BYTES);
     assert_int_equal(cfg->limits.max_headers, REM_DEF_MAX_HEADERS);
@@ -139,6 +172,8 @@ static void assert_all_defaults(const struct rem_config *cfg)
     assert_int_equal(cfg->log.level, REM_LOG_INFO);
     assert_int_equal(cfg->log.format, REM_LOG_FORMAT_JSON);
     assert_false(cfg->log.access_log);
+
+    assert_default_buckets(&cfg->metrics.buckets);
 }
 
 /* ---- defaults and lifetime ---------------------------------------------------------------- */
@@ -188,7 +223,7 @@ static void test_empty_file_is_all_defaults(void **state)
     rem_config_unref(cfg);
 
     /* Null sections ("key:" with nothing after it) count as empty mappings. */
-    cfg = load_string_ok("# nothing\nadmin:\nlimits: ~\nlog: null\n");
+    cfg = load_string_ok("# nothing\nadmin:\nlimits: ~\nlog: null\nmetrics:\n");
     assert_all_defaults(cfg);
     rem_config_unref(cfg);
 }
@@ -226,7 +261,9 @@ static void test_summary(void **state)
 
     cfg = load_ok(CONFIGS "good_full.yaml");
     assert_int_equal(rem_config_summary(cfg, buf, sizeof(buf)), 0);
-    assert_string_equal(buf, "ok: 2 listeners, 2 upstreams (4 endpoints), 3 routes, workers 4");
+    assert_string_equal(buf,
+                        "ok: 2 listeners, 2 upstreams (4 endpoints), 1 health check, 3 routes, "
+                        "workers 4");
     rem_config_unref(cfg);
 }
 
@@ -280,6 +317,10 @@ static void test_sample_config(void **state)
     assert_int_equal(def->upstream_idx, 0);
     assert_true(cfg->log.access_log);
     assert_int_equal(cfg->limits.max_header_bytes, 65536);
+    /* The health check and buckets are commented out in the sample. */
+    assert_hc_defaults(&cfg->upstreams[0].health_check);
+    assert_int_equal(api->buckets.n, 0);
+    assert_default_buckets(&cfg->metrics.buckets);
     rem_config_unref(cfg);
 }
 
@@ -315,6 +356,11 @@ static void test_full_config(void **state)
     assert_int_equal(app->connect_timeout_ms, 250);
     assert_int_equal(app->idle_timeout_ms, 60000);
     assert_int_equal(app->max_connections, 16);
+    assert_string_equal(app->health_check.path, "/ready?deep=1");
+    assert_int_equal(app->health_check.interval_ms, 5000);
+    assert_int_equal(app->health_check.timeout_ms, 250);
+    assert_int_equal(app->health_check.rise, 1);
+    assert_int_equal(app->health_check.fall, 10);
     grpc = &cfg->upstreams[1];
     assert_string_equal(grpc->name, "grpc");
     assert_int_equal(grpc->n_endpoints, 1);
@@ -325,6 +371,7 @@ static void test_full_config(void **state)
     assert_int_equal(grpc->connect_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
     assert_int_equal(grpc->idle_timeout_ms, REM_DEF_IDLE_TIMEOUT_MS);
     assert_int_equal(grpc->max_connections, REM_DEF_MAX_CONNECTIONS);
+    assert_hc_defaults(&grpc->health_check);
 
     assert_int_equal(cfg->n_routes, 3);
     r = &cfg->routes[0];
@@ -339,6 +386,7 @@ static void test_full_config(void **state)
     assert_string_equal(r->upstream, "grpc");
     assert_int_equal(r->upstream_idx, 1);
     assert_int_equal(r->timeout_ms, 3600000);
+    assert_buckets(&r->buckets, (const double[]){0.001, 0.005, 0.25, 1, 2.5}, 5);
     r = &cfg->routes[1];
     assert_string_equal(r->name, "wild");
     assert_string_equal(r->host, ".svc.local");
@@ -348,6 +396,7 @@ static void test_full_config(void **state)
     assert_int_equal(r->n_methods, 0);
     assert_int_equal(r->upstream_idx, 0);
     assert_int_equal(r->timeout_ms, REM_DEF_ROUTE_TIMEOUT_MS);
+    assert_int_equal(r->buckets.n, 0); /* inherits metrics.buckets */
     r = &cfg->routes[2];
     assert_string_equal(r->name, "default");
     /* No match at all: matches everything. */
@@ -366,6 +415,7 @@ static void test_full_config(void **state)
     assert_int_equal(cfg->log.level, REM_LOG_DEBUG);
     assert_int_equal(cfg->log.format, REM_LOG_FORMAT_TEXT);
     assert_true(cfg->log.access_log);
+    assert_buckets(&cfg->metrics.buckets, (const double[]){0.01, 0.1, 1, 10}, 4);
     rem_config_unref(cfg);
 }
 
@@ -444,6 +494,206 @@ static void test_scalar_forms(void **state)
     assert_int_equal(cfg->log.level, REM_LOG_ERROR);
     assert_int_equal(cfg->workers, 1024);
     rem_config_unref(cfg);
+}
+
+/* ---- histogram buckets -------------------------------------------------------------------- */
+
+static void test_buckets(void **state)
+{
+    struct rem_config *cfg;
+
+    /* YAML ints and floats, quoted, an exponent, and durations with and without a fraction. */
+    cfg = load_string_ok("metrics:\n"
+                         "  buckets: [0.5ms, 0.001, 2.5ms, 5ms, \"0.01\", 25e-3, 0.1, 1, 2.5s, "
+                         "10s, 1m, 2h]\n");
+    assert_buckets(
+        &cfg->metrics.buckets,
+        (const double[]){0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1, 2.5, 10, 60, 7200}, 12);
+    rem_config_unref(cfg);
+
+    /* Routes without buckets inherit (n == 0); one route's list is its own; an alias reuses a
+     * list; ${VAR} works in items. metrics.buckets keeps its default when left out. */
+    setenv("REM_T_BUCKET", "250ms", 1);
+    cfg = load_string_ok("routes:\n"
+                         "  - name: a\n"
+                         "    upstream: app\n"
+                         "    buckets: &fast [0.01, 0.1, 1]\n"
+                         "  - name: b\n"
+                         "    upstream: app\n"
+                         "  - name: c\n"
+                         "    upstream: app\n"
+                         "    buckets: *fast\n"
+                         "  - name: d\n"
+                         "    upstream: app\n"
+                         "    buckets:\n"
+                         "      - 0.1\n"
+                         "      - ${REM_T_BUCKET}\n"
+                         "      - ${REM_T_BUCKET_UNSET:-1}\n");
+    unsetenv("REM_T_BUCKET");
+    assert_default_buckets(&cfg->metrics.buckets);
+    assert_buckets(&cfg->routes[0].buckets, (const double[]){0.01, 0.1, 1}, 3);
+    assert_int_equal(cfg->routes[1].buckets.n, 0);
+    assert_null(cfg->routes[1].buckets.le);
+    assert_buckets(&cfg->routes[2].buckets, (const double[]){0.01, 0.1, 1}, 3);
+    assert_ptr_not_equal(cfg->routes[2].buckets.le, cfg->routes[0].buckets.le);
+    assert_buckets(&cfg->routes[3].buckets, (const double[]){0.1, 0.25, 1}, 3);
+    rem_config_unref(cfg);
+
+    /* A single bucket, and exactly REM_MAX_BUCKETS. */
+    cfg = load_string_ok("metrics: { buckets: [1] }\n");
+    assert_buckets(&cfg->metrics.buckets, (const double[]){1}, 1);
+    rem_config_unref(cfg);
+
+    char yaml[1024];
+    double want[REM_MAX_BUCKETS];
+    size_t off = (size_t)snprintf(yaml, sizeof(yaml), "metrics:\n  buckets: [");
+
+    for (int i = 1; i <= REM_MAX_BUCKETS; i++) {
+        off += (size_t)snprintf(yaml + off, sizeof(yaml) - off, "%s%d", i > 1 ? ", " : "", i);
+        want[i - 1] = i;
+    }
+    snprintf(yaml + off, sizeof(yaml) - off, "]\n");
+    cfg = load_string_ok(yaml);
+    assert_buckets(&cfg->metrics.buckets, want, REM_MAX_BUCKETS);
+    rem_config_unref(cfg);
+
+    /* One more is too many, reported at the first item past the limit. */
+    snprintf(yaml + off, sizeof(yaml) - off, ", 65]\n");
+    expect_string_errors(
+        yaml, (const char *const[]){"t.yaml:2:260: too many buckets (at most 64)", NULL});
+}
+
+static void test_bucket_errors(void **state)
+{
+    unsetenv("REM_T_SURELY_UNSET");
+    expect_file_errors(
+        CONFIGS "bad_buckets.yaml",
+        (const char *const[]){
+            CONFIGS "bad_buckets.yaml:2:13: bad bucket \"abc\" (expected seconds as a number, or "
+                    "a duration like 5ms)",
+            CONFIGS "bad_buckets.yaml:2:18: bucket must be greater than 0",
+            CONFIGS "bad_buckets.yaml:2:21: bucket must be greater than 0",
+            CONFIGS "bad_buckets.yaml:2:30: buckets must be strictly increasing: 0.1 after 0.5",
+            CONFIGS "bad_buckets.yaml:2:35: buckets must be strictly increasing: 0.5 after 0.5",
+            CONFIGS "bad_buckets.yaml:2:40: bad bucket \"+Inf\" (+Inf is implicit; leave it out)",
+            CONFIGS "bad_buckets.yaml:2:46: bad bucket \".inf\" (+Inf is implicit; leave it out)",
+            CONFIGS "bad_buckets.yaml:2:52: bad bucket \"1e999\" (expected seconds as a number, "
+                    "or a duration like 5ms)",
+            CONFIGS "bad_buckets.yaml:2:59: bad bucket \"0x10\" (expected seconds as a number, "
+                    "or a duration like 5ms)",
+            CONFIGS "bad_buckets.yaml:2:65: bad bucket \"1 s\" (expected seconds as a number, or "
+                    "a duration like 5ms)",
+            CONFIGS "bad_buckets.yaml:2:72: bad bucket \"1.5.2ms\" (expected seconds as a number, "
+                    "or a duration like 5ms)",
+            CONFIGS "bad_buckets.yaml:2:81: buckets must be strictly increasing: 500ms after 0.5",
+            CONFIGS "bad_buckets.yaml:2:88: expected a scalar for a bucket, got a sequence",
+            CONFIGS "bad_buckets.yaml:6:14: \"buckets\" must not be empty",
+            CONFIGS "bad_buckets.yaml:9:14: expected a sequence for \"buckets\", got a scalar",
+            CONFIGS "bad_buckets.yaml:14:9: buckets must be strictly increasing: 1000ms after 1",
+            CONFIGS "bad_buckets.yaml:16:8: missing value for a bucket",
+            NULL,
+        });
+    expect_string_errors("metrics: { buckets: }\n",
+                         (const char *const[]){"t.yaml:1:21: \"buckets\" must not be empty", NULL});
+    expect_string_errors("metrics: { buckets: [1, \"${REM_T_SURELY_UNSET}\"] }\n",
+                         (const char *const[]){"t.yaml:1:25: environment variable "
+                                               "REM_T_SURELY_UNSET is not set",
+                                               NULL});
+    expect_string_errors(
+        "metrics: { bucket: [1] }\n",
+        (const char *const[]){"t.yaml:1:12: unknown key \"bucket\" in metrics", NULL});
+    expect_string_errors(
+        "metrics: [1]\n",
+        (const char *const[]){"t.yaml:1:10: expected a mapping for \"metrics\", got a sequence",
+                              NULL});
+    expect_string_errors("routes: [{ name: r, upstream: app, buckets: [-0.5] }]\n",
+                         (const char *const[]){"t.yaml:1:46: bucket must be greater than 0", NULL});
+}
+
+/* ---- health checks ------------------------------------------------------------------------ */
+
+static void test_health_check(void **state)
+{
+    struct rem_config *cfg = load_string_ok("upstreams:\n"
+                                            "  - name: a\n"
+                                            "    endpoints: [\"a:1\"]\n"
+                                            "    health_check: { path: /ready, interval: 5s }\n"
+                                            "  - name: b\n"
+                                            "    endpoints: [\"b:1\"]\n"
+                                            "    health_check: { path: /h, interval: 200ms }\n"
+                                            "  - name: c\n"
+                                            "    endpoints: [\"c:1\"]\n"
+                                            "  - name: d\n"
+                                            "    endpoints: [\"d:1\"]\n"
+                                            "    health_check:\n"
+                                            "      path: \"/status?full=1&x=%20\"\n"
+                                            "      interval: 100ms\n"
+                                            "      timeout: 2s\n"
+                                            "      rise: 1000\n"
+                                            "      fall: 1\n");
+    const struct rem_cfg_health_check *hc;
+    char buf[128];
+
+    /* Only path given: the numeric defaults. */
+    hc = &cfg->upstreams[0].health_check;
+    assert_string_equal(hc->path, "/ready");
+    assert_int_equal(hc->interval_ms, 5000);
+    assert_int_equal(hc->timeout_ms, REM_DEF_HC_TIMEOUT_MS);
+    assert_int_equal(hc->rise, REM_DEF_HC_RISE);
+    assert_int_equal(hc->fall, REM_DEF_HC_FALL);
+    /* timeout defaults to the interval when that is shorter than REM_DEF_HC_TIMEOUT_MS. */
+    hc = &cfg->upstreams[1].health_check;
+    assert_string_equal(hc->path, "/h");
+    assert_int_equal(hc->interval_ms, 200);
+    assert_int_equal(hc->timeout_ms, 200);
+    /* Absent: disabled, defaults still filled. */
+    assert_hc_defaults(&cfg->upstreams[2].health_check);
+    /* A query is allowed; a timeout longer than the interval is taken as written. */
+    hc = &cfg->upstreams[3].health_check;
+    assert_string_equal(hc->path, "/status?full=1&x=%20");
+    assert_int_equal(hc->interval_ms, 100);
+    assert_int_equal(hc->timeout_ms, 2000);
+    assert_int_equal(hc->rise, 1000);
+    assert_int_equal(hc->fall, 1);
+    assert_int_equal(rem_config_summary(cfg, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "ok: 1 listener, 4 upstreams (4 endpoints), 3 health checks, 1 route, "
+                             "workers auto");
+    rem_config_unref(cfg);
+}
+
+static void test_health_check_errors(void **state)
+{
+    expect_file_errors(
+        CONFIGS "bad_health_check.yaml",
+        (const char *const[]){
+            CONFIGS "bad_health_check.yaml:4:19: missing key \"path\" in health_check",
+            CONFIGS "bad_health_check.yaml:4:31: \"interval\" must not be 0",
+            CONFIGS "bad_health_check.yaml:4:43: \"timeout\" must not be 0",
+            CONFIGS "bad_health_check.yaml:4:53: \"rise\" must be between 1 and 1000, got \"0\"",
+            CONFIGS "bad_health_check.yaml:4:62: \"fall\" must be between 1 and 1000, got "
+                    "\"1001\"",
+            CONFIGS "bad_health_check.yaml:4:68: unknown key \"port\" in health_check",
+            CONFIGS "bad_health_check.yaml:7:27: bad path \"ready\" for \"path\" (expected a path "
+                    "starting with \"/\", query allowed; visible ASCII, no \"#\")",
+            CONFIGS "bad_health_check.yaml:7:46: bad duration \"1.5s\" for \"interval\" "
+                    "(expected an integer with ms, s, m or h, or 0)",
+            CONFIGS "bad_health_check.yaml:7:58: expected an integer for \"rise\", got \"x\"",
+            CONFIGS "bad_health_check.yaml:10:27: bad path \"/a b\" for \"path\" (expected a path "
+                    "starting with \"/\", query allowed; visible ASCII, no \"#\")",
+            CONFIGS "bad_health_check.yaml:13:27: bad path \"/a#b\" for \"path\" (expected a path "
+                    "starting with \"/\", query allowed; visible ASCII, no \"#\")",
+            CONFIGS "bad_health_check.yaml:13:44: bad duration \"10\" for \"timeout\" (expected "
+                    "an integer with ms, s, m or h, or 0)",
+            CONFIGS "bad_health_check.yaml:16:18: missing key \"path\" in health_check",
+            CONFIGS "bad_health_check.yaml:19:19: expected a mapping for \"health_check\", got a "
+                    "scalar",
+            NULL,
+        });
+    expect_string_errors(
+        "upstreams: [{ name: a, endpoints: [\"a:1\"], health_check: { path: \"/\\x7f\" } }]\n",
+        (const char *const[]){"t.yaml:1:66: bad path \"/\\x7f\" for \"path\" (expected a path "
+                              "starting with \"/\", query allowed; visible ASCII, no \"#\")",
+                              NULL});
 }
 
 /* ---- environment expansion ---------------------------------------------------------------- */
@@ -865,6 +1115,54 @@ static void test_parse_size(void **state)
     assert_int_equal(rem_parse_size_bytes("1", NULL), -1);
 }
 
+static void test_parse_seconds(void **state)
+{
+    static const struct {
+        const char *s;
+        double v;
+    } good[] = {
+        {"0.005", 0.005}, {"1", 1},          {"2.5", 2.5},      {"1e-3", 0.001},   {"1E3", 1000},
+        {".5", 0.5},      {"5.", 5},         {"+1", 1},         {"-1", -1},        {"0", 0},
+        {"5ms", 0.005},   {"0.5ms", 0.0005}, {"2.5ms", 0.0025}, {"0.1ms", 0.0001}, {"0ms", 0},
+        {"2s", 2},        {"1.5s", 1.5},     {"007s", 7},       {"1m", 60},        {"2h", 7200},
+    };
+    static const char *const bad[] = {
+        "",       "abc", "inf",  "+Inf", ".inf",  "-inf",   "nan",  "NaN",    "0x10",
+        "0x1p-3", " 1",  "1 ",   "1 s",  "1e999", "-1e999", "1e",   "e3",     ".",
+        "+",      "ms",  "s",    "-5ms", "+5ms",  "1e-3ms", "1.ms", ".5ms",   "1.5.2ms",
+        "5us",    "5S",  "5sec", "1,5",  "1.5.2", "1d",     "1s2",  "1e999h", "1_000",
+    };
+    char longer[128];
+    double v;
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        v = 12345;
+        if (rem_parse_seconds(good[i].s, &v) != 0)
+            fail_msg("rejected \"%s\"", good[i].s);
+        if (v != good[i].v)
+            fail_msg("\"%s\" is %.17g, want %.17g", good[i].s, v, good[i].v);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 12345;
+        if (rem_parse_seconds(bad[i], &v) != -1)
+            fail_msg("accepted \"%s\"", bad[i]);
+        assert_true(v == 12345); /* untouched on error */
+    }
+    /* Up to 60 characters before the unit; an overflowing plain number is refused. */
+    memset(longer, '9', 60);
+    memcpy(longer + 60, "ms", 3);
+    assert_int_equal(rem_parse_seconds(longer, &v), 0);
+    assert_true(v > 9.99e56 && v < 1.01e57);
+    memset(longer, '9', 61);
+    memcpy(longer + 61, "h", 2);
+    assert_int_equal(rem_parse_seconds(longer, &v), -1);
+    memset(longer, '9', 120);
+    memcpy(longer + 120, "e300", 5);
+    assert_int_equal(rem_parse_seconds(longer, &v), -1);
+    assert_int_equal(rem_parse_seconds(NULL, &v), -1);
+    assert_int_equal(rem_parse_seconds("1", NULL), -1);
+}
+
 static void test_parse_sockaddr(void **state)
 {
     static const struct {
@@ -1007,6 +1305,10 @@ int main(void)
         cmocka_unit_test(test_upstreams_without_routes),
         cmocka_unit_test(test_routes_without_upstreams),
         cmocka_unit_test(test_scalar_forms),
+        cmocka_unit_test(test_buckets),
+        cmocka_unit_test(test_bucket_errors),
+        cmocka_unit_test(test_health_check),
+        cmocka_unit_test(test_health_check_errors),
         cmocka_unit_test(test_env_expansion),
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_file_not_found),
@@ -1020,6 +1322,7 @@ int main(void)
         cmocka_unit_test(test_alias_amplification),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_seconds),
         cmocka_unit_test(test_parse_sockaddr),
         cmocka_unit_test(test_parse_hostport),
         cmocka_unit_test(test_sockaddr_str),

@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * healthcheck: periodic GET probes with libevent's evhttp client, rise/fall per endpoint. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "config.h"
+#include "error.h"
+#include "healthcheck.h"
+#include "log.h"
+
+struct hc_endpoint {
+    struct rem_healthcheck *hc;         /* borrowed: the owner */
+    size_t upstream;                    /* index in cfg->upstreams */
+    const struct rem_cfg_endpoint *cfg; /* borrowed */
+    char authority[300];
+    struct evhttp_connection *conn;     /* owned */
+    struct event *timer;                /* owned */
+    struct evhttp_request *pending;     /* owned by evhttp while in flight */
+    bool checked;                       /* at least one result */
+    bool healthy;
+    uint32_t ok_streak, fail_streak;
+    char last[96];                      /* last failure, for /readyz */
+};
+
+struct rem_healthcheck {
+    struct event_base *base;            /* borrowed */
+    const struct rem_config *cfg;       /* borrowed */
+    struct hc_endpoint *eps;            /* owned */
+    size_t n_eps;
+    int8_t *states;                     /* owned, per upstream */
+};
+
+static void update_upstream(struct rem_healthcheck *h, size_t u)
+{
+    int8_t st = 0;
+    for (size_t i = 0; i < h->n_eps; i++)
+        if (h->eps[i].upstream == u && h->eps[i].healthy)
+            st = 1;
+    if (h->states[u] != st)
+        rem_log_info("upstream %s is now %s", h->cfg->upstreams[u].name,
+                     st ? "healthy" : "unhealthy");
+    h->states[u] = st;
+}
+
+static void record(struct hc_endpoint *e, bool ok, const char *why)
+{
+    const struct rem_cfg_health_check *c = &e->hc->cfg->upstreams[e->upstream].health_check;
+    if (ok) {
+        e->ok_streak++;
+        e->fail_streak = 0;
+        if (!e->healthy && (!e->checked || e->ok_streak >= c->rise))
+            e->healthy = true;
+    } else {
+        e->fail_streak++;
+        e->ok_streak = 0;
+        snprintf(e->last, sizeof(e->last), "%s", why);
+        if (e->healthy && e->fail_streak >= c->fall)
+            e->healthy = false;
+    }
+    e->checked = true;
+    update_upstream(e->hc, e->upstream);
+}
+
+static void on_response(struct evhttp_request *req, void *arg)
+{
+    struct hc_endpoint *e = arg;
+    char why[64];
+    e->pending = NULL;
+    int code = req ? evhttp_request_get_response_code(req) : 0;
+    if (code >= 200 && code < 300) {
+        record(e, true, NULL);
+        return;
+    }
+    if (code)
+        snprintf(why, sizeof(why), "HTTP %d", code);
+    else
+        snprintf(why, sizeof(why), "no response");
+    record(e, false, why);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct hc_endpoint *e = arg;
+    const struct rem_cfg_health_check *c = &e->hc->cfg->upstreams[e->upstream].health_check;
+    struct timeval iv = {(time_t)(c->interval_ms / 1000), (suseconds_t)(c->interval_ms % 1000) * 1000};
+    event_add(e->timer, &iv);
+    if (e->pending)
+        return; /* the previous probe is still out; its timeout will answer */
+    struct evhttp_request *req = evhttp_request_new(on_response, e);
+    if (!req)
+        return;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", e->authority);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "User-Agent", "remora-healthcheck");
+    if (evhttp_make_request(e->conn, req, EVHTTP_REQ_GET, c->path) < 0) {
+        /* evhttp frees req on failure */
+        record(e, false, "cannot send");
+        return;
+    }
+    e->pending = req;
+}
+
+struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, const struct rem_config *cfg)
+{
+    struct rem_healthcheck *h = rem_xcalloc(1, sizeof(*h));
+    h->base = base;
+    h->cfg = cfg;
+    h->states = rem_xcalloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(*h->states));
+    size_t n = 0;
+    for (size_t u = 0; u < cfg->n_upstreams; u++) {
+        h->states[u] = cfg->upstreams[u].health_check.path ? 0 : -1;
+        if (cfg->upstreams[u].health_check.path)
+            n += cfg->upstreams[u].n_endpoints;
+    }
+    h->eps = rem_xcalloc(n ? n : 1, sizeof(*h->eps));
+    for (size_t u = 0; u < cfg->n_upstreams; u++) {
+        const struct rem_cfg_upstream *up = &cfg->upstreams[u];
+        if (!up->health_check.path)
+            continue;
+        for (size_t i = 0; i < up->n_endpoints; i++) {
+            struct hc_endpoint *e = &h->eps[h->n_eps];
+            e->hc = h;
+            e->upstream = u;
+            e->cfg = &up->endpoints[i];
+            snprintf(e->authority, sizeof(e->authority),
+                     strchr(e->cfg->host, ':') ? "[%s]:%u" : "%s:%u", e->cfg->host,
+                     (unsigned)e->cfg->port);
+            snprintf(e->last, sizeof(e->last), "waiting for the first health check");
+            e->conn = evhttp_connection_base_new(base, NULL, e->cfg->host, e->cfg->port);
+            e->timer = evtimer_new(base, on_timer, e);
+            if (!e->conn || !e->timer) {
+                rem_log_error("healthcheck: cannot set up %s", e->authority);
+                h->n_eps++;
+                rem_healthcheck_free(h);
+                return NULL;
+            }
+            struct timeval to = {(time_t)(up->health_check.timeout_ms / 1000),
+                                 (suseconds_t)(up->health_check.timeout_ms % 1000) * 1000};
+            evhttp_connection_set_timeout_tv(e->conn, &to);
+            evhttp_connection_set_retries(e->conn, 0);
+            struct timeval now = {0, 0};
+            event_add(e->timer, &now);
+            h->n_eps++;
+        }
+    }
+    return h;
+}
+
+void rem_healthcheck_free(struct rem_healthcheck *h)
+{
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->n_eps; i++) {
+        if (h->eps[i].pending)
+            evhttp_cancel_request(h->eps[i].pending);
+        if (h->eps[i].conn)
+            evhttp_connection_free(h->eps[i].conn);
+        if (h->eps[i].timer)
+            event_free(h->eps[i].timer);
+    }
+    free(h->eps);
+    free(h->states);
+    free(h);
+}
+
+const int8_t *rem_healthcheck_states(const struct rem_healthcheck *h)
+{
+    return h ? h->states : NULL;
+}
+
+bool rem_healthcheck_ready(const struct rem_healthcheck *h, char *reason, size_t len)
+{
+    if (!h)
+        return true;
+    for (size_t u = 0; u < h->cfg->n_upstreams; u++) {
+        if (h->states[u] != 0)
+            continue;
+        const char *why = "unhealthy";
+        for (size_t i = 0; i < h->n_eps; i++)
+            if (h->eps[i].upstream == u)
+                why = h->eps[i].last;
+        snprintf(reason, len, "upstream %s: health check failing (%s)",
+                 h->cfg->upstreams[u].name, why);
+        return false;
+    }
+    return true;
+}

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * metrics: the metric registry. A layout (per config generation, immutable) fixes the routes,
+ * upstreams, bucket layouts and pre-escaped label text; each worker owns one shard of counters,
+ * gauges and histograms that only it writes, allocated once so recording never allocates or
+ * locks. The scrape sums the shards and renders Prometheus text 0.0.4 or OpenMetrics 1.0.
+ * Metric names and labels are a public interface: see docs/metrics.md. */
+#ifndef REM_METRICS_H
+#define REM_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "histogram.h"
+
+struct evbuffer;
+struct rem_config;
+
+/* Status classes for the `code` label. NONE: no status was sent (client gone first). */
+enum rem_code_class {
+    REM_CODE_NONE = 0,
+    REM_CODE_1XX,
+    REM_CODE_2XX,
+    REM_CODE_3XX,
+    REM_CODE_4XX,
+    REM_CODE_5XX,
+    REM_CODE__N
+};
+
+static inline enum rem_code_class rem_code_class_of(int status)
+{
+    return status >= 100 && status < 600 ? (enum rem_code_class)(status / 100) : REM_CODE_NONE;
+}
+
+/* `reason` label of remora_upstream_connect_failures_total. */
+enum rem_connfail {
+    REM_CONNFAIL_REFUSED = 0,
+    REM_CONNFAIL_TIMEOUT,
+    REM_CONNFAIL_ERROR,
+    REM_CONNFAIL__N
+};
+
+struct rem_route_metrics {
+    uint64_t requests[REM_CODE__N];
+    int64_t in_flight;
+    uint64_t request_bytes, response_bytes;
+    struct rem_hist duration[REM_CODE__N];
+};
+
+struct rem_upstream_metrics {
+    struct rem_hist response_duration;
+    struct rem_hist connect_duration;
+    int64_t active, idle;
+    uint64_t connect_failures[REM_CONNFAIL__N];
+};
+
+/* One worker's metrics. Written only by that worker, read by the scrape. */
+struct rem_metrics_shard {
+    size_t n_routes;                    /* configured routes + 1 (the last: unmatched) */
+    struct rem_route_metrics *routes;   /* owned */
+    size_t n_upstreams;
+    struct rem_upstream_metrics *upstreams; /* owned */
+    int64_t downstream_connections;
+    uint64_t downstream_connections_total;
+};
+
+/* Per-generation layout: bucket layouts and escaped label values. */
+struct rem_metrics_layout {
+    size_t n_routes;                     /* configured routes + 1 */
+    struct rem_hist_layout *route_hist;  /* owned, n_routes; the unmatched one uses metrics.buckets */
+    char **route_label;                  /* owned, escaped; "" for the unmatched */
+    size_t n_upstreams;
+    struct rem_hist_layout upstream_hist;/* metrics.buckets, for upstream histograms */
+    char **upstream_label;               /* owned, escaped */
+};
+
+/* Builds the layout of cfg. Returns NULL with a log line on bad buckets (the config loader
+ * validates them, so that is a bug); aborts on OOM (control object). */
+struct rem_metrics_layout *rem_metrics_layout_new(const struct rem_config *cfg);
+void rem_metrics_layout_free(struct rem_metrics_layout *l);
+
+/* A zeroed shard shaped by l. Aborts on OOM. */
+struct rem_metrics_shard *rem_metrics_shard_new(const struct rem_metrics_layout *l);
+void rem_metrics_shard_free(struct rem_metrics_shard *s);
+
+/* Writer-side helpers: relaxed atomic load+store, no read-modify-write instruction. */
+#define REM_M_ADD(field, n)                                                                    \
+    __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n),             \
+                     __ATOMIC_RELAXED)
+
+/* Records one finished request of route index r (layout->n_routes - 1: unmatched): status
+ * class counter, bytes, duration histogram, and the in-flight gauge when counted_in_flight.
+ * Worker-only; allocation-free and lock-free (tested in tests/unit/test_alloc.c). */
+void rem_metrics_record_request(struct rem_metrics_shard *s, const struct rem_metrics_layout *l,
+                                size_t r, bool counted_in_flight, int status, uint64_t ns,
+                                uint64_t bytes_in, uint64_t bytes_out);
+
+/* Escapes a label value for the text formats (backslash, double quote, newline). Returns a
+ * malloc'd string (aborts on OOM). */
+char *rem_metrics_escape_label(const char *v);
+
+/* Process-wide values the scrape adds. */
+struct rem_metrics_process {
+    const char *version, *commit;
+    double cpu_seconds;
+    double resident_bytes, virtual_bytes;
+    double open_fds, max_fds;
+    double start_time_seconds;
+    const int8_t *upstream_healthy;     /* per upstream: -1 no health check, 0, 1; may be NULL */
+};
+
+/* Fills the process_* values from /proc and getrusage. */
+void rem_metrics_process_read(struct rem_metrics_process *p);
+
+enum rem_expo_format {
+    REM_EXPO_PROMETHEUS = 0, /* text/plain; version=0.0.4 */
+    REM_EXPO_OPENMETRICS,    /* application/openmetrics-text; version=1.0.0 */
+};
+
+/* Picks the format from an Accept header (NULL: Prometheus text). */
+enum rem_expo_format rem_metrics_format_for(const char *accept);
+const char *rem_metrics_content_type(enum rem_expo_format f);
+
+/* Renders the sum of shards in the given format and appends it to out. {route,code} series
+ * appear once they have an observation; per-route gauges and byte counters always appear.
+ * Returns 0 or -REM_E_NOMEM. */
+int rem_metrics_render(struct evbuffer *out, const struct rem_metrics_layout *l,
+                       struct rem_metrics_shard *const *shards, size_t n_shards,
+                       const struct rem_metrics_process *proc, enum rem_expo_format fmt);
+
+#endif
