@@ -1,18 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0
- * admin: health, readiness (with upstream health checks) and /metrics over evhttp. */
+ * admin: a small HTTP/1.1 server for /healthz, /readyz and /metrics on the main thread. It is
+ * its own (evconnlistener + bufferevent + llhttp) rather than evhttp so that memory stays
+ * bounded whatever scrapers do: at most REM_ADMIN_MAX_CONNS connections (a new one evicts the
+ * least recently active, so a fresh scraper is never starved by stuck ones), requests capped at
+ * REM_ADMIN_MAX_REQUEST bytes, read and write timeouts, one response buffered per connection. */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdlib.h>
-#include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <llhttp.h>
 
 #include "rem_build.h"
 #include "admin.h"
@@ -24,75 +31,104 @@
 #include "worker.h"
 
 #define REM_HEARTBEAT_MAX_AGE_MS 2000
+#define REM_ADMIN_MAX_CONNS 64
+#define REM_ADMIN_MAX_REQUEST 8192
+#define REM_ADMIN_TIMEOUT_S 10
+
+struct admin_conn {
+    TAILQ_ENTRY(admin_conn) link;      /* in a->conns, least recently active first */
+    struct rem_admin *a;               /* borrowed: the owner */
+    struct bufferevent *bev;           /* owned */
+    llhttp_t parser;
+    char path[128];                    /* request path without query, truncated */
+    size_t path_len;
+    bool path_done;
+    char accept[256];                  /* Accept header, truncated */
+    size_t accept_len;
+    bool hdr_is_accept;                /* the header being parsed is Accept */
+    size_t head_bytes;
+    bool ready;                        /* a complete request awaits its answer */
+    bool closing;                      /* flush, then free */
+};
+
+TAILQ_HEAD(admin_conn_list, admin_conn);
 
 struct rem_admin {
-    struct evhttp *http;        /* owned */
-    struct rem_worker *workers; /* borrowed */
+    struct evconnlistener *lev;        /* owned */
+    struct rem_worker *workers;        /* borrowed */
     size_t n_workers;
     const struct rem_metrics_layout *layout; /* borrowed */
-    struct rem_healthcheck *hc;         /* borrowed, may be NULL */
+    struct rem_healthcheck *hc;        /* borrowed, may be NULL */
+    struct admin_conn_list conns;
+    size_t n_conns;
     bool ready;
     const char *reason;
 };
 
-static void reply(struct evhttp_request *req, int code, const char *ctype, struct evbuffer *body)
+static llhttp_settings_t admin_settings;
+
+static void conn_free(struct admin_conn *c)
 {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
-    evhttp_send_reply(req, code, code == 200 ? "OK" : "Service Unavailable", body);
+    TAILQ_REMOVE(&c->a->conns, c, link);
+    c->a->n_conns--;
+    bufferevent_free(c->bev);
+    free(c);
 }
 
-static void on_healthz(struct evhttp_request *req, void *arg)
+static void touch(struct admin_conn *c)
 {
-    struct rem_admin *a = arg;
-    struct evbuffer *b = evbuffer_new();
-    if (!b) {
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
+    TAILQ_REMOVE(&c->a->conns, c, link);
+    TAILQ_INSERT_TAIL(&c->a->conns, c, link);
+}
+
+static void respond(struct admin_conn *c, int code, const char *reason, const char *ctype,
+                    struct evbuffer *body, bool head_only)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    bool keep = llhttp_should_keep_alive(&c->parser);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                        "Cache-Control: no-store\r\n%s\r\n",
+                        code, reason, ctype, body ? evbuffer_get_length(body) : 0,
+                        keep ? "" : "Connection: close\r\n");
+    if (body && !head_only)
+        evbuffer_add_buffer(out, body);
+    if (!keep)
+        c->closing = true;
+}
+
+static void serve_healthz(struct rem_admin *a, struct evbuffer *b, int *code)
+{
     uint64_t now = rem_now_ms();
-    int code = 200;
+    *code = 200;
     for (size_t i = 0; i < a->n_workers; i++) {
         uint64_t hb = __atomic_load_n(&a->workers[i].heartbeat_ms, __ATOMIC_RELAXED);
         if (now - hb > REM_HEARTBEAT_MAX_AGE_MS) {
             evbuffer_add_printf(b, "worker %zu stalled for %" PRIu64 " ms\n", i, now - hb);
-            code = 503;
+            *code = 503;
         }
     }
-    if (code == 200)
+    if (*code == 200)
         evbuffer_add(b, "ok\n", 3);
-    reply(req, code, "text/plain", b);
-    evbuffer_free(b);
 }
 
-static void on_readyz(struct evhttp_request *req, void *arg)
+static void serve_readyz(struct rem_admin *a, struct evbuffer *b, int *code)
 {
-    struct rem_admin *a = arg;
-    struct evbuffer *b = evbuffer_new();
-    if (!b) {
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
     char why[256];
     bool ready = a->ready && rem_healthcheck_ready(a->hc, why, sizeof(why));
+    *code = ready ? 200 : 503;
     if (ready)
         evbuffer_add(b, "ok\n", 3);
     else
         evbuffer_add_printf(b, "%s\n", !a->ready ? (a->reason ? a->reason : "not ready") : why);
-    reply(req, ready ? 200 : 503, "text/plain", b);
-    evbuffer_free(b);
 }
 
-static void on_metrics(struct evhttp_request *req, void *arg)
+static int serve_metrics(struct rem_admin *a, struct evbuffer *b, const char *accept,
+                         enum rem_expo_format *fmt)
 {
-    struct rem_admin *a = arg;
-    struct evbuffer *b = evbuffer_new();
     struct rem_metrics_shard **shards = calloc(a->n_workers ? a->n_workers : 1, sizeof(*shards));
-    if (!b || !shards) {
-        evbuffer_free(b);
-        free(shards);
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
+    if (!shards)
+        return -REM_E_NOMEM;
     for (size_t i = 0; i < a->n_workers; i++)
         shards[i] = a->workers[i].metrics;
     struct rem_metrics_process proc = {
@@ -101,22 +137,191 @@ static void on_metrics(struct evhttp_request *req, void *arg)
         .upstream_healthy = rem_healthcheck_states(a->hc),
     };
     rem_metrics_process_read(&proc);
-    const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
-    enum rem_expo_format fmt = rem_metrics_format_for(accept);
-    if (rem_metrics_render(b, a->layout, shards, a->n_workers, &proc, fmt) < 0) {
-        evbuffer_free(b);
-        free(shards);
-        evhttp_send_error(req, 500, NULL);
+    *fmt = rem_metrics_format_for(accept);
+    int rc = rem_metrics_render(b, a->layout, shards, a->n_workers, &proc, *fmt);
+    free(shards);
+    return rc;
+}
+
+static void handle(struct admin_conn *c)
+{
+    struct rem_admin *a = c->a;
+    struct evbuffer *b = evbuffer_new();
+    bool head = c->parser.method == HTTP_HEAD;
+    int code = 200;
+    if (!b) {
+        respond(c, 500, "Internal Server Error", "text/plain", NULL, head);
+        c->closing = true;
         return;
     }
-    free(shards);
-    reply(req, 200, rem_metrics_content_type(fmt), b);
+    if (c->parser.method != HTTP_GET && !head) {
+        evbuffer_add(b, "method not allowed\n", 19);
+        respond(c, 405, "Method Not Allowed", "text/plain", b, false);
+    } else if (c->path_len == 8 && memcmp(c->path, "/healthz", 8) == 0) {
+        serve_healthz(a, b, &code);
+        respond(c, code, code == 200 ? "OK" : "Service Unavailable", "text/plain", b, head);
+    } else if (c->path_len == 7 && memcmp(c->path, "/readyz", 7) == 0) {
+        serve_readyz(a, b, &code);
+        respond(c, code, code == 200 ? "OK" : "Service Unavailable", "text/plain", b, head);
+    } else if (c->path_len == 8 && memcmp(c->path, "/metrics", 8) == 0) {
+        enum rem_expo_format fmt;
+        c->accept[c->accept_len] = '\0';
+        if (serve_metrics(a, b, c->accept_len ? c->accept : NULL, &fmt) < 0) {
+            evbuffer_drain(b, evbuffer_get_length(b));
+            respond(c, 500, "Internal Server Error", "text/plain", NULL, head);
+        } else {
+            respond(c, 200, "OK", rem_metrics_content_type(fmt), b, head);
+        }
+    } else {
+        evbuffer_add(b, "not found\n", 10);
+        respond(c, 404, "Not Found", "text/plain", b, head);
+    }
     evbuffer_free(b);
 }
 
-static void on_other(struct evhttp_request *req, void *arg)
+#define ACONN(p) ((struct admin_conn *)(p)->data)
+
+static int on_message_begin(llhttp_t *p)
 {
-    evhttp_send_error(req, 404, "Not Found");
+    struct admin_conn *c = ACONN(p);
+    c->path_len = c->accept_len = c->head_bytes = 0;
+    c->hdr_is_accept = c->path_done = false;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+    struct admin_conn *c = ACONN(p);
+    if (c->path_done)
+        return 0;
+    const char *q = memchr(at, '?', n);
+    size_t keep = q ? (size_t)(q - at) : n, room = sizeof(c->path) - c->path_len;
+    if (keep > room)
+        keep = room;
+    memcpy(c->path + c->path_len, at, keep);
+    c->path_len += keep;
+    c->path_done = q != NULL; /* the query ends the path */
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    struct admin_conn *c = ACONN(p);
+    c->hdr_is_accept = n == 6 && strncasecmp(at, "accept", 6) == 0;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    struct admin_conn *c = ACONN(p);
+    if (!c->hdr_is_accept)
+        return 0;
+    size_t room = sizeof(c->accept) - 1 - c->accept_len;
+    if (c->accept_len && room) {
+        c->accept[c->accept_len++] = ',';
+        room--;
+    }
+    if (n > room)
+        n = room;
+    memcpy(c->accept + c->accept_len, at, n);
+    c->accept_len += n;
+    c->hdr_is_accept = false;
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    ACONN(p)->ready = true;
+    return HPE_PAUSED;
+}
+
+static void process(struct admin_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (!c->closing) {
+        size_t n = evbuffer_get_contiguous_space(in);
+        if (n == 0)
+            break;
+        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        llhttp_errno_t err = llhttp_execute(&c->parser, p, n);
+        size_t used = err == HPE_OK ? n : (size_t)(llhttp_get_error_pos(&c->parser) - p);
+        evbuffer_drain(in, used);
+        c->head_bytes += used;
+        if (err == HPE_PAUSED) {
+            llhttp_resume(&c->parser);
+            c->ready = false;
+            handle(c);
+            continue;
+        }
+        if (err != HPE_OK) {
+            respond(c, 400, "Bad Request", "text/plain", NULL, false);
+            c->closing = true;
+            break;
+        }
+        if (c->head_bytes > REM_ADMIN_MAX_REQUEST) {
+            respond(c, 431, "Request Header Fields Too Large", "text/plain", NULL, false);
+            c->closing = true;
+            break;
+        }
+    }
+    if (c->closing) {
+        bufferevent_disable(c->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            conn_free(c);
+    }
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct admin_conn *c = arg;
+    touch(c);
+    process(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct admin_conn *c = arg;
+    if (c->closing)
+        conn_free(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    conn_free(arg);
+}
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct rem_admin *a = arg;
+    if (a->n_conns >= REM_ADMIN_MAX_CONNS)
+        conn_free(TAILQ_FIRST(&a->conns)); /* evict the least recently active */
+    struct admin_conn *c = calloc(1, sizeof(*c));
+    struct bufferevent *bev =
+        c ? bufferevent_socket_new(evconnlistener_get_base(lev), fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (!bev) {
+        free(c);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->a = a;
+    c->bev = bev;
+    llhttp_init(&c->parser, HTTP_REQUEST, &admin_settings);
+    c->parser.data = c;
+    struct timeval to = {REM_ADMIN_TIMEOUT_S, 0};
+    bufferevent_set_timeouts(bev, &to, &to);
+    bufferevent_setwatermark(bev, EV_READ, 0, REM_ADMIN_MAX_REQUEST);
+    bufferevent_setcb(bev, on_read, on_write, on_event, c);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    TAILQ_INSERT_TAIL(&a->conns, c, link);
+    a->n_conns++;
+}
+
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    rem_log_warn("admin: accept failed: %s", strerror(EVUTIL_SOCKET_ERROR()));
 }
 
 struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_listener *cfg,
@@ -125,33 +330,29 @@ struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_li
                                 struct rem_healthcheck *hc)
 {
     struct rem_admin *a = rem_xcalloc(1, sizeof(*a));
-    a->layout = layout;
-    a->hc = hc;
     int fd = -1, one = 1;
     a->workers = workers;
     a->n_workers = n_workers;
+    a->layout = layout;
+    a->hc = hc;
     a->reason = "starting";
-    a->http = evhttp_new(base);
-    if (!a->http)
-        goto fail;
-    evhttp_set_max_headers_size(a->http, 8192);
-    evhttp_set_max_body_size(a->http, 4096);
-    evhttp_set_timeout(a->http, 10);
-    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-    evhttp_set_cb(a->http, "/healthz", on_healthz, a);
-    evhttp_set_cb(a->http, "/readyz", on_readyz, a);
-    evhttp_set_cb(a->http, "/metrics", on_metrics, a);
-    evhttp_set_gencb(a->http, on_other, a);
+    TAILQ_INIT(&a->conns);
+    llhttp_settings_init(&admin_settings);
+    admin_settings.on_message_begin = on_message_begin;
+    admin_settings.on_url = on_url;
+    admin_settings.on_header_field = on_header_field;
+    admin_settings.on_header_value = on_header_value;
+    admin_settings.on_message_complete = on_message_complete;
 
     fd = socket(cfg->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    /* TCP_NODELAY is inherited by accepted sockets: evhttp writes head and body apart, and
-     * Nagle with delayed ACKs would add ~40 ms to every keep-alive scrape. */
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
-        bind(fd, (const struct sockaddr *)&cfg->addr.ss, cfg->addr.len) < 0 || listen(fd, 128) < 0)
+        bind(fd, (const struct sockaddr *)&cfg->addr.ss, cfg->addr.len) < 0 ||
+        listen(fd, 128) < 0)
         goto fail;
-    if (!evhttp_accept_socket_with_handle(a->http, fd))
+    a->lev = evconnlistener_new(base, on_accept, a, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (!a->lev)
         goto fail;
+    evconnlistener_set_error_cb(a->lev, on_accept_error);
     return a;
 
 fail:
@@ -172,7 +373,9 @@ void rem_admin_free(struct rem_admin *a)
 {
     if (!a)
         return;
-    if (a->http)
-        evhttp_free(a->http);
+    while (!TAILQ_EMPTY(&a->conns))
+        conn_free(TAILQ_FIRST(&a->conns));
+    if (a->lev)
+        evconnlistener_free(a->lev);
     free(a);
 }

@@ -32,7 +32,7 @@ size_t rem_fmt_double(char *buf, size_t len, double v)
     } else if (isinf(v)) {
         n = snprintf(buf, len, v > 0 ? "+Inf" : "-Inf");
     } else if (v == 0) {
-        n = snprintf(buf, len, signbit(v) ? "-0" : "0");
+        n = snprintf(buf, len, "0"); /* -0 too, as client_golang writes it */
     } else {
         char e[40];
         int digits = 17, exp = 0;
@@ -70,7 +70,11 @@ int rem_hist_layout_init(struct rem_hist_layout *l, const double *le, size_t n)
             return -REM_E_CONFIG;
         l->le[i] = le[i];
         l->le_ns[i] = (uint64_t)llround(le[i] * 1e9);
-        rem_fmt_double(l->le_str[i], sizeof(l->le_str[i]), le[i]);
+        size_t n_str = rem_fmt_double(l->le_str[i], sizeof(l->le_str[i]), le[i]);
+        /* OpenMetrics 1.0 canonical numbers: Go's %g, with ".0" when it has no '.' or 'e'. */
+        memcpy(l->le_om[i], l->le_str[i], n_str + 1);
+        if (!strpbrk(l->le_om[i], ".e"))
+            memcpy(l->le_om[i] + n_str, ".0", 3);
     }
     l->n = n;
     return 0;

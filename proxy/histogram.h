@@ -30,6 +30,7 @@ struct rem_hist_layout {
                                                bucket with v <= le_ns */
     double le[REM_MAX_BUCKETS];             /* bound in seconds, as configured */
     char le_str[REM_MAX_BUCKETS][32];       /* as exported: "0.005", "1", "2.5", "1e-05" */
+    char le_om[REM_MAX_BUCKETS][34];        /* OpenMetrics canonical: "0.005", "1.0", "1e-05" */
 };
 
 /* One writer's histogram. Counts are per bucket (not cumulative); written with relaxed atomic

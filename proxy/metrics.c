@@ -364,7 +364,7 @@ static void rb_hist(struct rbuf *b, const char *name, const char *labels,
             rb_put(b, ",", 1);
         }
         rb_str(b, "le=\"");
-        rb_str(b, i < l->n ? l->le_str[i] : "+Inf");
+        rb_str(b, i < l->n ? (b->om ? l->le_om[i] : l->le_str[i]) : "+Inf");
         rb_str(b, "\"} ");
         rb_u64(b, cum);
         rb_put(b, "\n", 1);
@@ -379,19 +379,32 @@ static void rb_hist(struct rbuf *b, const char *name, const char *labels,
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
-static void labels2(char *buf, size_t len, const char *k1, const char *v1, const char *k2,
-                    const char *v2)
+/* Builds `k1="v1"[,k2="v2"]` (values already escaped) in a reusable scratch buffer; any
+ * length. Returns the NUL-terminated text. */
+static const char *labels2(struct rbuf *lb, const char *k1, const char *v1, const char *k2,
+                           const char *v2)
 {
-    if (k2)
-        snprintf(buf, len, "%s=\"%s\",%s=\"%s\"", k1, v1, k2, v2);
-    else
-        snprintf(buf, len, "%s=\"%s\"", k1, v1);
+    lb->len = 0;
+    rb_str(lb, k1);
+    rb_put(lb, "=\"", 2);
+    rb_str(lb, v1);
+    rb_put(lb, "\"", 1);
+    if (k2) {
+        rb_put(lb, ",", 1);
+        rb_str(lb, k2);
+        rb_put(lb, "=\"", 2);
+        rb_str(lb, v2);
+        rb_put(lb, "\"", 1);
+    }
+    rb_put(lb, "", 1);
+    return lb->oom ? "" : lb->p;
 }
 
 static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
                           struct rem_metrics_shard *const *shards, size_t n_shards)
 {
-    char labels[512];
+    struct rbuf lb = {0};
+    const char *labels;
     struct rem_hist_sum *h = malloc(sizeof(*h));
     if (!h) {
         b->oom = true;
@@ -407,7 +420,7 @@ static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
                 rem_hist_add(h, &shards[s]->routes[r].duration[c], &l->route_hist[r]);
             if (h->count == 0)
                 continue;
-            labels2(labels, sizeof(labels), "route", l->route_label[r], "code", code_label[c]);
+            labels = labels2(&lb, "route", l->route_label[r], "code", code_label[c]);
             rb_hist(b, dur, labels, &l->route_hist[r], h);
         }
     }
@@ -422,7 +435,7 @@ static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
                 v += LOAD(shards[s]->routes[r].requests[c]);
             if (!v)
                 continue;
-            labels2(labels, sizeof(labels), "route", l->route_label[r], "code", code_label[c]);
+            labels = labels2(&lb, "route", l->route_label[r], "code", code_label[c]);
             rb_series(b, req, NULL, labels);
             rb_u64(b, v);
             rb_put(b, "\n", 1);
@@ -453,19 +466,22 @@ static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
             }
             if (!seen && v == 0)
                 continue;
-            labels2(labels, sizeof(labels), "route", l->route_label[r], NULL, NULL);
+            labels = labels2(&lb, "route", l->route_label[r], NULL, NULL);
             rb_series(b, per_route[k].name, NULL, labels);
             rb_i64(b, v);
             rb_put(b, "\n", 1);
         }
     }
+    b->oom |= lb.oom;
+    free(lb.p);
 }
 
 static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
                              struct rem_metrics_shard *const *shards, size_t n_shards,
                              const struct rem_metrics_process *proc)
 {
-    char labels[512];
+    struct rbuf lb = {0};
+    const char *labels;
     struct rem_hist_sum *h = malloc(sizeof(*h));
     if (!h) {
         b->oom = true;
@@ -489,7 +505,7 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
                 rem_hist_add(h, (const struct rem_hist *)((char *)&shards[s]->upstreams[u] +
                                                           hists[k].off),
                              &l->upstream_hist);
-            labels2(labels, sizeof(labels), "upstream", l->upstream_label[u], NULL, NULL);
+            labels = labels2(&lb, "upstream", l->upstream_label[u], NULL, NULL);
             rb_hist(b, hists[k].name, labels, &l->upstream_hist, h);
         }
     }
@@ -503,11 +519,11 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
             active += LOAD(shards[s]->upstreams[u].active);
             idle += LOAD(shards[s]->upstreams[u].idle);
         }
-        labels2(labels, sizeof(labels), "upstream", l->upstream_label[u], "state", "active");
+        labels = labels2(&lb, "upstream", l->upstream_label[u], "state", "active");
         rb_series(b, conns, NULL, labels);
         rb_i64(b, active);
         rb_put(b, "\n", 1);
-        labels2(labels, sizeof(labels), "upstream", l->upstream_label[u], "state", "idle");
+        labels = labels2(&lb, "upstream", l->upstream_label[u], "state", "idle");
         rb_series(b, conns, NULL, labels);
         rb_i64(b, idle);
         rb_put(b, "\n", 1);
@@ -520,7 +536,7 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
             uint64_t v = 0;
             for (size_t s = 0; s < n_shards; s++)
                 v += LOAD(shards[s]->upstreams[u].connect_failures[r]);
-            labels2(labels, sizeof(labels), "upstream", l->upstream_label[u], "reason",
+            labels = labels2(&lb, "upstream", l->upstream_label[u], "reason",
                     connfail_label[r]);
             rb_series(b, fails, NULL, labels);
             rb_u64(b, v);
@@ -537,12 +553,14 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
         for (size_t u = 0; u < l->n_upstreams; u++) {
             if (proc->upstream_healthy[u] < 0)
                 continue;
-            labels2(labels, sizeof(labels), "upstream", l->upstream_label[u], NULL, NULL);
+            labels = labels2(&lb, "upstream", l->upstream_label[u], NULL, NULL);
             rb_series(b, healthy, NULL, labels);
             rb_u64(b, (uint64_t)proc->upstream_healthy[u]);
             rb_put(b, "\n", 1);
         }
     }
+    b->oom |= lb.oom;
+    free(lb.p);
 }
 
 static void render_process(struct rbuf *b, struct rem_metrics_shard *const *shards,

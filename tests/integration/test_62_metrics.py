@@ -8,7 +8,6 @@ reason, build info and the process_* collector."""
 import math
 import os
 import re
-import shutil
 import socket
 import struct
 import subprocess
@@ -18,7 +17,7 @@ import time
 import pytest
 
 from conftest import BIN
-from helpers import (OPENMETRICS_CTYPE, PROM_CTYPE, HttpConn, Metrics, build_request,
+from helpers import (OPENMETRICS_CTYPE, PROM_CTYPE, HttpConn, build_request,
                      default_config, free_port, http, metrics, scrape, wait_for)
 
 PROMTOOL = "/usr/bin/promtool"
@@ -26,7 +25,7 @@ HISTOGRAMS = ("remora_request_duration_seconds", "remora_upstream_response_durat
               "remora_upstream_connect_duration_seconds")
 DEFAULT_LE = ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
               "0.5", "1", "2.5", "5", "10", "+Inf"]
-ROUTES = ("alpha", "beta", "slow", "broken")
+ROUTES = ("alpha", "beta", "slow", "broken", "hints")
 CODES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
 # What Prometheus 2.x sends when it scrapes.
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
@@ -46,6 +45,8 @@ def metrics_config(upstream, dead_port, metrics_opts=None, route_buckets=None, w
          "timeout": "5s"},
         {"name": "slow", "match": {"path_prefix": "/delay"}, "upstream": "app", "timeout": "5s"},
         {"name": "broken", "match": {"path_prefix": "/broken"}, "upstream": "down",
+         "timeout": "5s"},
+        {"name": "hints", "match": {"path_prefix": "/early-hints"}, "upstream": "app",
          "timeout": "5s"},
     ]
     for name, buckets in (route_buckets or {}).items():
@@ -109,13 +110,17 @@ def le_value(s):
 
 def send_traffic(port):
     """Requests to every route and to no route; returns the expected {(route, code): n}."""
-    plan = [("/echo/a", 200)] * 5 + [("/status/200", 200)] * 3 + [("/status/404", 404)] * 2 \
-        + [("/status/500", 500)] + [("/nomatch", 404)] * 2 + [("/broken", 502)]
-    for path, want in plan:
-        r = http(port, "GET", path)
+    plan = [("GET", "/echo/a", 200)] * 4 + [("HEAD", "/echo/h", 200)] \
+        + [("GET", "/status/200", 200)] * 2 + [("GET", "/status/204", 204)] \
+        + [("GET", "/status/304", 304)] + [("GET", "/status/404", 404)] * 2 \
+        + [("GET", "/status/500", 500)] + [("GET", "/nomatch", 404)] * 2 \
+        + [("GET", "/broken", 502)] + [("GET", "/early-hints", 200)]
+    for method, path, want in plan:
+        r = http(port, method, path)
         assert r.status == want, (path, r)
-    return {("alpha", "2xx"): 5, ("beta", "2xx"): 3, ("beta", "4xx"): 2, ("beta", "5xx"): 1,
-            ("", "4xx"): 2, ("broken", "5xx"): 1}
+    return {("alpha", "2xx"): 5, ("beta", "2xx"): 3, ("beta", "3xx"): 1, ("beta", "4xx"): 2,
+            ("beta", "5xx"): 1, ("", "4xx"): 2, ("broken", "5xx"): 1,
+            ("hints", "2xx"): 1}  # the final status counts, not the 103 and 100 before it
 
 
 # ---- format -------------------------------------------------------------------------------
@@ -196,6 +201,46 @@ def test_openmetrics_when_asked(mproxy):
             assert not bad, "family %s (%s) has samples %r" % (name, typ, bad)
         # The same series in both formats.
         assert m.total("remora_requests_total") == text_m.total("remora_requests_total")
+
+
+def test_parsers_of_prometheus_client_accept_both_formats(mproxy):
+    """The reference Python parsers (python3-prometheus-client) read both formats, the
+    OpenMetrics one strictly (unique families, suffixes, # EOF), to the same samples."""
+    try:
+        from prometheus_client.openmetrics.parser import \
+            text_string_to_metric_families as parse_om
+        from prometheus_client.parser import text_string_to_metric_families as parse_text
+    except ImportError:
+        pytest.skip("python3-prometheus-client is not installed")
+    before = req_counts(metrics(mproxy.admin_port))
+    wait_delta(mproxy.admin_port, before, send_traffic(mproxy.port))
+    r_text, _ = scrape(mproxy.admin_port)
+    r_om, _ = scrape(mproxy.admin_port, accept="application/openmetrics-text; version=1.0.0")
+
+    def samples(fams):
+        out = {}
+        for f in fams:
+            for smp in f.samples:
+                if smp.name.endswith("_created"):
+                    continue
+                key = (smp.name, tuple(sorted(smp.labels.items())))
+                out[key] = smp.value
+        return out
+
+    text_fams = list(parse_text(r_text.body.decode()))
+    try:
+        om_fams = list(parse_om(r_om.body.decode()))
+    except ValueError as e:
+        pytest.fail("OpenMetrics parser refused the scrape: %s" % e)
+    a, b = samples(text_fams), samples(om_fams)
+    moving = ("process_", "remora_downstream_connections", "remora_upstream_connections",
+              "remora_request_bytes_total", "remora_response_bytes_total")
+    assert {k for k in a if not k[0].startswith(moving)} == \
+        {k for k in b if not k[0].startswith(moving)}
+    for k, v in a.items():
+        if not k[0].startswith(moving) and "_duration_seconds_sum" not in k[0]:
+            assert b.get(k) == v, (k, v, b.get(k))
+    assert {f.name for f in om_fams} >= {"remora_requests", "remora_request_duration_seconds"}
 
 
 def test_openmetrics_family_names_unique(mproxy):
@@ -435,8 +480,9 @@ def test_in_flight_and_upstream_connections(mproxy):
         m = metrics(mproxy.admin_port)
         assert up, "in_flight{route=slow} never reached 1: %r" % \
             m.series("remora_requests_in_flight")
-        for route in ("alpha", "beta", "broken"):
-            assert m.value("remora_requests_in_flight", route=route) == 0, route
+        for route in ROUTES:
+            if route != "slow":
+                assert m.value("remora_requests_in_flight", route=route) == 0, route
         assert m.value("remora_upstream_connections", upstream="app", state="active") == 1, \
             m.series("remora_upstream_connections")
         assert m.value("remora_downstream_connections") == 1

@@ -3,7 +3,7 @@
  * classic and fine (native-histogram schema 3) bucketing checked against a long-double log2
  * reference, recording and summing shards, quantile estimates within one fine bucket, float
  * formatting identical to Go's strconv.FormatFloat(v, 'g', -1, 64) (what Prometheus' Go client
- * and Prometheus 3's `le` normalisation use), and a record path that never allocates. */
+ * writes in the text format), and a record path that never allocates. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -721,8 +721,9 @@ static void test_fmt_double_prometheus_values(void **state)
 /* Go's 'g' with the shortest precision switches to %e on the exponent alone: below -4 or at
  * least 6 (strconv/ftoa.go: "if precision was the shortest possible, use precision 6 for this
  * decision"), never on the digit count. C's %.{P}g compares the exponent against P instead, so
- * a round number like 10 comes out "1e+01" there. Prometheus 3 rewrites classic `le` labels to
- * Go's spelling on scrape, so le="10" selectors only match if we print it that way too. */
+ * a round number like 10 comes out "1e+01" there. client_golang's text output spells `le` this
+ * way and Prometheus 2 stores it verbatim, so le="10" selectors written against other exporters
+ * would miss le="1e+01". */
 static void test_fmt_double_go_exponent_rule(void **state)
 {
     (void)state;
