@@ -49,6 +49,8 @@ struct admin_conn {
     size_t head_bytes;
     bool ready;                        /* a complete request awaits its answer */
     bool closing;                      /* flush, then free */
+    bool linger;                       /* after an error: flush, SHUT_WR, drain until EOF */
+    bool draining;
 };
 
 TAILQ_HEAD(admin_conn_list, admin_conn);
@@ -235,6 +237,8 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+static void on_write(struct bufferevent *bev, void *arg);
+
 static void process(struct admin_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -255,34 +259,53 @@ static void process(struct admin_conn *c)
         }
         if (err != HPE_OK) {
             respond(c, 400, "Bad Request", "text/plain", NULL, false);
-            c->closing = true;
+            c->closing = c->linger = true;
             break;
         }
         if (c->head_bytes > REM_ADMIN_MAX_REQUEST) {
             respond(c, 431, "Request Header Fields Too Large", "text/plain", NULL, false);
-            c->closing = true;
+            c->closing = c->linger = true;
             break;
         }
     }
     if (c->closing) {
-        bufferevent_disable(c->bev, EV_READ);
+        if (!c->linger)
+            bufferevent_disable(c->bev, EV_READ);
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-            conn_free(c);
+            on_write(c->bev, c);
     }
-}
-
-static void on_read(struct bufferevent *bev, void *arg)
-{
-    struct admin_conn *c = arg;
-    touch(c);
-    process(c);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct admin_conn *c = arg;
-    if (c->closing)
+    if (!c->closing || c->draining)
+        return;
+    if (!c->linger) {
         conn_free(c);
+        return;
+    }
+    /* The client may still be sending the request we refused: half-close and read until it
+     * closes (or the read timeout), so it gets our answer rather than a reset. */
+    c->draining = true;
+    if (shutdown(bufferevent_getfd(bev), SHUT_WR) < 0) {
+        conn_free(c);
+        return;
+    }
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    bufferevent_enable(bev, EV_READ);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct admin_conn *c = arg;
+    if (c->draining) {
+        struct evbuffer *in = bufferevent_get_input(bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    touch(c);
+    process(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
