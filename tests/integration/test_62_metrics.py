@@ -223,7 +223,9 @@ def test_parsers_of_prometheus_client_accept_both_formats(mproxy):
             for smp in f.samples:
                 if smp.name.endswith("_created"):
                     continue
-                key = (smp.name, tuple(sorted(smp.labels.items())))
+                # OpenMetrics writes integral bounds canonically (le="1.0"), text as "1"
+                labels = {k: (le_value(v) if k == "le" else v) for k, v in smp.labels.items()}
+                key = (smp.name, tuple(sorted(labels.items())))
                 out[key] = smp.value
         return out
 
