@@ -36,31 +36,31 @@
 #define REM_ADMIN_TIMEOUT_S 10
 
 struct admin_conn {
-    TAILQ_ENTRY(admin_conn) link;      /* in a->conns, least recently active first */
-    struct rem_admin *a;               /* borrowed: the owner */
-    struct bufferevent *bev;           /* owned */
+    TAILQ_ENTRY(admin_conn) link; /* in a->conns, least recently active first */
+    struct rem_admin *a;          /* borrowed: the owner */
+    struct bufferevent *bev;      /* owned */
     llhttp_t parser;
-    char path[128];                    /* request path without query, truncated */
+    char path[128]; /* request path without query, truncated */
     size_t path_len;
     bool path_done;
-    char accept[256];                  /* Accept header, truncated */
+    char accept[256]; /* Accept header, truncated */
     size_t accept_len;
-    bool hdr_is_accept;                /* the header being parsed is Accept */
+    bool hdr_is_accept; /* the header being parsed is Accept */
     size_t head_bytes;
-    bool ready;                        /* a complete request awaits its answer */
-    bool closing;                      /* flush, then free */
-    bool linger;                       /* after an error: flush, SHUT_WR, drain until EOF */
+    bool ready;   /* a complete request awaits its answer */
+    bool closing; /* flush, then free */
+    bool linger;  /* after an error: flush, SHUT_WR, drain until EOF */
     bool draining;
 };
 
 TAILQ_HEAD(admin_conn_list, admin_conn);
 
 struct rem_admin {
-    struct evconnlistener *lev;        /* owned */
-    struct rem_worker *workers;        /* borrowed */
+    struct evconnlistener *lev; /* owned */
+    struct rem_worker *workers; /* borrowed */
     size_t n_workers;
     const struct rem_metrics_layout *layout; /* borrowed */
-    struct rem_healthcheck *hc;        /* borrowed, may be NULL */
+    struct rem_healthcheck *hc;              /* borrowed, may be NULL */
     struct admin_conn_list conns;
     size_t n_conns;
     bool ready;
@@ -349,8 +349,7 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
 
 struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_listener *cfg,
                                 struct rem_worker *workers, size_t n_workers,
-                                const struct rem_metrics_layout *layout,
-                                struct rem_healthcheck *hc)
+                                const struct rem_metrics_layout *layout, struct rem_healthcheck *hc)
 {
     struct rem_admin *a = rem_xcalloc(1, sizeof(*a));
     int fd = -1, one = 1;
@@ -369,8 +368,7 @@ struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_li
 
     fd = socket(cfg->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, (const struct sockaddr *)&cfg->addr.ss, cfg->addr.len) < 0 ||
-        listen(fd, 128) < 0)
+        bind(fd, (const struct sockaddr *)&cfg->addr.ss, cfg->addr.len) < 0 || listen(fd, 128) < 0)
         goto fail;
     a->lev = evconnlistener_new(base, on_accept, a, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (!a->lev)

@@ -28,11 +28,11 @@ struct rem_endpoint {
 };
 
 struct rem_cluster {
-    struct rem_worker *worker;          /* borrowed */
-    const struct rem_cfg_upstream *cfg; /* borrowed from the worker's generation */
-    size_t idx;                         /* index of cfg in the generation's upstreams */
+    struct rem_worker *worker;            /* borrowed */
+    const struct rem_cfg_upstream *cfg;   /* borrowed from the worker's generation */
+    size_t idx;                           /* index of cfg in the generation's upstreams */
     struct rem_upstream_metrics *metrics; /* borrowed: this upstream in the worker's shard */
-    struct rem_endpoint *endpoints;     /* owned */
+    struct rem_endpoint *endpoints;       /* owned */
     size_t n_endpoints;
     size_t rr;                /* round-robin cursor */
     unsigned max_connections; /* this worker's share of cfg->max_connections */

@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "config.h"
@@ -23,6 +22,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "stream.h"
+#include "transport.h"
 #include "worker.h"
 
 #define REM_LINGER_MS 2000
@@ -42,6 +42,7 @@ static void conn_free(struct rem_reap *r)
         event_free(c->timer);
     if (c->kick)
         event_free(c->kick);
+    rem_transport_free(&c->t);
     rem_config_unref(c->cfg);
     free(c);
 }
@@ -68,6 +69,10 @@ void rem_conn_arm_timer(struct rem_conn *c)
     case REM_CONN_CLOSING:
         arm(c, REM_LINGER_MS);
         break;
+    case REM_CONN_ACTIVE:
+        /* Write-stall guard: a client that stops reading is dropped (see on_timer). */
+        arm(c, lim->client_idle_timeout_ms);
+        break;
     default:
         event_del(c->timer);
         break;
@@ -81,10 +86,7 @@ void rem_conn_close(struct rem_conn *c)
     set_state(c, REM_CONN_CLOSED);
     if (c->stream)
         rem_h1_down_eof(c); /* aborts, logs and frees the stream */
-    if (c->bev) {
-        bufferevent_free(c->bev);
-        c->bev = NULL;
-    }
+    rem_transport_close(&c->t);
     event_del(c->timer);
     event_del(c->kick);
     TAILQ_REMOVE(&c->worker->conns, c, link);
@@ -95,21 +97,16 @@ void rem_conn_close(struct rem_conn *c)
 static void start_linger(struct rem_conn *c)
 {
     if (c->reset_on_close) {
-        struct linger lg = {1, 0};
-        (void)setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        rem_transport_set_reset(&c->t);
         rem_conn_close(c);
         return;
     }
     /* RFC 9112 9.6: half-close, then drain what the client still sends until it closes. */
     c->lingering = true;
-    if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) < 0) {
-        rem_conn_close(c);
-        return;
-    }
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
-    evbuffer_drain(bufferevent_get_input(c->bev),
-                   evbuffer_get_length(bufferevent_get_input(c->bev)));
+    rem_transport_shutdown_write(&c->t);
+    evbuffer_drain(c->t.in, evbuffer_get_length(c->t.in));
+    c->t.read_high = 0;
+    rem_transport_read(&c->t, true);
     rem_conn_arm_timer(c);
 }
 
@@ -120,12 +117,9 @@ void rem_conn_close_after_write(struct rem_conn *c)
     set_state(c, REM_CONN_CLOSING);
     event_del(c->kick);
     event_del(c->timer);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    if (evbuffer_get_length(c->t.out) == 0)
         start_linger(c);
-        return;
-    }
-    /* Be told when the output is empty, not merely below the watermark. */
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    /* else on_drained starts it once the output is empty */
 }
 
 void rem_conn_stream_done(struct rem_conn *c, bool close)
@@ -163,30 +157,39 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     case REM_CONN_HEAD:
         rem_h1_down_timeout(c);
         break;
-    case REM_CONN_ACTIVE:
+    case REM_CONN_ACTIVE: {
+        uint64_t limit = c->cfg->limits.client_idle_timeout_ms;
+        uint64_t stalled = rem_now_ms() - c->t.last_write_ms;
+        if (evbuffer_get_length(c->t.out) > 0 && stalled >= limit) {
+            rem_log_debug("conn %s: write stalled for %llu ms", c->peer,
+                          (unsigned long long)stalled);
+            rem_conn_close(c);
+        } else {
+            rem_conn_arm_timer(c);
+        }
         break;
+    }
     default:
         rem_conn_close(c); /* idle keep-alive over, or linger over */
         break;
     }
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+static void on_read(struct rem_transport *t, void *arg)
 {
     struct rem_conn *c = arg;
     if (c->state < REM_CONN_CLOSING) {
         rem_h1_down_process(c);
         return;
     }
-    struct evbuffer *in = bufferevent_get_input(bev);
-    evbuffer_drain(in, evbuffer_get_length(in));
+    evbuffer_drain(t->in, evbuffer_get_length(t->in)); /* lingering */
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+static void on_drained(struct rem_transport *t, void *arg)
 {
     struct rem_conn *c = arg;
     if (c->state == REM_CONN_CLOSING) {
-        if (!c->lingering && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (!c->lingering && evbuffer_get_length(t->out) == 0)
             start_linger(c);
         return;
     }
@@ -194,21 +197,23 @@ static void on_write(struct bufferevent *bev, void *arg)
         rem_stream_on_down_writable(c->stream);
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
+static void on_event(struct rem_transport *t, int what, void *arg)
 {
     struct rem_conn *c = arg;
-    if (what & BEV_EVENT_EOF && !(what & BEV_EVENT_ERROR) && c->state == REM_CONN_ACTIVE &&
-        c->stream && c->stream->req_done) {
+    if ((what & REM_TE_EOF) && c->state == REM_CONN_ACTIVE && c->stream && c->stream->req_done) {
         /* Half-close after a complete request: answer it, then close. */
         c->eof = true;
         c->stream->down_close = true;
-        bufferevent_disable(bev, EV_READ);
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT)
-        rem_log_debug("conn %s: write timeout", c->peer);
     rem_conn_close(c);
 }
+
+static const struct rem_transport_cbs conn_cbs = {
+    .on_read = on_read,
+    .on_drained = on_drained,
+    .on_event = on_event,
+};
 
 void rem_conn_accept(struct rem_worker *w, const struct rem_cfg_listener *lcfg, int fd,
                      const struct sockaddr *sa, socklen_t salen)
@@ -219,6 +224,8 @@ void rem_conn_accept(struct rem_worker *w, const struct rem_cfg_listener *lcfg, 
         close(fd);
         return;
     }
+    c->t.fd = -1;
+    c->t.closed = true; /* until rem_transport_init */
     c->worker = w;
     c->lcfg = lcfg;
     c->cfg = rem_config_ref(w->cfg);
@@ -228,43 +235,34 @@ void rem_conn_accept(struct rem_worker *w, const struct rem_cfg_listener *lcfg, 
     else if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof(c->peer));
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    const struct rem_cfg_limits *lim = &c->cfg->limits;
     c->timer = evtimer_new(w->base, on_timer, c);
     c->kick = event_new(w->base, -1, 0, on_kick, c);
-    if (!c->bev || !c->timer || !c->kick) {
-        if (c->bev)
-            bufferevent_free(c->bev);
-        else
+    if (!c->timer || !c->kick ||
+        rem_transport_init(&c->t, w, fd, &conn_cbs, c, lim->buffer_bytes, lim->buffer_bytes) < 0) {
+        if (!c->t.in && !c->t.closed)
             close(fd);
         conn_free(&c->reap);
         rem_log_error("conn: out of memory accepting a connection");
         return;
     }
-    const struct rem_cfg_limits *lim = &c->cfg->limits;
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, lim->buffer_bytes);
-    bufferevent_setwatermark(c->bev, EV_WRITE, lim->buffer_bytes / 2, 0);
-    /* A client that stops reading is dropped after client_idle_timeout. */
-    struct timeval wt = {(time_t)(lim->client_idle_timeout_ms / 1000),
-                         (suseconds_t)((lim->client_idle_timeout_ms % 1000) * 1000)};
-    bufferevent_set_timeouts(c->bev, NULL, lim->client_idle_timeout_ms ? &wt : NULL);
+    c->t.last_write_ms = rem_now_ms();
     rem_h1_down_init(c);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     REM_M_ADD(w->metrics->downstream_connections, 1);
     REM_M_ADD(w->metrics->downstream_connections_total, 1);
     set_state(c, REM_CONN_IDLE);
     rem_conn_arm_timer(c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
 struct evbuffer *rem_conn_output(struct rem_conn *c)
 {
-    return bufferevent_get_output(c->bev);
+    return c->t.out;
 }
 
 size_t rem_conn_output_len(struct rem_conn *c)
 {
-    return evbuffer_get_length(bufferevent_get_output(c->bev));
+    return evbuffer_get_length(c->t.out);
 }
 
 size_t rem_conn_high_watermark(const struct rem_conn *c)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0
- * conn: one downstream transport connection. Owns the bufferevent, the conn timer, the
+ * conn: one downstream transport connection. Owns the transport, the conn timer, the
  * protocol state (HTTP/1.1 today; h2 and TLS plug in beside it) and the current stream.
  * Transport events (read, write drained, EOF, error, timeouts) arrive here and are passed to
  * the protocol; the protocol (h1_down.c) parses requests and writes responses. */
@@ -13,9 +13,9 @@
 
 #include <llhttp.h>
 
+#include "transport.h"
 #include "worker.h"
 
-struct bufferevent;
 struct event;
 struct rem_cfg_listener;
 struct rem_config;
@@ -40,7 +40,7 @@ struct rem_conn {
     struct rem_worker *worker;           /* borrowed */
     const struct rem_cfg_listener *lcfg; /* borrowed from cfg */
     struct rem_config *cfg;              /* a reference: the generation this conn started on */
-    struct bufferevent *bev;             /* owned */
+    struct rem_transport t;              /* owned: the socket and its two buffers */
     struct event *timer;                 /* owned: idle / header timeout */
     struct event *kick;                  /* owned: resumes parsing outside callback stacks */
     char peer[48];                       /* client address (no port), for X-Forwarded-For */

@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 
 #include "config.h"
 #include "conn.h"
@@ -197,9 +196,19 @@ static void bad_input(struct rem_conn *c, enum rem_err e)
     rem_stream_fail(s, e);
 }
 
+static void process(struct rem_conn *c);
+
 void rem_h1_down_process(struct rem_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    process(c);
+    /* Whatever was consumed makes room: reading resumes below the watermark. */
+    if (c->state < REM_CONN_CLOSED)
+        rem_transport_rearm(&c->t);
+}
+
+static void process(struct rem_conn *c)
+{
+    struct evbuffer *in = c->t.in;
     while (c->state < REM_CONN_CLOSING && !c->pause) {
         size_t n = evbuffer_get_contiguous_space(in);
         if (n == 0)
@@ -247,6 +256,7 @@ static int counted(struct rem_conn *c, struct rem_stream *s, size_t before, int 
 {
     if (s)
         s->bytes_out += evbuffer_get_length(rem_conn_output(c)) - before;
+    rem_transport_flush_later(&c->t);
     return rc;
 }
 

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 
 #include "cluster.h"
 #include "conn.h"
@@ -162,6 +161,7 @@ int rem_h1_up_write_head(struct rem_upconn *uc, struct rem_stream *s)
         .content_length = s->req_chunked ? -1 : s->req.content_length,
     };
     uc->n_requests++;
+    rem_transport_flush_later(&uc->t);
     return rem_http_write_request(rem_upconn_output(uc), &s->req, &fwd);
 }
 
@@ -170,6 +170,7 @@ int rem_h1_up_write_body(struct rem_upconn *uc, struct rem_stream *s, const char
     struct evbuffer *out = rem_upconn_output(uc);
     if (n == 0)
         return 0;
+    rem_transport_flush_later(&uc->t);
     if (s->req_chunked && evbuffer_add_printf(out, "%zx\r\n", n) < 0)
         return -REM_E_NOMEM;
     if (evbuffer_add(out, p, n) < 0)
@@ -202,6 +203,7 @@ int rem_h1_up_write_end(struct rem_upconn *uc, struct rem_stream *s)
 {
     if (!s->req_chunked)
         return 0;
+    rem_transport_flush_later(&uc->t);
     return rem_h1_write_last_chunk(rem_upconn_output(uc), &s->req_trl);
 }
 
@@ -221,9 +223,19 @@ static void fail(struct rem_upconn *uc, enum rem_err e)
         rem_stream_on_upconn_error(s, e);
 }
 
+static void process(struct rem_upconn *uc);
+
 void rem_h1_up_process(struct rem_upconn *uc)
 {
-    struct evbuffer *in = bufferevent_get_input(uc->bev);
+    process(uc);
+    /* Whatever was consumed makes room: reading resumes below the watermark. */
+    if (uc->state != REM_UPCONN_CLOSED)
+        rem_transport_rearm(&uc->t);
+}
+
+static void process(struct rem_upconn *uc)
+{
+    struct evbuffer *in = uc->t.in;
     while (uc->state == REM_UPCONN_ACTIVE && uc->stream && !uc->paused) {
         size_t n = evbuffer_get_contiguous_space(in);
         if (n == 0)

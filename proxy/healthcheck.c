@@ -18,21 +18,21 @@ struct hc_endpoint {
     size_t upstream;                    /* index in cfg->upstreams */
     const struct rem_cfg_endpoint *cfg; /* borrowed */
     char authority[300];
-    struct evhttp_connection *conn;     /* owned */
-    struct event *timer;                /* owned */
-    struct evhttp_request *pending;     /* owned by evhttp while in flight */
-    bool checked;                       /* at least one result */
+    struct evhttp_connection *conn; /* owned */
+    struct event *timer;            /* owned */
+    struct evhttp_request *pending; /* owned by evhttp while in flight */
+    bool checked;                   /* at least one result */
     bool healthy;
     uint32_t ok_streak, fail_streak;
-    char last[96];                      /* last failure, for /readyz */
+    char last[96]; /* last failure, for /readyz */
 };
 
 struct rem_healthcheck {
-    struct event_base *base;            /* borrowed */
-    const struct rem_config *cfg;       /* borrowed */
-    struct hc_endpoint *eps;            /* owned */
+    struct event_base *base;      /* borrowed */
+    const struct rem_config *cfg; /* borrowed */
+    struct hc_endpoint *eps;      /* owned */
     size_t n_eps;
-    int8_t *states;                     /* owned, per upstream */
+    int8_t *states; /* owned, per upstream */
 };
 
 static void update_upstream(struct rem_healthcheck *h, size_t u)
@@ -87,7 +87,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct hc_endpoint *e = arg;
     const struct rem_cfg_health_check *c = &e->hc->cfg->upstreams[e->upstream].health_check;
-    struct timeval iv = {(time_t)(c->interval_ms / 1000), (suseconds_t)(c->interval_ms % 1000) * 1000};
+    struct timeval iv = {(time_t)(c->interval_ms / 1000),
+                         (suseconds_t)(c->interval_ms % 1000) * 1000};
     event_add(e->timer, &iv);
     if (e->pending)
         return; /* the previous probe is still out; its timeout will answer */
@@ -183,8 +184,8 @@ bool rem_healthcheck_ready(const struct rem_healthcheck *h, char *reason, size_t
         for (size_t i = 0; i < h->n_eps; i++)
             if (h->eps[i].upstream == u)
                 why = h->eps[i].last;
-        snprintf(reason, len, "upstream %s: health check failing (%s)",
-                 h->cfg->upstreams[u].name, why);
+        snprintf(reason, len, "upstream %s: health check failing (%s)", h->cfg->upstreams[u].name,
+                 why);
         return false;
     }
     return true;

@@ -17,7 +17,7 @@
 #include "config.h"
 
 #define REM_HIST_SCHEMA 3
-#define REM_HIST_SUB 8        /* fine buckets per power of two: 2^REM_HIST_SCHEMA */
+#define REM_HIST_SUB 8         /* fine buckets per power of two: 2^REM_HIST_SCHEMA */
 #define REM_HIST_MIN_EXP (-20) /* fine range: (2^-20 s, 2^8 s] */
 #define REM_HIST_MAX_EXP 8
 /* Index 0: values <= 2^-20 s (including 0). Last index: values > 2^8 s. */
@@ -25,12 +25,12 @@
 
 /* The classic bucket layout: built once from configured bounds, then read-only and shared. */
 struct rem_hist_layout {
-    size_t n;                               /* finite upper bounds; +Inf is implicit */
-    uint64_t le_ns[REM_MAX_BUCKETS];        /* bound in ns: a value v counts in the first
-                                               bucket with v <= le_ns */
-    double le[REM_MAX_BUCKETS];             /* bound in seconds, as configured */
-    char le_str[REM_MAX_BUCKETS][32];       /* as exported: "0.005", "1", "2.5", "1e-05" */
-    char le_om[REM_MAX_BUCKETS][34];        /* OpenMetrics canonical: "0.005", "1.0", "1e-05" */
+    size_t n;                         /* finite upper bounds; +Inf is implicit */
+    uint64_t le_ns[REM_MAX_BUCKETS];  /* bound in ns: a value v counts in the first
+                                         bucket with v <= le_ns */
+    double le[REM_MAX_BUCKETS];       /* bound in seconds, as configured */
+    char le_str[REM_MAX_BUCKETS][32]; /* as exported: "0.005", "1", "2.5", "1e-05" */
+    char le_om[REM_MAX_BUCKETS][34];  /* OpenMetrics canonical: "0.005", "1.0", "1e-05" */
 };
 
 /* One writer's histogram. Counts are per bucket (not cumulative); written with relaxed atomic
@@ -43,7 +43,7 @@ struct rem_hist {
 
 /* A sum over shards, for exposition and tests. */
 struct rem_hist_sum {
-    uint64_t count;                        /* equals the sum of classic[] and of fine[] */
+    uint64_t count; /* equals the sum of classic[] and of fine[] */
     uint64_t sum_ns;
     uint64_t classic[REM_MAX_BUCKETS + 1];
     uint64_t fine[REM_HIST_FINE];
@@ -64,8 +64,7 @@ double rem_hist_fine_upper(size_t i);
 int rem_hist_fine_key(size_t i);
 
 /* Records one observation. No allocation, no lock, no atomic read-modify-write. */
-static inline void rem_hist_record(struct rem_hist *h, const struct rem_hist_layout *l,
-                                   uint64_t ns)
+static inline void rem_hist_record(struct rem_hist *h, const struct rem_hist_layout *l, uint64_t ns)
 {
     size_t c = rem_hist_classic_index(l, ns), f = rem_hist_fine_index(ns);
     __atomic_store_n(&h->classic[c], __atomic_load_n(&h->classic[c], __ATOMIC_RELAXED) + 1,

@@ -502,9 +502,9 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
         for (size_t u = 0; u < l->n_upstreams; u++) {
             memset(h, 0, sizeof(*h));
             for (size_t s = 0; s < n_shards; s++)
-                rem_hist_add(h, (const struct rem_hist *)((char *)&shards[s]->upstreams[u] +
-                                                          hists[k].off),
-                             &l->upstream_hist);
+                rem_hist_add(
+                    h, (const struct rem_hist *)((char *)&shards[s]->upstreams[u] + hists[k].off),
+                    &l->upstream_hist);
             labels = labels2(&lb, "upstream", l->upstream_label[u], NULL, NULL);
             rb_hist(b, hists[k].name, labels, &l->upstream_hist, h);
         }
@@ -536,8 +536,7 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
             uint64_t v = 0;
             for (size_t s = 0; s < n_shards; s++)
                 v += LOAD(shards[s]->upstreams[u].connect_failures[r]);
-            labels = labels2(&lb, "upstream", l->upstream_label[u], "reason",
-                    connfail_label[r]);
+            labels = labels2(&lb, "upstream", l->upstream_label[u], "reason", connfail_label[r]);
             rb_series(b, fails, NULL, labels);
             rb_u64(b, v);
             rb_put(b, "\n", 1);
@@ -563,8 +562,8 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
     free(lb.p);
 }
 
-static void render_process(struct rbuf *b, struct rem_metrics_shard *const *shards,
-                           size_t n_shards, const struct rem_metrics_process *p)
+static void render_process(struct rbuf *b, struct rem_metrics_shard *const *shards, size_t n_shards,
+                           const struct rem_metrics_process *p)
 {
     int64_t open = 0;
     uint64_t total = 0;

@@ -56,8 +56,8 @@ struct rem_upstream_metrics {
 
 /* One worker's metrics. Written only by that worker, read by the scrape. */
 struct rem_metrics_shard {
-    size_t n_routes;                    /* configured routes + 1 (the last: unmatched) */
-    struct rem_route_metrics *routes;   /* owned */
+    size_t n_routes;                  /* configured routes + 1 (the last: unmatched) */
+    struct rem_route_metrics *routes; /* owned */
     size_t n_upstreams;
     struct rem_upstream_metrics *upstreams; /* owned */
     int64_t downstream_connections;
@@ -66,12 +66,13 @@ struct rem_metrics_shard {
 
 /* Per-generation layout: bucket layouts and escaped label values. */
 struct rem_metrics_layout {
-    size_t n_routes;                     /* configured routes + 1 */
-    struct rem_hist_layout *route_hist;  /* owned, n_routes; the unmatched one uses metrics.buckets */
-    char **route_label;                  /* owned, escaped; "" for the unmatched */
+    size_t n_routes; /* configured routes + 1 */
+    struct rem_hist_layout
+        *route_hist;    /* owned, n_routes; the unmatched one uses metrics.buckets */
+    char **route_label; /* owned, escaped; "" for the unmatched */
     size_t n_upstreams;
-    struct rem_hist_layout upstream_hist;/* metrics.buckets, for upstream histograms */
-    char **upstream_label;               /* owned, escaped */
+    struct rem_hist_layout upstream_hist; /* metrics.buckets, for upstream histograms */
+    char **upstream_label;                /* owned, escaped */
 };
 
 /* Builds the layout of cfg. Returns NULL with a log line on bad buckets (the config loader
@@ -84,9 +85,8 @@ struct rem_metrics_shard *rem_metrics_shard_new(const struct rem_metrics_layout 
 void rem_metrics_shard_free(struct rem_metrics_shard *s);
 
 /* Writer-side helpers: relaxed atomic load+store, no read-modify-write instruction. */
-#define REM_M_ADD(field, n)                                                                    \
-    __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n),             \
-                     __ATOMIC_RELAXED)
+#define REM_M_ADD(field, n)                                                                        \
+    __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
 
 /* Records one finished request of route index r (layout->n_routes - 1: unmatched): status
  * class counter, bytes, duration histogram, and the in-flight gauge when counted_in_flight.
@@ -106,7 +106,7 @@ struct rem_metrics_process {
     double resident_bytes, virtual_bytes;
     double open_fds, max_fds;
     double start_time_seconds;
-    const int8_t *upstream_healthy;     /* per upstream: -1 no health check, 0, 1; may be NULL */
+    const int8_t *upstream_healthy; /* per upstream: -1 no health check, 0, 1; may be NULL */
 };
 
 /* Fills the process_* values from /proc and getrusage. */

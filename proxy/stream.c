@@ -7,7 +7,6 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 
 #include "cluster.h"
 #include "config.h"
@@ -242,7 +241,7 @@ void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
         s->req_sent = true;
     } else if (s->req_has_body) {
         if (s->req.expect_continue && !s->continue_sent && rem_conn_output_len(c) == 0 &&
-            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+            evbuffer_get_length(c->t.in) == 0) {
             /* RFC 9110 10.1.1: only when the client is still waiting for it. */
             rem_h1_down_write_continue(c);
             s->continue_sent = true;

@@ -69,10 +69,10 @@ struct rem_stream {
     int64_t req_body_bytes; /* body bytes received from downstream */
     int64_t resp_body_bytes;
     uint64_t bytes_in, bytes_out;
-    uint64_t start_ns;       /* first byte of the request head */
-    uint64_t up_start_ns;    /* request head sent upstream */
-    size_t mroute;           /* metrics route index (cfg->n_routes: unmatched) */
-    bool in_flight;          /* counted in the route's in-flight gauge */
+    uint64_t start_ns;    /* first byte of the request head */
+    uint64_t up_start_ns; /* request head sent upstream */
+    size_t mroute;        /* metrics route index (cfg->n_routes: unmatched) */
+    bool in_flight;       /* counted in the route's in-flight gauge */
     enum rem_err err;
 };
 

@@ -12,7 +12,6 @@
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "cluster.h"
@@ -22,6 +21,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "stream.h"
+#include "transport.h"
 #include "upool.h"
 #include "worker.h"
 
@@ -34,6 +34,7 @@ static void upconn_free(struct rem_reap *r)
         event_free(uc->timer);
     if (uc->kick)
         event_free(uc->kick);
+    rem_transport_free(&uc->t);
     free(uc);
 }
 
@@ -78,10 +79,7 @@ void rem_upconn_close(struct rem_upconn *uc)
         uc->stream->upconn = NULL;
         uc->stream = NULL;
     }
-    if (uc->bev) {
-        bufferevent_free(uc->bev); /* closes the socket now; safe inside its callbacks */
-        uc->bev = NULL;
-    }
+    rem_transport_close(&uc->t); /* the socket closes now; the memory goes with the reaper */
     event_del(uc->timer);
     event_del(uc->kick);
     rem_worker_defer_free(uc->worker, &uc->reap, upconn_free);
@@ -147,7 +145,7 @@ void rem_upconn_arm_response_timer(struct rem_upconn *uc)
         arm_timer(uc, uc->timeout_ms);
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+static void on_read(struct rem_transport *t, void *arg)
 {
     struct rem_upconn *uc = arg;
     if (uc->state == REM_UPCONN_ACTIVE) {
@@ -160,7 +158,7 @@ static void on_read(struct bufferevent *bev, void *arg)
     rem_upconn_close(uc);
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+static void on_drained(struct rem_transport *t, void *arg)
 {
     struct rem_upconn *uc = arg;
     if (uc->state == REM_UPCONN_ACTIVE && uc->stream)
@@ -176,26 +174,18 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 
 static enum rem_err connect_error(struct rem_upconn *uc)
 {
-    int err = 0;
-    socklen_t len = sizeof(err);
-    int fd = bufferevent_getfd(uc->bev);
-    if (fd >= 0)
-        (void)getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err == 0)
-        err = EVUTIL_SOCKET_ERROR();
+    int err = uc->t.error;
     rem_log_debug("upconn %s: connect failed: %s", uc->ep->name, strerror(err));
-    REM_M_ADD(uc->ep->cluster->metrics
-                  ->connect_failures[err == ECONNREFUSED ? REM_CONNFAIL_REFUSED : REM_CONNFAIL_ERROR],
+    REM_M_ADD(uc->ep->cluster->metrics->connect_failures[err == ECONNREFUSED ? REM_CONNFAIL_REFUSED
+                                                                             : REM_CONNFAIL_ERROR],
               1);
     return err == ECONNREFUSED ? REM_E_CONNECT_REFUSED : REM_E_CONNECT_FAILED;
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
+static void on_event(struct rem_transport *t, int what, void *arg)
 {
     struct rem_upconn *uc = arg;
-    if (what & BEV_EVENT_CONNECTED) {
-        int one = 1;
-        (void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (what & REM_TE_CONNECTED) {
         event_del(uc->timer);
         rem_hist_record(&uc->ep->cluster->metrics->connect_duration,
                         &uc->worker->mlayout->upstream_hist, rem_now_ns() - uc->connect_start_ns);
@@ -206,14 +196,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             rem_upool_release(uc, true);
         return;
     }
-    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
-        return;
     switch (uc->state) {
     case REM_UPCONN_CONNECTING:
         fail_stream(uc, connect_error(uc));
         break;
     case REM_UPCONN_ACTIVE:
-        if (what & BEV_EVENT_EOF) {
+        if (what & REM_TE_EOF) {
             /* Parse what is left first: a close-delimited body ends here. */
             rem_h1_up_process(uc);
             if (uc->state == REM_UPCONN_ACTIVE)
@@ -228,6 +216,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     }
 }
 
+static const struct rem_transport_cbs upconn_cbs = {
+    .on_read = on_read,
+    .on_drained = on_drained,
+    .on_event = on_event,
+};
+
 static struct rem_upconn *upconn_new(struct rem_endpoint *ep)
 {
     struct rem_worker *w = ep->cluster->worker;
@@ -239,17 +233,12 @@ static struct rem_upconn *upconn_new(struct rem_endpoint *ep)
     uc->state = REM_UPCONN_CLOSED;
     uc->timer = evtimer_new(w->base, on_timer, uc);
     uc->kick = event_new(w->base, -1, 0, on_kick, uc);
-    uc->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!uc->timer || !uc->kick || !uc->bev) {
-        if (uc->bev)
-            bufferevent_free(uc->bev);
+    uc->t.fd = -1;
+    uc->t.closed = true; /* until rem_transport_connect */
+    if (!uc->timer || !uc->kick) {
         upconn_free(&uc->reap);
         return NULL;
     }
-    uint64_t wm = w->cfg->limits.buffer_bytes;
-    bufferevent_setcb(uc->bev, on_read, on_write, on_event, uc);
-    bufferevent_setwatermark(uc->bev, EV_READ, 0, wm);
-    bufferevent_setwatermark(uc->bev, EV_WRITE, wm / 2, 0);
     rem_h1_up_init(uc);
     return uc;
 }
@@ -274,18 +263,15 @@ int rem_upool_connect(struct rem_endpoint *ep, struct rem_stream *s, struct rem_
     set_state(uc, REM_UPCONN_CONNECTING);
     uc->stream = s;
     uc->connect_start_ns = rem_now_ns();
-    if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&ep->addr.ss, (int)ep->addr.len) <
-        0) {
-        int err = EVUTIL_SOCKET_ERROR();
+    uint64_t wm = uc->worker->cfg->limits.buffer_bytes;
+    if (rem_transport_connect(&uc->t, uc->worker, (struct sockaddr *)&ep->addr.ss, ep->addr.len,
+                              &upconn_cbs, uc, wm, wm) < 0) {
         uc->stream = NULL;
-        REM_M_ADD(cl->metrics->connect_failures[err == ECONNREFUSED ? REM_CONNFAIL_REFUSED
-                                                                     : REM_CONNFAIL_ERROR],
-                  1);
+        REM_M_ADD(cl->metrics->connect_failures[REM_CONNFAIL_ERROR], 1);
         rem_upconn_close(uc);
-        return err == ECONNREFUSED ? -REM_E_CONNECT_REFUSED : -REM_E_CONNECT_FAILED;
+        return -REM_E_CONNECT_FAILED;
     }
     arm_timer(uc, cl->cfg->connect_timeout_ms);
-    bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
     *out = uc;
     return 0;
 }
@@ -310,8 +296,7 @@ void rem_upool_release(struct rem_upconn *uc, bool reusable)
         uc->stream->upconn = NULL;
         uc->stream = NULL;
     }
-    if (!reusable || uc->state != REM_UPCONN_ACTIVE ||
-        evbuffer_get_length(bufferevent_get_input(uc->bev)) > 0) {
+    if (!reusable || uc->state != REM_UPCONN_ACTIVE || evbuffer_get_length(uc->t.in) > 0) {
         rem_upconn_close(uc);
         return;
     }
@@ -320,7 +305,7 @@ void rem_upool_release(struct rem_upconn *uc, bool reusable)
     event_del(uc->kick);
     set_state(uc, REM_UPCONN_IDLE);
     /* Keep reading so that a close by the app is seen while idle, not on the next request. */
-    bufferevent_enable(uc->bev, EV_READ);
+    rem_transport_read(&uc->t, true);
     arm_timer(uc, uc->ep->cluster->cfg->idle_timeout_ms);
 }
 
@@ -339,5 +324,5 @@ void rem_upconn_resume(struct rem_upconn *uc)
 
 struct evbuffer *rem_upconn_output(struct rem_upconn *uc)
 {
-    return bufferevent_get_output(uc->bev);
+    return uc->t.out;
 }

@@ -12,9 +12,9 @@
 #include <llhttp.h>
 
 #include "error.h"
+#include "transport.h"
 #include "worker.h"
 
-struct bufferevent;
 struct event;
 struct rem_endpoint;
 struct rem_stream;
@@ -30,7 +30,7 @@ struct rem_upconn {
     TAILQ_ENTRY(rem_upconn) link; /* in endpoint->idle while IDLE */
     struct rem_worker *worker;    /* borrowed */
     struct rem_endpoint *ep;      /* borrowed: endpoints outlive their upconns */
-    struct bufferevent *bev;      /* owned */
+    struct rem_transport t;       /* owned */
     struct event *timer;          /* owned: connect / response / idle timeout */
     struct event *kick;           /* owned: resumes parsing outside callback stacks */
     enum rem_upconn_state state;

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "stream.h"
+#include "transport.h"
 #include "worker.h"
 
 #define REM_TICK_MS 500
@@ -103,6 +104,24 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_worker *w = arg;
+    rem_transport_flush_all(&w->flushq);
+}
+
+void rem_worker_flush_later(struct rem_worker *w, struct rem_transport *t)
+{
+    if (TAILQ_EMPTY(&w->flushq))
+        event_active(w->flush_ev, EV_TIMEOUT, 1);
+    TAILQ_INSERT_TAIL(&w->flushq, t, flush_link);
+}
+
+void rem_worker_flush_cancel(struct rem_worker *w, struct rem_transport *t)
+{
+    TAILQ_REMOVE(&w->flushq, t, flush_link);
+}
+
 void rem_worker_defer_free(struct rem_worker *w, struct rem_reap *r, void (*fn)(struct rem_reap *))
 {
     if (r->queued)
@@ -140,6 +159,7 @@ int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
     w->mlayout = ml;
     w->metrics = rem_metrics_shard_new(ml);
     TAILQ_INIT(&w->conns);
+    TAILQ_INIT(&w->flushq);
     if (getrandom(&w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng) || w->rng == 0)
         w->rng = (uint64_t)time(NULL) * 2654435761u + id + 1;
 
@@ -153,12 +173,13 @@ int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
     if (!w->base)
         goto fail;
     w->reap_ev = event_new(w->base, -1, 0, on_reap, w);
+    w->flush_ev = event_new(w->base, -1, 0, on_flush, w);
     w->mail_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->mail_fd < 0)
         goto fail;
     w->stop_ev = event_new(w->base, w->mail_fd, EV_READ | EV_PERSIST, on_mail, w);
     w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
-    if (!w->reap_ev || !w->stop_ev || !w->tick_ev)
+    if (!w->reap_ev || !w->flush_ev || !w->stop_ev || !w->tick_ev)
         goto fail;
     struct timeval tv = {0, REM_TICK_MS * 1000};
     event_add(w->tick_ev, &tv);
@@ -248,6 +269,8 @@ void rem_worker_dispose(struct rem_worker *w)
         on_reap(-1, 0, w);
     if (w->reap_ev)
         event_free(w->reap_ev);
+    if (w->flush_ev)
+        event_free(w->flush_ev);
     if (w->stop_ev)
         event_free(w->stop_ev);
     if (w->tick_ev)

@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "transport.h"
+
 struct event;
 struct event_base;
 struct rem_config;
@@ -46,13 +48,15 @@ struct rem_worker {
     int mail_fd;           /* eventfd: other threads' only way in */
     bool stop_requested;   /* atomic */
     struct event *tick_ev;
-    uint64_t rng;                    /* xorshift state for request ids */
-    uint64_t heartbeat_ms;           /* monotonic ms of the last tick; atomic */
-    TAILQ_HEAD(, rem_conn) conns;    /* every open downstream conn */
-    struct rem_stream *free_streams; /* freelist, keeps head arenas warm */
+    uint64_t rng;                     /* xorshift state for request ids */
+    uint64_t heartbeat_ms;            /* monotonic ms of the last tick; atomic */
+    TAILQ_HEAD(, rem_conn) conns;     /* every open downstream conn */
+    struct rem_transport_list flushq; /* transports with output to write this iteration */
+    struct event *flush_ev;           /* writes flushq at the end of the loop iteration */
+    struct rem_stream *free_streams;  /* freelist, keeps head arenas warm */
     size_t n_free_streams;
     const struct rem_metrics_layout *mlayout; /* borrowed: the generation's metric layout */
-    struct rem_metrics_shard *metrics; /* owned: written only by this worker */
+    struct rem_metrics_shard *metrics;        /* owned: written only by this worker */
 };
 
 /* Number of workers for `workers: auto`: the CPUs in the affinity mask, capped by the cgroup
@@ -75,8 +79,12 @@ void rem_worker_dispose(struct rem_worker *w);
 /* Queues r to be freed by fn once the current callbacks have returned. Idempotent. */
 void rem_worker_defer_free(struct rem_worker *w, struct rem_reap *r, void (*fn)(struct rem_reap *));
 
+/* Queues t to be written once the current callbacks are done; cancel takes it off again. */
+struct rem_transport;
+void rem_worker_flush_later(struct rem_worker *w, struct rem_transport *t);
+void rem_worker_flush_cancel(struct rem_worker *w, struct rem_transport *t);
+
 uint64_t rem_now_ms(void);
 uint64_t rem_now_ns(void); /* CLOCK_MONOTONIC */
-
 
 #endif

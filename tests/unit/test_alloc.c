@@ -33,9 +33,9 @@ static struct rem_config *fifty_routes(void)
     char yaml[8192];
     size_t n = (size_t)snprintf(yaml, sizeof(yaml), "routes:\n");
     for (int i = 0; i < 50; i++)
-        n += (size_t)snprintf(yaml + n, sizeof(yaml) - n,
-                              "  - { name: r%d, match: { path_prefix: \"/r%d/\" }, upstream: app }\n",
-                              i, i);
+        n += (size_t)snprintf(
+            yaml + n, sizeof(yaml) - n,
+            "  - { name: r%d, match: { path_prefix: \"/r%d/\" }, upstream: app }\n", i, i);
     struct rem_config_diag diag = {0};
     struct rem_config *cfg = rem_config_load_string(yaml, "t.yaml", &diag);
     assert_non_null(cfg);
