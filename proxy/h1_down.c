@@ -291,7 +291,7 @@ int rem_h1_down_write_body(struct rem_conn *c, struct rem_stream *s, const char 
     int rc = 0;
     if (n == 0 || s->head_request)
         return 0;
-    if (s->down_chunked && evbuffer_add_printf(out, "%zx\r\n", n) < 0)
+    if (s->down_chunked && rem_http_chunk_header(out, n) < 0)
         rc = -REM_E_NOMEM;
     else if (evbuffer_add(out, p, n) < 0)
         rc = -REM_E_NOMEM;

@@ -171,7 +171,7 @@ int rem_h1_up_write_body(struct rem_upconn *uc, struct rem_stream *s, const char
     if (n == 0)
         return 0;
     rem_transport_flush_later(&uc->t);
-    if (s->req_chunked && evbuffer_add_printf(out, "%zx\r\n", n) < 0)
+    if (s->req_chunked && rem_http_chunk_header(out, n) < 0)
         return -REM_E_NOMEM;
     if (evbuffer_add(out, p, n) < 0)
         return -REM_E_NOMEM;

@@ -392,6 +392,30 @@ void rem_http_request_id(char out[37], uint64_t *state)
 
 /* ---- serialization ------------------------------------------------------------------------ */
 
+/* Decimal digits of v at the end of buf[24]; returns the start. No printf on the hot path. */
+static char *fmt_u64(char buf[24], uint64_t v)
+{
+    char *p = buf + 24;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return p;
+}
+
+int rem_http_chunk_header(struct evbuffer *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    char buf[20], *p = buf + sizeof(buf);
+    *--p = '\n';
+    *--p = '\r';
+    do {
+        *--p = hex[n & 15];
+        n >>= 4;
+    } while (n);
+    return evbuffer_add(out, p, (size_t)(buf + sizeof(buf) - p)) < 0 ? -REM_E_NOMEM : 0;
+}
+
 struct wbuf {
     char *p;
     size_t len, cap;
@@ -522,9 +546,10 @@ int rem_http_write_request(struct evbuffer *out, const struct rem_head *req,
     if (fwd->chunked) {
         w_str(&w, "Transfer-Encoding: chunked\r\n");
     } else if (fwd->content_length >= 0) {
-        char b[40];
-        int n = snprintf(b, sizeof(b), "Content-Length: %" PRId64 "\r\n", fwd->content_length);
-        w_put(&w, b, (size_t)n);
+        char b[24], *d = fmt_u64(b, (uint64_t)fwd->content_length);
+        w_str(&w, "Content-Length: ");
+        w_put(&w, d, (size_t)(b + sizeof(b) - d));
+        w_put(&w, "\r\n", 2);
     }
     w_put(&w, "\r\n", 2);
     return w_commit(out, &w, &iov);
@@ -540,9 +565,12 @@ int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
     if (rc < 0)
         return rc;
 
-    char line[32];
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %03d ", resp->status);
-    w_put(&w, line, (size_t)n);
+    char line[16] = "HTTP/1.1 000 ";
+    int st = resp->status > 0 && resp->status < 1000 ? resp->status : 0;
+    line[9] = (char)('0' + st / 100);
+    line[10] = (char)('0' + st / 10 % 10);
+    line[11] = (char)('0' + st % 10);
+    w_put(&w, line, 13);
     if (resp->span_len[REM_SPAN_REASON])
         w_put(&w, rem_head_ptr(resp, resp->span_off[REM_SPAN_REASON]),
               resp->span_len[REM_SPAN_REASON]);
@@ -570,9 +598,10 @@ int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
     if (fwd->chunked) {
         w_str(&w, "Transfer-Encoding: chunked\r\n");
     } else if (fwd->content_length >= 0) {
-        char b[40];
-        n = snprintf(b, sizeof(b), "Content-Length: %" PRId64 "\r\n", fwd->content_length);
-        w_put(&w, b, (size_t)n);
+        char b[24], *d = fmt_u64(b, (uint64_t)fwd->content_length);
+        w_str(&w, "Content-Length: ");
+        w_put(&w, d, (size_t)(b + sizeof(b) - d));
+        w_put(&w, "\r\n", 2);
     }
     if (fwd->conn_close)
         w_str(&w, "Connection: close\r\n");

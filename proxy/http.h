@@ -140,4 +140,7 @@ int rem_http_write_error(struct evbuffer *out, int status, const char *reason,
 
 const char *rem_http_reason(int status);
 
+/* Appends a chunk-size line ("1f4\r\n", RFC 9112 7.1) for n bytes. 0 or -REM_E_NOMEM. */
+int rem_http_chunk_header(struct evbuffer *out, size_t n);
+
 #endif
