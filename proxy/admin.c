@@ -22,6 +22,7 @@
 #include <llhttp.h>
 
 #include "rem_build.h"
+#include "rem_commit.h"
 #include "admin.h"
 #include "config.h"
 #include "error.h"

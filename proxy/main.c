@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "rem_build.h"
+#include "rem_commit.h"
 #include "admin.h"
 #include "config.h"
 #include "error.h"
