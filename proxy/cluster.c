@@ -25,6 +25,20 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_u
     c->max_connections = cfg->max_connections / (n_workers ? n_workers : 1);
     if (c->max_connections == 0)
         c->max_connections = 1;
+    /* Admission shares: for HTTP/1 a request in flight holds a connection, so the effective
+     * limit is min(max_requests, max_connections). */
+    unsigned nw = n_workers ? n_workers : 1;
+    uint32_t lim = cfg->max_requests;
+    if (cfg->protocol == REM_PROTO_HTTP1 && cfg->max_connections < lim)
+        lim = cfg->max_connections;
+    uint32_t lim_share = lim / nw ? lim / nw : 1;
+    uint32_t pend_share =
+        cfg->max_pending ? (cfg->max_pending / nw ? cfg->max_pending / nw : 1) : 0;
+    if (rem_admit_init(&c->admit, w, c->metrics, lim_share, pend_share, cfg->queue_timeout_ms) <
+        0) {
+        rem_cluster_free(c);
+        return NULL;
+    }
     c->endpoints = rem_xcalloc(cfg->n_endpoints, sizeof(*c->endpoints));
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
         struct rem_endpoint *ep = &c->endpoints[c->n_endpoints];
@@ -59,6 +73,7 @@ void rem_cluster_free(struct rem_cluster *c)
         while ((uc = TAILQ_FIRST(&ep->busy)) != NULL)
             rem_upconn_close(uc);
     }
+    rem_admit_dispose(&c->admit);
     free(c->endpoints);
     free(c);
 }

@@ -10,6 +10,7 @@
 #include <sys/queue.h>
 
 #include "config.h"
+#include "queue.h"
 
 struct rem_worker;
 struct rem_upconn;
@@ -36,6 +37,7 @@ struct rem_cluster {
     size_t n_endpoints;
     size_t rr;                /* round-robin cursor */
     unsigned max_connections; /* this worker's share of cfg->max_connections */
+    struct rem_admit admit;   /* owned: admission of requests to this upstream */
     unsigned n_conns;         /* idle + active over all endpoints */
 };
 

@@ -136,6 +136,10 @@ void rem_config_fill_defaults(struct rem_config *cfg)
         u->connect_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
         u->idle_timeout_ms = REM_DEF_IDLE_TIMEOUT_MS;
         u->max_connections = REM_DEF_MAX_CONNECTIONS;
+        u->max_requests = REM_DEF_MAX_REQUESTS;
+        u->max_pending = REM_DEF_MAX_PENDING;
+        u->queue_timeout_ms = u->connect_timeout_ms;
+        u->adaptive = false;
         u->health_check.interval_ms = REM_DEF_HC_INTERVAL_MS;
         u->health_check.timeout_ms = REM_DEF_HC_TIMEOUT_MS;
         u->health_check.rise = REM_DEF_HC_RISE;
@@ -153,6 +157,8 @@ void rem_config_fill_defaults(struct rem_config *cfg)
         r->upstream = rem_xstrdup(cfg->upstreams[0].name);
         r->upstream_idx = 0;
         r->timeout_ms = REM_DEF_ROUTE_TIMEOUT_MS;
+        r->max_requests = 0;
+        r->max_pending = REM_DEF_MAX_PENDING;
     }
 }
 

@@ -28,6 +28,8 @@
 #define REM_DEF_REQUEST_HEADER_TIMEOUT_MS 10000
 #define REM_DEF_BUFFER_BYTES ((uint64_t)64 * 1024)
 
+#define REM_DEF_MAX_REQUESTS 1024
+#define REM_DEF_MAX_PENDING 1024
 #define REM_DEF_HC_INTERVAL_MS 1000
 #define REM_DEF_HC_TIMEOUT_MS 1000
 #define REM_DEF_HC_RISE 2
@@ -68,6 +70,7 @@ struct rem_cfg_listener {
     char *name;
     char *address; /* as written, for logs */
     struct rem_sockaddr addr;
+    uint32_t max_connections; /* 0: derived at start from RLIMIT_NOFILE and the memory limit */
 };
 
 /* An upstream endpoint as configured: host may be a name (resolved later by dns) or a
@@ -101,6 +104,10 @@ struct rem_cfg_upstream {
     uint64_t connect_timeout_ms;
     uint64_t idle_timeout_ms;
     uint32_t max_connections;
+    uint32_t max_requests; /* in flight to the upstream, default REM_DEF_MAX_REQUESTS */
+    uint32_t max_pending;  /* waiting for a slot (FIFO), default REM_DEF_MAX_PENDING; 0 allowed */
+    uint64_t queue_timeout_ms; /* default: connect_timeout_ms */
+    bool adaptive;             /* gradient concurrency limiter below max_requests */
     struct rem_cfg_health_check health_check;
 };
 
@@ -117,6 +124,8 @@ struct rem_cfg_route {
     size_t upstream_idx; /* index into rem_config.upstreams, resolved at load */
     uint64_t timeout_ms; /* how long the upstream may stay silent while a response is due */
     struct rem_cfg_buckets buckets; /* n == 0: metrics.buckets */
+    uint32_t max_requests;          /* 0: no per-route limit */
+    uint32_t max_pending;           /* with max_requests; default REM_DEF_MAX_PENDING */
 };
 
 struct rem_cfg_limits {

@@ -26,6 +26,10 @@
  * this bounds the work to a linear multiple of what an alias-free file could ask for. */
 #define MAX_STEPS (1u << 20)
 #define MAX_WORKERS 1024
+/* Ceiling of every admission limit (connections, requests in flight, queue slots): far beyond
+ * what a sidecar's descriptors and memory allow, so a larger value is a typo, and small enough
+ * that sums of these counts stay well inside 32 bits. */
+#define MAX_ADMISSION (1u << 24)
 #define NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 
 struct ctx {
@@ -689,7 +693,7 @@ static void parse_address(struct ctx *c, yaml_node_t *node, struct rem_cfg_liste
 
 static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
-    enum { F_NAME, F_ADDRESS, F_N };
+    enum { F_NAME, F_ADDRESS, F_MAXCONN, F_N };
     yaml_node_item_t *items;
     struct entry *names = NULL;
     size_t n, n_names = 0;
@@ -707,9 +711,14 @@ static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config 
     c->listener_addr = rem_xcalloc(n, sizeof(*c->listener_addr));
     names = rem_xcalloc(n, sizeof(*names));
     for (size_t i = 0; i < n; i++) {
-        struct field f[F_N] = {[F_NAME] = {.key = "name"}, [F_ADDRESS] = {.key = "address"}};
+        struct field f[F_N] = {
+            [F_NAME] = {.key = "name"},
+            [F_ADDRESS] = {.key = "address"},
+            [F_MAXCONN] = {.key = "max_connections"},
+        };
         struct rem_cfg_listener *l = &cfg->listeners[cfg->n_listeners++];
         yaml_node_t *item = node_at(c, items[i]);
+        uint64_t v;
 
         if (item == NULL || !budget(c, item))
             break;
@@ -725,6 +734,10 @@ static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config 
             parse_address(c, f[F_ADDRESS].val, l);
             c->listener_addr[i] = f[F_ADDRESS].val;
         }
+        /* Left out, it stays 0: main derives it from RLIMIT_NOFILE and the memory limit. */
+        if (f[F_MAXCONN].val != NULL &&
+            get_uint(c, f[F_MAXCONN].val, "max_connections", 1, MAX_ADMISSION, &v) == 0)
+            l->max_connections = (uint32_t)v;
     }
     check_dup_names(c, names, n_names, "listener");
     free(names);
@@ -835,7 +848,20 @@ static void parse_health_check(struct ctx *c, yaml_node_t *node, struct rem_cfg_
 
 static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
-    enum { F_NAME, F_ENDPOINTS, F_PROTOCOL, F_CONNECT, F_IDLE, F_MAXCONN, F_HEALTH, F_N };
+    enum {
+        F_NAME,
+        F_ENDPOINTS,
+        F_PROTOCOL,
+        F_CONNECT,
+        F_IDLE,
+        F_MAXCONN,
+        F_MAXREQ,
+        F_MAXPEND,
+        F_QUEUE_TIMEOUT,
+        F_ADAPTIVE,
+        F_HEALTH,
+        F_N
+    };
     static const char *const protocols[] = {"http1", "h2c", "h2", NULL};
     yaml_node_item_t *items;
     struct entry *names = NULL;
@@ -854,9 +880,16 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
     names = rem_xcalloc(n, sizeof(*names));
     for (size_t i = 0; i < n; i++) {
         struct field f[F_N] = {
-            [F_NAME] = {.key = "name"},           [F_ENDPOINTS] = {.key = "endpoints"},
-            [F_PROTOCOL] = {.key = "protocol"},   [F_CONNECT] = {.key = "connect_timeout"},
-            [F_IDLE] = {.key = "idle_timeout"},   [F_MAXCONN] = {.key = "max_connections"},
+            [F_NAME] = {.key = "name"},
+            [F_ENDPOINTS] = {.key = "endpoints"},
+            [F_PROTOCOL] = {.key = "protocol"},
+            [F_CONNECT] = {.key = "connect_timeout"},
+            [F_IDLE] = {.key = "idle_timeout"},
+            [F_MAXCONN] = {.key = "max_connections"},
+            [F_MAXREQ] = {.key = "max_requests"},
+            [F_MAXPEND] = {.key = "max_pending"},
+            [F_QUEUE_TIMEOUT] = {.key = "queue_timeout"},
+            [F_ADAPTIVE] = {.key = "adaptive"},
             [F_HEALTH] = {.key = "health_check"},
         };
         struct rem_cfg_upstream *u = &cfg->upstreams[cfg->n_upstreams++];
@@ -868,6 +901,10 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
         u->connect_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
         u->idle_timeout_ms = REM_DEF_IDLE_TIMEOUT_MS;
         u->max_connections = REM_DEF_MAX_CONNECTIONS;
+        u->max_requests = REM_DEF_MAX_REQUESTS;
+        u->max_pending = REM_DEF_MAX_PENDING;
+        u->queue_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
+        u->adaptive = false;
         u->health_check.interval_ms = REM_DEF_HC_INTERVAL_MS;
         u->health_check.timeout_ms = REM_DEF_HC_TIMEOUT_MS;
         u->health_check.rise = REM_DEF_HC_RISE;
@@ -892,6 +929,22 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
         if (f[F_MAXCONN].val != NULL &&
             get_uint(c, f[F_MAXCONN].val, "max_connections", 1, UINT32_MAX, &v) == 0)
             u->max_connections = (uint32_t)v;
+        if (f[F_MAXREQ].val != NULL &&
+            get_uint(c, f[F_MAXREQ].val, "max_requests", 1, MAX_ADMISSION, &v) == 0)
+            u->max_requests = (uint32_t)v;
+        if (f[F_MAXPEND].val != NULL &&
+            get_uint(c, f[F_MAXPEND].val, "max_pending", 0, MAX_ADMISSION, &v) == 0)
+            u->max_pending = (uint32_t)v;
+        /* A queued request waits for a slot much as a connect waits for the endpoint, so it
+         * may by default wait as long. connect_timeout 0 means no connect timeout, but a queue
+         * wait must always end: the built-in connect timeout then stands in. */
+        if (f[F_QUEUE_TIMEOUT].val != NULL)
+            (void)get_duration(c, f[F_QUEUE_TIMEOUT].val, "queue_timeout", true,
+                               &u->queue_timeout_ms);
+        else if (u->connect_timeout_ms != 0)
+            u->queue_timeout_ms = u->connect_timeout_ms;
+        if (f[F_ADAPTIVE].val != NULL)
+            (void)get_bool(c, f[F_ADAPTIVE].val, "adaptive", &u->adaptive);
         if (f[F_HEALTH].val != NULL)
             parse_health_check(c, f[F_HEALTH].val, &u->health_check);
     }
@@ -1121,7 +1174,7 @@ static void parse_buckets(struct ctx *c, yaml_node_t *node, struct rem_cfg_bucke
 
 static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
-    enum { F_NAME, F_MATCH, F_UPSTREAM, F_TIMEOUT, F_BUCKETS, F_N };
+    enum { F_NAME, F_MATCH, F_UPSTREAM, F_TIMEOUT, F_BUCKETS, F_MAXREQ, F_MAXPEND, F_N };
     yaml_node_item_t *items;
     struct entry *names = NULL;
     size_t n, n_names = 0;
@@ -1139,14 +1192,17 @@ static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cf
     names = rem_xcalloc(n, sizeof(*names));
     for (size_t i = 0; i < n; i++) {
         struct field f[F_N] = {
-            [F_NAME] = {.key = "name"},         [F_MATCH] = {.key = "match"},
-            [F_UPSTREAM] = {.key = "upstream"}, [F_TIMEOUT] = {.key = "timeout"},
-            [F_BUCKETS] = {.key = "buckets"},
+            [F_NAME] = {.key = "name"},           [F_MATCH] = {.key = "match"},
+            [F_UPSTREAM] = {.key = "upstream"},   [F_TIMEOUT] = {.key = "timeout"},
+            [F_BUCKETS] = {.key = "buckets"},     [F_MAXREQ] = {.key = "max_requests"},
+            [F_MAXPEND] = {.key = "max_pending"},
         };
         struct rem_cfg_route *r = &cfg->routes[cfg->n_routes++];
         yaml_node_t *item = node_at(c, items[i]);
+        uint64_t v;
 
         r->timeout_ms = REM_DEF_ROUTE_TIMEOUT_MS;
+        r->max_pending = REM_DEF_MAX_PENDING;
         if (item == NULL || !budget(c, item))
             break;
         if (!map_fields(c, item, "a route", "in route", f, F_N))
@@ -1165,6 +1221,18 @@ static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cf
             (void)get_duration(c, f[F_TIMEOUT].val, "timeout", false, &r->timeout_ms);
         if (f[F_BUCKETS].val != NULL)
             parse_buckets(c, f[F_BUCKETS].val, &r->buckets);
+        /* max_requests left out means no route limit (0); a queue length without it would
+         * bound a queue that never forms, so it is refused rather than ignored. */
+        if (f[F_MAXREQ].val != NULL &&
+            get_uint(c, f[F_MAXREQ].val, "max_requests", 1, MAX_ADMISSION, &v) == 0)
+            r->max_requests = (uint32_t)v;
+        if (f[F_MAXPEND].val != NULL) {
+            if (f[F_MAXREQ].val == NULL)
+                errorf(c, f[F_MAXPEND].key_node,
+                       "\"max_pending\" on a route needs \"max_requests\"");
+            if (get_uint(c, f[F_MAXPEND].val, "max_pending", 0, MAX_ADMISSION, &v) == 0)
+                r->max_pending = (uint32_t)v;
+        }
     }
     check_dup_names(c, names, n_names, "route");
     free(names);

@@ -19,6 +19,7 @@
 #include "conn.h"
 #include "error.h"
 #include "h1_down.h"
+#include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "stream.h"
@@ -90,6 +91,7 @@ void rem_conn_close(struct rem_conn *c)
     event_del(c->timer);
     event_del(c->kick);
     TAILQ_REMOVE(&c->worker->conns, c, link);
+    rem_listener_conn_closed(c->listener);
     REM_M_ADD(c->worker->metrics->downstream_connections, -1);
     rem_worker_defer_free(c->worker, &c->reap, conn_free);
 }
@@ -200,7 +202,10 @@ static void on_drained(struct rem_transport *t, void *arg)
 static void on_event(struct rem_transport *t, int what, void *arg)
 {
     struct rem_conn *c = arg;
-    if ((what & REM_TE_EOF) && c->state == REM_CONN_ACTIVE && c->stream && c->stream->req_done) {
+    /* A complete request whose client half-closes is still answered; one that is only waiting
+     * in the admission queue is dropped at once (a client that leaves leaves no entry). */
+    if ((what & REM_TE_EOF) && c->state == REM_CONN_ACTIVE && c->stream && c->stream->req_done &&
+        c->stream->state != REM_STREAM_QUEUED) {
         /* Half-close after a complete request: answer it, then close. */
         c->eof = true;
         c->stream->down_close = true;
@@ -215,15 +220,18 @@ static const struct rem_transport_cbs conn_cbs = {
     .on_event = on_event,
 };
 
-void rem_conn_accept(struct rem_worker *w, const struct rem_cfg_listener *lcfg, int fd,
-                     const struct sockaddr *sa, socklen_t salen)
+void rem_conn_accept(struct rem_worker *w, struct rem_listener *l,
+                     const struct rem_cfg_listener *lcfg, int fd, const struct sockaddr *sa,
+                     socklen_t salen)
 {
     struct rem_conn *c = calloc(1, sizeof(*c));
     int one = 1;
     if (!c) {
         close(fd);
+        rem_listener_conn_closed(l);
         return;
     }
+    c->listener = l;
     c->t.fd = -1;
     c->t.closed = true; /* until rem_transport_init */
     c->worker = w;
@@ -243,6 +251,7 @@ void rem_conn_accept(struct rem_worker *w, const struct rem_cfg_listener *lcfg, 
         if (!c->t.in && !c->t.closed)
             close(fd);
         conn_free(&c->reap);
+        rem_listener_conn_closed(l);
         rem_log_error("conn: out of memory accepting a connection");
         return;
     }

@@ -20,6 +20,7 @@ struct event;
 struct rem_cfg_listener;
 struct rem_config;
 struct rem_stream;
+struct rem_listener;
 
 enum rem_conn_state {
     REM_CONN_IDLE = 0, /* between requests: client_idle_timeout runs */
@@ -39,6 +40,7 @@ enum {
 struct rem_conn {
     struct rem_worker *worker;           /* borrowed */
     const struct rem_cfg_listener *lcfg; /* borrowed from cfg */
+    struct rem_listener *listener;       /* borrowed: told when the conn closes */
     struct rem_config *cfg;              /* a reference: the generation this conn started on */
     struct rem_transport t;              /* owned: the socket and its two buffers */
     struct event *timer;                 /* owned: idle / header timeout */
@@ -62,8 +64,9 @@ struct rem_conn {
 };
 
 /* Takes ownership of an accepted fd; on failure closes it. Never fails loudly: logs. */
-void rem_conn_accept(struct rem_worker *w, const struct rem_cfg_listener *lcfg, int fd,
-                     const struct sockaddr *sa, socklen_t salen);
+void rem_conn_accept(struct rem_worker *w, struct rem_listener *l,
+                     const struct rem_cfg_listener *lcfg, int fd, const struct sockaddr *sa,
+                     socklen_t salen);
 
 /* Closes the conn now (queued output is dropped). Safe from inside any callback: the
  * memory is freed by the reaper. Idempotent. */

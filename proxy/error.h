@@ -32,6 +32,8 @@
     X(CONNECT_TIMEOUT, 504, "sC", "connect_timeout")                                               \
     X(NO_ENDPOINT, 503, "PC", "no_endpoint")                                                       \
     X(UPSTREAM_OVERFLOW, 503, "RC", "upstream_overflow")                                           \
+    X(QUEUE_FULL, 503, "RQ", "queue_full")                                                         \
+    X(QUEUE_TIMEOUT, 503, "sQ", "queue_timeout")                                                   \
     X(UPSTREAM_RESET, 502, "SH", "upstream_reset")                                                 \
     X(UPSTREAM_TIMEOUT, 504, "sH", "upstream_timeout")                                             \
     X(BAD_RESPONSE, 502, "SH", "bad_response")                                                     \

@@ -316,7 +316,8 @@ int rem_h1_down_write_error(struct rem_conn *c, struct rem_stream *s, enum rem_e
     return counted(c, s, before,
                    rem_http_write_error(out, rem_err_status(e), rem_err_label(e), s ? s->rid : NULL,
                                         s ? s->rid_len : 0, s ? s->down_close : true,
-                                        s && s->head_request));
+                                        s && s->head_request,
+                                        e == REM_E_QUEUE_FULL || e == REM_E_QUEUE_TIMEOUT));
 }
 
 int rem_h1_down_write_continue(struct rem_conn *c)

@@ -613,25 +613,25 @@ int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
 
 int rem_http_write_error(struct evbuffer *out, int status, const char *reason,
                          const char *request_id, size_t request_id_len, bool conn_close,
-                         bool head_request)
+                         bool head_request, bool retry_after)
 {
     char body[160];
     int blen = snprintf(body, sizeof(body), "remora: %d %s (%s)\n", status, rem_http_reason(status),
                         reason);
     if (blen < 0 || (size_t)blen >= sizeof(body))
         blen = (int)sizeof(body) - 1;
-    int rc = evbuffer_add_printf(out,
-                                 "HTTP/1.1 %03d %s\r\n"
-                                 "Content-Type: text/plain\r\n"
-                                 "Content-Length: %d\r\n"
-                                 "x-remora-error: %s\r\n"
-                                 "%s%.*s%s"
-                                 "%s"
-                                 "\r\n",
-                                 status, rem_http_reason(status), blen, reason,
-                                 request_id ? "X-Request-Id: " : "", (int)request_id_len,
-                                 request_id ? request_id : "", request_id ? "\r\n" : "",
-                                 conn_close ? "Connection: close\r\n" : "");
+    int rc = evbuffer_add_printf(
+        out,
+        "HTTP/1.1 %03d %s\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Length: %d\r\n"
+        "x-remora-error: %s\r\n"
+        "%s%.*s%s"
+        "%s%s"
+        "\r\n",
+        status, rem_http_reason(status), blen, reason, request_id ? "X-Request-Id: " : "",
+        (int)request_id_len, request_id ? request_id : "", request_id ? "\r\n" : "",
+        retry_after ? "Retry-After: 1\r\n" : "", conn_close ? "Connection: close\r\n" : "");
     if (rc < 0)
         return -REM_E_NOMEM;
     if (!head_request && evbuffer_add(out, body, (size_t)blen) < 0)

@@ -136,7 +136,7 @@ int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
 /* Serializes remora's own error response: status, x-remora-error, a short text body. */
 int rem_http_write_error(struct evbuffer *out, int status, const char *reason,
                          const char *request_id, size_t request_id_len, bool conn_close,
-                         bool head_request);
+                         bool head_request, bool retry_after);
 
 const char *rem_http_reason(int status);
 

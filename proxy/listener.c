@@ -28,19 +28,38 @@ struct rem_listener {
     const struct rem_cfg_listener *cfg; /* borrowed from the worker's generation */
     struct evconnlistener *evl;         /* owned, closes the fd */
     struct event *resume_ev;            /* owned */
+    uint32_t n_conns;                   /* open conns accepted here */
+    uint32_t limit;                     /* this worker's share of max_connections */
+    bool full;                          /* accepting paused at the limit */
 };
 
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
     struct rem_listener *l = arg;
-    rem_conn_accept(l->worker, l->cfg, fd, sa, (socklen_t)salen);
+    l->n_conns++;
+    if (l->n_conns >= l->limit && !l->full) {
+        /* At the limit: the kernel backlog holds new connections until some close. */
+        l->full = true;
+        evconnlistener_disable(evl);
+    }
+    rem_conn_accept(l->worker, l, l->cfg, fd, sa, (socklen_t)salen);
+}
+
+void rem_listener_conn_closed(struct rem_listener *l)
+{
+    l->n_conns--;
+    if (l->full && l->n_conns < l->limit) {
+        l->full = false;
+        evconnlistener_enable(l->evl);
+    }
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_listener *l = arg;
-    evconnlistener_enable(l->evl);
+    if (!l->full)
+        evconnlistener_enable(l->evl);
 }
 
 static void on_accept_error(struct evconnlistener *evl, void *arg)
@@ -62,6 +81,8 @@ struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg
     int fd = -1, one = 1;
     l->worker = w;
     l->cfg = cfg;
+    unsigned nw = w->cfg->workers ? w->cfg->workers : 1;
+    l->limit = cfg->max_connections / nw ? cfg->max_connections / nw : 1;
 
     if (*port) {
         if (a.ss.ss_family == AF_INET6)

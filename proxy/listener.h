@@ -18,4 +18,7 @@ struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg
                                       uint16_t *port);
 void rem_listener_free(struct rem_listener *l);
 
+/* A conn accepted by l closed: accepting resumes if it had paused at max_connections. */
+void rem_listener_conn_closed(struct rem_listener *l);
+
 #endif

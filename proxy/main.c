@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -96,6 +97,61 @@ static int resolve_endpoints(struct rem_config *cfg)
     return 0;
 }
 
+/* cgroup v2 memory.max of this process, 0 when unlimited or unknown. */
+static uint64_t memory_limit(void)
+{
+    char path[512] = "/sys/fs/cgroup/memory.max", line[400];
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (f) {
+        while (fgets(line, sizeof(line), f))
+            if (strncmp(line, "0::", 3) == 0) {
+                line[strcspn(line, "\n")] = '\0';
+                snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", line + 3);
+            }
+        fclose(f);
+    }
+    uint64_t v = 0;
+    f = fopen(path, "re");
+    if (f) {
+        char buf[32] = "";
+        if (fgets(buf, sizeof(buf), f) && strncmp(buf, "max", 3) != 0)
+            v = strtoull(buf, NULL, 10);
+        fclose(f);
+    }
+    return v;
+}
+
+/* Listener max_connections when not configured (docs/memory.md): each connection may pair
+ * with an upstream connection (2 fds), and must fit the memory limit at its worst case
+ * (4 buffers of buffer_bytes, request and response heads). */
+static void derive_max_connections(struct rem_config *cfg)
+{
+    struct rlimit rl;
+    uint64_t by_fd = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 128)
+        by_fd = (rl.rlim_cur - 64) / 2;
+    else if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY)
+        by_fd = 1u << 20;
+    uint64_t per_conn = 4 * cfg->limits.buffer_bytes + 2 * cfg->limits.max_header_bytes + 4096;
+    uint64_t mem = memory_limit(), by_mem = UINT64_MAX;
+    const uint64_t reserve = 16u << 20; /* binary, metrics, queues, allocator slack */
+    if (mem)
+        by_mem = mem > reserve ? (mem - reserve) / per_conn : 16;
+    uint64_t n = by_fd < by_mem ? by_fd : by_mem;
+    if (n < 16)
+        n = 16;
+    if (n > (1u << 24))
+        n = 1u << 24;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (cfg->listeners[i].max_connections == 0) {
+            cfg->listeners[i].max_connections = (uint32_t)n;
+            rem_log_info("listener %s: max_connections %llu (RLIMIT_NOFILE bound %llu, memory "
+                         "bound %s)",
+                         cfg->listeners[i].name, (unsigned long long)n, (unsigned long long)by_fd,
+                         mem ? "from cgroup memory.max" : "none");
+        }
+}
+
 static unsigned worker_count(const struct rem_config *cfg)
 {
     const char *env = getenv("REMORA_WORKERS");
@@ -172,6 +228,7 @@ int main(int argc, char **argv)
         return 1;
     }
     cfg->workers = worker_count(cfg); /* resolved before the generation is shared */
+    derive_max_connections(cfg);
 
     int rc = 1;
     struct event_base *base = event_base_new();

@@ -23,6 +23,7 @@
 
 static const char *const code_label[REM_CODE__N] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
 static const char *const connfail_label[REM_CONNFAIL__N] = {"refused", "timeout", "error"};
+static const char *const reject_label[REM_REJECT__N] = {"queue_full", "queue_timeout"};
 
 char *rem_metrics_escape_label(const char *v)
 {
@@ -442,6 +443,22 @@ static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
         }
     }
 
+    static const char rej[] = "remora_requests_rejected_total";
+    rb_family(b, rej, "counter", "Requests refused by admission control, by route and reason.");
+    for (size_t r = 0; r < l->n_routes; r++) {
+        for (int k = 0; k < REM_REJECT__N; k++) {
+            uint64_t v = 0;
+            for (size_t s = 0; s < n_shards; s++)
+                v += LOAD(shards[s]->routes[r].rejected[k]);
+            if (!v && r + 1 == l->n_routes)
+                continue; /* the unmatched route is never admitted or refused */
+            labels = labels2(&lb, "route", l->route_label[r], "reason", reject_label[k]);
+            rb_series(b, rej, NULL, labels);
+            rb_u64(b, v);
+            rb_put(b, "\n", 1);
+        }
+    }
+
     static const struct {
         const char *name, *type, *help;
         size_t off;
@@ -496,8 +513,11 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
          offsetof(struct rem_upstream_metrics, response_duration)},
         {"remora_upstream_connect_duration_seconds", "Time to establish upstream connections.",
          offsetof(struct rem_upstream_metrics, connect_duration)},
+        {"remora_queue_wait_duration_seconds",
+         "Time requests waited in the admission queue (admitted or timed out).",
+         offsetof(struct rem_upstream_metrics, queue_wait)},
     };
-    for (size_t k = 0; k < 2; k++) {
+    for (size_t k = 0; k < sizeof(hists) / sizeof(hists[0]); k++) {
         rb_family(b, hists[k].name, "histogram", hists[k].help);
         for (size_t u = 0; u < l->n_upstreams; u++) {
             memset(h, 0, sizeof(*h));
@@ -527,6 +547,30 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
         rb_series(b, conns, NULL, labels);
         rb_i64(b, idle);
         rb_put(b, "\n", 1);
+    }
+
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } gauges[] = {
+        {"remora_upstream_pending_requests", "Requests waiting in the admission queue.",
+         offsetof(struct rem_upstream_metrics, pending)},
+        {"remora_upstream_requests_in_flight", "Requests holding an admission slot.",
+         offsetof(struct rem_upstream_metrics, in_flight)},
+        {"remora_upstream_concurrency_limit", "Current admission limit (requests in flight).",
+         offsetof(struct rem_upstream_metrics, concurrency_limit)},
+    };
+    for (size_t k = 0; k < sizeof(gauges) / sizeof(gauges[0]); k++) {
+        rb_family(b, gauges[k].name, "gauge", gauges[k].help);
+        for (size_t u = 0; u < l->n_upstreams; u++) {
+            int64_t v = 0;
+            for (size_t s = 0; s < n_shards; s++)
+                v += LOAD(*(int64_t *)((char *)&shards[s]->upstreams[u] + gauges[k].off));
+            labels = labels2(&lb, "upstream", l->upstream_label[u], NULL, NULL);
+            rb_series(b, gauges[k].name, NULL, labels);
+            rb_i64(b, v);
+            rb_put(b, "\n", 1);
+        }
     }
 
     static const char fails[] = "remora_upstream_connect_failures_total";

@@ -40,8 +40,12 @@ enum rem_connfail {
     REM_CONNFAIL__N
 };
 
+/* `reason` label of remora_requests_rejected_total. */
+enum rem_reject { REM_REJECT_QUEUE_FULL = 0, REM_REJECT_QUEUE_TIMEOUT, REM_REJECT__N };
+
 struct rem_route_metrics {
     uint64_t requests[REM_CODE__N];
+    uint64_t rejected[REM_REJECT__N];
     int64_t in_flight;
     uint64_t request_bytes, response_bytes;
     struct rem_hist duration[REM_CODE__N];
@@ -50,7 +54,11 @@ struct rem_route_metrics {
 struct rem_upstream_metrics {
     struct rem_hist response_duration;
     struct rem_hist connect_duration;
+    struct rem_hist queue_wait;
     int64_t active, idle;
+    int64_t pending;           /* admission queue depth */
+    int64_t in_flight;         /* admission slots held */
+    int64_t concurrency_limit; /* current admission limit (this worker's share) */
     uint64_t connect_failures[REM_CONNFAIL__N];
 };
 

@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "router.h"
 #include "stream.h"
+#include "queue.h"
 #include "upool.h"
 #include "worker.h"
 
@@ -142,6 +143,8 @@ static void finish(struct rem_stream *s)
     s->in_flight = false;
     if (c->cfg->log.access_log)
         access_log(s);
+    rem_admit_leave(&s->rt);
+    rem_admit_leave(&s->ut);
     bool close = s->down_close;
     c->stream = NULL;
     rem_stream_free(s);
@@ -152,6 +155,22 @@ static void maybe_finish(struct rem_stream *s)
 {
     if (s->resp_done && (s->req_done || s->down_close))
         finish(s);
+}
+
+/* Enters one admission level. Returns true when s may go on now; otherwise s was queued (its
+ * body, if any, stays unread) or refused. */
+static bool admit(struct rem_stream *s, struct rem_admit *a, struct rem_admit_ticket *t)
+{
+    int rc = rem_admit_enter(a, t, s);
+    if (rc < 0) {
+        rem_stream_fail(s, rem_err_from_rc(rc));
+        return false;
+    }
+    if (rc == 1) {
+        s->state = REM_STREAM_QUEUED;
+        return false;
+    }
+    return true;
 }
 
 static void connect_upstream(struct rem_stream *s, bool use_pool)
@@ -210,6 +229,19 @@ void rem_stream_start(struct rem_stream *s)
     REM_M_ADD(s->worker->metrics->routes[s->mroute].in_flight, 1);
     s->cluster = s->worker->clusters[s->route->upstream_idx];
     s->replay_ok = s->req_has_body && idempotent(h);
+    struct rem_admit *ra = s->worker->route_admits[s->mroute];
+    if (ra) {
+        if (!admit(s, ra, &s->rt))
+            return;
+    }
+    if (admit(s, &s->cluster->admit, &s->ut))
+        connect_upstream(s, true);
+}
+
+void rem_stream_on_admitted(struct rem_stream *s)
+{
+    if (!s->ut.held && !admit(s, &s->cluster->admit, &s->ut))
+        return; /* the route let it through; now it waits for the upstream */
     connect_upstream(s, true);
 }
 
@@ -390,6 +422,11 @@ void rem_stream_fail(struct rem_stream *s, enum rem_err e)
     if (s->state == REM_STREAM_DONE)
         return;
     s->err = e;
+    if (e == REM_E_QUEUE_FULL || e == REM_E_QUEUE_TIMEOUT)
+        REM_M_ADD(
+            s->worker->metrics->routes[s->mroute]
+                .rejected[e == REM_E_QUEUE_FULL ? REM_REJECT_QUEUE_FULL : REM_REJECT_QUEUE_TIMEOUT],
+            1);
     if (s->upconn)
         rem_upconn_close(s->upconn);
     if (s->resp_head_sent) {

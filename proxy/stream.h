@@ -13,9 +13,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include "error.h"
 #include "http.h"
+#include "queue.h"
 
 struct rem_conn;
 struct rem_worker;
@@ -26,6 +28,7 @@ struct rem_upconn;
 
 enum rem_stream_state {
     REM_STREAM_HEAD = 0, /* request head being parsed */
+    REM_STREAM_QUEUED,   /* waiting for an admission slot (queue.c) */
     REM_STREAM_CONNECT,  /* waiting for an upconn */
     REM_STREAM_ACTIVE,   /* request and/or response flowing */
     REM_STREAM_DONE,     /* finished or failed; about to be freed */
@@ -33,6 +36,8 @@ enum rem_stream_state {
 
 struct rem_stream {
     struct rem_stream *next_free;      /* worker freelist link */
+    struct rem_admit_ticket rt;        /* place at the route's admit (routes[].max_requests) */
+    struct rem_admit_ticket ut;        /* place at the upstream's admit */
     struct rem_worker *worker;         /* borrowed */
     struct rem_conn *conn;             /* borrowed: the conn owns the stream */
     const struct rem_cfg_route *route; /* borrowed from conn->cfg */
@@ -90,6 +95,9 @@ void rem_stream_start(struct rem_stream *s);
 bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n);
 /* The whole request was received (trailers, if any, are in s->req_trl). */
 void rem_stream_req_end(struct rem_stream *s);
+
+/* The admission queue granted s a slot (s was queued). */
+void rem_stream_on_admitted(struct rem_stream *s);
 
 /* Callbacks from the upconn. */
 void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc);

@@ -21,6 +21,7 @@
 #include "error.h"
 #include "listener.h"
 #include "log.h"
+#include "queue.h"
 #include "metrics.h"
 #include "stream.h"
 #include "transport.h"
@@ -194,6 +195,19 @@ int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
         if (!w->clusters[i])
             goto fail;
     }
+    w->route_admits = rem_xcalloc(cfg->n_routes + 1, sizeof(*w->route_admits));
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const struct rem_cfg_route *r = &cfg->routes[i];
+        if (!r->max_requests)
+            continue;
+        uint32_t lim = r->max_requests / n_workers ? r->max_requests / n_workers : 1;
+        uint32_t pend =
+            r->max_pending ? (r->max_pending / n_workers ? r->max_pending / n_workers : 1) : 0;
+        w->route_admits[i] = rem_xcalloc(1, sizeof(struct rem_admit));
+        if (rem_admit_init(w->route_admits[i], w, NULL, lim, pend,
+                           cfg->upstreams[r->upstream_idx].queue_timeout_ms) < 0)
+            goto fail;
+    }
     w->listeners = rem_xcalloc(cfg->n_listeners, sizeof(*w->listeners));
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         w->listeners[i] = rem_listener_new(w, &cfg->listeners[i], &ports[i]);
@@ -245,13 +259,22 @@ void rem_worker_dispose(struct rem_worker *w)
 {
     if (!w)
         return;
+    /* Conns first: closing one tells its listener. */
+    struct rem_conn *c;
+    while (w->base && (c = TAILQ_FIRST(&w->conns)) != NULL)
+        rem_conn_close(c);
     for (size_t i = 0; i < w->n_listeners; i++)
         rem_listener_free(w->listeners[i]);
     free(w->listeners);
     w->listeners = NULL;
-    struct rem_conn *c;
-    while (w->base && (c = TAILQ_FIRST(&w->conns)) != NULL)
-        rem_conn_close(c);
+    for (size_t i = 0; w->route_admits && i <= w->cfg->n_routes; i++) {
+        if (w->route_admits[i]) {
+            rem_admit_dispose(w->route_admits[i]);
+            free(w->route_admits[i]);
+        }
+    }
+    free(w->route_admits);
+    w->route_admits = NULL;
     for (size_t i = 0; i < w->n_clusters; i++)
         rem_cluster_free(w->clusters[i]);
     free(w->clusters);

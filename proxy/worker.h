@@ -23,6 +23,7 @@ struct rem_stream;
 struct rem_conn;
 struct rem_metrics_layout;
 struct rem_metrics_shard;
+struct rem_admit;
 
 /* Deferred free: embedded in every object that may be closed from inside its own callback
  * stack (STYLE.md: mark closing, detach, and let the reaper free it). */
@@ -40,7 +41,9 @@ struct rem_worker {
     struct rem_config *cfg;          /* a reference */
     struct rem_listener **listeners; /* owned; one per configured listener */
     size_t n_listeners;
-    struct rem_cluster **clusters; /* owned; index = config upstream index */
+    struct rem_admit **route_admits; /* owned: per route index (+1 unmatched); NULL when the
+                                        route sets no max_requests */
+    struct rem_cluster **clusters;   /* owned; index = config upstream index */
     size_t n_clusters;
     struct event *reap_ev;
     struct rem_reap *reap_head;

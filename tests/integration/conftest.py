@@ -69,9 +69,10 @@ class Upstream:
         self.log_path = log_path
         self.addr = "127.0.0.1:%d" % port
 
-    def stats(self):
-        """Counters of the upstream itself, asked directly (this opens one connection)."""
-        st, body = http_get_body(self.port, "/_stats")
+    def stats(self, reset_peak=False):
+        """Counters of the upstream itself, asked directly (this opens one connection).
+        reset_peak: after answering, max_in_flight starts again from the current in_flight."""
+        st, body = http_get_body(self.port, "/_stats?reset_peak=1" if reset_peak else "/_stats")
         assert st == 200, "upstream /_stats failed: %r" % body
         return json.loads(body)
 

@@ -3,10 +3,12 @@
 and not the harness's."""
 
 import hashlib
+import threading
+import time
 
 import pytest
 
-from helpers import HttpConn, build_request, chunked_body, pattern, pattern_sha256
+from helpers import HttpConn, build_request, chunked_body, http, pattern, pattern_sha256
 
 pytestmark = pytest.mark.no_remora
 
@@ -102,3 +104,18 @@ def test_http10_request_semantics(upstream):
         c.send(b"GET /chunked?n=1000 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         r = c.read_response()
         assert not r.chunked and r.body == pattern(0, 1000) and r.eof_after
+
+
+def test_stats_count_requests_in_flight_and_their_peak(upstream):
+    ts = [threading.Thread(target=http, args=(upstream.port, "GET", "/delay?ms=400"))
+          for _ in range(3)]
+    for t in ts:
+        t.start()
+    time.sleep(0.2)
+    mid = upstream.stats()
+    for t in ts:
+        t.join(5)
+    after = upstream.stats(reset_peak=True)
+    assert (mid["in_flight"], mid["max_in_flight"]) == (3, 3), mid  # /_stats is not counted
+    assert (after["in_flight"], after["max_in_flight"]) == (0, 3), after
+    assert upstream.stats()["max_in_flight"] == 0

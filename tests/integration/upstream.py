@@ -50,6 +50,8 @@ class Stats:
     conns_total = 0
     requests = 0
     ready_checks = 0
+    in_flight = 0      # requests being handled now (control paths /_... not counted)
+    max_in_flight = 0  # the peak of in_flight; /_stats?reset_peak=1 sets it to in_flight
 
 
 class Ready:
@@ -263,7 +265,16 @@ class Conn:
                     return
                 self.nreq += 1
                 Stats.requests += 1
-                if not await self.handle(req):
+                counted = not req.path.startswith("/_")
+                if counted:
+                    Stats.in_flight += 1
+                    Stats.max_in_flight = max(Stats.max_in_flight, Stats.in_flight)
+                try:
+                    keep = await self.handle(req)
+                finally:
+                    if counted:
+                        Stats.in_flight -= 1
+                if not keep:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 BadRequest, OSError):
@@ -449,10 +460,13 @@ class Conn:
                 ctype="application/json")
         elif p == "/_stats":
             await body.consume()
-            await self.respond(req, 200, json.dumps({
-                "conns_open": Stats.conns_open, "conns_total": Stats.conns_total,
-                "requests": Stats.requests, "ready_checks": Stats.ready_checks}).encode(),
-                keep=keep, ctype="application/json")
+            doc = {"conns_open": Stats.conns_open, "conns_total": Stats.conns_total,
+                   "requests": Stats.requests, "ready_checks": Stats.ready_checks,
+                   "in_flight": Stats.in_flight, "max_in_flight": Stats.max_in_flight}
+            if q.get("reset_peak") == "1":
+                Stats.max_in_flight = Stats.in_flight
+            await self.respond(req, 200, json.dumps(doc).encode(), keep=keep,
+                               ctype="application/json")
         else:
             await self.echo(req, body, keep)
         return keep

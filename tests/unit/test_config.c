@@ -123,6 +123,15 @@ static void assert_hc_defaults(const struct rem_cfg_health_check *hc)
     assert_int_equal(hc->fall, 3);
 }
 
+/* An upstream's admission keys left out; queue_timeout_ms follows connect_timeout_ms, so the
+ * caller checks it. */
+static void assert_admission_defaults(const struct rem_cfg_upstream *u)
+{
+    assert_int_equal(u->max_requests, REM_DEF_MAX_REQUESTS);
+    assert_int_equal(u->max_pending, REM_DEF_MAX_PENDING);
+    assert_false(u->adaptive);
+}
+
 /* Every field of a generation that took every default. */
 static void assert_all_defaults(const struct rem_config *cfg)
 {
@@ -133,10 +142,12 @@ static void assert_all_defaults(const struct rem_config *cfg)
     assert_string_equal(cfg->listeners[0].name, "inbound");
     assert_string_equal(cfg->listeners[0].address, REM_DEF_LISTEN);
     assert_addr(&cfg->listeners[0].addr, "0.0.0.0:8000");
+    assert_int_equal(cfg->listeners[0].max_connections, 0);
 
     assert_string_equal(cfg->admin.name, "admin");
     assert_string_equal(cfg->admin.address, REM_DEF_ADMIN);
     assert_addr(&cfg->admin.addr, "0.0.0.0:9090");
+    assert_int_equal(cfg->admin.max_connections, 0);
 
     assert_int_equal(cfg->n_upstreams, 1);
     assert_string_equal(cfg->upstreams[0].name, "app");
@@ -147,6 +158,8 @@ static void assert_all_defaults(const struct rem_config *cfg)
     assert_int_equal(cfg->upstreams[0].connect_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
     assert_int_equal(cfg->upstreams[0].idle_timeout_ms, REM_DEF_IDLE_TIMEOUT_MS);
     assert_int_equal(cfg->upstreams[0].max_connections, REM_DEF_MAX_CONNECTIONS);
+    assert_admission_defaults(&cfg->upstreams[0]);
+    assert_int_equal(cfg->upstreams[0].queue_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
     assert_hc_defaults(&cfg->upstreams[0].health_check);
 
     assert_int_equal(cfg->n_routes, 1);
@@ -161,6 +174,8 @@ static void assert_all_defaults(const struct rem_config *cfg)
     assert_int_equal(cfg->routes[0].timeout_ms, REM_DEF_ROUTE_TIMEOUT_MS);
     assert_int_equal(cfg->routes[0].buckets.n, 0);
     assert_null(cfg->routes[0].buckets.le);
+    assert_int_equal(cfg->routes[0].max_requests, 0);
+    assert_int_equal(cfg->routes[0].max_pending, REM_DEF_MAX_PENDING);
 
     assert_int_equal(cfg->limits.max_header_bytes, REM_DEF_MAX_HEADER_BYTES);
     assert_int_equal(cfg->limits.max_headers, REM_DEF_MAX_HEADERS);
@@ -302,6 +317,10 @@ static void test_sample_config(void **state)
     assert_string_equal(cfg->upstreams[0].name, "app");
     assert_string_equal(cfg->upstreams[0].endpoints[0].host, "127.0.0.1");
     assert_int_equal(cfg->upstreams[0].endpoints[0].port, 8080);
+    /* The admission keys the sample sets are the defaults; the others are commented out. */
+    assert_int_equal(cfg->listeners[0].max_connections, 0);
+    assert_admission_defaults(&cfg->upstreams[0]);
+    assert_int_equal(cfg->upstreams[0].queue_timeout_ms, 1000);
     assert_int_equal(cfg->n_routes, 2);
     api = &cfg->routes[0];
     def = &cfg->routes[1];
@@ -312,6 +331,8 @@ static void test_sample_config(void **state)
     assert_string_equal(api->methods[0], "GET");
     assert_string_equal(api->methods[1], "POST");
     assert_int_equal(api->timeout_ms, 15000);
+    assert_int_equal(api->max_requests, 0);
+    assert_int_equal(api->max_pending, REM_DEF_MAX_PENDING);
     assert_string_equal(def->name, "default");
     assert_string_equal(def->path_prefix, "/");
     assert_int_equal(def->upstream_idx, 0);
@@ -336,9 +357,11 @@ static void test_full_config(void **state)
     assert_string_equal(cfg->listeners[0].address, "127.0.0.1:8001");
     assert_int_equal(cfg->listeners[0].addr.len, sizeof(struct sockaddr_in));
     assert_addr(&cfg->listeners[0].addr, "127.0.0.1:8001");
+    assert_int_equal(cfg->listeners[0].max_connections, 10000);
     assert_string_equal(cfg->listeners[1].name, "inbound6");
     assert_int_equal(cfg->listeners[1].addr.len, sizeof(struct sockaddr_in6));
     assert_addr(&cfg->listeners[1].addr, "[::1]:8002");
+    assert_int_equal(cfg->listeners[1].max_connections, 0);
     assert_string_equal(cfg->admin.address, "127.0.0.1:9091");
     assert_addr(&cfg->admin.addr, "127.0.0.1:9091");
 
@@ -356,6 +379,10 @@ static void test_full_config(void **state)
     assert_int_equal(app->connect_timeout_ms, 250);
     assert_int_equal(app->idle_timeout_ms, 60000);
     assert_int_equal(app->max_connections, 16);
+    assert_int_equal(app->max_requests, 64);
+    assert_int_equal(app->max_pending, 0);
+    assert_int_equal(app->queue_timeout_ms, 5000);
+    assert_true(app->adaptive);
     assert_string_equal(app->health_check.path, "/ready?deep=1");
     assert_int_equal(app->health_check.interval_ms, 5000);
     assert_int_equal(app->health_check.timeout_ms, 250);
@@ -371,6 +398,8 @@ static void test_full_config(void **state)
     assert_int_equal(grpc->connect_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
     assert_int_equal(grpc->idle_timeout_ms, REM_DEF_IDLE_TIMEOUT_MS);
     assert_int_equal(grpc->max_connections, REM_DEF_MAX_CONNECTIONS);
+    assert_admission_defaults(grpc);
+    assert_int_equal(grpc->queue_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
     assert_hc_defaults(&grpc->health_check);
 
     assert_int_equal(cfg->n_routes, 3);
@@ -387,6 +416,8 @@ static void test_full_config(void **state)
     assert_int_equal(r->upstream_idx, 1);
     assert_int_equal(r->timeout_ms, 3600000);
     assert_buckets(&r->buckets, (const double[]){0.001, 0.005, 0.25, 1, 2.5}, 5);
+    assert_int_equal(r->max_requests, 100);
+    assert_int_equal(r->max_pending, 10);
     r = &cfg->routes[1];
     assert_string_equal(r->name, "wild");
     assert_string_equal(r->host, ".svc.local");
@@ -397,6 +428,8 @@ static void test_full_config(void **state)
     assert_int_equal(r->upstream_idx, 0);
     assert_int_equal(r->timeout_ms, REM_DEF_ROUTE_TIMEOUT_MS);
     assert_int_equal(r->buckets.n, 0); /* inherits metrics.buckets */
+    assert_int_equal(r->max_requests, 5);
+    assert_int_equal(r->max_pending, REM_DEF_MAX_PENDING);
     r = &cfg->routes[2];
     assert_string_equal(r->name, "default");
     /* No match at all: matches everything. */
@@ -405,6 +438,8 @@ static void test_full_config(void **state)
     assert_null(r->path_prefix);
     assert_null(r->methods);
     assert_int_equal(r->upstream_idx, 0);
+    assert_int_equal(r->max_requests, 0);
+    assert_int_equal(r->max_pending, REM_DEF_MAX_PENDING);
 
     assert_int_equal(cfg->limits.max_header_bytes, 32 * 1024);
     assert_int_equal(cfg->limits.max_headers, 50);
@@ -694,6 +729,144 @@ static void test_health_check_errors(void **state)
         (const char *const[]){"t.yaml:1:66: bad path \"/\\x7f\" for \"path\" (expected a path "
                               "starting with \"/\", query allowed; visible ASCII, no \"#\")",
                               NULL});
+}
+
+/* ---- admission limits --------------------------------------------------------------------- */
+
+static void test_admission(void **state)
+{
+    struct rem_config *cfg;
+
+    setenv("REM_T_MAXREQ", "300", 1);
+    cfg = load_string_ok("listeners:\n"
+                         "  - { name: a, address: \"127.0.0.1:0\", max_connections: 1 }\n"
+                         "  - { name: b, address: \"127.0.0.1:0\", max_connections: 16777216 }\n"
+                         "  - { name: c, address: \"127.0.0.1:0\", max_connections: \"7\" }\n"
+                         "upstreams:\n"
+                         "  - name: a\n"
+                         "    endpoints: [\"a:1\"]\n"
+                         "    max_requests: 1\n"
+                         "    max_pending: 16777216\n"
+                         "    queue_timeout: 1h\n"
+                         "    connect_timeout: 250ms\n"
+                         "    adaptive: TRUE\n"
+                         "  - name: b\n"
+                         "    endpoints: [\"b:1\"]\n"
+                         "    queue_timeout: 1ms\n"
+                         "    max_requests: 16777216\n"
+                         "    max_pending: 0\n"
+                         "    adaptive: false\n"
+                         "  - name: c\n"
+                         "    endpoints: [\"c:1\"]\n"
+                         "    max_requests: \"${REM_T_MAXREQ}\"\n"
+                         "    idle_timeout: 1s\n"
+                         "    connect_timeout: 250ms\n"
+                         "  - name: d\n"
+                         "    endpoints: [\"d:1\"]\n"
+                         "    connect_timeout: 0\n"
+                         "  - name: e\n"
+                         "    endpoints: [\"e:1\"]\n"
+                         "    connect_timeout: 0\n"
+                         "    queue_timeout: 3s\n"
+                         "routes:\n"
+                         "  - { name: a, upstream: a, max_requests: 1 }\n"
+                         "  - { name: b, upstream: a, max_requests: 16777216, max_pending: 0 }\n"
+                         "  - { name: c, upstream: a, max_pending: 16777216, max_requests: 2 }\n"
+                         "  - { name: d, upstream: a }\n");
+    unsetenv("REM_T_MAXREQ");
+    assert_int_equal(cfg->listeners[0].max_connections, 1);
+    assert_int_equal(cfg->listeners[1].max_connections, 16777216);
+    assert_int_equal(cfg->listeners[2].max_connections, 7);
+    /* The bounds; an explicit queue_timeout wins over connect_timeout, in any key order. */
+    assert_int_equal(cfg->upstreams[0].max_requests, 1);
+    assert_int_equal(cfg->upstreams[0].max_pending, 16777216);
+    assert_int_equal(cfg->upstreams[0].queue_timeout_ms, 3600000);
+    assert_true(cfg->upstreams[0].adaptive);
+    assert_int_equal(cfg->upstreams[1].max_requests, 16777216);
+    assert_int_equal(cfg->upstreams[1].max_pending, 0); /* no queue: reject at once */
+    assert_int_equal(cfg->upstreams[1].queue_timeout_ms, 1);
+    assert_false(cfg->upstreams[1].adaptive);
+    /* queue_timeout left out follows connect_timeout, written after it or not... */
+    assert_int_equal(cfg->upstreams[2].max_requests, 300);
+    assert_int_equal(cfg->upstreams[2].max_pending, REM_DEF_MAX_PENDING);
+    assert_int_equal(cfg->upstreams[2].queue_timeout_ms, 250);
+    assert_false(cfg->upstreams[2].adaptive);
+    /* ...except that no connect timeout does not make a queue wait endless. */
+    assert_int_equal(cfg->upstreams[3].connect_timeout_ms, 0);
+    assert_int_equal(cfg->upstreams[3].queue_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
+    assert_admission_defaults(&cfg->upstreams[3]);
+    assert_int_equal(cfg->upstreams[4].connect_timeout_ms, 0);
+    assert_int_equal(cfg->upstreams[4].queue_timeout_ms, 3000);
+    /* A route limit without max_pending gets the default queue. */
+    assert_int_equal(cfg->routes[0].max_requests, 1);
+    assert_int_equal(cfg->routes[0].max_pending, REM_DEF_MAX_PENDING);
+    assert_int_equal(cfg->routes[1].max_requests, 16777216);
+    assert_int_equal(cfg->routes[1].max_pending, 0);
+    assert_int_equal(cfg->routes[2].max_requests, 2);
+    assert_int_equal(cfg->routes[2].max_pending, 16777216);
+    assert_int_equal(cfg->routes[3].max_requests, 0);
+    assert_int_equal(cfg->routes[3].max_pending, REM_DEF_MAX_PENDING);
+    rem_config_unref(cfg);
+}
+
+static void test_admission_errors(void **state)
+{
+    expect_file_errors(
+        CONFIGS "bad_admission.yaml",
+        (const char *const[]){
+            CONFIGS "bad_admission.yaml:2:57: \"max_connections\" must be between 1 and "
+                    "16777216, got \"0\"",
+            CONFIGS "bad_admission.yaml:3:57: \"max_connections\" must be between 1 and "
+                    "16777216, got \"16777217\"",
+            CONFIGS "bad_admission.yaml:4:57: expected an integer for \"max_connections\", got "
+                    "\"-1\"",
+            CONFIGS "bad_admission.yaml:8:19: \"max_requests\" must be between 1 and 16777216, "
+                    "got \"0\"",
+            CONFIGS "bad_admission.yaml:9:18: \"max_pending\" must be between 0 and 16777216, "
+                    "got \"16777217\"",
+            CONFIGS "bad_admission.yaml:10:20: \"queue_timeout\" must not be 0",
+            CONFIGS "bad_admission.yaml:11:15: expected a boolean (true or false) for "
+                    "\"adaptive\", got \"yes\"",
+            CONFIGS "bad_admission.yaml:14:19: \"max_requests\" must be between 1 and "
+                    "16777216, got \"16777217\"",
+            CONFIGS "bad_admission.yaml:15:18: expected an integer for \"max_pending\", got "
+                    "\"-1\"",
+            CONFIGS "bad_admission.yaml:16:20: bad duration \"1.5s\" for \"queue_timeout\" "
+                    "(expected an integer with ms, s, m or h, or 0)",
+            CONFIGS "bad_admission.yaml:17:15: expected a scalar for \"adaptive\", got a "
+                    "sequence",
+            CONFIGS "bad_admission.yaml:19:32: \"max_pending\" on a route needs "
+                    "\"max_requests\"",
+            CONFIGS "bad_admission.yaml:20:46: \"max_requests\" must be between 1 and "
+                    "16777216, got \"0\"",
+            CONFIGS "bad_admission.yaml:20:62: \"max_pending\" must be between 0 and 16777216, "
+                    "got \"16777217\"",
+            CONFIGS "bad_admission.yaml:23:5: \"max_pending\" on a route needs "
+                    "\"max_requests\"",
+            CONFIGS "bad_admission.yaml:23:18: expected an integer for \"max_pending\", got "
+                    "\"x\"",
+            CONFIGS "bad_admission.yaml:26:19: expected an integer for \"max_requests\", got "
+                    "\"1.5\"",
+            CONFIGS "bad_admission.yaml:27:18: expected an integer for \"max_pending\", got "
+                    "\"0s\"",
+            NULL,
+        });
+    /* 0s is 0 too; a null value is missing, not a default. */
+    expect_string_errors(
+        "upstreams: [{ name: a, endpoints: [\"a:1\"], queue_timeout: 0s }]\n",
+        (const char *const[]){"t.yaml:1:59: \"queue_timeout\" must not be 0", NULL});
+    expect_string_errors(
+        "upstreams:\n  - name: a\n    endpoints: [\"a:1\"]\n    max_requests:\n",
+        (const char *const[]){"t.yaml:4:18: missing value for \"max_requests\"", NULL});
+    /* The admin listener has no connection limit of its own. */
+    expect_string_errors(
+        "admin: { address: \"127.0.0.1:1\", max_connections: 10 }\n",
+        (const char *const[]){"t.yaml:1:34: unknown key \"max_connections\" in admin", NULL});
+    /* Alone, with nothing else wrong: reported at the key. */
+    expect_string_errors("routes:\n  - name: r\n    upstream: app\n    max_pending: 0\n",
+                         (const char *const[]){"t.yaml:4:5: \"max_pending\" on a route needs "
+                                               "\"max_requests\"",
+                                               NULL});
 }
 
 /* ---- environment expansion ---------------------------------------------------------------- */
@@ -1309,6 +1482,8 @@ int main(void)
         cmocka_unit_test(test_bucket_errors),
         cmocka_unit_test(test_health_check),
         cmocka_unit_test(test_health_check_errors),
+        cmocka_unit_test(test_admission),
+        cmocka_unit_test(test_admission_errors),
         cmocka_unit_test(test_env_expansion),
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_file_not_found),

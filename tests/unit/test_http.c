@@ -1426,7 +1426,8 @@ static void test_write_error_exact(void **state)
     struct evbuffer *out = evbuffer_new();
 
     (void)state;
-    assert_int_equal(rem_http_write_error(out, 404, "no_route", "rid-1xyz", 5, true, false), 0);
+    assert_int_equal(rem_http_write_error(out, 404, "no_route", "rid-1xyz", 5, true, false, false),
+                     0);
     assert_output(out, "HTTP/1.1 404 Not Found\r\n"
                        "Content-Type: text/plain\r\n"
                        "Content-Length: 33\r\n"
@@ -1436,7 +1437,8 @@ static void test_write_error_exact(void **state)
                        "\r\n"
                        "remora: 404 Not Found (no_route)\n");
 
-    assert_int_equal(rem_http_write_error(out, 502, "connect_refused", NULL, 0, false, false), 0);
+    assert_int_equal(
+        rem_http_write_error(out, 502, "connect_refused", NULL, 0, false, false, false), 0);
     assert_output(out, "HTTP/1.1 502 Bad Gateway\r\n"
                        "Content-Type: text/plain\r\n"
                        "Content-Length: 42\r\n"
@@ -1452,7 +1454,7 @@ static void test_write_error_head(void **state)
     struct evbuffer *out = evbuffer_new();
 
     (void)state;
-    assert_int_equal(rem_http_write_error(out, 404, "no_route", "r", 1, false, true), 0);
+    assert_int_equal(rem_http_write_error(out, 404, "no_route", "r", 1, false, true, false), 0);
     assert_output(out, "HTTP/1.1 404 Not Found\r\n"
                        "Content-Type: text/plain\r\n"
                        "Content-Length: 33\r\n"
@@ -1477,7 +1479,7 @@ static void test_write_error_every_row(void **state)
 
         if (st == 0)
             continue;
-        assert_int_equal(rem_http_write_error(out, st, label, NULL, 0, true, false), 0);
+        assert_int_equal(rem_http_write_error(out, st, label, NULL, 0, true, false, false), 0);
         n = evbuffer_get_length(out);
         got = malloc(n + 1);
         assert_non_null(got);

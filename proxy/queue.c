@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * queue: per-worker admission with a bounded FIFO and one lazy timer. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "error.h"
+#include "log.h"
+#include "metrics.h"
+#include "queue.h"
+#include "stream.h"
+#include "worker.h"
+
+#define M_ADD(a, field, n)                                                                         \
+    do {                                                                                           \
+        if ((a)->metrics)                                                                          \
+            REM_M_ADD((a)->metrics->field, (n));                                                   \
+    } while (0)
+
+static void arm(struct rem_admit *a)
+{
+    struct rem_admit_ticket *head = TAILQ_FIRST(&a->waiters);
+    if (!head || a->queue_timeout_ms == 0) {
+        event_del(a->timer);
+        return;
+    }
+    uint64_t waited = rem_now_ms() - head->queued_ms;
+    uint64_t left = waited >= a->queue_timeout_ms ? 0 : a->queue_timeout_ms - waited;
+    struct timeval tv = {(time_t)(left / 1000), (suseconds_t)((left % 1000) * 1000)};
+    event_add(a->timer, &tv);
+}
+
+static void unlink_waiter(struct rem_admit *a, struct rem_admit_ticket *t)
+{
+    TAILQ_REMOVE(&a->waiters, t, link);
+    t->queued = false;
+    a->n_pending--;
+    M_ADD(a, pending, -1);
+    if (a->metrics)
+        rem_hist_record(&a->metrics->queue_wait, &a->worker->mlayout->upstream_hist,
+                        (rem_now_ms() - t->queued_ms) * 1000000u);
+}
+
+static void take_slot(struct rem_admit *a, struct rem_admit_ticket *t)
+{
+    a->in_flight++;
+    t->held = true;
+    M_ADD(a, in_flight, 1);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_admit *a = arg;
+    uint64_t now = rem_now_ms();
+    struct rem_admit_ticket *t;
+    while ((t = TAILQ_FIRST(&a->waiters)) != NULL && now - t->queued_ms >= a->queue_timeout_ms) {
+        unlink_waiter(a, t);
+        rem_stream_fail(t->s, REM_E_QUEUE_TIMEOUT);
+    }
+    arm(a);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_admit *a = arg;
+    struct rem_admit_ticket *t;
+    while (a->in_flight < a->limit && (t = TAILQ_FIRST(&a->waiters)) != NULL) {
+        unlink_waiter(a, t);
+        take_slot(a, t);
+        rem_stream_on_admitted(t->s); /* may end the stream at once, giving the slot back */
+    }
+    arm(a);
+}
+
+int rem_admit_init(struct rem_admit *a, struct rem_worker *w, struct rem_upstream_metrics *m,
+                   uint32_t limit, uint32_t max_pending, uint64_t queue_timeout_ms)
+{
+    memset(a, 0, sizeof(*a));
+    a->worker = w;
+    a->metrics = m;
+    a->limit = limit ? limit : 1;
+    a->max_pending = max_pending;
+    a->queue_timeout_ms = queue_timeout_ms;
+    TAILQ_INIT(&a->waiters);
+    a->timer = evtimer_new(w->base, on_timer, a);
+    a->kick = event_new(w->base, -1, 0, on_kick, a);
+    if (!a->timer || !a->kick)
+        return -REM_E_NOMEM;
+    M_ADD(a, concurrency_limit, (int64_t)a->limit);
+    return 0;
+}
+
+void rem_admit_dispose(struct rem_admit *a)
+{
+    struct rem_admit_ticket *t;
+    while (a->timer && (t = TAILQ_FIRST(&a->waiters)) != NULL) {
+        unlink_waiter(a, t);
+        rem_stream_fail(t->s, REM_E_SHUTDOWN);
+    }
+    if (a->timer)
+        event_free(a->timer);
+    if (a->kick)
+        event_free(a->kick);
+    a->timer = a->kick = NULL;
+}
+
+int rem_admit_enter(struct rem_admit *a, struct rem_admit_ticket *t, struct rem_stream *s)
+{
+    t->admit = a;
+    t->s = s;
+    if (a->in_flight < a->limit && a->n_pending == 0) {
+        take_slot(a, t);
+        return 0;
+    }
+    if (a->n_pending >= a->max_pending)
+        return -REM_E_QUEUE_FULL;
+    t->queued = true;
+    t->queued_ms = rem_now_ms();
+    TAILQ_INSERT_TAIL(&a->waiters, t, link);
+    a->n_pending++;
+    M_ADD(a, pending, 1);
+    if (a->n_pending == 1)
+        arm(a);
+    return 1;
+}
+
+void rem_admit_leave(struct rem_admit_ticket *t)
+{
+    struct rem_admit *a = t->admit;
+    if (!a)
+        return;
+    if (t->queued) {
+        bool was_head = TAILQ_FIRST(&a->waiters) == t;
+        unlink_waiter(a, t);
+        if (was_head)
+            arm(a);
+    }
+    if (t->held) {
+        t->held = false;
+        a->in_flight--;
+        M_ADD(a, in_flight, -1);
+        if (!TAILQ_EMPTY(&a->waiters))
+            event_active(a->kick, EV_TIMEOUT, 1);
+    }
+    t->admit = NULL;
+}

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * queue: admission control on one worker: at most `limit` requests hold a slot, the rest wait in
+ * a bounded FIFO (max_pending) for at most queue_timeout, and anything beyond is refused at once
+ * (503 queue_full) without touching the app. One admit exists per upstream (and per route that
+ * sets its own limits) on each worker, with an equal share of the configured limits, so nothing
+ * is shared between threads on the request path. A stream holds one ticket per admit it passes
+ * (route, then upstream). Owns its timer and kick events; borrows the tickets it queues. */
+#ifndef REM_QUEUE_H
+#define REM_QUEUE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+struct event;
+struct rem_stream;
+struct rem_worker;
+struct rem_upstream_metrics;
+struct rem_admit;
+
+/* A stream's place at one admit: queued, holding a slot, or neither. Embedded in the stream. */
+struct rem_admit_ticket {
+    TAILQ_ENTRY(rem_admit_ticket) link; /* in admit->waiters while queued */
+    struct rem_admit *admit;            /* borrowed; NULL when unused */
+    struct rem_stream *s;               /* borrowed: the owner */
+    uint64_t queued_ms;
+    bool queued;
+    bool held;
+};
+
+TAILQ_HEAD(rem_ticket_queue, rem_admit_ticket);
+
+struct rem_admit {
+    struct rem_worker *worker;            /* borrowed */
+    struct rem_upstream_metrics *metrics; /* borrowed, may be NULL (route-level admits) */
+    uint32_t limit;                       /* current concurrency limit (this worker's share) */
+    uint32_t max_pending;                 /* this worker's share; 0: no queue */
+    uint64_t queue_timeout_ms;
+    uint32_t in_flight; /* slots held */
+    uint32_t n_pending;
+    struct rem_ticket_queue waiters; /* FIFO; one timeout for all, so deadlines are ordered */
+    struct event *timer;             /* owned: the oldest waiter's deadline */
+    struct event *kick;              /* owned: hands freed slots to waiters off-stack */
+};
+
+/* Sets up a with this worker's shares. Returns 0 or -REM_E_NOMEM. */
+int rem_admit_init(struct rem_admit *a, struct rem_worker *w, struct rem_upstream_metrics *m,
+                   uint32_t limit, uint32_t max_pending, uint64_t queue_timeout_ms);
+/* Fails every waiter with REM_E_SHUTDOWN and frees the events. */
+void rem_admit_dispose(struct rem_admit *a);
+
+/* Asks a for a slot for s, through ticket t. Returns 0 (granted now: t->held), 1 (queued: s is
+ * later told through rem_stream_on_admitted, or failed with REM_E_QUEUE_TIMEOUT; never before
+ * this returns), or -REM_E_QUEUE_FULL. */
+int rem_admit_enter(struct rem_admit *a, struct rem_admit_ticket *t, struct rem_stream *s);
+/* Gives back t's slot or leaves the queue. Idempotent; NULL-admit safe. */
+void rem_admit_leave(struct rem_admit_ticket *t);
+
+#endif
