@@ -35,7 +35,8 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_u
     uint32_t pend_share =
         cfg->max_pending ? (cfg->max_pending / nw ? cfg->max_pending / nw : 1) : 0;
     if (rem_admit_init(&c->admit, w, c->metrics, lim_share, pend_share, cfg->queue_timeout_ms) <
-        0) {
+            0 ||
+        (cfg->adaptive && rem_admit_adaptive(&c->admit) < 0)) {
         rem_cluster_free(c);
         return NULL;
     }

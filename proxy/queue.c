@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0
  * queue: per-worker admission with a bounded FIFO and one lazy timer. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,6 +74,68 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     arm(a);
 }
 
+static void set_limit(struct rem_admit *a, uint32_t limit)
+{
+    if (limit == a->limit)
+        return;
+    M_ADD(a, concurrency_limit, (int64_t)limit - (int64_t)a->limit);
+    bool grew = limit > a->limit;
+    a->limit = limit;
+    if (grew && !TAILQ_EMPTY(&a->waiters))
+        event_active(a->kick, EV_TIMEOUT, 1);
+}
+
+/* Gradient limiter in the spirit of Netflix concurrency-limits' Gradient and Envoy's adaptive
+ * concurrency: gradient = min_rtt * 1.1 / sample_rtt, clamped to [0.5, 1]; the new limit is
+ * limit * gradient + sqrt(limit) (room to probe upwards), smoothed 50/50 so one noisy window
+ * cannot collapse it (at most a 25% cut per window). min_rtt drifts up 0.2% per window so a lasting
+ * change of the app's baseline is accepted within tens of seconds rather than throttled forever. */
+static void on_adapt(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_admit *a = arg;
+    if (a->win_n < 3)
+        return; /* too few samples to judge: keep collecting */
+    double sample = (double)a->win_sum_ns / a->win_n / 1e6;
+    a->win_sum_ns = 0;
+    a->win_n = 0;
+    if (a->min_rtt_ms <= 0 || sample < a->min_rtt_ms)
+        a->min_rtt_ms = sample;
+    else
+        a->min_rtt_ms *= 1.002;
+    double g = a->min_rtt_ms * 1.1 / sample;
+    if (g > 1)
+        g = 1;
+    if (g < 0.5)
+        g = 0.5;
+    double target = a->adapt_limit * g + sqrt(a->adapt_limit);
+    a->adapt_limit = 0.5 * a->adapt_limit + 0.5 * target;
+    if (a->adapt_limit > a->max_limit)
+        a->adapt_limit = a->max_limit;
+    if (a->adapt_limit < 1)
+        a->adapt_limit = 1;
+    set_limit(a, (uint32_t)(a->adapt_limit + 0.5));
+}
+
+int rem_admit_adaptive(struct rem_admit *a)
+{
+    a->max_limit = a->limit;
+    a->adapt_limit = a->limit;
+    a->adapt_ev = event_new(a->worker->base, -1, EV_PERSIST, on_adapt, a);
+    if (!a->adapt_ev)
+        return -REM_E_NOMEM;
+    struct timeval tv = {0, REM_ADAPT_WINDOW_MS * 1000};
+    event_add(a->adapt_ev, &tv);
+    return 0;
+}
+
+void rem_admit_sample(struct rem_admit *a, uint64_t ns)
+{
+    if (!a->adapt_ev)
+        return;
+    a->win_sum_ns += ns;
+    a->win_n++;
+}
+
 int rem_admit_init(struct rem_admit *a, struct rem_worker *w, struct rem_upstream_metrics *m,
                    uint32_t limit, uint32_t max_pending, uint64_t queue_timeout_ms)
 {
@@ -102,7 +165,9 @@ void rem_admit_dispose(struct rem_admit *a)
         event_free(a->timer);
     if (a->kick)
         event_free(a->kick);
-    a->timer = a->kick = NULL;
+    if (a->adapt_ev)
+        event_free(a->adapt_ev);
+    a->timer = a->kick = a->adapt_ev = NULL;
 }
 
 int rem_admit_enter(struct rem_admit *a, struct rem_admit_ticket *t, struct rem_stream *s)

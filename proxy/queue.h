@@ -41,11 +41,27 @@ struct rem_admit {
     struct rem_ticket_queue waiters; /* FIFO; one timeout for all, so deadlines are ordered */
     struct event *timer;             /* owned: the oldest waiter's deadline */
     struct event *kick;              /* owned: hands freed slots to waiters off-stack */
+    /* Adaptive limit (gradient limiter), when enabled; limit then moves in [1, max_limit]. */
+    struct event *adapt_ev; /* owned: every REM_ADAPT_WINDOW_MS */
+    uint32_t max_limit;
+    double adapt_limit;
+    double min_rtt_ms; /* lowest window average seen (drifts up slowly) */
+    uint64_t win_sum_ns;
+    uint32_t win_n;
 };
+
+#define REM_ADAPT_WINDOW_MS 100
 
 /* Sets up a with this worker's shares. Returns 0 or -REM_E_NOMEM. */
 int rem_admit_init(struct rem_admit *a, struct rem_worker *w, struct rem_upstream_metrics *m,
                    uint32_t limit, uint32_t max_pending, uint64_t queue_timeout_ms);
+/* Turns on the gradient limiter: the limit starts at the configured share and is lowered when
+ * upstream latency rises above its measured minimum, raised again when it recovers. Returns 0
+ * or -REM_E_NOMEM. */
+int rem_admit_adaptive(struct rem_admit *a);
+/* One upstream response latency sample (adaptive admits only; a no-op otherwise). */
+void rem_admit_sample(struct rem_admit *a, uint64_t ns);
+
 /* Fails every waiter with REM_E_SHUTDOWN and frees the events. */
 void rem_admit_dispose(struct rem_admit *a);
 

@@ -398,8 +398,10 @@ bool rem_stream_on_resp_body(struct rem_stream *s, const char *p, size_t n)
 void rem_stream_on_resp_end(struct rem_stream *s)
 {
     s->upconn = NULL;
+    uint64_t up_ns = rem_now_ns() - s->up_start_ns;
     rem_hist_record(&s->cluster->metrics->response_duration, &s->worker->mlayout->upstream_hist,
-                    rem_now_ns() - s->up_start_ns);
+                    up_ns);
+    rem_admit_sample(&s->cluster->admit, up_ns);
     if (rem_h1_down_write_end(s->conn, s) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return;
