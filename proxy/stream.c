@@ -438,8 +438,12 @@ void rem_stream_fail(struct rem_stream *s, enum rem_err e)
         c->reset_on_close = true;
     } else {
         int status = rem_err_status(e);
-        /* Bad input and unread bodies leave the conn out of sync: close after the answer. */
-        if (status == 0 || status < 500 || !s->req_done || c->eof)
+        const struct rem_head *q = &s->req;
+        bool http10 = q->http_major == 1 && q->http_minor == 0;
+        /* Bad input and unread bodies leave the conn out of sync; and a client that asked for
+         * close (RFC 9112 9.3, 9.6) gets it on remora's own answers too. */
+        if (status == 0 || status < 500 || !s->req_done || c->eof || q->conn_close ||
+            (http10 && !q->conn_keepalive))
             s->down_close = true;
         if (status) {
             s->status_sent = status;

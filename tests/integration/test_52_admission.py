@@ -69,18 +69,18 @@ def wait_upstream_in_flight(upstream, n, timeout=3.0):
 
 class Volley:
     """One GET per target, each on its own connection, connected first and then sent together
-    (released by a barrier). .t0 is the release time; join() returns, per target, either
-    (Response, seconds after t0) or the exception that client hit."""
+    (released by a barrier). join() returns, per target, (Response, seconds from the first send
+    to this response) or raises if a client failed."""
 
     def __init__(self, port, targets, timeout=15.0):
         self.results = [None] * len(targets)
+        self.sent = [None] * len(targets)
         self._barrier = threading.Barrier(len(targets) + 1)
         self._threads = [threading.Thread(target=self._one, args=(port, i, t, timeout),
                                           daemon=True) for i, t in enumerate(targets)]
         for t in self._threads:
             t.start()
         self._barrier.wait(10)
-        self.t0 = time.monotonic()
 
     def _one(self, port, i, target, timeout):
         c = None
@@ -92,9 +92,10 @@ class Volley:
             self._barrier.wait(10)
             if c is None:
                 return
+            self.sent[i] = time.monotonic()
             c.request("GET", target)
             r = c.read_response()
-            self.results[i] = (r, time.monotonic() - self.t0)
+            self.results[i] = (r, time.monotonic())
         except Exception as e:  # noqa: BLE001 - reported by the test
             self.results[i] = e
         finally:
@@ -109,7 +110,8 @@ class Volley:
             % timeout
         errors = [x for x in self.results if not isinstance(x, tuple)]
         assert not errors, "clients failed: %r" % errors
-        return self.results
+        t0 = min(self.sent)
+        return [(r, t - t0) for r, t in self.results]
 
 
 class Background:
@@ -244,6 +246,9 @@ def test_max_pending_zero_refuses_beyond_max_requests(remora, upstream):
     m = metrics(p.admin_port)
     assert rejected(m, "queue_full") == 1, m.series(REJECTED)
     assert m.value(LIMIT, upstream="app") == 2, m.series(LIMIT)
+    # the access log names who ended it (R: resource limit, Q: in the queue); DESIGN.md
+    logs = [e for e in p.access_logs(at_least=4) if e.get("path") == "/echo?third"]
+    assert len(logs) == 1 and (logs[0]["status"], logs[0]["termination"]) == (503, "RQ"), logs
 
 
 def test_queue_full_keeps_connection_after_get(remora, upstream):
@@ -281,6 +286,25 @@ def test_queue_full_closes_connection_with_unread_body(remora, upstream):
     assert upstream.stats()["requests"] - before == 1  # only that stats query
 
 
+@pytest.mark.parametrize("raw", [
+    b"GET /echo HTTP/1.0\r\nHost: x\r\n\r\n",
+    b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+], ids=["http10", "connection_close"])
+def test_refusal_honours_connection_close(remora, upstream, raw):
+    """A client that asked for no keep-alive (HTTP/1.0 without keep-alive, or Connection:
+    close) gets its 503 with Connection: close and then EOF (RFC 9112 9.3, 9.6)."""
+    p = admission_proxy(remora, upstream, 1, 0)
+    holder = Background(p.port, "/delay?ms=1000")
+    wait_upstream_in_flight(upstream, 1)
+    with HttpConn(p.port, timeout=5) as c:
+        c.send(raw)
+        r = c.read_response()
+        assert_rejected(r, "queue_full")
+        assert (r.header("connection") or "").lower() == "close", r.headers
+        assert c.is_closed(wait=0.5), "connection left open after a 503 to %r" % raw
+    assert holder.join()[0].status == 200
+
+
 def test_per_route_limits(remora, upstream):
     """Route "slow" allows one request and no queue; the upstream and other routes have room."""
     routes = [
@@ -302,6 +326,89 @@ def test_per_route_limits(remora, upstream):
     assert rejected(m, "queue_full", route="slow") == 1, m.series(REJECTED)
     assert rejected(m, "queue_full", route="default") == 0, m.series(REJECTED)
     assert m.value(LIMIT, upstream="app") == 64, m.series(LIMIT)
+
+
+@pytest.mark.parametrize("close", [False, True])
+def test_upstream_max_connections_caps_concurrency(remora, upstream, close):
+    """HTTP/1: a request in flight holds an upconn, so max_connections 2 under max_requests 8
+    means 2 at the app and the rest queued, never 503 upstream_overflow; also when the app
+    closes every upconn after its response (close=True)."""
+    p = admission_proxy(remora, upstream, 8, 8, "10s", max_connections=2)
+    upstream.stats(reset_peak=True)
+    target = "/delay?ms=300" + ("&close=1" if close else "")
+    results = Volley(p.port, [target + "&i=%d" % i for i in range(6)]).join()
+    got = [(r.status, r.header("x-remora-error")) for r, _ in results]
+    assert got == [(200, None)] * 6, got
+    ok = sorted(t for _, t in results)
+    for i, t in enumerate(ok):
+        assert t >= (i // 2 + 1) * 0.3 - 0.05, ok
+    assert upstream.stats()["max_in_flight"] == 2
+    m = metrics(p.admin_port)
+    assert m.value(LIMIT, upstream="app") == 2, m.series(LIMIT)
+    assert (m.value(IN_FLIGHT, upstream="app"), m.value(PENDING, upstream="app")) == (0, 0)
+
+
+def test_slot_comes_back_however_the_request_ends(remora, upstream):
+    """max_requests 1 and no queue, so a slot that leaked shows as 503 queue_full on the next
+    request: after app errors, an upstream timeout, a refused connect, and clients that reset
+    before, during or after the app answered."""
+    dead = free_port()
+    adm = {"connect_timeout": "1s", "idle_timeout": "2s", "max_connections": 16,
+           "max_requests": 1, "max_pending": 0}
+    p = remora(workers=1, upstreams=[
+        dict(adm, name="app", endpoints=[upstream.addr]),
+        dict(adm, name="dead", endpoints=["127.0.0.1:%d" % dead])],
+        routes=[{"name": "dead", "match": {"path_prefix": "/dead/"}, "upstream": "dead",
+                 "timeout": "5s"},
+                {"name": "default", "match": {"path_prefix": "/"}, "upstream": "app",
+                 "timeout": "500ms"}])
+
+    def reset_after(raw, wait):
+        c = HttpConn(p.port, timeout=5)
+        c.send(raw)
+        wait(c)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+
+    def sleep(c):
+        time.sleep(0.2)
+
+    def head_and_some(c):
+        assert c.read_head().status == 200
+        c.sock.recv(1000)
+
+    def get(target, status, error):
+        def run():
+            r = http(p.port, "GET", target)
+            assert (r.status, r.header("x-remora-error")) == (status, error), (target, r)
+        return run
+
+    cases = [
+        ("504 upstream_timeout", get("/delay?ms=1500", 504, "upstream_timeout")),
+        ("502 upstream_reset", get("/reset?rst=1", 502, "upstream_reset")),
+        ("502 bad_response", get("/malformed?kind=garbage", 502, "bad_response")),
+        ("500 from the app", get("/status/500", 500, None)),
+        ("502 connect_refused", get("/dead/x", 502, "connect_refused")),
+        ("200 cut short", lambda: http(p.port, "GET", "/close-mid?n=100000&send=10")),
+        ("reset while at the app",
+         lambda: reset_after(build_request("GET", "/delay?ms=1000"), sleep)),
+        ("reset mid response",
+         lambda: reset_after(build_request("GET", "/bytes?n=%d" % (50 << 20)), head_and_some)),
+        ("reset mid request body",
+         lambda: reset_after(build_request("POST", "/upload",
+                                           headers=[("Content-Length", "1000000")])
+                             + pattern(0, 1000), sleep)),
+    ]
+    for what, run in cases:
+        run()
+        for name in ("app", "dead"):
+            got = wait_for(lambda: gauge(p, IN_FLIGHT, name) == 0, timeout=1.0)
+            assert got, "%s: in_flight{upstream=%s} still %r" % (what, name,
+                                                                  gauge(p, IN_FLIGHT, name))
+        r = http(p.port, "GET", "/echo?after=" + what.replace(" ", "_"))
+        assert r.status == 200, (what, r, r.headers)
+    m = metrics(p.admin_port)
+    assert m.total(REJECTED) == 0, m.series(REJECTED)
 
 
 # ---- queue_timeout ---------------------------------------------------------------------------
@@ -330,6 +437,8 @@ def test_queue_timeout(remora, upstream):
     assert m.value(QUEUE_WAIT + "_sum", default=0, upstream="app") >= 3 * 0.25, \
         m.series(QUEUE_WAIT + "_sum")
     assert (m.value(IN_FLIGHT, upstream="app"), m.value(PENDING, upstream="app")) == (0, 0)
+    logs = [e for e in p.access_logs(at_least=4) if e.get("path", "").startswith("/echo?q=")]
+    assert sorted((e["status"], e["termination"]) for e in logs) == [(503, "sQ")] * 3, logs
 
 
 def test_queue_timeout_defaults_to_connect_timeout(remora, upstream):
@@ -415,3 +524,17 @@ def test_listener_max_connections_leaves_extra_in_backlog(remora, upstream):
     finally:
         for c in conns:
             c.close()
+
+
+def test_listener_max_connections_serves_everyone_in_turn(remora, upstream):
+    """12 clients at once through a listener capped at 4 connections: every one is served,
+    never more than 4 at a time (each request holds its connection for 200 ms)."""
+    cfg = default_config(free_port(), free_port(), [upstream.addr], workers=1)
+    cfg["listeners"][0]["max_connections"] = 4
+    p = remora(config=cfg)
+    upstream.stats(reset_peak=True)
+    results = Volley(p.port, ["/delay?ms=200&i=%d" % i for i in range(12)]).join()
+    assert [r.status for r, _ in results] == [200] * 12, results
+    done = sorted(t for _, t in results)
+    assert done[-1] >= 3 * 0.2 - 0.05, done
+    assert upstream.stats()["max_in_flight"] <= 4

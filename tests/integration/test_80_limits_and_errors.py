@@ -389,3 +389,19 @@ def test_upstream_breaks_mid_body_http10_client(proxy):
 def test_large_response_header_passes(proxy):
     r = http(proxy.port, "GET", "/header?name=x-large&size=16000")
     assert r.status == 200 and len(r.header("x-large")) == 16000
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /echo HTTP/1.0\r\nHost: x\r\n\r\n",
+    b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+], ids=["http10", "connection_close"])
+def test_own_5xx_honours_client_close(remora, raw):
+    """RFC 9112 9.3/9.6: remora's own 502 closes the connection when the client asked for it
+    (Connection: close, or HTTP/1.0 without keep-alive), as its proxied responses do."""
+    proxy = remora(endpoints=["127.0.0.1:%d" % free_port()])
+    with HttpConn(proxy.port, timeout=5) as c:
+        c.send(raw)
+        r = c.read_response()
+        assert r.status == 502 and r.header("x-remora-error") == "connect_refused"
+        assert (r.header("connection") or "").lower() == "close", r.headers
+        assert c.is_closed(wait=2.0)
