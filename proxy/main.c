@@ -128,10 +128,14 @@ static void derive_max_connections(struct rem_config *cfg)
 {
     struct rlimit rl;
     uint64_t by_fd = 1024;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 128)
-        by_fd = (rl.rlim_cur - 64) / 2;
-    else if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY)
-        by_fd = 1u << 20;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur == RLIM_INFINITY)
+            by_fd = 1u << 20;
+        else if (rl.rlim_cur > 128)
+            by_fd = (rl.rlim_cur - 64) / 2;
+        else
+            by_fd = rl.rlim_cur / 4; /* tiny limits: leave room for upconns and internal fds */
+    }
     uint64_t per_conn = 4 * cfg->limits.buffer_bytes + 2 * cfg->limits.max_header_bytes + 4096;
     uint64_t mem = memory_limit(), by_mem = UINT64_MAX;
     const uint64_t reserve = 16u << 20; /* binary, metrics, queues, allocator slack */
