@@ -35,6 +35,11 @@
 #define REM_DEF_HC_RISE 2
 #define REM_DEF_HC_FALL 3
 #define REM_MAX_BUCKETS 64
+#define REM_DEF_H2_MAX_CONCURRENT_STREAMS 100
+#define REM_DEF_H2_INITIAL_WINDOW_BYTES 65535
+#define REM_DEF_H2_MAX_RESETS 200
+#define REM_DEF_H2_RESET_INTERVAL_MS 1000
+#define REM_DEF_H2_MAX_CONTROL_FRAMES 1000
 
 /* Default latency buckets (seconds): tuned for a sidecar, 0.5 ms to 10 s. */
 #define REM_DEF_BUCKETS                                                                            \
@@ -66,11 +71,25 @@ struct rem_sockaddr {
     socklen_t len;
 };
 
+/* HTTP/2 settings of a listener (listeners[].http2); h2c prior knowledge is detected on every
+ * listener, these shape what remora advertises and tolerates. */
+struct rem_cfg_http2 {
+    uint32_t max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS, default 100 */
+    uint32_t initial_window_bytes;   /* SETTINGS_INITIAL_WINDOW_SIZE, default 65535, max 2^31-1 */
+    uint32_t max_header_list_bytes;  /* SETTINGS_MAX_HEADER_LIST_SIZE; 0: limits.max_header_bytes */
+    uint32_t max_resets;             /* stream resets by the client tolerated per reset_interval
+                                        (rapid reset, CVE-2023-44487), default 200 */
+    uint64_t reset_interval_ms;      /* default 1000 */
+    uint32_t max_control_frames;     /* SETTINGS/PING/PRIORITY/empty frames per reset_interval
+                                        before GOAWAY ENHANCE_YOUR_CALM, default 1000 */
+};
+
 struct rem_cfg_listener {
     char *name;
     char *address; /* as written, for logs */
     struct rem_sockaddr addr;
     uint32_t max_connections; /* 0: derived at start from RLIMIT_NOFILE and the memory limit */
+    struct rem_cfg_http2 http2;
 };
 
 /* An upstream endpoint as configured: host may be a name (resolved later by dns) or a
