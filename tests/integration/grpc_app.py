@@ -4,7 +4,9 @@
 tests. Service test.Echo, every message raw bytes (identity (de)serializers); h2c (insecure)
 only, bound to 127.0.0.1.
 
-    grpc_app.py --port N      prints "READY <port>" once serving (--port 0: ephemeral)
+    grpc_app.py --port N [--workers W] [--max-streams S]
+        prints "READY <port>" once serving (--port 0: ephemeral); S is the
+        SETTINGS_MAX_CONCURRENT_STREAMS it advertises (default: none)
 
 | method | kind | behaviour |
 | --- | --- | --- |
@@ -188,10 +190,12 @@ def handler():
     return grpc.method_handlers_generic_handler(SERVICE, h)
 
 
-def serve(port, workers):
+def serve(port, workers, max_streams=0):
     opts = [("grpc.max_receive_message_length", MAX_MSG),
             ("grpc.max_send_message_length", MAX_MSG),
             ("grpc.so_reuseport", 0)]
+    if max_streams:
+        opts.append(("grpc.max_concurrent_streams", max_streams))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=opts,
                          maximum_concurrent_rpcs=None)
     server.add_generic_rpc_handlers((handler(),))
@@ -248,12 +252,14 @@ class App:
             return json_call(ch, "Stats", b"reset" if reset else b"", timeout=5)
 
 
-def start(tmp_path, workers=64):
-    """Starts grpc_app.py --port 0 as a subprocess; returns an App once it printed READY."""
+def start(tmp_path, workers=64, max_streams=0):
+    """Starts grpc_app.py --port 0 as a subprocess; returns an App once it printed READY.
+    max_streams: the SETTINGS_MAX_CONCURRENT_STREAMS the app advertises (0: grpc's default,
+    no limit)."""
     log_path = Path(tmp_path) / ("grpc-app-%d.log" % time.monotonic_ns())
     with open(log_path, "wb") as errf:
         proc = subprocess.Popen([PYTHON, str(HERE / "grpc_app.py"), "--port", "0",
-                                 "--workers", str(workers)],
+                                 "--workers", str(workers), "--max-streams", str(max_streams)],
                                 stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL)
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
@@ -312,8 +318,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--workers", type=int, default=64, help="handler threads")
+    ap.add_argument("--max-streams", type=int, default=0,
+                    help="SETTINGS_MAX_CONCURRENT_STREAMS to advertise (0: no limit)")
     a = ap.parse_args()
-    return serve(a.port, a.workers)
+    return serve(a.port, a.workers, a.max_streams)
 
 
 if __name__ == "__main__":

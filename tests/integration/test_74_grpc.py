@@ -236,6 +236,55 @@ def test_concurrent_calls_share_one_upstream_connection(gp, app, ch):
     assert req_total(m) - req_total(m0) == 20
 
 
+@pytest.fixture
+def app4(tmp_path):
+    """The app advertising SETTINGS_MAX_CONCURRENT_STREAMS 4."""
+    a = grpc_app.start(tmp_path, max_streams=4)
+    yield a
+    a.stop()
+
+
+def sleep_volley(ch, n, ms):
+    """n concurrent Sleep(ms) calls on ch; returns (their JSON answers, seconds)."""
+    sleep = grpc_app.unary_unary(ch, "Sleep")
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        futs = [ex.submit(sleep, json.dumps({"ms": ms}).encode(), timeout=10)
+                for _ in range(n)]
+        results = [json.loads(f.result(15)) for f in futs]
+    return results, time.monotonic() - t0
+
+
+def test_more_upconns_only_at_app_stream_limit(remora, app4):
+    """The app allows 4 streams per connection: 12 concurrent calls need exactly 3 upstream
+    connections and run in one wave."""
+    p = grpc_proxy(remora, app4.addr)
+    with grpc_app.channel(p.port) as ch:
+        assert grpc_app.unary_unary(ch, "Unary")(b"warm", timeout=5) == b"warm"
+        app4.stats(reset=True)
+        results, took = sleep_volley(ch, 12, 400)
+    assert all(not r["cancelled"] for r in results), results
+    peers = {r["peer"] for r in results}
+    assert len(peers) == 3, "12 calls, 4 streams per conn: %d upstream conns %r" % (
+        len(peers), peers)
+    assert took < 1.0, "12 calls took %.2fs: not in one wave" % took
+    assert app4.stats()["max_in_flight"] == 12
+
+
+def test_streams_queue_beyond_max_connections(remora, app4):
+    """max_connections 1 and 4 streams per conn: 8 concurrent calls run 4 at a time on one
+    upstream connection (the rest wait in remora), all succeed."""
+    p = grpc_proxy(remora, app4.addr, upstream_opts={"max_connections": 1})
+    with grpc_app.channel(p.port) as ch:
+        assert grpc_app.unary_unary(ch, "Unary")(b"warm", timeout=5) == b"warm"
+        app4.stats(reset=True)
+        results, took = sleep_volley(ch, 8, 400)
+    assert all(not r["cancelled"] for r in results), results
+    assert len({r["peer"] for r in results}) == 1, results
+    assert app4.stats()["max_in_flight"] == 4, app4.stats()
+    assert 0.75 <= took < 2.0, took
+
+
 def test_client_cancel_reaches_app(gp, app, ch):
     m0 = metrics(gp.admin_port)
     fut = grpc_app.unary_unary(ch, "Sleep").future(json.dumps({"ms": 8000}).encode(),
