@@ -134,6 +134,10 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
         return 0;
     struct rem_stream *s = rem_stream_new(c);
     s->d_id = f->hd.stream_id;
+    /* The advertised SETTINGS_MAX_HEADER_LIST_SIZE is enforced too when it is the lower. */
+    uint32_t hl = c->lcfg->http2.max_header_list_bytes;
+    if (hl && hl < s->req.max_bytes)
+        s->req.max_bytes = s->req_trl.max_bytes = hl;
     TAILQ_INSERT_TAIL(&d->streams, s, d_link);
     d->n_streams++;
     REM_M_ADD(shard(d)->downstream_streams_active, 1);

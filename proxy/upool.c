@@ -140,6 +140,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         break;
     }
     case REM_UPCONN_IDLE:
+        if (uc->h2) {
+            rem_h2_up_idle_tick(uc);
+            break;
+        }
         rem_log_debug("upconn %s: idle for %llu ms, closing", uc->ep->name,
                       (unsigned long long)cfg->idle_timeout_ms);
         rem_upconn_close(uc);
@@ -209,8 +213,10 @@ static void on_event(struct rem_transport *t, int what, void *arg)
         if (uc->h2) {
             bool any = rem_h2_up_n_streams(uc) > 0;
             set_state(uc, any ? REM_UPCONN_ACTIVE : REM_UPCONN_IDLE);
-            if (!any)
-                rem_upconn_arm_timer(uc, uc->ep->cluster->cfg->idle_timeout_ms);
+            if (!any) {
+                uc->last_activity_ms = rem_now_ms();
+                rem_upconn_arm_timer(uc, REM_H2_PING_TIMEOUT_MS);
+            }
             rem_h2_up_connected(uc);
             return;
         }
@@ -416,7 +422,10 @@ void rem_upool_h2_streams_changed(struct rem_upconn *uc, unsigned n_streams, boo
         return;
     }
     if (uc->state != REM_UPCONN_IDLE) {
+        uint64_t idle = uc->ep->cluster->cfg->idle_timeout_ms;
         set_state(uc, REM_UPCONN_IDLE);
-        rem_upconn_arm_timer(uc, uc->ep->cluster->cfg->idle_timeout_ms);
+        uc->last_activity_ms = rem_now_ms();
+        rem_upconn_arm_timer(uc,
+                             idle && idle < REM_H2_PING_TIMEOUT_MS ? idle : REM_H2_PING_TIMEOUT_MS);
     }
 }
