@@ -211,9 +211,12 @@ static void process(struct rem_conn *c)
     struct evbuffer *in = c->t.in;
     while (c->state < REM_CONN_CLOSING && !c->pause) {
         size_t n = evbuffer_get_contiguous_space(in);
-        if (n == 0)
+        /* A pause on the last body byte leaves the message's end unparsed: an empty execute
+         * completes it. */
+        if (n == 0 && !c->exec_pending)
             break;
-        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        c->exec_pending = false;
+        const char *p = n ? (const char *)evbuffer_pullup(in, (ev_ssize_t)n) : "";
         c->exec_start = p;
         c->exec_end = p + n;
         llhttp_errno_t err = llhttp_execute(&c->parser, p, n);
@@ -227,6 +230,7 @@ static void process(struct rem_conn *c)
             continue;
         if (err == HPE_PAUSED) {
             llhttp_resume(&c->parser);
+            c->exec_pending = used == n && (c->pause & REM_PAUSE_UPSTREAM_FULL);
             if (c->head_ready) {
                 c->head_ready = false;
                 rem_stream_start(c->stream);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
 #include "config.h"
@@ -67,13 +68,17 @@ static struct rem_metrics_shard *shard(const struct rem_h2_down *d)
 
 static void send_now(struct rem_h2_down *d);
 
+/* Sends are never made inside the caller's stack: a stream write may be followed by more
+ * state changes on the same stream (resp_done, finish), and a synchronous send could close and
+ * free the stream under them. Inside nghttp2 the outermost recv/send sends; otherwise the
+ * conn's kick event does, once the current callbacks have returned. */
 static void schedule_send(struct rem_h2_down *d)
 {
     if (d->depth > 0) {
         d->want_send = true;
         return;
     }
-    send_now(d);
+    event_active(d->c->kick, EV_TIMEOUT, 1);
 }
 
 /* Abuse accounting over listeners[].http2.reset_interval. */
