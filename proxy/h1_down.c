@@ -105,11 +105,11 @@ static int on_headers_complete(llhttp_t *p)
     if (h->host_idx >= 0 &&
         !rem_http_host_valid(REM_HDR_VAL(h, &h->hdrs[h->host_idx]), h->hdrs[h->host_idx].val_len))
         return record(c, -REM_E_BAD_REQUEST);
-    if (p->method == HTTP_CONNECT || p->upgrade) {
-        /* No tunnels through a sidecar; Upgrade is dropped as hop-by-hop. */
-        if (p->method == HTTP_CONNECT)
-            return record(c, -REM_E_BAD_REQUEST);
-    }
+    if (p->method == HTTP_CONNECT)
+        return record(c, -REM_E_BAD_REQUEST); /* no tunnels through a sidecar */
+    /* Upgrade (h2c, websocket) is dropped as hop-by-hop and the request served as HTTP/1.1:
+     * llhttp must not switch protocols after it either (RFC 9113 removed h2c upgrade). */
+    p->upgrade = 0;
     if (lim->max_body_bytes && h->content_length > (int64_t)lim->max_body_bytes)
         return record(c, -REM_E_BODY_TOO_LARGE);
     s->head_request = p->method == HTTP_HEAD;

@@ -174,11 +174,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
 {
     struct rem_h2_down *d = arg;
     struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
-    if (d->dead || !s || s->d_head_err || s->state != REM_STREAM_HEAD ||
-        f->hd.type != NGHTTP2_HEADERS)
+    bool trailers = f->hd.type == NGHTTP2_HEADERS && f->headers.cat != NGHTTP2_HCAT_REQUEST;
+    if (d->dead || !s || s->d_head_err || f->hd.type != NGHTTP2_HEADERS ||
+        (!trailers && s->state != REM_STREAM_HEAD) || s->state == REM_STREAM_DONE)
         return 0;
     const char *n = (const char *)name, *v = (const char *)value;
-    struct rem_head *h = f->headers.cat == NGHTTP2_HCAT_REQUEST ? &s->req : &s->req_trl;
+    struct rem_head *h = trailers ? &s->req_trl : &s->req;
     int rc = 0;
     if (nlen > 0 && n[0] == ':') {
         if (h == &s->req_trl)
@@ -477,8 +478,7 @@ int rem_h2_down_write_head(struct rem_stream *s)
     char status[4];
     if (!nva)
         return -REM_E_NOMEM;
-    size_t n = rem_h2_response_nva(&s->resp, status, s->req.request_id_idx < 0 ? s->rid : NULL,
-                                   s->rid_len, nva);
+    size_t n = rem_h2_response_nva(&s->resp, status, s->rid, s->rid_len, nva);
     for (size_t i = 0; i < n; i++)
         s->bytes_out += nva[i].namelen + nva[i].valuelen;
     bool body =

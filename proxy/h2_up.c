@@ -370,6 +370,8 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
      * last-stream-id) means the app never processed it. */
     if (code == NGHTTP2_REFUSED_STREAM && !s->resp_started)
         s->up_unprocessed = true;
+    else
+        s->on_reused = false; /* the app processed (and reset) it: no keep-alive race to retry */
     rem_stream_on_upconn_error(s,
                                s->resp_head_sent ? REM_E_UPSTREAM_TRUNCATED : REM_E_UPSTREAM_RESET);
     return 0;

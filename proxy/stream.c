@@ -391,7 +391,10 @@ void rem_stream_start(struct rem_stream *s)
     s->in_flight = true;
     REM_M_ADD(s->worker->metrics->routes[s->mroute].in_flight, 1);
     s->cluster = s->worker->clusters[s->route->upstream_idx];
-    s->replay_ok = s->req_has_body && idempotent(h);
+    /* Bodies are kept for the one retry when it is safe: idempotent methods (the keep-alive
+     * race), and any method toward HTTP/2, where an unprocessed stream (REFUSED_STREAM, above a
+     * GOAWAY) is always safe to send again (RFC 9113 8.7). */
+    s->replay_ok = s->req_has_body && (idempotent(h) || s->cluster->cfg->protocol == REM_PROTO_H2C);
     struct rem_admit *ra = s->worker->route_admits[s->mroute];
     if (ra) {
         if (!admit(s, ra, &s->rt))
@@ -502,7 +505,8 @@ void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e)
     bool unprocessed = s->up_unprocessed;
     s->up_unprocessed = false;
     if (e == REM_E_UPSTREAM_RESET && (s->on_reused || unprocessed) && !s->resp_started &&
-        !s->retried && (s->req_body_bytes == 0 || s->replay_ok)) {
+        !s->retried &&
+        (s->req_body_bytes == 0 || (s->replay_ok && (unprocessed || idempotent(&s->req))))) {
         s->retried = true;
         s->req_sent = false;
         if (s->req_has_body && !s->req_done)
