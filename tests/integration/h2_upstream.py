@@ -96,6 +96,8 @@ class Stats:
     max_active_on_conn = 0     # peak of handled streams open at once on one connection
     max_active = 0             # peak of streams_active
     refused_over_limit = 0     # streams refused because --max-streams were already open
+    refused_over_limit_acked = 0  # ... of those, after the peer had ACKed our SETTINGS: the
+                                  # peer knew the limit (before that, a race the RFC allows)
     refused_after_goaway = 0   # new streams above our GOAWAY's last-stream-id
     resets_sent = 0
     resets_received = {}       # error code -> count (RST_STREAM from the peer)
@@ -112,6 +114,7 @@ class Stats:
             "streams_total": cls.streams_total, "streams_active": cls.streams_active,
             "max_active_on_conn": cls.max_active_on_conn, "max_active": cls.max_active,
             "refused_over_limit": cls.refused_over_limit,
+            "refused_over_limit_acked": cls.refused_over_limit_acked,
             "refused_after_goaway": cls.refused_after_goaway,
             "resets_sent": cls.resets_sent,
             "resets_received": {str(k): v for k, v in cls.resets_received.items()},
@@ -258,7 +261,7 @@ class H2Conn:
         self.goaway_last = None    # last-stream-id of the GOAWAY we sent
         self.st = {"id": self.id, "open": True, "streams": 0, "active": 0, "max_active": 0,
                    "close": None, "goaway_received": False, "goaway_sent": False,
-                   "peer_settings": {}}
+                   "peer_settings": {}, "settings_acked": False}
         Stats.conns[self.id] = self.st
 
     # ---- output ---------------------------------------------------------------------------
@@ -539,6 +542,8 @@ class H2Conn:
                 self.st["peer_settings"][str(int(code))] = ch.new_value
             for s in self.streams.values():
                 s.window.set()
+        elif isinstance(ev, h2.events.SettingsAcknowledged):
+            self.st["settings_acked"] = True
         elif isinstance(ev, h2.events.ConnectionTerminated):
             self.st["goaway_received"] = True
             self.st["goaway_code"] = ev.error_code
@@ -556,6 +561,8 @@ class H2Conn:
         if not control and self.st["active"] >= MAX_STREAMS:
             s.active = False
             Stats.refused_over_limit += 1
+            if self.st["settings_acked"]:
+                Stats.refused_over_limit_acked += 1
             print("h2_upstream conn %d: stream %d over the %d concurrent streams advertised: "
                   "refused" % (self.id, s.sid, MAX_STREAMS), file=sys.stderr, flush=True)
             self.h2.reset_stream(s.sid, h2.errors.ErrorCodes.REFUSED_STREAM)
