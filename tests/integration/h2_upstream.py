@@ -103,6 +103,7 @@ class Stats:
     resets_received = {}       # error code -> count (RST_STREAM from the peer)
     goaways_sent = 0
     goaways_received = 0
+    data_sent = 0              # response body bytes handed to h2 (all connections)
     protocol_errors = []       # h2 exceptions raised by what the peer sent (first 20)
     conns = {}                 # id -> per-connection dict
     once_keys = set()
@@ -119,6 +120,7 @@ class Stats:
             "resets_sent": cls.resets_sent,
             "resets_received": {str(k): v for k, v in cls.resets_received.items()},
             "goaways_sent": cls.goaways_sent, "goaways_received": cls.goaways_received,
+            "data_sent": cls.data_sent,
             "protocol_errors": cls.protocol_errors,
             "max_streams": MAX_STREAMS,
             "conns": [dict(c) for _, c in sorted(cls.conns.items())],
@@ -261,7 +263,7 @@ class H2Conn:
         self.goaway_last = None    # last-stream-id of the GOAWAY we sent
         self.st = {"id": self.id, "open": True, "streams": 0, "active": 0, "max_active": 0,
                    "close": None, "goaway_received": False, "goaway_sent": False,
-                   "peer_settings": {}, "settings_acked": False}
+                   "peer_settings": {}, "settings_acked": False, "data_sent": 0}
         Stats.conns[self.id] = self.st
 
     # ---- output ---------------------------------------------------------------------------
@@ -367,6 +369,8 @@ class H2Conn:
                 self.h2.send_data(s.sid, part.tobytes(), end_stream=last)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 raise Abort()
+            self.st["data_sent"] += len(part)
+            Stats.data_sent += len(part)
             self.flush()
             await self.drain()
             if last:
@@ -714,6 +718,8 @@ class H2Conn:
             rate = max(1, s.qint("rate", 2000000))
             h = hashlib.sha256()
             n = 0
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
             while True:
                 d, fcl = await s.read(ack=not slow)
                 if not d:
@@ -721,7 +727,11 @@ class H2Conn:
                 h.update(d)
                 n += len(d)
                 if slow:
-                    await asyncio.sleep(len(d) / rate)
+                    # no faster than rate on average: sleep when ahead of it by over 2 ms,
+                    # then give the credit back (the peer may send more only then)
+                    ahead = t0 + n / rate - loop.time()
+                    if ahead > 0.002:
+                        await asyncio.sleep(ahead)
                     s.ack(fcl)
             await self.respond(s, 200, json.dumps({"body_len": n, "body_sha256": h.hexdigest()})
                                .encode(), ctype="application/json")

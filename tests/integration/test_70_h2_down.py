@@ -370,11 +370,13 @@ def test_h2load(proxy):
 
 # ---- HTTP/1.1 Upgrade: h2c is ignored -------------------------------------------------------
 
+UPGRADE = [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
+           ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")]
+
+
 def test_http1_upgrade_h2c_answered_as_http1(proxy):
-    hs = [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
-          ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")]
     with HttpConn(proxy.port) as c:
-        c.request("GET", "/echo?up=1", headers=hs)
+        c.request("GET", "/echo?up=1", headers=UPGRADE)
         r = c.read_response()
         assert r.version == "HTTP/1.1" and r.status == 200, r
         assert r.header("upgrade") is None, r.headers
@@ -382,14 +384,27 @@ def test_http1_upgrade_h2c_answered_as_http1(proxy):
         assert doc["path"] == "/echo?up=1"
         seen = [k.lower() for k, _ in doc["headers"]]
         assert "upgrade" not in seen and "http2-settings" not in seen, doc["headers"]
-        # the connection stays HTTP/1.1 and keeps serving
-        body = pattern(0, 5000)
-        c.request("POST", "/echo?up=2", headers=hs, body=body)
+    body = pattern(0, 5000)
+    with HttpConn(proxy.port) as c:
+        c.request("POST", "/echo?up=2", headers=UPGRADE, body=body)
         r = c.read_response()
         assert r.version == "HTTP/1.1" and r.status == 200, r
         assert r.json()["body_len"] == 5000
-        c.request("GET", "/echo?up=3")
-        assert c.read_response().json()["path"] == "/echo?up=3"
+
+
+def test_http1_upgrade_h2c_connection_stays_http1(proxy):
+    """After an ignored Upgrade: h2c the connection is still an HTTP/1.1 keep-alive
+    connection: the next requests on it are parsed and served."""
+    with HttpConn(proxy.port) as c:
+        c.request("GET", "/echo?up=1", headers=UPGRADE)
+        r = c.read_response()
+        assert r.status == 200, r
+        c.request("GET", "/echo?up=2")
+        r = c.read_response()
+        assert r.status == 200 and r.json()["path"] == "/echo?up=2", (r, r.body)
+        c.request("POST", "/echo?up=3", headers=UPGRADE, body=b"x" * 100)
+        r = c.read_response()
+        assert r.status == 200 and r.json()["body_len"] == 100, (r, r.body)
 
 
 # ---- remora's own errors and limits on h2 streams --------------------------------------------
