@@ -398,18 +398,31 @@ def test_goaway_counted_in_metrics(h2p):
 # ---- RST_STREAM -----------------------------------------------------------------------------
 
 def test_rst_stream_is_upstream_reset(h2p, h2_upstream):
+    """RST_STREAM INTERNAL_ERROR is the app's answer to a stream it did process: a 502
+    upstream_reset, not retried (only REFUSED_STREAM is), on a fresh or a reused upconn."""
     m0 = metrics(h2p.admin_port)
     with HttpConn(h2p.port) as c:
-        c.request("GET", "/rst?code=2")
+        s0 = h2_upstream.stats()["streams_total"]
+        c.request("GET", "/rst?code=2")  # on a fresh upconn
         r = c.read_response()
         assert r.status == 502 and r.header("x-remora-error") == "upstream_reset", (r, r.body)
         c.request("GET", "/echo")
         assert c.read_response().status == 200
+        s1 = h2_upstream.stats()["streams_total"]
+        assert s1 - s0 == 2, "the app saw %d streams for two requests" % (s1 - s0)
+        c.request("GET", "/rst?code=2")  # on the reused upconn
+        r = c.read_response()
+        assert r.status == 502 and r.header("x-remora-error") == "upstream_reset", (r, r.body)
+        s2 = h2_upstream.stats()["streams_total"]
+        assert s2 - s1 == 1, "GET answered RST_STREAM INTERNAL_ERROR was sent to the app " \
+            "%d times (retried)" % (s2 - s1)
     r = h2_get(h2p.port, "/rst?code=2")
     assert r.status == 502 and r.header("x-remora-error") == "upstream_reset", r
+    s3 = h2_upstream.stats()["streams_total"]
+    assert s3 - s2 == 1, "h2 client: RST_STREAM INTERNAL_ERROR retried (%d streams)" % (s3 - s2)
     assert wait_for(lambda: metrics(h2p.admin_port).value(
         "remora_http2_resets_total", 0, side="upstream", reason="internal_error") -
-        m0.value("remora_http2_resets_total", 0, side="upstream", reason="internal_error") == 2,
+        m0.value("remora_http2_resets_total", 0, side="upstream", reason="internal_error") == 3,
         timeout=2), metrics(h2p.admin_port).series("remora_http2_resets_total")
     assert_clean(h2_upstream)
 
@@ -436,12 +449,24 @@ def test_refused_stream_retried_once(h2p, h2_upstream):
     r = http(h2p.port, "GET", "/rst?code=7")
     assert r.status == 502 and r.header("x-remora-error") == "upstream_reset", (r, r.body)
     assert h2_upstream.stats()["streams_total"] - s1 == 2, "not retried exactly once"
-    r = h2_get(h2p.port, "/rst?code=7&once=r2", method="POST", body=b"x" * 100)
+    r = h2_get(h2p.port, "/rst?code=7&once=r2")
     assert r.status == 200 and r.body == b"ok rst\n", r
     assert wait_for(lambda: metrics(h2p.admin_port).value(
         "remora_http2_resets_total", 0, side="upstream", reason="refused_stream") -
         m0.value("remora_http2_resets_total", 0, side="upstream", reason="refused_stream") == 4,
         timeout=2), metrics(h2p.admin_port).series("remora_http2_resets_total")
+    assert_clean(h2_upstream)
+
+
+def test_refused_stream_with_body_retried_once(h2p, h2_upstream):
+    """REFUSED_STREAM means the app processed nothing (RFC 9113 8.7), so even a POST whose
+    (small) body was sent is safe to retry."""
+    body = pattern(0, 100)
+    r = h2_get(h2p.port, "/rst?code=7&once=r3", method="POST", body=body,
+               headers=[("content-length", "100")])
+    assert r.status == 200 and r.body == b"ok rst\n", r
+    r = http(h2p.port, "POST", "/rst?code=7&once=r4", body=body)
+    assert r.status == 200 and r.body == b"ok rst\n", (r, r.body)
     assert_clean(h2_upstream)
 
 
@@ -457,10 +482,16 @@ def test_trailers_pass_through_h2c_to_h2c(h2p, h2_upstream):
                   headers=[("te", "trailers")])
         assert r.ended and r.body_len == 300000 and r.sha256() == pattern_sha256(300000)
         assert r.trailer("grpc-status") == "14" and r.trailer("grpc-message") == "unavailable"
+    assert_clean(h2_upstream)
+
+
+def test_request_trailers_pass_through_h2c_to_h2c(h2p, h2_upstream):
+    with H2Client(h2p.port) as c:
         r = c.get("/json", method="POST", body=b"abc", headers=[("te", "trailers")],
                   trailers=[("x-req-trailer", "yes")])
-        assert r.json()["trailers"] == [["x-req-trailer", "yes"]], r.json()
+        assert r.status == 200, r
         assert r.json()["body_len"] == 3
+        assert r.json()["trailers"] == [["x-req-trailer", "yes"]], r.json()
     assert_clean(h2_upstream)
 
 
