@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from h2util import ErrorCodes, H2Client, h2_get, remora_h2
+from h2util import ErrorCodes, H2Client, H2Timeout, h2_get, remora_h2
 from helpers import (MIB, UUID4_RE, HttpConn, curl, free_port, http, metrics, pattern,
                      pattern_sha256, wait_for)
 
@@ -271,12 +271,21 @@ def test_head_and_bodyless_statuses(proxy):
 
 
 def test_large_response_byte_exact(proxy):
-    with H2Client(proxy.port, timeout=20) as c:
-        r = c.get("/bytes?n=%d" % (8 * MIB), timeout=20)
-        assert r.status == 200 and r.ended
-        assert r.body_len == 8 * MIB and r.sha256() == pattern_sha256(8 * MIB)
-        r = c.get("/chunked?n=%d&chunk=65536" % (3 * MIB), timeout=20)
-        assert r.ended and r.sha256() == pattern_sha256(3 * MIB)
+    """Content-Length and chunked bodies several times the client's 64 KiB windows arrive
+    whole and end with END_STREAM (repeated: the end of the body races the windows)."""
+    for i in range(8):
+        with H2Client(proxy.port, timeout=5) as c:
+            sid = c.request("GET", "/bytes?n=%d" % (8 * MIB))
+            try:
+                r = c.response(sid, timeout=5)
+            except H2Timeout:
+                r = c.streams[sid]
+            assert r.status == 200 and r.body_len == 8 * MIB, (i, r)
+            assert r.ended, "run %d: all %d bytes arrived but no END_STREAM within 5 s " \
+                "(client windows open): %r" % (i, r.body_len, r)
+            assert r.sha256() == pattern_sha256(8 * MIB)
+            r = c.get("/chunked?n=%d&chunk=65536" % (3 * MIB), timeout=5)
+            assert r.ended and r.sha256() == pattern_sha256(3 * MIB)
 
 
 def test_upstream_breaking_mid_body_resets_the_stream(proxy):

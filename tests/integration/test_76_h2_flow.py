@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from h2util import ErrorCodes, H2Client, SettingCodes
+from h2util import ErrorCodes, H2Client, SettingCodes, remora_h2
 from helpers import MIB, HttpConn, RssSampler, pattern, pattern_sha256
 
 BIG = 100 * MIB
@@ -28,16 +28,23 @@ def route(timeout="60s"):
              "timeout": timeout}]
 
 
+# A reader that gives window back every few KiB sends thousands of WINDOW_UPDATEs a second;
+# these fixtures lift the control-frame flood limit so that the tests below measure flow
+# control and memory only. test_window_updates_are_not_a_flood checks the default limit.
+NO_FLOOD_LIMIT = {"max_control_frames": 10000000}
+
+
 @pytest.fixture
 def h1_app_proxy(remora, upstream):
     """remora (h2c or HTTP/1.1 downstream) in front of the HTTP/1.1 app."""
-    return remora(upstream, workers=1, routes=route())
+    return remora_h2(remora, upstream, http2=NO_FLOOD_LIMIT, workers=1, routes=route())
 
 
 @pytest.fixture
 def h2_app_proxy(remora, h2_upstream):
     """remora in front of h2_upstream.py spoken to in h2c."""
-    return remora(h2_upstream, workers=1, routes=route(), upstream_opts={"protocol": "h2c"})
+    return remora_h2(remora, h2_upstream, http2=NO_FLOOD_LIMIT, workers=1, routes=route(),
+                     upstream_opts={"protocol": "h2c"})
 
 
 def check_rss(sampler, proxy):
@@ -56,13 +63,19 @@ def slow_download(port, path, delay=0.001, window=65535):
                   settings={SettingCodes.INITIAL_WINDOW_SIZE: window}) as c:
         sid = c.request("GET", path, sink=lambda d: None)
         r = c.streams[sid]
-        end = time.monotonic() + 60
+        end = time.monotonic() + 40
+        progress = (0, time.monotonic())
         while not r.done and not c.eof and time.monotonic() < end:
-            c.pump(1.0)
+            c.pump(0.5)
             if r.unacked:
                 time.sleep(delay)
                 c.ack(sid)
-        assert r.done, "download stalled at %d bytes: %r" % (r.body_len, r)
+            if r.body_len != progress[0]:
+                progress = (r.body_len, time.monotonic())
+            elif time.monotonic() - progress[1] > 3:
+                break  # nothing for 3 s with the windows open
+        assert r.done, "download stalled at %d bytes (no END_STREAM / nothing for 3 s with " \
+            "the windows open; goaway %r): %r" % (r.body_len, c.goaway, r)
         return r
 
 
@@ -131,6 +144,9 @@ def test_stalled_h2_reader_http1_app_bounds_rss(h1_app_proxy):
         try:
             assert r.status == 200 and r.body_len <= 65535, r
             c.reset(r.stream_id, ErrorCodes.CANCEL)
+            # give the connection window back (the reset stream's bytes still count on it)
+            c.auto_ack = True
+            c.ack(r.stream_id)
             # the connection still serves
             r2 = c.get("/echo?after")
             assert r2.status == 200 and r2.json()["path"] == "/echo?after"
@@ -254,3 +270,21 @@ def test_upload_hash_exact_small_windows(h2_app_proxy):
         rs = c.responses(sids, timeout=30)
     for r, b in zip(rs, bodies):
         assert r.json() == {"body_len": len(b), "body_sha256": hashlib.sha256(b).hexdigest()}
+
+
+def test_window_updates_are_not_a_flood(remora, upstream):
+    """nghttp with its default 64 KiB windows downloads 100 MiB: it gives window back with a
+    WINDOW_UPDATE every 32 KiB or so (thousands a second). Flow control is not a control-frame
+    flood (the default max_control_frames counts SETTINGS/PING/PRIORITY/empty frames)."""
+    import subprocess
+    p = remora(upstream, workers=1, routes=route())
+    out = subprocess.run(["nghttp", "-n", "-s", "http://127.0.0.1:%d/bytes?n=%d" % (p.port, BIG)],
+                         capture_output=True, timeout=60)
+    text = out.stdout.decode(errors="replace")
+    assert out.returncode == 0 and "processed=0" not in text, (text[-800:], out.stderr[-500:])
+    assert "flood" not in p.stderr(), [l for l in p.stderr().splitlines() if "flood" in l]
+    h = hashlib.sha256()
+    with H2Client(p.port, timeout=30) as c:
+        r = c.get("/bytes?n=%d" % BIG, timeout=60, sink=h.update)
+        assert r.ended and r.body_len == BIG and c.goaway is None, (r, c.goaway)
+    assert h.hexdigest() == pattern_sha256(BIG)
