@@ -130,6 +130,7 @@ def test_nghttp_settings_configured_and_window_updates(remora, upstream):
 
 def test_goaway_when_remora_closes_idle_connection(remora, upstream):
     p = remora(upstream, limits={"client_idle_timeout": "500ms"})
+    g0 = metrics(p.admin_port).value("remora_http2_goaway_total", 0, side="downstream")
     with H2Client(p.port) as c:
         r = c.get("/echo")
         assert r.status == 200 and r.ended
@@ -140,6 +141,9 @@ def test_goaway_when_remora_closes_idle_connection(remora, upstream):
         assert c.goaway.error_code == ErrorCodes.NO_ERROR, c.goaway
         assert c.goaway.last_stream_id == 1, c.goaway
         assert 0.2 < took < 3, took
+    assert wait_for(lambda: metrics(p.admin_port).value(
+        "remora_http2_goaway_total", 0, side="downstream") - g0 == 1, timeout=2), \
+        metrics(p.admin_port).series("remora_http2_goaway_total")
 
 
 def test_client_goaway_then_remora_finishes_open_stream(proxy):
@@ -302,6 +306,7 @@ def test_upstream_breaking_mid_body_resets_the_stream(proxy):
 
 
 def test_client_reset_mid_response_keeps_connection(proxy, upstream):
+    m0 = metrics(proxy.admin_port)
     with H2Client(proxy.port) as c:
         sid = c.request("GET", "/bytes?n=%d" % (50 * MIB))
         c.wait(lambda: c.streams[sid].status is not None)
@@ -310,6 +315,10 @@ def test_client_reset_mid_response_keeps_connection(proxy, upstream):
             assert c.get("/echo?i=%d" % i).json()["path"] == "/echo?i=%d" % i
     # the upconn of the cancelled response is not kept half-read in the pool
     assert wait_for(lambda: upstream.stats()["conns_open"] <= 2, timeout=3), upstream.stats()
+    assert wait_for(lambda: metrics(proxy.admin_port).value(
+        "remora_http2_resets_total", 0, side="downstream", reason="cancel") -
+        m0.value("remora_http2_resets_total", 0, side="downstream", reason="cancel") == 1,
+        timeout=2), metrics(proxy.admin_port).series("remora_http2_resets_total")
 
 
 # ---- concurrency ----------------------------------------------------------------------------
