@@ -34,7 +34,9 @@ struct rem_h2_up {
     unsigned n_streams;
     int depth;
     bool want_send;
-    bool goaway; /* the app said GOAWAY, or we are closing: no new streams */
+    bool goaway;   /* the app said GOAWAY, or we are closing: no new streams */
+    bool ping_out; /* a liveness PING awaits its ACK */
+    uint64_t ping_sent_ms;
 };
 
 static struct rem_metrics_shard *shard(const struct rem_h2_up *u)
@@ -305,6 +307,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     case NGHTTP2_RST_STREAM:
         rem_h2_count_reset(shard(u), REM_H2_SIDE_UP, f->rst_stream.error_code);
         break;
+    case NGHTTP2_PING:
+        if (f->hd.flags & NGHTTP2_FLAG_ACK)
+            u->ping_out = false;
+        break;
     case NGHTTP2_GOAWAY:
         REM_M_ADD(shard(u)->h2_goaway[REM_H2_SIDE_UP], 1);
         u->goaway = true; /* streams above last_stream_id close with REFUSED_STREAM */
@@ -572,4 +578,30 @@ void rem_h2_up_fail_all(struct rem_upconn *uc, enum rem_err e)
             s->up_unprocessed = true; /* never sent */
         rem_stream_on_upconn_error(s, e);
     }
+}
+
+void rem_h2_up_idle_tick(struct rem_upconn *uc)
+{
+    struct rem_h2_up *u = uc->h2;
+    uint64_t now = rem_now_ms(), limit = uc->ep->cluster->cfg->idle_timeout_ms;
+    uint64_t idle = now - uc->last_activity_ms;
+    if (u->ping_out && now - u->ping_sent_ms >= REM_H2_PING_TIMEOUT_MS) {
+        rem_log_info("upconn %s: no PING ACK within %d ms, closing", uc->ep->name,
+                     REM_H2_PING_TIMEOUT_MS);
+        rem_upconn_close(uc);
+        return;
+    }
+    if (limit && idle >= limit) {
+        rem_upconn_close(uc);
+        return;
+    }
+    if (!u->ping_out && nghttp2_submit_ping(u->ng, NGHTTP2_FLAG_NONE, NULL) == 0) {
+        u->ping_out = true;
+        u->ping_sent_ms = now;
+        schedule_send(u);
+    }
+    uint64_t next = REM_H2_PING_TIMEOUT_MS;
+    if (limit && limit - idle < next)
+        next = limit - idle;
+    rem_upconn_arm_timer(uc, next);
 }

@@ -33,6 +33,10 @@ void rem_h2_up_process(struct rem_upconn *uc);
 void rem_h2_up_on_drained(struct rem_upconn *uc);
 /* uc's timer fired while active: response timeouts of its streams. */
 void rem_h2_up_on_timer(struct rem_upconn *uc);
+/* Liveness on idle upconns: a PING every REM_H2_PING_TIMEOUT_MS; an upconn whose PING is not
+ * acknowledged within that time, or that stayed idle for idle_timeout, is closed. */
+#define REM_H2_PING_TIMEOUT_MS 1000
+void rem_h2_up_idle_tick(struct rem_upconn *uc);
 /* Closes uc and tells every attached stream e (those never sent are marked unprocessed). */
 void rem_h2_up_fail_all(struct rem_upconn *uc, enum rem_err e);
 /* uc is closing: streams are detached without being called back. */
