@@ -6,6 +6,7 @@ stays flat; a reader that stops, or an app that reads slowly, stops the other si
 growing remora's buffers (RFC 9113 5.2: remora gives window back only when the bytes left)."""
 
 import hashlib
+import re
 import time
 
 import pytest
@@ -282,6 +283,7 @@ def test_window_updates_are_not_a_flood(remora, upstream):
                          capture_output=True, timeout=60)
     text = out.stdout.decode(errors="replace")
     assert out.returncode == 0 and "processed=0" not in text, (text[-800:], out.stderr[-500:])
+    assert re.search(r"\s200\s+100M\s+/bytes", text), text[-800:]
     assert "flood" not in p.stderr(), [l for l in p.stderr().splitlines() if "flood" in l]
     # the same with h2util's client (WINDOW_UPDATE per ~32 KiB per stream and connection);
     # END_STREAM is the business of the download tests above
