@@ -276,19 +276,21 @@ def test_upload_hash_exact_small_windows(h2_app_proxy):
 def test_window_updates_are_not_a_flood(remora, upstream):
     """nghttp with its default 64 KiB windows downloads 100 MiB: it gives window back with a
     WINDOW_UPDATE every 32 KiB or so (thousands a second). Flow control is not a control-frame
-    flood (the default max_control_frames counts SETTINGS/PING/PRIORITY/empty frames)."""
+    flood (the default max_control_frames counts SETTINGS/PING/PRIORITY/empty frames).
+    (A chunked response: the END_STREAM of Content-Length ones is the download tests' case.)"""
     import subprocess
-    p = remora(upstream, workers=1, routes=route())
-    out = subprocess.run(["nghttp", "-n", "-s", "http://127.0.0.1:%d/bytes?n=%d" % (p.port, BIG)],
+    p = remora(upstream, workers=1, routes=route("20s"))
+    target = "/chunked?n=%d&chunk=65536" % BIG
+    out = subprocess.run(["nghttp", "-n", "-s", "http://127.0.0.1:%d%s" % (p.port, target)],
                          capture_output=True, timeout=60)
     text = out.stdout.decode(errors="replace")
     assert out.returncode == 0 and "processed=0" not in text, (text[-800:], out.stderr[-500:])
-    assert re.search(r"\s200\s+100M\s+/bytes", text), text[-800:]
+    assert re.search(r"\s200\s+100M\s+/chunked", text), text[-800:]
     assert "flood" not in p.stderr(), [l for l in p.stderr().splitlines() if "flood" in l]
     # the same with h2util's client (WINDOW_UPDATE per ~32 KiB per stream and connection);
     # END_STREAM is the business of the download tests above
     with H2Client(p.port, timeout=30) as c:
-        sid = c.request("GET", "/bytes?n=%d" % BIG, sink=lambda d: None)
+        sid = c.request("GET", target, sink=lambda d: None)
         r = c.streams[sid]
         c.wait(lambda: r.body_len >= BIG or r.reset is not None or c.goaway is not None,
                timeout=30)
