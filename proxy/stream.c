@@ -16,6 +16,7 @@
 #include "h1_down.h"
 #include "h1_up.h"
 #include "h2_down.h"
+#include "h2_proto.h"
 #include "h2_up.h"
 #include "log.h"
 #include "metrics.h"
@@ -205,6 +206,27 @@ void rem_stream_free(struct rem_stream *s)
     free(s);
 }
 
+/* The gRPC status of a finished gRPC call: the app's (trailers, or a trailers-only head), or
+ * the one remora answered with; -1 when none is known (the call broke). */
+static int grpc_status_of(const struct rem_stream *s)
+{
+    const struct rem_head *hs[2] = {&s->resp_trl, &s->resp};
+    if (s->err != REM_E_OK)
+        return rem_err_status(s->err) ? rem_h2_grpc_status(s->err) : -1;
+    for (int k = 0; k < 2; k++)
+        for (uint32_t i = 0; i < hs[k]->n_hdrs; i++) {
+            const struct rem_hdr *x = &hs[k]->hdrs[i];
+            if (!rem_http_name_eq(REM_HDR_NAME(hs[k], x), x->name_len, "grpc-status"))
+                continue;
+            int v = 0;
+            const char *p = REM_HDR_VAL(hs[k], x);
+            for (uint32_t j = 0; j < x->val_len && j < 3 && p[j] >= '0' && p[j] <= '9'; j++)
+                v = v * 10 + (p[j] - '0');
+            return v;
+        }
+    return -1;
+}
+
 static void access_log(struct rem_stream *s)
 {
     struct rem_logline l;
@@ -221,6 +243,11 @@ static void access_log(struct rem_stream *s)
     rem_logline_int(&l, "bytes_out", (int64_t)s->bytes_out);
     rem_logline_double(&l, "duration_s", (double)(rem_now_ns() - s->start_ns) / 1e9);
     rem_logline_str(&l, "termination", rem_err_term(s->err), -1);
+    if (s->grpc) {
+        int gs = grpc_status_of(s);
+        if (gs >= 0)
+            rem_logline_int(&l, "grpc_status", gs);
+    }
     if (s->err != REM_E_OK)
         rem_logline_str(&l, "error", rem_err_label(s->err), -1);
     rem_logline_str(&l, "request_id", s->rid, s->rid ? (long)s->rid_len : 0);
