@@ -122,10 +122,10 @@ enum rem_dns_family {
 struct rem_cfg_dns {
     struct rem_sockaddr *resolvers; /* NULL / 0: /etc/resolv.conf */
     size_t n_resolvers;
-    uint64_t min_ttl_ms;   /* answers are re-resolved no sooner than this, default 5s */
-    uint64_t max_ttl_ms;   /* ... and no later than this, default 300s */
-    uint64_t timeout_ms;   /* per query attempt, default 1s */
-    uint32_t attempts;     /* tries per server, default 2 */
+    uint64_t min_ttl_ms; /* answers are re-resolved no sooner than this, default 5s */
+    uint64_t max_ttl_ms; /* ... and no later than this, default 300s */
+    uint64_t timeout_ms; /* per query attempt, default 1s */
+    uint32_t attempts;   /* tries per server, default 2 */
     enum rem_dns_family family;
     uint64_t stale_ttl_ms; /* how long the last good answer serves after failures, default 5m */
 };
