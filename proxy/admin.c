@@ -24,6 +24,7 @@
 #include "rem_build.h"
 #include "rem_commit.h"
 #include "admin.h"
+#include "dns.h"
 #include "config.h"
 #include "error.h"
 #include "healthcheck.h"
@@ -119,6 +120,20 @@ static void serve_readyz(struct rem_admin *a, struct evbuffer *b, int *code)
 {
     char why[256];
     bool ready = a->ready && rem_healthcheck_ready(a->hc, why, sizeof(why));
+    /* Upstreams whose endpoint names never resolved (in any worker) keep remora unready. */
+    for (size_t u = 0; ready && a->n_workers && u < a->workers[0].cfg->n_upstreams; u++)
+        for (size_t i = 0; i < a->n_workers; i++) {
+            int64_t st =
+                __atomic_load_n(&a->workers[i].metrics->upstreams[u].dns_state, __ATOMIC_RELAXED);
+            if (st == 0)
+                continue;
+            snprintf(why, sizeof(why), "upstream %s: dns unresolved (%s)",
+                     a->workers[0].cfg->upstreams[u].name,
+                     st - 1 < REM_DNS__N ? rem_dns_result_label((enum rem_dns_result)(st - 1))
+                                         : "no answer yet");
+            ready = false;
+            break;
+        }
     *code = ready ? 200 : 503;
     if (ready)
         evbuffer_add(b, "ok\n", 3);

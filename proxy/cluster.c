@@ -1,16 +1,230 @@
 /* SPDX-License-Identifier: Apache-2.0
- * cluster: per-worker endpoints of one upstream and round-robin balancing. */
+ * cluster: per-worker endpoints of one upstream, kept in step with DNS answers, and the
+ * balancing policy (round robin, or least request by power of two choices). */
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "cluster.h"
+#include "dns.h"
 #include "error.h"
 #include "log.h"
 #include "metrics.h"
+#include "stream.h"
 #include "upool.h"
 #include "worker.h"
+
+void rem_endpoint_ref(struct rem_endpoint *ep)
+{
+    ep->refs++;
+}
+
+void rem_endpoint_unref(struct rem_endpoint *ep)
+{
+    REM_BUG_ON(ep->refs == 0);
+    if (--ep->refs == 0)
+        free(ep);
+}
+
+static struct rem_endpoint *endpoint_new(struct rem_cluster *c, const struct rem_sockaddr *a)
+{
+    struct rem_endpoint *ep = rem_xcalloc(1, sizeof(*ep));
+    ep->cluster = c;
+    ep->addr = *a;
+    ep->refs = 1; /* the cluster's, while it is in the set */
+    rem_sockaddr_str(&ep->addr, ep->name, sizeof(ep->name));
+    TAILQ_INIT(&ep->idle);
+    TAILQ_INIT(&ep->busy);
+    return ep;
+}
+
+/* ep leaves the set: no new stream picks it; idle upconns close now, busy ones finish their
+ * exchanges and close (upool checks `removed`). */
+static void endpoint_remove(struct rem_endpoint *ep)
+{
+    struct rem_upconn *uc;
+    ep->removed = true;
+    /* Closed upconns keep their reference until the reaper frees them. */
+    while ((uc = TAILQ_FIRST(&ep->idle)) != NULL)
+        rem_upconn_close(uc);
+    rem_endpoint_unref(ep); /* the cluster's */
+}
+
+static void add_endpoint(struct rem_cluster *c, const struct rem_sockaddr *a)
+{
+    if (c->n_endpoints == c->cap_endpoints) {
+        size_t cap = c->cap_endpoints ? c->cap_endpoints * 2 : 4;
+        struct rem_endpoint **n = realloc(c->endpoints, cap * sizeof(*n));
+        if (!n)
+            abort(); /* control object */
+        c->endpoints = n;
+        c->cap_endpoints = cap;
+    }
+    c->endpoints[c->n_endpoints++] = endpoint_new(c, a);
+}
+
+static bool same_addr(const struct rem_sockaddr *a, const struct rem_sockaddr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Whether a is wanted: a static endpoint of the config or in some source's latest set. */
+static bool wanted(const struct rem_cluster *c, const struct rem_sockaddr *a)
+{
+    for (size_t i = 0; i < c->cfg->n_endpoints; i++) {
+        const struct rem_cfg_endpoint *e = &c->cfg->endpoints[i];
+        struct rem_sockaddr s;
+        char spec[300];
+        if (e->is_name)
+            continue;
+        snprintf(spec, sizeof(spec), strchr(e->host, ':') ? "[%s]:%u" : "%s:%u", e->host,
+                 (unsigned)e->port);
+        if (rem_parse_sockaddr(spec, &s) == 0 && same_addr(&s, a))
+            return true;
+    }
+    for (size_t i = 0; i < c->n_sources; i++)
+        for (size_t k = 0; k < c->sources[i].n_addrs; k++)
+            if (same_addr(&c->sources[i].addrs[k], a))
+                return true;
+    return false;
+}
+
+static bool present(const struct rem_cluster *c, const struct rem_sockaddr *a)
+{
+    for (size_t i = 0; i < c->n_endpoints; i++)
+        if (same_addr(&c->endpoints[i]->addr, a))
+            return true;
+    return false;
+}
+
+static void wake_dns_waiters(struct rem_cluster *c);
+
+/* Brings the set in line with the sources: removed endpoints drain, new ones are added. */
+static void reconcile(struct rem_cluster *c)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < c->n_endpoints; i++) {
+        struct rem_endpoint *ep = c->endpoints[i];
+        if (wanted(c, &ep->addr)) {
+            c->endpoints[k++] = ep;
+            continue;
+        }
+        rem_log_info("upstream %s: endpoint %s removed, draining", c->cfg->name, ep->name);
+        endpoint_remove(ep);
+    }
+    c->n_endpoints = k;
+    for (size_t i = 0; i < c->n_sources; i++)
+        for (size_t j = 0; j < c->sources[i].n_addrs; j++)
+            if (!present(c, &c->sources[i].addrs[j])) {
+                add_endpoint(c, &c->sources[i].addrs[j]);
+                rem_log_info("upstream %s: endpoint %s added", c->cfg->name,
+                             c->endpoints[c->n_endpoints - 1]->name);
+            }
+    REM_M_ADD(c->metrics->endpoints, (int64_t)c->n_endpoints - c->metrics->endpoints);
+    if (c->n_endpoints > 0)
+        wake_dns_waiters(c);
+}
+
+static void on_dns_update(void *arg, const struct rem_sockaddr *addrs, size_t n)
+{
+    struct rem_dns_source *src = arg;
+    struct rem_cluster *c = src->cluster;
+    free(src->addrs);
+    src->addrs = NULL;
+    src->n_addrs = 0;
+    if (n) {
+        src->addrs = malloc(n * sizeof(*addrs));
+        if (!src->addrs)
+            abort();
+        memcpy(src->addrs, addrs, n * sizeof(*addrs));
+        src->n_addrs = n;
+        src->answered = true;
+    }
+    bool all = true;
+    for (size_t i = 0; i < c->n_sources; i++)
+        all = all && c->sources[i].answered;
+    c->resolved = all;
+    reconcile(c);
+}
+
+static void on_dns_lookup(void *arg, enum rem_dns_result r, uint64_t ns)
+{
+    struct rem_dns_source *src = arg;
+    struct rem_cluster *c = src->cluster;
+    REM_M_ADD(c->metrics->dns_lookups[r], 1);
+    rem_hist_record(&c->metrics->dns_duration, &c->worker->mlayout->upstream_hist, ns);
+    if (r != REM_DNS_SUCCESS)
+        c->last_dns_result = (int)r;
+    /* Readiness (main thread) reads this: 0 resolved, else 1 + the failing result. */
+    __atomic_store_n(&c->metrics->dns_state,
+                     src->answered || r == REM_DNS_SUCCESS ? 0 : 1 + (int64_t)r, __ATOMIC_RELAXED);
+}
+
+static const struct rem_dns_cbs dns_cbs = {.on_update = on_dns_update, .on_lookup = on_dns_lookup};
+
+/* ---- waiting for a first answer --------------------------------------------------------- */
+
+static void arm_dns_timer(struct rem_cluster *c)
+{
+    struct rem_stream *s = TAILQ_FIRST(&c->dns_wait);
+    if (!s) {
+        event_del(c->dns_timer);
+        return;
+    }
+    uint64_t limit = c->cfg->queue_timeout_ms, now = rem_now_ms();
+    uint64_t waited = now - s->dns_wait_start_ms;
+    uint64_t ms = waited >= limit ? 0 : limit - waited;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    event_add(c->dns_timer, &tv);
+}
+
+static void on_dns_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_cluster *c = arg;
+    struct rem_stream *s;
+    uint64_t now = rem_now_ms();
+    while ((s = TAILQ_FIRST(&c->dns_wait)) != NULL &&
+           now - s->dns_wait_start_ms >= c->cfg->queue_timeout_ms) {
+        rem_cluster_unwait_dns(s);
+        rem_stream_fail(s, REM_E_DNS);
+    }
+    arm_dns_timer(c);
+}
+
+bool rem_cluster_wait_dns(struct rem_cluster *c, struct rem_stream *s)
+{
+    if (c->n_sources == 0 || c->resolved || !c->cfg->queue_timeout_ms)
+        return false;
+    s->dns_waiting = true;
+    s->dns_wait_start_ms = rem_now_ms();
+    TAILQ_INSERT_TAIL(&c->dns_wait, s, u_link);
+    if (!evtimer_pending(c->dns_timer, NULL))
+        arm_dns_timer(c);
+    return true;
+}
+
+void rem_cluster_unwait_dns(struct rem_stream *s)
+{
+    if (!s->dns_waiting)
+        return;
+    TAILQ_REMOVE(&s->cluster->dns_wait, s, u_link);
+    s->dns_waiting = false;
+}
+
+static void wake_dns_waiters(struct rem_cluster *c)
+{
+    struct rem_stream *s;
+    while ((s = TAILQ_FIRST(&c->dns_wait)) != NULL) {
+        rem_cluster_unwait_dns(s);
+        rem_stream_on_endpoints(s);
+    }
+    event_del(c->dns_timer);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
 
 struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_upstream *cfg,
                                     size_t idx, unsigned n_workers)
@@ -20,6 +234,8 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_u
     c->cfg = cfg;
     c->idx = idx;
     c->metrics = &w->metrics->upstreams[idx];
+    TAILQ_INIT(&c->h2_wait);
+    TAILQ_INIT(&c->dns_wait);
     /* Each worker gets an equal share of the connection budget (no shared counter on the
      * request path); at least one. */
     c->max_connections = cfg->max_connections / (n_workers ? n_workers : 1);
@@ -34,32 +250,53 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_u
     uint32_t lim_share = lim / nw ? lim / nw : 1;
     uint32_t pend_share =
         cfg->max_pending ? (cfg->max_pending / nw ? cfg->max_pending / nw : 1) : 0;
-    if (rem_admit_init(&c->admit, w, c->metrics, lim_share, pend_share, cfg->queue_timeout_ms) <
+    c->dns_timer = evtimer_new(w->base, on_dns_timer, c);
+    if (!c->dns_timer ||
+        rem_admit_init(&c->admit, w, c->metrics, lim_share, pend_share, cfg->queue_timeout_ms) <
             0 ||
         (cfg->adaptive && rem_admit_adaptive(&c->admit) < 0)) {
         rem_cluster_free(c);
         return NULL;
     }
-    c->endpoints = rem_xcalloc(cfg->n_endpoints, sizeof(*c->endpoints));
-    TAILQ_INIT(&c->h2_wait);
+    size_t n_names = 0;
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
-        struct rem_endpoint *ep = &c->endpoints[c->n_endpoints];
+        const struct rem_cfg_endpoint *e = &cfg->endpoints[i];
+        if (e->is_name) {
+            n_names++;
+            continue;
+        }
+        struct rem_sockaddr a;
         char spec[300];
-        const char *host = cfg->endpoints[i].host;
-        snprintf(spec, sizeof(spec), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host,
-                 (unsigned)cfg->endpoints[i].port);
-        if (rem_parse_sockaddr(spec, &ep->addr) < 0) {
-            /* Names are resolved by main before workers start (dns issue: c-ares). */
+        snprintf(spec, sizeof(spec), strchr(e->host, ':') ? "[%s]:%u" : "%s:%u", e->host,
+                 (unsigned)e->port);
+        if (rem_parse_sockaddr(spec, &a) < 0) {
             rem_log_error("upstream %s: endpoint %s is not a numeric address", cfg->name, spec);
             rem_cluster_free(c);
             return NULL;
         }
-        ep->cluster = c;
-        rem_sockaddr_str(&ep->addr, ep->name, sizeof(ep->name));
-        TAILQ_INIT(&ep->idle);
-        TAILQ_INIT(&ep->busy);
-        c->n_endpoints++;
+        if (!present(c, &a))
+            add_endpoint(c, &a);
     }
+    if (n_names) {
+        if (!w->dns) {
+            rem_log_error("upstream %s: endpoint names need the dns resolver", cfg->name);
+            rem_cluster_free(c);
+            return NULL;
+        }
+        c->sources = rem_xcalloc(n_names, sizeof(*c->sources));
+        for (size_t i = 0; i < cfg->n_endpoints; i++) {
+            const struct rem_cfg_endpoint *e = &cfg->endpoints[i];
+            if (!e->is_name)
+                continue;
+            struct rem_dns_source *src = &c->sources[c->n_sources++];
+            src->cluster = c;
+            src->watch = rem_dns_watch(w->dns, e->host, e->port, &dns_cbs, src);
+        }
+        __atomic_store_n(&c->metrics->dns_state, 1 + (int64_t)REM_DNS__N, __ATOMIC_RELAXED);
+    } else {
+        c->resolved = true;
+    }
+    REM_M_ADD(c->metrics->endpoints, (int64_t)c->n_endpoints);
     return c;
 }
 
@@ -67,14 +304,23 @@ void rem_cluster_free(struct rem_cluster *c)
 {
     if (!c)
         return;
+    for (size_t i = 0; i < c->n_sources; i++) {
+        rem_dns_unwatch(c->sources[i].watch);
+        free(c->sources[i].addrs);
+    }
+    free(c->sources);
     for (size_t i = 0; i < c->n_endpoints; i++) {
-        struct rem_endpoint *ep = &c->endpoints[i];
+        struct rem_endpoint *ep = c->endpoints[i];
         struct rem_upconn *uc;
         while ((uc = TAILQ_FIRST(&ep->idle)) != NULL)
             rem_upconn_close(uc);
         while ((uc = TAILQ_FIRST(&ep->busy)) != NULL)
             rem_upconn_close(uc);
+        ep->removed = true;
+        rem_endpoint_unref(ep);
     }
+    if (c->dns_timer)
+        event_free(c->dns_timer);
     rem_admit_dispose(&c->admit);
     free(c->endpoints);
     free(c);
@@ -82,9 +328,22 @@ void rem_cluster_free(struct rem_cluster *c)
 
 struct rem_endpoint *rem_cluster_pick(struct rem_cluster *c)
 {
-    if (c->n_endpoints == 0)
+    size_t n = c->n_endpoints;
+    if (n == 0)
         return NULL;
-    struct rem_endpoint *ep = &c->endpoints[c->rr % c->n_endpoints];
+    if (c->cfg->lb == REM_LB_LEAST_REQUEST && n > 1) {
+        /* Power of two choices: two distinct random endpoints, the less loaded wins. */
+        uint64_t *r = &c->worker->rng;
+        *r ^= *r << 13;
+        *r ^= *r >> 7;
+        *r ^= *r << 17;
+        size_t a = (size_t)(*r % n), b = (size_t)((*r >> 32) % (n - 1));
+        if (b >= a)
+            b++;
+        struct rem_endpoint *x = c->endpoints[a], *y = c->endpoints[b];
+        return y->n_streams < x->n_streams ? y : x;
+    }
+    struct rem_endpoint *ep = c->endpoints[c->rr % n];
     c->rr++;
     return ep;
 }

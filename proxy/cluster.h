@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0
  * cluster: a worker's runtime view of one configured upstream: its endpoints (address, idle
- * upconn pool, counters) and the balancing policy (round robin). Owned by the worker; built
- * from the config generation; frees its endpoints' idle upconns when freed. */
+ * upconn pool, counters) and the balancing policy (round robin or least request). Owned by the
+ * worker; built from the config generation. Endpoints come from numeric addresses in the config
+ * and from names kept resolved by dns.c: when a name's answer changes, new endpoints are added
+ * and removed ones drain (refcounted: freed once no upconn or stream refers to them). Requests
+ * for an upstream whose names never resolved wait (up to queue_timeout) for the first answer. */
 #ifndef REM_CLUSTER_H
 #define REM_CLUSTER_H
 
@@ -15,11 +18,17 @@
 struct rem_worker;
 struct rem_upconn;
 struct rem_upstream_metrics;
+struct rem_stream;
+struct rem_dns_name;
 
 TAILQ_HEAD(rem_upconn_list, rem_upconn);
 
 struct rem_endpoint {
     struct rem_cluster *cluster; /* borrowed: the owner */
+    unsigned refs;               /* the cluster's (while in its set), each upconn's, each
+                                    stream's that picked it */
+    bool removed;                /* no longer in the set: draining, never picked */
+    unsigned n_streams;          /* streams that picked it and are not done (least_request) */
     struct rem_sockaddr addr;
     char name[64];               /* "127.0.0.1:8080", for logs and metrics */
     struct rem_upconn_list idle; /* idle upconns, most recently used first */
@@ -35,26 +44,53 @@ struct rem_cluster {
     const struct rem_cfg_upstream *cfg;   /* borrowed from the worker's generation */
     size_t idx;                           /* index of cfg in the generation's upstreams */
     struct rem_upstream_metrics *metrics; /* borrowed: this upstream in the worker's shard */
-    struct rem_endpoint *endpoints;       /* owned */
-    size_t n_endpoints;
-    size_t rr;                /* round-robin cursor */
-    unsigned max_connections; /* this worker's share of cfg->max_connections */
-    struct rem_admit admit;   /* owned: admission of requests to this upstream */
-    unsigned n_conns;         /* idle + active over all endpoints */
+    struct rem_endpoint **endpoints;      /* the set in effect (each holds a ref) */
+    size_t n_endpoints, cap_endpoints;
+    struct rem_dns_source *sources; /* owned: one per configured endpoint name */
+    size_t n_sources;
+    bool resolved;                     /* every name has had an answer at least once, or
+                                          there is no name */
+    int last_dns_result;               /* enum rem_dns_result of the latest failing lookup */
+    TAILQ_HEAD(, rem_stream) dns_wait; /* streams waiting for a first answer (u_link) */
+    struct event *dns_timer;           /* owned: queue_timeout of the oldest waiter */
+    size_t rr;                         /* round-robin cursor */
+    unsigned max_connections;          /* this worker's share of cfg->max_connections */
+    struct rem_admit admit;            /* owned: admission of requests to this upstream */
+    unsigned n_conns;                  /* idle + active over all endpoints */
     /* HTTP/2 (protocol h2c): streams admitted but waiting for a stream slot, every upconn
      * being full and max_connections reached (FIFO, borrowed; upool.c). */
     TAILQ_HEAD(, rem_stream) h2_wait;
     bool h2_waking;
 };
 
-/* Builds the cluster; endpoint hosts must already be numeric (see rem_cluster_resolve_static).
+/* A configured endpoint name being resolved for this cluster (dns.c). */
+struct rem_dns_source {
+    struct rem_cluster *cluster; /* borrowed: the owner */
+    struct rem_dns_name *watch;  /* owned */
+    struct rem_sockaddr *addrs;  /* owned: its latest set */
+    size_t n_addrs;
+    bool answered; /* had a usable answer at least once */
+};
+
+/* Builds the cluster: numeric endpoints at once, names through the worker's dns channel.
  * Returns NULL with the reason logged. */
 struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_upstream *cfg,
                                     size_t idx, unsigned n_workers);
 /* Closes every upconn of the cluster (their streams must be gone) and frees it. NULL-safe. */
 void rem_cluster_free(struct rem_cluster *c);
 
-/* The next endpoint by round robin, or NULL when the cluster has none. */
+/* The next endpoint by the upstream's policy, or NULL when the cluster has none. */
 struct rem_endpoint *rem_cluster_pick(struct rem_cluster *c);
+
+/* s has no endpoint yet because no name resolved so far: it waits for the first answer (then
+ * rem_stream_on_endpoints) or queue_timeout (then rem_stream_fail with REM_E_DNS). Returns
+ * false when waiting makes no sense (the names did answer; the set is just empty). */
+bool rem_cluster_wait_dns(struct rem_cluster *c, struct rem_stream *s);
+/* s leaves the DNS wait (it is finishing). */
+void rem_cluster_unwait_dns(struct rem_stream *s);
+
+/* References on endpoints: a removed endpoint is freed with its last reference. */
+void rem_endpoint_ref(struct rem_endpoint *ep);
+void rem_endpoint_unref(struct rem_endpoint *ep);
 
 #endif

@@ -67,6 +67,7 @@ static void config_free(struct rem_config *cfg)
         route_dispose(&cfg->routes[i]);
     free(cfg->routes);
     buckets_dispose(&cfg->metrics.buckets);
+    free(cfg->dns.resolvers);
     free(cfg->source);
     free(cfg);
 }
@@ -91,6 +92,14 @@ struct rem_config *rem_config_new(const char *source)
     cfg->metrics.buckets.n = sizeof(def_buckets) / sizeof(def_buckets[0]);
     cfg->metrics.buckets.le = rem_xcalloc(cfg->metrics.buckets.n, sizeof(double));
     memcpy(cfg->metrics.buckets.le, def_buckets, sizeof(def_buckets));
+    cfg->dns.resolvers = NULL;
+    cfg->dns.n_resolvers = 0;
+    cfg->dns.min_ttl_ms = REM_DEF_DNS_MIN_TTL_MS;
+    cfg->dns.max_ttl_ms = REM_DEF_DNS_MAX_TTL_MS;
+    cfg->dns.timeout_ms = REM_DEF_DNS_TIMEOUT_MS;
+    cfg->dns.attempts = REM_DEF_DNS_ATTEMPTS;
+    cfg->dns.family = REM_DNS_AUTO;
+    cfg->dns.stale_ttl_ms = REM_DEF_DNS_STALE_TTL_MS;
     return cfg;
 }
 
@@ -146,8 +155,7 @@ void rem_config_fill_defaults(struct rem_config *cfg)
         u->name = rem_xstrdup("app");
         u->endpoints = rem_xcalloc(1, sizeof(*u->endpoints));
         u->n_endpoints = 1;
-        if (rem_parse_hostport(REM_DEF_UPSTREAM_ENDPOINT, &u->endpoints[0].host,
-                               &u->endpoints[0].port) != 0) {
+        if (rem_parse_endpoint(REM_DEF_UPSTREAM_ENDPOINT, &u->endpoints[0], NULL) != 0) {
             fprintf(stderr, "remora: %s:%d: bad built-in endpoint \"%s\"\n", __FILE__, __LINE__,
                     REM_DEF_UPSTREAM_ENDPOINT);
             abort();
@@ -160,6 +168,7 @@ void rem_config_fill_defaults(struct rem_config *cfg)
         u->max_pending = REM_DEF_MAX_PENDING;
         u->queue_timeout_ms = u->connect_timeout_ms;
         u->adaptive = false;
+        u->lb = REM_LB_ROUND_ROBIN;
         u->health_check.interval_ms = REM_DEF_HC_INTERVAL_MS;
         u->health_check.timeout_ms = REM_DEF_HC_TIMEOUT_MS;
         u->health_check.rise = REM_DEF_HC_RISE;
@@ -487,55 +496,129 @@ int rem_parse_sockaddr(const char *s, struct rem_sockaddr *out)
     return 0;
 }
 
-/* A DNS name or dotted IPv4 address: letters, digits, '-', '_' and '.', at most 253 bytes
- * (RFC 1035 section 2.3.4), no empty label. '_' is tolerated because service names use it. */
-static bool valid_hostname(const char *s, size_t len)
+/* RFC 1123 section 2.1: a host name never ends in a numeric label, so a host that does is a
+ * malformed address ("1.2.3", "127.1", "0x7f.1"), not a name to look up. getaddrinfo and
+ * inet_aton would take such forms as shorthand for an IPv4 address; the "0x" prefix is
+ * inet_aton's hex, as the WHATWG URL standard's "ends in a number" check treats it. */
+static bool ends_in_number(const char *s, size_t len)
 {
-    if (len == 0 || len > 253 || s[0] == '.' || strstr(s, "..") != NULL)
+    size_t start;
+    bool hex;
+
+    if (len > 0 && s[len - 1] == '.')
+        len--;
+    start = len;
+    while (start > 0 && s[start - 1] != '.')
+        start--;
+    if (start == len)
         return false;
-    for (size_t i = 0; i < len; i++) {
+    hex = len - start >= 2 && s[start] == '0' && (s[start + 1] == 'x' || s[start + 1] == 'X');
+    for (size_t i = start + (hex ? 2 : 0); i < len; i++) {
         char c = s[i];
 
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.'))
+        if (!((c >= '0' && c <= '9') ||
+              (hex && ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))))
             return false;
     }
     return true;
 }
 
-int rem_parse_hostport(const char *s, char **host, uint16_t *port)
+/* What is wrong with an unbracketed host, or NULL when it is a dotted IPv4 address or a DNS
+ * name: letters, digits, '-', '_' and '.', at most 253 bytes besides a final dot and 63 per
+ * label, no empty label (RFC 1035 sections 2.3.1 and 2.3.4). '_' is tolerated because service
+ * names use it. */
+static const char *host_problem(const char *s)
 {
-    const char *h, *port_s;
+    size_t label = 0, len = strlen(s);
+
+    if (len == 0)
+        return "missing host";
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+
+        if (c == '.') {
+            if (label == 0)
+                return "empty label in host name";
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return "a host name takes letters, digits, '-', '_' and '.'";
+        if (++label > 63)
+            return "label longer than 63 bytes in host name";
+    }
+    if (len - (s[len - 1] == '.') > 253)
+        return "host name longer than 253 bytes";
+    if (ends_in_number(s, len)) {
+        struct in_addr a4;
+
+        if (inet_pton(AF_INET, s, &a4) != 1)
+            return "not an IPv4 address, and a host name cannot end in a numeric label";
+    }
+    return NULL;
+}
+
+int rem_parse_endpoint(const char *s, struct rem_cfg_endpoint *out, const char **why)
+{
+    const char *h, *port_s, *problem = NULL;
     size_t host_len;
-    bool bracketed;
+    bool bracketed, is_name = false;
     uint16_t p;
     char *copy = NULL;
 
-    if (s == NULL || host == NULL || port == NULL)
+    if (s == NULL || out == NULL) {
+        problem = "no endpoint";
         goto fail;
-    if (split_hostport(s, &h, &host_len, &bracketed, &port_s) != 0)
+    }
+    if (split_hostport(s, &h, &host_len, &bracketed, &port_s) != 0) {
+        problem = "expected host:port or [v6]:port";
         goto fail;
-    if (parse_port(port_s, 1, &p) != 0)
+    }
+    if (parse_port(port_s, 1, &p) != 0) {
+        problem = "port must be 1-65535";
         goto fail;
-    copy = calloc(host_len + 1, 1);
-    if (copy == NULL)
-        goto fail;
+    }
+    copy = rem_xcalloc(host_len + 1, 1);
     memcpy(copy, h, host_len);
     if (bracketed) {
         struct in6_addr a6;
 
-        if (inet_pton(AF_INET6, copy, &a6) != 1)
+        if (inet_pton(AF_INET6, copy, &a6) != 1) {
+            problem = "not an IPv6 address in brackets";
             goto fail;
-    } else if (!valid_hostname(copy, host_len)) {
-        goto fail;
+        }
+    } else {
+        struct in_addr a4;
+
+        problem = host_problem(copy);
+        if (problem != NULL)
+            goto fail;
+        /* Only inet_pton's strict dotted quad is numeric: "localhost" is a name like any
+         * other, found in /etc/hosts or DNS. */
+        is_name = inet_pton(AF_INET, copy, &a4) != 1;
     }
-    *host = copy;
-    *port = p;
+    out->host = copy;
+    out->port = p;
+    out->is_name = is_name;
     return 0;
 
 fail:
     free(copy);
+    if (why != NULL)
+        *why = problem;
     return -1;
+}
+
+int rem_parse_hostport(const char *s, char **host, uint16_t *port)
+{
+    struct rem_cfg_endpoint e;
+
+    if (host == NULL || port == NULL || rem_parse_endpoint(s, &e, NULL) != 0)
+        return -1;
+    *host = e.host;
+    *port = e.port;
+    return 0;
 }
 
 int rem_sockaddr_str(const struct rem_sockaddr *a, char *buf, size_t len)

@@ -122,10 +122,10 @@ enum rem_dns_family {
 struct rem_cfg_dns {
     struct rem_sockaddr *resolvers; /* NULL / 0: /etc/resolv.conf */
     size_t n_resolvers;
-    uint64_t min_ttl_ms;   /* answers are re-resolved no sooner than this, default 5s */
-    uint64_t max_ttl_ms;   /* ... and no later than this, default 300s */
-    uint64_t timeout_ms;   /* per query attempt, default 1s */
-    uint32_t attempts;     /* tries per server, default 2 */
+    uint64_t min_ttl_ms; /* answers are re-resolved no sooner than this, default 5s */
+    uint64_t max_ttl_ms; /* ... and no later than this, default 300s */
+    uint64_t timeout_ms; /* per query attempt, default 1s */
+    uint32_t attempts;   /* tries per server, default 2 */
     enum rem_dns_family family;
     uint64_t stale_ttl_ms; /* how long the last good answer serves after failures, default 5m */
 };
@@ -248,7 +248,7 @@ int rem_config_summary(const struct rem_config *cfg, char *buf, size_t len);
 void rem_config_diag_dispose(struct rem_config_diag *diag);
 
 /* For the loader (config_parse.c) only: a generation with refcnt 1, source copied (NULL:
- * "<embedded>"), workers, limits, log and metrics at their defaults and no listeners, admin,
+ * "<embedded>"), workers, limits, log, metrics and dns at their defaults and no listeners, admin,
  * upstreams or routes yet. Free it with rem_config_unref. Aborts on OOM. */
 struct rem_config *rem_config_new(const char *source);
 /* For the loader only: gives each section still absent (listeners == NULL, admin.name == NULL,
@@ -270,7 +270,14 @@ int rem_parse_seconds(const char *s, double *out_s);
 /* "host:port", "[v6]:port", "*:port" (any IPv4) into a numeric address; host must be numeric
  * or "localhost". */
 int rem_parse_sockaddr(const char *s, struct rem_sockaddr *out);
-/* "host:port" or "[v6]:port" into host (malloc'd, brackets removed) and port. */
+/* An upstream endpoint, "host:port" or "[v6]:port", into out: host (malloc'd, brackets
+ * removed), port (1-65535) and is_name, true unless host is a numeric address (an IPv4 dotted
+ * quad, or IPv6 in brackets; "localhost" is a name). A name is letters, digits, '-', '_' and
+ * '.', at most 253 bytes besides a final dot and 63 per label, and does not end in a numeric
+ * label ("1.2.3", "127.1": RFC 1123 section 2.1). Returns 0, or -1 leaving out untouched and,
+ * when why is not NULL, pointing *why at a static phrase that says what is wrong. */
+int rem_parse_endpoint(const char *s, struct rem_cfg_endpoint *out, const char **why);
+/* The same, into host (malloc'd, brackets removed) and port only. */
 int rem_parse_hostport(const char *s, char **host, uint16_t *port);
 /* Formats an address as "1.2.3.4:80" or "[::1]:80". */
 int rem_sockaddr_str(const struct rem_sockaddr *a, char *buf, size_t len);

@@ -6,6 +6,7 @@
 #include "config.h"
 #include "error.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -39,6 +40,15 @@
 #define H2_MAX_HEADER_LIST (16u * 1024 * 1024)
 #define H2_MAX_RESETS 1000000u
 #define H2_MAX_CONTROL_FRAMES 10000000u
+/* dns: c-ares tries servers in order, so a long list only delays the answer after failures. */
+#define DNS_MAX_RESOLVERS 8
+#define DNS_DEFAULT_PORT 53
+/* RFC 2181 section 8: a TTL is at most 2^31 - 1 seconds; a TTL bound beyond that is a typo. */
+#define DNS_MAX_TTL_MS (2147483647ull * 1000)
+/* One query attempt; c-ares takes it as an int of milliseconds, and a server that has not
+ * answered in a minute will not. */
+#define DNS_MAX_TIMEOUT_MS (60ull * 1000)
+#define DNS_MAX_ATTEMPTS 10
 #define NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 
 struct ctx {
@@ -493,24 +503,65 @@ fail:
     return rc;
 }
 
-/* nonzero: 0 is refused (a period or a timeout that must be able to elapse). */
-static int get_duration(struct ctx *c, yaml_node_t *node, const char *key, bool nonzero,
-                        uint64_t *out)
+/* The duration a scalar holds; *text gets its expanded text (malloc'd) for the caller's
+ * messages, and is NULL on error. */
+static int duration_value(struct ctx *c, yaml_node_t *node, const char *key, char **text,
+                          uint64_t *out)
 {
     struct quoted q;
     char *s = NULL;
-    uint64_t v;
-    int rc = -1;
 
+    *text = NULL;
     if (get_string(c, node, key, &s) != 0)
         goto fail;
-    if (rem_parse_duration_ms(s, &v) != 0) {
+    if (rem_parse_duration_ms(s, out) != 0) {
         errorf(c, node, "bad duration %s for \"%s\" (expected an integer with ms, s, m or h, or 0)",
                quote(&q, s), key);
         goto fail;
     }
-    if (nonzero && v == 0) {
+    *text = s;
+    return 0;
+fail:
+    free(s);
+    return -1;
+}
+
+/* A duration as a person would write it: the largest unit that divides it, else ms. */
+static const char *duration_str(char *buf, size_t len, uint64_t ms)
+{
+    static const struct {
+        const char *unit;
+        uint64_t ms;
+    } units[] = {{"h", 60 * 60 * 1000}, {"m", 60 * 1000}, {"s", 1000}};
+
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (ms != 0 && ms % units[i].ms == 0) {
+            snprintf(buf, len, "%llu%s", (unsigned long long)(ms / units[i].ms), units[i].unit);
+            return buf;
+        }
+    }
+    snprintf(buf, len, ms == 0 ? "0s" : "%llums", (unsigned long long)ms);
+    return buf;
+}
+
+/* A duration within [min, max], bounds included. A min of 1 reads as "must not be 0". */
+static int get_duration_range(struct ctx *c, yaml_node_t *node, const char *key, uint64_t min,
+                              uint64_t max, uint64_t *out)
+{
+    struct quoted q;
+    char *s = NULL, lo[32], hi[32];
+    uint64_t v;
+    int rc = -1;
+
+    if (duration_value(c, node, key, &s, &v) != 0)
+        goto fail;
+    if (v == 0 && min == 1) {
         errorf(c, node, "\"%s\" must not be 0", key);
+        goto fail;
+    }
+    if (v < min || v > max) {
+        errorf(c, node, "\"%s\" must be between %s and %s, got %s", key,
+               duration_str(lo, sizeof(lo), min), duration_str(hi, sizeof(hi), max), quote(&q, s));
         goto fail;
     }
     *out = v;
@@ -518,6 +569,13 @@ static int get_duration(struct ctx *c, yaml_node_t *node, const char *key, bool 
 fail:
     free(s);
     return rc;
+}
+
+/* nonzero: 0 is refused (a period or a timeout that must be able to elapse). */
+static int get_duration(struct ctx *c, yaml_node_t *node, const char *key, bool nonzero,
+                        uint64_t *out)
+{
+    return get_duration_range(c, node, key, nonzero ? 1 : 0, UINT64_MAX, out);
 }
 
 /* The size a scalar holds; *text gets its expanded text (malloc'd) for the caller's messages,
@@ -880,6 +938,7 @@ static void parse_endpoints(struct ctx *c, yaml_node_t *map, yaml_node_t *node,
     u->endpoints = rem_xcalloc(n, sizeof(*u->endpoints));
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *item = node_at(c, items[i]);
+        const char *why;
         char *s;
 
         if (item == NULL || !budget(c, item))
@@ -887,10 +946,8 @@ static void parse_endpoints(struct ctx *c, yaml_node_t *map, yaml_node_t *node,
         s = scalar(c, item, "an endpoint");
         if (s == NULL)
             continue;
-        if (rem_parse_hostport(s, &u->endpoints[u->n_endpoints].host,
-                               &u->endpoints[u->n_endpoints].port) != 0)
-            errorf(c, item, "bad endpoint %s (expected host:port or [v6]:port; port 1-65535)",
-                   quote(&q, s));
+        if (rem_parse_endpoint(s, &u->endpoints[u->n_endpoints], &why) != 0)
+            errorf(c, item, "bad endpoint %s (%s)", quote(&q, s), why);
         else
             u->n_endpoints++;
         free(s);
@@ -966,10 +1023,12 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
         F_MAXPEND,
         F_QUEUE_TIMEOUT,
         F_ADAPTIVE,
+        F_LB,
         F_HEALTH,
         F_N
     };
     static const char *const protocols[] = {"http1", "h2c", "h2", NULL};
+    static const char *const lbs[] = {"round_robin", "least_request", NULL};
     yaml_node_item_t *items;
     struct entry *names = NULL;
     size_t n, n_names = 0;
@@ -997,12 +1056,13 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
             [F_MAXPEND] = {.key = "max_pending"},
             [F_QUEUE_TIMEOUT] = {.key = "queue_timeout"},
             [F_ADAPTIVE] = {.key = "adaptive"},
+            [F_LB] = {.key = "lb"},
             [F_HEALTH] = {.key = "health_check"},
         };
         struct rem_cfg_upstream *u = &cfg->upstreams[cfg->n_upstreams++];
         yaml_node_t *item = node_at(c, items[i]);
         uint64_t v;
-        int proto;
+        int proto, lb;
 
         u->protocol = REM_PROTO_HTTP1;
         u->connect_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
@@ -1012,6 +1072,7 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
         u->max_pending = REM_DEF_MAX_PENDING;
         u->queue_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
         u->adaptive = false;
+        u->lb = REM_LB_ROUND_ROBIN;
         u->health_check.interval_ms = REM_DEF_HC_INTERVAL_MS;
         u->health_check.timeout_ms = REM_DEF_HC_TIMEOUT_MS;
         u->health_check.rise = REM_DEF_HC_RISE;
@@ -1060,6 +1121,9 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
             u->queue_timeout_ms = u->connect_timeout_ms;
         if (f[F_ADAPTIVE].val != NULL)
             (void)get_bool(c, f[F_ADAPTIVE].val, "adaptive", &u->adaptive);
+        if (f[F_LB].val != NULL &&
+            get_enum(c, f[F_LB].val, "lb", lbs, "round_robin or least_request", &lb) == 0)
+            u->lb = (enum rem_lb)lb;
         if (f[F_HEALTH].val != NULL)
             parse_health_check(c, f[F_HEALTH].val, &u->health_check);
     }
@@ -1417,6 +1481,155 @@ static void parse_metrics(struct ctx *c, yaml_node_t *node, struct rem_cfg_metri
         parse_buckets(c, f[0].val, &m->buckets);
 }
 
+/* One dns.resolvers item: "ip", "ip:port", "[v6]" or "[v6]:port", port 53 when left out.
+ * Numeric only: the resolver cannot be found by resolving. Returns NULL, or what is wrong. */
+static const char *resolver_problem(const char *s, struct rem_sockaddr *out)
+{
+    static const char *const expected =
+        "expected a numeric ip, ip:port, [v6] or [v6]:port; port 1-65535, default 53";
+    char buf[INET6_ADDRSTRLEN + 16], host[INET6_ADDRSTRLEN];
+    const char *colon;
+    size_t len = strlen(s);
+    struct in6_addr a6;
+    struct in_addr a4;
+
+    if (len + sizeof(":53") > sizeof(buf))
+        return expected;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+
+        if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+            return expected;
+        snprintf(buf, sizeof(buf), close[1] == '\0' ? "%s:%d" : "%s", s, DNS_DEFAULT_PORT);
+    } else {
+        colon = strchr(s, ':');
+        /* resolv.conf writes IPv6 bare, but here "::1:53" could be either. */
+        if (colon != NULL && strchr(colon + 1, ':') != NULL)
+            return inet_pton(AF_INET6, s, &a6) == 1 ? "put an IPv6 address in brackets: [v6]"
+                                                    : expected;
+        /* rem_parse_sockaddr takes "*" and "localhost" too: only a dotted quad here. */
+        len = colon != NULL ? (size_t)(colon - s) : len;
+        if (len >= sizeof(host))
+            return expected;
+        memcpy(host, s, len);
+        host[len] = '\0';
+        if (inet_pton(AF_INET, host, &a4) != 1)
+            return expected;
+        snprintf(buf, sizeof(buf), colon == NULL ? "%s:%d" : "%s", s, DNS_DEFAULT_PORT);
+    }
+    if (rem_parse_sockaddr(buf, out) != 0 || addr_port(out) == 0)
+        return expected;
+    return NULL;
+}
+
+static void parse_resolvers(struct ctx *c, yaml_node_t *node, struct rem_cfg_dns *dns)
+{
+    yaml_node_item_t *items;
+    struct entry *e = NULL;
+    struct quoted q;
+    size_t n, first = 0;
+    char abuf[64];
+
+    if (!seq_items(c, node, "\"resolvers\"", &items, &n))
+        return;
+    if (n == 0) {
+        errorf(c, node, "\"resolvers\" must not be empty (leave it out to use /etc/resolv.conf)");
+        return;
+    }
+    if (n > DNS_MAX_RESOLVERS) {
+        errorf(c, node_at(c, items[DNS_MAX_RESOLVERS]), "too many resolvers (at most %d)",
+               DNS_MAX_RESOLVERS);
+        n = DNS_MAX_RESOLVERS;
+    }
+    dns->resolvers = rem_xcalloc(n, sizeof(*dns->resolvers));
+    e = rem_xcalloc(n, sizeof(*e));
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = node_at(c, items[i]);
+        struct rem_sockaddr *a = &dns->resolvers[dns->n_resolvers];
+        const char *why;
+        char *s;
+
+        if (item == NULL || !budget(c, item))
+            break;
+        s = scalar(c, item, "a resolver");
+        if (s == NULL)
+            continue;
+        why = resolver_problem(s, a);
+        if (why != NULL) {
+            errorf(c, item, "bad resolver %s (%s)", quote(&q, s), why);
+        } else {
+            e[dns->n_resolvers] = (struct entry){.addr = a, .node = item, .idx = i};
+            dns->n_resolvers++;
+        }
+        free(s);
+    }
+    /* The same server twice only doubles the wait on it when it is down. */
+    qsort(e, dns->n_resolvers, sizeof(*e), cmp_entry_addr);
+    for (size_t i = 1; i < dns->n_resolvers; i++) {
+        if (cmp_addr(e[i].addr, e[first].addr) != 0) {
+            first = i;
+            continue;
+        }
+        if (rem_sockaddr_str(e[i].addr, abuf, sizeof(abuf)) != 0)
+            abuf[0] = '\0';
+        errorf(c, e[i].node, "duplicate resolver %s (first at %zu:%zu)", abuf,
+               e[first].node->start_mark.line + 1, e[first].node->start_mark.column + 1);
+    }
+    free(e);
+}
+
+/* The dns section; its defaults are already in *dns. min_ttl may be 0 (no floor); max_ttl
+ * must not be below it, whichever of the two is written or left at its default. */
+static void parse_dns(struct ctx *c, yaml_node_t *node, struct rem_cfg_dns *dns)
+{
+    enum { F_RESOLVERS, F_MIN_TTL, F_MAX_TTL, F_TIMEOUT, F_ATTEMPTS, F_FAMILY, F_STALE_TTL, F_N };
+    static const char *const families[] = {"auto", "v4", "v6", NULL};
+    struct field f[F_N] = {
+        [F_RESOLVERS] = {.key = "resolvers"}, [F_MIN_TTL] = {.key = "min_ttl"},
+        [F_MAX_TTL] = {.key = "max_ttl"},     [F_TIMEOUT] = {.key = "timeout"},
+        [F_ATTEMPTS] = {.key = "attempts"},   [F_FAMILY] = {.key = "family"},
+        [F_STALE_TTL] = {.key = "stale_ttl"},
+    };
+    bool ttl_ok = true;
+    char lo[32], hi[32];
+    uint64_t v;
+    int family;
+
+    if (!map_fields(c, node, "\"dns\"", "in dns", f, F_N))
+        return;
+    if (f[F_RESOLVERS].val != NULL)
+        parse_resolvers(c, f[F_RESOLVERS].val, dns);
+    if (f[F_MIN_TTL].val != NULL && get_duration_range(c, f[F_MIN_TTL].val, "min_ttl", 0,
+                                                       DNS_MAX_TTL_MS, &dns->min_ttl_ms) != 0)
+        ttl_ok = false;
+    if (f[F_MAX_TTL].val != NULL && get_duration_range(c, f[F_MAX_TTL].val, "max_ttl", 1,
+                                                       DNS_MAX_TTL_MS, &dns->max_ttl_ms) != 0)
+        ttl_ok = false;
+    if (ttl_ok && dns->max_ttl_ms < dns->min_ttl_ms) {
+        duration_str(lo, sizeof(lo), dns->min_ttl_ms);
+        duration_str(hi, sizeof(hi), dns->max_ttl_ms);
+        if (f[F_MAX_TTL].val != NULL)
+            errorf(c, f[F_MAX_TTL].val, "\"max_ttl\" (%s) must not be less than \"min_ttl\" (%s%s)",
+                   hi, lo, f[F_MIN_TTL].val != NULL ? "" : ", the default");
+        else
+            errorf(c, f[F_MIN_TTL].val,
+                   "\"min_ttl\" (%s) must not be greater than \"max_ttl\" (%s, the default)", lo,
+                   hi);
+    }
+    if (f[F_TIMEOUT].val != NULL)
+        (void)get_duration_range(c, f[F_TIMEOUT].val, "timeout", 1, DNS_MAX_TIMEOUT_MS,
+                                 &dns->timeout_ms);
+    if (f[F_ATTEMPTS].val != NULL &&
+        get_uint(c, f[F_ATTEMPTS].val, "attempts", 1, DNS_MAX_ATTEMPTS, &v) == 0)
+        dns->attempts = (uint32_t)v;
+    if (f[F_FAMILY].val != NULL &&
+        get_enum(c, f[F_FAMILY].val, "family", families, "auto, v4 or v6", &family) == 0)
+        dns->family = (enum rem_dns_family)family;
+    if (f[F_STALE_TTL].val != NULL)
+        (void)get_duration_range(c, f[F_STALE_TTL].val, "stale_ttl", 0, DNS_MAX_TTL_MS,
+                                 &dns->stale_ttl_ms);
+}
+
 /* Fills upstream_idx of every route; reports names with no upstream. */
 static void resolve_routes(struct ctx *c, struct rem_config *cfg)
 {
@@ -1508,6 +1721,7 @@ static struct rem_config *build(struct ctx *c, yaml_node_t *root)
         F_LIMITS,
         F_LOG,
         F_METRICS,
+        F_DNS,
         F_N
     };
     struct field f[F_N] = {
@@ -1515,6 +1729,7 @@ static struct rem_config *build(struct ctx *c, yaml_node_t *root)
         [F_ADMIN] = {.key = "admin"},     [F_UPSTREAMS] = {.key = "upstreams"},
         [F_ROUTES] = {.key = "routes"},   [F_LIMITS] = {.key = "limits"},
         [F_LOG] = {.key = "log"},         [F_METRICS] = {.key = "metrics"},
+        [F_DNS] = {.key = "dns"},
     };
     struct rem_config *cfg = rem_config_new(c->name);
 
@@ -1536,6 +1751,8 @@ static struct rem_config *build(struct ctx *c, yaml_node_t *root)
         parse_log(c, f[F_LOG].val, &cfg->log);
     if (f[F_METRICS].val != NULL)
         parse_metrics(c, f[F_METRICS].val, &cfg->metrics);
+    if (f[F_DNS].val != NULL)
+        parse_dns(c, f[F_DNS].val, &cfg->dns);
     /* A section that failed as a whole gets its default here; the cross-checks skip it. */
     rem_config_fill_defaults(cfg);
     if (!c->upstreams_bad)

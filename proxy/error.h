@@ -31,6 +31,7 @@
     X(CONNECT_FAILED, 502, "SC", "connect_failed")                                                 \
     X(CONNECT_TIMEOUT, 504, "sC", "connect_timeout")                                               \
     X(NO_ENDPOINT, 503, "PC", "no_endpoint")                                                       \
+    X(DNS, 503, "PC", "dns")                                                                       \
     X(UPSTREAM_OVERFLOW, 503, "RC", "upstream_overflow")                                           \
     X(QUEUE_FULL, 503, "RQ", "queue_full")                                                         \
     X(QUEUE_TIMEOUT, 503, "sQ", "queue_timeout")                                                   \

@@ -186,6 +186,7 @@ int rem_h2_grpc_status(enum rem_err e)
     case REM_E_CONNECT_REFUSED:
     case REM_E_CONNECT_FAILED:
     case REM_E_NO_ENDPOINT:
+    case REM_E_DNS:
     case REM_E_UPSTREAM_OVERFLOW:
     case REM_E_UPSTREAM_RESET:
     case REM_E_SHUTDOWN:

@@ -53,7 +53,7 @@ unsigned rem_h2_up_n_streams(const struct rem_upconn *uc)
 bool rem_h2_up_has_room(const struct rem_upconn *uc)
 {
     const struct rem_h2_up *u = uc->h2;
-    if (!u || u->goaway || uc->state == REM_UPCONN_CLOSED)
+    if (!u || u->goaway || uc->state == REM_UPCONN_CLOSED || uc->ep->removed)
         return false;
     uint32_t max;
     if (u->got_settings)
@@ -73,7 +73,7 @@ void rem_h2_up_attach(struct rem_upconn *uc, struct rem_stream *s)
     s->u_eof = s->u_deferred = s->u_paused = s->u_in_resp_trailers = false;
     s->u_unconsumed = 0;
     s->u_last_ms = rem_now_ms();
-    rem_upool_h2_streams_changed(uc, u->n_streams, u->goaway);
+    rem_upool_h2_streams_changed(uc, u->n_streams, u->goaway || uc->ep->removed);
 }
 
 static void detach(struct rem_h2_up *u, struct rem_stream *s)
@@ -89,7 +89,7 @@ static void detach(struct rem_h2_up *u, struct rem_stream *s)
         nghttp2_session_consume_connection(u->ng, s->u_unconsumed);
         s->u_unconsumed = 0;
     }
-    rem_upool_h2_streams_changed(u->uc, u->n_streams, u->goaway);
+    rem_upool_h2_streams_changed(u->uc, u->n_streams, u->goaway || u->uc->ep->removed);
 }
 
 static void send_now(struct rem_h2_up *u);

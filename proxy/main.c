@@ -60,43 +60,6 @@ static struct rem_config *load(const char *path, bool check)
     return cfg;
 }
 
-/* Until the dns module (c-ares) lands, endpoint names are resolved once here, before any
- * worker runs, so no worker ever blocks on a lookup. */
-static int resolve_endpoints(struct rem_config *cfg)
-{
-    for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        struct rem_cfg_upstream *u = &cfg->upstreams[i];
-        for (size_t j = 0; j < u->n_endpoints; j++) {
-            struct rem_cfg_endpoint *e = &u->endpoints[j];
-            struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST};
-            struct addrinfo *res = NULL;
-            if (getaddrinfo(e->host, NULL, &hints, &res) == 0) {
-                freeaddrinfo(res);
-                continue;
-            }
-            hints.ai_flags = AI_ADDRCONFIG;
-            int rc = getaddrinfo(e->host, NULL, &hints, &res);
-            if (rc != 0 || !res) {
-                rem_log_error("upstream %s: cannot resolve %s: %s", u->name, e->host,
-                              gai_strerror(rc));
-                return -REM_E_CONFIG;
-            }
-            char buf[64];
-            const void *addr = res->ai_family == AF_INET6
-                                   ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                                   : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
-            if (!inet_ntop(res->ai_family, addr, buf, sizeof(buf))) {
-                freeaddrinfo(res);
-                return -REM_E_CONFIG;
-            }
-            freeaddrinfo(res);
-            free(e->host);
-            e->host = rem_xstrdup(buf);
-        }
-    }
-    return 0;
-}
-
 /* cgroup v2 memory.max of this process, 0 when unlimited or unknown. */
 static uint64_t memory_limit(void)
 {
@@ -227,10 +190,6 @@ int main(int argc, char **argv)
     }
     rem_log_setup(cfg->log.level, cfg->log.format);
     signal(SIGPIPE, SIG_IGN);
-    if (resolve_endpoints(cfg) < 0) {
-        rem_config_unref(cfg);
-        return 1;
-    }
     cfg->workers = worker_count(cfg); /* resolved before the generation is shared */
     derive_max_connections(cfg);
 

@@ -529,7 +529,6 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
             rb_hist(b, hists[k].name, labels, &l->upstream_hist, h);
         }
     }
-    free(h);
 
     static const char conns[] = "remora_upstream_connections";
     rb_family(b, conns, "gauge", "Open upstream connections by state.");
@@ -587,6 +586,62 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
         }
     }
 
+    static const char *const dns_result[REM_DNS_RESULTS] = {"success", "nxdomain", "servfail",
+                                                            "timeout", "empty",    "error"};
+    static const char eps[] = "remora_upstream_endpoints";
+    rb_family(b, eps, "gauge", "Endpoints (addresses) the upstream balances over.");
+    for (size_t u = 0; u < l->n_upstreams; u++) {
+        int64_t v = 0; /* every worker resolves the same names: the max is the set's size */
+        for (size_t s = 0; s < n_shards; s++) {
+            int64_t x = LOAD(shards[s]->upstreams[u].endpoints);
+            v = x > v ? x : v;
+        }
+        labels = labels2(&lb, "upstream", l->upstream_label[u], NULL, NULL);
+        rb_series(b, eps, NULL, labels);
+        rb_i64(b, v);
+        rb_put(b, "\n", 1);
+    }
+    /* DNS series only for upstreams that resolve names (have looked one up). */
+    static const char lookups[] = "remora_dns_lookups_total";
+    static const char dns_dur[] = "remora_dns_lookup_duration_seconds";
+    bool fam = false;
+    for (size_t u = 0; u < l->n_upstreams; u++) {
+        uint64_t v[REM_DNS_RESULTS] = {0}, any = 0;
+        for (size_t s = 0; s < n_shards; s++)
+            for (int r = 0; r < REM_DNS_RESULTS; r++)
+                v[r] += LOAD(shards[s]->upstreams[u].dns_lookups[r]);
+        for (int r = 0; r < REM_DNS_RESULTS; r++)
+            any += v[r];
+        if (!any)
+            continue;
+        if (!fam) {
+            rb_family(b, lookups, "counter", "DNS lookups of upstream endpoint names by result.");
+            fam = true;
+        }
+        for (int r = 0; r < REM_DNS_RESULTS; r++) {
+            labels = labels2(&lb, "upstream", l->upstream_label[u], "result", dns_result[r]);
+            rb_series(b, lookups, NULL, labels);
+            rb_u64(b, v[r]);
+            rb_put(b, "\n", 1);
+        }
+    }
+    if (fam) {
+        rb_family(b, dns_dur, "histogram", "Duration of DNS lookups of upstream endpoint names.");
+        for (size_t u = 0; u < l->n_upstreams; u++) {
+            uint64_t any = 0;
+            for (size_t s = 0; s < n_shards; s++)
+                for (int r = 0; r < REM_DNS_RESULTS; r++)
+                    any += LOAD(shards[s]->upstreams[u].dns_lookups[r]);
+            if (!any)
+                continue;
+            memset(h, 0, sizeof(*h));
+            for (size_t s = 0; s < n_shards; s++)
+                rem_hist_add(h, &shards[s]->upstreams[u].dns_duration, &l->upstream_hist);
+            labels = labels2(&lb, "upstream", l->upstream_label[u], NULL, NULL);
+            rb_hist(b, dns_dur, labels, &l->upstream_hist, h);
+        }
+    }
+
     bool any_hc = false;
     for (size_t u = 0; proc && proc->upstream_healthy && u < l->n_upstreams; u++)
         any_hc |= proc->upstream_healthy[u] >= 0;
@@ -602,6 +657,7 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
             rb_put(b, "\n", 1);
         }
     }
+    free(h);
     b->oom |= lb.oom;
     free(lb.p);
 }

@@ -40,6 +40,9 @@ enum rem_connfail {
     REM_CONNFAIL__N
 };
 
+/* `result` label of remora_dns_lookups_total: enum rem_dns_result (dns.h). */
+#define REM_DNS_RESULTS 6
+
 /* `reason` label of remora_requests_rejected_total. */
 enum rem_reject { REM_REJECT_QUEUE_FULL = 0, REM_REJECT_QUEUE_TIMEOUT, REM_REJECT__N };
 
@@ -60,6 +63,11 @@ struct rem_upstream_metrics {
     int64_t in_flight;         /* admission slots held */
     int64_t concurrency_limit; /* current admission limit (this worker's share) */
     uint64_t connect_failures[REM_CONNFAIL__N];
+    int64_t endpoints; /* endpoints in the set (this worker's view; the scrape takes the max) */
+    uint64_t dns_lookups[REM_DNS_RESULTS]; /* by enum rem_dns_result */
+    struct rem_hist dns_duration;
+    int64_t dns_state; /* 0 resolved (or no names); 1 + enum rem_dns_result of the failure while
+                          a name never answered; 1 + REM_DNS_RESULTS before the first answer */
 };
 
 /* HTTP/2 error codes counted by name in remora_http2_resets_total (0x0..0xd); the slot after

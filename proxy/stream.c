@@ -126,12 +126,28 @@ static void up_abandon(struct rem_stream *s)
     struct rem_upconn *uc = s->upconn;
     if (s->u_waiting)
         rem_upool_h2_unwait(s);
+    if (s->dns_waiting)
+        rem_cluster_unwait_dns(s);
     if (!uc)
         return;
     if (uc->h2)
         rem_h2_up_cancel(uc, s);
     else
         rem_upconn_close(uc);
+}
+
+/* The endpoint s talks to: referenced, and counted for least_request. */
+static void set_endpoint(struct rem_stream *s, struct rem_endpoint *ep)
+{
+    if (s->endpoint) {
+        s->endpoint->n_streams--;
+        rem_endpoint_unref(s->endpoint);
+    }
+    s->endpoint = ep;
+    if (ep) {
+        ep->n_streams++;
+        rem_endpoint_ref(ep);
+    }
 }
 
 struct rem_stream *rem_stream_new(struct rem_conn *c)
@@ -180,6 +196,8 @@ void rem_stream_free(struct rem_stream *s)
     if (!s)
         return;
     REM_BUG_ON(s->upconn != NULL);
+    REM_BUG_ON(s->u_waiting || s->dns_waiting);
+    set_endpoint(s, NULL);
     drop_replay(s);
     if (s->deadline) {
         event_free(s->deadline);
@@ -310,10 +328,14 @@ static void connect_upstream(struct rem_stream *s, bool use_pool)
     struct rem_endpoint *ep = rem_cluster_pick(s->cluster);
     struct rem_upconn *uc;
     if (!ep) {
-        rem_stream_fail(s, REM_E_NO_ENDPOINT);
+        if (rem_cluster_wait_dns(s->cluster, s)) {
+            s->state = REM_STREAM_CONNECT; /* until the first answer or queue_timeout */
+            return;
+        }
+        rem_stream_fail(s, s->cluster->n_sources ? REM_E_DNS : REM_E_NO_ENDPOINT);
         return;
     }
-    s->endpoint = ep;
+    set_endpoint(s, ep);
     s->state = REM_STREAM_CONNECT;
     int rc = rem_upool_acquire(ep, s, use_pool, &uc);
     if (rc < 0) {
@@ -429,6 +451,11 @@ void rem_stream_start(struct rem_stream *s)
     }
     if (admit(s, &s->cluster->admit, &s->ut))
         connect_upstream(s, true);
+}
+
+void rem_stream_on_endpoints(struct rem_stream *s)
+{
+    connect_upstream(s, true);
 }
 
 void rem_stream_on_admitted(struct rem_stream *s)

@@ -45,7 +45,7 @@ struct rem_stream {
     struct rem_conn *conn;             /* borrowed: the conn owns the stream */
     const struct rem_cfg_route *route; /* borrowed from conn->cfg */
     struct rem_cluster *cluster;       /* borrowed from the worker */
-    struct rem_endpoint *endpoint;     /* borrowed */
+    struct rem_endpoint *endpoint;     /* a reference (rem_endpoint_ref) */
     struct rem_upconn *upconn;         /* borrowed while attached */
     enum rem_stream_state state;
     struct rem_head req, resp;         /* owned arenas, kept across reuse */
@@ -67,9 +67,11 @@ struct rem_stream {
     bool down_chunked;   /* response framing toward downstream */
     bool down_close;     /* close the downstream conn after this response */
     bool retried;
-    bool replay_ok; /* idempotent and every body byte sent so far is in replay */
-    bool on_reused; /* the current upconn came from the pool */
-    bool u_waiting; /* in cluster->h2_wait (u_link) for an HTTP/2 stream slot */
+    bool replay_ok;   /* idempotent and every body byte sent so far is in replay */
+    bool on_reused;   /* the current upconn came from the pool */
+    bool u_waiting;   /* in cluster->h2_wait (u_link) for an HTTP/2 stream slot */
+    bool dns_waiting; /* in cluster->dns_wait (u_link) for a first DNS answer */
+    uint64_t dns_wait_start_ms;
     bool continue_sent;
     bool in_resp_trailers;
     bool resp_headers_only; /* the upstream ended the response with its head (h2 END_STREAM
@@ -136,6 +138,9 @@ void rem_stream_start(struct rem_stream *s);
 bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n);
 /* The whole request was received (trailers, if any, are in s->req_trl). */
 void rem_stream_req_end(struct rem_stream *s);
+
+/* The cluster has endpoints now (s waited for a first DNS answer). */
+void rem_stream_on_endpoints(struct rem_stream *s);
 
 /* The admission queue granted s a slot (s was queued). */
 void rem_stream_on_admitted(struct rem_stream *s);

@@ -39,6 +39,7 @@ static void upconn_free(struct rem_reap *r)
         event_free(uc->kick);
     rem_h2_up_free(uc);
     rem_transport_free(&uc->t);
+    rem_endpoint_unref(uc->ep);
     free(uc);
 }
 
@@ -278,6 +279,7 @@ static struct rem_upconn *upconn_new(struct rem_endpoint *ep)
         return NULL;
     uc->worker = w;
     uc->ep = ep;
+    rem_endpoint_ref(ep);
     uc->state = REM_UPCONN_CLOSED;
     uc->timer = evtimer_new(w->base, on_timer, uc);
     uc->kick = event_new(w->base, -1, 0, on_kick, uc);
@@ -303,7 +305,7 @@ int rem_upool_connect(struct rem_endpoint *ep, struct rem_stream *s, struct rem_
         /* Make room by closing an idle upconn of another endpoint, if any. */
         struct rem_upconn *victim = NULL;
         for (size_t i = 0; i < cl->n_endpoints && !victim; i++)
-            victim = TAILQ_LAST(&cl->endpoints[i].idle, rem_upconn_list);
+            victim = TAILQ_LAST(&cl->endpoints[i]->idle, rem_upconn_list);
         if (!victim)
             return -REM_E_UPSTREAM_OVERFLOW;
         rem_upconn_close(victim);
@@ -352,7 +354,8 @@ void rem_upool_release(struct rem_upconn *uc, bool reusable)
         uc->stream->upconn = NULL;
         uc->stream = NULL;
     }
-    if (!reusable || uc->state != REM_UPCONN_ACTIVE || evbuffer_get_length(uc->t.in) > 0) {
+    if (!reusable || uc->state != REM_UPCONN_ACTIVE || evbuffer_get_length(uc->t.in) > 0 ||
+        uc->ep->removed) {
         rem_upconn_close(uc);
         return;
     }

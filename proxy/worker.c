@@ -16,6 +16,7 @@
 #include <event2/thread.h>
 
 #include "cluster.h"
+#include "dns.h"
 #include "conn.h"
 #include "config.h"
 #include "error.h"
@@ -188,6 +189,12 @@ int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
     w->heartbeat_ms = rem_now_ms();
 
     unsigned n_workers = cfg->workers ? cfg->workers : 1;
+    bool names = false;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        for (size_t j = 0; j < cfg->upstreams[i].n_endpoints; j++)
+            names = names || cfg->upstreams[i].endpoints[j].is_name;
+    if (names && !(w->dns = rem_dns_new(w, &cfg->dns)))
+        goto fail;
     w->n_clusters = cfg->n_upstreams;
     w->clusters = rem_xcalloc(cfg->n_upstreams, sizeof(*w->clusters));
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
@@ -279,6 +286,8 @@ void rem_worker_dispose(struct rem_worker *w)
         rem_cluster_free(w->clusters[i]);
     free(w->clusters);
     w->clusters = NULL;
+    rem_dns_free(w->dns);
+    w->dns = NULL;
     while (w->free_streams) {
         struct rem_stream *s = w->free_streams;
         w->free_streams = s->next_free;

@@ -44,6 +44,7 @@ struct rem_worker {
     struct rem_admit **route_admits; /* owned: per route index (+1 unmatched); NULL when the
                                         route sets no max_requests */
     struct rem_cluster **clusters;   /* owned; index = config upstream index */
+    struct rem_dns *dns;             /* owned: c-ares channel, when an endpoint is a name */
     size_t n_clusters;
     struct event *reap_ev;
     struct rem_reap *reap_head;

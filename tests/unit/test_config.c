@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * test_config: unit tests for config.h: defaults, loading good and bad YAML (exact messages
- * and positions), ${VAR} expansion, the value parsers and the generation's lifetime. Fixtures
+ * and positions), ${VAR} expansion, the dns section, endpoint names, the value parsers and
+ * the generation's lifetime. Fixtures
  * live in tests/unit/configs; conf/remora.yaml is loaded as shipped. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -144,6 +145,20 @@ static void assert_h2_defaults(const struct rem_cfg_http2 *h2, uint32_t hdr_list
     assert_int_equal(h2->max_control_frames, 1000);
 }
 
+/* The dns section left out: the documented defaults, as literals so that a changed default
+ * fails. */
+static void assert_dns_defaults(const struct rem_cfg_dns *dns)
+{
+    assert_null(dns->resolvers);
+    assert_int_equal(dns->n_resolvers, 0);
+    assert_int_equal(dns->min_ttl_ms, 5000);
+    assert_int_equal(dns->max_ttl_ms, 300000);
+    assert_int_equal(dns->timeout_ms, 1000);
+    assert_int_equal(dns->attempts, 2);
+    assert_int_equal(dns->family, REM_DNS_AUTO);
+    assert_int_equal(dns->stale_ttl_ms, 300000);
+}
+
 /* Every field of a generation that took every default. */
 static void assert_all_defaults(const struct rem_config *cfg)
 {
@@ -168,7 +183,9 @@ static void assert_all_defaults(const struct rem_config *cfg)
     assert_int_equal(cfg->upstreams[0].n_endpoints, 1);
     assert_string_equal(cfg->upstreams[0].endpoints[0].host, "127.0.0.1");
     assert_int_equal(cfg->upstreams[0].endpoints[0].port, 8080);
+    assert_false(cfg->upstreams[0].endpoints[0].is_name);
     assert_int_equal(cfg->upstreams[0].protocol, REM_PROTO_HTTP1);
+    assert_int_equal(cfg->upstreams[0].lb, REM_LB_ROUND_ROBIN);
     assert_int_equal(cfg->upstreams[0].connect_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
     assert_int_equal(cfg->upstreams[0].idle_timeout_ms, REM_DEF_IDLE_TIMEOUT_MS);
     assert_int_equal(cfg->upstreams[0].max_connections, REM_DEF_MAX_CONNECTIONS);
@@ -203,6 +220,7 @@ static void assert_all_defaults(const struct rem_config *cfg)
     assert_false(cfg->log.access_log);
 
     assert_default_buckets(&cfg->metrics.buckets);
+    assert_dns_defaults(&cfg->dns);
 }
 
 /* ---- defaults and lifetime ---------------------------------------------------------------- */
@@ -252,8 +270,17 @@ static void test_empty_file_is_all_defaults(void **state)
     rem_config_unref(cfg);
 
     /* Null sections ("key:" with nothing after it) count as empty mappings. */
-    cfg = load_string_ok("# nothing\nadmin:\nlimits: ~\nlog: null\nmetrics:\n");
+    cfg = load_string_ok("# nothing\nadmin:\nlimits: ~\nlog: null\nmetrics:\ndns:\n");
     assert_all_defaults(cfg);
+    rem_config_unref(cfg);
+    cfg = load_string_ok("dns: {}\n");
+    assert_all_defaults(cfg);
+    rem_config_unref(cfg);
+
+    /* rem_config_new alone (the loader's starting point) already holds the dns defaults. */
+    cfg = rem_config_new(NULL);
+    assert_string_equal(cfg->source, "<embedded>");
+    assert_dns_defaults(&cfg->dns);
     rem_config_unref(cfg);
 }
 
@@ -331,6 +358,10 @@ static void test_sample_config(void **state)
     assert_string_equal(cfg->upstreams[0].name, "app");
     assert_string_equal(cfg->upstreams[0].endpoints[0].host, "127.0.0.1");
     assert_int_equal(cfg->upstreams[0].endpoints[0].port, 8080);
+    assert_false(cfg->upstreams[0].endpoints[0].is_name);
+    assert_int_equal(cfg->upstreams[0].lb, REM_LB_ROUND_ROBIN);
+    /* The dns section is commented out in the sample. */
+    assert_dns_defaults(&cfg->dns);
     /* The admission keys the sample sets are the defaults; the others are commented out. */
     assert_int_equal(cfg->listeners[0].max_connections, 0);
     assert_h2_defaults(&cfg->listeners[0].http2, 65536);
@@ -358,6 +389,39 @@ static void test_sample_config(void **state)
     assert_hc_defaults(&cfg->upstreams[0].health_check);
     assert_int_equal(api->buckets.n, 0);
     assert_default_buckets(&cfg->metrics.buckets);
+    rem_config_unref(cfg);
+}
+
+/* The sample's commented dns block, uncommented, loads and says what the defaults are. */
+static void test_sample_dns_block(void **state)
+{
+    FILE *f = fopen(REM_TEST_DATADIR "/../../conf/remora.yaml", "re");
+    char line[256], yaml[2048] = "";
+    size_t off = 0;
+    bool in_block = false;
+    struct rem_config *cfg;
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strcmp(line, "# dns:\n") == 0)
+            in_block = true;
+        if (!in_block)
+            continue;
+        if (strncmp(line, "# ", 2) != 0)
+            break;
+        off += (size_t)snprintf(yaml + off, sizeof(yaml) - off, "%s", line + 2);
+        assert_true(off < sizeof(yaml));
+    }
+    fclose(f);
+    assert_true(in_block);
+    cfg = load_string_ok(yaml);
+    assert_int_equal(cfg->dns.n_resolvers, 2);
+    assert_addr(&cfg->dns.resolvers[0], "10.0.0.10:53");
+    assert_addr(&cfg->dns.resolvers[1], "[fd00::10]:53");
+    cfg->dns.n_resolvers = 0; /* the rest are the defaults */
+    free(cfg->dns.resolvers);
+    cfg->dns.resolvers = NULL;
+    assert_dns_defaults(&cfg->dns);
     rem_config_unref(cfg);
 }
 
@@ -395,11 +459,15 @@ static void test_full_config(void **state)
     assert_int_equal(app->n_endpoints, 3);
     assert_string_equal(app->endpoints[0].host, "127.0.0.1");
     assert_int_equal(app->endpoints[0].port, 8080);
+    assert_false(app->endpoints[0].is_name);
     assert_string_equal(app->endpoints[1].host, "app.internal");
     assert_int_equal(app->endpoints[1].port, 8081);
+    assert_true(app->endpoints[1].is_name);
     assert_string_equal(app->endpoints[2].host, "::1");
     assert_int_equal(app->endpoints[2].port, 8082);
+    assert_false(app->endpoints[2].is_name);
     assert_int_equal(app->protocol, REM_PROTO_H2C);
+    assert_int_equal(app->lb, REM_LB_LEAST_REQUEST);
     assert_int_equal(app->connect_timeout_ms, 250);
     assert_int_equal(app->idle_timeout_ms, 60000);
     assert_int_equal(app->max_connections, 16);
@@ -419,6 +487,7 @@ static void test_full_config(void **state)
     assert_int_equal(grpc->endpoints[0].port, 50051);
     assert_int_equal(grpc->protocol, REM_PROTO_H2C);
     /* Keys left out of an upstream take their defaults. */
+    assert_int_equal(grpc->lb, REM_LB_ROUND_ROBIN);
     assert_int_equal(grpc->connect_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
     assert_int_equal(grpc->idle_timeout_ms, REM_DEF_IDLE_TIMEOUT_MS);
     assert_int_equal(grpc->max_connections, REM_DEF_MAX_CONNECTIONS);
@@ -475,6 +544,15 @@ static void test_full_config(void **state)
     assert_int_equal(cfg->log.format, REM_LOG_FORMAT_TEXT);
     assert_true(cfg->log.access_log);
     assert_buckets(&cfg->metrics.buckets, (const double[]){0.01, 0.1, 1, 10}, 4);
+    assert_int_equal(cfg->dns.n_resolvers, 2);
+    assert_addr(&cfg->dns.resolvers[0], "127.0.0.1:5353");
+    assert_addr(&cfg->dns.resolvers[1], "[::1]:53");
+    assert_int_equal(cfg->dns.min_ttl_ms, 1000);
+    assert_int_equal(cfg->dns.max_ttl_ms, 60000);
+    assert_int_equal(cfg->dns.timeout_ms, 500);
+    assert_int_equal(cfg->dns.attempts, 3);
+    assert_int_equal(cfg->dns.family, REM_DNS_V4);
+    assert_int_equal(cfg->dns.stale_ttl_ms, 0);
     rem_config_unref(cfg);
 }
 
@@ -485,6 +563,8 @@ static void test_upstreams_without_routes(void **state)
     assert_int_equal(cfg->n_upstreams, 2);
     assert_string_equal(cfg->upstreams[0].endpoints[0].host, "web.default.svc");
     assert_int_equal(cfg->upstreams[0].endpoints[0].port, 80);
+    assert_true(cfg->upstreams[0].endpoints[0].is_name);
+    assert_false(cfg->upstreams[1].endpoints[0].is_name);
     /* The default route goes to the first upstream. */
     assert_int_equal(cfg->n_routes, 1);
     assert_string_equal(cfg->routes[0].name, "default");
@@ -1081,6 +1161,345 @@ static void test_upstream_protocols(void **state)
         });
 }
 
+/* ---- dns ---------------------------------------------------------------------------------- */
+
+static void test_dns(void **state)
+{
+    const struct rem_cfg_dns *dns;
+    struct rem_config *cfg;
+
+    /* Each resolver form, port 53 when left out; ${VAR} in an item; every key at a bound:
+     * min_ttl 0 (no floor), stale_ttl 0 (never stale), attempts 10. */
+    setenv("REM_T_DNS", "10.0.0.10:1053", 1);
+    cfg = load_string_ok("dns:\n"
+                         "  resolvers: [\"127.0.0.1\", \"127.0.0.2:5353\", \"[::1]\", "
+                         "\"[2001:db8::1]:65535\", \"${REM_T_DNS}\", \"[::ffff:1.2.3.4]:1\"]\n"
+                         "  min_ttl: 0\n"
+                         "  max_ttl: 1h\n"
+                         "  timeout: 250ms\n"
+                         "  attempts: 10\n"
+                         "  family: v6\n"
+                         "  stale_ttl: 0s\n");
+    unsetenv("REM_T_DNS");
+    dns = &cfg->dns;
+    assert_int_equal(dns->n_resolvers, 6);
+    assert_addr(&dns->resolvers[0], "127.0.0.1:53");
+    assert_int_equal(dns->resolvers[0].len, sizeof(struct sockaddr_in));
+    assert_addr(&dns->resolvers[1], "127.0.0.2:5353");
+    assert_addr(&dns->resolvers[2], "[::1]:53");
+    assert_int_equal(dns->resolvers[2].len, sizeof(struct sockaddr_in6));
+    assert_addr(&dns->resolvers[3], "[2001:db8::1]:65535");
+    assert_addr(&dns->resolvers[4], "10.0.0.10:1053");
+    assert_addr(&dns->resolvers[5], "[::ffff:1.2.3.4]:1");
+    assert_int_equal(dns->min_ttl_ms, 0);
+    assert_int_equal(dns->max_ttl_ms, 3600000);
+    assert_int_equal(dns->timeout_ms, 250);
+    assert_int_equal(dns->attempts, 10);
+    assert_int_equal(dns->family, REM_DNS_V6);
+    assert_int_equal(dns->stale_ttl_ms, 0);
+    rem_config_unref(cfg);
+
+    /* The other bounds: 8 resolvers, attempts 1, timeout 1ms and 1m, min_ttl == max_ttl,
+     * TTLs at RFC 2181's 2^31-1 seconds. Keys left out keep their defaults. */
+    cfg = load_string_ok("dns:\n"
+                         "  resolvers: [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\", \"10.0.0.4\", "
+                         "\"10.0.0.5\", \"10.0.0.6\", \"10.0.0.7\", \"10.0.0.8\"]\n"
+                         "  min_ttl: 2147483647s\n"
+                         "  max_ttl: 2147483647s\n"
+                         "  attempts: \"1\"\n"
+                         "  timeout: 1m\n"
+                         "  family: v4\n"
+                         "  stale_ttl: 2147483647s\n");
+    dns = &cfg->dns;
+    assert_int_equal(dns->n_resolvers, 8);
+    assert_addr(&dns->resolvers[7], "10.0.0.8:53");
+    assert_int_equal(dns->min_ttl_ms, 2147483647000ULL);
+    assert_int_equal(dns->max_ttl_ms, 2147483647000ULL);
+    assert_int_equal(dns->attempts, 1);
+    assert_int_equal(dns->timeout_ms, 60000);
+    assert_int_equal(dns->family, REM_DNS_V4);
+    assert_int_equal(dns->stale_ttl_ms, 2147483647000ULL);
+    rem_config_unref(cfg);
+
+    cfg = load_string_ok("dns: { timeout: 1ms, family: auto, min_ttl: 1m }\n");
+    dns = &cfg->dns;
+    assert_null(dns->resolvers);
+    assert_int_equal(dns->n_resolvers, 0);
+    assert_int_equal(dns->timeout_ms, 1);
+    assert_int_equal(dns->family, REM_DNS_AUTO);
+    assert_int_equal(dns->min_ttl_ms, 60000);
+    assert_int_equal(dns->max_ttl_ms, 300000);
+    assert_int_equal(dns->attempts, 2);
+    assert_int_equal(dns->stale_ttl_ms, 300000);
+    rem_config_unref(cfg);
+
+    /* Either TTL bound may meet the other's default. */
+    cfg = load_string_ok("dns: { max_ttl: 5s }\n");
+    assert_int_equal(cfg->dns.min_ttl_ms, 5000);
+    assert_int_equal(cfg->dns.max_ttl_ms, 5000);
+    rem_config_unref(cfg);
+    cfg = load_string_ok("dns: { min_ttl: 5m }\n");
+    assert_int_equal(cfg->dns.min_ttl_ms, 300000);
+    assert_int_equal(cfg->dns.max_ttl_ms, 300000);
+    rem_config_unref(cfg);
+    /* A max_ttl below the default min_ttl is fine once min_ttl is lowered too. */
+    cfg = load_string_ok("dns: { max_ttl: 1s, min_ttl: 0 }\n");
+    assert_int_equal(cfg->dns.min_ttl_ms, 0);
+    assert_int_equal(cfg->dns.max_ttl_ms, 1000);
+    rem_config_unref(cfg);
+}
+
+static void test_dns_errors(void **state)
+{
+    static const char *const expected =
+        "expected a numeric ip, ip:port, [v6] or [v6]:port; port 1-65535, default 53";
+    char buf[8][160];
+    const char *want[9];
+    static const char *const bad_resolvers[] = {
+        "localhost", "*:53",        "1.2.3.4:",      ":53",        "[::1]:0",
+        "[::1]53",   "[fe80::1%1]", "1.2.3",         "0x7f000001", "[1.2.3.4]:53",
+        "1.2.3.4 ",  "[::1",        "1.2.3.4:65536", "1.2.3.4:+5", "",
+    };
+
+    expect_file_errors(
+        CONFIGS "bad_dns.yaml",
+        (const char *const[]){
+            CONFIGS "bad_dns.yaml:3:15: bad resolver \"dns.example\" (expected a numeric ip, "
+                    "ip:port, [v6] or [v6]:port; port 1-65535, default 53)",
+            CONFIGS "bad_dns.yaml:3:30: bad resolver \"1.2.3.4:0\" (expected a numeric ip, "
+                    "ip:port, [v6] or [v6]:port; port 1-65535, default 53)",
+            CONFIGS "bad_dns.yaml:3:43: bad resolver \"::1\" (put an IPv6 address in brackets: "
+                    "[v6])",
+            CONFIGS "bad_dns.yaml:3:50: bad resolver \"[::1]:65536\" (expected a numeric ip, "
+                    "ip:port, [v6] or [v6]:port; port 1-65535, default 53)",
+            CONFIGS "bad_dns.yaml:3:65: bad resolver \"[1.2.3.4]\" (expected a numeric ip, "
+                    "ip:port, [v6] or [v6]:port; port 1-65535, default 53)",
+            CONFIGS "bad_dns.yaml:3:90: duplicate resolver 10.0.0.1:53 (first at 3:78)",
+            CONFIGS "bad_dns.yaml:3:105: bad resolver \"localhost\" (expected a numeric ip, "
+                    "ip:port, [v6] or [v6]:port; port 1-65535, default 53)",
+            CONFIGS "bad_dns.yaml:4:12: bad duration \"1.5s\" for \"min_ttl\" (expected an "
+                    "integer with ms, s, m or h, or 0)",
+            CONFIGS "bad_dns.yaml:5:12: \"max_ttl\" must not be 0",
+            CONFIGS "bad_dns.yaml:6:12: \"timeout\" must be between 1ms and 1m, got \"2m\"",
+            CONFIGS "bad_dns.yaml:7:13: \"attempts\" must be between 1 and 10, got \"11\"",
+            CONFIGS "bad_dns.yaml:8:11: bad value \"ipv4\" for \"family\" (expected auto, v4 or "
+                    "v6)",
+            CONFIGS "bad_dns.yaml:9:14: bad duration \"-1s\" for \"stale_ttl\" (expected an "
+                    "integer with ms, s, m or h, or 0)",
+            CONFIGS "bad_dns.yaml:10:3: unknown key \"ttl\" in dns",
+            NULL,
+        });
+
+    /* Numeric only: no names (not even localhost), no "*", no scope ids, no inet_aton
+     * shorthands, no empty port. */
+    for (size_t i = 0; i < sizeof(bad_resolvers) / sizeof(bad_resolvers[0]); i++) {
+        char yaml[128];
+
+        snprintf(yaml, sizeof(yaml), "dns: { resolvers: [\"%s\"] }\n", bad_resolvers[i]);
+        snprintf(buf[0], sizeof(buf[0]), "t.yaml:1:20: bad resolver \"%s\" (%s)", bad_resolvers[i],
+                 expected);
+        want[0] = buf[0];
+        want[1] = NULL;
+        expect_string_errors(yaml, want);
+    }
+    expect_string_errors("dns: { resolvers: [\"2001:db8::1\"] }\n",
+                         (const char *const[]){"t.yaml:1:20: bad resolver \"2001:db8::1\" (put an "
+                                               "IPv6 address in brackets: [v6])",
+                                               NULL});
+    /* Spelled differently, the same server: "[::1]" and "[0:0::1]:53". */
+    expect_string_errors("dns:\n  resolvers:\n    - \"[::1]\"\n    - \"[0:0::1]:53\"\n",
+                         (const char *const[]){"t.yaml:4:7: duplicate resolver [::1]:53 (first "
+                                               "at 3:7)",
+                                               NULL});
+    expect_string_errors("dns: { resolvers: [] }\n",
+                         (const char *const[]){"t.yaml:1:19: \"resolvers\" must not be empty "
+                                               "(leave it out to use /etc/resolv.conf)",
+                                               NULL});
+    expect_string_errors("dns: { resolvers: }\n",
+                         (const char *const[]){"t.yaml:1:19: \"resolvers\" must not be empty "
+                                               "(leave it out to use /etc/resolv.conf)",
+                                               NULL});
+    expect_string_errors("dns: { resolvers: \"127.0.0.1\" }\n",
+                         (const char *const[]){"t.yaml:1:19: expected a sequence for "
+                                               "\"resolvers\", got a scalar",
+                                               NULL});
+    expect_string_errors(
+        "dns: { resolvers: [[\"127.0.0.1\"]] }\n",
+        (const char *const[]){"t.yaml:1:20: expected a scalar for a resolver, got a sequence",
+                              NULL});
+    /* A ninth is too many, reported at the ninth. */
+    expect_string_errors(
+        "dns:\n  resolvers: [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\", "
+        "\"10.0.0.4\", \"10.0.0.5\", \"10.0.0.6\", \"10.0.0.7\", \"10.0.0.8\", "
+        "\"10.0.0.9\"]\n",
+        (const char *const[]){"t.yaml:2:111: too many resolvers (at most 8)", NULL});
+    expect_string_errors(
+        "dns: [1]\n",
+        (const char *const[]){"t.yaml:1:6: expected a mapping for \"dns\", got a sequence", NULL});
+    expect_string_errors("dns: { server: \"127.0.0.1\" }\n",
+                         (const char *const[]){"t.yaml:1:8: unknown key \"server\" in dns", NULL});
+    expect_string_errors("dns: { attempts: 0 }\n",
+                         (const char *const[]){"t.yaml:1:18: \"attempts\" must be between 1 and "
+                                               "10, got \"0\"",
+                                               NULL});
+    expect_string_errors(
+        "dns: { attempts: two }\n",
+        (const char *const[]){"t.yaml:1:18: expected an integer for \"attempts\", got \"two\"",
+                              NULL});
+    expect_string_errors("dns: { timeout: 0 }\n",
+                         (const char *const[]){"t.yaml:1:17: \"timeout\" must not be 0", NULL});
+    expect_string_errors(
+        "dns: { timeout: 61s }\n",
+        (const char *const[]){"t.yaml:1:17: \"timeout\" must be between 1ms and 1m, got \"61s\"",
+                              NULL});
+    expect_string_errors("dns: { family: V4 }\n",
+                         (const char *const[]){"t.yaml:1:16: bad value \"V4\" for \"family\" "
+                                               "(expected auto, v4 or v6)",
+                                               NULL});
+    expect_string_errors("dns: { max_ttl: 2147483648s, stale_ttl: 2147483648s, min_ttl: 25000d }\n",
+                         (const char *const[]){
+                             "t.yaml:1:17: \"max_ttl\" must be between 1ms and 2147483647s, got "
+                             "\"2147483648s\"",
+                             "t.yaml:1:41: \"stale_ttl\" must be between 0s and 2147483647s, got "
+                             "\"2147483648s\"",
+                             "t.yaml:1:63: bad duration \"25000d\" for \"min_ttl\" (expected an "
+                             "integer with ms, s, m or h, or 0)",
+                             NULL,
+                         });
+    expect_string_errors(
+        "dns: { min_ttl: 35791395m }\n",
+        (const char *const[]){"t.yaml:1:17: \"min_ttl\" must be between 0s and 2147483647s, got "
+                              "\"35791395m\"",
+                              NULL});
+    /* max_ttl below min_ttl: at max_ttl when written, naming both and which is a default. */
+    expect_string_errors("dns:\n  max_ttl: 10s\n  min_ttl: 1m\n",
+                         (const char *const[]){"t.yaml:2:12: \"max_ttl\" (10s) must not be less "
+                                               "than \"min_ttl\" (1m)",
+                                               NULL});
+    expect_string_errors("dns: { max_ttl: 4999ms }\n",
+                         (const char *const[]){"t.yaml:1:17: \"max_ttl\" (4999ms) must not be "
+                                               "less than \"min_ttl\" (5s, the default)",
+                                               NULL});
+    expect_string_errors("dns: { min_ttl: 301s }\n",
+                         (const char *const[]){"t.yaml:1:17: \"min_ttl\" (301s) must not be "
+                                               "greater than \"max_ttl\" (5m, the default)",
+                                               NULL});
+    /* A TTL already wrong is not compared again. */
+    expect_string_errors("dns: { min_ttl: 1m, max_ttl: 0 }\n",
+                         (const char *const[]){"t.yaml:1:30: \"max_ttl\" must not be 0", NULL});
+    /* dns is top level only. */
+    expect_string_errors(
+        "upstreams: [{ name: a, endpoints: [\"a:1\"], dns: {} }]\n",
+        (const char *const[]){"t.yaml:1:44: unknown key \"dns\" in upstream", NULL});
+}
+
+/* ---- upstreams[].lb and endpoint names ---------------------------------------------------- */
+
+static void test_upstream_lb(void **state)
+{
+    struct rem_config *cfg;
+
+    setenv("REM_T_LB", "least_request", 1);
+    cfg = load_string_ok("upstreams:\n"
+                         "  - { name: a, endpoints: [\"a:1\"], lb: round_robin }\n"
+                         "  - { name: b, endpoints: [\"b:1\"], lb: least_request }\n"
+                         "  - { name: c, endpoints: [\"c:1\"], lb: \"${REM_T_LB}\" }\n"
+                         "  - { name: d, endpoints: [\"d:1\"] }\n");
+    unsetenv("REM_T_LB");
+    assert_int_equal(cfg->upstreams[0].lb, REM_LB_ROUND_ROBIN);
+    assert_int_equal(cfg->upstreams[1].lb, REM_LB_LEAST_REQUEST);
+    assert_int_equal(cfg->upstreams[2].lb, REM_LB_LEAST_REQUEST);
+    assert_int_equal(cfg->upstreams[3].lb, REM_LB_ROUND_ROBIN);
+    rem_config_unref(cfg);
+
+    expect_string_errors("upstreams:\n"
+                         "  - { name: a, endpoints: [\"a:1\"], lb: random }\n"
+                         "  - { name: b, endpoints: [\"b:1\"], lb: [round_robin] }\n"
+                         "  - { name: c, endpoints: [\"c:1\"], lb: }\n",
+                         (const char *const[]){
+                             "t.yaml:2:40: bad value \"random\" for \"lb\" (expected round_robin "
+                             "or least_request)",
+                             "t.yaml:3:40: expected a scalar for \"lb\", got a sequence",
+                             "t.yaml:4:40: missing value for \"lb\"",
+                             NULL,
+                         });
+    /* lb belongs to an upstream, not to a route. */
+    expect_string_errors("routes: [{ name: r, upstream: app, lb: round_robin }]\n",
+                         (const char *const[]){"t.yaml:1:36: unknown key \"lb\" in route", NULL});
+}
+
+/* is_name is what decides whether dns.c resolves an endpoint: only inet_pton's numeric forms
+ * are addresses, "localhost" included among names. */
+static void test_endpoint_names(void **state)
+{
+    static const struct {
+        const char *host;
+        uint16_t port;
+        bool is_name;
+    } want[] = {
+        {"127.0.0.1", 1, false},    {"::1", 2, false},       {"::ffff:10.0.0.1", 3, false},
+        {"localhost", 4, true},     {"LocalHost.", 5, true}, {"app.svc.cluster.local", 6, true},
+        {"svc_1", 7, true},         {"0.0.0.0", 8, false},   {"x.1a", 9, true},
+        {"2001.example", 10, true}, {"10.0.0.1", 11, false},
+    };
+    struct rem_config *cfg = load_string_ok(
+        "upstreams:\n"
+        "  - name: a\n"
+        "    endpoints: [\"127.0.0.1:1\", \"[::1]:2\", \"[::ffff:10.0.0.1]:3\", \"localhost:4\",\n"
+        "                \"LocalHost.:5\", \"app.svc.cluster.local:6\", \"svc_1:7\",\n"
+        "                \"0.0.0.0:8\", \"x.1a:9\", \"2001.example:10\"]\n"
+        "  - { name: b, endpoints: [\"10.0.0.1:11\"] }\n");
+    const struct rem_cfg_upstream *u = &cfg->upstreams[0];
+
+    assert_int_equal(u->n_endpoints, 10);
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const struct rem_cfg_endpoint *e =
+            i < 10 ? &u->endpoints[i] : &cfg->upstreams[1].endpoints[0];
+
+        assert_string_equal(e->host, want[i].host);
+        assert_int_equal(e->port, want[i].port);
+        if (e->is_name != want[i].is_name)
+            fail_msg("%s: is_name %d, want %d", e->host, e->is_name, want[i].is_name);
+    }
+    rem_config_unref(cfg);
+
+    expect_string_errors(
+        "upstreams:\n"
+        "  - name: a\n"
+        "    endpoints:\n"
+        "      - \"1.2.3:80\"\n"
+        "      - \"127.1:80\"\n"
+        "      - \"0x7f000001:80\"\n"
+        "      - \"256.0.0.1:80\"\n"
+        "      - \"10.0.0.1.:80\"\n"
+        "      - \"a.b..c:80\"\n"
+        "      - \"[1.2.3.4]:80\"\n"
+        "      - \"localhost\"\n"
+        "      - \":80\"\n"
+        "      - \"a/b:80\"\n"
+        "      - \"app:65536\"\n",
+        (const char *const[]){
+            "t.yaml:4:9: bad endpoint \"1.2.3:80\" (not an IPv4 address, and a host name cannot "
+            "end in a numeric label)",
+            "t.yaml:5:9: bad endpoint \"127.1:80\" (not an IPv4 address, and a host name cannot "
+            "end in a numeric label)",
+            "t.yaml:6:9: bad endpoint \"0x7f000001:80\" (not an IPv4 address, and a host name "
+            "cannot end in a numeric label)",
+            "t.yaml:7:9: bad endpoint \"256.0.0.1:80\" (not an IPv4 address, and a host name "
+            "cannot end in a numeric label)",
+            "t.yaml:8:9: bad endpoint \"10.0.0.1.:80\" (not an IPv4 address, and a host name "
+            "cannot end in a numeric label)",
+            "t.yaml:9:9: bad endpoint \"a.b..c:80\" (empty label in host name)",
+            "t.yaml:10:9: bad endpoint \"[1.2.3.4]:80\" (not an IPv6 address in brackets)",
+            "t.yaml:11:9: bad endpoint \"localhost\" (expected host:port or [v6]:port)",
+            "t.yaml:12:9: bad endpoint \":80\" (missing host)",
+            "t.yaml:13:9: bad endpoint \"a/b:80\" (a host name takes letters, digits, '-', '_' "
+            "and '.')",
+            "t.yaml:14:9: bad endpoint \"app:65536\" (port must be 1-65535)",
+            NULL,
+        });
+}
+
 /* ---- environment expansion ---------------------------------------------------------------- */
 
 static void test_env_expansion(void **state)
@@ -1225,10 +1644,9 @@ static void test_bad_values(void **state)
                     "host:port, [v6]:port or *:port; port 0-65535)",
             CONFIGS "bad_values.yaml:6:14: bad address \"0.0.0.0:65536\" (expected a numeric "
                     "host:port, [v6]:port or *:port; port 0-65535)",
-            CONFIGS "bad_values.yaml:9:17: bad endpoint \"127.0.0.1:0\" (expected host:port or "
-                    "[v6]:port; port 1-65535)",
-            CONFIGS "bad_values.yaml:9:44: bad endpoint \"bad host:80\" (expected host:port or "
-                    "[v6]:port; port 1-65535)",
+            CONFIGS "bad_values.yaml:9:17: bad endpoint \"127.0.0.1:0\" (port must be 1-65535)",
+            CONFIGS "bad_values.yaml:9:44: bad endpoint \"bad host:80\" (a host name takes "
+                    "letters, digits, '-', '_' and '.')",
             CONFIGS "bad_values.yaml:10:15: bad value \"http3\" for \"protocol\" (expected "
                     "http1 or h2c)",
             CONFIGS "bad_values.yaml:11:22: bad duration \"10\" for \"connect_timeout\" "
@@ -1647,16 +2065,122 @@ static void test_parse_hostport(void **state)
     assert_int_equal(rem_parse_hostport("a:1", NULL, &port), -1);
     assert_int_equal(rem_parse_hostport("a:1", &host, NULL), -1);
 
-    /* A 253-byte name is the longest DNS allows. */
+    /* A 253-byte name is the longest DNS allows (RFC 1035 section 2.3.4): three 63-byte
+     * labels and one of 61, besides a final dot; one byte more is too long. */
     char name[300];
 
     memset(name, 'a', 253);
+    name[63] = name[127] = name[191] = '.';
     memcpy(name + 253, ":80", 4);
+    host = NULL;
     assert_int_equal(rem_parse_hostport(name, &host, &port), 0);
+    assert_int_equal(strlen(host), 253);
+    free(host);
+    memcpy(name + 253, ".:80", 5);
+    assert_int_equal(rem_parse_hostport(name, &host, &port), 0);
+    assert_int_equal(strlen(host), 254);
     free(host);
     memset(name, 'a', 254);
+    name[63] = name[127] = name[191] = '.';
     memcpy(name + 254, ":80", 4);
+    host = NULL;
     assert_int_equal(rem_parse_hostport(name, &host, &port), -1);
+    assert_null(host);
+}
+
+static void test_parse_endpoint(void **state)
+{
+    static const struct {
+        const char *s;
+        const char *host;
+        uint16_t port;
+        bool is_name;
+    } good[] = {
+        {"127.0.0.1:8080", "127.0.0.1", 8080, false},
+        {"[::1]:443", "::1", 443, false},
+        {"[::ffff:1.2.3.4]:80", "::ffff:1.2.3.4", 80, false},
+        {"localhost:80", "localhost", 80, true},
+        {"LOCALHOST:80", "LOCALHOST", 80, true},
+        {"app:1", "app", 1, true},
+        {"a.0xg:1", "a.0xg", 1, true},
+        {"1a:1", "1a", 1, true},
+        {"1-2:1", "1-2", 1, true},
+        {"_svc._tcp.example:1", "_svc._tcp.example", 1, true},
+    };
+    static const struct {
+        const char *s;
+        const char *why;
+    } bad[] = {
+        {"app", "expected host:port or [v6]:port"},
+        {"::1:80", "expected host:port or [v6]:port"},
+        {"[::1]80", "expected host:port or [v6]:port"},
+        {"app:0", "port must be 1-65535"},
+        {"app:", "port must be 1-65535"},
+        {"app:08080x", "port must be 1-65535"},
+        {"[zz]:80", "not an IPv6 address in brackets"},
+        {"[]:80", "not an IPv6 address in brackets"},
+        {":80", "missing host"},
+        {".a:80", "empty label in host name"},
+        {"a..b:80", "empty label in host name"},
+        {".:80", "empty label in host name"},
+        {"a b:80", "a host name takes letters, digits, '-', '_' and '.'"},
+        {"*:80", "a host name takes letters, digits, '-', '_' and '.'"},
+        {"h\xc3\xa9.example:80", "a host name takes letters, digits, '-', '_' and '.'"},
+        {"1.2.3:80", "not an IPv4 address, and a host name cannot end in a numeric label"},
+        {"a.1:80", "not an IPv4 address, and a host name cannot end in a numeric label"},
+        {"a.0x:80", "not an IPv4 address, and a host name cannot end in a numeric label"},
+        {"a.0x1F.:80", "not an IPv4 address, and a host name cannot end in a numeric label"},
+        {"1.2.3.04:80", "not an IPv4 address, and a host name cannot end in a numeric label"},
+    };
+    struct rem_cfg_endpoint e;
+    const char *why;
+    char name[300];
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        memset(&e, 0, sizeof(e));
+        why = "untouched";
+        if (rem_parse_endpoint(good[i].s, &e, &why) != 0)
+            fail_msg("rejected \"%s\": %s", good[i].s, why);
+        assert_string_equal(why, "untouched");
+        assert_string_equal(e.host, good[i].host);
+        assert_int_equal(e.port, good[i].port);
+        if (e.is_name != good[i].is_name)
+            fail_msg("\"%s\": is_name %d, want %d", good[i].s, e.is_name, good[i].is_name);
+        free(e.host);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        e = (struct rem_cfg_endpoint){.host = NULL, .port = 7, .is_name = true};
+        why = NULL;
+        if (rem_parse_endpoint(bad[i].s, &e, &why) != -1)
+            fail_msg("accepted \"%s\"", bad[i].s);
+        if (why == NULL || strcmp(why, bad[i].why) != 0)
+            fail_msg("\"%s\": why \"%s\", want \"%s\"", bad[i].s, why ? why : "(null)", bad[i].why);
+        /* untouched on error */
+        assert_null(e.host);
+        assert_int_equal(e.port, 7);
+        assert_true(e.is_name);
+    }
+    /* why is optional; s and out are required. */
+    assert_int_equal(rem_parse_endpoint("a b:1", &e, NULL), -1);
+    assert_int_equal(rem_parse_endpoint(NULL, &e, &why), -1);
+    assert_int_equal(rem_parse_endpoint("a:1", NULL, &why), -1);
+
+    /* A label of 63 bytes is the longest (RFC 1035 section 2.3.4). */
+    memset(name, 'a', 63);
+    memcpy(name + 63, ".b:80", 6);
+    assert_int_equal(rem_parse_endpoint(name, &e, &why), 0);
+    assert_true(e.is_name);
+    free(e.host);
+    memset(name, 'a', 64);
+    memcpy(name + 64, ".b:80", 6);
+    assert_int_equal(rem_parse_endpoint(name, &e, &why), -1);
+    assert_string_equal(why, "label longer than 63 bytes in host name");
+    /* 254 bytes in labels of at most 63. */
+    memset(name, 'a', 254);
+    name[63] = name[127] = name[191] = '.';
+    memcpy(name + 254, ":80", 4);
+    assert_int_equal(rem_parse_endpoint(name, &e, &why), -1);
+    assert_string_equal(why, "host name longer than 253 bytes");
 }
 
 static void test_sockaddr_str(void **state)
@@ -1686,6 +2210,7 @@ int main(void)
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_diag_dispose),
         cmocka_unit_test(test_sample_config),
+        cmocka_unit_test(test_sample_dns_block),
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_upstreams_without_routes),
         cmocka_unit_test(test_routes_without_upstreams),
@@ -1699,6 +2224,10 @@ int main(void)
         cmocka_unit_test(test_http2),
         cmocka_unit_test(test_http2_errors),
         cmocka_unit_test(test_upstream_protocols),
+        cmocka_unit_test(test_dns),
+        cmocka_unit_test(test_dns_errors),
+        cmocka_unit_test(test_upstream_lb),
+        cmocka_unit_test(test_endpoint_names),
         cmocka_unit_test(test_env_expansion),
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_file_not_found),
@@ -1715,6 +2244,7 @@ int main(void)
         cmocka_unit_test(test_parse_seconds),
         cmocka_unit_test(test_parse_sockaddr),
         cmocka_unit_test(test_parse_hostport),
+        cmocka_unit_test(test_parse_endpoint),
         cmocka_unit_test(test_sockaddr_str),
         cmocka_unit_test(test_route_host_trailing_dot),
     };

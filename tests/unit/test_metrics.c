@@ -129,6 +129,8 @@ static void record_small(struct fix *f)
 
     REM_M_ADD(a->downstream_connections, 1);
     REM_M_ADD(b->downstream_connections, 2);
+    REM_M_ADD(a->upstreams[0].endpoints, 2);
+    REM_M_ADD(b->upstreams[0].endpoints, 3);
     REM_M_ADD(a->downstream_connections_total, 5);
     REM_M_ADD(b->downstream_connections_total, 7);
 }
@@ -275,6 +277,9 @@ static const char small_text[] =
     "remora_upstream_connect_failures_total{upstream=\"app\",reason=\"refused\"} 1\n"
     "remora_upstream_connect_failures_total{upstream=\"app\",reason=\"timeout\"} 0\n"
     "remora_upstream_connect_failures_total{upstream=\"app\",reason=\"error\"} 0\n"
+    "# HELP remora_upstream_endpoints Endpoints (addresses) the upstream balances over.\n"
+    "# TYPE remora_upstream_endpoints gauge\n"
+    "remora_upstream_endpoints{upstream=\"app\"} 3\n"
     "# HELP remora_upstream_healthy 1 when the upstream's health check passes, else 0.\n"
     "# TYPE remora_upstream_healthy gauge\n"
     "remora_upstream_healthy{upstream=\"app\"} 1\n"
@@ -403,6 +408,9 @@ static const char small_om[] =
     "remora_upstream_connect_failures_total{upstream=\"app\",reason=\"refused\"} 1\n"
     "remora_upstream_connect_failures_total{upstream=\"app\",reason=\"timeout\"} 0\n"
     "remora_upstream_connect_failures_total{upstream=\"app\",reason=\"error\"} 0\n"
+    "# HELP remora_upstream_endpoints Endpoints (addresses) the upstream balances over.\n"
+    "# TYPE remora_upstream_endpoints gauge\n"
+    "remora_upstream_endpoints{upstream=\"app\"} 3\n"
     "# HELP remora_upstream_healthy 1 when the upstream's health check passes, else 0.\n"
     "# TYPE remora_upstream_healthy gauge\n"
     "remora_upstream_healthy{upstream=\"app\"} 1\n"
@@ -790,6 +798,35 @@ static void test_render_http2(void **state)
     assert_null(strstr(got, "reason=\"no_error\""));
 }
 
+/* DNS series appear for upstreams that looked a name up, summed over shards; the endpoints
+ * gauge is the largest worker view. */
+static void test_render_dns(void **state)
+{
+    struct fix *f = *state;
+    fix_init(f, small_yaml);
+    char *none = render(f, 2, NULL, REM_EXPO_PROMETHEUS);
+    assert_null(strstr(none, "remora_dns_lookups_total"));
+    assert_null(strstr(none, "remora_dns_lookup_duration_seconds"));
+    REM_M_ADD(f->sh[0]->upstreams[0].dns_lookups[0], 4); /* success */
+    REM_M_ADD(f->sh[1]->upstreams[0].dns_lookups[0], 1);
+    REM_M_ADD(f->sh[1]->upstreams[0].dns_lookups[1], 2); /* nxdomain */
+    rem_hist_record(&f->sh[0]->upstreams[0].dns_duration, &f->l->upstream_hist, 2 * MS);
+    rem_hist_record(&f->sh[1]->upstreams[0].dns_duration, &f->l->upstream_hist, 3 * MS);
+    REM_M_ADD(f->sh[0]->upstreams[0].endpoints, 2);
+    REM_M_ADD(f->sh[1]->upstreams[0].endpoints, 2);
+    char *got = render(f, 2, NULL, REM_EXPO_PROMETHEUS);
+    static const char *const want[] = {
+        "\nremora_dns_lookups_total{upstream=\"app\",result=\"success\"} 5\n",
+        "\nremora_dns_lookups_total{upstream=\"app\",result=\"nxdomain\"} 2\n",
+        "\nremora_dns_lookups_total{upstream=\"app\",result=\"timeout\"} 0\n",
+        "\nremora_dns_lookup_duration_seconds_count{upstream=\"app\"} 2\n",
+        "\nremora_upstream_endpoints{upstream=\"app\"} 2\n",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (!strstr(got, want[i]))
+            fail_msg("missing %s", want[i] + 1);
+}
+
 static void test_openmetrics_no_family_clash(void **state)
 {
     struct fix *f = *state;
@@ -814,7 +851,7 @@ static void test_openmetrics_no_family_clash(void **state)
                 fail_msg("family %s declared twice", names[n]);
         n++;
     }
-    assert_int_equal(n, 28);
+    assert_int_equal(n, 29);
 }
 
 static void test_render_openmetrics_exact(void **state)
@@ -1131,6 +1168,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_format_for, setup, teardown),
         cmocka_unit_test_setup_teardown(test_process_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_http2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_render_dns, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
