@@ -622,6 +622,15 @@ class LoadRun:
         """Responses that are not 2xx."""
         return [r for r in self.results if not 200 <= r[2] < 300]
 
+    def summary(self):
+        """A short text for assertion messages: counts by status/name and the first errors."""
+        by = {}
+        for t1, _, st, name, err in self.results:
+            k = "%s %s%s" % (st, name, (" x-remora-error=" + err) if err else "")
+            by[k] = by.get(k, 0) + 1
+        return "%d responses %r, %d errors %r" % (len(self.results), by, len(self.errors),
+                                                   [e for _, e in self.errors[:3]])
+
     def names(self, since=None, until=None):
         """{x-upstream-name: count} of the responses started in [since, until)."""
         out = {}
