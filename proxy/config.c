@@ -106,6 +106,26 @@ static void default_listener(struct rem_cfg_listener *l, const char *name, const
     }
 }
 
+/* 0 is outside every http2 key's range, so it marks a key left out. The header list limit
+ * follows limits.max_header_bytes: one bound for a request's headers whichever the protocol;
+ * a SETTINGS value is 32 bits (RFC 9113 section 6.5.1), hence the cap. */
+static void http2_fill_defaults(struct rem_cfg_http2 *h2, const struct rem_cfg_limits *lim)
+{
+    if (h2->max_concurrent_streams == 0)
+        h2->max_concurrent_streams = REM_DEF_H2_MAX_CONCURRENT_STREAMS;
+    if (h2->initial_window_bytes == 0)
+        h2->initial_window_bytes = REM_DEF_H2_INITIAL_WINDOW_BYTES;
+    if (h2->max_header_list_bytes == 0)
+        h2->max_header_list_bytes =
+            lim->max_header_bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)lim->max_header_bytes;
+    if (h2->max_resets == 0)
+        h2->max_resets = REM_DEF_H2_MAX_RESETS;
+    if (h2->reset_interval_ms == 0)
+        h2->reset_interval_ms = REM_DEF_H2_RESET_INTERVAL_MS;
+    if (h2->max_control_frames == 0)
+        h2->max_control_frames = REM_DEF_H2_MAX_CONTROL_FRAMES;
+}
+
 void rem_config_fill_defaults(struct rem_config *cfg)
 {
     if (cfg->listeners == NULL) {
@@ -160,6 +180,9 @@ void rem_config_fill_defaults(struct rem_config *cfg)
         r->max_requests = 0;
         r->max_pending = REM_DEF_MAX_PENDING;
     }
+    for (size_t i = 0; cfg->listeners != NULL && i < cfg->n_listeners; i++)
+        http2_fill_defaults(&cfg->listeners[i].http2, &cfg->limits);
+    http2_fill_defaults(&cfg->admin.http2, &cfg->limits);
 }
 
 struct rem_config *rem_config_default(void)

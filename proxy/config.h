@@ -72,11 +72,13 @@ struct rem_sockaddr {
 };
 
 /* HTTP/2 settings of a listener (listeners[].http2); h2c prior knowledge is detected on every
- * listener, these shape what remora advertises and tolerates. */
+ * listener, these shape what remora advertises and tolerates. In a loaded generation every
+ * field is set (none is 0): rem_config_fill_defaults fills those left out. */
 struct rem_cfg_http2 {
     uint32_t max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS, default 100 */
     uint32_t initial_window_bytes;   /* SETTINGS_INITIAL_WINDOW_SIZE, default 65535, max 2^31-1 */
-    uint32_t max_header_list_bytes;  /* SETTINGS_MAX_HEADER_LIST_SIZE; 0: limits.max_header_bytes */
+    uint32_t max_header_list_bytes;  /* SETTINGS_MAX_HEADER_LIST_SIZE; left out, the effective
+                                        limits.max_header_bytes (capped at UINT32_MAX) */
     uint32_t max_resets;             /* stream resets by the client tolerated per reset_interval
                                         (rapid reset, CVE-2023-44487), default 200 */
     uint64_t reset_interval_ms;      /* default 1000 */
@@ -219,8 +221,10 @@ void rem_config_diag_dispose(struct rem_config_diag *diag);
  * upstreams or routes yet. Free it with rem_config_unref. Aborts on OOM. */
 struct rem_config *rem_config_new(const char *source);
 /* For the loader only: gives each section still absent (listeners == NULL, admin.name == NULL,
- * upstreams == NULL, routes == NULL) the default rem_config_default describes. The default
- * route goes to upstreams[0], so call it once the upstreams are final. Aborts on OOM. */
+ * upstreams == NULL, routes == NULL) the default rem_config_default describes, and each http2
+ * field still 0 of every listener and admin its default (max_header_list_bytes from
+ * limits.max_header_bytes). The default route goes to upstreams[0], so call it once the
+ * upstreams and limits are final. Aborts on OOM. */
 void rem_config_fill_defaults(struct rem_config *cfg);
 
 /* Value parsers shared by config_parse and tests. Each returns 0 or -1 (REM_E_CONFIG). */

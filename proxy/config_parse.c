@@ -30,6 +30,15 @@
  * what a sidecar's descriptors and memory allow, so a larger value is a typo, and small enough
  * that sums of these counts stay well inside 32 bits. */
 #define MAX_ADMISSION (1u << 24)
+/* listeners[].http2 ceilings. A window cannot exceed 2^31-1 (RFC 9113 section 6.9.1); the others
+ * are far beyond what one connection needs, so a larger value is a typo. The header list floor
+ * leaves room for a minimal request's pseudo-headers. */
+#define H2_MAX_STREAMS 1000000u
+#define H2_MAX_WINDOW 2147483647u
+#define H2_MIN_HEADER_LIST 1024u
+#define H2_MAX_HEADER_LIST (16u * 1024 * 1024)
+#define H2_MAX_RESETS 1000000u
+#define H2_MAX_CONTROL_FRAMES 10000000u
 #define NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 
 struct ctx {
@@ -511,25 +520,82 @@ fail:
     return rc;
 }
 
-/* nonzero: 0 is refused (a size that must hold something). */
-static int get_size(struct ctx *c, yaml_node_t *node, const char *key, bool nonzero, uint64_t *out)
+/* The size a scalar holds; *text gets its expanded text (malloc'd) for the caller's messages,
+ * and is NULL on error. */
+static int size_value(struct ctx *c, yaml_node_t *node, const char *key, char **text, uint64_t *out)
 {
     struct quoted q;
     char *s = NULL;
-    uint64_t v;
-    int rc = -1;
 
+    *text = NULL;
     if (get_string(c, node, key, &s) != 0)
         goto fail;
-    if (rem_parse_size_bytes(s, &v) != 0) {
+    if (rem_parse_size_bytes(s, out) != 0) {
         errorf(c, node,
                "bad size %s for \"%s\" (expected bytes, or an integer with B, KiB, "
                "MiB, GiB, KB, MB or GB)",
                quote(&q, s), key);
         goto fail;
     }
+    *text = s;
+    return 0;
+fail:
+    free(s);
+    return -1;
+}
+
+/* nonzero: 0 is refused (a size that must hold something). */
+static int get_size(struct ctx *c, yaml_node_t *node, const char *key, bool nonzero, uint64_t *out)
+{
+    char *s = NULL;
+    uint64_t v;
+    int rc = -1;
+
+    if (size_value(c, node, key, &s, &v) != 0)
+        goto fail;
     if (nonzero && v == 0) {
         errorf(c, node, "\"%s\" must not be 0", key);
+        goto fail;
+    }
+    *out = v;
+    rc = 0;
+fail:
+    free(s);
+    return rc;
+}
+
+/* A bound as a size is written: the largest binary unit that divides it, else bytes. */
+static const char *size_str(char *buf, size_t len, uint64_t v)
+{
+    static const struct {
+        const char *unit;
+        uint64_t mult;
+    } units[] = {{"GiB", 1024 * 1024 * 1024}, {"MiB", 1024 * 1024}, {"KiB", 1024}};
+
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (v != 0 && v % units[i].mult == 0) {
+            snprintf(buf, len, "%llu%s", (unsigned long long)(v / units[i].mult), units[i].unit);
+            return buf;
+        }
+    }
+    snprintf(buf, len, "%llu", (unsigned long long)v);
+    return buf;
+}
+
+/* A size within [min, max], bounds included. */
+static int get_size_range(struct ctx *c, yaml_node_t *node, const char *key, uint64_t min,
+                          uint64_t max, uint64_t *out)
+{
+    struct quoted q;
+    char *s = NULL, lo[32], hi[32];
+    uint64_t v;
+    int rc = -1;
+
+    if (size_value(c, node, key, &s, &v) != 0)
+        goto fail;
+    if (v < min || v > max) {
+        errorf(c, node, "\"%s\" must be between %s and %s, got %s", key,
+               size_str(lo, sizeof(lo), min), size_str(hi, sizeof(hi), max), quote(&q, s));
         goto fail;
     }
     *out = v;
@@ -691,9 +757,47 @@ static void parse_address(struct ctx *c, yaml_node_t *node, struct rem_cfg_liste
                quote(&q, l->address), "port 0-65535");
 }
 
+/* listeners[].http2. A key left out stays 0 and rem_config_fill_defaults gives it its default
+ * once the whole file is read: max_header_list_size follows limits, which may come later. */
+static void parse_http2(struct ctx *c, yaml_node_t *node, struct rem_cfg_http2 *h2)
+{
+    enum { F_STREAMS, F_WINDOW, F_HDR_LIST, F_RESETS, F_RESET_INTERVAL, F_CONTROL, F_N };
+    struct field f[F_N] = {
+        [F_STREAMS] = {.key = "max_concurrent_streams"},
+        [F_WINDOW] = {.key = "initial_window"},
+        [F_HDR_LIST] = {.key = "max_header_list_size"},
+        [F_RESETS] = {.key = "max_resets"},
+        [F_RESET_INTERVAL] = {.key = "reset_interval"},
+        [F_CONTROL] = {.key = "max_control_frames"},
+    };
+    uint64_t v;
+
+    if (!map_fields(c, node, "\"http2\"", "in http2", f, F_N))
+        return;
+    if (f[F_STREAMS].val != NULL &&
+        get_uint(c, f[F_STREAMS].val, "max_concurrent_streams", 1, H2_MAX_STREAMS, &v) == 0)
+        h2->max_concurrent_streams = (uint32_t)v;
+    if (f[F_WINDOW].val != NULL &&
+        get_size_range(c, f[F_WINDOW].val, "initial_window", 1, H2_MAX_WINDOW, &v) == 0)
+        h2->initial_window_bytes = (uint32_t)v;
+    if (f[F_HDR_LIST].val != NULL &&
+        get_size_range(c, f[F_HDR_LIST].val, "max_header_list_size", H2_MIN_HEADER_LIST,
+                       H2_MAX_HEADER_LIST, &v) == 0)
+        h2->max_header_list_bytes = (uint32_t)v;
+    if (f[F_RESETS].val != NULL &&
+        get_uint(c, f[F_RESETS].val, "max_resets", 1, H2_MAX_RESETS, &v) == 0)
+        h2->max_resets = (uint32_t)v;
+    if (f[F_RESET_INTERVAL].val != NULL)
+        (void)get_duration(c, f[F_RESET_INTERVAL].val, "reset_interval", true,
+                           &h2->reset_interval_ms);
+    if (f[F_CONTROL].val != NULL &&
+        get_uint(c, f[F_CONTROL].val, "max_control_frames", 1, H2_MAX_CONTROL_FRAMES, &v) == 0)
+        h2->max_control_frames = (uint32_t)v;
+}
+
 static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
-    enum { F_NAME, F_ADDRESS, F_MAXCONN, F_N };
+    enum { F_NAME, F_ADDRESS, F_MAXCONN, F_HTTP2, F_N };
     yaml_node_item_t *items;
     struct entry *names = NULL;
     size_t n, n_names = 0;
@@ -715,6 +819,7 @@ static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config 
             [F_NAME] = {.key = "name"},
             [F_ADDRESS] = {.key = "address"},
             [F_MAXCONN] = {.key = "max_connections"},
+            [F_HTTP2] = {.key = "http2"},
         };
         struct rem_cfg_listener *l = &cfg->listeners[cfg->n_listeners++];
         yaml_node_t *item = node_at(c, items[i]);
@@ -738,6 +843,8 @@ static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config 
         if (f[F_MAXCONN].val != NULL &&
             get_uint(c, f[F_MAXCONN].val, "max_connections", 1, MAX_ADMISSION, &v) == 0)
             l->max_connections = (uint32_t)v;
+        if (f[F_HTTP2].val != NULL)
+            parse_http2(c, f[F_HTTP2].val, &l->http2);
     }
     check_dup_names(c, names, n_names, "listener");
     free(names);
@@ -918,9 +1025,17 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
         else if (get_name(c, f[F_NAME].val, &u->name) == 0)
             names[n_names++] = (struct entry){.name = u->name, .node = f[F_NAME].val, .idx = i};
         parse_endpoints(c, item, f[F_ENDPOINTS].val, u);
+        /* "h2" is known only to be refused with its own message: upstream TLS is not built
+         * yet, and taking it would send cleartext to a TLS port. */
         if (f[F_PROTOCOL].val != NULL &&
-            get_enum(c, f[F_PROTOCOL].val, "protocol", protocols, "http1, h2c or h2", &proto) == 0)
-            u->protocol = (enum rem_proto)proto;
+            get_enum(c, f[F_PROTOCOL].val, "protocol", protocols, "http1 or h2c", &proto) == 0) {
+            if (proto == REM_PROTO_H2)
+                errorf(c, f[F_PROTOCOL].val,
+                       "protocol \"h2\" (HTTP/2 over TLS) is not supported yet; use \"h2c\" "
+                       "(cleartext HTTP/2 with prior knowledge)");
+            else
+                u->protocol = (enum rem_proto)proto;
+        }
         if (f[F_CONNECT].val != NULL)
             (void)get_duration(c, f[F_CONNECT].val, "connect_timeout", false,
                                &u->connect_timeout_ms);

@@ -132,6 +132,18 @@ static void assert_admission_defaults(const struct rem_cfg_upstream *u)
     assert_false(u->adaptive);
 }
 
+/* listeners[].http2 left out: the documented defaults, the header list limit resolved from
+ * limits.max_header_bytes (hdr_list here). Literals, so that a changed default fails. */
+static void assert_h2_defaults(const struct rem_cfg_http2 *h2, uint32_t hdr_list)
+{
+    assert_int_equal(h2->max_concurrent_streams, 100);
+    assert_int_equal(h2->initial_window_bytes, 65535);
+    assert_int_equal(h2->max_header_list_bytes, hdr_list);
+    assert_int_equal(h2->max_resets, 200);
+    assert_int_equal(h2->reset_interval_ms, 1000);
+    assert_int_equal(h2->max_control_frames, 1000);
+}
+
 /* Every field of a generation that took every default. */
 static void assert_all_defaults(const struct rem_config *cfg)
 {
@@ -143,11 +155,13 @@ static void assert_all_defaults(const struct rem_config *cfg)
     assert_string_equal(cfg->listeners[0].address, REM_DEF_LISTEN);
     assert_addr(&cfg->listeners[0].addr, "0.0.0.0:8000");
     assert_int_equal(cfg->listeners[0].max_connections, 0);
+    assert_h2_defaults(&cfg->listeners[0].http2, 65536);
 
     assert_string_equal(cfg->admin.name, "admin");
     assert_string_equal(cfg->admin.address, REM_DEF_ADMIN);
     assert_addr(&cfg->admin.addr, "0.0.0.0:9090");
     assert_int_equal(cfg->admin.max_connections, 0);
+    assert_h2_defaults(&cfg->admin.http2, 65536);
 
     assert_int_equal(cfg->n_upstreams, 1);
     assert_string_equal(cfg->upstreams[0].name, "app");
@@ -319,6 +333,8 @@ static void test_sample_config(void **state)
     assert_int_equal(cfg->upstreams[0].endpoints[0].port, 8080);
     /* The admission keys the sample sets are the defaults; the others are commented out. */
     assert_int_equal(cfg->listeners[0].max_connections, 0);
+    assert_h2_defaults(&cfg->listeners[0].http2, 65536);
+    assert_int_equal(cfg->upstreams[0].protocol, REM_PROTO_HTTP1);
     assert_admission_defaults(&cfg->upstreams[0]);
     assert_int_equal(cfg->upstreams[0].queue_timeout_ms, 1000);
     assert_int_equal(cfg->n_routes, 2);
@@ -358,10 +374,18 @@ static void test_full_config(void **state)
     assert_int_equal(cfg->listeners[0].addr.len, sizeof(struct sockaddr_in));
     assert_addr(&cfg->listeners[0].addr, "127.0.0.1:8001");
     assert_int_equal(cfg->listeners[0].max_connections, 10000);
+    assert_int_equal(cfg->listeners[0].http2.max_concurrent_streams, 250);
+    assert_int_equal(cfg->listeners[0].http2.initial_window_bytes, 1048576);
+    assert_int_equal(cfg->listeners[0].http2.max_header_list_bytes, 16384);
+    assert_int_equal(cfg->listeners[0].http2.max_resets, 50);
+    assert_int_equal(cfg->listeners[0].http2.reset_interval_ms, 10000);
+    assert_int_equal(cfg->listeners[0].http2.max_control_frames, 500);
     assert_string_equal(cfg->listeners[1].name, "inbound6");
     assert_int_equal(cfg->listeners[1].addr.len, sizeof(struct sockaddr_in6));
     assert_addr(&cfg->listeners[1].addr, "[::1]:8002");
     assert_int_equal(cfg->listeners[1].max_connections, 0);
+    /* No http2 key: the defaults, the header list limit following limits (32KiB here). */
+    assert_h2_defaults(&cfg->listeners[1].http2, 32768);
     assert_string_equal(cfg->admin.address, "127.0.0.1:9091");
     assert_addr(&cfg->admin.addr, "127.0.0.1:9091");
 
@@ -393,7 +417,7 @@ static void test_full_config(void **state)
     assert_int_equal(grpc->n_endpoints, 1);
     assert_string_equal(grpc->endpoints[0].host, "10.0.0.1");
     assert_int_equal(grpc->endpoints[0].port, 50051);
-    assert_int_equal(grpc->protocol, REM_PROTO_H2);
+    assert_int_equal(grpc->protocol, REM_PROTO_H2C);
     /* Keys left out of an upstream take their defaults. */
     assert_int_equal(grpc->connect_timeout_ms, REM_DEF_CONNECT_TIMEOUT_MS);
     assert_int_equal(grpc->idle_timeout_ms, REM_DEF_IDLE_TIMEOUT_MS);
@@ -869,6 +893,194 @@ static void test_admission_errors(void **state)
                                                NULL});
 }
 
+/* ---- HTTP/2 ------------------------------------------------------------------------------- */
+
+static void test_http2(void **state)
+{
+    const struct rem_cfg_http2 *h2;
+    struct rem_config *cfg;
+
+    /* Each key at its lower and upper bound; quoted, from the environment, with units; a null
+     * mapping and an absent one take every default. limits, written after the listeners,
+     * still sets the header list limit of those that leave it out. */
+    setenv("REM_T_H2_STREAMS", "250", 1);
+    cfg = load_string_ok("listeners:\n"
+                         "  - name: low\n"
+                         "    address: \"127.0.0.1:0\"\n"
+                         "    http2:\n"
+                         "      max_concurrent_streams: 1\n"
+                         "      initial_window: 1\n"
+                         "      max_header_list_size: 1KiB\n"
+                         "      max_resets: 1\n"
+                         "      reset_interval: 1ms\n"
+                         "      max_control_frames: 1\n"
+                         "  - name: high\n"
+                         "    address: \"127.0.0.1:0\"\n"
+                         "    http2:\n"
+                         "      max_concurrent_streams: 1000000\n"
+                         "      initial_window: 2147483647\n"
+                         "      max_header_list_size: 16MiB\n"
+                         "      max_resets: 1000000\n"
+                         "      reset_interval: 1h\n"
+                         "      max_control_frames: 10000000\n"
+                         "  - name: forms\n"
+                         "    address: \"127.0.0.1:0\"\n"
+                         "    http2: { max_concurrent_streams: \"${REM_T_H2_STREAMS}\", "
+                         "initial_window: 64KiB, max_header_list_size: \"1048576\" }\n"
+                         "  - { name: nul, address: \"127.0.0.1:0\", http2: }\n"
+                         "  - { name: absent, address: \"127.0.0.1:0\" }\n"
+                         "limits: { max_header_bytes: 8KiB }\n");
+    unsetenv("REM_T_H2_STREAMS");
+    h2 = &cfg->listeners[0].http2;
+    assert_int_equal(h2->max_concurrent_streams, 1);
+    assert_int_equal(h2->initial_window_bytes, 1);
+    assert_int_equal(h2->max_header_list_bytes, 1024);
+    assert_int_equal(h2->max_resets, 1);
+    assert_int_equal(h2->reset_interval_ms, 1);
+    assert_int_equal(h2->max_control_frames, 1);
+    h2 = &cfg->listeners[1].http2;
+    assert_int_equal(h2->max_concurrent_streams, 1000000);
+    assert_int_equal(h2->initial_window_bytes, 2147483647);
+    assert_int_equal(h2->max_header_list_bytes, 16 * 1024 * 1024);
+    assert_int_equal(h2->max_resets, 1000000);
+    assert_int_equal(h2->reset_interval_ms, 3600000);
+    assert_int_equal(h2->max_control_frames, 10000000);
+    /* Keys left out of a partial mapping take their defaults; one set wins over limits. */
+    h2 = &cfg->listeners[2].http2;
+    assert_int_equal(h2->max_concurrent_streams, 250);
+    assert_int_equal(h2->initial_window_bytes, 65536);
+    assert_int_equal(h2->max_header_list_bytes, 1048576);
+    assert_int_equal(h2->max_resets, 200);
+    assert_int_equal(h2->reset_interval_ms, 1000);
+    assert_int_equal(h2->max_control_frames, 1000);
+    assert_h2_defaults(&cfg->listeners[3].http2, 8192);
+    assert_h2_defaults(&cfg->listeners[4].http2, 8192);
+    assert_h2_defaults(&cfg->admin.http2, 8192);
+    rem_config_unref(cfg);
+
+    /* The inherited limit is limits.max_header_bytes as is, below the 1KiB floor of the key
+     * too, and capped at what SETTINGS_MAX_HEADER_LIST_SIZE can carry. */
+    cfg = load_string_ok("limits: { max_header_bytes: 512 }\n");
+    assert_h2_defaults(&cfg->listeners[0].http2, 512);
+    rem_config_unref(cfg);
+    cfg = load_string_ok("limits: { max_header_bytes: 8GiB }\n");
+    assert_h2_defaults(&cfg->listeners[0].http2, UINT32_MAX);
+    rem_config_unref(cfg);
+    cfg = load_string_ok("limits: { max_header_bytes: 4294967295 }\n"
+                         "listeners: [{ name: a, address: \"127.0.0.1:0\", http2: {} }]\n");
+    assert_h2_defaults(&cfg->listeners[0].http2, UINT32_MAX);
+    rem_config_unref(cfg);
+}
+
+static void test_http2_errors(void **state)
+{
+    expect_file_errors(
+        CONFIGS "bad_http2.yaml",
+        (const char *const[]){
+            CONFIGS "bad_http2.yaml:5:31: \"max_concurrent_streams\" must be between 1 and "
+                    "1000000, got \"0\"",
+            CONFIGS "bad_http2.yaml:6:23: \"initial_window\" must be between 1 and 2147483647, "
+                    "got \"0\"",
+            CONFIGS "bad_http2.yaml:7:29: \"max_header_list_size\" must be between 1KiB and "
+                    "16MiB, got \"1023\"",
+            CONFIGS "bad_http2.yaml:8:19: \"max_resets\" must be between 1 and 1000000, got "
+                    "\"0\"",
+            CONFIGS "bad_http2.yaml:9:23: \"reset_interval\" must not be 0",
+            CONFIGS "bad_http2.yaml:10:27: \"max_control_frames\" must be between 1 and "
+                    "10000000, got \"0\"",
+            CONFIGS "bad_http2.yaml:14:31: \"max_concurrent_streams\" must be between 1 and "
+                    "1000000, got \"1000001\"",
+            CONFIGS "bad_http2.yaml:15:23: \"initial_window\" must be between 1 and 2147483647, "
+                    "got \"2GiB\"",
+            CONFIGS "bad_http2.yaml:16:29: \"max_header_list_size\" must be between 1KiB and "
+                    "16MiB, got \"16777217\"",
+            CONFIGS "bad_http2.yaml:17:19: \"max_resets\" must be between 1 and 1000000, got "
+                    "\"1000001\"",
+            CONFIGS "bad_http2.yaml:18:23: \"reset_interval\" must not be 0",
+            CONFIGS "bad_http2.yaml:19:27: \"max_control_frames\" must be between 1 and "
+                    "10000000, got \"10000001\"",
+            CONFIGS "bad_http2.yaml:23:31: expected an integer for \"max_concurrent_streams\", "
+                    "got \"many\"",
+            CONFIGS "bad_http2.yaml:24:23: bad size \"64kib\" for \"initial_window\" (expected "
+                    "bytes, or an integer with B, KiB, MiB, GiB, KB, MB or GB)",
+            CONFIGS "bad_http2.yaml:25:29: expected a scalar for \"max_header_list_size\", got "
+                    "a sequence",
+            CONFIGS "bad_http2.yaml:26:19: expected an integer for \"max_resets\", got \"-1\"",
+            CONFIGS "bad_http2.yaml:27:23: bad duration \"10\" for \"reset_interval\" (expected "
+                    "an integer with ms, s, m or h, or 0)",
+            CONFIGS "bad_http2.yaml:28:27: expected an integer for \"max_control_frames\", got "
+                    "\"1e3\"",
+            CONFIGS "bad_http2.yaml:29:7: unknown key \"max_streams\" in http2",
+            CONFIGS "bad_http2.yaml:30:7: duplicate key \"max_resets\" in http2 (first at 26:7)",
+            CONFIGS "bad_http2.yaml:33:12: expected a mapping for \"http2\", got a scalar",
+            CONFIGS "bad_http2.yaml:36:12: expected a mapping for \"http2\", got a sequence",
+            NULL,
+        });
+    /* A null value is missing, not a default; an unset variable is reported as anywhere. */
+    unsetenv("REM_T_SURELY_UNSET");
+    expect_string_errors(
+        "listeners:\n  - name: a\n    address: \"127.0.0.1:0\"\n    http2:\n"
+        "      max_resets:\n      initial_window: \"${REM_T_SURELY_UNSET}\"\n",
+        (const char *const[]){"t.yaml:5:18: missing value for \"max_resets\"",
+                              "t.yaml:6:23: environment variable REM_T_SURELY_UNSET is not set",
+                              NULL});
+    /* A size form that overflows 64 bits is a bad size, not a wrapped small one. */
+    expect_string_errors("listeners: [{ name: a, address: \"127.0.0.1:0\", "
+                         "http2: { initial_window: 17179869184GiB } }]\n",
+                         (const char *const[]){"t.yaml:1:73: bad size \"17179869184GiB\" for "
+                                               "\"initial_window\" (expected bytes, or an integer "
+                                               "with B, KiB, MiB, GiB, KB, MB or GB)",
+                                               NULL});
+    /* Only listeners take http2: not admin, not the top level, not an upstream. */
+    expect_string_errors("admin: { address: \"127.0.0.1:1\", http2: {} }\nhttp2: {}\n"
+                         "upstreams: [{ name: a, endpoints: [\"a:1\"], http2: {} }]\n",
+                         (const char *const[]){"t.yaml:1:34: unknown key \"http2\" in admin",
+                                               "t.yaml:2:1: unknown key \"http2\" at top level",
+                                               "t.yaml:3:44: unknown key \"http2\" in upstream",
+                                               NULL});
+}
+
+/* Upstream TLS does not exist yet: "h2" is refused with its own message rather than taken as
+ * cleartext or reported as an unknown word. */
+static void test_upstream_protocols(void **state)
+{
+    struct rem_config *cfg;
+
+    setenv("REM_T_PROTO", "h2c", 1);
+    cfg = load_string_ok("upstreams:\n"
+                         "  - { name: a, endpoints: [\"a:1\"], protocol: http1 }\n"
+                         "  - { name: b, endpoints: [\"b:1\"], protocol: h2c }\n"
+                         "  - { name: c, endpoints: [\"c:1\"], protocol: \"${REM_T_PROTO}\" }\n"
+                         "  - { name: d, endpoints: [\"d:1\"] }\n");
+    unsetenv("REM_T_PROTO");
+    assert_int_equal(cfg->upstreams[0].protocol, REM_PROTO_HTTP1);
+    assert_int_equal(cfg->upstreams[1].protocol, REM_PROTO_H2C);
+    assert_int_equal(cfg->upstreams[2].protocol, REM_PROTO_H2C);
+    assert_int_equal(cfg->upstreams[3].protocol, REM_PROTO_HTTP1);
+    rem_config_unref(cfg);
+
+    expect_string_errors("upstreams:\n  - name: a\n    endpoints: [\"a:1\"]\n    protocol: h2\n",
+                         (const char *const[]){"t.yaml:4:15: protocol \"h2\" (HTTP/2 over TLS) is "
+                                               "not supported yet; use \"h2c\" (cleartext HTTP/2 "
+                                               "with prior knowledge)",
+                                               NULL});
+    /* Through a variable too, and beside other errors, each at its own value. */
+    expect_string_errors(
+        "upstreams:\n"
+        "  - { name: a, endpoints: [\"a:1\"], protocol: \"${REM_T_SURELY_UNSET:-h2}\" }\n"
+        "  - { name: b, endpoints: [\"b:1\"], protocol: H2C }\n"
+        "  - { name: c, endpoints: [\"c:1\"], protocol: h2, max_requests: 0 }\n",
+        (const char *const[]){
+            "t.yaml:2:46: protocol \"h2\" (HTTP/2 over TLS) is not supported yet; use \"h2c\" "
+            "(cleartext HTTP/2 with prior knowledge)",
+            "t.yaml:3:46: bad value \"H2C\" for \"protocol\" (expected http1 or h2c)",
+            "t.yaml:4:46: protocol \"h2\" (HTTP/2 over TLS) is not supported yet; use \"h2c\" "
+            "(cleartext HTTP/2 with prior knowledge)",
+            "t.yaml:4:64: \"max_requests\" must be between 1 and 16777216, got \"0\"",
+            NULL,
+        });
+}
+
 /* ---- environment expansion ---------------------------------------------------------------- */
 
 static void test_env_expansion(void **state)
@@ -1018,7 +1230,7 @@ static void test_bad_values(void **state)
             CONFIGS "bad_values.yaml:9:44: bad endpoint \"bad host:80\" (expected host:port or "
                     "[v6]:port; port 1-65535)",
             CONFIGS "bad_values.yaml:10:15: bad value \"http3\" for \"protocol\" (expected "
-                    "http1, h2c or h2)",
+                    "http1 or h2c)",
             CONFIGS "bad_values.yaml:11:22: bad duration \"10\" for \"connect_timeout\" "
                     "(expected an integer with ms, s, m or h, or 0)",
             CONFIGS "bad_values.yaml:12:19: bad duration \"1.5s\" for \"idle_timeout\" "
@@ -1484,6 +1696,9 @@ int main(void)
         cmocka_unit_test(test_health_check_errors),
         cmocka_unit_test(test_admission),
         cmocka_unit_test(test_admission_errors),
+        cmocka_unit_test(test_http2),
+        cmocka_unit_test(test_http2_errors),
+        cmocka_unit_test(test_upstream_protocols),
         cmocka_unit_test(test_env_expansion),
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_file_not_found),
