@@ -19,6 +19,7 @@
 #include "conn.h"
 #include "error.h"
 #include "h1_down.h"
+#include "h2_down.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -43,6 +44,7 @@ static void conn_free(struct rem_reap *r)
         event_free(c->timer);
     if (c->kick)
         event_free(c->kick);
+    rem_h2_down_free(c);
     rem_transport_free(&c->t);
     rem_config_unref(c->cfg);
     free(c);
@@ -85,7 +87,9 @@ void rem_conn_close(struct rem_conn *c)
     if (c->state == REM_CONN_CLOSED)
         return;
     set_state(c, REM_CONN_CLOSED);
-    if (c->stream)
+    if (c->h2)
+        rem_h2_down_abort_all(c); /* aborts, logs and frees every stream */
+    else if (c->stream)
         rem_h1_down_eof(c); /* aborts, logs and frees the stream */
     rem_transport_close(&c->t);
     event_del(c->timer);
@@ -148,7 +152,7 @@ void rem_conn_resume(struct rem_conn *c, unsigned reasons)
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_conn *c = arg;
-    if (c->state < REM_CONN_CLOSING)
+    if (c->state < REM_CONN_CLOSING && !c->h2)
         rem_h1_down_process(c);
 }
 
@@ -171,6 +175,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         }
         break;
     }
+    case REM_CONN_IDLE:
+        if (c->h2) {
+            rem_h2_down_idle(c); /* GOAWAY first: the client learns nothing was lost */
+            break;
+        }
+        rem_conn_close(c);
+        break;
     default:
         rem_conn_close(c); /* idle keep-alive over, or linger over */
         break;
@@ -180,8 +191,24 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 static void on_read(struct rem_transport *t, void *arg)
 {
     struct rem_conn *c = arg;
+    if (c->state < REM_CONN_CLOSING && !c->proto_known) {
+        /* h2c prior knowledge (RFC 9113 3.3) shares the listener with HTTP/1.1. */
+        bool need_more;
+        if (rem_h2_down_detect(t->in, &need_more)) {
+            if (rem_h2_down_init(c) < 0) {
+                rem_conn_close(c);
+                return;
+            }
+        } else if (need_more) {
+            return;
+        }
+        c->proto_known = true;
+    }
     if (c->state < REM_CONN_CLOSING) {
-        rem_h1_down_process(c);
+        if (c->h2)
+            rem_h2_down_process(c);
+        else
+            rem_h1_down_process(c);
         return;
     }
     evbuffer_drain(t->in, evbuffer_get_length(t->in)); /* lingering */
@@ -195,13 +222,19 @@ static void on_drained(struct rem_transport *t, void *arg)
             start_linger(c);
         return;
     }
-    if (c->stream)
+    if (c->h2)
+        rem_h2_down_on_drained(c);
+    else if (c->stream)
         rem_stream_on_down_writable(c->stream);
 }
 
 static void on_event(struct rem_transport *t, int what, void *arg)
 {
     struct rem_conn *c = arg;
+    if (c->h2 && (what & REM_TE_EOF) && rem_h2_down_n_streams(c) == 0) {
+        rem_conn_close_after_write(c); /* the client is done; GOAWAY or not, so are we */
+        return;
+    }
     /* A complete request whose client half-closes is still answered; one that is only waiting
      * in the admission queue is dropped at once (a client that leaves leaves no entry). */
     if ((what & REM_TE_EOF) && c->state == REM_CONN_ACTIVE && c->stream && c->stream->req_done &&

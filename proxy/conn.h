@@ -21,6 +21,7 @@ struct rem_cfg_listener;
 struct rem_config;
 struct rem_stream;
 struct rem_listener;
+struct rem_h2_down;
 
 enum rem_conn_state {
     REM_CONN_IDLE = 0, /* between requests: client_idle_timeout runs */
@@ -59,7 +60,9 @@ struct rem_conn {
     bool val_at_end;                   /* ... and its last piece ended at exec_end */
     bool reset_on_close;               /* end with RST: a truncated response must not look
                                           complete to a close-delimited reader */
-    struct rem_stream *stream;         /* owned: the current stream, if any */
+    struct rem_stream *stream;         /* owned: the current stream, if any (HTTP/1.1) */
+    struct rem_h2_down *h2;            /* owned: the HTTP/2 session, once the preface came */
+    bool proto_known;                  /* HTTP/1.1 or HTTP/2 decided */
     struct rem_reap reap;
 };
 

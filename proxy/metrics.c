@@ -606,6 +606,79 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
     free(lb.p);
 }
 
+static const char *const h2_reasons[REM_H2_REASONS + 1] = {
+    "no_error",
+    "protocol_error",
+    "internal_error",
+    "flow_control_error",
+    "settings_timeout",
+    "stream_closed",
+    "frame_size_error",
+    "refused_stream",
+    "cancel",
+    "compression_error",
+    "connect_error",
+    "enhance_your_calm",
+    "inadequate_security",
+    "http_1_1_required",
+    "other",
+};
+static const char *const h2_sides[2] = {"downstream", "upstream"};
+
+/* Streams by protocol and HTTP/2 frame counters. Reset series appear once non-zero. */
+static void render_http2(struct rbuf *b, struct rem_metrics_shard *const *shards, size_t n_shards)
+{
+    static const char *const protos[2] = {"http1", "h2c"};
+    int64_t active = 0;
+    uint64_t total[2] = {0}, goaway[2] = {0}, resets[2][REM_H2_REASONS + 1] = {{0}};
+    for (size_t s = 0; s < n_shards; s++) {
+        active += LOAD(shards[s]->downstream_streams_active);
+        for (int k = 0; k < 2; k++) {
+            total[k] += LOAD(shards[s]->downstream_streams_total[k]);
+            goaway[k] += LOAD(shards[s]->h2_goaway[k]);
+            for (int r = 0; r <= REM_H2_REASONS; r++)
+                resets[k][r] += LOAD(shards[s]->h2_resets[k][r]);
+        }
+    }
+    rb_family(b, "remora_downstream_streams_active", "gauge",
+              "HTTP/2 streams open on downstream connections.");
+    rb_str(b, "remora_downstream_streams_active ");
+    rb_i64(b, active);
+    rb_put(b, "\n", 1);
+    rb_family(b, "remora_downstream_streams_total", "counter",
+              "Downstream streams (requests) started, by protocol.");
+    for (int k = 0; k < 2; k++) {
+        rb_str(b, "remora_downstream_streams_total{proto=\"");
+        rb_str(b, protos[k]);
+        rb_str(b, "\"} ");
+        rb_u64(b, total[k]);
+        rb_put(b, "\n", 1);
+    }
+    rb_family(b, "remora_http2_resets_total", "counter",
+              "HTTP/2 RST_STREAM frames sent or received, by side and error code.");
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r <= REM_H2_REASONS; r++) {
+            if (!resets[k][r])
+                continue;
+            rb_str(b, "remora_http2_resets_total{side=\"");
+            rb_str(b, h2_sides[k]);
+            rb_str(b, "\",reason=\"");
+            rb_str(b, h2_reasons[r]);
+            rb_str(b, "\"} ");
+            rb_u64(b, resets[k][r]);
+            rb_put(b, "\n", 1);
+        }
+    rb_family(b, "remora_http2_goaway_total", "counter",
+              "HTTP/2 GOAWAY frames sent or received, by side.");
+    for (int k = 0; k < 2; k++) {
+        rb_str(b, "remora_http2_goaway_total{side=\"");
+        rb_str(b, h2_sides[k]);
+        rb_str(b, "\"} ");
+        rb_u64(b, goaway[k]);
+        rb_put(b, "\n", 1);
+    }
+}
+
 static void render_process(struct rbuf *b, struct rem_metrics_shard *const *shards, size_t n_shards,
                            const struct rem_metrics_process *p)
 {
@@ -624,6 +697,7 @@ static void render_process(struct rbuf *b, struct rem_metrics_shard *const *shar
     rb_str(b, "remora_downstream_connections_total ");
     rb_u64(b, total);
     rb_put(b, "\n", 1);
+    render_http2(b, shards, n_shards);
     if (!p)
         return;
     char *ver = rem_metrics_escape_label(p->version ? p->version : "");

@@ -62,6 +62,10 @@ struct rem_upstream_metrics {
     uint64_t connect_failures[REM_CONNFAIL__N];
 };
 
+/* HTTP/2 error codes counted by name in remora_http2_resets_total (0x0..0xd); the slot after
+ * them counts any other code. */
+#define REM_H2_REASONS 14
+
 /* One worker's metrics. Written only by that worker, read by the scrape. */
 struct rem_metrics_shard {
     size_t n_routes;                  /* configured routes + 1 (the last: unmatched) */
@@ -70,6 +74,10 @@ struct rem_metrics_shard {
     struct rem_upstream_metrics *upstreams; /* owned */
     int64_t downstream_connections;
     uint64_t downstream_connections_total;
+    int64_t downstream_streams_active;         /* HTTP/2 streams held on downstream conns */
+    uint64_t downstream_streams_total[2];      /* by proto: 0 http1, 1 h2c */
+    uint64_t h2_resets[2][REM_H2_REASONS + 1]; /* [side: 0 downstream, 1 upstream][code] */
+    uint64_t h2_goaway[2];                     /* [side] */
 };
 
 /* Per-generation layout: bucket layouts and escaped label values. */

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "cluster.h"
 #include "config.h"
@@ -14,6 +15,8 @@
 #include "error.h"
 #include "h1_down.h"
 #include "h1_up.h"
+#include "h2_down.h"
+#include "h2_up.h"
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
@@ -43,6 +46,89 @@ static bool idempotent(const struct rem_head *h)
         if (strlen(m[i]) == n && memcmp(m[i], p, n) == 0)
             return true;
     return false;
+}
+
+/* The downstream codec of s: HTTP/1.1 on the conn, or one HTTP/2 stream of it. */
+static int down_write_head(struct rem_stream *s)
+{
+    return s->conn->h2 ? rem_h2_down_write_head(s) : rem_h1_down_write_head(s->conn, s);
+}
+
+static int down_write_interim(struct rem_stream *s)
+{
+    return s->conn->h2 ? rem_h2_down_write_interim(s) : rem_h1_down_write_interim(s->conn, s);
+}
+
+static int down_write_body(struct rem_stream *s, const char *p, size_t n)
+{
+    return s->conn->h2 ? rem_h2_down_write_body(s, p, n) : rem_h1_down_write_body(s->conn, s, p, n);
+}
+
+static int down_write_end(struct rem_stream *s)
+{
+    return s->conn->h2 ? rem_h2_down_write_end(s) : rem_h1_down_write_end(s->conn, s);
+}
+
+static int down_write_error(struct rem_stream *s, enum rem_err e)
+{
+    return s->conn->h2 ? rem_h2_down_write_error(s, e) : rem_h1_down_write_error(s->conn, s, e);
+}
+
+/* Whether the downstream holds enough unsent response bytes that the upstream must pause. */
+static bool down_full(struct rem_stream *s)
+{
+    struct rem_conn *c = s->conn;
+    return c->h2 ? rem_h2_down_full(s) : rem_conn_output_len(c) >= rem_conn_high_watermark(c);
+}
+
+/* The request body must wait for an upconn (retry on a fresh one). */
+static void down_req_wait(struct rem_stream *s)
+{
+    if (s->conn->h2)
+        s->d_wait = true;
+    else
+        s->conn->pause |= REM_PAUSE_UPSTREAM_WAIT;
+}
+
+static bool down_req_full(const struct rem_stream *s)
+{
+    return s->conn->h2 ? s->d_full : (s->conn->pause & REM_PAUSE_UPSTREAM_FULL) != 0;
+}
+
+/* The upstream codec of s. */
+static int up_write_head(struct rem_upconn *uc, struct rem_stream *s)
+{
+    return uc->h2 ? rem_h2_up_write_head(uc, s) : rem_h1_up_write_head(uc, s);
+}
+
+static int up_write_body(struct rem_upconn *uc, struct rem_stream *s, const char *p, size_t n)
+{
+    return uc->h2 ? rem_h2_up_write_body(uc, s, p, n) : rem_h1_up_write_body(uc, s, p, n);
+}
+
+static int up_write_end(struct rem_upconn *uc, struct rem_stream *s)
+{
+    return uc->h2 ? rem_h2_up_write_end(uc, s) : rem_h1_up_write_end(uc, s);
+}
+
+static bool up_full(struct rem_upconn *uc, struct rem_stream *s)
+{
+    size_t n = uc->h2 ? (s->u_out ? evbuffer_get_length(s->u_out) : 0)
+                      : evbuffer_get_length(rem_upconn_output(uc));
+    return n >= s->conn->cfg->limits.buffer_bytes;
+}
+
+/* s is done with its upconn before the exchange completed: an HTTP/1.1 upconn cannot be
+ * reused (it is closed), an HTTP/2 one only loses this stream (RST_STREAM CANCEL). */
+static void up_abandon(struct rem_stream *s)
+{
+    struct rem_upconn *uc = s->upconn;
+    if (!uc)
+        return;
+    if (uc->h2)
+        rem_h2_up_cancel(uc, s);
+    else
+        rem_upconn_close(uc);
 }
 
 struct rem_stream *rem_stream_new(struct rem_conn *c)
@@ -78,6 +164,7 @@ struct rem_stream *rem_stream_new(struct rem_conn *c)
     rem_head_reset(&s->resp_trl);
     s->worker = w;
     s->conn = c;
+    REM_M_ADD(w->metrics->downstream_streams_total[c->h2 ? 1 : 0], 1);
     s->mroute = c->cfg->n_routes;
     s->state = REM_STREAM_HEAD;
     s->start_ns = rem_now_ns();
@@ -91,6 +178,17 @@ void rem_stream_free(struct rem_stream *s)
         return;
     REM_BUG_ON(s->upconn != NULL);
     drop_replay(s);
+    if (s->deadline) {
+        event_free(s->deadline);
+        s->deadline = NULL;
+    }
+    struct evbuffer **bufs[] = {&s->d_out, &s->d_pending, &s->u_out};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+        if (*bufs[i]) {
+            evbuffer_free(*bufs[i]);
+            *bufs[i] = NULL;
+        }
+    }
     struct rem_worker *w = s->worker;
     if (w->n_free_streams < REM_STREAM_FREELIST_MAX) {
         s->next_free = w->free_streams;
@@ -135,8 +233,9 @@ static void finish(struct rem_stream *s)
     if (s->state == REM_STREAM_DONE)
         return;
     s->state = REM_STREAM_DONE;
-    if (s->upconn)
-        rem_upconn_close(s->upconn); /* never left half-used */
+    up_abandon(s); /* never left half-used */
+    if (s->deadline)
+        event_del(s->deadline);
     rem_metrics_record_request(s->worker->metrics, s->worker->mlayout, s->mroute, s->in_flight,
                                s->status_sent, rem_now_ns() - s->start_ns, s->bytes_in,
                                s->bytes_out);
@@ -145,6 +244,10 @@ static void finish(struct rem_stream *s)
         access_log(s);
     rem_admit_leave(&s->rt);
     rem_admit_leave(&s->ut);
+    if (c->h2) {
+        rem_h2_down_stream_done(s); /* frees s once nghttp2 is done with it too */
+        return;
+    }
     bool close = s->down_close;
     c->stream = NULL;
     rem_stream_free(s);
@@ -183,18 +286,74 @@ static void connect_upstream(struct rem_stream *s, bool use_pool)
     }
     s->endpoint = ep;
     s->state = REM_STREAM_CONNECT;
-    if (use_pool && (uc = rem_upool_take(ep, s)) != NULL) {
-        s->on_reused = true;
-        rem_stream_on_upconn_ready(s, uc);
-        return;
-    }
-    s->on_reused = false;
-    int rc = rem_upool_connect(ep, s, &uc);
+    int rc = rem_upool_acquire(ep, s, use_pool, &uc);
     if (rc < 0) {
         rem_stream_fail(s, rem_err_from_rc(rc));
         return;
     }
-    s->upconn = uc;
+    if (rc == 0) {
+        rem_stream_on_upconn_ready(s, uc);
+        return;
+    }
+    s->upconn = uc; /* connecting: on_upconn_ready or on_upconn_error follows */
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_stream *s = arg;
+    rem_log_debug("stream: grpc-timeout expired");
+    rem_stream_fail(s, REM_E_UPSTREAM_TIMEOUT);
+}
+
+/* gRPC over HTTP/2: "grpc-timeout: 1-8 digits + H M S m u n" is the call's deadline. */
+static void arm_grpc_deadline(struct rem_stream *s)
+{
+    const struct rem_head *h = &s->req;
+    for (uint32_t i = 0; i < h->n_hdrs; i++) {
+        const struct rem_hdr *x = &h->hdrs[i];
+        if (!rem_http_name_eq(REM_HDR_NAME(h, x), x->name_len, "grpc-timeout"))
+            continue;
+        const char *v = REM_HDR_VAL(h, x);
+        size_t n = x->val_len;
+        if (n < 2 || n > 9)
+            return;
+        uint64_t q = 0;
+        for (size_t k = 0; k + 1 < n; k++) {
+            if (v[k] < '0' || v[k] > '9')
+                return;
+            q = q * 10 + (uint64_t)(v[k] - '0');
+        }
+        uint64_t us;
+        switch (v[n - 1]) {
+        case 'H':
+            us = q * 3600 * 1000000;
+            break;
+        case 'M':
+            us = q * 60 * 1000000;
+            break;
+        case 'S':
+            us = q * 1000000;
+            break;
+        case 'm':
+            us = q * 1000;
+            break;
+        case 'u':
+            us = q;
+            break;
+        case 'n':
+            us = q / 1000;
+            break;
+        default:
+            return;
+        }
+        if (!s->deadline)
+            s->deadline = evtimer_new(s->worker->base, on_deadline, s);
+        if (!s->deadline)
+            return;
+        struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+        event_add(s->deadline, &tv);
+        return;
+    }
 }
 
 void rem_stream_start(struct rem_stream *s)
@@ -216,6 +375,8 @@ void rem_stream_start(struct rem_stream *s)
         s->rid_len = 36;
     }
     s->mroute = s->conn->cfg->n_routes; /* unmatched until a route matches */
+    if (s->grpc)
+        arm_grpc_deadline(s);
     s->route = rem_router_match(s->conn->cfg, rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]),
                                 h->span_len[REM_SPAN_METHOD], host, host_len,
                                 rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]),
@@ -252,7 +413,7 @@ void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
     s->state = REM_STREAM_ACTIVE;
     uc->timeout_ms = s->route->timeout_ms;
     s->up_start_ns = rem_now_ns();
-    if (rem_h1_up_write_head(uc, s) < 0) {
+    if (up_write_head(uc, s) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return;
     }
@@ -260,17 +421,19 @@ void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
     if (s->retried && s->replay && evbuffer_get_length(s->replay) > 0) {
         size_t n = evbuffer_get_length(s->replay);
         const char *p = (const char *)evbuffer_pullup(s->replay, (ev_ssize_t)n);
-        if (!p || rem_h1_up_write_body(uc, s, p, n) < 0) {
+        if (!p || up_write_body(uc, s, p, n) < 0) {
             rem_stream_fail(s, REM_E_NOMEM);
             return;
         }
     }
     if (s->req_done) {
-        if (rem_h1_up_write_end(uc, s) < 0) {
+        if (up_write_end(uc, s) < 0) {
             rem_stream_fail(s, REM_E_NOMEM);
             return;
         }
         s->req_sent = true;
+    } else if (s->req_has_body && c->h2) {
+        rem_h2_down_req_resume(s);
     } else if (s->req_has_body) {
         if (s->req.expect_continue && !s->continue_sent && rem_conn_output_len(c) == 0 &&
             evbuffer_get_length(c->t.in) == 0) {
@@ -287,7 +450,7 @@ bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n)
     s->req_body_bytes += (int64_t)n;
     if (!s->upconn || s->state != REM_STREAM_ACTIVE)
         return false; /* the stream failed; the conn closes after the error */
-    if (rem_h1_up_write_body(s->upconn, s, p, n) < 0) {
+    if (up_write_body(s->upconn, s, p, n) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return false;
     }
@@ -299,14 +462,14 @@ bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n)
             evbuffer_add(s->replay, p, n) < 0)
             drop_replay(s);
     }
-    return evbuffer_get_length(rem_upconn_output(s->upconn)) >= s->conn->cfg->limits.buffer_bytes;
+    return up_full(s->upconn, s);
 }
 
 void rem_stream_req_end(struct rem_stream *s)
 {
     s->req_done = true;
     if (s->upconn && s->state == REM_STREAM_ACTIVE && !s->req_sent) {
-        if (rem_h1_up_write_end(s->upconn, s) < 0) {
+        if (up_write_end(s->upconn, s) < 0) {
             rem_stream_fail(s, REM_E_NOMEM);
             return;
         }
@@ -319,7 +482,9 @@ void rem_stream_on_upconn_writable(struct rem_stream *s)
 {
     if (s->upconn)
         s->upconn->last_activity_ms = rem_now_ms();
-    if (s->conn->pause & REM_PAUSE_UPSTREAM_FULL)
+    if (s->conn->h2)
+        rem_h2_down_req_resume(s);
+    else if (s->conn->pause & REM_PAUSE_UPSTREAM_FULL)
         rem_conn_resume(s->conn, REM_PAUSE_UPSTREAM_FULL);
 }
 
@@ -332,17 +497,19 @@ void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e)
      * to send again when no response byte came back and either no body byte was consumed or
      * the request is idempotent and its body so far is in the replay buffer (the head is still
      * in the arena); once, on a fresh connection. */
-    if (e == REM_E_UPSTREAM_RESET && s->on_reused && !s->resp_started && !s->retried &&
-        (s->req_body_bytes == 0 || s->replay_ok)) {
+    bool unprocessed = s->up_unprocessed;
+    s->up_unprocessed = false;
+    if (e == REM_E_UPSTREAM_RESET && (s->on_reused || unprocessed) && !s->resp_started &&
+        !s->retried && (s->req_body_bytes == 0 || s->replay_ok)) {
         s->retried = true;
         s->req_sent = false;
         if (s->req_has_body && !s->req_done)
-            s->conn->pause |= REM_PAUSE_UPSTREAM_WAIT;
+            down_req_wait(s);
         rem_log_debug("stream: retrying on a fresh connection after %s", rem_err_label(e));
         connect_upstream(s, false);
         return;
     }
-    if (e == REM_E_UPSTREAM_TIMEOUT && !s->req_done && !(s->conn->pause & REM_PAUSE_UPSTREAM_FULL))
+    if (e == REM_E_UPSTREAM_TIMEOUT && !s->req_done && !down_req_full(s))
         e = REM_E_CLIENT_TIMEOUT; /* the upstream waits for a body the client stopped sending */
     rem_stream_fail(s, e);
 }
@@ -369,7 +536,7 @@ int rem_stream_on_resp_head(struct rem_stream *s)
         s->down_close = true;
     s->status_sent = r->status;
     drop_replay(s);
-    int rc = rem_h1_down_write_head(s->conn, s);
+    int rc = down_write_head(s);
     if (rc < 0)
         return rc;
     s->resp_head_sent = true;
@@ -381,18 +548,17 @@ int rem_stream_on_resp_interim(struct rem_stream *s)
     const struct rem_head *q = &s->req;
     if (q->http_major == 1 && q->http_minor == 0)
         return 0;
-    return rem_h1_down_write_interim(s->conn, s);
+    return down_write_interim(s);
 }
 
 bool rem_stream_on_resp_body(struct rem_stream *s, const char *p, size_t n)
 {
-    struct rem_conn *c = s->conn;
     s->resp_body_bytes += (int64_t)n;
-    if (rem_h1_down_write_body(c, s, p, n) < 0) {
+    if (down_write_body(s, p, n) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return false;
     }
-    return rem_conn_output_len(c) >= rem_conn_high_watermark(c);
+    return down_full(s);
 }
 
 void rem_stream_on_resp_end(struct rem_stream *s)
@@ -402,7 +568,7 @@ void rem_stream_on_resp_end(struct rem_stream *s)
     rem_hist_record(&s->cluster->metrics->response_duration, &s->worker->mlayout->upstream_hist,
                     up_ns);
     rem_admit_sample(&s->cluster->admit, up_ns);
-    if (rem_h1_down_write_end(s->conn, s) < 0) {
+    if (down_write_end(s) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return;
     }
@@ -414,8 +580,11 @@ void rem_stream_on_resp_end(struct rem_stream *s)
 
 void rem_stream_on_down_writable(struct rem_stream *s)
 {
-    if (s->upconn && s->upconn->paused)
-        rem_upconn_resume(s->upconn);
+    struct rem_upconn *uc = s->upconn;
+    if (uc && uc->h2)
+        rem_h2_up_resume(uc, s);
+    else if (uc && uc->paused)
+        rem_upconn_resume(uc);
 }
 
 void rem_stream_fail(struct rem_stream *s, enum rem_err e)
@@ -429,13 +598,13 @@ void rem_stream_fail(struct rem_stream *s, enum rem_err e)
             s->worker->metrics->routes[s->mroute]
                 .rejected[e == REM_E_QUEUE_FULL ? REM_REJECT_QUEUE_FULL : REM_REJECT_QUEUE_TIMEOUT],
             1);
-    if (s->upconn)
-        rem_upconn_close(s->upconn);
+    up_abandon(s);
     if (s->resp_head_sent) {
         /* Mid-body: closing is the only honest signal (RFC 9112 8); never finish the body, and
          * reset rather than FIN where the client cannot tell a short body from the end. */
         s->down_close = true;
-        c->reset_on_close = true;
+        if (!c->h2)
+            c->reset_on_close = true; /* h2: the stream is reset, not the conn */
     } else {
         int status = rem_err_status(e);
         const struct rem_head *q = &s->req;
@@ -447,7 +616,7 @@ void rem_stream_fail(struct rem_stream *s, enum rem_err e)
             s->down_close = true;
         if (status) {
             s->status_sent = status;
-            rem_h1_down_write_error(c, s, e);
+            down_write_error(s, e);
         }
         s->resp_head_sent = true;
     }

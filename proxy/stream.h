@@ -15,6 +15,9 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+struct event;
+struct evbuffer;
+
 #include "error.h"
 #include "http.h"
 #include "queue.h"
@@ -68,6 +71,8 @@ struct rem_stream {
     bool on_reused; /* the current upconn came from the pool */
     bool continue_sent;
     bool in_resp_trailers;
+    bool resp_headers_only; /* the upstream ended the response with its head (h2 END_STREAM
+                               on HEADERS, e.g. gRPC trailers-only): no body, no DATA */
 
     int status_sent;        /* status written downstream, 0 if none */
     int64_t down_cl;        /* Content-Length written downstream, -1 if none */
@@ -79,7 +84,42 @@ struct rem_stream {
     size_t mroute;        /* metrics route index (cfg->n_routes: unmatched) */
     bool in_flight;       /* counted in the route's in-flight gauge */
     enum rem_err err;
+
+    /* gRPC (content-type application/grpc*): remora's own errors become grpc-status. */
+    bool grpc;
+    bool up_unprocessed;    /* the upstream refused the stream unprocessed (h2 REFUSED_STREAM,
+                               above a GOAWAY's last-stream-id): safe to retry once */
+    struct event *deadline; /* owned: grpc-timeout, absolute; NULL when none */
+
+    /* Downstream HTTP/2 (h2_down.c); unused on HTTP/1.1 conns. */
+    int32_t d_id;                   /* stream id on the downstream session */
+    TAILQ_ENTRY(rem_stream) d_link; /* in the h2 conn's stream list */
+    struct evbuffer *d_out;         /* owned: response body waiting for the data provider */
+    struct evbuffer *d_pending;     /* owned: request body received before an upconn was ready */
+    size_t d_unconsumed;            /* request body bytes not yet given back as window */
+    uint32_t d_head_err;            /* enum rem_err recorded while the request head arrived */
+    bool d_wait;                    /* request body waits for an upconn (into d_pending) */
+    bool d_full;                    /* the upconn's output is full: window withheld */
+    bool d_end_seen;                /* END_STREAM from the client, maybe still in d_pending */
+    bool d_eof;                     /* the response's end is queued in d_out */
+    bool d_deferred;                /* the data provider is deferred */
+    bool d_closed;                  /* nghttp2 closed the stream */
+    bool d_finished;                /* the proxy side finished (logged, counted) */
+    bool d_submitted;               /* a response (or error) was submitted */
+
+    /* Upstream HTTP/2 (h2_up.c); unused on HTTP/1.1 upconns. */
+    int32_t u_id;                   /* stream id on the upconn's session, 0 before submit */
+    TAILQ_ENTRY(rem_stream) u_link; /* in the upconn's stream list */
+    struct evbuffer *u_out;         /* owned: request body waiting for the data provider */
+    size_t u_unconsumed;            /* response body bytes not yet given back as window */
+    bool u_eof;                     /* the request's end is queued in u_out */
+    bool u_deferred;
+    bool u_paused; /* downstream full: window withheld */
+    bool u_in_resp_trailers;
+    uint64_t u_last_ms; /* last activity, for the response timeout */
 };
+
+TAILQ_HEAD(rem_stream_list, rem_stream);
 
 /* A stream for conn c, from the worker's freelist. Aborts on OOM (control object). */
 struct rem_stream *rem_stream_new(struct rem_conn *c);

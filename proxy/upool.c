@@ -18,6 +18,7 @@
 #include "config.h"
 #include "error.h"
 #include "h1_up.h"
+#include "h2_up.h"
 #include "log.h"
 #include "metrics.h"
 #include "stream.h"
@@ -34,6 +35,7 @@ static void upconn_free(struct rem_reap *r)
         event_free(uc->timer);
     if (uc->kick)
         event_free(uc->kick);
+    rem_h2_up_free(uc);
     rem_transport_free(&uc->t);
     free(uc);
 }
@@ -79,6 +81,7 @@ void rem_upconn_close(struct rem_upconn *uc)
         uc->stream->upconn = NULL;
         uc->stream = NULL;
     }
+    rem_h2_up_detach_all(uc);
     rem_transport_close(&uc->t); /* the socket closes now; the memory goes with the reaper */
     event_del(uc->timer);
     event_del(uc->kick);
@@ -88,6 +91,10 @@ void rem_upconn_close(struct rem_upconn *uc)
 /* Called when the upconn fails while a stream is attached: detach, close, tell the stream. */
 static void fail_stream(struct rem_upconn *uc, enum rem_err e)
 {
+    if (uc->h2) {
+        rem_h2_up_fail_all(uc, e);
+        return;
+    }
     struct rem_stream *s = uc->stream;
     rem_upconn_close(uc);
     if (s)
@@ -95,7 +102,7 @@ static void fail_stream(struct rem_upconn *uc, enum rem_err e)
 }
 
 /* 0 means no timeout (conf/README.md). */
-static void arm_timer(struct rem_upconn *uc, uint64_t ms)
+void rem_upconn_arm_timer(struct rem_upconn *uc, uint64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     if (ms == 0)
@@ -114,6 +121,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         fail_stream(uc, REM_E_CONNECT_TIMEOUT);
         break;
     case REM_UPCONN_ACTIVE: {
+        if (uc->h2) {
+            rem_h2_up_on_timer(uc);
+            break;
+        }
         uint64_t idle = rem_now_ms() - uc->last_activity_ms;
         if (uc->paused) {
             /* The downstream is the slow side; its write timeout governs. */
@@ -121,7 +132,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
             idle = 0;
         }
         if (uc->timeout_ms && idle < uc->timeout_ms) {
-            arm_timer(uc, uc->timeout_ms - idle);
+            rem_upconn_arm_timer(uc, uc->timeout_ms - idle);
             break;
         }
         if (uc->timeout_ms)
@@ -129,6 +140,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         break;
     }
     case REM_UPCONN_IDLE:
+        if (uc->h2) {
+            rem_h2_up_idle_tick(uc);
+            break;
+        }
         rem_log_debug("upconn %s: idle for %llu ms, closing", uc->ep->name,
                       (unsigned long long)cfg->idle_timeout_ms);
         rem_upconn_close(uc);
@@ -142,12 +157,16 @@ void rem_upconn_arm_response_timer(struct rem_upconn *uc)
 {
     uc->last_activity_ms = rem_now_ms();
     if (uc->timeout_ms && !evtimer_pending(uc->timer, NULL))
-        arm_timer(uc, uc->timeout_ms);
+        rem_upconn_arm_timer(uc, uc->timeout_ms);
 }
 
 static void on_read(struct rem_transport *t, void *arg)
 {
     struct rem_upconn *uc = arg;
+    if (uc->h2) {
+        rem_h2_up_process(uc); /* idle HTTP/2 upconns get SETTINGS, PING, GOAWAY */
+        return;
+    }
     if (uc->state == REM_UPCONN_ACTIVE) {
         uc->last_activity_ms = rem_now_ms();
         rem_h1_up_process(uc);
@@ -161,14 +180,16 @@ static void on_read(struct rem_transport *t, void *arg)
 static void on_drained(struct rem_transport *t, void *arg)
 {
     struct rem_upconn *uc = arg;
-    if (uc->state == REM_UPCONN_ACTIVE && uc->stream)
+    if (uc->h2)
+        rem_h2_up_on_drained(uc);
+    else if (uc->state == REM_UPCONN_ACTIVE && uc->stream)
         rem_stream_on_upconn_writable(uc->stream);
 }
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_upconn *uc = arg;
-    if (uc->state == REM_UPCONN_ACTIVE && !uc->paused)
+    if (uc->state == REM_UPCONN_ACTIVE && !uc->paused && !uc->h2)
         rem_h1_up_process(uc);
 }
 
@@ -189,6 +210,16 @@ static void on_event(struct rem_transport *t, int what, void *arg)
         event_del(uc->timer);
         rem_hist_record(&uc->ep->cluster->metrics->connect_duration,
                         &uc->worker->mlayout->upstream_hist, rem_now_ns() - uc->connect_start_ns);
+        if (uc->h2) {
+            bool any = rem_h2_up_n_streams(uc) > 0;
+            set_state(uc, any ? REM_UPCONN_ACTIVE : REM_UPCONN_IDLE);
+            if (!any) {
+                uc->last_activity_ms = rem_now_ms();
+                rem_upconn_arm_timer(uc, REM_H2_PING_TIMEOUT_MS);
+            }
+            rem_h2_up_connected(uc);
+            return;
+        }
         set_state(uc, REM_UPCONN_ACTIVE);
         if (uc->stream)
             rem_stream_on_upconn_ready(uc->stream, uc);
@@ -201,6 +232,17 @@ static void on_event(struct rem_transport *t, int what, void *arg)
         fail_stream(uc, connect_error(uc));
         break;
     case REM_UPCONN_ACTIVE:
+    case REM_UPCONN_IDLE:
+        if (uc->h2) {
+            rem_h2_up_process(uc); /* a GOAWAY may precede the close */
+            if (uc->state != REM_UPCONN_CLOSED)
+                rem_h2_up_fail_all(uc, REM_E_UPSTREAM_RESET);
+            break;
+        }
+        if (uc->state == REM_UPCONN_IDLE) {
+            rem_upconn_close(uc);
+            break;
+        }
         if (what & REM_TE_EOF) {
             /* Parse what is left first: a close-delimited body ends here. */
             rem_h1_up_process(uc);
@@ -240,6 +282,10 @@ static struct rem_upconn *upconn_new(struct rem_endpoint *ep)
         return NULL;
     }
     rem_h1_up_init(uc);
+    if (ep->cluster->cfg->protocol == REM_PROTO_H2C && rem_h2_up_init(uc) < 0) {
+        upconn_free(&uc->reap);
+        return NULL;
+    }
     return uc;
 }
 
@@ -261,17 +307,21 @@ int rem_upool_connect(struct rem_endpoint *ep, struct rem_stream *s, struct rem_
         return -REM_E_NOMEM;
     cl->n_conns++;
     set_state(uc, REM_UPCONN_CONNECTING);
-    uc->stream = s;
+    if (uc->h2)
+        rem_h2_up_attach(uc, s);
+    else
+        uc->stream = s;
     uc->connect_start_ns = rem_now_ns();
     uint64_t wm = uc->worker->cfg->limits.buffer_bytes;
     if (rem_transport_connect(&uc->t, uc->worker, (struct sockaddr *)&ep->addr.ss, ep->addr.len,
                               &upconn_cbs, uc, wm, wm) < 0) {
         uc->stream = NULL;
+        rem_h2_up_detach_all(uc);
         REM_M_ADD(cl->metrics->connect_failures[REM_CONNFAIL_ERROR], 1);
         rem_upconn_close(uc);
         return -REM_E_CONNECT_FAILED;
     }
-    arm_timer(uc, cl->cfg->connect_timeout_ms);
+    rem_upconn_arm_timer(uc, cl->cfg->connect_timeout_ms);
     *out = uc;
     return 0;
 }
@@ -306,7 +356,7 @@ void rem_upool_release(struct rem_upconn *uc, bool reusable)
     set_state(uc, REM_UPCONN_IDLE);
     /* Keep reading so that a close by the app is seen while idle, not on the next request. */
     rem_transport_read(&uc->t, true);
-    arm_timer(uc, uc->ep->cluster->cfg->idle_timeout_ms);
+    rem_upconn_arm_timer(uc, uc->ep->cluster->cfg->idle_timeout_ms);
 }
 
 void rem_upconn_pause(struct rem_upconn *uc)
@@ -325,4 +375,57 @@ void rem_upconn_resume(struct rem_upconn *uc)
 struct evbuffer *rem_upconn_output(struct rem_upconn *uc)
 {
     return uc->t.out;
+}
+
+int rem_upool_acquire(struct rem_endpoint *ep, struct rem_stream *s, bool use_pool,
+                      struct rem_upconn **out)
+{
+    struct rem_upconn *uc;
+    if (ep->cluster->cfg->protocol == REM_PROTO_H2C && use_pool) {
+        /* Fill the upconns we have before opening another (busy first: they are warm). */
+        struct rem_upconn_list *lists[] = {&ep->busy, &ep->idle};
+        for (size_t i = 0; i < 2; i++)
+            TAILQ_FOREACH(uc, lists[i], link)
+            {
+                if (!rem_h2_up_has_room(uc))
+                    continue;
+                rem_h2_up_attach(uc, s);
+                *out = uc;
+                if (uc->state == REM_UPCONN_CONNECTING) {
+                    s->on_reused = false;
+                    return 1;
+                }
+                event_del(uc->timer);
+                s->on_reused = true;
+                return 0;
+            }
+    } else if (use_pool && (uc = rem_upool_take(ep, s)) != NULL) {
+        s->on_reused = true;
+        *out = uc;
+        return 0;
+    }
+    s->on_reused = false;
+    int rc = rem_upool_connect(ep, s, out);
+    return rc < 0 ? rc : 1;
+}
+
+void rem_upool_h2_streams_changed(struct rem_upconn *uc, unsigned n_streams, bool draining)
+{
+    if (uc->state == REM_UPCONN_CLOSED || uc->state == REM_UPCONN_CONNECTING)
+        return;
+    if (n_streams > 0) {
+        set_state(uc, REM_UPCONN_ACTIVE);
+        return;
+    }
+    if (draining) {
+        rem_upconn_close(uc);
+        return;
+    }
+    if (uc->state != REM_UPCONN_IDLE) {
+        uint64_t idle = uc->ep->cluster->cfg->idle_timeout_ms;
+        set_state(uc, REM_UPCONN_IDLE);
+        uc->last_activity_ms = rem_now_ms();
+        rem_upconn_arm_timer(uc,
+                             idle && idle < REM_H2_PING_TIMEOUT_MS ? idle : REM_H2_PING_TIMEOUT_MS);
+    }
 }

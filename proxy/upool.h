@@ -18,6 +18,7 @@
 struct event;
 struct rem_endpoint;
 struct rem_stream;
+struct rem_h2_up;
 
 enum rem_upconn_state {
     REM_UPCONN_CONNECTING = 0,
@@ -34,7 +35,8 @@ struct rem_upconn {
     struct event *timer;          /* owned: connect / response / idle timeout */
     struct event *kick;           /* owned: resumes parsing outside callback stacks */
     enum rem_upconn_state state;
-    struct rem_stream *stream; /* borrowed: the attached stream */
+    struct rem_stream *stream; /* borrowed: the attached stream (HTTP/1.1) */
+    struct rem_h2_up *h2;      /* owned: the HTTP/2 session and its streams (protocol h2c) */
     llhttp_t parser;
     unsigned n_requests;   /* requests started on this upconn */
     bool paused;           /* downstream full: response parsing paused */
@@ -49,6 +51,20 @@ struct rem_upconn {
 
 /* Lends an idle upconn of ep to s, or returns NULL. The upconn is ACTIVE on return. */
 struct rem_upconn *rem_upool_take(struct rem_endpoint *ep, struct rem_stream *s);
+
+/* Gets s an upconn of ep, by the upstream's protocol: HTTP/1.1 takes an idle one (when
+ * use_pool) or connects a new one; HTTP/2 joins an upconn with a free stream slot (when use_pool)
+ * or connects a new one. Returns 0 (*out is ready now: the caller calls
+ * rem_stream_on_upconn_ready), 1 (*out is connecting; s is told later, never before this
+ * returns), or the errors of rem_upool_connect. Sets s->on_reused. */
+int rem_upool_acquire(struct rem_endpoint *ep, struct rem_stream *s, bool use_pool,
+                      struct rem_upconn **out);
+
+/* For h2_up: the number of streams on uc changed; it moves between busy and idle (arming the
+ * idle timeout), or closes when it is draining after a GOAWAY and carries none. */
+void rem_upool_h2_streams_changed(struct rem_upconn *uc, unsigned n_streams, bool draining);
+/* (Re)arms uc's timer for ms (0: none). */
+void rem_upconn_arm_timer(struct rem_upconn *uc, uint64_t ms);
 
 /* Starts connecting a new upconn for s. Returns 0 (s is told through
  * rem_stream_on_upconn_ready / _error, never before this returns) or -REM_E_UPSTREAM_OVERFLOW

@@ -284,6 +284,20 @@ static const char small_text[] =
     "# HELP remora_downstream_connections_total Downstream connections accepted.\n"
     "# TYPE remora_downstream_connections_total counter\n"
     "remora_downstream_connections_total 12\n"
+    "# HELP remora_downstream_streams_active HTTP/2 streams open on downstream connections.\n"
+    "# TYPE remora_downstream_streams_active gauge\n"
+    "remora_downstream_streams_active 0\n"
+    "# HELP remora_downstream_streams_total Downstream streams (requests) started, by protocol.\n"
+    "# TYPE remora_downstream_streams_total counter\n"
+    "remora_downstream_streams_total{proto=\"http1\"} 0\n"
+    "remora_downstream_streams_total{proto=\"h2c\"} 0\n"
+    "# HELP remora_http2_resets_total HTTP/2 RST_STREAM frames sent or received, by side and error "
+    "code.\n"
+    "# TYPE remora_http2_resets_total counter\n"
+    "# HELP remora_http2_goaway_total HTTP/2 GOAWAY frames sent or received, by side.\n"
+    "# TYPE remora_http2_goaway_total counter\n"
+    "remora_http2_goaway_total{side=\"downstream\"} 0\n"
+    "remora_http2_goaway_total{side=\"upstream\"} 0\n"
     "# HELP remora_build_info remora's version and commit.\n"
     "# TYPE remora_build_info gauge\n"
     "remora_build_info{version=\"0.1.0\",commit=\"abc123\"} 1\n"
@@ -398,6 +412,20 @@ static const char small_om[] =
     "# HELP remora_downstream_connections_total Downstream connections accepted.\n"
     "# TYPE remora_downstream_connections_total unknown\n"
     "remora_downstream_connections_total 12\n"
+    "# HELP remora_downstream_streams_active HTTP/2 streams open on downstream connections.\n"
+    "# TYPE remora_downstream_streams_active gauge\n"
+    "remora_downstream_streams_active 0\n"
+    "# HELP remora_downstream_streams Downstream streams (requests) started, by protocol.\n"
+    "# TYPE remora_downstream_streams counter\n"
+    "remora_downstream_streams_total{proto=\"http1\"} 0\n"
+    "remora_downstream_streams_total{proto=\"h2c\"} 0\n"
+    "# HELP remora_http2_resets HTTP/2 RST_STREAM frames sent or received, by side and error "
+    "code.\n"
+    "# TYPE remora_http2_resets counter\n"
+    "# HELP remora_http2_goaway HTTP/2 GOAWAY frames sent or received, by side.\n"
+    "# TYPE remora_http2_goaway counter\n"
+    "remora_http2_goaway_total{side=\"downstream\"} 0\n"
+    "remora_http2_goaway_total{side=\"upstream\"} 0\n"
     "# HELP remora_build_info remora's version and commit.\n"
     "# TYPE remora_build_info gauge\n"
     "remora_build_info{version=\"0.1.0\",commit=\"abc123\"} 1\n"
@@ -729,6 +757,39 @@ static void test_render_openmetrics_counters_and_eof(void **state)
     assert_non_null(strstr(got, "\n# TYPE remora_requests_total counter\n"));
 }
 
+/* HTTP/2 series sum the shards; reset series appear once non-zero, by side and reason. */
+static void test_render_http2(void **state)
+{
+    struct fix *f = *state;
+    fix_init(f, small_yaml);
+    REM_M_ADD(f->sh[0]->downstream_streams_active, 3);
+    REM_M_ADD(f->sh[1]->downstream_streams_active, 1);
+    REM_M_ADD(f->sh[0]->downstream_streams_total[1], 10);
+    REM_M_ADD(f->sh[1]->downstream_streams_total[1], 5);
+    REM_M_ADD(f->sh[1]->downstream_streams_total[0], 2);
+    REM_M_ADD(f->sh[0]->h2_resets[0][8], 4); /* cancel */
+    REM_M_ADD(f->sh[1]->h2_resets[0][8], 1);
+    REM_M_ADD(f->sh[1]->h2_resets[1][7], 2);              /* refused_stream */
+    REM_M_ADD(f->sh[0]->h2_resets[1][REM_H2_REASONS], 6); /* unknown codes */
+    REM_M_ADD(f->sh[0]->h2_goaway[0], 1);
+    REM_M_ADD(f->sh[1]->h2_goaway[1], 3);
+    char *got = render(f, 2, NULL, REM_EXPO_PROMETHEUS);
+    static const char *const want[] = {
+        "\nremora_downstream_streams_active 4\n",
+        "\nremora_downstream_streams_total{proto=\"http1\"} 2\n",
+        "\nremora_downstream_streams_total{proto=\"h2c\"} 15\n",
+        "\nremora_http2_resets_total{side=\"downstream\",reason=\"cancel\"} 5\n",
+        "\nremora_http2_resets_total{side=\"upstream\",reason=\"refused_stream\"} 2\n",
+        "\nremora_http2_resets_total{side=\"upstream\",reason=\"other\"} 6\n",
+        "\nremora_http2_goaway_total{side=\"downstream\"} 1\n",
+        "\nremora_http2_goaway_total{side=\"upstream\"} 3\n",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (!strstr(got, want[i]))
+            fail_msg("missing %s", want[i] + 1);
+    assert_null(strstr(got, "reason=\"no_error\""));
+}
+
 static void test_openmetrics_no_family_clash(void **state)
 {
     struct fix *f = *state;
@@ -753,7 +814,7 @@ static void test_openmetrics_no_family_clash(void **state)
                 fail_msg("family %s declared twice", names[n]);
         n++;
     }
-    assert_int_equal(n, 24);
+    assert_int_equal(n, 28);
 }
 
 static void test_render_openmetrics_exact(void **state)
@@ -1069,6 +1130,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_render_sum_exact_ns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_format_for, setup, teardown),
         cmocka_unit_test_setup_teardown(test_process_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_render_http2, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * h2_proto: head <-> nghttp2 header-list mapping shared by h2_down and h2_up. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h2_proto.h"
+#include "http.h"
+#include "metrics.h"
+
+static void lower(char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] >= 'A' && p[i] <= 'Z')
+            p[i] = (char)(p[i] + ('a' - 'A'));
+}
+
+static nghttp2_nv nv_of(struct rem_head *h, const struct rem_hdr *x)
+{
+    char *name = h->buf + x->name_off;
+    lower(name, x->name_len);
+    return (nghttp2_nv){(uint8_t *)name, (uint8_t *)(h->buf + x->val_off), x->name_len, x->val_len,
+                        NGHTTP2_NV_FLAG_NONE};
+}
+
+/* Connection-specific and framing fields never go on an HTTP/2 stream (RFC 9113 8.2.2). */
+static bool end_to_end(const struct rem_hdr *x)
+{
+    switch (x->kind) {
+    case REM_HDR_HOP:
+    case REM_HDR_CONNECTION:
+    case REM_HDR_TRANSFER_ENCODING:
+    case REM_HDR_HOST:
+        return false;
+    default:
+        return true;
+    }
+}
+
+size_t rem_h2_response_nva(struct rem_head *resp, char status[4], const char *rid, size_t rid_len,
+                           nghttp2_nv *nva)
+{
+    size_t n = 0;
+    int st = resp->status >= 100 && resp->status <= 999 ? resp->status : 502;
+    snprintf(status, 4, "%03d", st);
+    nva[n++] = REM_H2_NV(":status", status, 3);
+    for (uint32_t i = 0; i < resp->n_hdrs; i++) {
+        const struct rem_hdr *x = &resp->hdrs[i];
+        if (end_to_end(x))
+            nva[n++] = nv_of(resp, x);
+    }
+    if (rid && resp->request_id_idx < 0)
+        nva[n++] = REM_H2_NV("x-request-id", rid, rid_len);
+    return n;
+}
+
+nghttp2_nv *rem_h2_trailer_nva(struct rem_head *trl, size_t *n)
+{
+    *n = 0;
+    if (trl->n_hdrs == 0)
+        return NULL;
+    rem_head_classify(trl);
+    nghttp2_nv *nva = malloc(sizeof(*nva) * trl->n_hdrs);
+    if (!nva)
+        return NULL;
+    for (uint32_t i = 0; i < trl->n_hdrs; i++) {
+        const struct rem_hdr *x = &trl->hdrs[i];
+        if (x->kind == REM_HDR_OTHER || x->kind == REM_HDR_REQUEST_ID)
+            nva[(*n)++] = nv_of(trl, x);
+    }
+    return nva;
+}
+
+/* Appends the values of every field of kind, comma-joined, then extra. */
+static size_t joined(char *out, const struct rem_head *h, enum rem_hdr_kind kind, const char *extra)
+{
+    size_t o = 0;
+    for (uint32_t i = 0; i < h->n_hdrs; i++) {
+        const struct rem_hdr *x = &h->hdrs[i];
+        if (x->kind != kind || x->val_len == 0)
+            continue;
+        memcpy(out + o, REM_HDR_VAL(h, x), x->val_len);
+        o += x->val_len;
+        memcpy(out + o, ", ", 2);
+        o += 2;
+    }
+    memcpy(out + o, extra, strlen(extra));
+    return o + strlen(extra);
+}
+
+int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const char *client_addr,
+                         const char *request_id, const char *default_host, int64_t content_length)
+{
+    memset(r, 0, sizeof(*r));
+    size_t fwd = 0;
+    for (uint32_t i = 0; i < req->n_hdrs; i++)
+        if (req->hdrs[i].kind == REM_HDR_XFF || req->hdrs[i].kind == REM_HDR_XFP)
+            fwd += req->hdrs[i].val_len + 2;
+    r->scratch = malloc(fwd + strlen(client_addr) + 4 + 24 + 8);
+    r->nva = malloc(sizeof(*r->nva) * (req->n_hdrs + 10));
+    if (!r->scratch || !r->nva) {
+        rem_h2_request_dispose(r);
+        return -REM_E_NOMEM;
+    }
+    char *sp = r->scratch;
+    const char *target = rem_head_ptr(req, req->span_off[REM_SPAN_TARGET]);
+    size_t target_len = req->span_len[REM_SPAN_TARGET];
+    const char *auth = NULL, *rest;
+    size_t auth_len = 0, rest_len;
+    bool absolute = rem_http_absolute_form(target, target_len, &auth, &auth_len, &rest, &rest_len);
+    if (absolute) {
+        target = rest_len ? rest : "/";
+        target_len = rest_len ? rest_len : 1;
+    } else if (req->host_idx >= 0) {
+        auth = REM_HDR_VAL(req, &req->hdrs[req->host_idx]);
+        auth_len = req->hdrs[req->host_idx].val_len;
+    } else if (default_host) {
+        auth = default_host;
+        auth_len = strlen(default_host);
+    }
+    size_t n = 0;
+    nghttp2_nv *nva = r->nva;
+    nva[n++] = REM_H2_NV(":method", rem_head_ptr(req, req->span_off[REM_SPAN_METHOD]),
+                         req->span_len[REM_SPAN_METHOD]);
+    nva[n++] = REM_H2_NV(":scheme", "http", 4);
+    if (auth)
+        nva[n++] = REM_H2_NV(":authority", auth, auth_len);
+    nva[n++] = REM_H2_NV(":path", target, target_len);
+    bool te_trailers = false;
+    for (uint32_t i = 0; i < req->n_hdrs; i++) {
+        const struct rem_hdr *x = &req->hdrs[i];
+        switch (x->kind) {
+        case REM_HDR_OTHER:
+        case REM_HDR_REQUEST_ID:
+            nva[n++] = nv_of(req, x);
+            break;
+        case REM_HDR_EXPECT:
+            if (!rem_http_name_eq(REM_HDR_VAL(req, x), x->val_len, "100-continue"))
+                nva[n++] = nv_of(req, x);
+            break;
+        case REM_HDR_HOP:
+            /* RFC 9113 8.2.2: TE may go on, with "trailers" only (gRPC needs it). */
+            if (rem_http_name_eq(REM_HDR_NAME(req, x), x->name_len, "te") &&
+                rem_http_list_has(REM_HDR_VAL(req, x), x->val_len, "trailers"))
+                te_trailers = true;
+            break;
+        default:
+            break;
+        }
+    }
+    if (te_trailers)
+        nva[n++] = REM_H2_NV("te", "trailers", 8);
+    size_t l = joined(sp, req, REM_HDR_XFF, client_addr);
+    nva[n++] = REM_H2_NV("x-forwarded-for", sp, l);
+    sp += l;
+    l = joined(sp, req, REM_HDR_XFP, "http");
+    nva[n++] = REM_H2_NV("x-forwarded-proto", sp, l);
+    sp += l;
+    if (req->request_id_idx < 0 && request_id)
+        nva[n++] = REM_H2_NV("x-request-id", request_id, strlen(request_id));
+    if (content_length >= 0) {
+        int k = snprintf(sp, 24, "%" PRId64, content_length);
+        nva[n++] = REM_H2_NV("content-length", sp, (size_t)k);
+    }
+    r->n = n;
+    return 0;
+}
+
+void rem_h2_request_dispose(struct rem_h2_request *r)
+{
+    free(r->nva);
+    free(r->scratch);
+    r->nva = NULL;
+    r->scratch = NULL;
+}
+
+int rem_h2_grpc_status(enum rem_err e)
+{
+    switch (e) {
+    case REM_E_UPSTREAM_TIMEOUT:
+    case REM_E_CONNECT_TIMEOUT:
+        return 4; /* DEADLINE_EXCEEDED */
+    case REM_E_QUEUE_FULL:
+    case REM_E_QUEUE_TIMEOUT:
+    case REM_E_CONNECT_REFUSED:
+    case REM_E_CONNECT_FAILED:
+    case REM_E_NO_ENDPOINT:
+    case REM_E_UPSTREAM_OVERFLOW:
+    case REM_E_UPSTREAM_RESET:
+    case REM_E_SHUTDOWN:
+        return 14; /* UNAVAILABLE */
+    case REM_E_NO_ROUTE:
+        return 12; /* UNIMPLEMENTED */
+    case REM_E_HEADER_TOO_LARGE:
+    case REM_E_TOO_MANY_HEADERS:
+    case REM_E_BODY_TOO_LARGE:
+        return 8; /* RESOURCE_EXHAUSTED */
+    default:
+        return 13; /* INTERNAL */
+    }
+}
+
+void rem_h2_count_reset(struct rem_metrics_shard *m, enum rem_h2_side side, uint32_t code)
+{
+    REM_M_ADD(m->h2_resets[side][code < REM_H2_REASONS ? code : REM_H2_REASONS], 1);
+}

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * h2_proto: what both HTTP/2 codecs (h2_down, h2_up) share: mapping a parsed head to nghttp2
+ * header lists (RFC 9113 8.2: lower-case names, no connection-specific fields, :authority from
+ * Host), remora's gRPC status mapping, and the reset/GOAWAY counters. Pure; owns nothing. */
+#ifndef REM_H2_PROTO_H
+#define REM_H2_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "error.h"
+
+struct rem_head;
+struct rem_metrics_shard;
+
+#define REM_H2_NV(n, v, vl)                                                                        \
+    ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE})
+
+enum rem_h2_side { REM_H2_SIDE_DOWN = 0, REM_H2_SIDE_UP, REM_H2_SIDE__N };
+
+/* Fills nva (room for resp->n_hdrs + 4) with :status and the end-to-end fields of a response,
+ * plus x-request-id when rid is not NULL. Header names are lower-cased in place. status must
+ * have room for 4 bytes. Returns the count. */
+size_t rem_h2_response_nva(struct rem_head *resp, char status[4], const char *rid, size_t rid_len,
+                           nghttp2_nv *nva);
+
+/* A trailer list (end-to-end fields of trl, classified here, names lower-cased in place):
+ * returns a malloc'd array and its count in *n, or NULL (*n == 0 when trl has none). */
+nghttp2_nv *rem_h2_trailer_nva(struct rem_head *trl, size_t *n);
+
+/* What a request going upstream over HTTP/2 carries beyond the client's head. */
+struct rem_h2_request {
+    nghttp2_nv *nva; /* owned: free with rem_h2_request_dispose */
+    size_t n;
+    char *scratch; /* owned: joined and formatted values */
+};
+
+/* Builds the request header list: :method, :scheme http, :authority (absolute-form authority,
+ * Host, or default_host), :path, end-to-end fields, te: trailers when the client sent it,
+ * X-Forwarded-For/-Proto joined with client_addr/"http", X-Request-Id when the head has none,
+ * content-length when >= 0. Returns 0 or -REM_E_NOMEM. */
+int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const char *client_addr,
+                         const char *request_id, const char *default_host, int64_t content_length);
+void rem_h2_request_dispose(struct rem_h2_request *r);
+
+/* The grpc-status remora answers for its own error e (gRPC's HTTP mapping, with timeouts as
+ * DEADLINE_EXCEEDED and shedding as UNAVAILABLE). */
+int rem_h2_grpc_status(enum rem_err e);
+
+/* Counts one RST_STREAM on a conn of that side (remora_http2_resets_total). */
+void rem_h2_count_reset(struct rem_metrics_shard *m, enum rem_h2_side side, uint32_t code);
+
+#endif
