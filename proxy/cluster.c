@@ -41,6 +41,7 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_u
         return NULL;
     }
     c->endpoints = rem_xcalloc(cfg->n_endpoints, sizeof(*c->endpoints));
+    TAILQ_INIT(&c->h2_wait);
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
         struct rem_endpoint *ep = &c->endpoints[c->n_endpoints];
         char spec[300];

@@ -39,6 +39,10 @@ struct rem_cluster {
     unsigned max_connections; /* this worker's share of cfg->max_connections */
     struct rem_admit admit;   /* owned: admission of requests to this upstream */
     unsigned n_conns;         /* idle + active over all endpoints */
+    /* HTTP/2 (protocol h2c): streams admitted but waiting for a stream slot, every upconn
+     * being full and max_connections reached (FIFO, borrowed; upool.c). */
+    TAILQ_HEAD(, rem_stream) h2_wait;
+    bool h2_waking;
 };
 
 /* Builds the cluster; endpoint hosts must already be numeric (see rem_cluster_resolve_static).

@@ -134,6 +134,10 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
         return 0;
     struct rem_stream *s = rem_stream_new(c);
     s->d_id = f->hd.stream_id;
+    /* The advertised SETTINGS_MAX_HEADER_LIST_SIZE is enforced too when it is the lower. */
+    uint32_t hl = c->lcfg->http2.max_header_list_bytes;
+    if (hl && hl < s->req.max_bytes)
+        s->req.max_bytes = s->req_trl.max_bytes = hl;
     TAILQ_INSERT_TAIL(&d->streams, s, d_link);
     d->n_streams++;
     REM_M_ADD(shard(d)->downstream_streams_active, 1);
@@ -343,7 +347,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
             calm_down(d, f->hd.type == NGHTTP2_PING ? "PING flood" : "SETTINGS flood");
         break;
     case NGHTTP2_PRIORITY:
-    case NGHTTP2_WINDOW_UPDATE:
+        /* WINDOW_UPDATE is not counted: a client may send one per DATA frame it reads. */
         if (over_limit(d, false))
             calm_down(d, "control frame flood");
         break;
@@ -746,7 +750,13 @@ void rem_h2_down_process(struct rem_conn *c)
         if (rv < 0) {
             rem_log_debug("conn %s: http2: %s", c->peer, nghttp2_strerror((int)rv));
             evbuffer_drain(in, evbuffer_get_length(in));
-            /* nghttp2 queued a GOAWAY for protocol errors; send it, then close. */
+            /* Make sure a GOAWAY goes (nghttp2 queues one for most errors, not all; a second
+             * terminate is a no-op), send it, then close. */
+            uint32_t code = rv == NGHTTP2_ERR_HEADER_COMP ? NGHTTP2_COMPRESSION_ERROR
+                            : rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+                                ? NGHTTP2_ENHANCE_YOUR_CALM
+                                : NGHTTP2_PROTOCOL_ERROR;
+            nghttp2_session_terminate_session(d->ng, code);
             d->depth--;
             send_now(d);
             if (c->state < REM_CONN_CLOSING)

@@ -123,6 +123,8 @@ static bool up_full(struct rem_upconn *uc, struct rem_stream *s)
 static void up_abandon(struct rem_stream *s)
 {
     struct rem_upconn *uc = s->upconn;
+    if (s->u_waiting)
+        rem_upool_h2_unwait(s);
     if (!uc)
         return;
     if (uc->h2)

@@ -69,6 +69,7 @@ struct rem_stream {
     bool retried;
     bool replay_ok; /* idempotent and every body byte sent so far is in replay */
     bool on_reused; /* the current upconn came from the pool */
+    bool u_waiting; /* in cluster->h2_wait (u_link) for an HTTP/2 stream slot */
     bool continue_sent;
     bool in_resp_trailers;
     bool resp_headers_only; /* the upstream ended the response with its head (h2 END_STREAM

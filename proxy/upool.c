@@ -26,6 +26,8 @@
 #include "upool.h"
 #include "worker.h"
 
+static void h2_wake(struct rem_cluster *cl);
+
 #define UPCONN_OF(r) ((struct rem_upconn *)((char *)(r)-offsetof(struct rem_upconn, reap)))
 
 static void upconn_free(struct rem_reap *r)
@@ -86,6 +88,8 @@ void rem_upconn_close(struct rem_upconn *uc)
     event_del(uc->timer);
     event_del(uc->kick);
     rem_worker_defer_free(uc->worker, &uc->reap, upconn_free);
+    if (uc->h2 && !TAILQ_EMPTY(&cl->h2_wait))
+        h2_wake(cl); /* a connection may be opened in its place */
 }
 
 /* Called when the upconn fails while a stream is attached: detach, close, tell the stream. */
@@ -377,29 +381,52 @@ struct evbuffer *rem_upconn_output(struct rem_upconn *uc)
     return uc->t.out;
 }
 
+/* HTTP/2: a stream slot on an upconn of ep (busy ones first: they are warm), or a new upconn.
+ * Returns as rem_upool_acquire, or -REM_E_UPSTREAM_OVERFLOW when every upconn is full and no
+ * other may be opened. */
+static int h2_acquire(struct rem_endpoint *ep, struct rem_stream *s, bool use_pool,
+                      struct rem_upconn **out)
+{
+    struct rem_upconn *uc;
+    struct rem_upconn_list *lists[] = {&ep->busy, &ep->idle};
+    for (size_t i = 0; use_pool && i < 2; i++)
+        TAILQ_FOREACH(uc, lists[i], link)
+        {
+            if (!rem_h2_up_has_room(uc))
+                continue;
+            rem_h2_up_attach(uc, s);
+            *out = uc;
+            if (uc->state == REM_UPCONN_CONNECTING) {
+                s->on_reused = false;
+                return 1;
+            }
+            event_del(uc->timer);
+            s->on_reused = true;
+            return 0;
+        }
+    s->on_reused = false;
+    int rc = rem_upool_connect(ep, s, out);
+    return rc < 0 ? rc : 1;
+}
+
 int rem_upool_acquire(struct rem_endpoint *ep, struct rem_stream *s, bool use_pool,
                       struct rem_upconn **out)
 {
     struct rem_upconn *uc;
-    if (ep->cluster->cfg->protocol == REM_PROTO_H2C && use_pool) {
-        /* Fill the upconns we have before opening another (busy first: they are warm). */
-        struct rem_upconn_list *lists[] = {&ep->busy, &ep->idle};
-        for (size_t i = 0; i < 2; i++)
-            TAILQ_FOREACH(uc, lists[i], link)
-            {
-                if (!rem_h2_up_has_room(uc))
-                    continue;
-                rem_h2_up_attach(uc, s);
-                *out = uc;
-                if (uc->state == REM_UPCONN_CONNECTING) {
-                    s->on_reused = false;
-                    return 1;
-                }
-                event_del(uc->timer);
-                s->on_reused = true;
-                return 0;
-            }
-    } else if (use_pool && (uc = rem_upool_take(ep, s)) != NULL) {
+    struct rem_cluster *cl = ep->cluster;
+    *out = NULL;
+    if (cl->cfg->protocol == REM_PROTO_H2C) {
+        int rc = TAILQ_EMPTY(&cl->h2_wait) ? h2_acquire(ep, s, use_pool, out)
+                                           : -REM_E_UPSTREAM_OVERFLOW; /* FIFO */
+        if (rc != -REM_E_UPSTREAM_OVERFLOW)
+            return rc;
+        /* Every upconn full at max_connections: wait for a slot (admission bounds how many
+         * wait; the stream's own timers bound how long). */
+        s->u_waiting = true;
+        TAILQ_INSERT_TAIL(&cl->h2_wait, s, u_link);
+        return 1;
+    }
+    if (use_pool && (uc = rem_upool_take(ep, s)) != NULL) {
         s->on_reused = true;
         *out = uc;
         return 0;
@@ -409,10 +436,48 @@ int rem_upool_acquire(struct rem_endpoint *ep, struct rem_stream *s, bool use_po
     return rc < 0 ? rc : 1;
 }
 
+void rem_upool_h2_unwait(struct rem_stream *s)
+{
+    if (!s->u_waiting)
+        return;
+    TAILQ_REMOVE(&s->cluster->h2_wait, s, u_link);
+    s->u_waiting = false;
+}
+
+/* A stream slot or a connection freed up: the waiting streams go, in order, while they can. */
+static void h2_wake(struct rem_cluster *cl)
+{
+    struct rem_stream *s;
+    if (cl->h2_waking)
+        return;
+    cl->h2_waking = true;
+    while ((s = TAILQ_FIRST(&cl->h2_wait)) != NULL) {
+        struct rem_upconn *uc = NULL;
+        int rc = h2_acquire(s->endpoint, s, true, &uc);
+        if (rc == -REM_E_UPSTREAM_OVERFLOW)
+            break;
+        rem_upool_h2_unwait(s);
+        if (rc < 0)
+            rem_stream_fail(s, rem_err_from_rc(rc));
+        else if (rc == 0)
+            rem_stream_on_upconn_ready(s, uc);
+        else
+            s->upconn = uc;
+    }
+    cl->h2_waking = false;
+}
+
 void rem_upool_h2_streams_changed(struct rem_upconn *uc, unsigned n_streams, bool draining)
 {
     if (uc->state == REM_UPCONN_CLOSED || uc->state == REM_UPCONN_CONNECTING)
         return;
+    struct rem_cluster *cl = uc->ep->cluster;
+    if (!TAILQ_EMPTY(&cl->h2_wait) && rem_h2_up_has_room(uc)) {
+        h2_wake(cl);
+        n_streams = rem_h2_up_n_streams(uc);
+        if (uc->state == REM_UPCONN_CLOSED)
+            return;
+    }
     if (n_streams > 0) {
         set_state(uc, REM_UPCONN_ACTIVE);
         return;

@@ -60,6 +60,9 @@ struct rem_upconn *rem_upool_take(struct rem_endpoint *ep, struct rem_stream *s)
 int rem_upool_acquire(struct rem_endpoint *ep, struct rem_stream *s, bool use_pool,
                       struct rem_upconn **out);
 
+/* s leaves its cluster's HTTP/2 slot wait (it is finishing). */
+void rem_upool_h2_unwait(struct rem_stream *s);
+
 /* For h2_up: the number of streams on uc changed; it moves between busy and idle (arming the
  * idle timeout), or closes when it is draining after a GOAWAY and carries none. */
 void rem_upool_h2_streams_changed(struct rem_upconn *uc, unsigned n_streams, bool draining);

@@ -4,6 +4,7 @@ or REMORA_WORKERS overrides it, and every worker serves (each has its own SO_REU
 """
 
 import os
+import time
 import subprocess
 
 import pytest
@@ -59,6 +60,12 @@ def test_auto_uses_every_allowed_cpu(tmp_path, upstream):
 def test_env_overrides_config(tmp_path, upstream):
     proc, _ = start(tmp_path, upstream, 1, env={"REMORA_WORKERS": "3"})
     try:
+        # Each worker names its own thread as it starts: on a loaded machine the names may
+        # trail readiness by a moment, so wait (bounded) for the set to settle.
+        deadline = time.monotonic() + 3
+        while worker_threads(proc.pid) != ["remora-w0", "remora-w1", "remora-w2"] \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert worker_threads(proc.pid) == ["remora-w0", "remora-w1", "remora-w2"]
     finally:
         _stop(proc)
