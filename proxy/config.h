@@ -35,6 +35,11 @@
 #define REM_DEF_HC_RISE 2
 #define REM_DEF_HC_FALL 3
 #define REM_MAX_BUCKETS 64
+#define REM_DEF_DNS_MIN_TTL_MS 5000
+#define REM_DEF_DNS_MAX_TTL_MS 300000
+#define REM_DEF_DNS_TIMEOUT_MS 1000
+#define REM_DEF_DNS_ATTEMPTS 2
+#define REM_DEF_DNS_STALE_TTL_MS 300000
 #define REM_DEF_H2_MAX_CONCURRENT_STREAMS 100
 #define REM_DEF_H2_INITIAL_WINDOW_BYTES 65535
 #define REM_DEF_H2_MAX_RESETS 200
@@ -99,6 +104,30 @@ struct rem_cfg_listener {
 struct rem_cfg_endpoint {
     char *host; /* without brackets for IPv6 */
     uint16_t port;
+    bool is_name; /* host is not a numeric address: resolved (and re-resolved) by dns.c */
+};
+
+enum rem_lb {
+    REM_LB_ROUND_ROBIN = 0,
+    REM_LB_LEAST_REQUEST, /* fewest requests in flight (power of two choices) */
+};
+
+enum rem_dns_family {
+    REM_DNS_AUTO = 0, /* A and AAAA */
+    REM_DNS_V4,
+    REM_DNS_V6,
+};
+
+/* The `dns` section: how upstream endpoint names are resolved (c-ares, in the event loops). */
+struct rem_cfg_dns {
+    struct rem_sockaddr *resolvers; /* NULL / 0: /etc/resolv.conf */
+    size_t n_resolvers;
+    uint64_t min_ttl_ms;   /* answers are re-resolved no sooner than this, default 5s */
+    uint64_t max_ttl_ms;   /* ... and no later than this, default 300s */
+    uint64_t timeout_ms;   /* per query attempt, default 1s */
+    uint32_t attempts;     /* tries per server, default 2 */
+    enum rem_dns_family family;
+    uint64_t stale_ttl_ms; /* how long the last good answer serves after failures, default 5m */
 };
 
 /* Histogram bucket upper bounds in seconds, strictly increasing, > 0, at most
@@ -129,6 +158,7 @@ struct rem_cfg_upstream {
     uint32_t max_pending;  /* waiting for a slot (FIFO), default REM_DEF_MAX_PENDING; 0 allowed */
     uint64_t queue_timeout_ms; /* default: connect_timeout_ms */
     bool adaptive;             /* gradient concurrency limiter below max_requests */
+    enum rem_lb lb;            /* endpoint choice, default round robin */
     struct rem_cfg_health_check health_check;
 };
 
@@ -182,6 +212,7 @@ struct rem_config {
     struct rem_cfg_limits limits;
     struct rem_cfg_log log;
     struct rem_cfg_metrics metrics;
+    struct rem_cfg_dns dns;
 };
 
 /* Diagnostics collected while loading: each message is "FILE:LINE:COL: text" (or

@@ -152,7 +152,9 @@ void rem_conn_resume(struct rem_conn *c, unsigned reasons)
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_conn *c = arg;
-    if (c->state < REM_CONN_CLOSING && !c->h2)
+    if (c->h2)
+        rem_h2_down_on_drained(c); /* a deferred send (h2_down.c schedule_send) */
+    else if (c->state < REM_CONN_CLOSING)
         rem_h1_down_process(c);
 }
 

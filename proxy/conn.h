@@ -53,6 +53,7 @@ struct rem_conn {
     bool lingering;             /* output flushed, SHUT_WR sent, draining input */
     TAILQ_ENTRY(rem_conn) link; /* in worker->conns */
     bool head_ready;            /* set by the parser, acted on after it returns */
+    bool exec_pending;          /* parser paused at the end of the input: run it once more */
     int parse_err;              /* -REM_E_* recorded inside a parser callback */
     llhttp_t parser;
     const char *exec_start, *exec_end; /* the buffer being parsed, for obs-fold detection */

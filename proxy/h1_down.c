@@ -105,11 +105,11 @@ static int on_headers_complete(llhttp_t *p)
     if (h->host_idx >= 0 &&
         !rem_http_host_valid(REM_HDR_VAL(h, &h->hdrs[h->host_idx]), h->hdrs[h->host_idx].val_len))
         return record(c, -REM_E_BAD_REQUEST);
-    if (p->method == HTTP_CONNECT || p->upgrade) {
-        /* No tunnels through a sidecar; Upgrade is dropped as hop-by-hop. */
-        if (p->method == HTTP_CONNECT)
-            return record(c, -REM_E_BAD_REQUEST);
-    }
+    if (p->method == HTTP_CONNECT)
+        return record(c, -REM_E_BAD_REQUEST); /* no tunnels through a sidecar */
+    /* Upgrade (h2c, websocket) is dropped as hop-by-hop and the request served as HTTP/1.1:
+     * llhttp must not switch protocols after it either (RFC 9113 removed h2c upgrade). */
+    p->upgrade = 0;
     if (lim->max_body_bytes && h->content_length > (int64_t)lim->max_body_bytes)
         return record(c, -REM_E_BODY_TOO_LARGE);
     s->head_request = p->method == HTTP_HEAD;
@@ -211,9 +211,12 @@ static void process(struct rem_conn *c)
     struct evbuffer *in = c->t.in;
     while (c->state < REM_CONN_CLOSING && !c->pause) {
         size_t n = evbuffer_get_contiguous_space(in);
-        if (n == 0)
+        /* A pause on the last body byte leaves the message's end unparsed: an empty execute
+         * completes it. */
+        if (n == 0 && !c->exec_pending)
             break;
-        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        c->exec_pending = false;
+        const char *p = n ? (const char *)evbuffer_pullup(in, (ev_ssize_t)n) : "";
         c->exec_start = p;
         c->exec_end = p + n;
         llhttp_errno_t err = llhttp_execute(&c->parser, p, n);
@@ -227,6 +230,7 @@ static void process(struct rem_conn *c)
             continue;
         if (err == HPE_PAUSED) {
             llhttp_resume(&c->parser);
+            c->exec_pending = used == n && (c->pause & REM_PAUSE_UPSTREAM_FULL);
             if (c->head_ready) {
                 c->head_ready = false;
                 rem_stream_start(c->stream);

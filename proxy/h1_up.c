@@ -145,7 +145,7 @@ void rem_h1_up_reset(struct rem_upconn *uc)
 {
     llhttp_init(&uc->parser, HTTP_RESPONSE, &up_settings);
     uc->parser.data = uc;
-    uc->resp_complete = uc->resp_interim = false;
+    uc->resp_complete = uc->resp_interim = uc->exec_pending = false;
     uc->resp_err = REM_E_OK;
     uc->paused = false;
 }
@@ -238,9 +238,12 @@ static void process(struct rem_upconn *uc)
     struct evbuffer *in = uc->t.in;
     while (uc->state == REM_UPCONN_ACTIVE && uc->stream && !uc->paused) {
         size_t n = evbuffer_get_contiguous_space(in);
-        if (n == 0)
+        /* A pause on the last body byte leaves the message's end unparsed: an empty execute
+         * completes it (llhttp needs no input for that). */
+        if (n == 0 && !uc->exec_pending)
             break;
-        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        uc->exec_pending = false;
+        const char *p = n ? (const char *)evbuffer_pullup(in, (ev_ssize_t)n) : "";
         struct rem_stream *s = uc->stream;
         s->resp_started = true;
         llhttp_errno_t err = llhttp_execute(&uc->parser, p, n);
@@ -256,7 +259,8 @@ static void process(struct rem_upconn *uc)
                 complete(uc);
                 return;
             }
-            continue; /* paused for backpressure: the loop condition stops */
+            uc->exec_pending = used == n; /* paused at the end of what we had */
+            continue;                     /* paused for backpressure: the loop condition stops */
         }
         rem_log_debug("upconn %s: bad response: %s", uc->ep->name,
                       llhttp_get_error_reason(&uc->parser));

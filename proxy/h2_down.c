@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
 #include "config.h"
@@ -67,13 +68,17 @@ static struct rem_metrics_shard *shard(const struct rem_h2_down *d)
 
 static void send_now(struct rem_h2_down *d);
 
+/* Sends are never made inside the caller's stack: a stream write may be followed by more
+ * state changes on the same stream (resp_done, finish), and a synchronous send could close and
+ * free the stream under them. Inside nghttp2 the outermost recv/send sends; otherwise the
+ * conn's kick event does, once the current callbacks have returned. */
 static void schedule_send(struct rem_h2_down *d)
 {
     if (d->depth > 0) {
         d->want_send = true;
         return;
     }
-    send_now(d);
+    event_active(d->c->kick, EV_TIMEOUT, 1);
 }
 
 /* Abuse accounting over listeners[].http2.reset_interval. */
@@ -169,11 +174,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
 {
     struct rem_h2_down *d = arg;
     struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
-    if (d->dead || !s || s->d_head_err || s->state != REM_STREAM_HEAD ||
-        f->hd.type != NGHTTP2_HEADERS)
+    bool trailers = f->hd.type == NGHTTP2_HEADERS && f->headers.cat != NGHTTP2_HCAT_REQUEST;
+    if (d->dead || !s || s->d_head_err || f->hd.type != NGHTTP2_HEADERS ||
+        (!trailers && s->state != REM_STREAM_HEAD) || s->state == REM_STREAM_DONE)
         return 0;
     const char *n = (const char *)name, *v = (const char *)value;
-    struct rem_head *h = f->headers.cat == NGHTTP2_HCAT_REQUEST ? &s->req : &s->req_trl;
+    struct rem_head *h = trailers ? &s->req_trl : &s->req;
     int rc = 0;
     if (nlen > 0 && n[0] == ':') {
         if (h == &s->req_trl)
@@ -472,8 +478,7 @@ int rem_h2_down_write_head(struct rem_stream *s)
     char status[4];
     if (!nva)
         return -REM_E_NOMEM;
-    size_t n = rem_h2_response_nva(&s->resp, status, s->req.request_id_idx < 0 ? s->rid : NULL,
-                                   s->rid_len, nva);
+    size_t n = rem_h2_response_nva(&s->resp, status, s->rid, s->rid_len, nva);
     for (size_t i = 0; i < n; i++)
         s->bytes_out += nva[i].namelen + nva[i].valuelen;
     bool body =

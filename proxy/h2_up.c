@@ -34,8 +34,9 @@ struct rem_h2_up {
     unsigned n_streams;
     int depth;
     bool want_send;
-    bool goaway;   /* the app said GOAWAY, or we are closing: no new streams */
-    bool ping_out; /* a liveness PING awaits its ACK */
+    bool goaway;       /* the app said GOAWAY, or we are closing: no new streams */
+    bool ping_out;     /* a liveness PING awaits its ACK */
+    bool got_settings; /* the app's SETTINGS arrived */
     uint64_t ping_sent_ms;
 };
 
@@ -54,8 +55,11 @@ bool rem_h2_up_has_room(const struct rem_upconn *uc)
     const struct rem_h2_up *u = uc->h2;
     if (!u || u->goaway || uc->state == REM_UPCONN_CLOSED)
         return false;
-    uint32_t max =
-        nghttp2_session_get_remote_settings(u->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    uint32_t max;
+    if (u->got_settings)
+        max = nghttp2_session_get_remote_settings(u->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    else /* what this endpoint said last time, else RFC 9113's recommended minimum */
+        max = uc->ep->h2_max_streams ? uc->ep->h2_max_streams : 100;
     return u->n_streams < max;
 }
 
@@ -90,13 +94,14 @@ static void detach(struct rem_h2_up *u, struct rem_stream *s)
 
 static void send_now(struct rem_h2_up *u);
 
+/* As in h2_down: never send inside the caller's stack; the upconn's kick event does. */
 static void schedule_send(struct rem_h2_up *u)
 {
     if (u->depth > 0) {
         u->want_send = true;
         return;
     }
-    send_now(u);
+    event_active(u->uc->kick, EV_TIMEOUT, 1);
 }
 
 /* ---- request side ------------------------------------------------------------------------ */
@@ -311,6 +316,13 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
         if (f->hd.flags & NGHTTP2_FLAG_ACK)
             u->ping_out = false;
         break;
+    case NGHTTP2_SETTINGS:
+        if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+            u->got_settings = true;
+            u->uc->ep->h2_max_streams =
+                nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+        }
+        break;
     case NGHTTP2_GOAWAY:
         REM_M_ADD(shard(u)->h2_goaway[REM_H2_SIDE_UP], 1);
         u->goaway = true; /* streams above last_stream_id close with REFUSED_STREAM */
@@ -358,6 +370,8 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
      * last-stream-id) means the app never processed it. */
     if (code == NGHTTP2_REFUSED_STREAM && !s->resp_started)
         s->up_unprocessed = true;
+    else
+        s->on_reused = false; /* the app processed (and reset) it: no keep-alive race to retry */
     rem_stream_on_upconn_error(s,
                                s->resp_head_sent ? REM_E_UPSTREAM_TRUNCATED : REM_E_UPSTREAM_RESET);
     return 0;

@@ -16,6 +16,7 @@
 #include "h1_down.h"
 #include "h1_up.h"
 #include "h2_down.h"
+#include "h2_proto.h"
 #include "h2_up.h"
 #include "log.h"
 #include "metrics.h"
@@ -205,6 +206,27 @@ void rem_stream_free(struct rem_stream *s)
     free(s);
 }
 
+/* The gRPC status of a finished gRPC call: the app's (trailers, or a trailers-only head), or
+ * the one remora answered with; -1 when none is known (the call broke). */
+static int grpc_status_of(const struct rem_stream *s)
+{
+    const struct rem_head *hs[2] = {&s->resp_trl, &s->resp};
+    if (s->err != REM_E_OK)
+        return rem_err_status(s->err) ? rem_h2_grpc_status(s->err) : -1;
+    for (int k = 0; k < 2; k++)
+        for (uint32_t i = 0; i < hs[k]->n_hdrs; i++) {
+            const struct rem_hdr *x = &hs[k]->hdrs[i];
+            if (!rem_http_name_eq(REM_HDR_NAME(hs[k], x), x->name_len, "grpc-status"))
+                continue;
+            int v = 0;
+            const char *p = REM_HDR_VAL(hs[k], x);
+            for (uint32_t j = 0; j < x->val_len && j < 3 && p[j] >= '0' && p[j] <= '9'; j++)
+                v = v * 10 + (p[j] - '0');
+            return v;
+        }
+    return -1;
+}
+
 static void access_log(struct rem_stream *s)
 {
     struct rem_logline l;
@@ -221,6 +243,11 @@ static void access_log(struct rem_stream *s)
     rem_logline_int(&l, "bytes_out", (int64_t)s->bytes_out);
     rem_logline_double(&l, "duration_s", (double)(rem_now_ns() - s->start_ns) / 1e9);
     rem_logline_str(&l, "termination", rem_err_term(s->err), -1);
+    if (s->grpc) {
+        int gs = grpc_status_of(s);
+        if (gs >= 0)
+            rem_logline_int(&l, "grpc_status", gs);
+    }
     if (s->err != REM_E_OK)
         rem_logline_str(&l, "error", rem_err_label(s->err), -1);
     rem_logline_str(&l, "request_id", s->rid, s->rid ? (long)s->rid_len : 0);
@@ -391,7 +418,10 @@ void rem_stream_start(struct rem_stream *s)
     s->in_flight = true;
     REM_M_ADD(s->worker->metrics->routes[s->mroute].in_flight, 1);
     s->cluster = s->worker->clusters[s->route->upstream_idx];
-    s->replay_ok = s->req_has_body && idempotent(h);
+    /* Bodies are kept for the one retry when it is safe: idempotent methods (the keep-alive
+     * race), and any method toward HTTP/2, where an unprocessed stream (REFUSED_STREAM, above a
+     * GOAWAY) is always safe to send again (RFC 9113 8.7). */
+    s->replay_ok = s->req_has_body && (idempotent(h) || s->cluster->cfg->protocol == REM_PROTO_H2C);
     struct rem_admit *ra = s->worker->route_admits[s->mroute];
     if (ra) {
         if (!admit(s, ra, &s->rt))
@@ -502,7 +532,8 @@ void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e)
     bool unprocessed = s->up_unprocessed;
     s->up_unprocessed = false;
     if (e == REM_E_UPSTREAM_RESET && (s->on_reused || unprocessed) && !s->resp_started &&
-        !s->retried && (s->req_body_bytes == 0 || s->replay_ok)) {
+        !s->retried &&
+        (s->req_body_bytes == 0 || (s->replay_ok && (unprocessed || idempotent(&s->req))))) {
         s->retried = true;
         s->req_sent = false;
         if (s->req_has_body && !s->req_done)

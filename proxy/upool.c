@@ -193,7 +193,9 @@ static void on_drained(struct rem_transport *t, void *arg)
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_upconn *uc = arg;
-    if (uc->state == REM_UPCONN_ACTIVE && !uc->paused && !uc->h2)
+    if (uc->h2)
+        rem_h2_up_on_drained(uc); /* a deferred send (h2_up.c schedule_send) */
+    else if (uc->state == REM_UPCONN_ACTIVE && !uc->paused)
         rem_h1_up_process(uc);
 }
 
@@ -453,10 +455,13 @@ static void h2_wake(struct rem_cluster *cl)
     cl->h2_waking = true;
     while ((s = TAILQ_FIRST(&cl->h2_wait)) != NULL) {
         struct rem_upconn *uc = NULL;
+        rem_upool_h2_unwait(s); /* u_link is free again for the upconn's list */
         int rc = h2_acquire(s->endpoint, s, true, &uc);
-        if (rc == -REM_E_UPSTREAM_OVERFLOW)
+        if (rc == -REM_E_UPSTREAM_OVERFLOW) {
+            s->u_waiting = true;
+            TAILQ_INSERT_HEAD(&cl->h2_wait, s, u_link);
             break;
-        rem_upool_h2_unwait(s);
+        }
         if (rc < 0)
             rem_stream_fail(s, rem_err_from_rc(rc));
         else if (rc == 0)

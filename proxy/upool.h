@@ -42,6 +42,7 @@ struct rem_upconn {
     bool paused;           /* downstream full: response parsing paused */
     bool resp_complete;    /* parser: the response ended */
     bool resp_interim;     /* parser: the current head is 1xx */
+    bool exec_pending;     /* parser paused at the end of the input: run it once more */
     enum rem_err resp_err; /* parser: why a callback failed */
     uint64_t timeout_ms;   /* response timeout of the current stream */
     uint64_t connect_start_ns;

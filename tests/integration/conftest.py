@@ -23,6 +23,7 @@ ROOT = HERE.parent.parent
 BIN = Path(os.environ.get("REMORA_BIN", str(ROOT / "proxy" / "remora")))
 PYTHON = "/usr/bin/python3"
 UPSTREAM_PY = HERE / "upstream.py"
+H2_UPSTREAM_PY = HERE / "h2_upstream.py"
 CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS, -signal.SIGFPE,
                  -signal.SIGILL}
 
@@ -84,10 +85,10 @@ class Upstream:
         return json.loads(body)
 
 
-def _start_upstream(tmp_path, name=""):
+def _start_upstream(tmp_path, name="", script=UPSTREAM_PY, args=(), cls=None):
     log_path = tmp_path / ("upstream-%s-%d.log" % (name or "app", time.monotonic_ns()))
     errf = open(log_path, "wb")
-    cmd = [PYTHON, str(UPSTREAM_PY), "--port", "0"]
+    cmd = [PYTHON, str(script), "--port", "0"] + [str(a) for a in args]
     if name:
         cmd += ["--name", name]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL)
@@ -105,8 +106,8 @@ def _start_upstream(tmp_path, name=""):
     sel.close()
     if not line.startswith(b"READY "):
         _stop(proc)
-        pytest.fail("upstream.py did not start: %r %s" % (line, log_path.read_text()))
-    return Upstream(proc, int(line.split()[1]), name, log_path)
+        pytest.fail("%s did not start: %r %s" % (script.name, line, log_path.read_text()))
+    return (cls or Upstream)(proc, int(line.split()[1]), name, log_path)
 
 
 @pytest.fixture
@@ -127,6 +128,41 @@ def upstream_factory(tmp_path):
 @pytest.fixture
 def upstream(upstream_factory):
     return upstream_factory()
+
+
+class H2Upstream(Upstream):
+    """h2_upstream.py (h2c prior knowledge). stats() asks its /_stats over HTTP/1.1, which is
+    all the app serves on HTTP/1.1; its HTTP/1.1 connections are not counted in its stats."""
+
+    def stderr(self):
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def h2_upstream_factory(tmp_path):
+    """Factory: h2_upstream_factory(name="", max_streams=None, window=None) -> H2Upstream."""
+    started = []
+
+    def make(name="", max_streams=None, window=None):
+        args = []
+        if max_streams is not None:
+            args += ["--max-streams", max_streams]
+        if window is not None:
+            args += ["--window", window]
+        u = _start_upstream(tmp_path, name, script=H2_UPSTREAM_PY, args=args, cls=H2Upstream)
+        started.append(u)
+        return u
+
+    yield make
+    for u in started:
+        _stop(u.proc)
+        u.proc.stdout.close()
+
+
+@pytest.fixture
+def h2_upstream(h2_upstream_factory):
+    """A fresh h2_upstream.py with the default SETTINGS (256 concurrent streams)."""
+    return h2_upstream_factory()
 
 
 # ---- remora -------------------------------------------------------------------------------

@@ -1,0 +1,553 @@
+# SPDX-License-Identifier: Apache-2.0
+"""70: HTTP/2 downstream (h2c with prior knowledge on the ordinary listener) in front of the
+HTTP/1.1 test upstream: curl, nghttp and h2load as clients, the SETTINGS remora advertises,
+flow control on request bodies, GOAWAY when remora closes, header mapping both ways (Host from
+:authority, cookie crumbs, X-Forwarded-*, X-Request-Id, trailers), many concurrent streams on
+one connection, HTTP/1.1 `Upgrade: h2c` answered as HTTP/1.1, remora's own errors and limits
+on h2 streams, and the per-route and per-protocol metrics."""
+
+import hashlib
+import json
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from h2util import ErrorCodes, H2Client, H2Timeout, h2_get, remora_h2
+from helpers import (MIB, UUID4_RE, HttpConn, curl, free_port, http, metrics, pattern,
+                     pattern_sha256, wait_for)
+
+
+def app_headers(r):
+    """The request headers upstream.py saw (from its /echo JSON), as [(name, value)]."""
+    return [(k, v) for k, v in r.json()["headers"]]
+
+
+def app_header_all(r, name):
+    return [v for k, v in app_headers(r) if k.lower() == name.lower()]
+
+
+def req_counts(m, name="remora_requests_total"):
+    return {(l.get("route"), l.get("code")): v for l, v in m.series(name)}
+
+
+def delta(after, before):
+    keys = set(after) | set(before)
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
+    return {k: v for k, v in d.items() if v}
+
+
+# ---- clients: curl, nghttp ------------------------------------------------------------------
+
+def test_curl_prior_knowledge_get(proxy):
+    p = curl("--http2-prior-knowledge", "-D", "-", "-w", "\n%{http_version}",
+             "http://127.0.0.1:%d/echo?q=1" % proxy.port)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.decode()
+    head, _, rest = out.partition("\r\n\r\n")
+    assert head.startswith("HTTP/2 200"), out
+    body, _, version = rest.rpartition("\n")
+    assert version == "2", out
+    doc = json.loads(body)
+    assert doc["method"] == "GET" and doc["path"] == "/echo?q=1", doc
+    assert doc["version"] == "HTTP/1.1", "the h1 upstream is spoken to in HTTP/1.1: %r" % doc
+
+
+def test_curl_prior_knowledge_post(proxy, tmp_path):
+    body = pattern(0, 300000)
+    f = tmp_path / "body"
+    f.write_bytes(body)
+    p = curl("--http2-prior-knowledge", "--data-binary", "@%s" % f, "-w", "\n%{http_version}",
+             "http://127.0.0.1:%d/upload" % proxy.port)
+    assert p.returncode == 0, p.stderr
+    text, _, version = p.stdout.decode().rpartition("\n")
+    assert version == "2"
+    assert json.loads(text) == {"body_len": 300000,
+                                "body_sha256": hashlib.sha256(body).hexdigest()}
+
+
+def nghttp(*args, timeout=20):
+    return subprocess.run(["nghttp"] + list(args), capture_output=True, timeout=timeout)
+
+
+def settings_frames(out):
+    """[{name: value}] of every SETTINGS frame nghttp -v received (ACKs excluded)."""
+    frames = []
+    cur = None
+    for line in out.splitlines():
+        if "recv SETTINGS frame" in line:
+            cur = {} if "flags=0x00" in line else None
+            if cur is not None:
+                frames.append(cur)
+            continue
+        m = re.match(r"^\s+\[(SETTINGS_[A-Z_]+)\(0x[0-9a-f]+\):(\d+)\]", line)
+        if m and cur is not None:
+            cur[m.group(1)] = int(m.group(2))
+        elif not line.startswith(" "):
+            cur = None
+    return frames
+
+
+def test_nghttp_settings_default(proxy):
+    out = nghttp("-nv", "http://127.0.0.1:%d/echo" % proxy.port)
+    text = out.stdout.decode()
+    assert out.returncode == 0, (text, out.stderr)
+    frames = settings_frames(text)
+    assert frames, text
+    first = frames[0]
+    assert first.get("SETTINGS_MAX_CONCURRENT_STREAMS") == 100, text
+    # 65535 is the protocol default: sending it is optional
+    assert first.get("SETTINGS_INITIAL_WINDOW_SIZE", 65535) == 65535, text
+    assert first.get("SETTINGS_ENABLE_PUSH", 0) == 0, text
+    assert re.search(r"recv \(stream_id=\d+\) :status: 200", text), text
+
+
+def test_nghttp_settings_configured_and_window_updates(remora, upstream):
+    """initial_window 256KiB is advertised; a 1 MiB upload (four times the window, sixteen
+    times the connection window) only completes because remora sends WINDOW_UPDATEs as the
+    upstream takes the bytes."""
+    p = remora_h2(remora, upstream, http2={"max_concurrent_streams": 100,
+                                           "initial_window": "256KiB"})
+    body = pattern(0, MIB)
+    path = p.cfg_path.parent / "up.bin"
+    path.write_bytes(body)
+    out = nghttp("-v", "-d", str(path), "http://127.0.0.1:%d/upload" % p.port)
+    text = out.stdout.decode(errors="replace")
+    assert out.returncode == 0, (text[-3000:], out.stderr)
+    first = settings_frames(text)[0]
+    assert first.get("SETTINGS_MAX_CONCURRENT_STREAMS") == 100, text[:3000]
+    assert first.get("SETTINGS_INITIAL_WINDOW_SIZE") == 256 * 1024, text[:3000]
+    sid = re.search(r"send HEADERS frame <[^>]*stream_id=(\d+)>", text).group(1)
+    assert re.search(r"recv WINDOW_UPDATE frame <[^>]*stream_id=%s>" % sid, text), \
+        "no stream WINDOW_UPDATE from remora: " + text[-3000:]
+    assert re.search(r"recv WINDOW_UPDATE frame <[^>]*stream_id=0>", text), \
+        "no connection WINDOW_UPDATE from remora: " + text[-3000:]
+    assert '"body_len": %d' % MIB in text and hashlib.sha256(body).hexdigest() in text, \
+        text[-2000:]
+
+
+def test_goaway_when_remora_closes_idle_connection(remora, upstream):
+    p = remora(upstream, limits={"client_idle_timeout": "500ms"})
+    g0 = metrics(p.admin_port).value("remora_http2_goaway_total", 0, side="downstream")
+    with H2Client(p.port) as c:
+        r = c.get("/echo")
+        assert r.status == 200 and r.ended
+        t0 = time.monotonic()
+        assert c.wait_closed(timeout=4), "remora kept the idle h2 connection open"
+        took = time.monotonic() - t0
+        assert c.goaway is not None, "connection closed without a GOAWAY"
+        assert c.goaway.error_code == ErrorCodes.NO_ERROR, c.goaway
+        assert c.goaway.last_stream_id == 1, c.goaway
+        assert 0.2 < took < 3, took
+    assert wait_for(lambda: metrics(p.admin_port).value(
+        "remora_http2_goaway_total", 0, side="downstream") - g0 == 1, timeout=2), \
+        metrics(p.admin_port).series("remora_http2_goaway_total")
+
+
+def test_client_goaway_then_remora_finishes_open_stream(proxy):
+    """The client's own GOAWAY (no server-initiated streams) does not cut its open streams."""
+    with H2Client(proxy.port) as c:
+        sid = c.request("GET", "/delay?ms=300")
+        c.send_goaway()
+        r = c.response(sid)
+        assert r.status == 200 and r.body == b"ok", r
+
+
+# ---- request and response mapping -----------------------------------------------------------
+
+def test_authority_becomes_host(proxy):
+    r = h2_get(proxy.port, "/echo", authority="example.com:8080")
+    assert r.status == 200, r
+    assert app_header_all(r, "host") == ["example.com:8080"], r.json()["headers"]
+    assert not [k for k, _ in app_headers(r) if k.startswith(":")], r.json()["headers"]
+    doc = r.json()
+    assert (doc["method"], doc["path"], doc["version"]) == ("GET", "/echo", "HTTP/1.1")
+
+
+def test_host_header_without_authority(proxy):
+    """RFC 9113 8.3.1: a request may carry Host instead of :authority."""
+    r = h2_get(proxy.port, "/echo", authority=None, headers=[("host", "h.example")])
+    assert r.status == 200, r
+    assert app_header_all(r, "host") == ["h.example"], r.json()["headers"]
+
+
+def test_cookie_crumbs_joined(proxy):
+    r = h2_get(proxy.port, "/echo", headers=[("cookie", "a=1"), ("x-mid", "m"),
+                                             ("cookie", "b=2"), ("cookie", "c=3")])
+    assert r.status == 200
+    assert app_header_all(r, "cookie") == ["a=1; b=2; c=3"], r.json()["headers"]
+
+
+def test_forwarded_headers_and_request_id(proxy):
+    with H2Client(proxy.port) as c:
+        ids = set()
+        for _ in range(3):
+            r = c.get("/echo")
+            assert app_header_all(r, "x-forwarded-for") == ["127.0.0.1"]
+            assert app_header_all(r, "x-forwarded-proto") == ["http"]
+            sent = app_header_all(r, "x-request-id")
+            assert len(sent) == 1 and UUID4_RE.match(sent[0]), sent
+            assert r.header_all("x-request-id") == sent, r.headers
+            ids.add(sent[0])
+        assert len(ids) == 3
+        r = c.get("/echo", headers=[("x-request-id", "client-id-7"),
+                                    ("x-forwarded-for", "203.0.113.7")])
+        assert app_header_all(r, "x-request-id") == ["client-id-7"]
+        assert r.header_all("x-request-id") == ["client-id-7"]
+        assert app_header_all(r, "x-forwarded-for") == ["203.0.113.7, 127.0.0.1"]
+
+
+def test_end_to_end_headers_kept(proxy):
+    r = h2_get(proxy.port, "/echo", headers=[("x-dup", "1"), ("accept", "*/*"), ("x-dup", "2"),
+                                             ("te", "trailers"), ("user-agent", "h2test")])
+    assert r.status == 200
+    assert app_header_all(r, "x-dup") == ["1", "2"]
+    assert app_header_all(r, "user-agent") == ["h2test"]
+    assert app_header_all(r, "accept") == ["*/*"]
+    # TE: trailers may be passed on (HTTP/1.1 allows it), nothing else of TE
+    assert app_header_all(r, "te") in ([], ["trailers"]), r.json()["headers"]
+
+
+def test_body_with_content_length_forwarded_with_content_length(proxy):
+    body = pattern(0, 100000)
+    r = h2_get(proxy.port, "/echo", method="POST", body=body,
+               headers=[("content-length", str(len(body)))])
+    doc = r.json()
+    assert doc["body_len"] == 100000 and doc["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert app_header_all(r, "content-length") == ["100000"]
+    assert doc["body_chunked"] is False
+
+
+def test_body_without_content_length_forwarded_chunked(proxy):
+    body = pattern(0, 100000)
+    r = h2_get(proxy.port, "/echo", method="POST", body=body)
+    doc = r.json()
+    assert doc["body_len"] == 100000 and doc["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert doc["body_chunked"] is True, doc
+    assert app_header_all(r, "content-length") == []
+
+
+def test_request_trailers_become_chunked_trailers(proxy):
+    body = b"x" * 5000
+    r = h2_get(proxy.port, "/echo", method="POST", body=body,
+               headers=[("te", "trailers")], trailers=[("x-req-trailer", "yes")])
+    doc = r.json()
+    assert doc["body_len"] == 5000 and doc["body_chunked"] is True, doc
+    assert doc["trailers"] == [["x-req-trailer", "yes"]], doc
+
+
+def test_chunked_response_trailers_become_h2_trailers(proxy):
+    r = h2_get(proxy.port, "/chunked?n=3000&chunk=100&trailer=1", headers=[("te", "trailers")])
+    assert r.status == 200 and r.ended, r
+    assert r.body == pattern(0, 3000)
+    assert r.trailers == [("x-trailer", "yes")], r
+    assert r.header("transfer-encoding") is None
+
+
+def test_connection_specific_response_headers_dropped(proxy):
+    """h2 (the client library) rejects connection-specific fields and upper-case names in a
+    response; remora must drop Keep-Alive/Connection/Transfer-Encoding from the h1 upstream."""
+    r = h2_get(proxy.port, "/chunked?n=70000&chunk=4000&set=Keep-Alive:timeout%3D5"
+                           "&set=X-Kept:yes")
+    assert r.status == 200 and r.ended and r.body == pattern(0, 70000), r
+    names = [k for k, _ in r.headers]
+    for bad in ("connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"):
+        assert bad not in names, r.headers
+    assert r.header("x-kept") == "yes"
+    assert r.header("content-type") == "application/octet-stream"
+
+
+def test_head_and_bodyless_statuses(proxy):
+    with H2Client(proxy.port) as c:
+        r = c.get("/bytes?n=77", method="HEAD")
+        assert r.status == 200 and r.ended and r.body_len == 0, r
+        assert r.header("content-length") == "77"
+        r = c.get("/status/204")
+        assert r.status == 204 and r.ended and r.body_len == 0, r
+        r = c.get("/status/304")
+        assert r.status == 304 and r.ended and r.body_len == 0, r
+        r = c.get("/http10")
+        assert r.status == 200 and r.ended and r.body == b"hello10", r
+        r = c.get("/early-hints")
+        assert r.status == 200 and r.ended, r
+
+
+def test_large_response_byte_exact(proxy):
+    """Content-Length and chunked bodies several times the client's 64 KiB windows arrive
+    whole and end with END_STREAM (repeated: the end of the body races the windows)."""
+    for i in range(8):
+        with H2Client(proxy.port, timeout=5) as c:
+            sid = c.request("GET", "/bytes?n=%d" % (8 * MIB))
+            try:
+                r = c.response(sid, timeout=5)
+            except H2Timeout:
+                r = c.streams[sid]
+            assert r.status == 200 and r.body_len == 8 * MIB, (i, r)
+            assert r.ended, "run %d: all %d bytes arrived but no END_STREAM within 5 s " \
+                "(client windows open): %r" % (i, r.body_len, r)
+            assert r.sha256() == pattern_sha256(8 * MIB)
+            r = c.get("/chunked?n=%d&chunk=65536" % (3 * MIB), timeout=5)
+            assert r.ended and r.sha256() == pattern_sha256(3 * MIB)
+
+
+def test_upstream_breaking_mid_body_resets_the_stream(proxy):
+    """A response the h1 upstream cuts short must not look complete on h2: the stream is
+    reset, never ended with END_STREAM; the connection keeps serving."""
+    with H2Client(proxy.port) as c:
+        r = c.get("/close-mid?n=100000&send=30000")
+        assert r.status == 200, r
+        assert not r.ended and r.reset is not None, r
+        assert r.body_len < 100000
+        r = c.get("/close-mid-chunked?send=3000")
+        assert not r.ended and r.reset is not None, r
+        assert c.get("/echo?after").json()["path"] == "/echo?after"
+
+
+def test_client_reset_mid_response_keeps_connection(proxy, upstream):
+    m0 = metrics(proxy.admin_port)
+    with H2Client(proxy.port) as c:
+        sid = c.request("GET", "/bytes?n=%d" % (50 * MIB))
+        c.wait(lambda: c.streams[sid].status is not None)
+        c.reset(sid, ErrorCodes.CANCEL)
+        for i in range(3):
+            assert c.get("/echo?i=%d" % i).json()["path"] == "/echo?i=%d" % i
+    # the upconn of the cancelled response is not kept half-read in the pool
+    assert wait_for(lambda: upstream.stats()["conns_open"] <= 2, timeout=3), upstream.stats()
+    assert wait_for(lambda: metrics(proxy.admin_port).value(
+        "remora_http2_resets_total", 0, side="downstream", reason="cancel") -
+        m0.value("remora_http2_resets_total", 0, side="downstream", reason="cancel") == 1,
+        timeout=2), metrics(proxy.admin_port).series("remora_http2_resets_total")
+
+
+# ---- concurrency ----------------------------------------------------------------------------
+
+def test_many_concurrent_streams_on_one_connection(proxy):
+    with H2Client(proxy.port, timeout=10) as c:
+        t0 = time.monotonic()
+        sids = [c.request("GET", "/delay?ms=400&i=%d" % i) for i in range(100)]
+        rs = c.responses(sids, timeout=10)
+        took = time.monotonic() - t0
+    assert [r.status for r in rs] == [200] * 100, [r for r in rs if r.status != 200][:3]
+    assert all(r.body == b"ok" and r.ended for r in rs)
+    # served side by side, not one after another (100 x 0.4 s)
+    assert took < 4, took
+
+
+def test_concurrent_streams_keep_their_own_bodies(proxy):
+    bodies = [pattern(i * 7, 1000 + i * 997) for i in range(40)]
+    with H2Client(proxy.port, timeout=10) as c:
+        sids = [c.request("POST", "/echo?i=%d" % i, body=b,
+                          headers=[("content-length", str(len(b)))])
+                for i, b in enumerate(bodies)]
+        rs = c.responses(sids, timeout=10)
+    for i, (r, b) in enumerate(zip(rs, bodies)):
+        doc = r.json()
+        assert doc["path"] == "/echo?i=%d" % i
+        assert doc["body_len"] == len(b) and doc["body_sha256"] == hashlib.sha256(b).hexdigest()
+
+
+def test_h2_and_http1_clients_side_by_side(proxy):
+    errors = []
+
+    def h1():
+        try:
+            with HttpConn(proxy.port) as c:
+                for i in range(50):
+                    c.request("GET", "/echo?h1=%d" % i)
+                    assert c.read_response().json()["path"] == "/echo?h1=%d" % i
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    t = threading.Thread(target=h1)
+    t.start()
+    with H2Client(proxy.port) as c:
+        for i in range(50):
+            assert c.get("/echo?h2=%d" % i).json()["path"] == "/echo?h2=%d" % i
+    t.join(10)
+    assert not errors, errors
+
+
+def test_h2load(proxy):
+    out = subprocess.run(["h2load", "-c", "16", "-m", "10", "-n", "20000",
+                          "http://127.0.0.1:%d/bytes?n=100" % proxy.port],
+                         capture_output=True, timeout=60)
+    text = out.stdout.decode()
+    print(text[-1200:])
+    assert out.returncode == 0, (text, out.stderr)
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", text)
+    assert m, text
+    total, started, done, ok, failed, errored, timeout = map(int, m.groups())
+    assert (done, ok, failed, errored, timeout) == (20000, 20000, 0, 0, 0), text
+    assert re.search(r"status codes: 20000 2xx", text), text
+    assert re.search(r"Application protocol: h2c", text), text
+    assert proxy.alive()
+
+
+# ---- HTTP/1.1 Upgrade: h2c is ignored -------------------------------------------------------
+
+UPGRADE = [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
+           ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")]
+
+
+def test_http1_upgrade_h2c_answered_as_http1(proxy):
+    with HttpConn(proxy.port) as c:
+        c.request("GET", "/echo?up=1", headers=UPGRADE)
+        r = c.read_response()
+        assert r.version == "HTTP/1.1" and r.status == 200, r
+        assert r.header("upgrade") is None, r.headers
+        doc = r.json()
+        assert doc["path"] == "/echo?up=1"
+        seen = [k.lower() for k, _ in doc["headers"]]
+        assert "upgrade" not in seen and "http2-settings" not in seen, doc["headers"]
+    body = pattern(0, 5000)
+    with HttpConn(proxy.port) as c:
+        c.request("POST", "/echo?up=2", headers=UPGRADE, body=body)
+        r = c.read_response()
+        assert r.version == "HTTP/1.1" and r.status == 200, r
+        assert r.json()["body_len"] == 5000
+
+
+def test_http1_upgrade_h2c_connection_stays_http1(proxy):
+    """After an ignored Upgrade: h2c the connection is still an HTTP/1.1 keep-alive
+    connection: the next requests on it are parsed and served."""
+    with HttpConn(proxy.port) as c:
+        c.request("GET", "/echo?up=1", headers=UPGRADE)
+        r = c.read_response()
+        assert r.status == 200, r
+        c.request("GET", "/echo?up=2")
+        r = c.read_response()
+        assert r.status == 200 and r.json()["path"] == "/echo?up=2", (r, r.body)
+        c.request("POST", "/echo?up=3", headers=UPGRADE, body=b"x" * 100)
+        r = c.read_response()
+        assert r.status == 200 and r.json()["body_len"] == 100, (r, r.body)
+
+
+# ---- remora's own errors and limits on h2 streams --------------------------------------------
+
+def test_no_route_on_h2(remora, upstream):
+    p = remora(upstream, routes=[{"name": "api", "match": {"path_prefix": "/api"},
+                                  "upstream": "app", "timeout": "5s"}])
+    with H2Client(p.port) as c:
+        r = c.get("/nope")
+        assert r.status == 404 and r.ended, r
+        assert r.header("x-remora-error") == "no_route", r.headers
+        assert r.body_len < 1024
+        r = c.get("/api/x")
+        assert r.status == 200 and r.json()["path"] == "/api/x"
+
+
+def test_connect_refused_on_h2(remora):
+    p = remora(endpoints=["127.0.0.1:%d" % free_port()])
+    with H2Client(p.port) as c:
+        for _ in range(2):
+            r = c.get("/echo")
+            assert r.status == 502 and r.ended, r
+            assert r.header("x-remora-error") == "connect_refused", r.headers
+
+
+def test_upstream_reset_and_timeout_on_h2(remora, upstream):
+    p = remora(upstream, routes=[{"name": "default", "match": {"path_prefix": "/"},
+                                  "upstream": "app", "timeout": "300ms"}])
+    with H2Client(p.port) as c:
+        r = c.get("/reset")
+        assert r.status == 502 and r.header("x-remora-error") == "upstream_reset", r
+        t0 = time.monotonic()
+        r = c.get("/delay?ms=3000")
+        assert r.status == 504 and r.header("x-remora-error") == "upstream_timeout", r
+        assert time.monotonic() - t0 < 2
+        assert c.get("/delay?ms=10").status == 200
+
+
+@pytest.fixture
+def limited(remora, upstream):
+    return remora(upstream, limits={"max_header_bytes": "4KiB", "max_headers": 20,
+                                    "max_body_bytes": "1KiB"})
+
+
+def test_header_too_large_on_h2(limited):
+    with H2Client(limited.port) as c:
+        r = c.get("/echo", headers=[("x-big", "a" * 6000)])
+        assert r.status == 431 and r.ended, r
+        assert r.header("x-remora-error") == "header_too_large", r.headers
+    # under the limit passes; remora keeps serving
+    r = h2_get(limited.port, "/echo", headers=[("x-big", "a" * 3000)])
+    assert r.status == 200, r
+
+
+def test_too_many_headers_on_h2(limited):
+    r = h2_get(limited.port, "/echo", headers=[("x-h%d" % i, "v") for i in range(40)])
+    assert r.status == 431 and r.header("x-remora-error") == "too_many_headers", r
+
+
+def test_body_too_large_on_h2(limited):
+    with H2Client(limited.port) as c:
+        r = c.get("/echo", method="POST", body=b"x" * 2048,
+                  headers=[("content-length", "2048")])
+        assert r.status == 413 and r.header("x-remora-error") == "body_too_large", r
+        r = c.get("/echo", method="POST", body=b"x" * 3000)
+        assert r.status == 413 and r.header("x-remora-error") == "body_too_large", r
+        r = c.get("/echo", method="POST", body=b"x" * 1000)
+        assert r.status == 200 and r.json()["body_len"] == 1000, r
+
+
+# ---- metrics --------------------------------------------------------------------------------
+
+def test_metrics_count_h2_streams(remora, upstream):
+    p = remora(upstream, routes=[
+        {"name": "api", "match": {"path_prefix": "/api"}, "upstream": "app", "timeout": "5s"}])
+    m0 = metrics(p.admin_port)
+    before = req_counts(m0)
+    before_h = req_counts(m0, "remora_request_duration_seconds_count")
+    h2c0 = m0.value("remora_downstream_streams_total", 0, proto="h2c")
+    h10 = m0.value("remora_downstream_streams_total", 0, proto="http1")
+    with H2Client(p.port) as c:
+        sids = [c.request("GET", "/api/x?i=%d" % i) for i in range(7)]
+        sids += [c.request("GET", "/nope?i=%d" % i) for i in range(2)]
+        rs = c.responses(sids)
+    assert [r.status for r in rs] == [200] * 7 + [404] * 2
+    for i in range(3):
+        assert http(p.port, "GET", "/api/h1?i=%d" % i).status == 200
+    want = {("api", "2xx"): 10, ("", "4xx"): 2}
+
+    def reached():
+        return delta(req_counts(metrics(p.admin_port)), before) == want
+
+    wait_for(reached, timeout=3)
+    time.sleep(0.2)
+    m = metrics(p.admin_port)
+    assert delta(req_counts(m), before) == want
+    assert delta(req_counts(m, "remora_request_duration_seconds_count"), before_h) == want
+    assert m.types.get("remora_downstream_streams_total") == "counter", m.types
+    assert m.value("remora_downstream_streams_total", 0, proto="h2c") - h2c0 == 9, \
+        m.series("remora_downstream_streams_total")
+    assert m.value("remora_downstream_streams_total", 0, proto="http1") - h10 == 3, \
+        m.series("remora_downstream_streams_total")
+
+
+def test_streams_active_gauge(proxy):
+    m0 = metrics(proxy.admin_port)
+    assert m0.types.get("remora_downstream_streams_active") == "gauge", m0.types
+    assert m0.value("remora_downstream_streams_active") == 0
+    with H2Client(proxy.port) as c:
+        sids = [c.request("GET", "/delay?ms=1500&i=%d" % i) for i in range(5)]
+        assert wait_for(lambda: metrics(proxy.admin_port).value(
+            "remora_downstream_streams_active") == 5, timeout=1.2), \
+            metrics(proxy.admin_port).series("remora_downstream_streams_active")
+        assert metrics(proxy.admin_port).value("remora_downstream_connections") == 1
+        rs = c.responses(sids)
+        assert [r.status for r in rs] == [200] * 5
+        assert wait_for(lambda: metrics(proxy.admin_port).value(
+            "remora_downstream_streams_active") == 0, timeout=2)
+
+
+def test_access_log_line_per_h2_stream(proxy):
+    with H2Client(proxy.port) as c:
+        rs = c.responses([c.request("GET", "/echo?log=%d" % i) for i in range(4)])
+    assert all(r.status == 200 for r in rs)
+    logs = proxy.access_logs(at_least=4)
+    assert len(logs) == 4, logs
+    assert sorted(e.get("path") for e in logs) == ["/echo?log=%d" % i for i in range(4)], logs
+    assert all(e.get("status") == 200 and e.get("method") == "GET" for e in logs), logs
