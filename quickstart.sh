@@ -10,7 +10,7 @@ ROOT=$PWD
 BUILD_DEPS=(build-essential autoconf automake libtool pkg-config libevent-dev libnghttp2-dev
     libc-ares-dev libssl-dev libjemalloc-dev libyaml-dev node-llhttp)
 RUN_DEPS=(python3 curl)
-TEST_DEPS=(libcmocka-dev python3-pytest python3-h2 python3-grpcio python3-prometheus-client prometheus wrk nghttp2-client nghttp2-server clang)
+TEST_DEPS=(libcmocka-dev python3-pytest python3-h2 python3-grpcio dnsmasq-base python3-prometheus-client prometheus wrk nghttp2-client nghttp2-server clang)
 
 log() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
 

@@ -128,6 +128,14 @@ static void reconcile(struct rem_cluster *c)
         wake_dns_waiters(c);
 }
 
+/* Readiness (main thread) reads this: 0 resolved, else 1 + the latest failing result (or
+ * 1 + REM_DNS__N before any answer). */
+static void publish_dns_state(struct rem_cluster *c)
+{
+    int64_t st = c->resolved ? 0 : 1 + (int64_t)c->last_dns_result;
+    __atomic_store_n(&c->metrics->dns_state, st, __ATOMIC_RELAXED);
+}
+
 static void on_dns_update(void *arg, const struct rem_sockaddr *addrs, size_t n)
 {
     struct rem_dns_source *src = arg;
@@ -142,11 +150,14 @@ static void on_dns_update(void *arg, const struct rem_sockaddr *addrs, size_t n)
         memcpy(src->addrs, addrs, n * sizeof(*addrs));
         src->n_addrs = n;
         src->answered = true;
+    } else {
+        src->answered = false; /* stale_ttl ran out: back to waiting for an answer */
     }
     bool all = true;
     for (size_t i = 0; i < c->n_sources; i++)
         all = all && c->sources[i].answered;
     c->resolved = all;
+    publish_dns_state(c);
     reconcile(c);
 }
 
@@ -156,11 +167,10 @@ static void on_dns_lookup(void *arg, enum rem_dns_result r, uint64_t ns)
     struct rem_cluster *c = src->cluster;
     REM_M_ADD(c->metrics->dns_lookups[r], 1);
     rem_hist_record(&c->metrics->dns_duration, &c->worker->mlayout->upstream_hist, ns);
-    if (r != REM_DNS_SUCCESS)
+    if (r != REM_DNS_SUCCESS) {
         c->last_dns_result = (int)r;
-    /* Readiness (main thread) reads this: 0 resolved, else 1 + the failing result. */
-    __atomic_store_n(&c->metrics->dns_state,
-                     src->answered || r == REM_DNS_SUCCESS ? 0 : 1 + (int64_t)r, __ATOMIC_RELAXED);
+        publish_dns_state(c);
+    }
 }
 
 static const struct rem_dns_cbs dns_cbs = {.on_update = on_dns_update, .on_lookup = on_dns_lookup};
@@ -292,7 +302,8 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_u
             src->cluster = c;
             src->watch = rem_dns_watch(w->dns, e->host, e->port, &dns_cbs, src);
         }
-        __atomic_store_n(&c->metrics->dns_state, 1 + (int64_t)REM_DNS__N, __ATOMIC_RELAXED);
+        c->last_dns_result = REM_DNS__N; /* "no answer yet" */
+        publish_dns_state(c);
     } else {
         c->resolved = true;
     }
