@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -32,7 +33,8 @@ struct rem_healthcheck {
     const struct rem_config *cfg; /* borrowed */
     struct hc_endpoint *eps;      /* owned */
     size_t n_eps;
-    int8_t *states; /* owned, per upstream */
+    int8_t *states;         /* owned, per upstream */
+    struct evdns_base *dns; /* owned: resolves endpoint names without blocking (evdns) */
 };
 
 static void update_upstream(struct rem_healthcheck *h, size_t u)
@@ -118,6 +120,25 @@ struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, const struc
             n += cfg->upstreams[u].n_endpoints;
     }
     h->eps = rem_xcalloc(n ? n : 1, sizeof(*h->eps));
+    bool names = false;
+    for (size_t u = 0; u < cfg->n_upstreams; u++)
+        for (size_t i = 0; cfg->upstreams[u].health_check.path && i < cfg->upstreams[u].n_endpoints;
+             i++)
+            names = names || cfg->upstreams[u].endpoints[i].is_name;
+    if (names) {
+        /* evhttp would otherwise resolve names with a blocking getaddrinfo on this loop. The
+         * servers follow dns.resolvers, else resolv.conf (evdns also reads /etc/hosts). */
+        h->dns = evdns_base_new(base, cfg->dns.n_resolvers ? 0 : EVDNS_BASE_INITIALIZE_NAMESERVERS);
+        for (size_t i = 0; h->dns && i < cfg->dns.n_resolvers; i++) {
+            char a[64];
+            if (rem_sockaddr_str(&cfg->dns.resolvers[i], a, sizeof(a)) == 0)
+                evdns_base_nameserver_ip_add(h->dns, a);
+        }
+        if (h->dns && cfg->dns.n_resolvers)
+            evdns_base_load_hosts(h->dns, NULL);
+        if (!h->dns)
+            rem_log_warn("healthcheck: no async resolver; names resolve synchronously");
+    }
     for (size_t u = 0; u < cfg->n_upstreams; u++) {
         const struct rem_cfg_upstream *up = &cfg->upstreams[u];
         if (!up->health_check.path)
@@ -131,7 +152,7 @@ struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, const struc
                      strchr(e->cfg->host, ':') ? "[%s]:%u" : "%s:%u", e->cfg->host,
                      (unsigned)e->cfg->port);
             snprintf(e->last, sizeof(e->last), "waiting for the first health check");
-            e->conn = evhttp_connection_base_new(base, NULL, e->cfg->host, e->cfg->port);
+            e->conn = evhttp_connection_base_new(base, h->dns, e->cfg->host, e->cfg->port);
             e->timer = evtimer_new(base, on_timer, e);
             if (!e->conn || !e->timer) {
                 rem_log_error("healthcheck: cannot set up %s", e->authority);
@@ -165,6 +186,8 @@ void rem_healthcheck_free(struct rem_healthcheck *h)
     }
     free(h->eps);
     free(h->states);
+    if (h->dns)
+        evdns_base_free(h->dns, 0);
     free(h);
 }
 

@@ -538,3 +538,17 @@ def test_slow_lookup_never_blocks_other_upstreams(remora, slow_dns, upstream):
     assert slow_result["r"].status == 200, slow_result
     assert 1.5 <= slow_result["took"] < 5.0, slow_result
     assert endpoints_gauge(p, "fast") == 1
+
+
+# ---- health checks of named endpoints --------------------------------------------------------
+
+def test_health_check_of_a_name_resolves_through_dns_resolvers(remora, dnsmasq, upstream):
+    """A health-checked upstream given by name: the main thread resolves it asynchronously
+    through dns.resolvers (evdns), never through the system resolver (which does not know the
+    name), and /readyz turns 200 once the app answers the check."""
+    d = dnsmasq([("127.0.0.1", NAME)], ttl=1)
+    p = dns_remora(remora, d.resolver, ["%s:%d" % (NAME, upstream.port)], ready=False,
+                   upstream_opts={"health_check": {"path": "/echo", "interval": "200ms",
+                                                   "timeout": "1s", "rise": 1, "fall": 1}})
+    assert wait_for(lambda: http_get_body(p.admin_port, "/readyz", timeout=1.0)[0] == 200,
+                    timeout=5), http_get_body(p.admin_port, "/readyz", timeout=1.0)
