@@ -47,7 +47,8 @@ build() {
 cmd_run() {
     install_deps "${BUILD_DEPS[@]}" "${RUN_DEPS[@]}"
     build ""
-    local app_pid rem_pid
+    # Not local: the EXIT trap runs after this function has returned.
+    app_pid="" rem_pid=""
     /usr/bin/python3 tests/integration/upstream.py --host 127.0.0.1 --port 8080 > /tmp/remora-demo-app.log 2>&1 &
     app_pid=$!
     proxy/remora -c conf/remora.yaml &
