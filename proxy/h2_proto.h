@@ -52,5 +52,7 @@ int rem_h2_grpc_status(enum rem_err e);
 
 /* Counts one RST_STREAM on a conn of that side (remora_http2_resets_total). */
 void rem_h2_count_reset(struct rem_metrics_shard *m, enum rem_h2_side side, uint32_t code);
+/* Counts f when it is a RST_STREAM or a GOAWAY (sent or received) on a conn of that side. */
+void rem_h2_count_frame(struct rem_metrics_shard *m, enum rem_h2_side side, const nghttp2_frame *f);
 
 #endif

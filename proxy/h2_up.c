@@ -380,10 +380,7 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
     struct rem_h2_up *u = arg;
-    if (f->hd.type == NGHTTP2_RST_STREAM)
-        rem_h2_count_reset(shard(u), REM_H2_SIDE_UP, f->rst_stream.error_code);
-    else if (f->hd.type == NGHTTP2_GOAWAY)
-        REM_M_ADD(shard(u)->h2_goaway[REM_H2_SIDE_UP], 1);
+    rem_h2_count_frame(shard(u), REM_H2_SIDE_UP, f);
     return 0;
 }
 
