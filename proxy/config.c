@@ -72,6 +72,23 @@ static void config_free(struct rem_config *cfg)
     free(cfg);
 }
 
+void rem_cfg_upstream_defaults(struct rem_cfg_upstream *u)
+{
+    u->protocol = REM_PROTO_HTTP1;
+    u->connect_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
+    u->idle_timeout_ms = REM_DEF_IDLE_TIMEOUT_MS;
+    u->max_connections = REM_DEF_MAX_CONNECTIONS;
+    u->max_requests = REM_DEF_MAX_REQUESTS;
+    u->max_pending = REM_DEF_MAX_PENDING;
+    u->queue_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
+    u->adaptive = false;
+    u->lb = REM_LB_ROUND_ROBIN;
+    u->health_check.interval_ms = REM_DEF_HC_INTERVAL_MS;
+    u->health_check.timeout_ms = REM_DEF_HC_TIMEOUT_MS;
+    u->health_check.rise = REM_DEF_HC_RISE;
+    u->health_check.fall = REM_DEF_HC_FALL;
+}
+
 struct rem_config *rem_config_new(const char *source)
 {
     static const double def_buckets[] = REM_DEF_BUCKETS;
@@ -160,19 +177,7 @@ void rem_config_fill_defaults(struct rem_config *cfg)
                     REM_DEF_UPSTREAM_ENDPOINT);
             abort();
         }
-        u->protocol = REM_PROTO_HTTP1;
-        u->connect_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
-        u->idle_timeout_ms = REM_DEF_IDLE_TIMEOUT_MS;
-        u->max_connections = REM_DEF_MAX_CONNECTIONS;
-        u->max_requests = REM_DEF_MAX_REQUESTS;
-        u->max_pending = REM_DEF_MAX_PENDING;
-        u->queue_timeout_ms = u->connect_timeout_ms;
-        u->adaptive = false;
-        u->lb = REM_LB_ROUND_ROBIN;
-        u->health_check.interval_ms = REM_DEF_HC_INTERVAL_MS;
-        u->health_check.timeout_ms = REM_DEF_HC_TIMEOUT_MS;
-        u->health_check.rise = REM_DEF_HC_RISE;
-        u->health_check.fall = REM_DEF_HC_FALL;
+        rem_cfg_upstream_defaults(u);
     }
     /* A nameless first upstream only exists in a load that has already failed. */
     if (cfg->routes == NULL && cfg->n_upstreams > 0 && cfg->upstreams[0].name != NULL) {

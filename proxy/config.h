@@ -251,6 +251,9 @@ void rem_config_diag_dispose(struct rem_config_diag *diag);
  * "<embedded>"), workers, limits, log, metrics and dns at their defaults and no listeners, admin,
  * upstreams or routes yet. Free it with rem_config_unref. Aborts on OOM. */
 struct rem_config *rem_config_new(const char *source);
+/* For the loader only: every field of u that has a default gets it (name, endpoints and the
+ * health check path are left alone). */
+void rem_cfg_upstream_defaults(struct rem_cfg_upstream *u);
 /* For the loader only: gives each section still absent (listeners == NULL, admin.name == NULL,
  * upstreams == NULL, routes == NULL) the default rem_config_default describes, and each http2
  * field still 0 of every listener and admin its default (max_header_list_bytes from

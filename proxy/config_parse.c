@@ -1064,19 +1064,7 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
         uint64_t v;
         int proto, lb;
 
-        u->protocol = REM_PROTO_HTTP1;
-        u->connect_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
-        u->idle_timeout_ms = REM_DEF_IDLE_TIMEOUT_MS;
-        u->max_connections = REM_DEF_MAX_CONNECTIONS;
-        u->max_requests = REM_DEF_MAX_REQUESTS;
-        u->max_pending = REM_DEF_MAX_PENDING;
-        u->queue_timeout_ms = REM_DEF_CONNECT_TIMEOUT_MS;
-        u->adaptive = false;
-        u->lb = REM_LB_ROUND_ROBIN;
-        u->health_check.interval_ms = REM_DEF_HC_INTERVAL_MS;
-        u->health_check.timeout_ms = REM_DEF_HC_TIMEOUT_MS;
-        u->health_check.rise = REM_DEF_HC_RISE;
-        u->health_check.fall = REM_DEF_HC_FALL;
+        rem_cfg_upstream_defaults(u);
         if (item == NULL || !budget(c, item))
             break;
         if (!map_fields(c, item, "an upstream", "in upstream", f, F_N))

@@ -4,8 +4,8 @@
  * d_pending while no upconn is ready), responses come out of d_out through a data provider that
  * defers when it is empty. Window is given back (nghttp2_session_consume) only for bytes the
  * upconn took, so a slow upstream holds the client to its window. Re-entry is avoided with a
- * depth counter: anything that wants to send while the session is inside recv or send only
- * marks want_send, and the outermost caller sends. */
+ * depth counter: a send asked for while the session is inside recv or send is left to the
+ * outermost call, which always sends on its way out. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,9 +33,8 @@ struct rem_h2_down {
     struct rem_conn *c;  /* borrowed: the owner */
     struct rem_stream_list streams;
     unsigned n_streams;
-    int depth;      /* > 0 while inside nghttp2 */
-    bool want_send; /* a send was asked for while inside nghttp2 */
-    bool dead;      /* the conn closed: callbacks do nothing */
+    int depth; /* > 0 while inside nghttp2 */
+    bool dead; /* the conn closed: callbacks do nothing */
     uint64_t win_start_ms;
     uint32_t resets, ctrl; /* in the current reset_interval */
 };
@@ -74,11 +73,8 @@ static void send_now(struct rem_h2_down *d);
  * conn's kick event does, once the current callbacks have returned. */
 static void schedule_send(struct rem_h2_down *d)
 {
-    if (d->depth > 0) {
-        d->want_send = true;
-        return;
-    }
-    event_active(d->c->kick, EV_TIMEOUT, 1);
+    if (d->depth == 0)
+        event_active(d->c->kick, EV_TIMEOUT, 1);
 }
 
 /* Abuse accounting over listeners[].http2.reset_interval. */
@@ -469,7 +465,9 @@ static struct rem_h2_down *live(struct rem_stream *s)
     return d && !d->dead && !s->d_closed ? d : NULL;
 }
 
-int rem_h2_down_write_head(struct rem_stream *s)
+/* Submits s->resp as a HEADERS frame: the final head (with x-request-id, then the body through
+ * the data provider, or END_STREAM when there is none) or an interim 1xx. */
+static int submit_head(struct rem_stream *s, bool final)
 {
     struct rem_h2_down *d = live(s);
     if (!d)
@@ -478,37 +476,37 @@ int rem_h2_down_write_head(struct rem_stream *s)
     char status[4];
     if (!nva)
         return -REM_E_NOMEM;
-    size_t n = rem_h2_response_nva(&s->resp, status, s->rid, s->rid_len, nva);
+    size_t n = rem_h2_response_nva(&s->resp, status, final ? s->rid : NULL, s->rid_len, nva);
     for (size_t i = 0; i < n; i++)
         s->bytes_out += nva[i].namelen + nva[i].valuelen;
-    bool body =
-        rem_http_response_has_body(s->head_request, s->resp.status) && !s->resp_headers_only;
-    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = on_read_body};
-    int rv = nghttp2_submit_response(d->ng, s->d_id, nva, n, body ? &prd : NULL);
+    int rv;
+    bool body = final && rem_http_response_has_body(s->head_request, s->resp.status) &&
+                !s->resp_headers_only;
+    if (final) {
+        nghttp2_data_provider prd = {.source.ptr = s, .read_callback = on_read_body};
+        rv = nghttp2_submit_response(d->ng, s->d_id, nva, n, body ? &prd : NULL);
+    } else {
+        rv = nghttp2_submit_headers(d->ng, NGHTTP2_FLAG_NONE, s->d_id, NULL, nva, n, NULL);
+    }
     free(nva);
-    if (rv != 0)
+    if (rv < 0)
         return -REM_E_NOMEM;
-    s->d_submitted = true;
-    if (!body)
-        s->d_eof = true;
+    if (final) {
+        s->d_submitted = true;
+        s->d_eof = !body;
+    }
     schedule_send(d);
     return 0;
 }
 
+int rem_h2_down_write_head(struct rem_stream *s)
+{
+    return submit_head(s, true);
+}
+
 int rem_h2_down_write_interim(struct rem_stream *s)
 {
-    struct rem_h2_down *d = live(s);
-    if (!d)
-        return 0;
-    nghttp2_nv *nva = malloc(sizeof(*nva) * (s->resp.n_hdrs + 4));
-    char status[4];
-    if (!nva)
-        return -REM_E_NOMEM;
-    size_t n = rem_h2_response_nva(&s->resp, status, NULL, 0, nva);
-    int rv = nghttp2_submit_headers(d->ng, NGHTTP2_FLAG_NONE, s->d_id, NULL, nva, n, NULL);
-    free(nva);
-    schedule_send(d);
-    return rv < 0 ? -REM_E_NOMEM : 0;
+    return submit_head(s, false);
 }
 
 int rem_h2_down_write_body(struct rem_stream *s, const char *p, size_t n)
@@ -709,27 +707,15 @@ static void send_now(struct rem_h2_down *d)
     struct rem_conn *c = d->c;
     if (d->dead || c->state >= REM_CONN_CLOSED)
         return;
-    size_t high = rem_conn_high_watermark(c);
     d->depth++;
-    d->want_send = false;
-    while (evbuffer_get_length(c->t.out) < high) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(d->ng, &data);
-        if (n < 0) {
-            rem_log_debug("conn %s: http2 send: %s", c->peer, nghttp2_strerror((int)n));
-            d->depth--;
-            rem_conn_close(c);
-            return;
-        }
-        if (n == 0)
-            break;
-        if (evbuffer_add(c->t.out, data, (size_t)n) < 0) {
-            d->depth--;
-            rem_conn_close(c);
-            return;
-        }
-    }
+    int rc = rem_h2_pump(d->ng, c->t.out, rem_conn_high_watermark(c));
     d->depth--;
+    if (rc < 0) {
+        rem_log_debug("conn %s: http2 send: %s", c->peer,
+                      rc == -REM_E_NOMEM ? "out of memory" : nghttp2_strerror(rc));
+        rem_conn_close(c);
+        return;
+    }
     if (d->dead || c->state >= REM_CONN_CLOSED)
         return;
     rem_transport_flush_later(&c->t);

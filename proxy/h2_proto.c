@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "h2_proto.h"
 #include "http.h"
 #include "metrics.h"
@@ -213,4 +215,17 @@ void rem_h2_count_frame(struct rem_metrics_shard *m, enum rem_h2_side side, cons
         rem_h2_count_reset(m, side, f->rst_stream.error_code);
     else if (f->hd.type == NGHTTP2_GOAWAY)
         REM_M_ADD(m->h2_goaway[side], 1);
+}
+
+int rem_h2_pump(nghttp2_session *ng, struct evbuffer *out, size_t high)
+{
+    while (evbuffer_get_length(out) < high) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(ng, &data);
+        if (n <= 0)
+            return (int)n;
+        if (evbuffer_add(out, data, (size_t)n) < 0)
+            return -REM_E_NOMEM;
+    }
+    return 0;
 }

@@ -13,6 +13,7 @@
 
 #include "error.h"
 
+struct evbuffer;
 struct rem_head;
 struct rem_metrics_shard;
 
@@ -45,6 +46,11 @@ struct rem_h2_request {
 int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const char *client_addr,
                          const char *request_id, const char *default_host, int64_t content_length);
 void rem_h2_request_dispose(struct rem_h2_request *r);
+
+/* Moves the frames the session has to send into out until it has none or out holds high
+ * bytes. Returns 0, an nghttp2 error (< 0) or -REM_E_NOMEM. Not for use inside ng's own
+ * callbacks. */
+int rem_h2_pump(nghttp2_session *ng, struct evbuffer *out, size_t high);
 
 /* The grpc-status remora answers for its own error e (gRPC's HTTP mapping, with timeouts as
  * DEADLINE_EXCEEDED and shedding as UNAVAILABLE). */

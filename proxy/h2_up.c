@@ -33,7 +33,6 @@ struct rem_h2_up {
     struct rem_stream_list streams;
     unsigned n_streams;
     int depth;
-    bool want_send;
     bool goaway;       /* the app said GOAWAY, or we are closing: no new streams */
     bool ping_out;     /* a liveness PING awaits its ACK */
     bool got_settings; /* the app's SETTINGS arrived */
@@ -97,11 +96,8 @@ static void send_now(struct rem_h2_up *u);
 /* As in h2_down: never send inside the caller's stack; the upconn's kick event does. */
 static void schedule_send(struct rem_h2_up *u)
 {
-    if (u->depth > 0) {
-        u->want_send = true;
-        return;
-    }
-    event_active(u->uc->kick, EV_TIMEOUT, 1);
+    if (u->depth == 0) /* else the outermost recv/send sends on its way out */
+        event_active(u->uc->kick, EV_TIMEOUT, 1);
 }
 
 /* ---- request side ------------------------------------------------------------------------ */
@@ -452,19 +448,12 @@ static void send_now(struct rem_h2_up *u)
     if (uc->state == REM_UPCONN_CLOSED || uc->state == REM_UPCONN_CONNECTING)
         return; /* the preface and requests go once connected */
     u->depth++;
-    u->want_send = false;
-    while (evbuffer_get_length(uc->t.out) < uc->t.write_high) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(u->ng, &data);
-        if (n == 0)
-            break;
-        if (n < 0 || evbuffer_add(uc->t.out, data, (size_t)n) < 0) {
-            u->depth--;
-            rem_h2_up_fail_all(uc, REM_E_UPSTREAM_RESET);
-            return;
-        }
-    }
+    int rc = rem_h2_pump(u->ng, uc->t.out, uc->t.write_high);
     u->depth--;
+    if (rc < 0) {
+        rem_h2_up_fail_all(uc, REM_E_UPSTREAM_RESET);
+        return;
+    }
     if (uc->state == REM_UPCONN_CLOSED)
         return;
     rem_transport_flush_later(&uc->t);

@@ -601,38 +601,35 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
         rb_i64(b, v);
         rb_put(b, "\n", 1);
     }
-    /* DNS series only for upstreams that resolve names (have looked one up). */
+    /* DNS series only for upstreams that resolve names (have looked one up). The per-result
+     * sums are read once, so the counter and the histogram agree on which upstreams appear. */
     static const char lookups[] = "remora_dns_lookups_total";
     static const char dns_dur[] = "remora_dns_lookup_duration_seconds";
+    uint64_t(*dv)[REM_DNS_RESULTS] = calloc(l->n_upstreams ? l->n_upstreams : 1, sizeof(*dv));
+    bool *has = calloc(l->n_upstreams ? l->n_upstreams : 1, sizeof(*has));
     bool fam = false;
-    for (size_t u = 0; u < l->n_upstreams; u++) {
-        uint64_t v[REM_DNS_RESULTS] = {0}, any = 0;
+    if (!dv || !has)
+        b->oom = true;
+    for (size_t u = 0; dv && has && u < l->n_upstreams; u++) {
         for (size_t s = 0; s < n_shards; s++)
             for (int r = 0; r < REM_DNS_RESULTS; r++)
-                v[r] += LOAD(shards[s]->upstreams[u].dns_lookups[r]);
+                dv[u][r] += LOAD(shards[s]->upstreams[u].dns_lookups[r]);
         for (int r = 0; r < REM_DNS_RESULTS; r++)
-            any += v[r];
-        if (!any)
-            continue;
-        if (!fam) {
-            rb_family(b, lookups, "counter", "DNS lookups of upstream endpoint names by result.");
-            fam = true;
-        }
-        for (int r = 0; r < REM_DNS_RESULTS; r++) {
-            labels = labels2(&lb, "upstream", l->upstream_label[u], "result", dns_result[r]);
-            rb_series(b, lookups, NULL, labels);
-            rb_u64(b, v[r]);
-            rb_put(b, "\n", 1);
-        }
+            has[u] = has[u] || dv[u][r] > 0;
+        fam = fam || has[u];
     }
     if (fam) {
+        rb_family(b, lookups, "counter", "DNS lookups of upstream endpoint names by result.");
+        for (size_t u = 0; u < l->n_upstreams; u++)
+            for (int r = 0; has[u] && r < REM_DNS_RESULTS; r++) {
+                labels = labels2(&lb, "upstream", l->upstream_label[u], "result", dns_result[r]);
+                rb_series(b, lookups, NULL, labels);
+                rb_u64(b, dv[u][r]);
+                rb_put(b, "\n", 1);
+            }
         rb_family(b, dns_dur, "histogram", "Duration of DNS lookups of upstream endpoint names.");
         for (size_t u = 0; u < l->n_upstreams; u++) {
-            uint64_t any = 0;
-            for (size_t s = 0; s < n_shards; s++)
-                for (int r = 0; r < REM_DNS_RESULTS; r++)
-                    any += LOAD(shards[s]->upstreams[u].dns_lookups[r]);
-            if (!any)
+            if (!has[u])
                 continue;
             memset(h, 0, sizeof(*h));
             for (size_t s = 0; s < n_shards; s++)
@@ -641,6 +638,8 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
             rb_hist(b, dns_dur, labels, &l->upstream_hist, h);
         }
     }
+    free(dv);
+    free(has);
 
     bool any_hc = false;
     for (size_t u = 0; proc && proc->upstream_healthy && u < l->n_upstreams; u++)
