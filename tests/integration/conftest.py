@@ -17,7 +17,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from helpers import default_config, free_port, http_get_body, rss_kib, to_yaml  # noqa: E402
+from helpers import (default_config, free_port, http_get_body, rss_kib, stop_process,  # noqa: E402
+                     to_yaml)
 
 ROOT = HERE.parent.parent
 BIN = Path(os.environ.get("REMORA_BIN", str(ROOT / "proxy" / "remora")))
@@ -42,22 +43,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _stop(proc, grace=3.0):
-    """SIGTERM, then SIGKILL after grace seconds; by PID only. Returns the exit status."""
-    if proc.poll() is None:
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
-    return proc.returncode
+_stop = stop_process  # the name the tests import
 
 
 # ---- upstream -----------------------------------------------------------------------------

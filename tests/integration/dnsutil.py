@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import HttpConn, Truncated
+from helpers import HttpConn, Truncated, stop_process
 
 HERE = Path(__file__).resolve().parent
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -46,22 +46,7 @@ QTYPES = {"A": 1, "AAAA": 28}
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
 
-def _stop_proc(proc, grace=3.0):
-    """SIGTERM, then SIGKILL after grace seconds; by PID only. Returns the exit status."""
-    if proc.poll() is None:
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
-    return proc.returncode
+_stop_proc = stop_process
 
 
 # ---- DNS wire format ------------------------------------------------------------------------

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import grpc
 
+from helpers import stop_process
+
 SERVICE = "test.Echo"
 HERE = Path(__file__).resolve().parent
 PYTHON = "/usr/bin/python3"
@@ -227,19 +229,7 @@ class App:
     def stop(self, grace=3.0):
         """SIGTERM, then SIGKILL after grace seconds; by PID only."""
         p = self.proc
-        if p.poll() is None:
-            try:
-                os.kill(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(grace)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.kill(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(5)
+        stop_process(p, grace)
         if p.stdout:
             p.stdout.close()
         return p.returncode

@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """helpers: byte-exact HTTP/1.x client pieces, config writing and measurement helpers for the
 integration tests. Every network call has a timeout; nothing here starts a process (the
-fixtures in conftest.py own processes)."""
+fixtures in conftest.py own processes; stop_process is how every owner stops one)."""
 
 import hashlib
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -15,6 +17,24 @@ PATTERN = b"0123456789abcdef"
 BLOCK = PATTERN * 4096  # 64 KiB, the same stream upstream.py sends
 UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 MIB = 1024 * 1024
+
+
+def stop_process(proc, grace=3.0):
+    """SIGTERM, then SIGKILL after grace seconds; by PID only. Returns the exit status."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+    return proc.returncode
 
 
 def pattern(off, n):
