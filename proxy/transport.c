@@ -17,6 +17,7 @@
 #include "worker.h"
 
 #define REM_READ_CHUNK 16384
+#define REM_WRITE_VECS 16
 
 static void set_reading(struct rem_transport *t, bool on)
 {
@@ -60,14 +61,16 @@ void rem_transport_read(struct rem_transport *t, bool on)
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_transport *t = arg;
-    struct evbuffer_iovec vec[2];
-    int nvec = evbuffer_reserve_space(t->in, REM_READ_CHUNK, vec, 2);
+    /* One contiguous reservation read with recv(2): cheaper in the kernel than readv(2)
+     * (no iovec import, no file-position lock), and one chain is all a read fills. */
+    struct evbuffer_iovec vec[1];
+    int nvec = evbuffer_reserve_space(t->in, REM_READ_CHUNK, vec, 1);
     if (nvec < 0) {
         t->error = ENOMEM;
         t->cbs->on_event(t, REM_TE_ERROR, t->arg);
         return;
     }
-    ssize_t n = readv(fd, (struct iovec *)vec, nvec);
+    ssize_t n = recv(fd, vec[0].iov_base, vec[0].iov_len, 0);
     if (n < 0) {
         evbuffer_commit_space(t->in, vec, 0);
         if (errno == EAGAIN || errno == EINTR)
@@ -95,13 +98,34 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     t->cbs->on_read(t, t->arg);
 }
 
+/* One send(2) of what t->out holds: send() when it is one chain (the common case: a head
+ * and a small body share a chain), sendmsg() over up to REM_WRITE_VECS chains otherwise.
+ * Both skip writev(2)'s file-position lock, and MSG_NOSIGNAL makes EPIPE an error return. */
+static ssize_t send_out(struct rem_transport *t)
+{
+    struct evbuffer_iovec vec[REM_WRITE_VECS];
+    int n = evbuffer_peek(t->out, -1, NULL, vec, REM_WRITE_VECS);
+    if (n > REM_WRITE_VECS)
+        n = REM_WRITE_VECS;
+    ssize_t w;
+    if (n == 1) {
+        w = send(t->fd, vec[0].iov_base, vec[0].iov_len, MSG_NOSIGNAL);
+    } else {
+        struct msghdr m = {.msg_iov = (struct iovec *)vec, .msg_iovlen = (size_t)n};
+        w = sendmsg(t->fd, &m, MSG_NOSIGNAL);
+    }
+    if (w > 0)
+        evbuffer_drain(t->out, (size_t)w);
+    return w;
+}
+
 size_t rem_transport_flush(struct rem_transport *t)
 {
     if (t->closed || t->connecting)
         return t->closed ? 0 : evbuffer_get_length(t->out);
     size_t before = evbuffer_get_length(t->out);
     while (evbuffer_get_length(t->out) > 0) {
-        int n = evbuffer_write(t->out, t->fd);
+        ssize_t n = send_out(t);
         if (n > 0) {
             t->last_write_ms = rem_now_ms();
             continue;
