@@ -23,7 +23,8 @@ static nghttp2_nv nv_of(struct rem_head *h, const struct rem_hdr *x)
     char *name = h->buf + x->name_off;
     lower(name, x->name_len);
     return (nghttp2_nv){(uint8_t *)name, (uint8_t *)(h->buf + x->val_off), x->name_len, x->val_len,
-                        NGHTTP2_NV_FLAG_NONE};
+                        x->kind == REM_HDR_REQUEST_ID ? NGHTTP2_NV_FLAG_NO_INDEX
+                                                      : NGHTTP2_NV_FLAG_NONE};
 }
 
 /* Connection-specific and framing fields never go on an HTTP/2 stream (RFC 9113 8.2.2). */
@@ -45,7 +46,10 @@ size_t rem_h2_response_nva(struct rem_head *resp, char status[4], const char *ri
 {
     size_t n = 0;
     int st = resp->status >= 100 && resp->status <= 999 ? resp->status : 502;
-    snprintf(status, 4, "%03d", st);
+    status[0] = (char)('0' + st / 100);
+    status[1] = (char)('0' + st / 10 % 10);
+    status[2] = (char)('0' + st % 10);
+    status[3] = '\0';
     nva[n++] = REM_H2_NV(":status", status, 3);
     for (uint32_t i = 0; i < resp->n_hdrs; i++) {
         const struct rem_hdr *x = &resp->hdrs[i];
@@ -53,7 +57,7 @@ size_t rem_h2_response_nva(struct rem_head *resp, char status[4], const char *ri
             nva[n++] = nv_of(resp, x);
     }
     if (rid && resp->request_id_idx < 0)
-        nva[n++] = REM_H2_NV("x-request-id", rid, rid_len);
+        nva[n++] = REM_H2_NV_UNIQUE("x-request-id", rid, rid_len);
     return n;
 }
 
@@ -160,7 +164,7 @@ int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const c
     nva[n++] = REM_H2_NV("x-forwarded-proto", sp, l);
     sp += l;
     if (req->request_id_idx < 0 && request_id)
-        nva[n++] = REM_H2_NV("x-request-id", request_id, strlen(request_id));
+        nva[n++] = REM_H2_NV_UNIQUE("x-request-id", request_id, strlen(request_id));
     if (content_length >= 0) {
         int k = snprintf(sp, 24, "%" PRId64, content_length);
         nva[n++] = REM_H2_NV("content-length", sp, (size_t)k);

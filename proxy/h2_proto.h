@@ -19,6 +19,10 @@ struct rem_metrics_shard;
 
 #define REM_H2_NV(n, v, vl)                                                                        \
     ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE})
+/* A field whose value is new on every message (x-request-id): never worth a slot in the
+ * peer's HPACK dynamic table, and indexing it would evict the fields that repeat. */
+#define REM_H2_NV_UNIQUE(n, v, vl)                                                                 \
+    ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NO_INDEX})
 
 enum rem_h2_side { REM_H2_SIDE_DOWN = 0, REM_H2_SIDE_UP, REM_H2_SIDE__N };
 
