@@ -260,10 +260,7 @@ static int counted(struct rem_conn *c, struct rem_stream *s, size_t before, int 
 {
     if (s)
         s->bytes_out += evbuffer_get_length(rem_conn_output(c)) - before;
-    if (c->t.held)
-        rem_transport_release(&c->t);
-    else
-        rem_transport_flush_later(&c->t);
+    rem_transport_flush_later(&c->t);
     return rc;
 }
 
@@ -280,12 +277,7 @@ int rem_h1_down_write_head(struct rem_conn *c, struct rem_stream *s)
     };
     struct evbuffer *out = rem_conn_output(c);
     size_t before = evbuffer_get_length(out);
-    int rc = counted(c, s, before, rem_http_write_response(out, &s->resp, &fwd));
-    /* A body is on its way (upstreams often write head and body in two sends): hold the
-     * head so it leaves with the body's first bytes, the way nginx and HAProxy merge them. */
-    if (rc == 0 && s->down_cl > 0 && !s->head_request)
-        rem_transport_hold(&c->t);
-    return rc;
+    return counted(c, s, before, rem_http_write_response(out, &s->resp, &fwd));
 }
 
 int rem_h1_down_write_interim(struct rem_conn *c, struct rem_stream *s)

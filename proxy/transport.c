@@ -250,26 +250,9 @@ void rem_transport_flush_all(struct rem_transport_list *list)
     while ((t = TAILQ_FIRST(list)) != NULL) {
         TAILQ_REMOVE(list, t, flush_link);
         t->dirty = false;
-        if (!t->closed && !t->held)
+        if (!t->closed)
             rem_transport_flush(t);
     }
-}
-
-void rem_transport_hold(struct rem_transport *t)
-{
-    if (t->held || t->closed || t->connecting)
-        return;
-    t->held = true;
-    rem_worker_hold(t->worker, t);
-}
-
-void rem_transport_release(struct rem_transport *t)
-{
-    if (!t->held)
-        return;
-    t->held = false;
-    rem_worker_hold_cancel(t->worker, t);
-    rem_transport_flush_later(t);
 }
 
 void rem_transport_shutdown_write(struct rem_transport *t)
@@ -293,10 +276,6 @@ void rem_transport_close(struct rem_transport *t)
     if (t->dirty) {
         rem_worker_flush_cancel(t->worker, t);
         t->dirty = false;
-    }
-    if (t->held) {
-        rem_worker_hold_cancel(t->worker, t);
-        t->held = false;
     }
     if (t->ev_read)
         event_del(t->ev_read);

@@ -54,10 +54,8 @@ struct rem_transport {
     bool closed;
     bool dirty;             /* on the worker's flush list */
     bool shut_wr;           /* SHUT_WR requested once the output is empty */
-    bool held;              /* output kept back (rem_transport_hold); on the worker's hold list */
     uint64_t last_write_ms; /* last time bytes went out */
     TAILQ_ENTRY(rem_transport) flush_link;
-    TAILQ_ENTRY(rem_transport) hold_link;
 };
 
 TAILQ_HEAD(rem_transport_list, rem_transport);
@@ -79,14 +77,6 @@ int rem_transport_connect(struct rem_transport *t, struct rem_worker *w, const s
 void rem_transport_flush_later(struct rem_transport *t);
 /* Writes what it can now. Returns bytes left in the output. */
 size_t rem_transport_flush(struct rem_transport *t);
-/* Keeps the output back from the end-of-iteration flush until rem_transport_release, or for
- * at most REM_HOLD_US: a response head whose body is about to arrive goes out in the same
- * send as the body's first bytes (one segment, one wakeup of the client, instead of two).
- * Idempotent; a closed or connecting transport is not held. */
-#define REM_HOLD_US 1000
-void rem_transport_hold(struct rem_transport *t);
-/* Ends a hold (no-op when not held) and schedules the flush. */
-void rem_transport_release(struct rem_transport *t);
 
 /* The owner consumed input: resume reading if it had paused at read_high. */
 void rem_transport_rearm(struct rem_transport *t);

@@ -124,30 +124,6 @@ void rem_worker_flush_cancel(struct rem_worker *w, struct rem_transport *t)
     TAILQ_REMOVE(&w->flushq, t, flush_link);
 }
 
-/* One timer for every hold: armed when none is pending, so a hold lasts between 0 and
- * REM_HOLD_US. Releasing early only loses a merge; no timer churn per request. */
-static void on_hold_expired(evutil_socket_t fd, short what, void *arg)
-{
-    struct rem_worker *w = arg;
-    struct rem_transport *t;
-    while ((t = TAILQ_FIRST(&w->holdq)) != NULL)
-        rem_transport_release(t);
-}
-
-void rem_worker_hold(struct rem_worker *w, struct rem_transport *t)
-{
-    TAILQ_INSERT_TAIL(&w->holdq, t, hold_link);
-    if (!event_pending(w->hold_ev, EV_TIMEOUT, NULL)) {
-        struct timeval tv = {0, REM_HOLD_US};
-        event_add(w->hold_ev, &tv);
-    }
-}
-
-void rem_worker_hold_cancel(struct rem_worker *w, struct rem_transport *t)
-{
-    TAILQ_REMOVE(&w->holdq, t, hold_link);
-}
-
 void rem_worker_defer_free(struct rem_worker *w, struct rem_reap *r, void (*fn)(struct rem_reap *))
 {
     if (r->queued)
@@ -186,7 +162,6 @@ int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
     w->metrics = rem_metrics_shard_new(ml);
     TAILQ_INIT(&w->conns);
     TAILQ_INIT(&w->flushq);
-    TAILQ_INIT(&w->holdq);
     if (getrandom(&w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng) || w->rng == 0)
         w->rng = (uint64_t)time(NULL) * 2654435761u + id + 1;
 
@@ -201,13 +176,12 @@ int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
         goto fail;
     w->reap_ev = event_new(w->base, -1, 0, on_reap, w);
     w->flush_ev = event_new(w->base, -1, 0, on_flush, w);
-    w->hold_ev = event_new(w->base, -1, 0, on_hold_expired, w);
     w->mail_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->mail_fd < 0)
         goto fail;
     w->stop_ev = event_new(w->base, w->mail_fd, EV_READ | EV_PERSIST, on_mail, w);
     w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
-    if (!w->reap_ev || !w->flush_ev || !w->hold_ev || !w->stop_ev || !w->tick_ev)
+    if (!w->reap_ev || !w->flush_ev || !w->stop_ev || !w->tick_ev)
         goto fail;
     struct timeval tv = {0, REM_TICK_MS * 1000};
     event_add(w->tick_ev, &tv);
@@ -329,8 +303,6 @@ void rem_worker_dispose(struct rem_worker *w)
         event_free(w->reap_ev);
     if (w->flush_ev)
         event_free(w->flush_ev);
-    if (w->hold_ev)
-        event_free(w->hold_ev);
     if (w->stop_ev)
         event_free(w->stop_ev);
     if (w->tick_ev)

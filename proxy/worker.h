@@ -57,8 +57,6 @@ struct rem_worker {
     TAILQ_HEAD(, rem_conn) conns;     /* every open downstream conn */
     struct rem_transport_list flushq; /* transports with output to write this iteration */
     struct event *flush_ev;           /* writes flushq at the end of the loop iteration */
-    struct rem_transport_list holdq;  /* transports whose output is held (rem_transport_hold) */
-    struct event *hold_ev;            /* releases holdq at most REM_HOLD_US after a hold */
     struct rem_stream *free_streams;  /* freelist, keeps head arenas warm */
     size_t n_free_streams;
     const struct rem_metrics_layout *mlayout; /* borrowed: the generation's metric layout */
@@ -89,9 +87,6 @@ void rem_worker_defer_free(struct rem_worker *w, struct rem_reap *r, void (*fn)(
 struct rem_transport;
 void rem_worker_flush_later(struct rem_worker *w, struct rem_transport *t);
 void rem_worker_flush_cancel(struct rem_worker *w, struct rem_transport *t);
-/* The hold list behind rem_transport_hold / rem_transport_release. */
-void rem_worker_hold(struct rem_worker *w, struct rem_transport *t);
-void rem_worker_hold_cancel(struct rem_worker *w, struct rem_transport *t);
 
 uint64_t rem_now_ms(void);
 uint64_t rem_now_ns(void); /* CLOCK_MONOTONIC */
