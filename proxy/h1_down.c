@@ -260,7 +260,6 @@ static int counted(struct rem_conn *c, struct rem_stream *s, size_t before, int 
 {
     if (s)
         s->bytes_out += evbuffer_get_length(rem_conn_output(c)) - before;
-    rem_transport_more(&c->t, false);
     rem_transport_flush_later(&c->t);
     return rc;
 }
@@ -278,13 +277,7 @@ int rem_h1_down_write_head(struct rem_conn *c, struct rem_stream *s)
     };
     struct evbuffer *out = rem_conn_output(c);
     size_t before = evbuffer_get_length(out);
-    int rc = counted(c, s, before, rem_http_write_response(out, &s->resp, &fwd));
-    /* A Content-Length body follows (apps often send head and body in two writes): if it has
-     * not arrived by the flush, the head waits in the kernel for it (MSG_MORE). The next write
-     * of this conn, body or error, turns this off. */
-    if (rc == 0 && s->down_cl > 0 && !s->head_request)
-        rem_transport_more(&c->t, true);
-    return rc;
+    return counted(c, s, before, rem_http_write_response(out, &s->resp, &fwd));
 }
 
 int rem_h1_down_write_interim(struct rem_conn *c, struct rem_stream *s)

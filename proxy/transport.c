@@ -107,13 +107,12 @@ static ssize_t send_out(struct rem_transport *t)
     int n = evbuffer_peek(t->out, -1, NULL, vec, REM_WRITE_VECS);
     if (n > REM_WRITE_VECS)
         n = REM_WRITE_VECS;
-    int flags = MSG_NOSIGNAL | (t->more ? MSG_MORE : 0);
     ssize_t w;
     if (n == 1) {
-        w = send(t->fd, vec[0].iov_base, vec[0].iov_len, flags);
+        w = send(t->fd, vec[0].iov_base, vec[0].iov_len, MSG_NOSIGNAL);
     } else {
         struct msghdr m = {.msg_iov = (struct iovec *)vec, .msg_iovlen = (size_t)n};
-        w = sendmsg(t->fd, &m, flags);
+        w = sendmsg(t->fd, &m, MSG_NOSIGNAL);
     }
     if (w > 0)
         evbuffer_drain(t->out, (size_t)w);
@@ -254,11 +253,6 @@ void rem_transport_flush_all(struct rem_transport_list *list)
         if (!t->closed)
             rem_transport_flush(t);
     }
-}
-
-void rem_transport_more(struct rem_transport *t, bool on)
-{
-    t->more = on;
 }
 
 void rem_transport_shutdown_write(struct rem_transport *t)

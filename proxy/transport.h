@@ -54,7 +54,6 @@ struct rem_transport {
     bool closed;
     bool dirty;             /* on the worker's flush list */
     bool shut_wr;           /* SHUT_WR requested once the output is empty */
-    bool more;              /* more output follows soon: send with MSG_MORE (rem_transport_more) */
     uint64_t last_write_ms; /* last time bytes went out */
     TAILQ_ENTRY(rem_transport) flush_link;
 };
@@ -78,11 +77,6 @@ int rem_transport_connect(struct rem_transport *t, struct rem_worker *w, const s
 void rem_transport_flush_later(struct rem_transport *t);
 /* Writes what it can now. Returns bytes left in the output. */
 size_t rem_transport_flush(struct rem_transport *t);
-/* Says whether the owner expects to add more output soon (a response head whose body has not
- * arrived yet). While on, sends carry MSG_MORE: the kernel keeps a partial segment back until
- * the next send without it, or 200 ms at most, so a head and its body leave as one segment and
- * wake the client once. HAProxy merges the same way. Off by default. */
-void rem_transport_more(struct rem_transport *t, bool on);
 
 /* The owner consumed input: resume reading if it had paused at read_high. */
 void rem_transport_rearm(struct rem_transport *t);

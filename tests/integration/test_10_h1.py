@@ -313,66 +313,6 @@ def test_no_body_statuses(proxy):
         assert c.read_response().json()["path"] == "/echo?z"
 
 
-# ---- response head merging ---------------------------------------------------------------
-
-def _first_read(sock, deadline):
-    """Waits for the response to start and returns what one recv() gets then."""
-    sock.settimeout(max(0.01, deadline - time.monotonic()))
-    return sock.recv(65536)
-
-
-def _read_rest(sock, got, total_len):
-    while len(got) < total_len:
-        d = sock.recv(65536)
-        assert d, "connection closed mid-response"
-        got += d
-    return got
-
-
-def test_response_head_leaves_with_the_body(proxy):
-    """The app writes head and body 300 us apart (two segments): remora sends the head with
-    MSG_MORE, the kernel keeps it for the body, and the client's first read gets the whole
-    response in one piece."""
-    import socket
-    n = 13
-    merged = 0
-    with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
-        for i in range(20):
-            sock.sendall(b"GET /split?n=%d&gap_us=300&i=%d HTTP/1.1\r\nHost: t\r\n\r\n" % (n, i))
-            got = _first_read(sock, time.monotonic() + 5)
-            head_end = got.find(b"\r\n\r\n")
-            if head_end < 0:
-                got = _read_rest(sock, got, len(got) + 1)  # head itself split: rare, count it as not merged
-                while b"\r\n\r\n" not in got:
-                    got += sock.recv(65536)
-                head_end = got.find(b"\r\n\r\n")
-            elif len(got) - head_end - 4 == n:
-                merged += 1
-            total = head_end + 4 + n
-            got = _read_rest(sock, got, total)
-            assert got.startswith(b"HTTP/1.1 200")
-            assert got[head_end + 4:] == pattern(0, n)
-    # Without MSG_MORE the client wakes on the head alone nearly every time.
-    assert merged >= 15, "only %d of 20 responses arrived in one read" % merged
-
-
-def test_response_head_hold_is_bounded(proxy):
-    """A body that comes late does not keep the head back for long: the kernel sends a
-    MSG_MORE segment after 200 ms at most (the TCP_CORK ceiling)."""
-    import socket
-    with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
-        t0 = time.monotonic()
-        sock.sendall(b"GET /split?n=5&gap_us=600000 HTTP/1.1\r\nHost: t\r\n\r\n")
-        got = _first_read(sock, t0 + 5)
-        t_head = time.monotonic() - t0
-        assert got.startswith(b"HTTP/1.1 200") and b"\r\n\r\n" in got
-        assert t_head < 0.45, "head took %.3f s: held until the body" % t_head
-        head_end = got.find(b"\r\n\r\n")
-        got = _read_rest(sock, got, head_end + 4 + 5)
-        assert time.monotonic() - t0 >= 0.55
-        assert got[head_end + 4:] == pattern(0, 5)
-
-
 # ---- headers -----------------------------------------------------------------------------
 
 def test_hop_by_hop_removed_toward_app(proxy):

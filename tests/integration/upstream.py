@@ -20,7 +20,6 @@ import json
 import socket
 import struct
 import sys
-import time
 import urllib.parse
 
 PATTERN = b"0123456789abcdef"
@@ -399,19 +398,6 @@ class Conn:
             await self.w.drain()
             await self.hard_close()
             return False
-        elif p == "/split":
-            # head (with Content-Length) and body in two sends, gap_us microseconds apart
-            await body.consume()
-            n, gap_us = req.qint("n", 13), req.qint("gap_us", 300)
-            await self.send_head(req, 200, [["Content-Type", "application/octet-stream"],
-                                            ["Content-Length", str(n)]], keep)
-            await self.w.drain()
-            if gap_us >= 20000:
-                await asyncio.sleep(gap_us / 1e6)
-            else:
-                time.sleep(gap_us / 1e6)  # below the event loop's millisecond timer resolution
-            self.w.write(pattern(0, n))
-            await self.w.drain()
         elif p == "/drip":
             # count chunks of size bytes, one every ms milliseconds (headers at once)
             await body.consume()
