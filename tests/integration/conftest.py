@@ -5,7 +5,6 @@ teardown that stops every process it started by PID (SIGTERM, then SIGKILL after
 
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from helpers import (default_config, free_port, http_get_body, rss_kib, stop_process,  # noqa: E402
-                     to_yaml)
+from helpers import (default_config, free_port, http_get_body, read_ready_line, rss_kib,  # noqa: E402
+                     stop_process, to_yaml)
 
 ROOT = HERE.parent.parent
 BIN = Path(os.environ.get("REMORA_BIN", str(ROOT / "proxy" / "remora")))
@@ -79,17 +78,7 @@ def _start_upstream(tmp_path, name="", script=UPSTREAM_PY, args=(), cls=None):
         cmd += ["--name", name]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL)
     errf.close()
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    line = b""
-    end = time.monotonic() + 10
-    while not line.endswith(b"\n") and time.monotonic() < end:
-        if sel.select(timeout=0.2):
-            ch = os.read(proc.stdout.fileno(), 1)
-            if not ch:
-                break
-            line += ch
-    sel.close()
+    line = read_ready_line(proc, 10)
     if not line.startswith(b"READY "):
         _stop(proc)
         pytest.fail("%s did not start: %r %s" % (script.name, line, log_path.read_text()))

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import re
-import selectors
 import signal
 import socket
 import struct
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import HttpConn, Truncated, stop_process
+from helpers import HttpConn, Truncated, read_ready_line, stop_process
 
 HERE = Path(__file__).resolve().parent
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -476,17 +475,7 @@ def start_bound_upstream(workdir, host, port, name, timeout=10.0):
         proc = subprocess.Popen([PYTHON, str(UPSTREAM_PY), "--host", host, "--port", str(port),
                                  "--name", name], stdout=subprocess.PIPE, stderr=errf,
                                 stdin=subprocess.DEVNULL)
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    line = b""
-    end = time.monotonic() + timeout
-    while not line.endswith(b"\n") and time.monotonic() < end:
-        if sel.select(timeout=0.2):
-            ch = os.read(proc.stdout.fileno(), 1)
-            if not ch:
-                break
-            line += ch
-    sel.close()
+    line = read_ready_line(proc, timeout)
     if not line.startswith(b"READY "):
         _stop_proc(proc)
         proc.stdout.close()

@@ -27,8 +27,6 @@ generic client calls."""
 import argparse
 import hashlib
 import json
-import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -39,7 +37,7 @@ from pathlib import Path
 
 import grpc
 
-from helpers import stop_process
+from helpers import read_ready_line, stop_process
 
 SERVICE = "test.Echo"
 HERE = Path(__file__).resolve().parent
@@ -251,17 +249,7 @@ def start(tmp_path, workers=64, max_streams=0):
         proc = subprocess.Popen([PYTHON, str(HERE / "grpc_app.py"), "--port", "0",
                                  "--workers", str(workers), "--max-streams", str(max_streams)],
                                 stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL)
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    line = b""
-    end = time.monotonic() + 15
-    while not line.endswith(b"\n") and time.monotonic() < end:
-        if sel.select(timeout=0.2):
-            ch = os.read(proc.stdout.fileno(), 1)
-            if not ch:
-                break
-            line += ch
-    sel.close()
+    line = read_ready_line(proc, 15)
     app = App(proc, 0, log_path)
     if not line.startswith(b"READY "):
         app.stop()

@@ -66,6 +66,8 @@ import h2.settings
 from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 
+from h2util import GoawaySplitter
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 PATTERN = b"0123456789abcdef"
 BLOCK = PATTERN * 4096  # 64 KiB
@@ -133,40 +135,6 @@ class Stats:
                                      default=0)
         for c in cls.conns.values():
             c["max_active"] = c["active"]
-
-
-class GoawaySplitter:
-    """Cuts received bytes into whole frames and takes GOAWAY frames out (h2 4.1 would move to
-    CLOSED and reject the frames of streams the peer may still finish): split() returns bytes
-    for h2 and ConnectionTerminated events in order. (Same as h2util.GoawaySplitter.)"""
-
-    def __init__(self):
-        self.buf = bytearray()
-
-    def split(self, data):
-        self.buf += data
-        out = []
-        pos = start = 0
-        n = len(self.buf)
-        while n - pos >= 9:
-            end = pos + 9 + int.from_bytes(self.buf[pos:pos + 3], "big")
-            if end > n:
-                break
-            if self.buf[pos + 3] == 0x7:
-                if pos > start:
-                    out.append(bytes(self.buf[start:pos]))
-                body = self.buf[pos + 9:end]
-                ev = h2.events.ConnectionTerminated()
-                ev.last_stream_id = int.from_bytes(body[0:4], "big") & 0x7FFFFFFF
-                ev.error_code = int.from_bytes(body[4:8], "big")
-                ev.additional_data = bytes(body[8:]) or None
-                out.append(ev)
-                start = end
-            pos = end
-        if pos > start:
-            out.append(bytes(self.buf[start:pos]))
-        del self.buf[:pos]
-        return out
 
 
 class _LenientSettings(h2.settings.Settings):
@@ -550,7 +518,7 @@ class H2Conn:
             self.st["settings_acked"] = True
         elif isinstance(ev, h2.events.ConnectionTerminated):
             self.st["goaway_received"] = True
-            self.st["goaway_code"] = ev.error_code
+            self.st["goaway_code"] = int(ev.error_code)
             Stats.goaways_received += 1
             log("conn %d: GOAWAY received %r" % (self.id, ev))
 

@@ -13,6 +13,8 @@ import time
 
 import hpack
 
+from helpers import SocketOwner
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
@@ -208,7 +210,7 @@ class H2Response:
                                           self.goaway, self.closed)
 
 
-class RawConn:
+class RawConn(SocketOwner):
     """One HTTP/2 (h2c, prior knowledge) client connection.
 
     preface: send the connection preface and a SETTINGS frame with settings at once.
@@ -244,18 +246,6 @@ class RawConn:
         self._block = None        # (sid, flags, bytearray) of a header block being read
         if preface:
             self.send(PREFACE + settings_frame(settings))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
     # -- sending --
 

@@ -42,7 +42,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 
-from helpers import default_config, free_port
+from helpers import SocketOwner, default_config, free_port
 
 __all__ = ["H2Client", "H2Response", "H2PeerError", "H2Timeout", "ErrorCodes", "SettingCodes",
            "remora_h2", "h2_config", "h2_get", "GoawaySplitter"]
@@ -157,7 +157,7 @@ class _NoLimitSettings(h2.settings.Settings):
         return 2 ** 31 - 1
 
 
-class H2Client:
+class H2Client(SocketOwner):
     """One HTTP/2 client connection (h2c with prior knowledge) on a blocking socket.
 
     settings: extra local SETTINGS {SettingCodes.X: value} sent with the preface (e.g.
@@ -214,18 +214,6 @@ class H2Client:
             self.flush()
 
     # ---- plumbing -------------------------------------------------------------------------
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
     def flush(self):
         d = self.conn.data_to_send()

@@ -197,7 +197,41 @@ class Truncated(Exception):
     pass
 
 
-class HttpConn:
+def read_ready_line(proc, timeout):
+    """The first stdout line of a test app started with stdout=PIPE: b"READY <port>..." once it
+    listens. Waits at most timeout seconds; returns what it read, possibly a partial line."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    line = b""
+    end = time.monotonic() + timeout
+    while not line.endswith(b"\n") and time.monotonic() < end:
+        if sel.select(timeout=0.2):
+            ch = os.read(proc.stdout.fileno(), 1)
+            if not ch:
+                break
+            line += ch
+    sel.close()
+    return line
+
+
+class SocketOwner:
+    """Context-manager plumbing for a test client that owns self.sock."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class HttpConn(SocketOwner):
     """One client connection with a read buffer; every read has a deadline."""
 
     def __init__(self, port, host="127.0.0.1", timeout=5.0, rcvbuf=None):
@@ -213,18 +247,6 @@ class HttpConn:
         self.eof = False
         self.reset = False
         self.received = 0  # bytes read from the socket so far
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
     def send(self, data):
         self.sock.sendall(data)
