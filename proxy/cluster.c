@@ -260,7 +260,7 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_u
     uint32_t lim_share = lim / nw ? lim / nw : 1;
     uint32_t pend_share =
         cfg->max_pending ? (cfg->max_pending / nw ? cfg->max_pending / nw : 1) : 0;
-    c->dns_timer = evtimer_new(w->base, on_dns_timer, c);
+    c->dns_timer = evtimer_new(w->loop.base, on_dns_timer, c);
     if (!c->dns_timer ||
         rem_admit_init(&c->admit, w, c->metrics, lim_share, pend_share, cfg->queue_timeout_ms) <
             0 ||

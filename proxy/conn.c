@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
- * conn: downstream connection lifecycle: accept, transport callbacks, timers, the pause mask,
- * close-after-write with a lingering close (so a client still sending a body we will not
- * read gets our response instead of a reset), and deferred free through the reaper. */
+ * conn: downstream connection lifecycle: accept, transport callbacks passed to the codec,
+ * timers, the pause mask, close-after-write with a lingering close (so a client still sending
+ * a body we will not read gets our response instead of a reset), and deferred free through the
+ * reaper. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -18,12 +19,10 @@
 #include "config.h"
 #include "conn.h"
 #include "error.h"
-#include "h1_down.h"
-#include "h2_down.h"
-#include "listener.h"
+#include "io_tcp.h"
 #include "log.h"
+#include "loop.h"
 #include "metrics.h"
-#include "stream.h"
 #include "transport.h"
 #include "worker.h"
 
@@ -44,7 +43,8 @@ static void conn_free(struct rem_reap *r)
         event_free(c->timer);
     if (c->kick)
         event_free(c->kick);
-    rem_h2_down_free(c);
+    if (c->down)
+        c->down->free(c);
     rem_transport_free(&c->t);
     rem_config_unref(c->cfg);
     free(c);
@@ -87,17 +87,15 @@ void rem_conn_close(struct rem_conn *c)
     if (c->state == REM_CONN_CLOSED)
         return;
     set_state(c, REM_CONN_CLOSED);
-    if (c->h2)
-        rem_h2_down_abort_all(c); /* aborts, logs and frees every stream */
-    else if (c->stream)
-        rem_h1_down_eof(c); /* aborts, logs and frees the stream */
+    if (c->down)
+        c->down->abort_all(c); /* aborts, logs and frees every stream */
     rem_transport_close(&c->t);
     event_del(c->timer);
     event_del(c->kick);
     TAILQ_REMOVE(&c->worker->conns, c, link);
-    rem_listener_conn_closed(c->listener);
+    c->owner->closed(c->owner_arg);
     REM_M_ADD(c->worker->metrics->downstream_connections, -1);
-    rem_worker_defer_free(c->worker, &c->reap, conn_free);
+    rem_loop_defer_free(&c->worker->loop, &c->reap, conn_free);
 }
 
 static void start_linger(struct rem_conn *c)
@@ -110,8 +108,8 @@ static void start_linger(struct rem_conn *c)
     /* RFC 9112 9.6: half-close, then drain what the client still sends until it closes. */
     c->lingering = true;
     rem_transport_shutdown_write(&c->t);
-    evbuffer_drain(c->t.in, evbuffer_get_length(c->t.in));
-    c->t.read_high = 0;
+    evbuffer_drain(rem_conn_input(c), evbuffer_get_length(rem_conn_input(c)));
+    rem_transport_unlimit_read(&c->t);
     rem_transport_read(&c->t, true);
     rem_conn_arm_timer(c);
 }
@@ -123,7 +121,7 @@ void rem_conn_close_after_write(struct rem_conn *c)
     set_state(c, REM_CONN_CLOSING);
     event_del(c->kick);
     event_del(c->timer);
-    if (evbuffer_get_length(c->t.out) == 0)
+    if (rem_conn_output_len(c) == 0)
         start_linger(c);
     /* else on_drained starts it once the output is empty */
 }
@@ -142,6 +140,20 @@ void rem_conn_stream_done(struct rem_conn *c, bool close)
     rem_conn_resume(c, REM_PAUSE_PIPELINE);
 }
 
+void rem_conn_set_state(struct rem_conn *c, enum rem_conn_state st)
+{
+    REM_BUG_ON(st >= REM_CONN_CLOSING);
+    if (c->state >= REM_CONN_CLOSING)
+        return;
+    set_state(c, st);
+    rem_conn_arm_timer(c);
+}
+
+void rem_conn_pause(struct rem_conn *c, unsigned reasons)
+{
+    c->pause |= reasons;
+}
+
 void rem_conn_resume(struct rem_conn *c, unsigned reasons)
 {
     c->pause &= ~reasons;
@@ -149,13 +161,21 @@ void rem_conn_resume(struct rem_conn *c, unsigned reasons)
         event_active(c->kick, EV_TIMEOUT, 1);
 }
 
+void rem_conn_kick(struct rem_conn *c)
+{
+    event_active(c->kick, EV_TIMEOUT, 1);
+}
+
+void rem_conn_reset_on_close(struct rem_conn *c)
+{
+    c->reset_on_close = true;
+}
+
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_conn *c = arg;
-    if (c->h2)
-        rem_h2_down_on_drained(c); /* a deferred send (h2_down.c schedule_send) */
-    else if (c->state < REM_CONN_CLOSING)
-        rem_h1_down_process(c);
+    if (c->down)
+        c->down->on_kick(c);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -163,12 +183,16 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct rem_conn *c = arg;
     switch (c->state) {
     case REM_CONN_HEAD:
-        rem_h1_down_timeout(c);
+    case REM_CONN_IDLE:
+        if (c->down)
+            c->down->on_timer(c);
+        else
+            rem_conn_close(c); /* nothing came before the idle timeout */
         break;
     case REM_CONN_ACTIVE: {
         uint64_t limit = c->cfg->limits.client_idle_timeout_ms;
-        uint64_t stalled = rem_now_ms() - c->t.last_write_ms;
-        if (evbuffer_get_length(c->t.out) > 0 && stalled >= limit) {
+        uint64_t stalled = rem_now_ms() - rem_transport_last_write_ms(&c->t);
+        if (rem_conn_output_len(c) > 0 && stalled >= limit) {
             rem_log_debug("conn %s: write stalled for %llu ms", c->peer,
                           (unsigned long long)stalled);
             rem_conn_close(c);
@@ -177,15 +201,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         }
         break;
     }
-    case REM_CONN_IDLE:
-        if (c->h2) {
-            rem_h2_down_idle(c); /* GOAWAY first: the client learns nothing was lost */
-            break;
-        }
-        rem_conn_close(c);
-        break;
     default:
-        rem_conn_close(c); /* idle keep-alive over, or linger over */
+        rem_conn_close(c); /* linger over */
         break;
     }
 }
@@ -193,58 +210,48 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 static void on_read(struct rem_transport *t, void *arg)
 {
     struct rem_conn *c = arg;
-    if (c->state < REM_CONN_CLOSING && !c->proto_known) {
-        /* h2c prior knowledge (RFC 9113 3.3) shares the listener with HTTP/1.1. */
-        bool need_more;
-        if (rem_h2_down_detect(t->in, &need_more)) {
-            if (rem_h2_down_init(c) < 0) {
-                rem_conn_close(c);
-                return;
-            }
-        } else if (need_more) {
-            return;
-        }
-        c->proto_known = true;
-    }
-    if (c->state < REM_CONN_CLOSING) {
-        if (c->h2)
-            rem_h2_down_process(c);
-        else
-            rem_h1_down_process(c);
+    if (c->state >= REM_CONN_CLOSING) {
+        evbuffer_drain(rem_conn_input(c), evbuffer_get_length(rem_conn_input(c))); /* lingering */
         return;
     }
-    evbuffer_drain(t->in, evbuffer_get_length(t->in)); /* lingering */
+    if (!c->down) {
+        bool need_more = false;
+        const struct rem_down_ops *ops = c->owner->choose(c, &need_more);
+        if (!ops) {
+            if (!need_more)
+                rem_conn_close(c);
+            return;
+        }
+        void *state = ops->init(c);
+        if (!state) {
+            rem_conn_close(c);
+            return;
+        }
+        c->codec = state;
+        c->down = ops;
+    }
+    c->down->process(c);
 }
 
 static void on_drained(struct rem_transport *t, void *arg)
 {
     struct rem_conn *c = arg;
     if (c->state == REM_CONN_CLOSING) {
-        if (!c->lingering && evbuffer_get_length(t->out) == 0)
+        if (!c->lingering && rem_conn_output_len(c) == 0)
             start_linger(c);
         return;
     }
-    if (c->h2)
-        rem_h2_down_on_drained(c);
-    else if (c->stream)
-        rem_stream_on_down_writable(c->stream);
+    if (c->down)
+        c->down->on_drained(c);
 }
 
 static void on_event(struct rem_transport *t, int what, void *arg)
 {
     struct rem_conn *c = arg;
-    if (c->h2 && (what & REM_TE_EOF) && rem_h2_down_n_streams(c) == 0) {
-        rem_conn_close_after_write(c); /* the client is done; GOAWAY or not, so are we */
-        return;
-    }
-    /* A complete request whose client half-closes is still answered; one that is only waiting
-     * in the admission queue is dropped at once (a client that leaves leaves no entry). */
-    if ((what & REM_TE_EOF) && c->state == REM_CONN_ACTIVE && c->stream && c->stream->req_done &&
-        c->stream->state != REM_STREAM_QUEUED) {
-        /* Half-close after a complete request: answer it, then close. */
+    if (what & REM_TE_EOF) {
         c->eof = true;
-        c->stream->down_close = true;
-        return;
+        if (c->down && c->down->on_eof(c))
+            return;
     }
     rem_conn_close(c);
 }
@@ -255,20 +262,19 @@ static const struct rem_transport_cbs conn_cbs = {
     .on_event = on_event,
 };
 
-void rem_conn_accept(struct rem_worker *w, struct rem_listener *l,
+void rem_conn_accept(struct rem_worker *w, const struct rem_conn_owner *owner, void *owner_arg,
                      const struct rem_cfg_listener *lcfg, int fd, const struct sockaddr *sa,
                      socklen_t salen)
 {
     struct rem_conn *c = calloc(1, sizeof(*c));
-    int one = 1;
     if (!c) {
         close(fd);
-        rem_listener_conn_closed(l);
+        owner->closed(owner_arg);
         return;
     }
-    c->listener = l;
-    c->t.fd = -1;
-    c->t.closed = true; /* until rem_transport_init */
+    c->owner = owner;
+    c->owner_arg = owner_arg;
+    rem_transport_clear(&c->t); /* until rem_io_tcp_accept */
     c->worker = w;
     c->lcfg = lcfg;
     c->cfg = rem_config_ref(w->cfg);
@@ -277,21 +283,19 @@ void rem_conn_accept(struct rem_worker *w, struct rem_listener *l,
                   sizeof(c->peer));
     else if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof(c->peer));
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     const struct rem_cfg_limits *lim = &c->cfg->limits;
-    c->timer = evtimer_new(w->base, on_timer, c);
-    c->kick = event_new(w->base, -1, 0, on_kick, c);
-    if (!c->timer || !c->kick ||
-        rem_transport_init(&c->t, w, fd, &conn_cbs, c, lim->buffer_bytes, lim->buffer_bytes) < 0) {
-        if (!c->t.in && !c->t.closed)
-            close(fd);
+    c->timer = evtimer_new(w->loop.base, on_timer, c);
+    c->kick = event_new(w->loop.base, -1, 0, on_kick, c);
+    bool events = c->timer && c->kick;
+    if (!events || rem_io_tcp_accept(&c->t, &w->loop, fd, &conn_cbs, c, lim->buffer_bytes,
+                                     lim->buffer_bytes) < 0) {
+        if (!events)
+            close(fd); /* else the transport closed it */
         conn_free(&c->reap);
-        rem_listener_conn_closed(l);
+        owner->closed(owner_arg);
         rem_log_error("conn: out of memory accepting a connection");
         return;
     }
-    c->t.last_write_ms = rem_now_ms();
-    rem_h1_down_init(c);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     REM_M_ADD(w->metrics->downstream_connections, 1);
     REM_M_ADD(w->metrics->downstream_connections_total, 1);
@@ -299,14 +303,20 @@ void rem_conn_accept(struct rem_worker *w, struct rem_listener *l,
     rem_conn_arm_timer(c);
 }
 
-struct evbuffer *rem_conn_output(struct rem_conn *c)
-{
-    return c->t.out;
-}
-
 size_t rem_conn_output_len(struct rem_conn *c)
 {
-    return evbuffer_get_length(c->t.out);
+    return evbuffer_get_length(rem_conn_output(c));
+}
+
+void rem_conn_flush_later(struct rem_conn *c)
+{
+    rem_transport_flush_later(&c->t);
+}
+
+void rem_conn_rearm(struct rem_conn *c)
+{
+    if (c->state < REM_CONN_CLOSED)
+        rem_transport_rearm(&c->t);
 }
 
 size_t rem_conn_high_watermark(const struct rem_conn *c)

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0
- * conn: one downstream transport connection. Owns the transport, the conn timer, the
- * protocol state (HTTP/1.1 today; h2 and TLS plug in beside it) and the current stream.
- * Transport events (read, write drained, EOF, error, timeouts) arrive here and are passed to
- * the protocol; the protocol (h1_down.c) parses requests and writes responses. */
+ * conn: one downstream connection: its transport, its timer and kick event, the pause mask and
+ * the one state machine (set only through rem_conn_set_state). The protocol on it is a
+ * downstream codec behind `struct rem_down_ops` (h1_down.c, h2_down.c), chosen once by the
+ * accepting side (preface sniffing on cleartext; ALPN after a TLS handshake later) and stored
+ * here, never tested as a flag. Transport events are passed to the codec; the codec parses
+ * requests into streams and writes their responses. Owns the transport, the timers, and the
+ * codec's per-conn state (through the ops' init/free); knows nothing of streams. */
 #ifndef REM_CONN_H
 #define REM_CONN_H
 
@@ -11,17 +14,15 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
-#include <llhttp.h>
-
+#include "error.h"
 #include "transport.h"
-#include "worker.h"
 
 struct event;
 struct rem_cfg_listener;
 struct rem_config;
 struct rem_stream;
-struct rem_listener;
-struct rem_h2_down;
+struct rem_worker;
+struct rem_conn;
 
 enum rem_conn_state {
     REM_CONN_IDLE = 0, /* between requests: client_idle_timeout runs */
@@ -38,37 +39,94 @@ enum {
     REM_PAUSE_PIPELINE = 1 << 2,      /* the next request waits for this response */
 };
 
+/* A downstream codec (HAProxy's mux_ops, nghttpx's Upstream classes). The conn calls the
+ * conn-level entries; the stream calls the stream-level ones. Unless said otherwise an entry
+ * may close the conn (rem_conn_close), never free it. */
+struct rem_down_ops {
+    const char *name; /* "http1", "h2c" */
+    unsigned proto;   /* index of remora_downstream_streams_total{proto} */
+    /* conn level */
+    /* Sets up the codec's per-conn state; the conn keeps it in c->codec. NULL: out of
+     * memory. */
+    void *(*init)(struct rem_conn *c);
+    /* Input arrived, or the pause mask cleared (the conn's kick). */
+    void (*process)(struct rem_conn *c);
+    /* The output drained below the watermark. */
+    void (*on_drained)(struct rem_conn *c);
+    /* The conn's kick event: work deferred out of a caller's stack. */
+    void (*on_kick)(struct rem_conn *c);
+    /* The conn timer fired in IDLE or HEAD. */
+    void (*on_timer)(struct rem_conn *c);
+    /* The client closed its sending side. Returns true when the conn stays (a complete
+     * request is still being answered, or the codec closes it itself). */
+    bool (*on_eof)(struct rem_conn *c);
+    /* Graceful shutdown: stop taking requests, finish those in flight. Returns 0 or
+     * -REM_E_UNSUPPORTED (the lifecycle issue fills it in). */
+    int (*drain)(struct rem_conn *c);
+    /* The conn is closing: every stream is aborted (logged, freed). */
+    void (*abort_all)(struct rem_conn *c);
+    /* Frees the per-conn state (from the conn's reaper). */
+    void (*free)(struct rem_conn *c);
+    /* stream level: the response; each returns 0 or -REM_E_NOMEM */
+    int (*write_head)(struct rem_stream *s);
+    int (*write_interim)(struct rem_stream *s);
+    int (*write_body)(struct rem_stream *s, const char *p, size_t n);
+    /* End of the response, with the trailers in s->resp_trl. */
+    int (*write_end)(struct rem_stream *s);
+    /* remora's own answer for e. */
+    int (*write_error)(struct rem_stream *s, enum rem_err e);
+    /* The response bytes held for s are over the watermark: the upstream must pause. */
+    bool (*full)(struct rem_stream *s);
+    /* The response cannot complete: it must not look complete to the client. */
+    void (*cut)(struct rem_stream *s);
+    /* The request body must wait (no upconn to take it yet). */
+    void (*req_pause)(struct rem_stream *s);
+    /* An upconn is ready for the request body (the first time: 100 Continue may go). */
+    void (*req_ready)(struct rem_stream *s);
+    /* The upconn took request body: more may flow. */
+    void (*req_resume)(struct rem_stream *s);
+    /* Whether the request body is held back because the upconn is full. */
+    bool (*req_blocked)(const struct rem_stream *s);
+    /* s becomes an opaque tunnel. Returns 0 or -REM_E_UNSUPPORTED (the tunnel issue). */
+    int (*set_tunnel)(struct rem_stream *s);
+    /* s finished (logged, counted): the codec frees it when it is done with it too. */
+    void (*stream_done)(struct rem_stream *s);
+};
+
+/* What the accepting side (listener.c) gives a conn. */
+struct rem_conn_owner {
+    /* Picks the codec from the first bytes in the input (or from ALPN). NULL with *need_more:
+     * not decided yet; NULL without: the conn cannot be served. */
+    const struct rem_down_ops *(*choose)(struct rem_conn *c, bool *need_more);
+    /* The conn closed (accepting may resume). */
+    void (*closed)(void *arg);
+};
+
 struct rem_conn {
     struct rem_worker *worker;           /* borrowed */
     const struct rem_cfg_listener *lcfg; /* borrowed from cfg */
-    struct rem_listener *listener;       /* borrowed: told when the conn closes */
+    const struct rem_conn_owner *owner;  /* borrowed */
+    void *owner_arg;                     /* borrowed */
     struct rem_config *cfg;              /* a reference: the generation this conn started on */
-    struct rem_transport t;              /* owned: the socket and its two buffers */
+    struct rem_transport t;              /* owned: the byte stream and its two buffers */
     struct event *timer;                 /* owned: idle / header timeout */
     struct event *kick;                  /* owned: resumes parsing outside callback stacks */
+    const struct rem_down_ops *down;     /* the codec, once chosen */
+    void *codec;                         /* owned through down: the codec's per-conn state */
     char peer[48];                       /* client address (no port), for X-Forwarded-For */
     enum rem_conn_state state;
     unsigned pause;             /* REM_PAUSE_* */
     bool eof;                   /* the client closed its sending side */
     bool lingering;             /* output flushed, SHUT_WR sent, draining input */
+    bool reset_on_close;        /* end with RST: a truncated response must not look complete
+                                   to a close-delimited reader */
     TAILQ_ENTRY(rem_conn) link; /* in worker->conns */
-    bool head_ready;            /* set by the parser, acted on after it returns */
-    bool exec_pending;          /* parser paused at the end of the input: run it once more */
-    int parse_err;              /* -REM_E_* recorded inside a parser callback */
-    llhttp_t parser;
-    const char *exec_start, *exec_end; /* the buffer being parsed, for obs-fold detection */
-    bool val_open;                     /* a header value is being received */
-    bool val_at_end;                   /* ... and its last piece ended at exec_end */
-    bool reset_on_close;               /* end with RST: a truncated response must not look
-                                          complete to a close-delimited reader */
-    struct rem_stream *stream;         /* owned: the current stream, if any (HTTP/1.1) */
-    struct rem_h2_down *h2;            /* owned: the HTTP/2 session, once the preface came */
-    bool proto_known;                  /* HTTP/1.1 or HTTP/2 decided */
     struct rem_reap reap;
 };
 
-/* Takes ownership of an accepted fd; on failure closes it. Never fails loudly: logs. */
-void rem_conn_accept(struct rem_worker *w, struct rem_listener *l,
+/* Takes ownership of an accepted fd; on failure closes it and tells the owner. Never fails
+ * loudly: logs. */
+void rem_conn_accept(struct rem_worker *w, const struct rem_conn_owner *owner, void *owner_arg,
                      const struct rem_cfg_listener *lcfg, int fd, const struct sockaddr *sa,
                      socklen_t salen);
 
@@ -78,20 +136,40 @@ void rem_conn_close(struct rem_conn *c);
 /* Closes once everything queued has been written (or the write timeout fires). */
 void rem_conn_close_after_write(struct rem_conn *c);
 
+/* The codec moves the conn to st (IDLE, HEAD, ACTIVE) and the timer follows. */
+void rem_conn_set_state(struct rem_conn *c, enum rem_conn_state st);
+
+/* Adds pause reasons. */
+void rem_conn_pause(struct rem_conn *c, unsigned reasons);
 /* Clears pause reasons; when none is left, parsing resumes from the event loop (never from
  * inside the caller's stack). */
 void rem_conn_resume(struct rem_conn *c, unsigned reasons);
+/* Schedules the codec's on_kick from the event loop. */
+void rem_conn_kick(struct rem_conn *c);
+/* The close will be a reset (a truncated close-delimited response). */
+void rem_conn_reset_on_close(struct rem_conn *c);
 
-/* The current stream ended (it has cleared c->stream). close: the conn cannot carry another
- * request. Otherwise the conn goes idle and parses what is pipelined. */
+/* The current request ended. close: the conn cannot carry another request. Otherwise the
+ * conn goes idle and parses what is pipelined. */
 void rem_conn_stream_done(struct rem_conn *c, bool close);
 
 /* Re-arms the conn timer for its state. */
 void rem_conn_arm_timer(struct rem_conn *c);
 
-struct evbuffer *rem_conn_output(struct rem_conn *c);
+static inline struct evbuffer *rem_conn_input(struct rem_conn *c)
+{
+    return rem_transport_input(&c->t);
+}
+static inline struct evbuffer *rem_conn_output(struct rem_conn *c)
+{
+    return rem_transport_output(&c->t);
+}
 size_t rem_conn_output_len(struct rem_conn *c);
 /* Watermark above which producers must stop writing to this conn. */
 size_t rem_conn_high_watermark(const struct rem_conn *c);
+/* The output is queued for writing at the end of this loop iteration. */
+void rem_conn_flush_later(struct rem_conn *c);
+/* Reading resumes below the watermark once the codec consumed input. */
+void rem_conn_rearm(struct rem_conn *c);
 
 #endif

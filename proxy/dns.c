@@ -5,6 +5,7 @@
  * backoff, or its stale deadline. Lookups always start from a timer, so no callback ever runs
  * inside the caller's stack (c-ares answers /etc/hosts hits synchronously). */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +15,7 @@
 #include "dns.h"
 #include "error.h"
 #include "log.h"
-#include "worker.h"
+#include "loop.h"
 
 #define REM_DNS_BACKOFF_MIN_MS 1000
 #define REM_DNS_BACKOFF_MAX_MS 30000
@@ -26,7 +27,7 @@ struct dns_sock {
 };
 
 struct rem_dns {
-    struct rem_worker *w;
+    struct rem_loop *loop;         /* borrowed */
     const struct rem_cfg_dns *cfg; /* borrowed from the worker's generation */
     ares_channel ch;
     struct event *timer; /* owned: ares_timeout */
@@ -112,7 +113,7 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
         d->cap_socks = cap;
     }
     short what = EV_PERSIST | (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0);
-    struct event *ev = event_new(d->w->base, fd, what, on_sock, d);
+    struct event *ev = event_new(d->loop->base, fd, what, on_sock, d);
     if (!ev)
         abort();
     event_add(ev, NULL);
@@ -127,7 +128,7 @@ static void library_init(void)
     ares_init_rc = ares_library_init(ARES_LIB_INIT_ALL);
 }
 
-struct rem_dns *rem_dns_new(struct rem_worker *w, const struct rem_cfg_dns *cfg)
+struct rem_dns *rem_dns_new(struct rem_loop *loop, const struct rem_cfg_dns *cfg)
 {
     pthread_once(&ares_once, library_init);
     if (ares_init_rc != ARES_SUCCESS) {
@@ -135,7 +136,7 @@ struct rem_dns *rem_dns_new(struct rem_worker *w, const struct rem_cfg_dns *cfg)
         return NULL;
     }
     struct rem_dns *d = rem_xcalloc(1, sizeof(*d));
-    d->w = w;
+    d->loop = loop;
     d->cfg = cfg;
     struct ares_options o = {0};
     o.sock_state_cb = on_sock_state;
@@ -167,7 +168,7 @@ struct rem_dns *rem_dns_new(struct rem_worker *w, const struct rem_cfg_dns *cfg)
             return NULL;
         }
     }
-    d->timer = evtimer_new(w->base, on_channel_timer, d);
+    d->timer = evtimer_new(loop->base, on_channel_timer, d);
     if (!d->timer)
         abort();
     return d;
@@ -362,7 +363,7 @@ struct rem_dns_name *rem_dns_watch(struct rem_dns *d, const char *host, uint16_t
     n->port = port;
     n->cbs = cbs;
     n->arg = arg;
-    n->timer = evtimer_new(d->w->base, on_name_timer, n);
+    n->timer = evtimer_new(d->loop->base, on_name_timer, n);
     if (!n->timer)
         abort();
     arm_ms(n->timer, 0);

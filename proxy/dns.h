@@ -14,7 +14,7 @@
 
 #include "config.h"
 
-struct rem_worker;
+struct rem_loop;
 struct rem_dns;
 struct rem_dns_name;
 
@@ -42,7 +42,7 @@ struct rem_dns_cbs {
 
 /* The worker's channel with cfg's servers (or /etc/resolv.conf), timeout and attempts. NULL
  * with a log line when c-ares cannot be set up. */
-struct rem_dns *rem_dns_new(struct rem_worker *w, const struct rem_cfg_dns *cfg);
+struct rem_dns *rem_dns_new(struct rem_loop *loop, const struct rem_cfg_dns *cfg);
 /* Destroys the channel; every watch must be gone. NULL-safe. */
 void rem_dns_free(struct rem_dns *d);
 

@@ -57,3 +57,30 @@ char *rem_xstrdup(const char *s)
     memcpy(p, s, n);
     return p;
 }
+
+int rem_err_grpc_status(enum rem_err e)
+{
+    switch (e) {
+    case REM_E_UPSTREAM_TIMEOUT:
+    case REM_E_CONNECT_TIMEOUT:
+        return 4; /* DEADLINE_EXCEEDED */
+    case REM_E_QUEUE_FULL:
+    case REM_E_QUEUE_TIMEOUT:
+    case REM_E_CONNECT_REFUSED:
+    case REM_E_CONNECT_FAILED:
+    case REM_E_NO_ENDPOINT:
+    case REM_E_DNS:
+    case REM_E_UPSTREAM_OVERFLOW:
+    case REM_E_UPSTREAM_RESET:
+    case REM_E_SHUTDOWN:
+        return 14; /* UNAVAILABLE */
+    case REM_E_NO_ROUTE:
+        return 12; /* UNIMPLEMENTED */
+    case REM_E_HEADER_TOO_LARGE:
+    case REM_E_TOO_MANY_HEADERS:
+    case REM_E_BODY_TOO_LARGE:
+        return 8; /* RESOURCE_EXHAUSTED */
+    default:
+        return 13; /* INTERNAL */
+    }
+}

@@ -39,7 +39,8 @@
     X(UPSTREAM_TIMEOUT, 504, "sH", "upstream_timeout")                                             \
     X(BAD_RESPONSE, 502, "SH", "bad_response")                                                     \
     X(UPSTREAM_TRUNCATED, 0, "SD", "upstream_truncated")                                           \
-    X(SHUTDOWN, 503, "PR", "shutdown")
+    X(SHUTDOWN, 503, "PR", "shutdown")                                                             \
+    X(UNSUPPORTED, 0, "--", "unsupported")
 
 enum rem_err {
 #define REM_X_ENUM(name, status, term, label) REM_E_##name,
@@ -69,5 +70,10 @@ void rem_bug(const char *file, int line, const char *cond) __attribute__((noretu
 /* Control-path allocation that aborts on OOM (never for peer-driven, data-path growth). */
 void *rem_xcalloc(size_t n, size_t size);
 char *rem_xstrdup(const char *s);
+
+/* The gRPC status remora answers a gRPC call with for e (grpc-status; 14 UNAVAILABLE for
+ * shedding and connect failures, 4 DEADLINE_EXCEEDED, 12 UNIMPLEMENTED, 8 RESOURCE_EXHAUSTED, 13
+ * INTERNAL otherwise). */
+int rem_err_grpc_status(enum rem_err e);
 
 #endif

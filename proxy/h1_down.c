@@ -4,8 +4,10 @@
  * that can start or end a stream are taken after llhttp_execute returns. Pausing uses
  * HPE_PAUSED to stop mid-buffer and the conn's pause mask to say why. */
 #include <inttypes.h>
+#include <llhttp.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -14,113 +16,130 @@
 #include "conn.h"
 #include "error.h"
 #include "h1_down.h"
-#include "h1_up.h"
 #include "http.h"
 #include "log.h"
 #include "stream.h"
 
+/* Per-conn state (rem_conn.codec). */
+struct rem_h1_down {
+    struct rem_conn *c;        /* borrowed: the owner */
+    struct rem_stream *stream; /* owned: the current stream, if any */
+    llhttp_t parser;
+    bool head_ready;                   /* set by the parser, acted on after it returns */
+    bool exec_pending;                 /* parser paused at the end of the input: run it again */
+    bool continue_sent;                /* 100 Continue went for the current request */
+    int parse_err;                     /* -REM_E_* recorded inside a parser callback */
+    const char *exec_start, *exec_end; /* the buffer being parsed, for obs-fold detection */
+    bool val_open;                     /* a header value is being received */
+    bool val_at_end;                   /* ... and its last piece ended at exec_end */
+};
+
 static llhttp_settings_t down_settings;
 static pthread_once_t down_settings_once = PTHREAD_ONCE_INIT;
 
-#define CONN(p) ((struct rem_conn *)(p)->data)
+#define H1(p) ((struct rem_h1_down *)(p)->data)
 
-static int record(struct rem_conn *c, int rc)
+static struct rem_h1_down *h1_of(const struct rem_conn *c)
+{
+    return c->codec;
+}
+
+static int record(struct rem_h1_down *h, int rc)
 {
     if (rc == 0)
         return 0;
-    c->parse_err = rc;
+    h->parse_err = rc;
     return -1;
 }
 
 static int on_message_begin(llhttp_t *p)
 {
-    struct rem_conn *c = CONN(p);
-    if (!c->stream)
-        c->stream = rem_stream_new(c);
-    c->state = REM_CONN_HEAD;
-    rem_conn_arm_timer(c);
+    struct rem_h1_down *h = H1(p);
+    if (!h->stream)
+        h->stream = rem_stream_new(h->c);
+    h->continue_sent = false;
+    rem_conn_set_state(h->c, REM_CONN_HEAD);
     return 0;
 }
 
 static int on_method(llhttp_t *p, const char *at, size_t n)
 {
-    struct rem_conn *c = CONN(p);
-    return record(c, rem_head_add_span(&c->stream->req, REM_SPAN_METHOD, at, n));
+    struct rem_h1_down *h = H1(p);
+    return record(h, rem_head_add_span(&h->stream->req, REM_SPAN_METHOD, at, n));
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t n)
 {
-    struct rem_conn *c = CONN(p);
-    return record(c, rem_head_add_span(&c->stream->req, REM_SPAN_TARGET, at, n));
+    struct rem_h1_down *h = H1(p);
+    return record(h, rem_head_add_span(&h->stream->req, REM_SPAN_TARGET, at, n));
 }
 
-static struct rem_head *current_head(struct rem_conn *c)
+static struct rem_head *current_head(struct rem_h1_down *h)
 {
-    struct rem_stream *s = c->stream;
+    struct rem_stream *s = h->stream;
     return s->state == REM_STREAM_HEAD ? &s->req : &s->req_trl;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
-    struct rem_conn *c = CONN(p);
-    c->val_open = false;
-    return record(c, rem_head_add_name(current_head(c), at, n));
+    struct rem_h1_down *h = H1(p);
+    h->val_open = false;
+    return record(h, rem_head_add_name(current_head(h), at, n));
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
-    struct rem_conn *c = CONN(p);
+    struct rem_h1_down *h = H1(p);
     /* obs-fold (RFC 9112 5.2) reaches us as a second piece of the same value that does not
      * merely continue a piece cut at the end of the previous read: refuse it (smuggling). */
-    if (c->val_open && !(c->val_at_end && at == c->exec_start))
-        return record(c, -REM_E_BAD_FRAMING);
-    c->val_open = true;
-    c->val_at_end = at + n == c->exec_end;
-    return record(c, rem_head_add_value(current_head(c), at, n));
+    if (h->val_open && !(h->val_at_end && at == h->exec_start))
+        return record(h, -REM_E_BAD_FRAMING);
+    h->val_open = true;
+    h->val_at_end = at + n == h->exec_end;
+    return record(h, rem_head_add_value(current_head(h), at, n));
 }
 
 static int on_headers_complete(llhttp_t *p)
 {
-    struct rem_conn *c = CONN(p);
-    struct rem_stream *s = c->stream;
+    struct rem_h1_down *hd = H1(p);
+    struct rem_conn *c = hd->c;
+    struct rem_stream *s = hd->stream;
     struct rem_head *h = &s->req;
     const struct rem_cfg_limits *lim = &c->cfg->limits;
 
-    c->val_open = false;
+    hd->val_open = false;
     if (s->state != REM_STREAM_HEAD)
         return 0; /* end of trailers */
     if (p->http_major != 1)
-        return record(c, -REM_E_BAD_REQUEST); /* HTTP/0.9 and unknown versions */
+        return record(hd, -REM_E_BAD_REQUEST); /* HTTP/0.9 and unknown versions */
     h->http_major = p->http_major;
     h->http_minor = p->http_minor;
     rem_head_classify(h);
     /* RFC 9112 6.1 and 6.3: framing we cannot be sure of is refused, never guessed. */
     if (h->te_unsupported)
-        return record(c, -REM_E_UNSUPPORTED_TE);
+        return record(hd, -REM_E_UNSUPPORTED_TE);
     if (h->cl_conflict)
-        return record(c, -REM_E_BAD_FRAMING);
+        return record(hd, -REM_E_BAD_FRAMING);
     /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one before. */
     if (h->n_host > 1 || (p->http_major == 1 && p->http_minor >= 1 && h->n_host == 0))
-        return record(c, -REM_E_BAD_REQUEST);
+        return record(hd, -REM_E_BAD_REQUEST);
     if (h->host_idx >= 0 &&
         !rem_http_host_valid(REM_HDR_VAL(h, &h->hdrs[h->host_idx]), h->hdrs[h->host_idx].val_len))
-        return record(c, -REM_E_BAD_REQUEST);
+        return record(hd, -REM_E_BAD_REQUEST);
     if (p->method == HTTP_CONNECT)
-        return record(c, -REM_E_BAD_REQUEST); /* no tunnels through a sidecar */
+        return record(hd, -REM_E_BAD_REQUEST); /* no tunnels through a sidecar */
     /* Upgrade (h2c, websocket) is dropped as hop-by-hop and the request served as HTTP/1.1:
      * llhttp must not switch protocols after it either (RFC 9113 removed h2c upgrade). */
     p->upgrade = 0;
     if (lim->max_body_bytes && h->content_length > (int64_t)lim->max_body_bytes)
-        return record(c, -REM_E_BODY_TOO_LARGE);
-    s->head_request = p->method == HTTP_HEAD;
-    s->req_chunked = h->chunked;
-    s->req_has_body = h->chunked || h->content_length > 0;
-    c->head_ready = true;
-    c->state = REM_CONN_ACTIVE;
-    rem_conn_arm_timer(c);
-    if (s->req_has_body) {
+        return record(hd, -REM_E_BODY_TOO_LARGE);
+    bool body = h->chunked || h->content_length > 0;
+    rem_stream_set_request(s, p->method == HTTP_HEAD, body, h->chunked);
+    hd->head_ready = true;
+    rem_conn_set_state(c, REM_CONN_ACTIVE);
+    if (body) {
         /* The body stays in the socket until an upconn can take it. */
-        c->pause |= REM_PAUSE_UPSTREAM_WAIT;
+        rem_conn_pause(c, REM_PAUSE_UPSTREAM_WAIT);
         return HPE_PAUSED;
     }
     return 0;
@@ -128,13 +147,13 @@ static int on_headers_complete(llhttp_t *p)
 
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
-    struct rem_conn *c = CONN(p);
-    struct rem_stream *s = c->stream;
-    uint64_t max = c->cfg->limits.max_body_bytes;
+    struct rem_h1_down *h = H1(p);
+    struct rem_stream *s = h->stream;
+    uint64_t max = h->c->cfg->limits.max_body_bytes;
     if (max && (uint64_t)s->req_body_bytes + n > max)
-        return record(c, -REM_E_BODY_TOO_LARGE);
+        return record(h, -REM_E_BODY_TOO_LARGE);
     if (rem_stream_req_body(s, at, n)) {
-        c->pause |= REM_PAUSE_UPSTREAM_FULL;
+        rem_conn_pause(h->c, REM_PAUSE_UPSTREAM_FULL);
         return HPE_PAUSED;
     }
     return 0;
@@ -142,14 +161,10 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
 
 static int on_message_complete(llhttp_t *p)
 {
-    struct rem_conn *c = CONN(p);
-    struct rem_stream *s = c->stream;
+    struct rem_h1_down *h = H1(p);
     /* Pipelined requests wait in the input buffer until this response is done. */
-    c->pause |= REM_PAUSE_PIPELINE;
-    if (s->state != REM_STREAM_HEAD)
-        rem_stream_req_end(s);
-    else
-        s->req_done = true; /* no body: rem_stream_start follows */
+    rem_conn_pause(h->c, REM_PAUSE_PIPELINE);
+    rem_stream_req_end(h->stream); /* no body: only marks it; rem_stream_start follows */
     return HPE_PAUSED;
 }
 
@@ -166,11 +181,21 @@ static void settings_init(void)
     down_settings.on_message_complete = on_message_complete;
 }
 
-void rem_h1_down_init(struct rem_conn *c)
+static void *h1_init(struct rem_conn *c)
 {
     pthread_once(&down_settings_once, settings_init);
-    llhttp_init(&c->parser, HTTP_REQUEST, &down_settings);
-    c->parser.data = c;
+    struct rem_h1_down *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    h->c = c;
+    llhttp_init(&h->parser, HTTP_REQUEST, &down_settings);
+    h->parser.data = h;
+    return h;
+}
+
+static void h1_free(struct rem_conn *c)
+{
+    free(c->codec);
 }
 
 static enum rem_err map_llhttp_error(llhttp_errno_t err)
@@ -187,85 +212,122 @@ static enum rem_err map_llhttp_error(llhttp_errno_t err)
     }
 }
 
-static void bad_input(struct rem_conn *c, enum rem_err e)
+static void bad_input(struct rem_h1_down *h, enum rem_err e)
 {
-    struct rem_stream *s = c->stream;
-    if (!s)
-        s = c->stream = rem_stream_new(c);
-    rem_log_debug("conn %s: bad request: %s", c->peer, rem_err_label(e));
-    rem_stream_fail(s, e);
+    if (!h->stream)
+        h->stream = rem_stream_new(h->c);
+    rem_log_debug("conn %s: bad request: %s", h->c->peer, rem_err_label(e));
+    rem_stream_fail(h->stream, e);
 }
 
-static void process(struct rem_conn *c);
-
-void rem_h1_down_process(struct rem_conn *c)
+static void parse(struct rem_h1_down *h)
 {
-    process(c);
-    /* Whatever was consumed makes room: reading resumes below the watermark. */
-    if (c->state < REM_CONN_CLOSED)
-        rem_transport_rearm(&c->t);
-}
-
-static void process(struct rem_conn *c)
-{
-    struct evbuffer *in = c->t.in;
+    struct rem_conn *c = h->c;
+    struct evbuffer *in = rem_conn_input(c);
     while (c->state < REM_CONN_CLOSING && !c->pause) {
         size_t n = evbuffer_get_contiguous_space(in);
         /* A pause on the last body byte leaves the message's end unparsed: an empty execute
          * completes it. */
-        if (n == 0 && !c->exec_pending)
+        if (n == 0 && !h->exec_pending)
             break;
-        c->exec_pending = false;
+        h->exec_pending = false;
         const char *p = n ? (const char *)evbuffer_pullup(in, (ev_ssize_t)n) : "";
-        c->exec_start = p;
-        c->exec_end = p + n;
-        llhttp_errno_t err = llhttp_execute(&c->parser, p, n);
-        size_t used = err == HPE_OK ? n : (size_t)(llhttp_get_error_pos(&c->parser) - p);
+        h->exec_start = p;
+        h->exec_end = p + n;
+        llhttp_errno_t err = llhttp_execute(&h->parser, p, n);
+        size_t used = err == HPE_OK ? n : (size_t)(llhttp_get_error_pos(&h->parser) - p);
         if (c->state >= REM_CONN_CLOSED)
             return;
         evbuffer_drain(in, used);
-        if (c->stream)
-            c->stream->bytes_in += used;
+        if (h->stream)
+            rem_stream_count_in(h->stream, used);
         if (err == HPE_OK)
             continue;
         if (err == HPE_PAUSED) {
-            llhttp_resume(&c->parser);
-            c->exec_pending = used == n && (c->pause & REM_PAUSE_UPSTREAM_FULL);
-            if (c->head_ready) {
-                c->head_ready = false;
-                rem_stream_start(c->stream);
+            llhttp_resume(&h->parser);
+            h->exec_pending = used == n && (c->pause & REM_PAUSE_UPSTREAM_FULL);
+            if (h->head_ready) {
+                h->head_ready = false;
+                rem_stream_start(h->stream);
             }
             continue;
         }
-        enum rem_err e = c->parse_err ? rem_err_from_rc(c->parse_err) : map_llhttp_error(err);
-        bad_input(c, e);
+        enum rem_err e = h->parse_err ? rem_err_from_rc(h->parse_err) : map_llhttp_error(err);
+        bad_input(h, e);
         return;
     }
 }
 
-void rem_h1_down_timeout(struct rem_conn *c)
+static void h1_process(struct rem_conn *c)
 {
-    bad_input(c, REM_E_REQUEST_HEADER_TIMEOUT);
+    parse(h1_of(c));
+    /* Whatever was consumed makes room: reading resumes below the watermark. */
+    rem_conn_rearm(c);
 }
 
-void rem_h1_down_eof(struct rem_conn *c)
+static void h1_on_kick(struct rem_conn *c)
+{
+    if (c->state < REM_CONN_CLOSING)
+        h1_process(c);
+}
+
+static void h1_on_drained(struct rem_conn *c)
+{
+    struct rem_h1_down *h = h1_of(c);
+    if (h->stream)
+        rem_stream_on_down_writable(h->stream);
+}
+
+static void h1_on_timer(struct rem_conn *c)
+{
+    if (c->state == REM_CONN_HEAD)
+        bad_input(h1_of(c), REM_E_REQUEST_HEADER_TIMEOUT);
+    else
+        rem_conn_close(c); /* keep-alive idle time over */
+}
+
+static bool h1_on_eof(struct rem_conn *c)
+{
+    /* A complete request whose client half-closes is still answered, then the conn closes. */
+    struct rem_h1_down *h = h1_of(c);
+    return c->state == REM_CONN_ACTIVE && h->stream && rem_stream_on_client_eof(h->stream);
+}
+
+static int h1_drain(struct rem_conn *c)
+{
+    return -REM_E_UNSUPPORTED;
+}
+
+static void h1_abort_all(struct rem_conn *c)
 {
     /* A request cut short by the client: nothing to answer it to. */
-    if (c->stream)
-        rem_stream_abort(c->stream, REM_E_CLIENT_ABORT);
+    struct rem_h1_down *h = h1_of(c);
+    if (h->stream)
+        rem_stream_abort(h->stream, REM_E_CLIENT_ABORT);
+}
+
+static void h1_stream_done(struct rem_stream *s)
+{
+    struct rem_conn *c = s->conn;
+    struct rem_h1_down *h = h1_of(c);
+    bool close = s->down_close;
+    h->stream = NULL;
+    rem_stream_free(s);
+    rem_conn_stream_done(c, close);
 }
 
 /* Every downstream write goes through here so that bytes_out counts what the client gets. */
 static int counted(struct rem_conn *c, struct rem_stream *s, size_t before, int rc)
 {
     if (s)
-        s->bytes_out += evbuffer_get_length(rem_conn_output(c)) - before;
-    rem_transport_flush_later(&c->t);
+        rem_stream_count_out(s, evbuffer_get_length(rem_conn_output(c)) - before);
+    rem_conn_flush_later(c);
     return rc;
 }
 
-int rem_h1_down_write_head(struct rem_conn *c, struct rem_stream *s)
+static int h1_write_head(struct rem_stream *s)
 {
+    struct rem_conn *c = s->conn;
     const struct rem_head *q = &s->req;
     struct rem_fwd_response fwd = {
         .request_id = s->rid,
@@ -280,16 +342,18 @@ int rem_h1_down_write_head(struct rem_conn *c, struct rem_stream *s)
     return counted(c, s, before, rem_http_write_response(out, &s->resp, &fwd));
 }
 
-int rem_h1_down_write_interim(struct rem_conn *c, struct rem_stream *s)
+static int h1_write_interim(struct rem_stream *s)
 {
+    struct rem_conn *c = s->conn;
     struct rem_fwd_response fwd = {.content_length = -1};
     struct evbuffer *out = rem_conn_output(c);
     size_t before = evbuffer_get_length(out);
     return counted(c, s, before, rem_http_write_response(out, &s->resp, &fwd));
 }
 
-int rem_h1_down_write_body(struct rem_conn *c, struct rem_stream *s, const char *p, size_t n)
+static int h1_write_body(struct rem_stream *s, const char *p, size_t n)
 {
+    struct rem_conn *c = s->conn;
     struct evbuffer *out = rem_conn_output(c);
     size_t before = evbuffer_get_length(out);
     int rc = 0;
@@ -304,31 +368,98 @@ int rem_h1_down_write_body(struct rem_conn *c, struct rem_stream *s, const char 
     return counted(c, s, before, rc);
 }
 
-int rem_h1_down_write_end(struct rem_conn *c, struct rem_stream *s)
+static int h1_write_end(struct rem_stream *s)
 {
+    struct rem_conn *c = s->conn;
     if (!s->down_chunked)
         return 0;
     struct evbuffer *out = rem_conn_output(c);
     size_t before = evbuffer_get_length(out);
-    return counted(c, s, before, rem_h1_write_last_chunk(out, &s->resp_trl));
+    return counted(c, s, before, rem_http_write_last_chunk(out, &s->resp_trl));
 }
 
-int rem_h1_down_write_error(struct rem_conn *c, struct rem_stream *s, enum rem_err e)
+static int h1_write_error(struct rem_stream *s, enum rem_err e)
 {
+    struct rem_conn *c = s->conn;
     struct evbuffer *out = rem_conn_output(c);
     size_t before = evbuffer_get_length(out);
     return counted(c, s, before,
-                   rem_http_write_error(out, rem_err_status(e), rem_err_label(e), s ? s->rid : NULL,
-                                        s ? s->rid_len : 0, s ? s->down_close : true,
-                                        s && s->head_request,
+                   rem_http_write_error(out, rem_err_status(e), rem_err_label(e), s->rid,
+                                        s->rid_len, s->down_close, s->head_request,
                                         e == REM_E_QUEUE_FULL || e == REM_E_QUEUE_TIMEOUT));
 }
 
-int rem_h1_down_write_continue(struct rem_conn *c)
+static bool h1_full(struct rem_stream *s)
+{
+    return rem_conn_output_len(s->conn) >= rem_conn_high_watermark(s->conn);
+}
+
+static void h1_cut(struct rem_stream *s)
+{
+    rem_conn_reset_on_close(s->conn);
+}
+
+static void h1_req_pause(struct rem_stream *s)
+{
+    rem_conn_pause(s->conn, REM_PAUSE_UPSTREAM_WAIT);
+}
+
+static void h1_req_ready(struct rem_stream *s)
 {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    struct evbuffer *out = rem_conn_output(c);
-    size_t before = evbuffer_get_length(out);
-    return counted(c, c->stream, before,
-                   evbuffer_add(out, cont, sizeof(cont) - 1) < 0 ? -REM_E_NOMEM : 0);
+    struct rem_conn *c = s->conn;
+    struct rem_h1_down *h = h1_of(c);
+    if (s->req.expect_continue && !h->continue_sent && rem_conn_output_len(c) == 0 &&
+        evbuffer_get_length(rem_conn_input(c)) == 0) {
+        /* RFC 9110 10.1.1: only when the client is still waiting for it. */
+        struct evbuffer *out = rem_conn_output(c);
+        size_t before = evbuffer_get_length(out);
+        (void)counted(c, s, before,
+                      evbuffer_add(out, cont, sizeof(cont) - 1) < 0 ? -REM_E_NOMEM : 0);
+        h->continue_sent = true;
+    }
+    rem_conn_resume(c, REM_PAUSE_UPSTREAM_WAIT);
 }
+
+static void h1_req_resume(struct rem_stream *s)
+{
+    if (s->conn->pause & REM_PAUSE_UPSTREAM_FULL)
+        rem_conn_resume(s->conn, REM_PAUSE_UPSTREAM_FULL);
+}
+
+static bool h1_req_blocked(const struct rem_stream *s)
+{
+    return (s->conn->pause & REM_PAUSE_UPSTREAM_FULL) != 0;
+}
+
+static int h1_set_tunnel(struct rem_stream *s)
+{
+    return -REM_E_UNSUPPORTED;
+}
+
+const struct rem_down_ops rem_h1_down_ops = {
+    .name = "http1",
+    .proto = 0,
+    .init = h1_init,
+    .process = h1_process,
+    .on_drained = h1_on_drained,
+    .on_kick = h1_on_kick,
+    .on_timer = h1_on_timer,
+    .on_eof = h1_on_eof,
+    .drain = h1_drain,
+    .abort_all = h1_abort_all,
+    .free = h1_free,
+    .write_head = h1_write_head,
+    .write_interim = h1_write_interim,
+    .write_body = h1_write_body,
+    .write_end = h1_write_end,
+    .write_error = h1_write_error,
+    .full = h1_full,
+    .cut = h1_cut,
+    .req_pause = h1_req_pause,
+    .req_ready = h1_req_ready,
+    .req_resume = h1_req_resume,
+    .req_blocked = h1_req_blocked,
+    .set_tunnel = h1_set_tunnel,
+    .stream_done = h1_stream_done,
+};

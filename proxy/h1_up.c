@@ -21,7 +21,6 @@
 static llhttp_settings_t up_settings;
 static pthread_once_t up_settings_once = PTHREAD_ONCE_INIT;
 
-/* Per-upconn parse flags live in the parser's spare fields via uc; see h1_up_flags. */
 #define UC(p) ((struct rem_upconn *)(p)->data)
 
 static int map_rc(struct rem_upconn *uc, int rc)
@@ -180,31 +179,12 @@ int rem_h1_up_write_body(struct rem_upconn *uc, struct rem_stream *s, const char
     return 0;
 }
 
-/* Writes "0\r\n", the end-to-end trailer fields and the final CRLF (RFC 9112 7.1.2). */
-int rem_h1_write_last_chunk(struct evbuffer *out, struct rem_head *trl)
-{
-    if (evbuffer_add(out, "0\r\n", 3) < 0)
-        return -REM_E_NOMEM;
-    rem_head_classify(trl);
-    for (uint32_t i = 0; i < trl->n_hdrs; i++) {
-        const struct rem_hdr *x = &trl->hdrs[i];
-        if (x->kind != REM_HDR_OTHER)
-            continue;
-        if (evbuffer_add(out, REM_HDR_NAME(trl, x), x->name_len) < 0 ||
-            evbuffer_add(out, ": ", 2) < 0 ||
-            evbuffer_add(out, REM_HDR_VAL(trl, x), x->val_len) < 0 ||
-            evbuffer_add(out, "\r\n", 2) < 0)
-            return -REM_E_NOMEM;
-    }
-    return evbuffer_add(out, "\r\n", 2) < 0 ? -REM_E_NOMEM : 0;
-}
-
 int rem_h1_up_write_end(struct rem_upconn *uc, struct rem_stream *s)
 {
     if (!s->req_chunked)
         return 0;
     rem_transport_flush_later(&uc->t);
-    return rem_h1_write_last_chunk(rem_upconn_output(uc), &s->req_trl);
+    return rem_http_write_last_chunk(rem_upconn_output(uc), &s->req_trl);
 }
 
 static void complete(struct rem_upconn *uc)
@@ -235,7 +215,7 @@ void rem_h1_up_process(struct rem_upconn *uc)
 
 static void process(struct rem_upconn *uc)
 {
-    struct evbuffer *in = uc->t.in;
+    struct evbuffer *in = rem_transport_input(&uc->t);
     while (uc->state == REM_UPCONN_ACTIVE && uc->stream && !uc->paused) {
         size_t n = evbuffer_get_contiguous_space(in);
         /* A pause on the last body byte leaves the message's end unparsed: an empty execute

@@ -24,10 +24,4 @@ void rem_h1_up_process(struct rem_upconn *uc);
 /* The upstream closed: completes a close-delimited response or reports the failure. */
 void rem_h1_up_on_eof(struct rem_upconn *uc);
 
-struct evbuffer;
-struct rem_head;
-/* Appends the last chunk, the end-to-end fields of trl (classified here) and the final CRLF.
- * Shared with h1_down. Returns 0 or -REM_E_NOMEM. */
-int rem_h1_write_last_chunk(struct evbuffer *out, struct rem_head *trl);
-
 #endif

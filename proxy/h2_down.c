@@ -28,16 +28,52 @@
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN (sizeof(preface) - 1)
 
+/* Per-stream state (rem_stream.down_ctx), from the conn's freelist. */
+struct rem_h2_down_stream {
+    struct rem_stream *s;                 /* borrowed: the stream (owned by this codec's conn) */
+    TAILQ_ENTRY(rem_h2_down_stream) link; /* in the conn's stream list */
+    struct rem_h2_down_stream *next_free;
+    int32_t id;               /* stream id on the session */
+    struct evbuffer *out;     /* owned: response body waiting for the data provider */
+    struct evbuffer *pending; /* owned: request body received before an upconn was ready */
+    size_t unconsumed;        /* request body bytes not yet given back as window */
+    uint32_t head_err;        /* enum rem_err recorded while the request head arrived */
+    bool wait;                /* request body waits for an upconn (into pending) */
+    bool full;                /* the upconn's output is full: window withheld */
+    bool end_seen;            /* END_STREAM from the client, maybe still in pending */
+    bool eof;                 /* the response's end is queued in out */
+    bool deferred;            /* the data provider is deferred */
+    bool closed;              /* nghttp2 closed the stream */
+    bool finished;            /* the proxy side finished (logged, counted) */
+    bool submitted;           /* a response (or error) was submitted */
+};
+
+TAILQ_HEAD(rem_h2_down_stream_list, rem_h2_down_stream);
+
+#define REM_H2_DOWN_FREELIST_MAX 32
+
 struct rem_h2_down {
     nghttp2_session *ng; /* owned */
     struct rem_conn *c;  /* borrowed: the owner */
-    struct rem_stream_list streams;
+    struct rem_h2_down_stream_list streams;
+    struct rem_h2_down_stream *free_ds; /* owned: freelist */
+    unsigned n_free_ds;
     unsigned n_streams;
     int depth; /* > 0 while inside nghttp2 */
     bool dead; /* the conn closed: callbacks do nothing */
     uint64_t win_start_ms;
     uint32_t resets, ctrl; /* in the current reset_interval */
 };
+
+static inline struct rem_h2_down_stream *DS(const struct rem_stream *s)
+{
+    return s->down_ctx;
+}
+
+static struct rem_h2_down *h2_of(const struct rem_conn *c)
+{
+    return c->codec;
+}
 
 bool rem_h2_down_detect(struct evbuffer *in, bool *need_more)
 {
@@ -55,11 +91,6 @@ bool rem_h2_down_detect(struct evbuffer *in, bool *need_more)
     return true;
 }
 
-unsigned rem_h2_down_n_streams(const struct rem_conn *c)
-{
-    return c->h2 ? c->h2->n_streams : 0;
-}
-
 static struct rem_metrics_shard *shard(const struct rem_h2_down *d)
 {
     return d->c->worker->metrics;
@@ -74,7 +105,7 @@ static void send_now(struct rem_h2_down *d);
 static void schedule_send(struct rem_h2_down *d)
 {
     if (d->depth == 0)
-        event_active(d->c->kick, EV_TIMEOUT, 1);
+        rem_conn_kick(d->c);
 }
 
 /* Abuse accounting over listeners[].http2.reset_interval. */
@@ -97,29 +128,68 @@ static void calm_down(struct rem_h2_down *d, const char *why)
     nghttp2_session_terminate_session(d->ng, NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
+static void ds_dispose(struct rem_h2_down_stream *ds)
+{
+    if (ds->out)
+        evbuffer_free(ds->out);
+    if (ds->pending)
+        evbuffer_free(ds->pending);
+    free(ds);
+}
+
+/* Per-stream state for a new stream: from the freelist, keeping its buffers. */
+static struct rem_h2_down_stream *ds_new(struct rem_h2_down *d, struct rem_stream *s)
+{
+    struct rem_h2_down_stream *ds = d->free_ds;
+    struct evbuffer *out = NULL, *pending = NULL;
+    if (ds) {
+        d->free_ds = ds->next_free;
+        d->n_free_ds--;
+        out = ds->out;
+        pending = ds->pending;
+    } else {
+        ds = rem_xcalloc(1, sizeof(*ds)); /* control object: aborts on OOM */
+    }
+    memset(ds, 0, sizeof(*ds));
+    ds->out = out;
+    ds->pending = pending;
+    ds->s = s;
+    return ds;
+}
+
 /* Frees s when both sides are done with it. */
 static void stream_release(struct rem_h2_down *d, struct rem_stream *s)
 {
     struct rem_conn *c = d->c;
-    TAILQ_REMOVE(&d->streams, s, d_link);
+    struct rem_h2_down_stream *ds = DS(s);
+    TAILQ_REMOVE(&d->streams, ds, link);
     d->n_streams--;
     REM_M_ADD(shard(d)->downstream_streams_active, -1);
     rem_stream_free(s);
-    if (d->n_streams == 0 && c->state == REM_CONN_ACTIVE) {
-        c->state = REM_CONN_IDLE;
-        rem_conn_arm_timer(c);
+    if (ds->out)
+        evbuffer_drain(ds->out, evbuffer_get_length(ds->out));
+    if (ds->pending)
+        evbuffer_drain(ds->pending, evbuffer_get_length(ds->pending));
+    if (d->n_free_ds < REM_H2_DOWN_FREELIST_MAX) {
+        ds->next_free = d->free_ds;
+        d->free_ds = ds;
+        d->n_free_ds++;
+    } else {
+        ds_dispose(ds);
     }
+    if (d->n_streams == 0 && c->state == REM_CONN_ACTIVE)
+        rem_conn_set_state(c, REM_CONN_IDLE);
 }
 
 /* Gives back as window what the upconn took: everything received that is not pending. */
 static void give_window(struct rem_h2_down *d, struct rem_stream *s, bool all)
 {
-    size_t keep = all || !s->d_pending ? 0 : evbuffer_get_length(s->d_pending);
-    if (s->d_unconsumed > keep) {
-        size_t n = s->d_unconsumed - keep;
-        s->d_unconsumed = keep;
-        if (!s->d_closed)
-            nghttp2_session_consume(d->ng, s->d_id, n);
+    size_t keep = all || !DS(s)->pending ? 0 : evbuffer_get_length(DS(s)->pending);
+    if (DS(s)->unconsumed > keep) {
+        size_t n = DS(s)->unconsumed - keep;
+        DS(s)->unconsumed = keep;
+        if (!DS(s)->closed)
+            nghttp2_session_consume(d->ng, DS(s)->id, n);
         else
             nghttp2_session_consume_connection(d->ng, n);
     }
@@ -134,19 +204,17 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     if (d->dead || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     struct rem_stream *s = rem_stream_new(c);
-    s->d_id = f->hd.stream_id;
+    struct rem_h2_down_stream *ds = ds_new(d, s);
+    rem_stream_set_down_ctx(s, ds);
+    ds->id = f->hd.stream_id;
     /* The advertised SETTINGS_MAX_HEADER_LIST_SIZE is enforced too when it is the lower. */
-    uint32_t hl = c->lcfg->http2.max_header_list_bytes;
-    if (hl && hl < s->req.max_bytes)
-        s->req.max_bytes = s->req_trl.max_bytes = hl;
-    TAILQ_INSERT_TAIL(&d->streams, s, d_link);
+    rem_stream_limit_head_bytes(s, c->lcfg->http2.max_header_list_bytes);
+    TAILQ_INSERT_TAIL(&d->streams, ds, link);
     d->n_streams++;
     REM_M_ADD(shard(d)->downstream_streams_active, 1);
-    nghttp2_session_set_stream_user_data(ng, s->d_id, s);
-    if (c->state == REM_CONN_IDLE) {
-        c->state = REM_CONN_ACTIVE;
-        rem_conn_arm_timer(c);
-    }
+    nghttp2_session_set_stream_user_data(ng, ds->id, s);
+    if (c->state == REM_CONN_IDLE)
+        rem_conn_set_state(c, REM_CONN_ACTIVE);
     return 0;
 }
 
@@ -171,7 +239,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     struct rem_h2_down *d = arg;
     struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
     bool trailers = f->hd.type == NGHTTP2_HEADERS && f->headers.cat != NGHTTP2_HCAT_REQUEST;
-    if (d->dead || !s || s->d_head_err || f->hd.type != NGHTTP2_HEADERS ||
+    if (d->dead || !s || DS(s)->head_err || f->hd.type != NGHTTP2_HEADERS ||
         (!trailers && s->state != REM_STREAM_HEAD) || s->state == REM_STREAM_DONE)
         return 0;
     const char *n = (const char *)name, *v = (const char *)value;
@@ -192,7 +260,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
         rc = add_header(h, n, nlen, v, vlen);
     }
     if (rc < 0)
-        s->d_head_err = (uint32_t)rem_err_from_rc(rc);
+        DS(s)->head_err = (uint32_t)rem_err_from_rc(rc);
     return 0;
 }
 
@@ -254,9 +322,9 @@ static void head_done(struct rem_h2_down *d, struct rem_stream *s, bool end_stre
     const struct rem_cfg_limits *lim = &d->c->cfg->limits;
     h->http_major = 2;
     h->http_minor = 0;
-    s->grpc = value_starts(h, "content-type", "application/grpc");
-    if (s->d_head_err) {
-        rem_stream_fail(s, (enum rem_err)s->d_head_err);
+    rem_stream_set_grpc(s, value_starts(h, "content-type", "application/grpc"));
+    if (DS(s)->head_err) {
+        rem_stream_fail(s, (enum rem_err)DS(s)->head_err);
         return;
     }
     rem_head_classify(h);
@@ -284,14 +352,13 @@ static void head_done(struct rem_h2_down *d, struct rem_stream *s, bool end_stre
         rem_stream_fail(s, REM_E_BODY_TOO_LARGE);
         return;
     }
-    s->head_request = rem_http_name_eq(m, ml, "HEAD");
-    s->req_has_body = !end_stream;
-    s->req_chunked = s->req_has_body && h->content_length < 0;
+    rem_stream_set_request(s, rem_http_name_eq(m, ml, "HEAD"), !end_stream,
+                           !end_stream && h->content_length < 0);
     if (end_stream) {
-        s->req_done = true;
-        s->d_end_seen = true;
+        rem_stream_req_end(s); /* marks it: no body */
+        DS(s)->end_seen = true;
     } else {
-        s->d_wait = true; /* body goes to d_pending until an upconn is ready */
+        DS(s)->wait = true; /* body goes to pending until an upconn is ready */
     }
     rem_stream_start(s);
 }
@@ -299,10 +366,10 @@ static void head_done(struct rem_h2_down *d, struct rem_stream *s, bool end_stre
 /* END_STREAM from the client: the request ends once d_pending went to the upconn. */
 static void req_end(struct rem_stream *s)
 {
-    s->d_end_seen = true;
+    DS(s)->end_seen = true;
     if (s->state == REM_STREAM_DONE || s->req_done)
         return;
-    if (s->d_wait || (s->d_pending && evbuffer_get_length(s->d_pending) > 0))
+    if (DS(s)->wait || (DS(s)->pending && evbuffer_get_length(DS(s)->pending) > 0))
         return;
     rem_stream_req_end(s);
 }
@@ -319,7 +386,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     case NGHTTP2_HEADERS:
         if (!s)
             break;
-        s->bytes_in += f->hd.length + 9;
+        rem_stream_count_in(s, f->hd.length + 9);
         if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
             if (s->state == REM_STREAM_HEAD)
                 head_done(d, s, end);
@@ -370,50 +437,50 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         nghttp2_session_consume(ng, id, len); /* nobody wants it: keep the window open */
         return 0;
     }
-    s->bytes_in += len;
+    rem_stream_count_in(s, len);
     uint64_t max = d->c->cfg->limits.max_body_bytes;
-    size_t pending = s->d_pending ? evbuffer_get_length(s->d_pending) : 0;
+    size_t pending = DS(s)->pending ? evbuffer_get_length(DS(s)->pending) : 0;
     if (max && (uint64_t)s->req_body_bytes + pending + len > max) {
         nghttp2_session_consume(ng, id, len);
         rem_stream_fail(s, REM_E_BODY_TOO_LARGE);
         return 0;
     }
-    s->d_unconsumed += len;
-    if (s->d_wait || pending > 0 || s->state != REM_STREAM_ACTIVE) {
-        if (!s->d_pending)
-            s->d_pending = evbuffer_new();
-        if (!s->d_pending || evbuffer_add(s->d_pending, data, len) < 0)
+    DS(s)->unconsumed += len;
+    if (DS(s)->wait || pending > 0 || s->state != REM_STREAM_ACTIVE) {
+        if (!DS(s)->pending)
+            DS(s)->pending = evbuffer_new();
+        if (!DS(s)->pending || evbuffer_add(DS(s)->pending, data, len) < 0)
             rem_stream_fail(s, REM_E_NOMEM);
         return 0;
     }
     if (rem_stream_req_body(s, (const char *)data, len))
-        s->d_full = true;
+        DS(s)->full = true;
     else if (s->state != REM_STREAM_DONE)
         give_window(d, s, false);
     return 0;
 }
 
-void rem_h2_down_req_resume(struct rem_stream *s)
+static void h2_req_resume(struct rem_stream *s)
 {
-    struct rem_h2_down *d = s->conn->h2;
+    struct rem_h2_down *d = h2_of(s->conn);
     if (!d || d->dead || s->state != REM_STREAM_ACTIVE || !s->upconn)
         return;
-    s->d_wait = false;
-    s->d_full = false;
-    while (s->d_pending && evbuffer_get_length(s->d_pending) > 0 && !s->d_full) {
-        size_t n = evbuffer_get_contiguous_space(s->d_pending);
-        const char *p = (const char *)evbuffer_pullup(s->d_pending, (ev_ssize_t)n);
+    DS(s)->wait = false;
+    DS(s)->full = false;
+    while (DS(s)->pending && evbuffer_get_length(DS(s)->pending) > 0 && !DS(s)->full) {
+        size_t n = evbuffer_get_contiguous_space(DS(s)->pending);
+        const char *p = (const char *)evbuffer_pullup(DS(s)->pending, (ev_ssize_t)n);
         bool full = rem_stream_req_body(s, p, n);
         if (s->state != REM_STREAM_ACTIVE)
             return;
-        evbuffer_drain(s->d_pending, n);
-        s->d_full = full;
+        evbuffer_drain(DS(s)->pending, n);
+        DS(s)->full = full;
     }
-    if (s->d_full)
+    if (DS(s)->full)
         return;
     give_window(d, s, false);
     schedule_send(d);
-    if (s->d_end_seen && !s->req_done)
+    if (DS(s)->end_seen && !s->req_done)
         rem_stream_req_end(s);
 }
 
@@ -424,21 +491,21 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 {
     struct rem_h2_down *d = arg;
     struct rem_stream *s = src->ptr;
-    size_t have = s->d_out ? evbuffer_get_length(s->d_out) : 0;
+    size_t have = DS(s)->out ? evbuffer_get_length(DS(s)->out) : 0;
     size_t n = have < length ? have : length;
     if (n > 0) {
-        evbuffer_remove(s->d_out, buf, n);
-        s->bytes_out += n;
+        evbuffer_remove(DS(s)->out, buf, n);
+        rem_stream_count_out(s, n);
         size_t wm = d->c->cfg->limits.buffer_bytes;
-        if (have >= wm / 2 && have - n < wm / 2 && s->upconn && !s->d_finished)
+        if (have >= wm / 2 && have - n < wm / 2 && s->upconn && !DS(s)->finished)
             rem_stream_on_down_writable(s);
     }
     if (have - n > 0)
         return (ssize_t)n;
-    if (!s->d_eof) {
+    if (!DS(s)->eof) {
         if (n > 0)
             return (ssize_t)n;
-        s->d_deferred = true;
+        DS(s)->deferred = true;
         return NGHTTP2_ERR_DEFERRED;
     }
     *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -452,17 +519,17 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 
 static void resume_body(struct rem_h2_down *d, struct rem_stream *s)
 {
-    if (s->d_deferred && !s->d_closed) {
-        s->d_deferred = false;
-        nghttp2_session_resume_data(d->ng, s->d_id);
+    if (DS(s)->deferred && !DS(s)->closed) {
+        DS(s)->deferred = false;
+        nghttp2_session_resume_data(d->ng, DS(s)->id);
     }
     schedule_send(d);
 }
 
 static struct rem_h2_down *live(struct rem_stream *s)
 {
-    struct rem_h2_down *d = s->conn->h2;
-    return d && !d->dead && !s->d_closed ? d : NULL;
+    struct rem_h2_down *d = h2_of(s->conn);
+    return d && !d->dead && !DS(s)->closed ? d : NULL;
 }
 
 /* Submits s->resp as a HEADERS frame: the final head (with x-request-id, then the body through
@@ -478,61 +545,61 @@ static int submit_head(struct rem_stream *s, bool final)
         return -REM_E_NOMEM;
     size_t n = rem_h2_response_nva(&s->resp, status, final ? s->rid : NULL, s->rid_len, nva);
     for (size_t i = 0; i < n; i++)
-        s->bytes_out += nva[i].namelen + nva[i].valuelen;
+        rem_stream_count_out(s, nva[i].namelen + nva[i].valuelen);
     int rv;
     bool body = final && rem_http_response_has_body(s->head_request, s->resp.status) &&
                 !s->resp_headers_only;
     if (final) {
         nghttp2_data_provider prd = {.source.ptr = s, .read_callback = on_read_body};
-        rv = nghttp2_submit_response(d->ng, s->d_id, nva, n, body ? &prd : NULL);
+        rv = nghttp2_submit_response(d->ng, DS(s)->id, nva, n, body ? &prd : NULL);
     } else {
-        rv = nghttp2_submit_headers(d->ng, NGHTTP2_FLAG_NONE, s->d_id, NULL, nva, n, NULL);
+        rv = nghttp2_submit_headers(d->ng, NGHTTP2_FLAG_NONE, DS(s)->id, NULL, nva, n, NULL);
     }
     free(nva);
     if (rv < 0)
         return -REM_E_NOMEM;
     if (final) {
-        s->d_submitted = true;
-        s->d_eof = !body;
+        DS(s)->submitted = true;
+        DS(s)->eof = !body;
     }
     schedule_send(d);
     return 0;
 }
 
-int rem_h2_down_write_head(struct rem_stream *s)
+static int h2_write_head(struct rem_stream *s)
 {
     return submit_head(s, true);
 }
 
-int rem_h2_down_write_interim(struct rem_stream *s)
+static int h2_write_interim(struct rem_stream *s)
 {
     return submit_head(s, false);
 }
 
-int rem_h2_down_write_body(struct rem_stream *s, const char *p, size_t n)
+static int h2_write_body(struct rem_stream *s, const char *p, size_t n)
 {
     struct rem_h2_down *d = live(s);
     if (!d || n == 0 || s->head_request)
         return 0;
-    if (!s->d_out)
-        s->d_out = evbuffer_new();
-    if (!s->d_out || evbuffer_add(s->d_out, p, n) < 0)
+    if (!DS(s)->out)
+        DS(s)->out = evbuffer_new();
+    if (!DS(s)->out || evbuffer_add(DS(s)->out, p, n) < 0)
         return -REM_E_NOMEM;
     resume_body(d, s);
     return 0;
 }
 
-int rem_h2_down_write_end(struct rem_stream *s)
+static int h2_write_end(struct rem_stream *s)
 {
     struct rem_h2_down *d = live(s);
     if (!d)
         return 0;
-    s->d_eof = true;
+    DS(s)->eof = true;
     resume_body(d, s);
     return 0;
 }
 
-int rem_h2_down_write_error(struct rem_stream *s, enum rem_err e)
+static int h2_write_error(struct rem_stream *s, enum rem_err e)
 {
     struct rem_h2_down *d = live(s);
     if (!d)
@@ -546,7 +613,7 @@ int rem_h2_down_write_error(struct rem_stream *s, enum rem_err e)
     snprintf(st, sizeof(st), "%d", s->grpc ? 200 : status);
     nva[n++] = REM_H2_NV(":status", st, strlen(st));
     if (s->grpc) {
-        snprintf(gs, sizeof(gs), "%d", rem_h2_grpc_status(e));
+        snprintf(gs, sizeof(gs), "%d", rem_err_grpc_status(e));
         nva[n++] = REM_H2_NV("content-type", "application/grpc", 16);
         nva[n++] = REM_H2_NV("grpc-status", gs, strlen(gs));
         nva[n++] = REM_H2_NV("grpc-message", label, strlen(label));
@@ -557,9 +624,9 @@ int rem_h2_down_write_error(struct rem_stream *s, enum rem_err e)
             blen = (int)sizeof(body) - 1;
         nva[n++] = REM_H2_NV("content-type", "text/plain", 10);
         if (!s->head_request) {
-            if (!s->d_out)
-                s->d_out = evbuffer_new();
-            if (!s->d_out || evbuffer_add(s->d_out, body, (size_t)blen) < 0)
+            if (!DS(s)->out)
+                DS(s)->out = evbuffer_new();
+            if (!DS(s)->out || evbuffer_add(DS(s)->out, body, (size_t)blen) < 0)
                 return -REM_E_NOMEM;
             with_body = true;
         }
@@ -569,37 +636,37 @@ int rem_h2_down_write_error(struct rem_stream *s, enum rem_err e)
     nva[n++] = REM_H2_NV("x-remora-error", label, strlen(label));
     if (s->rid)
         nva[n++] = REM_H2_NV("x-request-id", s->rid, s->rid_len);
-    s->d_eof = true;
+    DS(s)->eof = true;
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = on_read_body};
-    if (nghttp2_submit_response(d->ng, s->d_id, nva, n, with_body ? &prd : NULL) != 0)
+    if (nghttp2_submit_response(d->ng, DS(s)->id, nva, n, with_body ? &prd : NULL) != 0)
         return -REM_E_NOMEM;
-    s->d_submitted = true;
+    DS(s)->submitted = true;
     schedule_send(d);
     return 0;
 }
 
-bool rem_h2_down_full(struct rem_stream *s)
+static bool h2_full(struct rem_stream *s)
 {
-    return s->d_out && evbuffer_get_length(s->d_out) >= s->conn->cfg->limits.buffer_bytes;
+    return DS(s)->out && evbuffer_get_length(DS(s)->out) >= s->conn->cfg->limits.buffer_bytes;
 }
 
-void rem_h2_down_stream_done(struct rem_stream *s)
+static void h2_stream_done(struct rem_stream *s)
 {
-    struct rem_h2_down *d = s->conn->h2;
-    s->d_finished = true;
-    if (s->d_closed || !d || d->dead) {
+    struct rem_h2_down *d = h2_of(s->conn);
+    DS(s)->finished = true;
+    if (DS(s)->closed || !d || d->dead) {
         if (d)
             stream_release(d, s);
         return;
     }
     /* Whatever the client still sends for it is not wanted: keep the window open. */
-    if (s->d_pending)
-        evbuffer_drain(s->d_pending, evbuffer_get_length(s->d_pending));
+    if (DS(s)->pending)
+        evbuffer_drain(DS(s)->pending, evbuffer_get_length(DS(s)->pending));
     give_window(d, s, true);
-    if (!s->d_submitted || !s->d_eof) {
+    if (!DS(s)->submitted || !DS(s)->eof) {
         /* The response cannot be completed: the stream is reset, never cut short silently. */
         uint32_t code = s->err == REM_E_CLIENT_ABORT ? NGHTTP2_CANCEL : NGHTTP2_INTERNAL_ERROR;
-        nghttp2_submit_rst_stream(d->ng, NGHTTP2_FLAG_NONE, s->d_id, code);
+        nghttp2_submit_rst_stream(d->ng, NGHTTP2_FLAG_NONE, DS(s)->id, code);
     }
     schedule_send(d);
 }
@@ -610,8 +677,8 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
     struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, id);
     if (d->dead || !s)
         return 0;
-    s->d_closed = true;
-    if (!s->d_finished) {
+    DS(s)->closed = true;
+    if (!DS(s)->finished) {
         rem_stream_abort(s, REM_E_CLIENT_ABORT); /* calls stream_done, which releases s */
         return 0;
     }
@@ -656,19 +723,19 @@ static void server_init(void)
      * CONTINUATION frames (8, CVE-2024-28182) and HPACK stay; see DESIGN.md. */
 }
 
-int rem_h2_down_init(struct rem_conn *c)
+static void *h2_init(struct rem_conn *c)
 {
     pthread_once(&server_once, server_init);
     const struct rem_cfg_http2 *hc = &c->lcfg->http2;
     struct rem_h2_down *d = calloc(1, sizeof(*d));
     if (!d)
-        return -REM_E_NOMEM;
+        return NULL;
     d->c = c;
     TAILQ_INIT(&d->streams);
     d->win_start_ms = rem_now_ms();
     if (nghttp2_session_server_new2(&d->ng, server_cbs, d, server_opt) != 0) {
         free(d);
-        return -REM_E_NOMEM;
+        return NULL;
     }
     uint32_t hlist = hc->max_header_list_bytes ? hc->max_header_list_bytes
                                                : (uint32_t)c->cfg->limits.max_header_bytes;
@@ -680,7 +747,7 @@ int rem_h2_down_init(struct rem_conn *c)
     if (nghttp2_submit_settings(d->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0) {
         nghttp2_session_del(d->ng);
         free(d);
-        return -REM_E_NOMEM;
+        return NULL;
     }
     /* The connection window covers every stream's window, so one stalled stream (holding its
      * window while its upstream is slow) never blocks the others. */
@@ -689,9 +756,7 @@ int rem_h2_down_init(struct rem_conn *c)
         cw = NGHTTP2_MAX_WINDOW_SIZE;
     if (cw > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE)
         nghttp2_session_set_local_window_size(d->ng, NGHTTP2_FLAG_NONE, 0, (int32_t)cw);
-    c->h2 = d;
-    c->proto_known = true;
-    return 0;
+    return d;
 }
 
 static void session_over(struct rem_h2_down *d)
@@ -708,7 +773,7 @@ static void send_now(struct rem_h2_down *d)
     if (d->dead || c->state >= REM_CONN_CLOSED)
         return;
     d->depth++;
-    int rc = rem_h2_pump(d->ng, c->t.out, rem_conn_high_watermark(c));
+    int rc = rem_h2_pump(d->ng, rem_conn_output(c), rem_conn_high_watermark(c));
     d->depth--;
     if (rc < 0) {
         rem_log_debug("conn %s: http2 send: %s", c->peer,
@@ -718,14 +783,14 @@ static void send_now(struct rem_h2_down *d)
     }
     if (d->dead || c->state >= REM_CONN_CLOSED)
         return;
-    rem_transport_flush_later(&c->t);
+    rem_conn_flush_later(c);
     session_over(d);
 }
 
-void rem_h2_down_process(struct rem_conn *c)
+static void h2_process(struct rem_conn *c)
 {
-    struct rem_h2_down *d = c->h2;
-    struct evbuffer *in = c->t.in;
+    struct rem_h2_down *d = h2_of(c);
+    struct evbuffer *in = rem_conn_input(c);
     d->depth++;
     while (!d->dead && evbuffer_get_length(in) > 0) {
         size_t n = evbuffer_get_contiguous_space(in);
@@ -755,48 +820,115 @@ void rem_h2_down_process(struct rem_conn *c)
     }
     d->depth--;
     send_now(d);
-    if (c->state < REM_CONN_CLOSED)
-        rem_transport_rearm(&c->t);
+    rem_conn_rearm(c);
 }
 
-void rem_h2_down_on_drained(struct rem_conn *c)
+static void h2_on_drained(struct rem_conn *c)
 {
-    if (c->h2 && !c->h2->dead && c->h2->depth == 0)
-        send_now(c->h2);
+    struct rem_h2_down *d = h2_of(c);
+    if (!d->dead && d->depth == 0)
+        send_now(d);
 }
 
-void rem_h2_down_idle(struct rem_conn *c)
+/* No stream for client_idle_timeout: GOAWAY(NO_ERROR) first, so the client learns nothing
+ * was lost, then close. */
+static void h2_on_timer(struct rem_conn *c)
 {
-    struct rem_h2_down *d = c->h2;
+    struct rem_h2_down *d = h2_of(c);
     nghttp2_session_terminate_session(d->ng, NGHTTP2_NO_ERROR);
     send_now(d);
     if (c->state < REM_CONN_CLOSING)
         rem_conn_close_after_write(c);
 }
 
-void rem_h2_down_abort_all(struct rem_conn *c)
+static void h2_abort_all(struct rem_conn *c)
 {
-    struct rem_h2_down *d = c->h2;
+    struct rem_h2_down *d = h2_of(c);
     if (!d || d->dead)
         return;
     d->dead = true;
-    struct rem_stream *s;
-    while ((s = TAILQ_FIRST(&d->streams)) != NULL) {
-        nghttp2_session_set_stream_user_data(d->ng, s->d_id, NULL);
-        s->d_closed = true;
-        if (!s->d_finished)
+    struct rem_h2_down_stream *ds;
+    while ((ds = TAILQ_FIRST(&d->streams)) != NULL) {
+        struct rem_stream *s = ds->s;
+        nghttp2_session_set_stream_user_data(d->ng, DS(s)->id, NULL);
+        DS(s)->closed = true;
+        if (!DS(s)->finished)
             rem_stream_abort(s, REM_E_CLIENT_ABORT); /* releases s */
         else
             stream_release(d, s);
     }
 }
 
-void rem_h2_down_free(struct rem_conn *c)
+static void h2_free(struct rem_conn *c)
 {
-    struct rem_h2_down *d = c->h2;
-    if (!d)
-        return;
+    struct rem_h2_down *d = h2_of(c);
+    struct rem_h2_down_stream *ds;
     nghttp2_session_del(d->ng);
+    while ((ds = d->free_ds) != NULL) {
+        d->free_ds = ds->next_free;
+        ds_dispose(ds);
+    }
     free(d);
-    c->h2 = NULL;
 }
+
+static bool h2_on_eof(struct rem_conn *c)
+{
+    /* The client is done; GOAWAY or not, so are we, unless streams are in flight (then the
+     * conn closes and they are aborted). */
+    if (h2_of(c)->n_streams > 0)
+        return false;
+    rem_conn_close_after_write(c);
+    return true;
+}
+
+static int h2_drain(struct rem_conn *c)
+{
+    return -REM_E_UNSUPPORTED;
+}
+
+static void h2_cut(struct rem_stream *s)
+{
+    /* Nothing here: the stream is reset when it is done (h2_stream_done), not the conn. */
+}
+
+static void h2_req_pause(struct rem_stream *s)
+{
+    DS(s)->wait = true;
+}
+
+static bool h2_req_blocked(const struct rem_stream *s)
+{
+    return DS(s)->full;
+}
+
+static int h2_set_tunnel(struct rem_stream *s)
+{
+    return -REM_E_UNSUPPORTED;
+}
+
+const struct rem_down_ops rem_h2_down_ops = {
+    .name = "h2c",
+    .proto = 1,
+    .init = h2_init,
+    .process = h2_process,
+    .on_drained = h2_on_drained,
+    .on_kick = h2_on_drained, /* a deferred send (schedule_send) */
+    .on_timer = h2_on_timer,
+    .on_eof = h2_on_eof,
+    .drain = h2_drain,
+    .abort_all = h2_abort_all,
+    .free = h2_free,
+    .write_head = h2_write_head,
+    .write_interim = h2_write_interim,
+    .write_body = h2_write_body,
+    .write_end = h2_write_end,
+    .write_error = h2_write_error,
+    .full = h2_full,
+    .cut = h2_cut,
+    .req_pause = h2_req_pause,
+    .req_ready = h2_req_resume,
+    .req_resume = h2_req_resume,
+    .req_blocked = h2_req_blocked,
+    .set_tunnel = h2_set_tunnel,
+    .stream_done = h2_stream_done,
+};

@@ -56,10 +56,6 @@ void rem_h2_request_dispose(struct rem_h2_request *r);
  * callbacks. */
 int rem_h2_pump(nghttp2_session *ng, struct evbuffer *out, size_t high);
 
-/* The grpc-status remora answers for its own error e (gRPC's HTTP mapping, with timeouts as
- * DEADLINE_EXCEEDED and shedding as UNAVAILABLE). */
-int rem_h2_grpc_status(enum rem_err e);
-
 /* Counts one RST_STREAM on a conn of that side (remora_http2_resets_total). */
 void rem_h2_count_reset(struct rem_metrics_shard *m, enum rem_h2_side side, uint32_t code);
 /* Counts f when it is a RST_STREAM or a GOAWAY (sent or received) on a conn of that side. */

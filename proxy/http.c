@@ -696,3 +696,22 @@ const char *rem_http_reason(int status)
         return "Unknown";
     }
 }
+
+/* Writes "0\r\n", the end-to-end trailer fields and the final CRLF (RFC 9112 7.1.2). */
+int rem_http_write_last_chunk(struct evbuffer *out, struct rem_head *trl)
+{
+    if (evbuffer_add(out, "0\r\n", 3) < 0)
+        return -REM_E_NOMEM;
+    rem_head_classify(trl);
+    for (uint32_t i = 0; i < trl->n_hdrs; i++) {
+        const struct rem_hdr *x = &trl->hdrs[i];
+        if (x->kind != REM_HDR_OTHER)
+            continue;
+        if (evbuffer_add(out, REM_HDR_NAME(trl, x), x->name_len) < 0 ||
+            evbuffer_add(out, ": ", 2) < 0 ||
+            evbuffer_add(out, REM_HDR_VAL(trl, x), x->val_len) < 0 ||
+            evbuffer_add(out, "\r\n", 2) < 0)
+            return -REM_E_NOMEM;
+    }
+    return evbuffer_add(out, "\r\n", 2) < 0 ? -REM_E_NOMEM : 0;
+}

@@ -142,5 +142,8 @@ const char *rem_http_reason(int status);
 
 /* Appends a chunk-size line ("1f4\r\n", RFC 9112 7.1) for n bytes. 0 or -REM_E_NOMEM. */
 int rem_http_chunk_header(struct evbuffer *out, size_t n);
+/* Appends the last chunk, the end-to-end fields of trl (classified here) and the final CRLF
+ * (RFC 9112 7.1.2), for either direction. Returns 0 or -REM_E_NOMEM. */
+int rem_http_write_last_chunk(struct evbuffer *out, struct rem_head *trl);
 
 #endif

@@ -16,6 +16,8 @@
 #include "config.h"
 #include "conn.h"
 #include "error.h"
+#include "h1_down.h"
+#include "h2_down.h"
 #include "listener.h"
 #include "log.h"
 #include "worker.h"
@@ -33,6 +35,23 @@ struct rem_listener {
     bool full;                          /* accepting paused at the limit */
 };
 
+/* The codec of a cleartext conn: h2c prior knowledge shares the listener with HTTP/1.1 and is
+ * told apart by the 24-byte preface (RFC 9113 3.3, 3.4); anything else is HTTP/1.1 for the
+ * conn's life. A TLS listener will choose by ALPN after the handshake instead. */
+static const struct rem_down_ops *choose_codec(struct rem_conn *c, bool *need_more)
+{
+    if (rem_h2_down_detect(rem_conn_input(c), need_more))
+        return &rem_h2_down_ops;
+    return *need_more ? NULL : &rem_h1_down_ops;
+}
+
+static void on_conn_closed(void *arg);
+
+static const struct rem_conn_owner conn_owner = {
+    .choose = choose_codec,
+    .closed = on_conn_closed,
+};
+
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
@@ -43,11 +62,12 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         l->full = true;
         evconnlistener_disable(evl);
     }
-    rem_conn_accept(l->worker, l, l->cfg, fd, sa, (socklen_t)salen);
+    rem_conn_accept(l->worker, &conn_owner, l, l->cfg, fd, sa, (socklen_t)salen);
 }
 
-void rem_listener_conn_closed(struct rem_listener *l)
+static void on_conn_closed(void *arg)
 {
+    struct rem_listener *l = arg;
     l->n_conns--;
     if (l->full && l->n_conns < l->limit) {
         l->full = false;
@@ -107,12 +127,12 @@ struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg
         goto fail;
     *port = ntohs(bound.ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound.ss)->sin6_port
                                                  : ((struct sockaddr_in *)&bound.ss)->sin_port);
-    l->evl = evconnlistener_new(w->base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    l->evl = evconnlistener_new(w->loop.base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (!l->evl)
         goto fail;
     fd = -1; /* owned by evl */
     evconnlistener_set_error_cb(l->evl, on_accept_error);
-    l->resume_ev = evtimer_new(w->base, on_resume, l);
+    l->resume_ev = evtimer_new(w->loop.base, on_resume, l);
     if (!l->resume_ev)
         goto fail;
     return l;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * listener: one worker's listening socket for one configured listener (SO_REUSEPORT, so the
  * kernel spreads connections over workers without a shared accept lock). Owns the socket and
- * its evconnlistener; hands accepted fds to conn. */
+ * its evconnlistener; hands accepted fds to conn with the codec choice (preface sniffing) and
+ * is told when they close (accepting resumes below max_connections). */
 #ifndef REM_LISTENER_H
 #define REM_LISTENER_H
 
@@ -17,8 +18,5 @@ struct rem_listener;
 struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg_listener *cfg,
                                       uint16_t *port);
 void rem_listener_free(struct rem_listener *l);
-
-/* A conn accepted by l closed: accepting resumes if it had paused at max_connections. */
-void rem_listener_conn_closed(struct rem_listener *l);
 
 #endif

@@ -25,6 +25,7 @@
 #include "healthcheck.h"
 #include "log.h"
 #include "metrics.h"
+#include "server.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -206,7 +207,7 @@ int main(int argc, char **argv)
         goto out;
     for (unsigned i = 0; i < cfg->workers; i++) {
         n_init++;
-        if (rem_worker_init(&workers[i], i, cfg, ml, ports) < 0)
+        if (rem_server_worker_init(&workers[i], i, cfg, ml, ports) < 0)
             goto out;
     }
     hc = rem_healthcheck_new(base, cfg);
@@ -236,7 +237,7 @@ out:
     for (unsigned i = 0; i < n_init; i++)
         rem_worker_stop(&workers[i]);
     for (unsigned i = 0; i < n_init; i++)
-        rem_worker_dispose(&workers[i]);
+        rem_server_worker_dispose(&workers[i]);
     rem_admin_free(admin);
     rem_healthcheck_free(hc);
     rem_metrics_layout_free(ml);

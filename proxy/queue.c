@@ -120,7 +120,7 @@ int rem_admit_adaptive(struct rem_admit *a)
 {
     a->max_limit = a->limit;
     a->adapt_limit = a->limit;
-    a->adapt_ev = event_new(a->worker->base, -1, EV_PERSIST, on_adapt, a);
+    a->adapt_ev = event_new(a->worker->loop.base, -1, EV_PERSIST, on_adapt, a);
     if (!a->adapt_ev)
         return -REM_E_NOMEM;
     struct timeval tv = {0, REM_ADAPT_WINDOW_MS * 1000};
@@ -146,8 +146,8 @@ int rem_admit_init(struct rem_admit *a, struct rem_worker *w, struct rem_upstrea
     a->max_pending = max_pending;
     a->queue_timeout_ms = queue_timeout_ms;
     TAILQ_INIT(&a->waiters);
-    a->timer = evtimer_new(w->base, on_timer, a);
-    a->kick = event_new(w->base, -1, 0, on_kick, a);
+    a->timer = evtimer_new(w->loop.base, on_timer, a);
+    a->kick = event_new(w->loop.base, -1, 0, on_kick, a);
     if (!a->timer || !a->kick)
         return -REM_E_NOMEM;
     M_ADD(a, concurrency_limit, (int64_t)a->limit);

@@ -13,10 +13,7 @@
 #include "config.h"
 #include "conn.h"
 #include "error.h"
-#include "h1_down.h"
 #include "h1_up.h"
-#include "h2_down.h"
-#include "h2_proto.h"
 #include "h2_up.h"
 #include "log.h"
 #include "metrics.h"
@@ -49,51 +46,10 @@ static bool idempotent(const struct rem_head *h)
     return false;
 }
 
-/* The downstream codec of s: HTTP/1.1 on the conn, or one HTTP/2 stream of it. */
-static int down_write_head(struct rem_stream *s)
+/* The downstream codec of s. */
+static inline const struct rem_down_ops *down(const struct rem_stream *s)
 {
-    return s->conn->h2 ? rem_h2_down_write_head(s) : rem_h1_down_write_head(s->conn, s);
-}
-
-static int down_write_interim(struct rem_stream *s)
-{
-    return s->conn->h2 ? rem_h2_down_write_interim(s) : rem_h1_down_write_interim(s->conn, s);
-}
-
-static int down_write_body(struct rem_stream *s, const char *p, size_t n)
-{
-    return s->conn->h2 ? rem_h2_down_write_body(s, p, n) : rem_h1_down_write_body(s->conn, s, p, n);
-}
-
-static int down_write_end(struct rem_stream *s)
-{
-    return s->conn->h2 ? rem_h2_down_write_end(s) : rem_h1_down_write_end(s->conn, s);
-}
-
-static int down_write_error(struct rem_stream *s, enum rem_err e)
-{
-    return s->conn->h2 ? rem_h2_down_write_error(s, e) : rem_h1_down_write_error(s->conn, s, e);
-}
-
-/* Whether the downstream holds enough unsent response bytes that the upstream must pause. */
-static bool down_full(struct rem_stream *s)
-{
-    struct rem_conn *c = s->conn;
-    return c->h2 ? rem_h2_down_full(s) : rem_conn_output_len(c) >= rem_conn_high_watermark(c);
-}
-
-/* The request body must wait for an upconn (retry on a fresh one). */
-static void down_req_wait(struct rem_stream *s)
-{
-    if (s->conn->h2)
-        s->d_wait = true;
-    else
-        s->conn->pause |= REM_PAUSE_UPSTREAM_WAIT;
-}
-
-static bool down_req_full(const struct rem_stream *s)
-{
-    return s->conn->h2 ? s->d_full : (s->conn->pause & REM_PAUSE_UPSTREAM_FULL) != 0;
+    return s->conn->down;
 }
 
 /* The upstream codec of s. */
@@ -183,12 +139,26 @@ struct rem_stream *rem_stream_new(struct rem_conn *c)
     rem_head_reset(&s->resp_trl);
     s->worker = w;
     s->conn = c;
-    REM_M_ADD(w->metrics->downstream_streams_total[c->h2 ? 1 : 0], 1);
+    REM_M_ADD(w->metrics->downstream_streams_total[c->down->proto], 1);
     s->mroute = c->cfg->n_routes;
     s->state = REM_STREAM_HEAD;
     s->start_ns = rem_now_ns();
     s->err = REM_E_OK;
     return s;
+}
+
+void rem_stream_freelist_dispose(struct rem_worker *w)
+{
+    while (w->free_streams) {
+        struct rem_stream *s = w->free_streams;
+        w->free_streams = s->next_free;
+        rem_head_dispose(&s->req);
+        rem_head_dispose(&s->resp);
+        rem_head_dispose(&s->req_trl);
+        rem_head_dispose(&s->resp_trl);
+        free(s);
+    }
+    w->n_free_streams = 0;
 }
 
 void rem_stream_free(struct rem_stream *s)
@@ -203,12 +173,9 @@ void rem_stream_free(struct rem_stream *s)
         event_free(s->deadline);
         s->deadline = NULL;
     }
-    struct evbuffer **bufs[] = {&s->d_out, &s->d_pending, &s->u_out};
-    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
-        if (*bufs[i]) {
-            evbuffer_free(*bufs[i]);
-            *bufs[i] = NULL;
-        }
+    if (s->u_out) {
+        evbuffer_free(s->u_out);
+        s->u_out = NULL;
     }
     struct rem_worker *w = s->worker;
     if (w->n_free_streams < REM_STREAM_FREELIST_MAX) {
@@ -230,7 +197,7 @@ static int grpc_status_of(const struct rem_stream *s)
 {
     const struct rem_head *hs[2] = {&s->resp_trl, &s->resp};
     if (s->err != REM_E_OK)
-        return rem_err_status(s->err) ? rem_h2_grpc_status(s->err) : -1;
+        return rem_err_status(s->err) ? rem_err_grpc_status(s->err) : -1;
     for (int k = 0; k < 2; k++)
         for (uint32_t i = 0; i < hs[k]->n_hdrs; i++) {
             const struct rem_hdr *x = &hs[k]->hdrs[i];
@@ -291,14 +258,7 @@ static void finish(struct rem_stream *s)
         access_log(s);
     rem_admit_leave(&s->rt);
     rem_admit_leave(&s->ut);
-    if (c->h2) {
-        rem_h2_down_stream_done(s); /* frees s once nghttp2 is done with it too */
-        return;
-    }
-    bool close = s->down_close;
-    c->stream = NULL;
-    rem_stream_free(s);
-    rem_conn_stream_done(c, close);
+    down(s)->stream_done(s); /* frees s once the codec is done with it too */
 }
 
 static void maybe_finish(struct rem_stream *s)
@@ -398,7 +358,7 @@ static void arm_grpc_deadline(struct rem_stream *s)
             return;
         }
         if (!s->deadline)
-            s->deadline = evtimer_new(s->worker->base, on_deadline, s);
+            s->deadline = evtimer_new(s->worker->loop.base, on_deadline, s);
         if (!s->deadline)
             return;
         struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
@@ -467,7 +427,6 @@ void rem_stream_on_admitted(struct rem_stream *s)
 
 void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
 {
-    struct rem_conn *c = s->conn;
     s->upconn = uc;
     s->state = REM_STREAM_ACTIVE;
     uc->timeout_ms = s->route->timeout_ms;
@@ -491,16 +450,8 @@ void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
             return;
         }
         s->req_sent = true;
-    } else if (s->req_has_body && c->h2) {
-        rem_h2_down_req_resume(s);
     } else if (s->req_has_body) {
-        if (s->req.expect_continue && !s->continue_sent && rem_conn_output_len(c) == 0 &&
-            evbuffer_get_length(c->t.in) == 0) {
-            /* RFC 9110 10.1.1: only when the client is still waiting for it. */
-            rem_h1_down_write_continue(c);
-            s->continue_sent = true;
-        }
-        rem_conn_resume(c, REM_PAUSE_UPSTREAM_WAIT);
+        down(s)->req_ready(s);
     }
 }
 
@@ -527,6 +478,8 @@ bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n)
 void rem_stream_req_end(struct rem_stream *s)
 {
     s->req_done = true;
+    if (s->state == REM_STREAM_HEAD)
+        return; /* no body: rem_stream_start follows */
     if (s->upconn && s->state == REM_STREAM_ACTIVE && !s->req_sent) {
         if (up_write_end(s->upconn, s) < 0) {
             rem_stream_fail(s, REM_E_NOMEM);
@@ -541,10 +494,7 @@ void rem_stream_on_upconn_writable(struct rem_stream *s)
 {
     if (s->upconn)
         s->upconn->last_activity_ms = rem_now_ms();
-    if (s->conn->h2)
-        rem_h2_down_req_resume(s);
-    else if (s->conn->pause & REM_PAUSE_UPSTREAM_FULL)
-        rem_conn_resume(s->conn, REM_PAUSE_UPSTREAM_FULL);
+    down(s)->req_resume(s);
 }
 
 void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e)
@@ -564,12 +514,12 @@ void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e)
         s->retried = true;
         s->req_sent = false;
         if (s->req_has_body && !s->req_done)
-            down_req_wait(s);
+            down(s)->req_pause(s);
         rem_log_debug("stream: retrying on a fresh connection after %s", rem_err_label(e));
         connect_upstream(s, false);
         return;
     }
-    if (e == REM_E_UPSTREAM_TIMEOUT && !s->req_done && !down_req_full(s))
+    if (e == REM_E_UPSTREAM_TIMEOUT && !s->req_done && !down(s)->req_blocked(s))
         e = REM_E_CLIENT_TIMEOUT; /* the upstream waits for a body the client stopped sending */
     rem_stream_fail(s, e);
 }
@@ -596,7 +546,7 @@ int rem_stream_on_resp_head(struct rem_stream *s)
         s->down_close = true;
     s->status_sent = r->status;
     drop_replay(s);
-    int rc = down_write_head(s);
+    int rc = down(s)->write_head(s);
     if (rc < 0)
         return rc;
     s->resp_head_sent = true;
@@ -608,17 +558,17 @@ int rem_stream_on_resp_interim(struct rem_stream *s)
     const struct rem_head *q = &s->req;
     if (q->http_major == 1 && q->http_minor == 0)
         return 0;
-    return down_write_interim(s);
+    return down(s)->write_interim(s);
 }
 
 bool rem_stream_on_resp_body(struct rem_stream *s, const char *p, size_t n)
 {
     s->resp_body_bytes += (int64_t)n;
-    if (down_write_body(s, p, n) < 0) {
+    if (down(s)->write_body(s, p, n) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return false;
     }
-    return down_full(s);
+    return down(s)->full(s);
 }
 
 void rem_stream_on_resp_end(struct rem_stream *s)
@@ -628,7 +578,7 @@ void rem_stream_on_resp_end(struct rem_stream *s)
     rem_hist_record(&s->cluster->metrics->response_duration, &s->worker->mlayout->upstream_hist,
                     up_ns);
     rem_admit_sample(&s->cluster->admit, up_ns);
-    if (down_write_end(s) < 0) {
+    if (down(s)->write_end(s) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return;
     }
@@ -663,8 +613,7 @@ void rem_stream_fail(struct rem_stream *s, enum rem_err e)
         /* Mid-body: closing is the only honest signal (RFC 9112 8); never finish the body, and
          * reset rather than FIN where the client cannot tell a short body from the end. */
         s->down_close = true;
-        if (!c->h2)
-            c->reset_on_close = true; /* h2: the stream is reset, not the conn */
+        down(s)->cut(s);
     } else {
         int status = rem_err_status(e);
         const struct rem_head *q = &s->req;
@@ -676,12 +625,26 @@ void rem_stream_fail(struct rem_stream *s, enum rem_err e)
             s->down_close = true;
         if (status) {
             s->status_sent = status;
-            down_write_error(s, e);
+            down(s)->write_error(s, e);
         }
         s->resp_head_sent = true;
     }
     s->resp_done = true;
     finish(s);
+}
+
+void rem_stream_limit_head_bytes(struct rem_stream *s, uint32_t n)
+{
+    if (n && n < s->req.max_bytes)
+        s->req.max_bytes = s->req_trl.max_bytes = n;
+}
+
+bool rem_stream_on_client_eof(struct rem_stream *s)
+{
+    if (!s->req_done || s->state == REM_STREAM_QUEUED)
+        return false;
+    s->down_close = true;
+    return true;
 }
 
 void rem_stream_abort(struct rem_stream *s, enum rem_err e)

@@ -72,7 +72,6 @@ struct rem_stream {
     bool u_waiting;   /* in cluster->h2_wait (u_link) for an HTTP/2 stream slot */
     bool dns_waiting; /* in cluster->dns_wait (u_link) for a first DNS answer */
     uint64_t dns_wait_start_ms;
-    bool continue_sent;
     bool in_resp_trailers;
     bool resp_headers_only; /* the upstream ended the response with its head (h2 END_STREAM
                                on HEADERS, e.g. gRPC trailers-only): no body, no DATA */
@@ -94,21 +93,7 @@ struct rem_stream {
                                above a GOAWAY's last-stream-id): safe to retry once */
     struct event *deadline; /* owned: grpc-timeout, absolute; NULL when none */
 
-    /* Downstream HTTP/2 (h2_down.c); unused on HTTP/1.1 conns. */
-    int32_t d_id;                   /* stream id on the downstream session */
-    TAILQ_ENTRY(rem_stream) d_link; /* in the h2 conn's stream list */
-    struct evbuffer *d_out;         /* owned: response body waiting for the data provider */
-    struct evbuffer *d_pending;     /* owned: request body received before an upconn was ready */
-    size_t d_unconsumed;            /* request body bytes not yet given back as window */
-    uint32_t d_head_err;            /* enum rem_err recorded while the request head arrived */
-    bool d_wait;                    /* request body waits for an upconn (into d_pending) */
-    bool d_full;                    /* the upconn's output is full: window withheld */
-    bool d_end_seen;                /* END_STREAM from the client, maybe still in d_pending */
-    bool d_eof;                     /* the response's end is queued in d_out */
-    bool d_deferred;                /* the data provider is deferred */
-    bool d_closed;                  /* nghttp2 closed the stream */
-    bool d_finished;                /* the proxy side finished (logged, counted) */
-    bool d_submitted;               /* a response (or error) was submitted */
+    void *down_ctx; /* the downstream codec's per-stream state (owned by the codec), or NULL */
 
     /* Upstream HTTP/2 (h2_up.c); unused on HTTP/1.1 upconns. */
     int32_t u_id;                   /* stream id on the upconn's session, 0 before submit */
@@ -124,8 +109,40 @@ struct rem_stream {
 
 TAILQ_HEAD(rem_stream_list, rem_stream);
 
+/* What the downstream codec found in the request head: a HEAD request, a body, chunked (no
+ * length known). */
+static inline void rem_stream_set_request(struct rem_stream *s, bool head, bool body, bool chunked)
+{
+    s->head_request = head;
+    s->req_has_body = body;
+    s->req_chunked = chunked;
+}
+/* A gRPC call (content-type application/grpc*): remora's own errors become grpc-status. */
+static inline void rem_stream_set_grpc(struct rem_stream *s, bool grpc)
+{
+    s->grpc = grpc;
+}
+/* Bytes received from / written to the client for this stream, as the wire counts them. */
+static inline void rem_stream_count_in(struct rem_stream *s, uint64_t n)
+{
+    s->bytes_in += n;
+}
+static inline void rem_stream_count_out(struct rem_stream *s, uint64_t n)
+{
+    s->bytes_out += n;
+}
+/* The downstream codec's per-stream state. */
+static inline void rem_stream_set_down_ctx(struct rem_stream *s, void *ctx)
+{
+    s->down_ctx = ctx;
+}
+/* Lowers the request head and trailer limits to n bytes (0: unchanged). */
+void rem_stream_limit_head_bytes(struct rem_stream *s, uint32_t n);
+
 /* A stream for conn c, from the worker's freelist. Aborts on OOM (control object). */
 struct rem_stream *rem_stream_new(struct rem_conn *c);
+/* Frees the worker's stream freelist (teardown). */
+void rem_stream_freelist_dispose(struct rem_worker *w);
 /* Returns s to the freelist. The stream must be detached from its upconn. NULL-safe. */
 void rem_stream_free(struct rem_stream *s);
 
@@ -136,8 +153,12 @@ void rem_stream_start(struct rem_stream *s);
 /* Request body from downstream. Returns true when the caller must pause (upconn output over
  * the watermark). */
 bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n);
-/* The whole request was received (trailers, if any, are in s->req_trl). */
+/* The whole request was received (trailers, if any, are in s->req_trl). Before
+ * rem_stream_start (a request without body) it only marks the request complete. */
 void rem_stream_req_end(struct rem_stream *s);
+/* The client half-closed its side. Returns true when s is still answered (a complete request
+ * that is not just waiting in an admission queue); the conn then closes after it. */
+bool rem_stream_on_client_eof(struct rem_stream *s);
 
 /* The cluster has endpoints now (s waited for a first DNS answer). */
 void rem_stream_on_endpoints(struct rem_stream *s);

@@ -1,50 +1,61 @@
 /* SPDX-License-Identifier: Apache-2.0
- * transport: non-blocking socket I/O over two evbuffers with optimistic writes. */
+ * transport: buffered, optimistic I/O over an io implementation (rem_io_ops). */
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "error.h"
+#include "loop.h"
 #include "transport.h"
-#include "worker.h"
 
 #define REM_READ_CHUNK 16384
 #define REM_WRITE_VECS 16
+
+#define TRANSPORT_OF(f)                                                                            \
+    ((struct rem_transport *)((char *)(f)-offsetof(struct rem_transport, flush)))
+
+/* Reading is wanted unless the owner turned it off or the input is full. */
+static bool want_read(const struct rem_transport *t)
+{
+    return !t->read_off && (t->read_high == 0 || evbuffer_get_length(t->in) < t->read_high);
+}
 
 static void set_reading(struct rem_transport *t, bool on)
 {
     if (t->closed || t->connecting || t->reading == on)
         return;
-    if (on)
-        event_add(t->ev_read, NULL);
-    else
-        event_del(t->ev_read);
     t->reading = on;
+    if (t->fd < 0) {
+        /* No fd to watch: the io wakes us (rem_transport_io_wake). */
+        if (on && t->io->pending && t->io->pending(t))
+            event_active(t->ev_read, EV_READ, 1);
+        return;
+    }
+    if (on) {
+        event_add(t->ev_read, NULL);
+        /* Bytes the io holds already (TLS records) are not reported by the fd. */
+        if (t->io->pending && t->io->pending(t))
+            event_active(t->ev_read, EV_READ, 1);
+    } else {
+        event_del(t->ev_read);
+    }
 }
 
 static void set_writing(struct rem_transport *t, bool on)
 {
     if (t->closed || t->writing == on)
         return;
+    t->writing = on;
+    if (t->fd < 0)
+        return;
     if (on)
         event_add(t->ev_write, NULL);
     else
         event_del(t->ev_write);
-    t->writing = on;
-}
-
-/* Reading is wanted unless the owner turned it off, the input is full, or EOF was seen. */
-static bool want_read(const struct rem_transport *t)
-{
-    return !t->read_off && (t->read_high == 0 || evbuffer_get_length(t->in) < t->read_high);
 }
 
 void rem_transport_rearm(struct rem_transport *t)
@@ -58,25 +69,71 @@ void rem_transport_read(struct rem_transport *t, bool on)
     rem_transport_rearm(t);
 }
 
+void rem_transport_unlimit_read(struct rem_transport *t)
+{
+    t->read_high = 0;
+    rem_transport_rearm(t);
+}
+
+void rem_transport_set_error(struct rem_transport *t, int err)
+{
+    t->error = err;
+}
+
+void rem_transport_io_wake(struct rem_transport *t, short what)
+{
+    if (t->closed)
+        return;
+    if ((what & EV_READ) && (t->reading || t->connecting))
+        event_active(t->ev_read, EV_READ, 1);
+    if ((what & EV_WRITE) && t->writing)
+        event_active(t->ev_write, EV_WRITE, 1);
+}
+
+static void fail(struct rem_transport *t, int err)
+{
+    t->error = err;
+    t->cbs->on_event(t, REM_TE_ERROR, t->arg);
+}
+
+/* Runs the io's handshake; on completion reading starts and the owner hears REM_TE_READY. */
+static void handshake(struct rem_transport *t)
+{
+    int rc = t->io->handshake ? t->io->handshake(t) : 0;
+    if (rc == 1)
+        return; /* again, on the next readiness */
+    t->connecting = false;
+    set_writing(t, false);
+    if (rc < 0) {
+        fail(t, -rc);
+        return;
+    }
+    rem_transport_rearm(t);
+    t->cbs->on_event(t, REM_TE_READY, t->arg);
+    if (!t->closed && evbuffer_get_length(t->out))
+        rem_transport_flush(t);
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_transport *t = arg;
-    /* One contiguous reservation read with recv(2): cheaper in the kernel than readv(2)
-     * (no iovec import, no file-position lock), and one chain is all a read fills. */
+    if (t->connecting) {
+        handshake(t);
+        return;
+    }
+    /* One contiguous reservation read: one chain is all a read fills. */
     struct evbuffer_iovec vec[1];
     int nvec = evbuffer_reserve_space(t->in, REM_READ_CHUNK, vec, 1);
     if (nvec < 0) {
-        t->error = ENOMEM;
-        t->cbs->on_event(t, REM_TE_ERROR, t->arg);
+        fail(t, ENOMEM);
         return;
     }
-    ssize_t n = recv(fd, vec[0].iov_base, vec[0].iov_len, 0);
+    ssize_t n = t->io->recv(t, vec[0].iov_base, vec[0].iov_len);
     if (n < 0) {
         evbuffer_commit_space(t->in, vec, 0);
         if (errno == EAGAIN || errno == EINTR)
             return;
-        t->error = errno;
-        t->cbs->on_event(t, REM_TE_ERROR, t->arg);
+        fail(t, errno);
         return;
     }
     if (n == 0) {
@@ -86,34 +143,23 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         t->cbs->on_event(t, REM_TE_EOF, t->arg);
         return;
     }
-    size_t left = (size_t)n;
-    for (int i = 0; i < nvec; i++) {
-        size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
-        vec[i].iov_len = take;
-        left -= take;
-    }
+    vec[0].iov_len = (size_t)n;
     evbuffer_commit_space(t->in, vec, nvec);
     if (!want_read(t))
         set_reading(t, false);
+    else if (t->fd < 0 && t->io->pending && t->io->pending(t))
+        event_active(t->ev_read, EV_READ, 1); /* no level-triggered fd to say so */
     t->cbs->on_read(t, t->arg);
 }
 
-/* One send(2) of what t->out holds: send() when it is one chain (the common case: a head
- * and a small body share a chain), sendmsg() over up to REM_WRITE_VECS chains otherwise.
- * Both skip writev(2)'s file-position lock, and MSG_NOSIGNAL makes EPIPE an error return. */
+/* One io->send of what t->out holds, over up to REM_WRITE_VECS chains. */
 static ssize_t send_out(struct rem_transport *t)
 {
     struct evbuffer_iovec vec[REM_WRITE_VECS];
     int n = evbuffer_peek(t->out, -1, NULL, vec, REM_WRITE_VECS);
     if (n > REM_WRITE_VECS)
         n = REM_WRITE_VECS;
-    ssize_t w;
-    if (n == 1) {
-        w = send(t->fd, vec[0].iov_base, vec[0].iov_len, MSG_NOSIGNAL);
-    } else {
-        struct msghdr m = {.msg_iov = (struct iovec *)vec, .msg_iovlen = (size_t)n};
-        w = sendmsg(t->fd, &m, MSG_NOSIGNAL);
-    }
+    ssize_t w = t->io->send(t, (const struct iovec *)vec, n);
     if (w > 0)
         evbuffer_drain(t->out, (size_t)w);
     return w;
@@ -132,15 +178,14 @@ size_t rem_transport_flush(struct rem_transport *t)
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             break;
-        t->error = n < 0 ? errno : EPIPE;
         set_writing(t, false);
-        t->cbs->on_event(t, REM_TE_ERROR, t->arg);
+        fail(t, n < 0 ? errno : EPIPE);
         return 0;
     }
     size_t left = evbuffer_get_length(t->out);
     set_writing(t, left > 0);
     if (left == 0 && t->shut_wr)
-        (void)shutdown(t->fd, SHUT_WR);
+        t->io->shutdown(t);
     if (left < before && left <= t->write_high / 2 && t->cbs->on_drained)
         t->cbs->on_drained(t, t->arg);
     return left;
@@ -149,142 +194,100 @@ size_t rem_transport_flush(struct rem_transport *t)
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_transport *t = arg;
-    if (t->connecting) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        if (err == EINPROGRESS)
-            return;
-        t->connecting = false;
-        set_writing(t, false);
-        if (err) {
-            t->error = err;
-            t->cbs->on_event(t, REM_TE_ERROR, t->arg);
-            return;
-        }
-        int one = 1;
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        rem_transport_rearm(t);
-        t->cbs->on_event(t, REM_TE_CONNECTED, t->arg);
-        if (!t->closed && evbuffer_get_length(t->out))
-            rem_transport_flush(t);
-        return;
-    }
-    rem_transport_flush(t);
+    if (t->connecting)
+        handshake(t);
+    else
+        rem_transport_flush(t);
 }
 
-static int setup(struct rem_transport *t, struct rem_worker *w, int fd,
-                 const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
-                 size_t write_high)
+void rem_transport_clear(struct rem_transport *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->fd = -1;
+    t->closed = true;
+}
+
+int rem_transport_setup(struct rem_transport *t, struct rem_loop *loop, const struct rem_io_ops *io,
+                        int fd, void *ctx, const struct rem_transport_cbs *cbs, void *arg,
+                        size_t read_high, size_t write_high, bool connecting)
 {
     memset(t, 0, sizeof(*t));
     t->fd = fd;
-    t->worker = w;
+    t->io = io;
+    t->io_ctx = ctx;
+    t->loop = loop;
     t->cbs = cbs;
     t->arg = arg;
     t->read_high = read_high;
     t->write_high = write_high;
+    t->last_write_ms = rem_now_ms();
     t->in = evbuffer_new();
     t->out = evbuffer_new();
-    t->ev_read = event_new(w->base, fd, EV_READ | EV_PERSIST, on_readable, t);
-    t->ev_write = event_new(w->base, fd, EV_WRITE | EV_PERSIST, on_writable, t);
+    short rd = fd >= 0 ? EV_READ | EV_PERSIST : 0, wr = fd >= 0 ? EV_WRITE | EV_PERSIST : 0;
+    t->ev_read = event_new(loop->base, fd, rd, on_readable, t);
+    t->ev_write = event_new(loop->base, fd, wr, on_writable, t);
     if (!t->in || !t->out || !t->ev_read || !t->ev_write) {
+        io->close(t);
         t->closed = true;
-        close(fd);
         t->fd = -1;
         return -REM_E_NOMEM;
     }
-    return 0;
-}
-
-int rem_transport_init(struct rem_transport *t, struct rem_worker *w, int fd,
-                       const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
-                       size_t write_high)
-{
-    int rc = setup(t, w, fd, cbs, arg, read_high, write_high);
-    if (rc == 0)
+    if (connecting) {
+        /* The handshake runs on writability (a TCP connect's completion). */
+        t->connecting = true;
+        t->writing = true;
+        if (fd >= 0)
+            event_add(t->ev_write, NULL);
+    } else {
         rem_transport_rearm(t);
-    return rc;
+    }
+    return 0;
 }
 
-int rem_transport_connect(struct rem_transport *t, struct rem_worker *w, const struct sockaddr *sa,
-                          socklen_t salen, const struct rem_transport_cbs *cbs, void *arg,
-                          size_t read_high, size_t write_high)
+static void on_flush(struct rem_flush *f)
 {
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        memset(t, 0, sizeof(*t));
-        t->closed = true;
-        t->fd = -1;
-        t->error = errno;
-        return -REM_E_SYS;
-    }
-    int rc = setup(t, w, fd, cbs, arg, read_high, write_high);
-    if (rc < 0)
-        return rc;
-    t->connecting = true;
-    if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {
-        /* Reported from the loop like any other outcome (e.g. ECONNREFUSED on loopback):
-         * the caller is never called back before this returns. */
-        t->error = errno;
-    }
-    t->writing = true;
-    event_add(t->ev_write, NULL);
-    if (t->error)
-        event_active(t->ev_write, EV_WRITE, 1);
-    return 0;
+    struct rem_transport *t = TRANSPORT_OF(f);
+    if (!t->closed)
+        rem_transport_flush(t);
 }
 
 void rem_transport_flush_later(struct rem_transport *t)
 {
-    if (t->dirty || t->closed)
-        return;
-    t->dirty = true;
-    rem_worker_flush_later(t->worker, t);
-}
-
-void rem_transport_flush_all(struct rem_transport_list *list)
-{
-    struct rem_transport *t;
-    while ((t = TAILQ_FIRST(list)) != NULL) {
-        TAILQ_REMOVE(list, t, flush_link);
-        t->dirty = false;
-        if (!t->closed)
-            rem_transport_flush(t);
-    }
+    if (!t->closed)
+        rem_loop_flush_later(t->loop, &t->flush, on_flush);
 }
 
 void rem_transport_shutdown_write(struct rem_transport *t)
 {
     t->shut_wr = true;
     if (!t->closed && !t->connecting && evbuffer_get_length(t->out) == 0)
-        (void)shutdown(t->fd, SHUT_WR);
+        t->io->shutdown(t);
 }
 
 void rem_transport_set_reset(struct rem_transport *t)
 {
-    struct linger lg = {1, 0};
-    if (!t->closed)
-        (void)setsockopt(t->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    if (!t->closed && t->io->reset)
+        t->io->reset(t);
+}
+
+const char *rem_transport_alpn(const struct rem_transport *t, size_t *len)
+{
+    *len = 0;
+    return t->io && t->io->alpn && !t->closed ? t->io->alpn(t, len) : NULL;
 }
 
 void rem_transport_close(struct rem_transport *t)
 {
     if (t->closed)
         return;
-    if (t->dirty) {
-        rem_worker_flush_cancel(t->worker, t);
-        t->dirty = false;
-    }
+    rem_loop_flush_cancel(t->loop, &t->flush);
     if (t->ev_read)
         event_del(t->ev_read);
     if (t->ev_write)
         event_del(t->ev_write);
     t->reading = t->writing = false;
     t->closed = true;
-    if (t->fd >= 0)
-        close(t->fd);
+    t->io->close(t);
     t->fd = -1;
 }
 
@@ -293,6 +296,9 @@ void rem_transport_free(struct rem_transport *t)
     if (!t)
         return;
     rem_transport_close(t);
+    if (t->io && t->io->free)
+        t->io->free(t);
+    t->io_ctx = NULL;
     if (t->ev_read)
         event_free(t->ev_read);
     if (t->ev_write)

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0
- * transport: a non-blocking stream socket with an input and an output evbuffer, built for the
- * request path: reads go straight into reserved evbuffer space (no FIONREAD per read), writes
- * are attempted optimistically once per event-loop iteration (the worker's flush list), and
- * EPOLLOUT is registered only while a write is short, so a request/response costs one read and
- * one write per side and no epoll_ctl. Reading stops by itself while the input holds read_high
- * bytes and resumes when the owner calls rem_transport_rearm after consuming.
- * The owner (conn, upconn; TLS later) owns the transport; the protocol on top only sees the two
- * buffers and the callbacks. Callbacks may close the transport; memory is released by
+ * transport: a byte stream with an input and an output evbuffer over a `struct rem_io_ops`
+ * implementation (io_tcp.c: a socket; io_mem.c: an in-memory end for unit tests and fuzzing;
+ * TLS later), built for the request path: reads go straight into reserved evbuffer space,
+ * writes are attempted optimistically once per event-loop iteration (the loop's flush list),
+ * and EPOLLOUT is registered only while a write is short, so a request/response costs one read
+ * and one write per side and no epoll_ctl. Reading stops by itself while the input holds
+ * read_high bytes and resumes when the owner calls rem_transport_rearm after consuming.
+ * After the handshake (none for TCP: an accepted transport is ready at once, a connected one
+ * reports REM_TE_READY) the owner sees only the two buffers and the callbacks.
+ * The owner (conn, upconn) owns the transport; callbacks may close it; memory is released by
  * rem_transport_free, which the owner calls from its reaper. */
 #ifndef REM_TRANSPORT_H
 #define REM_TRANSPORT_H
@@ -14,22 +16,23 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/queue.h>
-#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "loop.h"
 
 struct event;
 struct evbuffer;
-struct rem_worker;
 struct rem_transport;
 
 enum {
-    REM_TE_CONNECTED = 1 << 0, /* an outgoing connect completed */
-    REM_TE_EOF = 1 << 1,       /* the peer closed its sending side */
-    REM_TE_ERROR = 1 << 2,     /* read/write/connect failed; t->error holds errno */
+    REM_TE_READY = 1 << 0, /* an outgoing connect (and its handshake) completed */
+    REM_TE_EOF = 1 << 1,   /* the peer closed its sending side */
+    REM_TE_ERROR = 1 << 2, /* read/write/connect/handshake failed; rem_transport_error */
 };
 
 struct rem_transport_cbs {
-    /* New bytes are in t->in. */
+    /* New bytes are in the input. */
     void (*on_read)(struct rem_transport *t, void *arg);
     /* A write left the output at or below write_high / 2 (including empty). */
     void (*on_drained)(struct rem_transport *t, void *arg);
@@ -37,9 +40,38 @@ struct rem_transport_cbs {
     void (*on_event)(struct rem_transport *t, int what, void *arg);
 };
 
+/* One implementation of the byte stream under a transport (HAProxy's xprt_ops). Every
+ * function is called on the worker's thread; none may call the transport's callbacks. */
+struct rem_io_ops {
+    const char *name;
+    /* Reads at most n bytes: > 0 read, 0 the peer closed, -1 with errno (EAGAIN: nothing
+     * now). */
+    ssize_t (*recv)(struct rem_transport *t, void *buf, size_t n);
+    /* Writes from iov: >= 0 written, -1 with errno (EAGAIN: would block). */
+    ssize_t (*send)(struct rem_transport *t, const struct iovec *iov, int iovcnt);
+    /* Advances the handshake: 0 done, 1 again (wait for readiness), < 0 a negative errno.
+     * NULL: none (ready once connected). */
+    int (*handshake)(struct rem_transport *t);
+    /* Ends the sending side (TCP: SHUT_WR; TLS: close_notify). */
+    void (*shutdown)(struct rem_transport *t);
+    /* Whether bytes are buffered inside the io that readiness of the fd would not report
+     * (TLS records, the in-memory inbox). NULL: never. */
+    bool (*pending)(const struct rem_transport *t);
+    /* The protocol agreed in the handshake (ALPN) or NULL; *len its length. NULL: none. */
+    const char *(*alpn)(const struct rem_transport *t, size_t *len);
+    /* The close must look like an error to the peer (TCP: RST through SO_LINGER 0). */
+    void (*reset)(struct rem_transport *t);
+    /* Releases the handle (closes the fd) now; the io's memory stays until free. */
+    void (*close)(struct rem_transport *t);
+    /* Frees the io's state (t->io_ctx). NULL-safe on a closed transport. */
+    void (*free)(struct rem_transport *t);
+};
+
 struct rem_transport {
-    int fd;
-    struct rem_worker *worker;        /* borrowed */
+    int fd;                           /* -1 when the io has none (io_mem) */
+    const struct rem_io_ops *io;      /* borrowed (static tables) */
+    void *io_ctx;                     /* owned by io */
+    struct rem_loop *loop;            /* borrowed */
     struct event *ev_read, *ev_write; /* owned */
     struct evbuffer *in, *out;        /* owned */
     const struct rem_transport_cbs *cbs;
@@ -47,31 +79,31 @@ struct rem_transport {
     size_t read_high;  /* reading pauses while in holds this much; 0: none */
     size_t write_high; /* producers stop at this much output */
     int error;         /* errno of the last failure */
-    bool connecting;
-    bool reading;  /* ev_read is registered */
-    bool writing;  /* ev_write is registered */
-    bool read_off; /* the owner turned reading off */
+    bool connecting;   /* connect or handshake in progress */
+    bool reading;      /* ev_read is registered */
+    bool writing;      /* ev_write is registered */
+    bool read_off;     /* the owner turned reading off */
     bool closed;
-    bool dirty;             /* on the worker's flush list */
-    bool shut_wr;           /* SHUT_WR requested once the output is empty */
+    bool shut_wr;           /* the sending side ends once the output is empty */
     uint64_t last_write_ms; /* last time bytes went out */
-    TAILQ_ENTRY(rem_transport) flush_link;
+    struct rem_flush flush; /* on the loop's flush list */
 };
 
-TAILQ_HEAD(rem_transport_list, rem_transport);
+/* A transport that is not set up yet: closed, no fd; rem_transport_free is a no-op on it. */
+void rem_transport_clear(struct rem_transport *t);
 
-/* Sets up t over an accepted, non-blocking fd (taken over: closed on failure and by close).
- * Reading starts at once. Returns 0 or -REM_E_NOMEM. */
-int rem_transport_init(struct rem_transport *t, struct rem_worker *w, int fd,
-                       const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
-                       size_t write_high);
-
-/* Starts a non-blocking connect; REM_TE_CONNECTED or REM_TE_ERROR follows, never before this
- * returns. Returns 0, or -REM_E_SYS / -REM_E_NOMEM when no socket could be set up (errno in
- * t->error). */
-int rem_transport_connect(struct rem_transport *t, struct rem_worker *w, const struct sockaddr *sa,
-                          socklen_t salen, const struct rem_transport_cbs *cbs, void *arg,
-                          size_t read_high, size_t write_high);
+/* For io implementations: sets up t over io (with its handle fd, or -1 and ctx) and starts
+ * reading unless connecting (then the io's constructor completes the connect and calls
+ * rem_transport_connected). Takes over fd and ctx: on failure they are released through
+ * io->close/free. Returns 0 or -REM_E_NOMEM. */
+int rem_transport_setup(struct rem_transport *t, struct rem_loop *loop, const struct rem_io_ops *io,
+                        int fd, void *ctx, const struct rem_transport_cbs *cbs, void *arg,
+                        size_t read_high, size_t write_high, bool connecting);
+/* For io implementations: records err (an errno) as the transport's error. */
+void rem_transport_set_error(struct rem_transport *t, int err);
+/* For io implementations without an fd: the io has become readable (EV_READ) and/or
+ * writable (EV_WRITE); the transport reacts from the loop, never inside this call. */
+void rem_transport_io_wake(struct rem_transport *t, short what);
 
 /* The owner added output: it is written at the end of this loop iteration. */
 void rem_transport_flush_later(struct rem_transport *t);
@@ -82,18 +114,45 @@ size_t rem_transport_flush(struct rem_transport *t);
 void rem_transport_rearm(struct rem_transport *t);
 /* Turns reading off / back on (e.g. while idle with nothing expected, or lingering). */
 void rem_transport_read(struct rem_transport *t, bool on);
-/* Sends FIN once the output is empty (now if it already is). */
+/* Reading no longer pauses at a watermark (a lingering close drains whatever comes). */
+void rem_transport_unlimit_read(struct rem_transport *t);
+/* Sends FIN (io->shutdown) once the output is empty (now if it already is). */
 void rem_transport_shutdown_write(struct rem_transport *t);
-/* Makes the close a reset (SO_LINGER 0): for responses that must not look complete. */
+/* Makes the close a reset: for responses that must not look complete. */
 void rem_transport_set_reset(struct rem_transport *t);
 
-/* Stops all I/O and closes the fd now (pending output is dropped). Safe inside callbacks;
+/* Stops all I/O and closes the handle now (pending output is dropped). Safe inside callbacks;
  * idempotent. The memory stays until rem_transport_free. */
 void rem_transport_close(struct rem_transport *t);
-/* Frees events and buffers; t must be closed. NULL-safe. */
+/* Frees events, buffers and the io's state; t must be closed. NULL-safe. */
 void rem_transport_free(struct rem_transport *t);
 
-/* The per-worker flush list; run by the worker's flush event. */
-void rem_transport_flush_all(struct rem_transport_list *list);
+/* Accessors for owners (they never write the fields). */
+static inline struct evbuffer *rem_transport_input(struct rem_transport *t)
+{
+    return t->in;
+}
+static inline struct evbuffer *rem_transport_output(struct rem_transport *t)
+{
+    return t->out;
+}
+static inline bool rem_transport_is_closed(const struct rem_transport *t)
+{
+    return t->closed;
+}
+static inline int rem_transport_error(const struct rem_transport *t)
+{
+    return t->error;
+}
+static inline size_t rem_transport_write_high(const struct rem_transport *t)
+{
+    return t->write_high;
+}
+static inline uint64_t rem_transport_last_write_ms(const struct rem_transport *t)
+{
+    return t->last_write_ms;
+}
+/* The protocol the handshake agreed on (ALPN), or NULL. */
+const char *rem_transport_alpn(const struct rem_transport *t, size_t *len);
 
 #endif

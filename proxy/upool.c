@@ -19,6 +19,7 @@
 #include "error.h"
 #include "h1_up.h"
 #include "h2_up.h"
+#include "io_tcp.h"
 #include "log.h"
 #include "metrics.h"
 #include "stream.h"
@@ -88,7 +89,7 @@ void rem_upconn_close(struct rem_upconn *uc)
     rem_transport_close(&uc->t); /* the socket closes now; the memory goes with the reaper */
     event_del(uc->timer);
     event_del(uc->kick);
-    rem_worker_defer_free(uc->worker, &uc->reap, upconn_free);
+    rem_loop_defer_free(&uc->worker->loop, &uc->reap, upconn_free);
     if (uc->h2 && !TAILQ_EMPTY(&cl->h2_wait))
         h2_wake(cl); /* a connection may be opened in its place */
 }
@@ -202,7 +203,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 
 static enum rem_err connect_error(struct rem_upconn *uc)
 {
-    int err = uc->t.error;
+    int err = rem_transport_error(&uc->t);
     rem_log_debug("upconn %s: connect failed: %s", uc->ep->name, strerror(err));
     REM_M_ADD(uc->ep->cluster->metrics->connect_failures[err == ECONNREFUSED ? REM_CONNFAIL_REFUSED
                                                                              : REM_CONNFAIL_ERROR],
@@ -213,7 +214,7 @@ static enum rem_err connect_error(struct rem_upconn *uc)
 static void on_event(struct rem_transport *t, int what, void *arg)
 {
     struct rem_upconn *uc = arg;
-    if (what & REM_TE_CONNECTED) {
+    if (what & REM_TE_READY) {
         event_del(uc->timer);
         rem_hist_record(&uc->ep->cluster->metrics->connect_duration,
                         &uc->worker->mlayout->upstream_hist, rem_now_ns() - uc->connect_start_ns);
@@ -281,10 +282,9 @@ static struct rem_upconn *upconn_new(struct rem_endpoint *ep)
     uc->ep = ep;
     rem_endpoint_ref(ep);
     uc->state = REM_UPCONN_CLOSED;
-    uc->timer = evtimer_new(w->base, on_timer, uc);
-    uc->kick = event_new(w->base, -1, 0, on_kick, uc);
-    uc->t.fd = -1;
-    uc->t.closed = true; /* until rem_transport_connect */
+    uc->timer = evtimer_new(w->loop.base, on_timer, uc);
+    uc->kick = event_new(w->loop.base, -1, 0, on_kick, uc);
+    rem_transport_clear(&uc->t); /* until rem_io_tcp_connect */
     if (!uc->timer || !uc->kick) {
         upconn_free(&uc->reap);
         return NULL;
@@ -321,8 +321,8 @@ int rem_upool_connect(struct rem_endpoint *ep, struct rem_stream *s, struct rem_
         uc->stream = s;
     uc->connect_start_ns = rem_now_ns();
     uint64_t wm = uc->worker->cfg->limits.buffer_bytes;
-    if (rem_transport_connect(&uc->t, uc->worker, (struct sockaddr *)&ep->addr.ss, ep->addr.len,
-                              &upconn_cbs, uc, wm, wm) < 0) {
+    if (rem_io_tcp_connect(&uc->t, &uc->worker->loop, (struct sockaddr *)&ep->addr.ss, ep->addr.len,
+                           &upconn_cbs, uc, wm, wm) < 0) {
         uc->stream = NULL;
         rem_h2_up_detach_all(uc);
         REM_M_ADD(cl->metrics->connect_failures[REM_CONNFAIL_ERROR], 1);
@@ -354,8 +354,8 @@ void rem_upool_release(struct rem_upconn *uc, bool reusable)
         uc->stream->upconn = NULL;
         uc->stream = NULL;
     }
-    if (!reusable || uc->state != REM_UPCONN_ACTIVE || evbuffer_get_length(uc->t.in) > 0 ||
-        uc->ep->removed) {
+    if (!reusable || uc->state != REM_UPCONN_ACTIVE ||
+        evbuffer_get_length(rem_transport_input(&uc->t)) > 0 || uc->ep->removed) {
         rem_upconn_close(uc);
         return;
     }
@@ -383,7 +383,7 @@ void rem_upconn_resume(struct rem_upconn *uc)
 
 struct evbuffer *rem_upconn_output(struct rem_upconn *uc)
 {
-    return uc->t.out;
+    return rem_transport_output(&uc->t);
 }
 
 /* HTTP/2: a stream slot on an upconn of ep (busy ones first: they are warm), or a new upconn.

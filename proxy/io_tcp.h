@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * io_tcp: the TCP (or any stream socket) implementation of rem_io_ops: recv(2) and
+ * send(2)/sendmsg(2) with MSG_NOSIGNAL, SHUT_WR, SO_LINGER 0 for resets. Owns nothing but
+ * the fd it is given. */
+#ifndef REM_IO_TCP_H
+#define REM_IO_TCP_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "transport.h"
+
+/* Sets up t over an accepted, non-blocking fd (taken over: closed on failure and by close).
+ * The transport is ready at once and reading starts. Returns 0 or -REM_E_NOMEM. */
+int rem_io_tcp_accept(struct rem_transport *t, struct rem_loop *loop, int fd,
+                      const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
+                      size_t write_high);
+
+/* Starts a non-blocking connect; REM_TE_READY or REM_TE_ERROR follows, never before this
+ * returns. Returns 0, or -REM_E_SYS / -REM_E_NOMEM when no socket could be set up (then t is
+ * closed and rem_transport_error(t) holds errno). */
+int rem_io_tcp_connect(struct rem_transport *t, struct rem_loop *loop, const struct sockaddr *sa,
+                       socklen_t salen, const struct rem_transport_cbs *cbs, void *arg,
+                       size_t read_high, size_t write_high);
+
+#endif

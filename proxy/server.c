@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * server: what runs on each worker, built from a config generation: the c-ares channel, the
+ * clusters (one per upstream, with their admission and pools), the per-route admits and the
+ * listening sockets; and its teardown. The top of the stack: it may include every module;
+ * nothing includes it but main.c. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "config.h"
+#include "conn.h"
+#include "dns.h"
+#include "error.h"
+#include "listener.h"
+#include "log.h"
+#include "queue.h"
+#include "server.h"
+#include "stream.h"
+#include "worker.h"
+
+int rem_server_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
+                           const struct rem_metrics_layout *ml, uint16_t *ports)
+{
+    if (rem_worker_init(w, id, cfg, ml) < 0)
+        return -REM_E_SYS;
+    unsigned n_workers = cfg->workers ? cfg->workers : 1;
+    bool names = false;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        for (size_t j = 0; j < cfg->upstreams[i].n_endpoints; j++)
+            names = names || cfg->upstreams[i].endpoints[j].is_name;
+    if (names && !(w->dns = rem_dns_new(&w->loop, &cfg->dns)))
+        goto fail;
+    w->n_clusters = cfg->n_upstreams;
+    w->clusters = rem_xcalloc(cfg->n_upstreams, sizeof(*w->clusters));
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        w->clusters[i] = rem_cluster_new(w, &cfg->upstreams[i], i, n_workers);
+        if (!w->clusters[i])
+            goto fail;
+    }
+    w->route_admits = rem_xcalloc(cfg->n_routes + 1, sizeof(*w->route_admits));
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const struct rem_cfg_route *r = &cfg->routes[i];
+        if (!r->max_requests)
+            continue;
+        uint32_t lim = r->max_requests / n_workers ? r->max_requests / n_workers : 1;
+        uint32_t pend =
+            r->max_pending ? (r->max_pending / n_workers ? r->max_pending / n_workers : 1) : 0;
+        w->route_admits[i] = rem_xcalloc(1, sizeof(struct rem_admit));
+        if (rem_admit_init(w->route_admits[i], w, NULL, lim, pend,
+                           cfg->upstreams[r->upstream_idx].queue_timeout_ms) < 0)
+            goto fail;
+    }
+    w->listeners = rem_xcalloc(cfg->n_listeners, sizeof(*w->listeners));
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        w->listeners[i] = rem_listener_new(w, &cfg->listeners[i], &ports[i]);
+        if (!w->listeners[i])
+            goto fail;
+        w->n_listeners++;
+    }
+    return 0;
+
+fail:
+    rem_log_error("worker %u: could not build its clusters and listeners (see above)", id);
+    return -REM_E_SYS;
+}
+
+void rem_server_worker_dispose(struct rem_worker *w)
+{
+    if (!w)
+        return;
+    /* Conns first: closing one tells its listener. */
+    struct rem_conn *c;
+    while (w->loop.base && (c = TAILQ_FIRST(&w->conns)) != NULL)
+        rem_conn_close(c);
+    for (size_t i = 0; i < w->n_listeners; i++)
+        rem_listener_free(w->listeners[i]);
+    free(w->listeners);
+    w->listeners = NULL;
+    for (size_t i = 0; w->route_admits && i <= w->cfg->n_routes; i++) {
+        if (w->route_admits[i]) {
+            rem_admit_dispose(w->route_admits[i]);
+            free(w->route_admits[i]);
+        }
+    }
+    free(w->route_admits);
+    w->route_admits = NULL;
+    for (size_t i = 0; i < w->n_clusters; i++)
+        rem_cluster_free(w->clusters[i]);
+    free(w->clusters);
+    w->clusters = NULL;
+    rem_dns_free(w->dns);
+    w->dns = NULL;
+    rem_stream_freelist_dispose(w);
+    rem_worker_dispose(w);
+}
