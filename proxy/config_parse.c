@@ -302,6 +302,8 @@ static void check_dup_names(struct ctx *c, struct entry *e, size_t n, const char
     }
 }
 
+/* ---- sections: one parse_* per top-level key ------------------------------------------------- */
+
 static void parse_workers(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
     struct rem_yaml_quoted q;
@@ -937,7 +939,7 @@ static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cf
     free(names);
 }
 
-static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_cfg_limits *lim)
+static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
     enum { F_HDR_BYTES, F_HEADERS, F_BODY, F_IDLE, F_HDR_TIMEOUT, F_BUFFER, F_N };
     struct rem_yaml_field f[F_N] = {
@@ -949,6 +951,7 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_cfg_limits
         [F_BUFFER] = {.key = "buffer_bytes"},
     };
     uint64_t v;
+    struct rem_cfg_limits *lim = &cfg->limits;
 
     if (rem_yaml_map_fields(c->y, node, "\"limits\"", "in limits", f, F_N) != 0)
         return;
@@ -969,7 +972,7 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_cfg_limits
         (void)get_size(c, f[F_BUFFER].val, "buffer_bytes", true, &lim->buffer_bytes);
 }
 
-static void parse_log(struct ctx *c, yaml_node_t *node, struct rem_cfg_log *lg)
+static void parse_log(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
     enum { F_LEVEL, F_FORMAT, F_ACCESS, F_N };
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
@@ -980,6 +983,7 @@ static void parse_log(struct ctx *c, yaml_node_t *node, struct rem_cfg_log *lg)
         [F_ACCESS] = {.key = "access_log"},
     };
     int v;
+    struct rem_cfg_log *lg = &cfg->log;
 
     if (rem_yaml_map_fields(c->y, node, "\"log\"", "in log", f, F_N) != 0)
         return;
@@ -993,12 +997,12 @@ static void parse_log(struct ctx *c, yaml_node_t *node, struct rem_cfg_log *lg)
         (void)rem_yaml_get_bool(c->y, f[F_ACCESS].val, "access_log", &lg->access_log);
 }
 
-static void parse_metrics(struct ctx *c, yaml_node_t *node, struct rem_cfg_metrics *m)
+static void parse_metrics(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
     struct rem_yaml_field f[] = {{.key = "buckets"}};
 
     if (rem_yaml_map_fields(c->y, node, "\"metrics\"", "in metrics", f, 1) == 0 && f[0].val != NULL)
-        parse_buckets(c, f[0].val, &m->buckets);
+        parse_buckets(c, f[0].val, &cfg->metrics.buckets);
 }
 
 /* One dns.resolvers item: "ip", "ip:port", "[v6]" or "[v6]:port", port 53 when left out.
@@ -1101,7 +1105,7 @@ static void parse_resolvers(struct ctx *c, yaml_node_t *node, struct rem_cfg_dns
 
 /* The dns section; its defaults are already in *dns. min_ttl may be 0 (no floor); max_ttl
  * must not be below it, whichever of the two is written or left at its default. */
-static void parse_dns(struct ctx *c, yaml_node_t *node, struct rem_cfg_dns *dns)
+static void parse_dns(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
     enum { F_RESOLVERS, F_MIN_TTL, F_MAX_TTL, F_TIMEOUT, F_ATTEMPTS, F_FAMILY, F_STALE_TTL, F_N };
     static const char *const families[] = {"auto", "v4", "v6", NULL};
@@ -1115,6 +1119,7 @@ static void parse_dns(struct ctx *c, yaml_node_t *node, struct rem_cfg_dns *dns)
     char lo[32], hi[32];
     uint64_t v;
     int family;
+    struct rem_cfg_dns *dns = &cfg->dns;
 
     if (rem_yaml_map_fields(c->y, node, "\"dns\"", "in dns", f, F_N) != 0)
         return;
@@ -1236,62 +1241,51 @@ static void check_addresses(struct ctx *c, struct rem_config *cfg)
 
 /* ---- loading --------------------------------------------------------------------------------- */
 
+/* The top-level keys, each with its parser, called in this order (the cross-checks in
+ * on_document run after all of them). Adding a section here is one parse_* function and one
+ * row; its struct and defaults live in config.h and config.c. */
+static const struct section {
+    const char *key;
+    void (*parse)(struct ctx *c, yaml_node_t *node, struct rem_config *cfg);
+} sections[] = {
+    {"workers", parse_workers},     /* worker threads: auto or a count */
+    {"listeners", parse_listeners}, /* downstream addresses, with their http2 settings */
+    {"admin", parse_admin},         /* the admin listener (/healthz, /readyz, /metrics) */
+    {"upstreams", parse_upstreams}, /* clusters: endpoints, pool, admission, health checks */
+    {"routes", parse_routes},       /* match -> upstream, timeout, buckets, route limits */
+    {"limits", parse_limits},       /* downstream request limits and timeouts */
+    {"log", parse_log},             /* level, format, access log */
+    {"metrics", parse_metrics},     /* default latency buckets */
+    {"dns", parse_dns},             /* resolvers and TTL bounds for endpoint names */
+};
+
+#define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
+
 /* rem_yaml_doc_cb: builds c->cfg from the document's root (NULL when the file is empty). The
  * generation is kept even when errors were reported: the load drops it then. */
 static void on_document(struct rem_yaml_reader *y, yaml_node_t *root, void *arg)
 {
-    enum {
-        F_WORKERS,
-        F_LISTENERS,
-        F_ADMIN,
-        F_UPSTREAMS,
-        F_ROUTES,
-        F_LIMITS,
-        F_LOG,
-        F_METRICS,
-        F_DNS,
-        F_N
-    };
-    struct rem_yaml_field f[F_N] = {
-        [F_WORKERS] = {.key = "workers"}, [F_LISTENERS] = {.key = "listeners"},
-        [F_ADMIN] = {.key = "admin"},     [F_UPSTREAMS] = {.key = "upstreams"},
-        [F_ROUTES] = {.key = "routes"},   [F_LIMITS] = {.key = "limits"},
-        [F_LOG] = {.key = "log"},         [F_METRICS] = {.key = "metrics"},
-        [F_DNS] = {.key = "dns"},
-    };
     struct ctx *c = arg;
-    struct rem_config *cfg = rem_config_new(c->name);
+    struct rem_yaml_field f[N_SECTIONS];
 
-    c->cfg = cfg;
-    if (rem_yaml_map_fields(y, root, "the document", "at top level", f, F_N) != 0) {
-        rem_config_unref(cfg);
+    c->cfg = rem_config_new(c->name);
+    for (size_t i = 0; i < N_SECTIONS; i++)
+        f[i].key = sections[i].key;
+    if (rem_yaml_map_fields(y, root, "the document", "at top level", f, N_SECTIONS) != 0) {
+        rem_config_unref(c->cfg);
         c->cfg = NULL;
         return;
     }
-    if (f[F_WORKERS].val != NULL)
-        parse_workers(c, f[F_WORKERS].val, cfg);
-    if (f[F_LISTENERS].val != NULL)
-        parse_listeners(c, f[F_LISTENERS].val, cfg);
-    if (f[F_ADMIN].val != NULL)
-        parse_admin(c, f[F_ADMIN].val, cfg);
-    if (f[F_UPSTREAMS].val != NULL)
-        parse_upstreams(c, f[F_UPSTREAMS].val, cfg);
-    if (f[F_ROUTES].val != NULL)
-        parse_routes(c, f[F_ROUTES].val, cfg);
-    if (f[F_LIMITS].val != NULL)
-        parse_limits(c, f[F_LIMITS].val, &cfg->limits);
-    if (f[F_LOG].val != NULL)
-        parse_log(c, f[F_LOG].val, &cfg->log);
-    if (f[F_METRICS].val != NULL)
-        parse_metrics(c, f[F_METRICS].val, &cfg->metrics);
-    if (f[F_DNS].val != NULL)
-        parse_dns(c, f[F_DNS].val, &cfg->dns);
+    for (size_t i = 0; i < N_SECTIONS; i++) {
+        if (f[i].val != NULL)
+            sections[i].parse(c, f[i].val, c->cfg);
+    }
     /* A section that failed as a whole gets its default here; the cross-checks skip it. */
-    rem_config_fill_defaults(cfg);
+    rem_config_fill_defaults(c->cfg);
     if (!c->upstreams_bad)
-        resolve_routes(c, cfg);
+        resolve_routes(c, c->cfg);
     if (!c->listeners_bad)
-        check_addresses(c, cfg);
+        check_addresses(c, c->cfg);
 }
 
 /* Reads the file at path, or buf when path is NULL, into a generation named name. */
