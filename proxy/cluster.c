@@ -13,8 +13,7 @@
 #include "error.h"
 #include "log.h"
 #include "metrics.h"
-#include "stream.h"
-#include "upool.h"
+#include "wait.h"
 #include "worker.h"
 
 void rem_endpoint_ref(struct rem_endpoint *ep)
@@ -45,11 +44,10 @@ static struct rem_endpoint *endpoint_new(struct rem_cluster *c, const struct rem
  * exchanges and close (upool checks `removed`). */
 static void endpoint_remove(struct rem_endpoint *ep)
 {
-    struct rem_upconn *uc;
     ep->removed = true;
     /* Closed upconns keep their reference until the reaper frees them. */
-    while ((uc = TAILQ_FIRST(&ep->idle)) != NULL)
-        rem_upconn_close(uc);
+    if (ep->cluster->close_upconns)
+        ep->cluster->close_upconns(ep, false);
     rem_endpoint_unref(ep); /* the cluster's */
 }
 
@@ -179,13 +177,13 @@ static const struct rem_dns_cbs dns_cbs = {.on_update = on_dns_update, .on_looku
 
 static void arm_dns_timer(struct rem_cluster *c)
 {
-    struct rem_stream *s = TAILQ_FIRST(&c->dns_wait);
-    if (!s) {
+    struct rem_wait *w = TAILQ_FIRST(&c->dns_wait);
+    if (!w) {
         event_del(c->dns_timer);
         return;
     }
     uint64_t limit = c->cfg->queue_timeout_ms, now = rem_now_ms();
-    uint64_t waited = now - s->dns_wait_start_ms;
+    uint64_t waited = now - w->since_ms;
     uint64_t ms = waited >= limit ? 0 : limit - waited;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     event_add(c->dns_timer, &tv);
@@ -194,44 +192,51 @@ static void arm_dns_timer(struct rem_cluster *c)
 static void on_dns_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_cluster *c = arg;
-    struct rem_stream *s;
+    struct rem_wait *w;
     uint64_t now = rem_now_ms();
-    while ((s = TAILQ_FIRST(&c->dns_wait)) != NULL &&
-           now - s->dns_wait_start_ms >= c->cfg->queue_timeout_ms) {
-        rem_cluster_unwait_dns(s);
-        rem_stream_fail(s, REM_E_DNS);
+    while ((w = TAILQ_FIRST(&c->dns_wait)) != NULL &&
+           now - w->since_ms >= c->cfg->queue_timeout_ms) {
+        rem_cluster_unwait_dns(c, w);
+        w->done(w, -REM_E_DNS);
     }
     arm_dns_timer(c);
 }
 
-bool rem_cluster_wait_dns(struct rem_cluster *c, struct rem_stream *s)
+bool rem_cluster_wait_dns(struct rem_cluster *c, struct rem_wait *w)
 {
     if (c->n_sources == 0 || c->resolved || !c->cfg->queue_timeout_ms)
         return false;
-    s->dns_waiting = true;
-    s->dns_wait_start_ms = rem_now_ms();
-    TAILQ_INSERT_TAIL(&c->dns_wait, s, u_link);
+    w->queued = true;
+    w->since_ms = rem_now_ms();
+    TAILQ_INSERT_TAIL(&c->dns_wait, w, link);
     if (!evtimer_pending(c->dns_timer, NULL))
         arm_dns_timer(c);
     return true;
 }
 
-void rem_cluster_unwait_dns(struct rem_stream *s)
+void rem_cluster_unwait_dns(struct rem_cluster *c, struct rem_wait *w)
 {
-    if (!s->dns_waiting)
+    if (!w->queued)
         return;
-    TAILQ_REMOVE(&s->cluster->dns_wait, s, u_link);
-    s->dns_waiting = false;
+    TAILQ_REMOVE(&c->dns_wait, w, link);
+    w->queued = false;
 }
 
 static void wake_dns_waiters(struct rem_cluster *c)
 {
-    struct rem_stream *s;
-    while ((s = TAILQ_FIRST(&c->dns_wait)) != NULL) {
-        rem_cluster_unwait_dns(s);
-        rem_stream_on_endpoints(s);
+    struct rem_wait *w;
+    while ((w = TAILQ_FIRST(&c->dns_wait)) != NULL) {
+        rem_cluster_unwait_dns(c, w);
+        w->done(w, 0);
     }
     event_del(c->dns_timer);
+}
+
+void rem_cluster_set_pool(struct rem_cluster *c, const struct rem_up_ops *ops,
+                          void (*close_upconns)(struct rem_endpoint *ep, bool busy_too))
+{
+    c->up_ops = ops;
+    c->close_upconns = close_upconns;
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
@@ -244,7 +249,7 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_u
     c->cfg = cfg;
     c->idx = idx;
     c->metrics = &w->metrics->upstreams[idx];
-    TAILQ_INIT(&c->h2_wait);
+    TAILQ_INIT(&c->pool_wait);
     TAILQ_INIT(&c->dns_wait);
     /* Each worker gets an equal share of the connection budget (no shared counter on the
      * request path); at least one. */
@@ -322,11 +327,8 @@ void rem_cluster_free(struct rem_cluster *c)
     free(c->sources);
     for (size_t i = 0; i < c->n_endpoints; i++) {
         struct rem_endpoint *ep = c->endpoints[i];
-        struct rem_upconn *uc;
-        while ((uc = TAILQ_FIRST(&ep->idle)) != NULL)
-            rem_upconn_close(uc);
-        while ((uc = TAILQ_FIRST(&ep->busy)) != NULL)
-            rem_upconn_close(uc);
+        if (c->close_upconns)
+            c->close_upconns(ep, true);
         ep->removed = true;
         rem_endpoint_unref(ep);
     }

@@ -8,18 +8,20 @@
 #ifndef REM_CLUSTER_H
 #define REM_CLUSTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "admit.h"
 #include "config.h"
-#include "queue.h"
+#include "wait.h"
 
 struct rem_worker;
 struct rem_upconn;
 struct rem_upstream_metrics;
-struct rem_stream;
 struct rem_dns_name;
+struct rem_up_ops;
 
 TAILQ_HEAD(rem_upconn_list, rem_upconn);
 
@@ -48,19 +50,21 @@ struct rem_cluster {
     size_t n_endpoints, cap_endpoints;
     struct rem_dns_source *sources; /* owned: one per configured endpoint name */
     size_t n_sources;
-    bool resolved;                     /* every name has had an answer at least once, or
-                                          there is no name */
-    int last_dns_result;               /* enum rem_dns_result of the latest failing lookup */
-    TAILQ_HEAD(, rem_stream) dns_wait; /* streams waiting for a first answer (u_link) */
-    struct event *dns_timer;           /* owned: queue_timeout of the oldest waiter */
-    size_t rr;                         /* round-robin cursor */
-    unsigned max_connections;          /* this worker's share of cfg->max_connections */
-    struct rem_admit admit;            /* owned: admission of requests to this upstream */
-    unsigned n_conns;                  /* idle + active over all endpoints */
-    /* HTTP/2 (protocol h2c): streams admitted but waiting for a stream slot, every upconn
-     * being full and max_connections reached (FIFO, borrowed; upool.c). */
-    TAILQ_HEAD(, rem_stream) h2_wait;
-    bool h2_waking;
+    bool resolved;                 /* every name has had an answer at least once, or
+                                      there is no name */
+    int last_dns_result;           /* enum rem_dns_result of the latest failing lookup */
+    struct rem_wait_list dns_wait; /* waiting for a first answer (borrowed handles) */
+    struct event *dns_timer;       /* owned: queue_timeout of the oldest waiter */
+    size_t rr;                     /* round-robin cursor */
+    unsigned max_connections;      /* this worker's share of cfg->max_connections */
+    struct rem_admit admit;        /* owned: admission of requests to this upstream */
+    unsigned n_conns;              /* idle + active over all endpoints */
+    /* The pool (upool.c): the upstream codec, and the acquires waiting for a slot, every
+     * upconn being full and max_connections reached (FIFO, borrowed handles). */
+    const struct rem_up_ops *up_ops; /* borrowed (static): chosen by the upstream's protocol */
+    void (*close_upconns)(struct rem_endpoint *ep, bool busy_too); /* the pool's */
+    struct rem_wait_list pool_wait;
+    bool pool_waking;
 };
 
 /* A configured endpoint name being resolved for this cluster (dns.c). */
@@ -76,18 +80,30 @@ struct rem_dns_source {
  * Returns NULL with the reason logged. */
 struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_upstream *cfg,
                                     size_t idx, unsigned n_workers);
-/* Closes every upconn of the cluster (their streams must be gone) and frees it. NULL-safe. */
+/* Closes every upconn of the cluster through the pool (their streams must be gone) and frees
+ * it. NULL-safe. */
 void rem_cluster_free(struct rem_cluster *c);
 
 /* The next endpoint by the upstream's policy, or NULL when the cluster has none. */
 struct rem_endpoint *rem_cluster_pick(struct rem_cluster *c);
 
-/* s has no endpoint yet because no name resolved so far: it waits for the first answer (then
- * rem_stream_on_endpoints) or queue_timeout (then rem_stream_fail with REM_E_DNS). Returns
- * false when waiting makes no sense (the names did answer; the set is just empty). */
-bool rem_cluster_wait_dns(struct rem_cluster *c, struct rem_stream *s);
-/* s leaves the DNS wait (it is finishing). */
-void rem_cluster_unwait_dns(struct rem_stream *s);
+/* No endpoint yet because no name resolved so far: w waits for the first answer (w->done(w, 0))
+ * or queue_timeout (w->done(w, -REM_E_DNS)), never before this returns. Returns false when
+ * waiting makes no sense (the names did answer; the set is just empty). */
+bool rem_cluster_wait_dns(struct rem_cluster *c, struct rem_wait *w);
+/* w leaves the DNS wait; its done never runs. Idempotent. */
+void rem_cluster_unwait_dns(struct rem_cluster *c, struct rem_wait *w);
+
+/* The pool that serves c: the upstream codec for its upconns and how to close an endpoint's
+ * upconns (idle ones, or all) when the endpoint leaves the set or the cluster is freed. */
+void rem_cluster_set_pool(struct rem_cluster *c, const struct rem_up_ops *ops,
+                          void (*close_upconns)(struct rem_endpoint *ep, bool busy_too));
+
+/* The app's SETTINGS_MAX_CONCURRENT_STREAMS, assumed for its next upconns. */
+static inline void rem_endpoint_set_h2_max_streams(struct rem_endpoint *ep, uint32_t n)
+{
+    ep->h2_max_streams = n;
+}
 
 /* References on endpoints: a removed endpoint is freed with its last reference. */
 void rem_endpoint_ref(struct rem_endpoint *ep);

@@ -3,97 +3,121 @@
  * framed here (chunked re-encoding when the client sent chunked). Responses are parsed with
  * llhttp, paused (HPE_PAUSED) when the downstream output is full, and handed to the stream. */
 #include <inttypes.h>
+#include <llhttp.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "cluster.h"
+#include "config.h"
 #include "conn.h"
 #include "error.h"
 #include "h1_up.h"
 #include "http.h"
 #include "log.h"
+#include "loop.h"
 #include "stream.h"
+#include "upconn.h"
 #include "upool.h"
+
+/* Per-upconn state (rem_upconn.codec). */
+struct rem_h1_up {
+    struct rem_upconn *uc;     /* borrowed: the owner */
+    struct rem_stream *stream; /* borrowed: the attached stream */
+    llhttp_t parser;
+    bool paused;           /* downstream full: response parsing paused */
+    bool resp_complete;    /* parser: the response ended */
+    bool resp_interim;     /* parser: the current head is 1xx */
+    bool in_trailers;      /* parser: past the final head (chunked trailers follow) */
+    bool exec_pending;     /* parser paused at the end of the input: run it once more */
+    enum rem_err resp_err; /* parser: why a callback failed */
+};
 
 static llhttp_settings_t up_settings;
 static pthread_once_t up_settings_once = PTHREAD_ONCE_INIT;
 
-#define UC(p) ((struct rem_upconn *)(p)->data)
+#define H1(p) ((struct rem_h1_up *)(p)->data)
 
-static int map_rc(struct rem_upconn *uc, int rc)
+static struct rem_h1_up *h1_of(const struct rem_upconn *uc)
+{
+    return uc->codec;
+}
+
+static int map_rc(struct rem_h1_up *h, int rc)
 {
     if (rc == 0)
         return 0;
-    uc->resp_err = rem_err_from_rc(rc) == REM_E_NOMEM ? REM_E_NOMEM : REM_E_BAD_RESPONSE;
+    h->resp_err = rem_err_from_rc(rc) == REM_E_NOMEM ? REM_E_NOMEM : REM_E_BAD_RESPONSE;
     return -1;
 }
 
 static int on_message_begin(llhttp_t *p)
 {
-    struct rem_upconn *uc = UC(p);
-    struct rem_stream *s = uc->stream;
+    struct rem_h1_up *h = H1(p);
+    struct rem_stream *s = h->stream;
     rem_head_reset(&s->resp);
     rem_head_reset(&s->resp_trl);
-    s->in_resp_trailers = false;
-    uc->resp_complete = false;
-    uc->resp_interim = false;
+    h->in_trailers = false;
+    h->resp_complete = false;
+    h->resp_interim = false;
     return 0;
 }
 
 static int on_status(llhttp_t *p, const char *at, size_t n)
 {
-    struct rem_upconn *uc = UC(p);
-    return map_rc(uc, rem_head_add_span(&uc->stream->resp, REM_SPAN_REASON, at, n));
+    struct rem_h1_up *h = H1(p);
+    return map_rc(h, rem_head_add_span(&h->stream->resp, REM_SPAN_REASON, at, n));
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
-    struct rem_upconn *uc = UC(p);
-    struct rem_stream *s = uc->stream;
-    return map_rc(uc, rem_head_add_name(s->in_resp_trailers ? &s->resp_trl : &s->resp, at, n));
+    struct rem_h1_up *h = H1(p);
+    struct rem_stream *s = h->stream;
+    return map_rc(h, rem_head_add_name(h->in_trailers ? &s->resp_trl : &s->resp, at, n));
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
-    struct rem_upconn *uc = UC(p);
-    struct rem_stream *s = uc->stream;
-    return map_rc(uc, rem_head_add_value(s->in_resp_trailers ? &s->resp_trl : &s->resp, at, n));
+    struct rem_h1_up *h = H1(p);
+    struct rem_stream *s = h->stream;
+    return map_rc(h, rem_head_add_value(h->in_trailers ? &s->resp_trl : &s->resp, at, n));
 }
 
 static int on_headers_complete(llhttp_t *p)
 {
-    struct rem_upconn *uc = UC(p);
-    struct rem_stream *s = uc->stream;
+    struct rem_h1_up *h = H1(p);
+    struct rem_stream *s = h->stream;
     s->resp.status = p->status_code;
     s->resp.http_major = p->http_major;
     s->resp.http_minor = p->http_minor;
     rem_head_classify(&s->resp);
     if (p->status_code == 101) {
         /* remora never forwards Upgrade, so a switch is a protocol violation. */
-        uc->resp_err = REM_E_BAD_RESPONSE;
+        h->resp_err = REM_E_BAD_RESPONSE;
         return -1;
     }
     if (p->status_code < 200) {
         /* RFC 9110 15.2: 1xx the client did not cause go on (103 Early Hints), except to
          * HTTP/1.0 clients; 100 is remora's own business (it answers Expect itself). */
-        uc->resp_interim = true;
+        h->resp_interim = true;
         if (p->status_code != 100 && rem_stream_on_resp_interim(s) < 0) {
-            uc->resp_err = REM_E_NOMEM;
+            h->resp_err = REM_E_NOMEM;
             return -1;
         }
         return 0;
     }
     if (s->resp.cl_conflict || s->resp.te_unsupported) {
-        uc->resp_err = REM_E_BAD_RESPONSE;
+        h->resp_err = REM_E_BAD_RESPONSE;
         return -1;
     }
-    s->in_resp_trailers = true;
+    h->in_trailers = true;
     int rc = rem_stream_on_resp_head(s);
-    if (rc < 0 || uc->stream != s) {
-        uc->resp_err = rem_err_from_rc(rc);
+    if (rc < 0 || h->stream != s) {
+        h->resp_err = rem_err_from_rc(rc);
         return -1;
     }
     /* 1: no body follows (the answer to HEAD), RFC 9110 9.3.2. */
@@ -102,22 +126,22 @@ static int on_headers_complete(llhttp_t *p)
 
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
-    struct rem_upconn *uc = UC(p);
-    if (rem_stream_on_resp_body(uc->stream, at, n)) {
-        uc->paused = true;
+    struct rem_h1_up *h = H1(p);
+    if (rem_stream_on_resp_body(h->stream, at, n)) {
+        h->paused = true;
         return HPE_PAUSED;
     }
-    return uc->stream ? 0 : -1;
+    return h->stream ? 0 : -1;
 }
 
 static int on_message_complete(llhttp_t *p)
 {
-    struct rem_upconn *uc = UC(p);
-    if (uc->resp_interim) {
-        uc->resp_interim = false;
+    struct rem_h1_up *h = H1(p);
+    if (h->resp_interim) {
+        h->resp_interim = false;
         return 0;
     }
-    uc->resp_complete = true;
+    h->resp_complete = true;
     return HPE_PAUSED;
 }
 
@@ -133,23 +157,59 @@ static void settings_init(void)
     up_settings.on_message_complete = on_message_complete;
 }
 
-void rem_h1_up_init(struct rem_upconn *uc)
+static void *h1_init(struct rem_upconn *uc)
 {
     pthread_once(&up_settings_once, settings_init);
-    llhttp_init(&uc->parser, HTTP_RESPONSE, &up_settings);
-    uc->parser.data = uc;
+    struct rem_h1_up *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    h->uc = uc;
+    llhttp_init(&h->parser, HTTP_RESPONSE, &up_settings);
+    h->parser.data = h;
+    return h;
 }
 
-void rem_h1_up_reset(struct rem_upconn *uc)
+static void h1_free(struct rem_upconn *uc)
 {
-    llhttp_init(&uc->parser, HTTP_RESPONSE, &up_settings);
-    uc->parser.data = uc;
-    uc->resp_complete = uc->resp_interim = uc->exec_pending = false;
-    uc->resp_err = REM_E_OK;
-    uc->paused = false;
+    free(uc->codec);
 }
 
-int rem_h1_up_write_head(struct rem_upconn *uc, struct rem_stream *s)
+/* A fresh parser for the next exchange on uc. */
+static void reset(struct rem_h1_up *h)
+{
+    llhttp_init(&h->parser, HTTP_RESPONSE, &up_settings);
+    h->parser.data = h;
+    h->resp_complete = h->resp_interim = h->exec_pending = h->in_trailers = false;
+    h->resp_err = REM_E_OK;
+    h->paused = false;
+}
+
+static void h1_attach(struct rem_upconn *uc, struct rem_stream *s)
+{
+    struct rem_h1_up *h = h1_of(uc);
+    h->stream = s;
+    if (uc->state == REM_UPCONN_IDLE) {
+        rem_upconn_set_state(uc, REM_UPCONN_ACTIVE);
+        reset(h);
+    }
+}
+
+static void h1_detach_all(struct rem_upconn *uc)
+{
+    h1_of(uc)->stream = NULL;
+}
+
+static bool h1_has_room(const struct rem_upconn *uc)
+{
+    return uc->state == REM_UPCONN_IDLE && !h1_of(uc)->stream;
+}
+
+static unsigned h1_n_streams(const struct rem_upconn *uc)
+{
+    return h1_of(uc)->stream ? 1 : 0;
+}
+
+static int h1_write_head(struct rem_upconn *uc, struct rem_stream *s)
 {
     struct rem_fwd_request fwd = {
         .client_addr = s->conn->peer,
@@ -160,16 +220,16 @@ int rem_h1_up_write_head(struct rem_upconn *uc, struct rem_stream *s)
         .content_length = s->req_chunked ? -1 : s->req.content_length,
     };
     uc->n_requests++;
-    rem_transport_flush_later(&uc->t);
+    rem_upconn_flush_later(uc);
     return rem_http_write_request(rem_upconn_output(uc), &s->req, &fwd);
 }
 
-int rem_h1_up_write_body(struct rem_upconn *uc, struct rem_stream *s, const char *p, size_t n)
+static int h1_write_body(struct rem_upconn *uc, struct rem_stream *s, const char *p, size_t n)
 {
     struct evbuffer *out = rem_upconn_output(uc);
     if (n == 0)
         return 0;
-    rem_transport_flush_later(&uc->t);
+    rem_upconn_flush_later(uc);
     if (s->req_chunked && rem_http_chunk_header(out, n) < 0)
         return -REM_E_NOMEM;
     if (evbuffer_add(out, p, n) < 0)
@@ -179,90 +239,147 @@ int rem_h1_up_write_body(struct rem_upconn *uc, struct rem_stream *s, const char
     return 0;
 }
 
-int rem_h1_up_write_end(struct rem_upconn *uc, struct rem_stream *s)
+static int h1_write_end(struct rem_upconn *uc, struct rem_stream *s)
 {
     if (!s->req_chunked)
         return 0;
-    rem_transport_flush_later(&uc->t);
+    rem_upconn_flush_later(uc);
     return rem_http_write_last_chunk(rem_upconn_output(uc), &s->req_trl);
 }
 
-static void complete(struct rem_upconn *uc)
+/* The response ended: uc goes back to the pool (or closes) before the stream hears of it, so
+ * the next request can have it at once. */
+static void complete(struct rem_h1_up *h, bool reusable)
 {
-    struct rem_stream *s = uc->stream;
-    bool reusable = llhttp_should_keep_alive(&uc->parser) && s->req_sent;
-    rem_upool_release(uc, reusable);
+    struct rem_upconn *uc = h->uc;
+    struct rem_stream *s = h->stream;
+    h->stream = NULL;
+    h->paused = false;
+    rem_upool_release(uc, reusable && s->req_sent);
     rem_stream_on_resp_end(s);
 }
 
 static void fail(struct rem_upconn *uc, enum rem_err e)
 {
-    struct rem_stream *s = uc->stream;
+    struct rem_stream *s = h1_of(uc)->stream;
     rem_upconn_close(uc);
     if (s)
-        rem_stream_on_upconn_error(s, e);
+        rem_stream_on_upconn_error(s, e, REM_RETRY_MAYBE);
 }
 
-static void process(struct rem_upconn *uc);
-
-void rem_h1_up_process(struct rem_upconn *uc)
+static void parse(struct rem_h1_up *h)
 {
-    process(uc);
-    /* Whatever was consumed makes room: reading resumes below the watermark. */
-    if (uc->state != REM_UPCONN_CLOSED)
-        rem_transport_rearm(&uc->t);
-}
-
-static void process(struct rem_upconn *uc)
-{
-    struct evbuffer *in = rem_transport_input(&uc->t);
-    while (uc->state == REM_UPCONN_ACTIVE && uc->stream && !uc->paused) {
+    struct rem_upconn *uc = h->uc;
+    struct evbuffer *in = rem_upconn_input(uc);
+    while (uc->state == REM_UPCONN_ACTIVE && h->stream && !h->paused) {
         size_t n = evbuffer_get_contiguous_space(in);
         /* A pause on the last body byte leaves the message's end unparsed: an empty execute
          * completes it (llhttp needs no input for that). */
-        if (n == 0 && !uc->exec_pending)
+        if (n == 0 && !h->exec_pending)
             break;
-        uc->exec_pending = false;
+        h->exec_pending = false;
         const char *p = n ? (const char *)evbuffer_pullup(in, (ev_ssize_t)n) : "";
-        struct rem_stream *s = uc->stream;
-        s->resp_started = true;
-        llhttp_errno_t err = llhttp_execute(&uc->parser, p, n);
-        size_t used = err == HPE_OK ? n : (size_t)(llhttp_get_error_pos(&uc->parser) - p);
+        rem_stream_mark_resp_started(h->stream);
+        llhttp_errno_t err = llhttp_execute(&h->parser, p, n);
+        size_t used = err == HPE_OK ? n : (size_t)(llhttp_get_error_pos(&h->parser) - p);
         if (uc->state == REM_UPCONN_CLOSED)
             return; /* the stream went away inside a callback and closed us */
         evbuffer_drain(in, used);
         if (err == HPE_OK)
             continue;
         if (err == HPE_PAUSED) {
-            llhttp_resume(&uc->parser);
-            if (uc->resp_complete) {
-                complete(uc);
+            llhttp_resume(&h->parser);
+            if (h->resp_complete) {
+                complete(h, llhttp_should_keep_alive(&h->parser));
                 return;
             }
-            uc->exec_pending = used == n; /* paused at the end of what we had */
-            continue;                     /* paused for backpressure: the loop condition stops */
+            h->exec_pending = used == n; /* paused at the end of what we had */
+            continue;                    /* paused for backpressure: the loop condition stops */
         }
         rem_log_debug("upconn %s: bad response: %s", uc->ep->name,
-                      llhttp_get_error_reason(&uc->parser));
-        fail(uc, uc->resp_err != REM_E_OK ? uc->resp_err : REM_E_BAD_RESPONSE);
+                      llhttp_get_error_reason(&h->parser));
+        fail(uc, h->resp_err != REM_E_OK ? h->resp_err : REM_E_BAD_RESPONSE);
         return;
     }
 }
 
-void rem_h1_up_on_eof(struct rem_upconn *uc)
+static void h1_process(struct rem_upconn *uc)
 {
-    struct rem_stream *s = uc->stream;
+    if (uc->state == REM_UPCONN_ACTIVE) {
+        rem_upconn_touch(uc);
+        parse(h1_of(uc));
+        /* Whatever was consumed makes room: reading resumes below the watermark. */
+        rem_upconn_rearm(uc);
+        return;
+    }
+    /* RFC 9112 9.3.1: nothing may arrive on an idle connection; it cannot be reused. */
+    rem_log_debug("upconn %s: unexpected bytes while idle, closing", uc->ep->name);
+    rem_upconn_close(uc);
+}
+
+static void h1_on_kick(struct rem_upconn *uc)
+{
+    if (uc->state == REM_UPCONN_ACTIVE && !h1_of(uc)->paused) {
+        parse(h1_of(uc));
+        rem_upconn_rearm(uc);
+    }
+}
+
+static void h1_on_drained(struct rem_upconn *uc)
+{
+    struct rem_h1_up *h = h1_of(uc);
+    if (uc->state == REM_UPCONN_ACTIVE && h->stream)
+        rem_stream_on_upconn_writable(h->stream);
+}
+
+static void h1_ready(struct rem_upconn *uc)
+{
+    struct rem_h1_up *h = h1_of(uc);
+    rem_upconn_set_state(uc, REM_UPCONN_ACTIVE);
+    if (h->stream)
+        rem_stream_on_upconn_ready(h->stream, uc);
+    else
+        rem_upool_release(uc, true);
+}
+
+static void h1_on_timer(struct rem_upconn *uc)
+{
+    struct rem_h1_up *h = h1_of(uc);
+    if (uc->state == REM_UPCONN_IDLE) {
+        rem_log_debug("upconn %s: idle for %llu ms, closing", uc->ep->name,
+                      (unsigned long long)uc->ep->cluster->cfg->idle_timeout_ms);
+        rem_upconn_close(uc);
+        return;
+    }
+    uint64_t idle = rem_now_ms() - uc->last_activity_ms;
+    if (h->paused) {
+        /* The downstream is the slow side; its write timeout governs. */
+        rem_upconn_touch(uc);
+        idle = 0;
+    }
+    if (uc->timeout_ms && idle < uc->timeout_ms) {
+        rem_upconn_arm_timer(uc, uc->timeout_ms - idle);
+        return;
+    }
+    if (uc->timeout_ms)
+        fail(uc, REM_E_UPSTREAM_TIMEOUT);
+}
+
+/* The app closed: completes a close-delimited response or reports the failure. */
+static void on_eof(struct rem_h1_up *h)
+{
+    struct rem_upconn *uc = h->uc;
+    struct rem_stream *s = h->stream;
     if (!s) {
         rem_upconn_close(uc);
         return;
     }
     if (s->resp_started) {
         /* A close-delimited body (RFC 9112 6.3 rule 8) ends with the connection. */
-        llhttp_errno_t err = llhttp_finish(&uc->parser);
-        if (err == HPE_PAUSED && uc->resp_complete) {
-            llhttp_resume(&uc->parser);
-            rem_upool_release(uc, false);
-            rem_stream_on_resp_end(s);
+        llhttp_errno_t err = llhttp_finish(&h->parser);
+        if (err == HPE_PAUSED && h->resp_complete) {
+            llhttp_resume(&h->parser);
+            complete(h, false);
             return;
         }
         fail(uc, s->resp_head_sent ? REM_E_UPSTREAM_TRUNCATED : REM_E_UPSTREAM_RESET);
@@ -270,3 +387,73 @@ void rem_h1_up_on_eof(struct rem_upconn *uc)
     }
     fail(uc, REM_E_UPSTREAM_RESET);
 }
+
+static void h1_on_close(struct rem_upconn *uc, int what)
+{
+    if (uc->state == REM_UPCONN_IDLE) {
+        rem_upconn_close(uc);
+        return;
+    }
+    if (what & REM_TE_EOF) {
+        /* Parse what is left first: a close-delimited body ends here. */
+        parse(h1_of(uc));
+        if (uc->state == REM_UPCONN_ACTIVE)
+            on_eof(h1_of(uc));
+    } else {
+        fail(uc, REM_E_UPSTREAM_RESET);
+    }
+}
+
+static void h1_fail_all(struct rem_upconn *uc, enum rem_err e)
+{
+    fail(uc, e);
+}
+
+static void h1_cancel(struct rem_upconn *uc, struct rem_stream *s)
+{
+    rem_upconn_close(uc); /* the exchange cannot be finished: the connection is lost */
+}
+
+static bool h1_full(struct rem_upconn *uc, struct rem_stream *s)
+{
+    return evbuffer_get_length(rem_upconn_output(uc)) >= s->conn->cfg->limits.buffer_bytes;
+}
+
+static void h1_resume(struct rem_upconn *uc, struct rem_stream *s)
+{
+    struct rem_h1_up *h = h1_of(uc);
+    if (!h->paused)
+        return;
+    h->paused = false;
+    rem_upconn_kick(uc);
+}
+
+static int h1_set_tunnel(struct rem_upconn *uc, struct rem_stream *s)
+{
+    return -REM_E_UNSUPPORTED;
+}
+
+const struct rem_up_ops rem_h1_up_ops = {
+    .name = "http1",
+    .multiplexed = false,
+    .init = h1_init,
+    .free = h1_free,
+    .ready = h1_ready,
+    .process = h1_process,
+    .on_drained = h1_on_drained,
+    .on_kick = h1_on_kick,
+    .on_timer = h1_on_timer,
+    .on_close = h1_on_close,
+    .fail_all = h1_fail_all,
+    .detach_all = h1_detach_all,
+    .has_room = h1_has_room,
+    .n_streams = h1_n_streams,
+    .attach = h1_attach,
+    .cancel = h1_cancel,
+    .write_head = h1_write_head,
+    .write_body = h1_write_body,
+    .write_end = h1_write_end,
+    .full = h1_full,
+    .resume = h1_resume,
+    .set_tunnel = h1_set_tunnel,
+};

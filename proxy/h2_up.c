@@ -19,19 +19,43 @@
 #include "h2_up.h"
 #include "http.h"
 #include "log.h"
+#include "loop.h"
 #include "metrics.h"
 #include "stream.h"
+#include "upconn.h"
 #include "upool.h"
 #include "worker.h"
 
 /* Per-stream receive window toward the app; the connection window covers many of them. */
 #define REM_H2_UP_CONN_WINDOW (16 * 1024 * 1024)
+#define REM_H2_UP_FREELIST_MAX 32
+
+/* Per-stream state (rem_stream.up_ctx while attached). It outlives the attachment while
+ * nghttp2 still knows the stream (its data provider may be called until the stream closes):
+ * then `s` is NULL, it sits in `zombies`, and on_stream_close (or the session's end) frees it. */
+struct rem_h2_up_stream {
+    struct rem_stream *s;               /* borrowed while attached; NULL once let go */
+    TAILQ_ENTRY(rem_h2_up_stream) link; /* in streams (attached), zombies, or free */
+    int32_t id;                         /* stream id on the session, 0 before submit */
+    struct evbuffer *out;               /* owned: request body waiting for the data provider */
+    size_t unconsumed;                  /* response body bytes not yet given back as window */
+    bool eof;                           /* the request's end is queued in out */
+    bool deferred;                      /* the data provider is deferred */
+    bool paused;                        /* downstream full: window withheld */
+    bool in_resp_trailers;              /* past the final response head */
+    bool closed;                        /* nghttp2 closed the stream */
+    uint64_t last_ms;                   /* last activity, for the response timeout */
+};
+
+TAILQ_HEAD(rem_h2_up_stream_list, rem_h2_up_stream);
 
 struct rem_h2_up {
-    nghttp2_session *ng;   /* owned */
-    struct rem_upconn *uc; /* borrowed: the owner */
-    struct rem_stream_list streams;
-    unsigned n_streams;
+    nghttp2_session *ng;                  /* owned */
+    struct rem_upconn *uc;                /* borrowed: the owner */
+    struct rem_h2_up_stream_list streams; /* attached (owned state, borrowed streams) */
+    struct rem_h2_up_stream_list zombies; /* let go, still known to nghttp2 (owned) */
+    struct rem_h2_up_stream_list free;    /* owned freelist */
+    unsigned n_streams, n_free;
     int depth;
     bool goaway;       /* the app said GOAWAY, or we are closing: no new streams */
     bool ping_out;     /* a liveness PING awaits its ACK */
@@ -39,20 +63,36 @@ struct rem_h2_up {
     uint64_t ping_sent_ms;
 };
 
+static inline struct rem_h2_up_stream *US(const struct rem_stream *s)
+{
+    return s->up_ctx;
+}
+
+static struct rem_h2_up *h2_of(const struct rem_upconn *uc)
+{
+    return uc->codec;
+}
+
 static struct rem_metrics_shard *shard(const struct rem_h2_up *u)
 {
     return u->uc->worker->metrics;
 }
 
-unsigned rem_h2_up_n_streams(const struct rem_upconn *uc)
+static uint64_t idle_ms(const struct rem_upconn *uc)
 {
-    return uc->h2 ? uc->h2->n_streams : 0;
+    uint64_t idle = uc->ep->cluster->cfg->idle_timeout_ms;
+    return idle && idle < REM_H2_PING_TIMEOUT_MS ? idle : REM_H2_PING_TIMEOUT_MS;
 }
 
-bool rem_h2_up_has_room(const struct rem_upconn *uc)
+static unsigned h2_n_streams(const struct rem_upconn *uc)
 {
-    const struct rem_h2_up *u = uc->h2;
-    if (!u || u->goaway || uc->state == REM_UPCONN_CLOSED || uc->ep->removed)
+    return h2_of(uc)->n_streams;
+}
+
+static bool h2_has_room(const struct rem_upconn *uc)
+{
+    const struct rem_h2_up *u = h2_of(uc);
+    if (u->goaway || uc->state == REM_UPCONN_CLOSED || uc->ep->removed)
         return false;
     uint32_t max;
     if (u->got_settings)
@@ -62,33 +102,71 @@ bool rem_h2_up_has_room(const struct rem_upconn *uc)
     return u->n_streams < max;
 }
 
-void rem_h2_up_attach(struct rem_upconn *uc, struct rem_stream *s)
+static void us_dispose(struct rem_h2_up_stream *us)
 {
-    struct rem_h2_up *u = uc->h2;
-    TAILQ_INSERT_TAIL(&u->streams, s, u_link);
-    u->n_streams++;
-    s->upconn = uc;
-    s->u_id = 0;
-    s->u_eof = s->u_deferred = s->u_paused = s->u_in_resp_trailers = false;
-    s->u_unconsumed = 0;
-    s->u_last_ms = rem_now_ms();
-    rem_upool_h2_streams_changed(uc, u->n_streams, u->goaway || uc->ep->removed);
+    if (us->out)
+        evbuffer_free(us->out);
+    free(us);
 }
 
-static void detach(struct rem_h2_up *u, struct rem_stream *s)
+/* us is done with: back to the freelist (keeping its buffer). */
+static void us_release(struct rem_h2_up *u, struct rem_h2_up_stream *us)
 {
-    TAILQ_REMOVE(&u->streams, s, u_link);
-    u->n_streams--;
-    if (s->u_id > 0)
-        nghttp2_session_set_stream_user_data(u->ng, s->u_id, NULL);
-    s->upconn = NULL;
-    if (s->u_out)
-        evbuffer_drain(s->u_out, evbuffer_get_length(s->u_out));
-    if (s->u_unconsumed) {
-        nghttp2_session_consume_connection(u->ng, s->u_unconsumed);
-        s->u_unconsumed = 0;
+    if (u->n_free >= REM_H2_UP_FREELIST_MAX) {
+        us_dispose(us);
+        return;
     }
-    rem_upool_h2_streams_changed(u->uc, u->n_streams, u->goaway || u->uc->ep->removed);
+    if (us->out)
+        evbuffer_drain(us->out, evbuffer_get_length(us->out));
+    TAILQ_INSERT_HEAD(&u->free, us, link);
+    u->n_free++;
+}
+
+static void h2_attach(struct rem_upconn *uc, struct rem_stream *s)
+{
+    struct rem_h2_up *u = h2_of(uc);
+    struct rem_h2_up_stream *us = TAILQ_FIRST(&u->free);
+    struct evbuffer *out = NULL;
+    if (us) {
+        TAILQ_REMOVE(&u->free, us, link);
+        u->n_free--;
+        out = us->out;
+    } else {
+        us = rem_xcalloc(1, sizeof(*us)); /* control object: aborts on OOM */
+    }
+    memset(us, 0, sizeof(*us));
+    us->out = out;
+    us->s = s;
+    us->last_ms = rem_now_ms();
+    rem_stream_set_up_ctx(s, us);
+    TAILQ_INSERT_TAIL(&u->streams, us, link);
+    u->n_streams++;
+    rem_upool_streams_changed(uc, u->n_streams, u->goaway || uc->ep->removed, idle_ms(uc));
+}
+
+/* us's stream leaves uc: its state stays while nghttp2 may still ask for it. */
+static void let_go(struct rem_h2_up *u, struct rem_h2_up_stream *us)
+{
+    TAILQ_REMOVE(&u->streams, us, link);
+    u->n_streams--;
+    rem_stream_set_up_ctx(us->s, NULL);
+    us->s = NULL;
+    if (us->out)
+        evbuffer_drain(us->out, evbuffer_get_length(us->out));
+    if (us->unconsumed) {
+        nghttp2_session_consume_connection(u->ng, us->unconsumed);
+        us->unconsumed = 0;
+    }
+    if (us->id > 0 && !us->closed)
+        TAILQ_INSERT_TAIL(&u->zombies, us, link);
+    else
+        us_release(u, us);
+}
+
+static void detach(struct rem_h2_up *u, struct rem_h2_up_stream *us)
+{
+    let_go(u, us);
+    rem_upool_streams_changed(u->uc, u->n_streams, u->goaway || u->uc->ep->removed, idle_ms(u->uc));
 }
 
 static void send_now(struct rem_h2_up *u);
@@ -97,7 +175,7 @@ static void send_now(struct rem_h2_up *u);
 static void schedule_send(struct rem_h2_up *u)
 {
     if (u->depth == 0) /* else the outermost recv/send sends on its way out */
-        event_active(u->uc->kick, EV_TIMEOUT, 1);
+        rem_upconn_kick(u->uc);
 }
 
 /* ---- request side ------------------------------------------------------------------------ */
@@ -105,22 +183,22 @@ static void schedule_send(struct rem_h2_up *u)
 static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                             uint32_t *flags, nghttp2_data_source *src, void *arg)
 {
-    struct rem_h2_up *u = arg;
-    struct rem_stream *s = src->ptr;
-    if (s->upconn != u->uc)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* detached: reset it */
-    size_t have = s->u_out ? evbuffer_get_length(s->u_out) : 0;
+    struct rem_h2_up_stream *us = src->ptr;
+    struct rem_stream *s = us->s;
+    if (!s)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* let go: reset it */
+    size_t have = us->out ? evbuffer_get_length(us->out) : 0;
     size_t n = have < length ? have : length;
     if (n > 0) {
-        evbuffer_remove(s->u_out, buf, n);
+        evbuffer_remove(us->out, buf, n);
         size_t wm = s->conn->cfg->limits.buffer_bytes;
         if (have >= wm && have - n < wm)
             rem_stream_on_upconn_writable(s);
     }
-    if (have - n > 0 || (n > 0 && !s->u_eof))
+    if (have - n > 0 || (n > 0 && !us->eof))
         return (ssize_t)n;
-    if (!s->u_eof) {
-        s->u_deferred = true;
+    if (!us->eof) {
+        us->deferred = true;
         return NGHTTP2_ERR_DEFERRED;
     }
     *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -132,9 +210,10 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     return (ssize_t)n;
 }
 
-int rem_h2_up_write_head(struct rem_upconn *uc, struct rem_stream *s)
+static int h2_write_head(struct rem_upconn *uc, struct rem_stream *s)
 {
-    struct rem_h2_up *u = uc->h2;
+    struct rem_h2_up *u = h2_of(uc);
+    struct rem_h2_up_stream *us = US(s);
     struct rem_h2_request r;
     int64_t cl = s->req_has_body && !s->req_chunked ? s->req.content_length : -1;
     int rc =
@@ -142,13 +221,13 @@ int rem_h2_up_write_head(struct rem_upconn *uc, struct rem_stream *s)
                              s->req.request_id_idx < 0 ? s->request_id : NULL, uc->ep->name, cl);
     if (rc < 0)
         return rc;
-    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = on_read_body};
-    int32_t id = nghttp2_submit_request(u->ng, NULL, r.nva, r.n, s->req_has_body ? &prd : NULL, s);
+    nghttp2_data_provider prd = {.source.ptr = us, .read_callback = on_read_body};
+    int32_t id = nghttp2_submit_request(u->ng, NULL, r.nva, r.n, s->req_has_body ? &prd : NULL, us);
     rem_h2_request_dispose(&r);
     if (id < 0)
         return -REM_E_NOMEM;
-    s->u_id = id;
-    s->u_last_ms = rem_now_ms();
+    us->id = id;
+    us->last_ms = rem_now_ms();
     uc->n_requests++;
     if (uc->timeout_ms && !evtimer_pending(uc->timer, NULL))
         rem_upconn_arm_timer(uc, uc->timeout_ms);
@@ -156,76 +235,92 @@ int rem_h2_up_write_head(struct rem_upconn *uc, struct rem_stream *s)
     return 0;
 }
 
-static void resume_body(struct rem_h2_up *u, struct rem_stream *s)
+static void resume_body(struct rem_h2_up *u, struct rem_h2_up_stream *us)
 {
-    if (s->u_deferred && s->u_id > 0) {
-        s->u_deferred = false;
-        nghttp2_session_resume_data(u->ng, s->u_id);
+    if (us->deferred && us->id > 0) {
+        us->deferred = false;
+        nghttp2_session_resume_data(u->ng, us->id);
     }
     schedule_send(u);
 }
 
-int rem_h2_up_write_body(struct rem_upconn *uc, struct rem_stream *s, const char *p, size_t n)
+static int h2_write_body(struct rem_upconn *uc, struct rem_stream *s, const char *p, size_t n)
 {
+    struct rem_h2_up_stream *us = US(s);
     if (n == 0)
         return 0;
-    if (!s->u_out)
-        s->u_out = evbuffer_new();
-    if (!s->u_out || evbuffer_add(s->u_out, p, n) < 0)
+    if (!us->out)
+        us->out = evbuffer_new();
+    if (!us->out || evbuffer_add(us->out, p, n) < 0)
         return -REM_E_NOMEM;
-    resume_body(uc->h2, s);
+    resume_body(h2_of(uc), us);
     return 0;
 }
 
-int rem_h2_up_write_end(struct rem_upconn *uc, struct rem_stream *s)
+static int h2_write_end(struct rem_upconn *uc, struct rem_stream *s)
 {
     if (!s->req_has_body)
         return 0; /* END_STREAM went with the HEADERS */
-    s->u_eof = true;
-    resume_body(uc->h2, s);
+    US(s)->eof = true;
+    resume_body(h2_of(uc), US(s));
     return 0;
 }
 
-void rem_h2_up_cancel(struct rem_upconn *uc, struct rem_stream *s)
+static bool h2_full(struct rem_upconn *uc, struct rem_stream *s)
 {
-    struct rem_h2_up *u = uc->h2;
-    int32_t id = s->u_id;
-    detach(u, s);
+    struct rem_h2_up_stream *us = US(s);
+    size_t n = us && us->out ? evbuffer_get_length(us->out) : 0;
+    return n >= s->conn->cfg->limits.buffer_bytes;
+}
+
+static void h2_cancel(struct rem_upconn *uc, struct rem_stream *s)
+{
+    struct rem_h2_up *u = h2_of(uc);
+    int32_t id = US(s)->id;
+    detach(u, US(s));
     if (id > 0 && uc->state != REM_UPCONN_CLOSED) {
         nghttp2_submit_rst_stream(u->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
         schedule_send(u);
     }
 }
 
-void rem_h2_up_resume(struct rem_upconn *uc, struct rem_stream *s)
+static void h2_resume(struct rem_upconn *uc, struct rem_stream *s)
 {
-    struct rem_h2_up *u = uc->h2;
-    s->u_paused = false;
-    s->u_last_ms = rem_now_ms();
-    if (s->u_unconsumed && s->u_id > 0) {
-        nghttp2_session_consume(u->ng, s->u_id, s->u_unconsumed);
-        s->u_unconsumed = 0;
+    struct rem_h2_up *u = h2_of(uc);
+    struct rem_h2_up_stream *us = US(s);
+    us->paused = false;
+    us->last_ms = rem_now_ms();
+    if (us->unconsumed && us->id > 0) {
+        nghttp2_session_consume(u->ng, us->id, us->unconsumed);
+        us->unconsumed = 0;
         schedule_send(u);
     }
 }
 
+static int h2_set_tunnel(struct rem_upconn *uc, struct rem_stream *s)
+{
+    return -REM_E_UNSUPPORTED;
+}
+
 /* ---- response side ----------------------------------------------------------------------- */
 
-static struct rem_stream *stream_of(struct rem_h2_up *u, int32_t id)
+/* The attached stream state of id, or NULL (unknown, or let go). */
+static struct rem_h2_up_stream *stream_of(struct rem_h2_up *u, int32_t id)
 {
-    struct rem_stream *s = nghttp2_session_get_stream_user_data(u->ng, id);
-    return s && s->upconn == u->uc ? s : NULL;
+    struct rem_h2_up_stream *us = nghttp2_session_get_stream_user_data(u->ng, id);
+    return us && us->s ? us : NULL;
 }
 
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                      const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
     struct rem_h2_up *u = arg;
-    struct rem_stream *s = stream_of(u, f->hd.stream_id);
-    if (!s || f->hd.type != NGHTTP2_HEADERS)
+    struct rem_h2_up_stream *us = stream_of(u, f->hd.stream_id);
+    if (!us || f->hd.type != NGHTTP2_HEADERS)
         return 0;
+    struct rem_stream *s = us->s;
     const char *n = (const char *)name, *v = (const char *)value;
-    struct rem_head *h = s->u_in_resp_trailers ? &s->resp_trl : &s->resp;
+    struct rem_head *h = us->in_resp_trailers ? &s->resp_trl : &s->resp;
     int rc = 0;
     if (nlen > 0 && n[0] == ':') {
         if (rem_http_name_eq(n, nlen, ":status") && vlen == 3) {
@@ -242,11 +337,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
 }
 
 /* The response ended: the stream leaves uc first (uc may serve others at once). */
-static void resp_end(struct rem_h2_up *u, struct rem_stream *s)
+static void resp_end(struct rem_h2_up *u, struct rem_h2_up_stream *us)
 {
-    int32_t id = s->u_id;
-    bool req_open = s->req_has_body && (!s->u_eof || (s->u_out && evbuffer_get_length(s->u_out)));
-    detach(u, s);
+    struct rem_stream *s = us->s;
+    int32_t id = us->id;
+    bool req_open = s->req_has_body && (!us->eof || (us->out && evbuffer_get_length(us->out)));
+    detach(u, us);
     if (req_open) {
         /* Answered before the whole request went: stop sending it (RFC 9113 8.1). */
         nghttp2_submit_rst_stream(u->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
@@ -258,19 +354,20 @@ static void resp_end(struct rem_h2_up *u, struct rem_stream *s)
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
     struct rem_h2_up *u = arg;
-    struct rem_stream *s = f->hd.stream_id ? stream_of(u, f->hd.stream_id) : NULL;
+    struct rem_h2_up_stream *us = f->hd.stream_id ? stream_of(u, f->hd.stream_id) : NULL;
+    struct rem_stream *s = us ? us->s : NULL;
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
         if (!s)
             break;
-        s->u_last_ms = rem_now_ms();
-        if (!s->u_in_resp_trailers) {
+        us->last_ms = rem_now_ms();
+        if (!us->in_resp_trailers) {
             struct rem_head *r = &s->resp;
             if (r->status >= 100 && r->status < 200) {
                 /* Interim: 103 goes on (RFC 9110 15.2), 100 is remora's own business. */
                 if (r->status != 100 && r->status != 101 && rem_stream_on_resp_interim(s) < 0) {
-                    rem_h2_up_cancel(u->uc, s);
+                    h2_cancel(u->uc, s);
                     rem_stream_fail(s, REM_E_NOMEM);
                     break;
                 }
@@ -283,27 +380,28 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
             rem_head_classify(r);
             r->status = status;
             if (status < 200 || status > 999 || r->cl_conflict) {
-                rem_h2_up_cancel(u->uc, s);
-                rem_stream_on_upconn_error(s, REM_E_BAD_RESPONSE);
+                h2_cancel(u->uc, s);
+                rem_stream_on_upconn_error(s, REM_E_BAD_RESPONSE, REM_RETRY_MAYBE);
                 break;
             }
-            s->resp_started = true;
-            s->u_in_resp_trailers = true;
-            s->resp_headers_only = end;
+            rem_stream_mark_resp_started(s);
+            us->in_resp_trailers = true;
+            rem_stream_set_resp_headers_only(s, end);
             if (rem_stream_on_resp_head(s) < 0) {
-                rem_h2_up_cancel(u->uc, s);
+                if (us->s == s)
+                    h2_cancel(u->uc, s);
                 rem_stream_fail(s, REM_E_NOMEM);
                 break;
             }
-            if (s->upconn != u->uc)
-                break; /* the stream went away */
+            if (us->s != s)
+                break; /* the stream went away (us is kept while nghttp2 knows the id) */
         }
         if (end)
-            resp_end(u, s);
+            resp_end(u, us);
         break;
     case NGHTTP2_DATA:
         if (s && end)
-            resp_end(u, s);
+            resp_end(u, us);
         break;
     case NGHTTP2_RST_STREAM:
         rem_h2_count_reset(shard(u), REM_H2_SIDE_UP, f->rst_stream.error_code);
@@ -315,8 +413,9 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     case NGHTTP2_SETTINGS:
         if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) {
             u->got_settings = true;
-            u->uc->ep->h2_max_streams =
-                nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+            rem_endpoint_set_h2_max_streams(
+                u->uc->ep,
+                nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
         }
         break;
     case NGHTTP2_GOAWAY:
@@ -335,20 +434,21 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
                          size_t len, void *arg)
 {
     struct rem_h2_up *u = arg;
-    struct rem_stream *s = stream_of(u, id);
-    if (!s || !s->u_in_resp_trailers) {
+    struct rem_h2_up_stream *us = stream_of(u, id);
+    if (!us || !us->in_resp_trailers) {
         nghttp2_session_consume(ng, id, len);
         return 0;
     }
-    s->u_last_ms = rem_now_ms();
+    struct rem_stream *s = us->s;
+    us->last_ms = rem_now_ms();
     bool full = rem_stream_on_resp_body(s, (const char *)data, len);
-    if (s->upconn != u->uc) {
+    if (us->s != s) {
         nghttp2_session_consume_connection(ng, len); /* the stream failed meanwhile */
         return 0;
     }
     if (full) {
-        s->u_unconsumed += len;
-        s->u_paused = true;
+        us->unconsumed += len;
+        us->paused = true;
     } else {
         nghttp2_session_consume(ng, id, len);
     }
@@ -358,18 +458,24 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
 static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *arg)
 {
     struct rem_h2_up *u = arg;
-    struct rem_stream *s = stream_of(u, id);
-    if (!s)
+    struct rem_h2_up_stream *us = nghttp2_session_get_stream_user_data(ng, id);
+    if (!us)
         return 0;
-    detach(u, s);
+    us->closed = true;
+    if (!us->s) {
+        TAILQ_REMOVE(&u->zombies, us, link); /* let go earlier: nghttp2 is done with it too */
+        us_release(u, us);
+        return 0;
+    }
+    struct rem_stream *s = us->s;
+    detach(u, us);
     /* Incomplete: REFUSED_STREAM (also what nghttp2 gives streams above a GOAWAY's
-     * last-stream-id) means the app never processed it. */
-    if (code == NGHTTP2_REFUSED_STREAM && !s->resp_started)
-        s->up_unprocessed = true;
-    else
-        s->on_reused = false; /* the app processed (and reset) it: no keep-alive race to retry */
-    rem_stream_on_upconn_error(s,
-                               s->resp_head_sent ? REM_E_UPSTREAM_TRUNCATED : REM_E_UPSTREAM_RESET);
+     * last-stream-id) means the app never processed it; anything else it did process (and
+     * reset), so there is no keep-alive race to retry. */
+    enum rem_retry_hint hint =
+        code == NGHTTP2_REFUSED_STREAM && !s->resp_started ? REM_RETRY_SAFE : REM_RETRY_NEVER;
+    rem_stream_on_upconn_error(
+        s, s->resp_head_sent ? REM_E_UPSTREAM_TRUNCATED : REM_E_UPSTREAM_RESET, hint);
     return 0;
 }
 
@@ -400,17 +506,19 @@ static void client_init(void)
     nghttp2_option_set_peer_max_concurrent_streams(client_opt, 100);
 }
 
-int rem_h2_up_init(struct rem_upconn *uc)
+static void *h2_init(struct rem_upconn *uc)
 {
     pthread_once(&client_once, client_init);
     struct rem_h2_up *u = calloc(1, sizeof(*u));
     if (!u)
-        return -REM_E_NOMEM;
+        return NULL;
     u->uc = uc;
     TAILQ_INIT(&u->streams);
+    TAILQ_INIT(&u->zombies);
+    TAILQ_INIT(&u->free);
     if (nghttp2_session_client_new2(&u->ng, client_cbs, u, client_opt) != 0) {
         free(u);
-        return -REM_E_NOMEM;
+        return NULL;
     }
     uint64_t win = uc->worker->cfg->limits.buffer_bytes;
     if (win < NGHTTP2_INITIAL_WINDOW_SIZE)
@@ -426,21 +534,29 @@ int rem_h2_up_init(struct rem_upconn *uc)
             0) {
         nghttp2_session_del(u->ng);
         free(u);
-        return -REM_E_NOMEM;
+        return NULL;
     }
-    uc->h2 = u;
-    return 0;
+    return u;
 }
 
-void rem_h2_up_free(struct rem_upconn *uc)
+static void h2_free(struct rem_upconn *uc)
 {
-    struct rem_h2_up *u = uc->h2;
-    if (!u)
-        return;
+    struct rem_h2_up *u = h2_of(uc);
+    struct rem_h2_up_stream *us;
     nghttp2_session_del(u->ng);
+    REM_BUG_ON(!TAILQ_EMPTY(&u->streams));
+    while ((us = TAILQ_FIRST(&u->zombies)) != NULL) {
+        TAILQ_REMOVE(&u->zombies, us, link);
+        us_dispose(us);
+    }
+    while ((us = TAILQ_FIRST(&u->free)) != NULL) {
+        TAILQ_REMOVE(&u->free, us, link);
+        us_dispose(us);
+    }
     free(u);
-    uc->h2 = NULL;
 }
+
+static void h2_fail_all(struct rem_upconn *uc, enum rem_err e);
 
 static void send_now(struct rem_h2_up *u)
 {
@@ -448,43 +564,49 @@ static void send_now(struct rem_h2_up *u)
     if (uc->state == REM_UPCONN_CLOSED || uc->state == REM_UPCONN_CONNECTING)
         return; /* the preface and requests go once connected */
     u->depth++;
-    int rc = rem_h2_pump(u->ng, uc->t.out, uc->t.write_high);
+    int rc = rem_h2_pump(u->ng, rem_upconn_output(uc), rem_transport_write_high(&uc->t));
     u->depth--;
     if (rc < 0) {
-        rem_h2_up_fail_all(uc, REM_E_UPSTREAM_RESET);
+        h2_fail_all(uc, REM_E_UPSTREAM_RESET);
         return;
     }
     if (uc->state == REM_UPCONN_CLOSED)
         return;
-    rem_transport_flush_later(&uc->t);
+    rem_upconn_flush_later(uc);
     if (!nghttp2_session_want_read(u->ng) && !nghttp2_session_want_write(u->ng))
-        rem_h2_up_fail_all(uc, REM_E_UPSTREAM_RESET);
+        h2_fail_all(uc, REM_E_UPSTREAM_RESET);
 }
 
-void rem_h2_up_connected(struct rem_upconn *uc)
+/* The connect completed: SETTINGS go out and every waiting stream is made ready. */
+static void h2_ready(struct rem_upconn *uc)
 {
-    struct rem_h2_up *u = uc->h2;
+    struct rem_h2_up *u = h2_of(uc);
+    bool any = u->n_streams > 0;
+    rem_upconn_set_state(uc, any ? REM_UPCONN_ACTIVE : REM_UPCONN_IDLE);
+    if (!any) {
+        rem_upconn_touch(uc);
+        rem_upconn_arm_timer(uc, REM_H2_PING_TIMEOUT_MS);
+    }
     u->depth++;
     for (;;) {
-        struct rem_stream *s, *ready = NULL;
-        TAILQ_FOREACH(s, &u->streams, u_link)
-        if (s->state == REM_STREAM_CONNECT) {
-            ready = s;
+        struct rem_h2_up_stream *us, *ready = NULL;
+        TAILQ_FOREACH(us, &u->streams, link)
+        if (us->s->state == REM_STREAM_CONNECT) {
+            ready = us;
             break;
         }
         if (!ready || uc->state == REM_UPCONN_CLOSED)
             break;
-        ready->on_reused = false;
-        rem_stream_on_upconn_ready(ready, uc);
+        rem_stream_on_upconn_ready(ready->s, uc);
     }
     u->depth--;
     send_now(u);
 }
 
-void rem_h2_up_process(struct rem_upconn *uc)
+static void h2_process(struct rem_upconn *uc)
 {
-    struct rem_h2_up *u = uc->h2;
-    struct evbuffer *in = uc->t.in;
+    struct rem_h2_up *u = h2_of(uc);
+    struct evbuffer *in = rem_upconn_input(uc);
     u->depth++;
     while (uc->state != REM_UPCONN_CLOSED && evbuffer_get_length(in) > 0) {
         size_t n = evbuffer_get_contiguous_space(in);
@@ -495,7 +617,7 @@ void rem_h2_up_process(struct rem_upconn *uc)
         if (rv < 0) {
             rem_log_debug("upconn %s: http2: %s", uc->ep->name, nghttp2_strerror((int)rv));
             u->depth--;
-            rem_h2_up_fail_all(uc, REM_E_BAD_RESPONSE);
+            h2_fail_all(uc, REM_E_BAD_RESPONSE);
             return;
         }
         evbuffer_drain(in, (size_t)rv);
@@ -504,85 +626,55 @@ void rem_h2_up_process(struct rem_upconn *uc)
     if (uc->state == REM_UPCONN_CLOSED)
         return;
     send_now(u);
-    if (uc->state != REM_UPCONN_CLOSED)
-        rem_transport_rearm(&uc->t);
+    rem_upconn_rearm(uc);
 }
 
-void rem_h2_up_on_drained(struct rem_upconn *uc)
+static void h2_on_drained(struct rem_upconn *uc)
 {
-    if (uc->h2 && uc->h2->depth == 0)
-        send_now(uc->h2);
+    struct rem_h2_up *u = h2_of(uc);
+    if (u->depth == 0)
+        send_now(u);
 }
 
-void rem_h2_up_on_timer(struct rem_upconn *uc)
+/* Response timeouts of the streams (the upconn's timer while ACTIVE). */
+static void response_timeouts(struct rem_upconn *uc)
 {
-    struct rem_h2_up *u = uc->h2;
+    struct rem_h2_up *u = h2_of(uc);
     uint64_t now = rem_now_ms(), next = 0;
-    struct rem_stream *s, *expired;
+    struct rem_h2_up_stream *us, *expired;
     do {
         expired = NULL;
-        TAILQ_FOREACH(s, &u->streams, u_link)
+        TAILQ_FOREACH(us, &u->streams, link)
         {
+            struct rem_stream *s = us->s;
             uint64_t t = s->route ? s->route->timeout_ms : 0;
             if (!t || s->state != REM_STREAM_ACTIVE)
                 continue;
-            if (s->u_paused)
-                s->u_last_ms = now; /* the downstream is the slow side */
-            if (now - s->u_last_ms >= t) {
-                expired = s;
+            if (us->paused)
+                us->last_ms = now; /* the downstream is the slow side */
+            if (now - us->last_ms >= t) {
+                expired = us;
                 break;
             }
-            uint64_t left = t - (now - s->u_last_ms);
+            uint64_t left = t - (now - us->last_ms);
             if (!next || left < next)
                 next = left;
         }
         if (expired) {
-            rem_h2_up_cancel(uc, expired);
-            rem_stream_on_upconn_error(expired, REM_E_UPSTREAM_TIMEOUT);
+            struct rem_stream *s = expired->s;
+            h2_cancel(uc, s);
+            rem_stream_on_upconn_error(s, REM_E_UPSTREAM_TIMEOUT, REM_RETRY_MAYBE);
         }
     } while (expired && uc->state != REM_UPCONN_CLOSED);
     if (uc->state == REM_UPCONN_ACTIVE && next)
         rem_upconn_arm_timer(uc, next);
 }
 
-void rem_h2_up_detach_all(struct rem_upconn *uc)
+/* Liveness on idle upconns: a PING every REM_H2_PING_TIMEOUT_MS; an upconn whose PING is not
+ * acknowledged within that time, or that stayed idle for idle_timeout, is closed. */
+static void idle_tick(struct rem_upconn *uc)
 {
-    struct rem_h2_up *u = uc->h2;
-    struct rem_stream *s;
-    if (!u)
-        return;
-    u->goaway = true;
-    while ((s = TAILQ_FIRST(&u->streams)) != NULL) {
-        TAILQ_REMOVE(&u->streams, s, u_link);
-        u->n_streams--;
-        s->upconn = NULL;
-    }
-}
-
-void rem_h2_up_fail_all(struct rem_upconn *uc, enum rem_err e)
-{
-    struct rem_h2_up *u = uc->h2;
-    struct rem_stream_list gone = TAILQ_HEAD_INITIALIZER(gone);
-    struct rem_stream *s;
-    u->goaway = true;
-    while ((s = TAILQ_FIRST(&u->streams)) != NULL) {
-        TAILQ_REMOVE(&u->streams, s, u_link);
-        u->n_streams--;
-        TAILQ_INSERT_TAIL(&gone, s, u_link);
-    }
-    rem_upconn_close(uc);
-    while ((s = TAILQ_FIRST(&gone)) != NULL) {
-        TAILQ_REMOVE(&gone, s, u_link);
-        s->upconn = NULL;
-        if (s->u_id == 0 && e == REM_E_UPSTREAM_RESET)
-            s->up_unprocessed = true; /* never sent */
-        rem_stream_on_upconn_error(s, e);
-    }
-}
-
-void rem_h2_up_idle_tick(struct rem_upconn *uc)
-{
-    struct rem_h2_up *u = uc->h2;
+    struct rem_h2_up *u = h2_of(uc);
     uint64_t now = rem_now_ms(), limit = uc->ep->cluster->cfg->idle_timeout_ms;
     uint64_t idle = now - uc->last_activity_ms;
     if (u->ping_out && now - u->ping_sent_ms >= REM_H2_PING_TIMEOUT_MS) {
@@ -605,3 +697,79 @@ void rem_h2_up_idle_tick(struct rem_upconn *uc)
         next = limit - idle;
     rem_upconn_arm_timer(uc, next);
 }
+
+static void h2_on_timer(struct rem_upconn *uc)
+{
+    if (uc->state == REM_UPCONN_IDLE)
+        idle_tick(uc);
+    else
+        response_timeouts(uc);
+}
+
+static void h2_on_close(struct rem_upconn *uc, int what)
+{
+    h2_process(uc); /* a GOAWAY may precede the close */
+    if (uc->state != REM_UPCONN_CLOSED)
+        h2_fail_all(uc, REM_E_UPSTREAM_RESET);
+}
+
+static void h2_detach_all(struct rem_upconn *uc)
+{
+    struct rem_h2_up *u = h2_of(uc);
+    struct rem_h2_up_stream *us;
+    u->goaway = true;
+    while ((us = TAILQ_FIRST(&u->streams)) != NULL) {
+        struct rem_stream *s = us->s;
+        let_go(u, us);
+        rem_stream_upconn_gone(s);
+    }
+}
+
+/* Closes uc and tells every attached stream e (those never sent may be retried). */
+static void h2_fail_all(struct rem_upconn *uc, enum rem_err e)
+{
+    struct rem_h2_up *u = h2_of(uc);
+    struct rem_h2_up_stream_list gone = TAILQ_HEAD_INITIALIZER(gone);
+    struct rem_h2_up_stream *us;
+    u->goaway = true;
+    /* Close first, then tell the streams: a stream told while uc is open could retry on it. */
+    while ((us = TAILQ_FIRST(&u->streams)) != NULL) {
+        TAILQ_REMOVE(&u->streams, us, link);
+        TAILQ_INSERT_TAIL(&gone, us, link);
+    }
+    rem_upconn_close(uc);
+    while ((us = TAILQ_FIRST(&gone)) != NULL) {
+        struct rem_stream *s = us->s;
+        bool unsent = us->id == 0;
+        TAILQ_REMOVE(&gone, us, link);
+        TAILQ_INSERT_HEAD(&u->streams, us, link);
+        let_go(u, us);
+        rem_stream_on_upconn_error(
+            s, e, unsent && e == REM_E_UPSTREAM_RESET ? REM_RETRY_SAFE : REM_RETRY_MAYBE);
+    }
+}
+
+const struct rem_up_ops rem_h2_up_ops = {
+    .name = "h2c",
+    .multiplexed = true,
+    .init = h2_init,
+    .free = h2_free,
+    .ready = h2_ready,
+    .process = h2_process,
+    .on_drained = h2_on_drained,
+    .on_kick = h2_on_drained, /* a deferred send (schedule_send) */
+    .on_timer = h2_on_timer,
+    .on_close = h2_on_close,
+    .fail_all = h2_fail_all,
+    .detach_all = h2_detach_all,
+    .has_room = h2_has_room,
+    .n_streams = h2_n_streams,
+    .attach = h2_attach,
+    .cancel = h2_cancel,
+    .write_head = h2_write_head,
+    .write_body = h2_write_body,
+    .write_end = h2_write_end,
+    .full = h2_full,
+    .resume = h2_resume,
+    .set_tunnel = h2_set_tunnel,
+};

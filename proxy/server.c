@@ -11,11 +11,14 @@
 #include "conn.h"
 #include "dns.h"
 #include "error.h"
+#include "h1_up.h"
+#include "h2_up.h"
 #include "listener.h"
 #include "log.h"
-#include "queue.h"
+#include "admit.h"
 #include "server.h"
 #include "stream.h"
+#include "upool.h"
 #include "worker.h"
 
 int rem_server_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
@@ -36,6 +39,10 @@ int rem_server_worker_init(struct rem_worker *w, unsigned id, struct rem_config 
         w->clusters[i] = rem_cluster_new(w, &cfg->upstreams[i], i, n_workers);
         if (!w->clusters[i])
             goto fail;
+        /* The upstream codec comes from the configured protocol, once. */
+        rem_upool_bind(w->clusters[i], cfg->upstreams[i].protocol == REM_PROTO_H2C
+                                           ? &rem_h2_up_ops
+                                           : &rem_h1_up_ops);
     }
     w->route_admits = rem_xcalloc(cfg->n_routes + 1, sizeof(*w->route_admits));
     for (size_t i = 0; i < cfg->n_routes; i++) {

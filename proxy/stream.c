@@ -13,17 +13,21 @@
 #include "config.h"
 #include "conn.h"
 #include "error.h"
-#include "h1_up.h"
-#include "h2_up.h"
+#include "upconn.h"
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
 #include "stream.h"
-#include "queue.h"
+#include "admit.h"
 #include "upool.h"
 #include "worker.h"
 
 #define REM_STREAM_FREELIST_MAX 256
+
+static void on_route_admitted(struct rem_wait *w, int rc);
+static void on_upstream_admitted(struct rem_wait *w, int rc);
+static void on_dns_done(struct rem_wait *w, int rc);
+static void on_pool_done(struct rem_wait *w, int rc);
 
 static void drop_replay(struct rem_stream *s)
 {
@@ -52,44 +56,19 @@ static inline const struct rem_down_ops *down(const struct rem_stream *s)
     return s->conn->down;
 }
 
-/* The upstream codec of s. */
-static int up_write_head(struct rem_upconn *uc, struct rem_stream *s)
-{
-    return uc->h2 ? rem_h2_up_write_head(uc, s) : rem_h1_up_write_head(uc, s);
-}
-
-static int up_write_body(struct rem_upconn *uc, struct rem_stream *s, const char *p, size_t n)
-{
-    return uc->h2 ? rem_h2_up_write_body(uc, s, p, n) : rem_h1_up_write_body(uc, s, p, n);
-}
-
-static int up_write_end(struct rem_upconn *uc, struct rem_stream *s)
-{
-    return uc->h2 ? rem_h2_up_write_end(uc, s) : rem_h1_up_write_end(uc, s);
-}
-
-static bool up_full(struct rem_upconn *uc, struct rem_stream *s)
-{
-    size_t n = uc->h2 ? (s->u_out ? evbuffer_get_length(s->u_out) : 0)
-                      : evbuffer_get_length(rem_upconn_output(uc));
-    return n >= s->conn->cfg->limits.buffer_bytes;
-}
-
-/* s is done with its upconn before the exchange completed: an HTTP/1.1 upconn cannot be
- * reused (it is closed), an HTTP/2 one only loses this stream (RST_STREAM CANCEL). */
+/* s is done with its upconn before the exchange completed, or leaves a wait: an HTTP/1.1
+ * upconn cannot be reused (it is closed), an HTTP/2 one only loses this stream (RST_STREAM
+ * CANCEL). After this, nothing calls s back about an upconn. */
 static void up_abandon(struct rem_stream *s)
 {
     struct rem_upconn *uc = s->upconn;
-    if (s->u_waiting)
-        rem_upool_h2_unwait(s);
-    if (s->dns_waiting)
-        rem_cluster_unwait_dns(s);
+    rem_upool_cancel(&s->preq);
+    if (s->cluster)
+        rem_cluster_unwait_dns(s->cluster, &s->dns_w);
     if (!uc)
         return;
-    if (uc->h2)
-        rem_h2_up_cancel(uc, s);
-    else
-        rem_upconn_close(uc);
+    s->upconn = NULL;
+    uc->up->cancel(uc, s);
 }
 
 /* The endpoint s talks to: referenced, and counted for least_request. */
@@ -139,6 +118,10 @@ struct rem_stream *rem_stream_new(struct rem_conn *c)
     rem_head_reset(&s->resp_trl);
     s->worker = w;
     s->conn = c;
+    s->rt.w.done = on_route_admitted;
+    s->ut.w.done = on_upstream_admitted;
+    s->dns_w.done = on_dns_done;
+    s->preq.w.done = on_pool_done;
     REM_M_ADD(w->metrics->downstream_streams_total[c->down->proto], 1);
     s->mroute = c->cfg->n_routes;
     s->state = REM_STREAM_HEAD;
@@ -165,17 +148,13 @@ void rem_stream_free(struct rem_stream *s)
 {
     if (!s)
         return;
-    REM_BUG_ON(s->upconn != NULL);
-    REM_BUG_ON(s->u_waiting || s->dns_waiting);
+    REM_BUG_ON(s->upconn != NULL || s->up_ctx != NULL);
+    REM_BUG_ON(s->preq.w.queued || s->dns_w.queued);
     set_endpoint(s, NULL);
     drop_replay(s);
     if (s->deadline) {
         event_free(s->deadline);
         s->deadline = NULL;
-    }
-    if (s->u_out) {
-        evbuffer_free(s->u_out);
-        s->u_out = NULL;
     }
     struct rem_worker *w = s->worker;
     if (w->n_free_streams < REM_STREAM_FREELIST_MAX) {
@@ -271,7 +250,7 @@ static void maybe_finish(struct rem_stream *s)
  * body, if any, stays unread) or refused. */
 static bool admit(struct rem_stream *s, struct rem_admit *a, struct rem_admit_ticket *t)
 {
-    int rc = rem_admit_enter(a, t, s);
+    int rc = rem_admit_enter(a, t);
     if (rc < 0) {
         rem_stream_fail(s, rem_err_from_rc(rc));
         return false;
@@ -286,9 +265,8 @@ static bool admit(struct rem_stream *s, struct rem_admit *a, struct rem_admit_ti
 static void connect_upstream(struct rem_stream *s, bool use_pool)
 {
     struct rem_endpoint *ep = rem_cluster_pick(s->cluster);
-    struct rem_upconn *uc;
     if (!ep) {
-        if (rem_cluster_wait_dns(s->cluster, s)) {
+        if (rem_cluster_wait_dns(s->cluster, &s->dns_w)) {
             s->state = REM_STREAM_CONNECT; /* until the first answer or queue_timeout */
             return;
         }
@@ -297,16 +275,63 @@ static void connect_upstream(struct rem_stream *s, bool use_pool)
     }
     set_endpoint(s, ep);
     s->state = REM_STREAM_CONNECT;
-    int rc = rem_upool_acquire(ep, s, use_pool, &uc);
+    s->preq.s = s;
+    s->preq.ep = ep;
+    int rc = rem_upool_acquire(&s->preq, use_pool);
     if (rc < 0) {
         rem_stream_fail(s, rem_err_from_rc(rc));
         return;
     }
-    if (rc == 0) {
-        rem_stream_on_upconn_ready(s, uc);
+    if (rc == 0)
+        rem_stream_on_upconn_ready(s, s->preq.uc);
+    else if (rc == 1)
+        s->upconn = s->preq.uc; /* connecting: on_upconn_ready or on_upconn_error follows */
+    /* 2: waiting for a slot; on_pool_done follows */
+}
+
+/* A queued acquire got its upconn (ready or connecting), or failed. */
+static void on_pool_done(struct rem_wait *w, int rc)
+{
+    struct rem_stream *s = REM_WAIT_OWNER(w, struct rem_stream, preq.w);
+    if (rc < 0)
+        rem_stream_fail(s, rem_err_from_rc(rc));
+    else if (s->preq.connecting)
+        s->upconn = s->preq.uc;
+    else
+        rem_stream_on_upconn_ready(s, s->preq.uc);
+}
+
+/* The cluster's first DNS answer came (rc 0), or queue_timeout passed (-REM_E_DNS). */
+static void on_dns_done(struct rem_wait *w, int rc)
+{
+    struct rem_stream *s = REM_WAIT_OWNER(w, struct rem_stream, dns_w);
+    if (rc < 0)
+        rem_stream_fail(s, rem_err_from_rc(rc));
+    else
+        connect_upstream(s, true);
+}
+
+/* A queued admission ticket was granted its slot (rc 0) or dropped (queue timeout,
+ * shutdown). */
+static void admitted(struct rem_stream *s, int rc)
+{
+    if (rc < 0) {
+        rem_stream_fail(s, rem_err_from_rc(rc));
         return;
     }
-    s->upconn = uc; /* connecting: on_upconn_ready or on_upconn_error follows */
+    if (!s->ut.held && !admit(s, &s->cluster->admit, &s->ut))
+        return; /* the route let it through; now it waits for the upstream */
+    connect_upstream(s, true);
+}
+
+static void on_route_admitted(struct rem_wait *w, int rc)
+{
+    admitted(REM_WAIT_OWNER(w, struct rem_stream, rt.w), rc);
+}
+
+static void on_upstream_admitted(struct rem_wait *w, int rc)
+{
+    admitted(REM_WAIT_OWNER(w, struct rem_stream, ut.w), rc);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -413,39 +438,26 @@ void rem_stream_start(struct rem_stream *s)
         connect_upstream(s, true);
 }
 
-void rem_stream_on_endpoints(struct rem_stream *s)
-{
-    connect_upstream(s, true);
-}
-
-void rem_stream_on_admitted(struct rem_stream *s)
-{
-    if (!s->ut.held && !admit(s, &s->cluster->admit, &s->ut))
-        return; /* the route let it through; now it waits for the upstream */
-    connect_upstream(s, true);
-}
-
 void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
 {
     s->upconn = uc;
     s->state = REM_STREAM_ACTIVE;
-    uc->timeout_ms = s->route->timeout_ms;
     s->up_start_ns = rem_now_ns();
-    if (up_write_head(uc, s) < 0) {
+    if (uc->up->write_head(uc, s) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return;
     }
-    rem_upconn_arm_response_timer(uc);
+    rem_upconn_start_response_timer(uc, s->route->timeout_ms);
     if (s->retried && s->replay && evbuffer_get_length(s->replay) > 0) {
         size_t n = evbuffer_get_length(s->replay);
         const char *p = (const char *)evbuffer_pullup(s->replay, (ev_ssize_t)n);
-        if (!p || up_write_body(uc, s, p, n) < 0) {
+        if (!p || uc->up->write_body(uc, s, p, n) < 0) {
             rem_stream_fail(s, REM_E_NOMEM);
             return;
         }
     }
     if (s->req_done) {
-        if (up_write_end(uc, s) < 0) {
+        if (uc->up->write_end(uc, s) < 0) {
             rem_stream_fail(s, REM_E_NOMEM);
             return;
         }
@@ -460,7 +472,7 @@ bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n)
     s->req_body_bytes += (int64_t)n;
     if (!s->upconn || s->state != REM_STREAM_ACTIVE)
         return false; /* the stream failed; the conn closes after the error */
-    if (up_write_body(s->upconn, s, p, n) < 0) {
+    if (s->upconn->up->write_body(s->upconn, s, p, n) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return false;
     }
@@ -472,7 +484,7 @@ bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n)
             evbuffer_add(s->replay, p, n) < 0)
             drop_replay(s);
     }
-    return up_full(s->upconn, s);
+    return s->upconn->up->full(s->upconn, s);
 }
 
 void rem_stream_req_end(struct rem_stream *s)
@@ -481,7 +493,7 @@ void rem_stream_req_end(struct rem_stream *s)
     if (s->state == REM_STREAM_HEAD)
         return; /* no body: rem_stream_start follows */
     if (s->upconn && s->state == REM_STREAM_ACTIVE && !s->req_sent) {
-        if (up_write_end(s->upconn, s) < 0) {
+        if (s->upconn->up->write_end(s->upconn, s) < 0) {
             rem_stream_fail(s, REM_E_NOMEM);
             return;
         }
@@ -493,11 +505,11 @@ void rem_stream_req_end(struct rem_stream *s)
 void rem_stream_on_upconn_writable(struct rem_stream *s)
 {
     if (s->upconn)
-        s->upconn->last_activity_ms = rem_now_ms();
+        rem_upconn_touch(s->upconn);
     down(s)->req_resume(s);
 }
 
-void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e)
+void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e, enum rem_retry_hint hint)
 {
     s->upconn = NULL;
     if (s->state == REM_STREAM_DONE)
@@ -506,10 +518,9 @@ void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e)
      * to send again when no response byte came back and either no body byte was consumed or
      * the request is idempotent and its body so far is in the replay buffer (the head is still
      * in the arena); once, on a fresh connection. */
-    bool unprocessed = s->up_unprocessed;
-    s->up_unprocessed = false;
-    if (e == REM_E_UPSTREAM_RESET && (s->on_reused || unprocessed) && !s->resp_started &&
-        !s->retried &&
+    bool unprocessed = hint == REM_RETRY_SAFE;
+    bool reused = s->preq.reused && hint != REM_RETRY_NEVER;
+    if (e == REM_E_UPSTREAM_RESET && (reused || unprocessed) && !s->resp_started && !s->retried &&
         (s->req_body_bytes == 0 || (s->replay_ok && (unprocessed || idempotent(&s->req))))) {
         s->retried = true;
         s->req_sent = false;
@@ -591,10 +602,8 @@ void rem_stream_on_resp_end(struct rem_stream *s)
 void rem_stream_on_down_writable(struct rem_stream *s)
 {
     struct rem_upconn *uc = s->upconn;
-    if (uc && uc->h2)
-        rem_h2_up_resume(uc, s);
-    else if (uc && uc->paused)
-        rem_upconn_resume(uc);
+    if (uc)
+        uc->up->resume(uc, s);
 }
 
 void rem_stream_fail(struct rem_stream *s, enum rem_err e)

@@ -18,9 +18,12 @@
 struct event;
 struct evbuffer;
 
+#include "admit.h"
 #include "error.h"
 #include "http.h"
-#include "queue.h"
+#include "upconn.h"
+#include "upool.h"
+#include "wait.h"
 
 struct rem_conn;
 struct rem_worker;
@@ -67,11 +70,9 @@ struct rem_stream {
     bool down_chunked;   /* response framing toward downstream */
     bool down_close;     /* close the downstream conn after this response */
     bool retried;
-    bool replay_ok;   /* idempotent and every body byte sent so far is in replay */
-    bool on_reused;   /* the current upconn came from the pool */
-    bool u_waiting;   /* in cluster->h2_wait (u_link) for an HTTP/2 stream slot */
-    bool dns_waiting; /* in cluster->dns_wait (u_link) for a first DNS answer */
-    uint64_t dns_wait_start_ms;
+    bool replay_ok;           /* idempotent and every body byte sent so far is in replay */
+    struct rem_wait dns_w;    /* waiting for the cluster's first DNS answer */
+    struct rem_pool_req preq; /* getting an upconn (preq.reused: it came from the pool) */
     bool in_resp_trailers;
     bool resp_headers_only; /* the upstream ended the response with its head (h2 END_STREAM
                                on HEADERS, e.g. gRPC trailers-only): no body, no DATA */
@@ -89,25 +90,12 @@ struct rem_stream {
 
     /* gRPC (content-type application/grpc*): remora's own errors become grpc-status. */
     bool grpc;
-    bool up_unprocessed;    /* the upstream refused the stream unprocessed (h2 REFUSED_STREAM,
-                               above a GOAWAY's last-stream-id): safe to retry once */
     struct event *deadline; /* owned: grpc-timeout, absolute; NULL when none */
 
     void *down_ctx; /* the downstream codec's per-stream state (owned by the codec), or NULL */
 
-    /* Upstream HTTP/2 (h2_up.c); unused on HTTP/1.1 upconns. */
-    int32_t u_id;                   /* stream id on the upconn's session, 0 before submit */
-    TAILQ_ENTRY(rem_stream) u_link; /* in the upconn's stream list */
-    struct evbuffer *u_out;         /* owned: request body waiting for the data provider */
-    size_t u_unconsumed;            /* response body bytes not yet given back as window */
-    bool u_eof;                     /* the request's end is queued in u_out */
-    bool u_deferred;
-    bool u_paused; /* downstream full: window withheld */
-    bool u_in_resp_trailers;
-    uint64_t u_last_ms; /* last activity, for the response timeout */
+    void *up_ctx; /* the upstream codec's per-stream state while attached, or NULL */
 };
-
-TAILQ_HEAD(rem_stream_list, rem_stream);
 
 /* What the downstream codec found in the request head: a HEAD request, a body, chunked (no
  * length known). */
@@ -136,6 +124,26 @@ static inline void rem_stream_set_down_ctx(struct rem_stream *s, void *ctx)
 {
     s->down_ctx = ctx;
 }
+/* The upstream codec's per-stream state while s is attached to its upconn. */
+static inline void rem_stream_set_up_ctx(struct rem_stream *s, void *ctx)
+{
+    s->up_ctx = ctx;
+}
+/* A response byte arrived from the upstream (no retry from now on). */
+static inline void rem_stream_mark_resp_started(struct rem_stream *s)
+{
+    s->resp_started = true;
+}
+/* The upstream ended the response with its head (h2 END_STREAM on HEADERS). */
+static inline void rem_stream_set_resp_headers_only(struct rem_stream *s, bool only)
+{
+    s->resp_headers_only = only;
+}
+/* The upconn of s closed without a failure to report (its exchange was over or abandoned). */
+static inline void rem_stream_upconn_gone(struct rem_stream *s)
+{
+    s->upconn = NULL;
+}
 /* Lowers the request head and trailer limits to n bytes (0: unchanged). */
 void rem_stream_limit_head_bytes(struct rem_stream *s, uint32_t n);
 
@@ -160,16 +168,12 @@ void rem_stream_req_end(struct rem_stream *s);
  * that is not just waiting in an admission queue); the conn then closes after it. */
 bool rem_stream_on_client_eof(struct rem_stream *s);
 
-/* The cluster has endpoints now (s waited for a first DNS answer). */
-void rem_stream_on_endpoints(struct rem_stream *s);
-
-/* The admission queue granted s a slot (s was queued). */
-void rem_stream_on_admitted(struct rem_stream *s);
-
-/* Callbacks from the upconn. */
+/* Callbacks from the upstream codec. */
+/* uc is connected and s attached: the request goes. */
 void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc);
-/* Connect failure, or I/O failure before the response completed. */
-void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e);
+/* Connect failure, or I/O failure before the response completed; s was let go by its upconn.
+ * hint says whether a retry is safe. */
+void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e, enum rem_retry_hint hint);
 int rem_stream_on_resp_head(struct rem_stream *s);
 /* An interim (1xx, not 100/101) response head is in s->resp: forwarded to HTTP/1.1 clients. */
 int rem_stream_on_resp_interim(struct rem_stream *s);

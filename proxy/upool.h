@@ -1,95 +1,54 @@
 /* SPDX-License-Identifier: Apache-2.0
- * upool: upstream connections (upconns) and their per-worker, per-endpoint pool. Owns every
- * upconn: connecting, idle (keep-alive, closed after idle_timeout or when the app closes it),
- * active (lent to one stream). The HTTP/1.1 codec on an upconn lives in h1_up.c. */
+ * upool: the per-endpoint pool of upconns on one worker: lends an upconn with room (busy
+ * first for a multiplexed codec, then idle ones, most recently used first), opens a new one
+ * within the worker's share of max_connections (closing an idle upconn of another endpoint to
+ * make room), idles released ones (idle_timeout) and makes acquires wait, in FIFO order, when
+ * every upconn is full at max_connections. Answers through the request's wait handle. Owns no
+ * upconn memory itself (upconn.c frees them); borrows the requests it queues. */
 #ifndef REM_UPOOL_H
 #define REM_UPOOL_H
 
 #include <stdbool.h>
-#include <stdint.h>
-#include <sys/queue.h>
 
-#include <llhttp.h>
+#include "wait.h"
 
-#include "error.h"
-#include "transport.h"
-#include "worker.h"
-
-struct event;
+struct rem_cluster;
 struct rem_endpoint;
 struct rem_stream;
-struct rem_h2_up;
+struct rem_upconn;
+struct rem_up_ops;
 
-enum rem_upconn_state {
-    REM_UPCONN_CONNECTING = 0,
-    REM_UPCONN_ACTIVE,
-    REM_UPCONN_IDLE,
-    REM_UPCONN_CLOSED,
+/* One acquire: embedded in its owner (a stream), which sets w.done. */
+struct rem_pool_req {
+    struct rem_wait w;       /* done(w, 0): the upconn is ready (uc) or connecting (uc, and
+                                the codec tells the stream once connected); done(w, <0): the
+                                acquire failed */
+    struct rem_stream *s;    /* borrowed: what the codec attaches */
+    struct rem_endpoint *ep; /* borrowed */
+    struct rem_upconn *uc;   /* out */
+    bool reused;             /* out: uc came from the pool (a keep-alive race is possible) */
+    bool connecting;         /* out: uc is still connecting */
 };
 
-struct rem_upconn {
-    TAILQ_ENTRY(rem_upconn) link; /* in endpoint->idle while IDLE */
-    struct rem_worker *worker;    /* borrowed */
-    struct rem_endpoint *ep;      /* borrowed: endpoints outlive their upconns */
-    struct rem_transport t;       /* owned */
-    struct event *timer;          /* owned: connect / response / idle timeout */
-    struct event *kick;           /* owned: resumes parsing outside callback stacks */
-    enum rem_upconn_state state;
-    struct rem_stream *stream; /* borrowed: the attached stream (HTTP/1.1) */
-    struct rem_h2_up *h2;      /* owned: the HTTP/2 session and its streams (protocol h2c) */
-    llhttp_t parser;
-    unsigned n_requests;   /* requests started on this upconn */
-    bool paused;           /* downstream full: response parsing paused */
-    bool resp_complete;    /* parser: the response ended */
-    bool resp_interim;     /* parser: the current head is 1xx */
-    bool exec_pending;     /* parser paused at the end of the input: run it once more */
-    enum rem_err resp_err; /* parser: why a callback failed */
-    uint64_t timeout_ms;   /* response timeout of the current stream */
-    uint64_t connect_start_ns;
-    uint64_t last_activity_ms; /* last response byte, for the lazy timeout */
-    struct rem_reap reap;
-};
+/* The cluster's upconns use ops; the pool closes them when endpoints leave. */
+void rem_upool_bind(struct rem_cluster *cl, const struct rem_up_ops *ops);
 
-/* Lends an idle upconn of ep to s, or returns NULL. The upconn is ACTIVE on return. */
-struct rem_upconn *rem_upool_take(struct rem_endpoint *ep, struct rem_stream *s);
+/* Gets r->s an upconn of r->ep: one with room (when use_pool) or a new one. Returns 0 (r->uc
+ * is ready now, r->s attached), 1 (r->uc is connecting, r->s attached; the codec reports when
+ * it is connected), 2 (every upconn full at max_connections: r waits, and r->w.done follows
+ * from the loop, never before this returns) or -REM_E_CONNECT_FAILED / -REM_E_NOMEM. */
+int rem_upool_acquire(struct rem_pool_req *r, bool use_pool);
+/* r leaves the wait; its done never runs. Idempotent. */
+void rem_upool_cancel(struct rem_pool_req *r);
 
-/* Gets s an upconn of ep, by the upstream's protocol: HTTP/1.1 takes an idle one (when
- * use_pool) or connects a new one; HTTP/2 joins an upconn with a free stream slot (when use_pool)
- * or connects a new one. Returns 0 (*out is ready now: the caller calls
- * rem_stream_on_upconn_ready), 1 (*out is connecting; s is told later, never before this
- * returns), or the errors of rem_upool_connect. Sets s->on_reused. */
-int rem_upool_acquire(struct rem_endpoint *ep, struct rem_stream *s, bool use_pool,
-                      struct rem_upconn **out);
-
-/* s leaves its cluster's HTTP/2 slot wait (it is finishing). */
-void rem_upool_h2_unwait(struct rem_stream *s);
-
-/* For h2_up: the number of streams on uc changed; it moves between busy and idle (arming the
- * idle timeout), or closes when it is draining after a GOAWAY and carries none. */
-void rem_upool_h2_streams_changed(struct rem_upconn *uc, unsigned n_streams, bool draining);
-/* (Re)arms uc's timer for ms (0: none). */
-void rem_upconn_arm_timer(struct rem_upconn *uc, uint64_t ms);
-
-/* Starts connecting a new upconn for s. Returns 0 (s is told through
- * rem_stream_on_upconn_ready / _error, never before this returns) or -REM_E_UPSTREAM_OVERFLOW
- * (max_connections reached), -REM_E_CONNECT_REFUSED / -REM_E_CONNECT_FAILED (immediate failure),
- * -REM_E_NOMEM. */
-int rem_upool_connect(struct rem_endpoint *ep, struct rem_stream *s, struct rem_upconn **out);
-
-/* The stream is done with uc. When reusable, uc goes idle in its pool; else it is closed. */
+/* The stream on uc (HTTP/1.1) is done with it. When reusable, uc goes idle in its pool (its
+ * codec's state reset by the codec); else it is closed. */
 void rem_upool_release(struct rem_upconn *uc, bool reusable);
 
-/* Closes uc now; the attached stream, if any, is detached first and is NOT called back.
- * Idempotent; the memory goes to the reaper. */
-void rem_upconn_close(struct rem_upconn *uc);
-
-/* Pause/resume response reading (downstream backpressure). */
-void rem_upconn_pause(struct rem_upconn *uc);
-void rem_upconn_resume(struct rem_upconn *uc);
-
-/* (Re)arms the response timeout: called when the request head is sent and on every read. */
-void rem_upconn_arm_response_timer(struct rem_upconn *uc);
-
-struct evbuffer *rem_upconn_output(struct rem_upconn *uc);
+/* For multiplexed codecs: the number of streams on uc changed; it moves between busy and idle
+ * (arming idle_ms), or closes when it is draining after a GOAWAY and carries none; waiters get
+ * the room. */
+void rem_upool_streams_changed(struct rem_upconn *uc, unsigned n_streams, bool draining,
+                               uint64_t idle_ms);
 
 #endif

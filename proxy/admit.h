@@ -1,34 +1,33 @@
 /* SPDX-License-Identifier: Apache-2.0
- * queue: admission control on one worker: at most `limit` requests hold a slot, the rest wait in
+ * admit: admission control on one worker: at most `limit` requests hold a slot, the rest wait in
  * a bounded FIFO (max_pending) for at most queue_timeout, and anything beyond is refused at once
  * (503 queue_full) without touching the app. One admit exists per upstream (and per route that
  * sets its own limits) on each worker, with an equal share of the configured limits, so nothing
  * is shared between threads on the request path. A stream holds one ticket per admit it passes
- * (route, then upstream). Owns its timer and kick events; borrows the tickets it queues. */
-#ifndef REM_QUEUE_H
-#define REM_QUEUE_H
+ * (route, then upstream) and hears back through the ticket's wait handle. Owns its timer and
+ * kick events; borrows the tickets it queues. Knows nothing of streams. */
+#ifndef REM_ADMIT_H
+#define REM_ADMIT_H
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "wait.h"
+
 struct event;
-struct rem_stream;
 struct rem_worker;
 struct rem_upstream_metrics;
 struct rem_admit;
 
-/* A stream's place at one admit: queued, holding a slot, or neither. Embedded in the stream. */
+/* A place at one admit: queued, holding a slot, or neither. Embedded in its owner (a stream),
+ * which sets w.done: 0 when a queued ticket is granted its slot, -REM_E_QUEUE_TIMEOUT or
+ * -REM_E_SHUTDOWN when it is dropped from the queue. */
 struct rem_admit_ticket {
-    TAILQ_ENTRY(rem_admit_ticket) link; /* in admit->waiters while queued */
-    struct rem_admit *admit;            /* borrowed; NULL when unused */
-    struct rem_stream *s;               /* borrowed: the owner */
-    uint64_t queued_ms;
-    bool queued;
+    struct rem_wait w;       /* w.link: in admit->waiters while queued; w.since_ms: queued at */
+    struct rem_admit *admit; /* borrowed; NULL when unused */
     bool held;
 };
-
-TAILQ_HEAD(rem_ticket_queue, rem_admit_ticket);
 
 struct rem_admit {
     struct rem_worker *worker;            /* borrowed */
@@ -38,9 +37,9 @@ struct rem_admit {
     uint64_t queue_timeout_ms;
     uint32_t in_flight; /* slots held */
     uint32_t n_pending;
-    struct rem_ticket_queue waiters; /* FIFO; one timeout for all, so deadlines are ordered */
-    struct event *timer;             /* owned: the oldest waiter's deadline */
-    struct event *kick;              /* owned: hands freed slots to waiters off-stack */
+    struct rem_wait_list waiters; /* FIFO; one timeout for all, so deadlines are ordered */
+    struct event *timer;          /* owned: the oldest waiter's deadline */
+    struct event *kick;           /* owned: hands freed slots to waiters off-stack */
     /* Adaptive limit (gradient limiter), when enabled; limit then moves in [1, max_limit]. */
     struct event *adapt_ev; /* owned: every REM_ADAPT_WINDOW_MS */
     uint32_t max_limit;
@@ -62,13 +61,13 @@ int rem_admit_adaptive(struct rem_admit *a);
 /* One upstream response latency sample (adaptive admits only; a no-op otherwise). */
 void rem_admit_sample(struct rem_admit *a, uint64_t ns);
 
-/* Fails every waiter with REM_E_SHUTDOWN and frees the events. */
+/* Answers every waiter -REM_E_SHUTDOWN and frees the events. */
 void rem_admit_dispose(struct rem_admit *a);
 
-/* Asks a for a slot for s, through ticket t. Returns 0 (granted now: t->held), 1 (queued: s is
- * later told through rem_stream_on_admitted, or failed with REM_E_QUEUE_TIMEOUT; never before
- * this returns), or -REM_E_QUEUE_FULL. */
-int rem_admit_enter(struct rem_admit *a, struct rem_admit_ticket *t, struct rem_stream *s);
+/* Asks a for a slot through ticket t (t->w.done set). Returns 0 (granted now: t->held), 1
+ * (queued: t->w.done follows from the loop, never before this returns), or
+ * -REM_E_QUEUE_FULL. */
+int rem_admit_enter(struct rem_admit *a, struct rem_admit_ticket *t);
 /* Gives back t's slot or leaves the queue. Idempotent; NULL-admit safe. */
 void rem_admit_leave(struct rem_admit_ticket *t);
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0
- * queue: per-worker admission with a bounded FIFO and one lazy timer. */
+ * admit: per-worker admission with a bounded FIFO and one lazy timer. */
+#include <stddef.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,9 +9,10 @@
 
 #include "error.h"
 #include "log.h"
+#include "admit.h"
 #include "metrics.h"
-#include "queue.h"
-#include "stream.h"
+#include "loop.h"
+#include "wait.h"
 #include "worker.h"
 
 #define M_ADD(a, field, n)                                                                         \
@@ -21,26 +23,28 @@
 
 static void arm(struct rem_admit *a)
 {
-    struct rem_admit_ticket *head = TAILQ_FIRST(&a->waiters);
+    struct rem_wait *head = TAILQ_FIRST(&a->waiters);
     if (!head || a->queue_timeout_ms == 0) {
         event_del(a->timer);
         return;
     }
-    uint64_t waited = rem_now_ms() - head->queued_ms;
+    uint64_t waited = rem_now_ms() - head->since_ms;
     uint64_t left = waited >= a->queue_timeout_ms ? 0 : a->queue_timeout_ms - waited;
     struct timeval tv = {(time_t)(left / 1000), (suseconds_t)((left % 1000) * 1000)};
     event_add(a->timer, &tv);
 }
 
+#define TICKET(wp) REM_WAIT_OWNER(wp, struct rem_admit_ticket, w)
+
 static void unlink_waiter(struct rem_admit *a, struct rem_admit_ticket *t)
 {
-    TAILQ_REMOVE(&a->waiters, t, link);
-    t->queued = false;
+    TAILQ_REMOVE(&a->waiters, &t->w, link);
+    t->w.queued = false;
     a->n_pending--;
     M_ADD(a, pending, -1);
     if (a->metrics)
         rem_hist_record(&a->metrics->queue_wait, &a->worker->mlayout->upstream_hist,
-                        (rem_now_ms() - t->queued_ms) * 1000000u);
+                        (rem_now_ms() - t->w.since_ms) * 1000000u);
 }
 
 static void take_slot(struct rem_admit *a, struct rem_admit_ticket *t)
@@ -54,10 +58,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_admit *a = arg;
     uint64_t now = rem_now_ms();
-    struct rem_admit_ticket *t;
-    while ((t = TAILQ_FIRST(&a->waiters)) != NULL && now - t->queued_ms >= a->queue_timeout_ms) {
-        unlink_waiter(a, t);
-        rem_stream_fail(t->s, REM_E_QUEUE_TIMEOUT);
+    struct rem_wait *w;
+    while ((w = TAILQ_FIRST(&a->waiters)) != NULL && now - w->since_ms >= a->queue_timeout_ms) {
+        unlink_waiter(a, TICKET(w));
+        w->done(w, -REM_E_QUEUE_TIMEOUT);
     }
     arm(a);
 }
@@ -65,11 +69,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_admit *a = arg;
-    struct rem_admit_ticket *t;
-    while (a->in_flight < a->limit && (t = TAILQ_FIRST(&a->waiters)) != NULL) {
-        unlink_waiter(a, t);
-        take_slot(a, t);
-        rem_stream_on_admitted(t->s); /* may end the stream at once, giving the slot back */
+    struct rem_wait *w;
+    while (a->in_flight < a->limit && (w = TAILQ_FIRST(&a->waiters)) != NULL) {
+        unlink_waiter(a, TICKET(w));
+        take_slot(a, TICKET(w));
+        w->done(w, 0); /* may end the waiter at once, giving the slot back */
     }
     arm(a);
 }
@@ -156,10 +160,10 @@ int rem_admit_init(struct rem_admit *a, struct rem_worker *w, struct rem_upstrea
 
 void rem_admit_dispose(struct rem_admit *a)
 {
-    struct rem_admit_ticket *t;
-    while (a->timer && (t = TAILQ_FIRST(&a->waiters)) != NULL) {
-        unlink_waiter(a, t);
-        rem_stream_fail(t->s, REM_E_SHUTDOWN);
+    struct rem_wait *w;
+    while (a->timer && (w = TAILQ_FIRST(&a->waiters)) != NULL) {
+        unlink_waiter(a, TICKET(w));
+        w->done(w, -REM_E_SHUTDOWN);
     }
     if (a->timer)
         event_free(a->timer);
@@ -170,19 +174,18 @@ void rem_admit_dispose(struct rem_admit *a)
     a->timer = a->kick = a->adapt_ev = NULL;
 }
 
-int rem_admit_enter(struct rem_admit *a, struct rem_admit_ticket *t, struct rem_stream *s)
+int rem_admit_enter(struct rem_admit *a, struct rem_admit_ticket *t)
 {
     t->admit = a;
-    t->s = s;
     if (a->in_flight < a->limit && a->n_pending == 0) {
         take_slot(a, t);
         return 0;
     }
     if (a->n_pending >= a->max_pending)
         return -REM_E_QUEUE_FULL;
-    t->queued = true;
-    t->queued_ms = rem_now_ms();
-    TAILQ_INSERT_TAIL(&a->waiters, t, link);
+    t->w.queued = true;
+    t->w.since_ms = rem_now_ms();
+    TAILQ_INSERT_TAIL(&a->waiters, &t->w, link);
     a->n_pending++;
     M_ADD(a, pending, 1);
     if (a->n_pending == 1)
@@ -195,8 +198,8 @@ void rem_admit_leave(struct rem_admit_ticket *t)
     struct rem_admit *a = t->admit;
     if (!a)
         return;
-    if (t->queued) {
-        bool was_head = TAILQ_FIRST(&a->waiters) == t;
+    if (t->w.queued) {
+        bool was_head = TAILQ_FIRST(&a->waiters) == &t->w;
         unlink_waiter(a, t);
         if (was_head)
             arm(a);
