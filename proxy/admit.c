@@ -38,8 +38,7 @@ static void arm(struct rem_admit *a)
 
 static void unlink_waiter(struct rem_admit *a, struct rem_admit_ticket *t)
 {
-    TAILQ_REMOVE(&a->waiters, &t->w, link);
-    t->w.queued = false;
+    rem_wait_dequeue(&a->waiters, &t->w);
     a->n_pending--;
     M_ADD(a, pending, -1);
     if (a->metrics)
@@ -183,9 +182,7 @@ int rem_admit_enter(struct rem_admit *a, struct rem_admit_ticket *t)
     }
     if (a->n_pending >= a->max_pending)
         return -REM_E_QUEUE_FULL;
-    t->w.queued = true;
-    t->w.since_ms = rem_now_ms();
-    TAILQ_INSERT_TAIL(&a->waiters, &t->w, link);
+    rem_wait_enqueue(&a->waiters, &t->w, rem_now_ms());
     a->n_pending++;
     M_ADD(a, pending, 1);
     if (a->n_pending == 1)

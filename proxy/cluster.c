@@ -206,9 +206,7 @@ bool rem_cluster_wait_dns(struct rem_cluster *c, struct rem_wait *w)
 {
     if (c->n_sources == 0 || c->resolved || !c->cfg->queue_timeout_ms)
         return false;
-    w->queued = true;
-    w->since_ms = rem_now_ms();
-    TAILQ_INSERT_TAIL(&c->dns_wait, w, link);
+    rem_wait_enqueue(&c->dns_wait, w, rem_now_ms());
     if (!evtimer_pending(c->dns_timer, NULL))
         arm_dns_timer(c);
     return true;
@@ -216,10 +214,7 @@ bool rem_cluster_wait_dns(struct rem_cluster *c, struct rem_wait *w)
 
 void rem_cluster_unwait_dns(struct rem_cluster *c, struct rem_wait *w)
 {
-    if (!w->queued)
-        return;
-    TAILQ_REMOVE(&c->dns_wait, w, link);
-    w->queued = false;
+    rem_wait_dequeue(&c->dns_wait, w);
 }
 
 static void wake_dns_waiters(struct rem_cluster *c)

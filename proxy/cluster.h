@@ -35,10 +35,8 @@ struct rem_endpoint {
     char name[64];               /* "127.0.0.1:8080", for logs and metrics */
     struct rem_upconn_list idle; /* idle upconns, most recently used first */
     struct rem_upconn_list busy; /* connecting or active upconns */
-    unsigned n_idle;
-    unsigned n_active;       /* connecting or carrying a stream */
-    uint32_t h2_max_streams; /* the app's last SETTINGS_MAX_CONCURRENT_STREAMS (0: unknown),
-                                assumed for upconns whose SETTINGS have not arrived yet */
+    uint32_t h2_max_streams;     /* the app's last SETTINGS_MAX_CONCURRENT_STREAMS (0: unknown),
+                                    assumed for upconns whose SETTINGS have not arrived yet */
 };
 
 struct rem_cluster {

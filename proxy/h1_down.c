@@ -112,8 +112,7 @@ static int on_headers_complete(llhttp_t *p)
         return 0; /* end of trailers */
     if (p->http_major != 1)
         return record(hd, -REM_E_BAD_REQUEST); /* HTTP/0.9 and unknown versions */
-    h->http_major = p->http_major;
-    h->http_minor = p->http_minor;
+    rem_head_set_version(h, p->http_major, p->http_minor);
     rem_head_classify(h);
     /* RFC 9112 6.1 and 6.3: framing we cannot be sure of is refused, never guessed. */
     if (h->te_unsupported)

@@ -92,8 +92,7 @@ static int on_headers_complete(llhttp_t *p)
     struct rem_h1_up *h = H1(p);
     struct rem_stream *s = h->stream;
     s->resp.status = p->status_code;
-    s->resp.http_major = p->http_major;
-    s->resp.http_minor = p->http_minor;
+    rem_head_set_version(&s->resp, p->http_major, p->http_minor);
     rem_head_classify(&s->resp);
     if (p->status_code == 101) {
         /* remora never forwards Upgrade, so a switch is a protocol violation. */
@@ -219,7 +218,6 @@ static int h1_write_head(struct rem_upconn *uc, struct rem_stream *s)
         .chunked = s->req_chunked,
         .content_length = s->req_chunked ? -1 : s->req.content_length,
     };
-    uc->n_requests++;
     rem_upconn_flush_later(uc);
     return rem_http_write_request(rem_upconn_output(uc), &s->req, &fwd);
 }

@@ -299,7 +299,7 @@ static int join_cookies(struct rem_head *h)
     rem_head_classify(h);
     for (uint32_t i = 0; i < last; i++)
         if (rem_http_name_eq(REM_HDR_NAME(h, &h->hdrs[i]), h->hdrs[i].name_len, "cookie"))
-            h->hdrs[i].kind = REM_HDR_HOP; /* the crumbs: not forwarded */
+            rem_head_drop(h, i); /* the crumbs: not forwarded */
     return 0;
 }
 
@@ -320,8 +320,7 @@ static void head_done(struct rem_h2_down *d, struct rem_stream *s, bool end_stre
 {
     struct rem_head *h = &s->req;
     const struct rem_cfg_limits *lim = &d->c->cfg->limits;
-    h->http_major = 2;
-    h->http_minor = 0;
+    rem_head_set_version(h, 2, 0);
     rem_stream_set_grpc(s, value_starts(h, "content-type", "application/grpc"));
     if (DS(s)->head_err) {
         rem_stream_fail(s, (enum rem_err)DS(s)->head_err);

@@ -228,7 +228,6 @@ static int h2_write_head(struct rem_upconn *uc, struct rem_stream *s)
         return -REM_E_NOMEM;
     us->id = id;
     us->last_ms = rem_now_ms();
-    uc->n_requests++;
     if (uc->timeout_ms && !evtimer_pending(uc->timer, NULL))
         rem_upconn_arm_timer(uc, uc->timeout_ms);
     schedule_send(u);
@@ -374,8 +373,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
                 rem_head_reset(r);
                 break;
             }
-            r->http_major = 2;
-            r->http_minor = 0;
+            rem_head_set_version(r, 2, 0);
             int status = r->status;
             rem_head_classify(r);
             r->status = status;

@@ -64,6 +64,23 @@ struct rem_head {
 void rem_head_init(struct rem_head *h, uint32_t max_bytes, uint32_t max_hdrs);
 /* Empties the head for the next message, keeping its memory. */
 void rem_head_reset(struct rem_head *h);
+/* New limits for the head (at most the current ones when lowering a received head's). */
+static inline void rem_head_set_limits(struct rem_head *h, uint32_t max_bytes, uint32_t max_hdrs)
+{
+    h->max_bytes = max_bytes;
+    h->max_hdrs = max_hdrs;
+}
+/* The HTTP version the message came with (2.0 for HTTP/2). */
+static inline void rem_head_set_version(struct rem_head *h, int major, int minor)
+{
+    h->http_major = major;
+    h->http_minor = minor;
+}
+/* Field i is not forwarded (e.g. cookie crumbs replaced by their join). */
+static inline void rem_head_drop(struct rem_head *h, uint32_t i)
+{
+    h->hdrs[i].kind = REM_HDR_HOP;
+}
 void rem_head_dispose(struct rem_head *h);
 
 /* Appends parser output. Pieces of one element may arrive in several calls; an empty value is

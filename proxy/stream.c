@@ -109,19 +109,19 @@ struct rem_stream *rem_stream_new(struct rem_conn *c)
     s->resp_trl = heads[3];
     uint32_t maxb =
         (uint32_t)(lim->max_header_bytes > UINT32_MAX / 2 ? UINT32_MAX / 2 : lim->max_header_bytes);
-    s->req.max_bytes = s->resp.max_bytes = s->req_trl.max_bytes = s->resp_trl.max_bytes = maxb;
-    s->req.max_hdrs = s->resp.max_hdrs = s->req_trl.max_hdrs = s->resp_trl.max_hdrs =
-        lim->max_headers;
+    struct rem_head *hs[] = {&s->req, &s->resp, &s->req_trl, &s->resp_trl};
+    for (size_t i = 0; i < 4; i++)
+        rem_head_set_limits(hs[i], maxb, lim->max_headers);
     rem_head_reset(&s->req);
     rem_head_reset(&s->resp);
     rem_head_reset(&s->req_trl);
     rem_head_reset(&s->resp_trl);
     s->worker = w;
     s->conn = c;
-    s->rt.w.done = on_route_admitted;
-    s->ut.w.done = on_upstream_admitted;
-    s->dns_w.done = on_dns_done;
-    s->preq.w.done = on_pool_done;
+    rem_wait_init(&s->rt.w, on_route_admitted);
+    rem_wait_init(&s->ut.w, on_upstream_admitted);
+    rem_wait_init(&s->dns_w, on_dns_done);
+    rem_wait_init(&s->preq.w, on_pool_done);
     REM_M_ADD(w->metrics->downstream_streams_total[c->down->proto], 1);
     s->mroute = c->cfg->n_routes;
     s->state = REM_STREAM_HEAD;
@@ -644,8 +644,10 @@ void rem_stream_fail(struct rem_stream *s, enum rem_err e)
 
 void rem_stream_limit_head_bytes(struct rem_stream *s, uint32_t n)
 {
-    if (n && n < s->req.max_bytes)
-        s->req.max_bytes = s->req_trl.max_bytes = n;
+    if (!n || n >= s->req.max_bytes)
+        return;
+    rem_head_set_limits(&s->req, n, s->req.max_hdrs);
+    rem_head_set_limits(&s->req_trl, n, s->req_trl.max_hdrs);
 }
 
 bool rem_stream_on_client_eof(struct rem_stream *s)

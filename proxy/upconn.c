@@ -49,21 +49,17 @@ void rem_upconn_set_state(struct rem_upconn *uc, enum rem_upconn_state st)
     /* Leave the old list. */
     if (uc->state == REM_UPCONN_IDLE) {
         TAILQ_REMOVE(&ep->idle, uc, link);
-        ep->n_idle--;
         REM_M_ADD(m->idle, -1);
     } else if (uc->state != REM_UPCONN_CLOSED) {
         TAILQ_REMOVE(&ep->busy, uc, link);
-        ep->n_active--;
         REM_M_ADD(m->active, -1);
     }
     /* Join the new one. */
     if (st == REM_UPCONN_IDLE) {
         TAILQ_INSERT_HEAD(&ep->idle, uc, link);
-        ep->n_idle++;
         REM_M_ADD(m->idle, 1);
     } else if (st != REM_UPCONN_CLOSED) {
         TAILQ_INSERT_TAIL(&ep->busy, uc, link);
-        ep->n_active++;
         REM_M_ADD(m->active, 1);
     }
     uc->state = st;
@@ -73,10 +69,8 @@ void rem_upconn_close(struct rem_upconn *uc)
 {
     if (uc->state == REM_UPCONN_CLOSED)
         return;
-    bool counted = uc->state != REM_UPCONN_CLOSED;
     rem_upconn_set_state(uc, REM_UPCONN_CLOSED);
-    if (counted)
-        uc->ep->cluster->n_conns--;
+    uc->ep->cluster->n_conns--;
     uc->up->detach_all(uc);
     rem_transport_close(&uc->t); /* the socket closes now; the memory goes with the reaper */
     event_del(uc->timer);

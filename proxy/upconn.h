@@ -100,7 +100,6 @@ struct rem_upconn {
     struct event *timer;                   /* owned: connect / response / idle timeout */
     struct event *kick;                    /* owned: resumes work outside callback stacks */
     enum rem_upconn_state state;
-    unsigned n_requests; /* requests started on this upconn */
     uint64_t timeout_ms; /* response timeout of the current stream */
     uint64_t connect_start_ns;
     uint64_t last_activity_ms; /* last response byte, for the lazy timeout */

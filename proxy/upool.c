@@ -106,18 +106,14 @@ int rem_upool_acquire(struct rem_pool_req *r, bool use_pool)
         return rc;
     /* Every upconn full at max_connections: wait for a slot (admission bounds how many wait;
      * the stream's own timers bound how long). */
-    r->w.queued = true;
-    r->w.since_ms = rem_now_ms();
-    TAILQ_INSERT_TAIL(&cl->pool_wait, &r->w, link);
+    rem_wait_enqueue(&cl->pool_wait, &r->w, rem_now_ms());
     return 2;
 }
 
 void rem_upool_cancel(struct rem_pool_req *r)
 {
-    if (!r->w.queued)
-        return;
-    TAILQ_REMOVE(&r->ep->cluster->pool_wait, &r->w, link);
-    r->w.queued = false;
+    if (r->w.queued)
+        rem_wait_dequeue(&r->ep->cluster->pool_wait, &r->w);
 }
 
 /* A slot or a connection freed up: the waiting acquires go, in order, while they can. */
@@ -132,8 +128,7 @@ static void wake(struct rem_cluster *cl)
         rem_upool_cancel(r);
         int rc = try_acquire(r, true);
         if (rc == -REM_E_UPSTREAM_OVERFLOW) {
-            r->w.queued = true;
-            TAILQ_INSERT_HEAD(&cl->pool_wait, &r->w, link);
+            rem_wait_requeue_head(&cl->pool_wait, &r->w);
             break;
         }
         w->done(w, rc < 0 ? rc : 0);

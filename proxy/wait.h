@@ -8,6 +8,7 @@
 #define REM_WAIT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
@@ -22,5 +23,33 @@ struct rem_wait {
 TAILQ_HEAD(rem_wait_list, rem_wait);
 
 #define REM_WAIT_OWNER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* The waiter: w answers to done. */
+static inline void rem_wait_init(struct rem_wait *w, void (*done)(struct rem_wait *, int))
+{
+    w->done = done;
+    w->queued = false;
+}
+
+/* The service: w joins the tail (or, put back, the head) of q at now_ms. */
+static inline void rem_wait_enqueue(struct rem_wait_list *q, struct rem_wait *w, uint64_t now_ms)
+{
+    w->queued = true;
+    w->since_ms = now_ms;
+    TAILQ_INSERT_TAIL(q, w, link);
+}
+static inline void rem_wait_requeue_head(struct rem_wait_list *q, struct rem_wait *w)
+{
+    w->queued = true;
+    TAILQ_INSERT_HEAD(q, w, link);
+}
+/* w leaves q (no-op when it is not queued). */
+static inline void rem_wait_dequeue(struct rem_wait_list *q, struct rem_wait *w)
+{
+    if (!w->queued)
+        return;
+    TAILQ_REMOVE(q, w, link);
+    w->queued = false;
+}
 
 #endif
