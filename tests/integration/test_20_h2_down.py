@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""70: HTTP/2 downstream (h2c with prior knowledge on the ordinary listener) in front of the
+"""20: HTTP/2 downstream (h2c with prior knowledge on the ordinary listener) in front of the
 HTTP/1.1 test upstream: curl, nghttp and h2load as clients, the SETTINGS remora advertises,
 flow control on request bodies, GOAWAY when remora closes, header mapping both ways (Host from
 :authority, cookie crumbs, X-Forwarded-*, X-Request-Id, trailers), many concurrent streams on

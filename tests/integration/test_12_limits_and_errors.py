@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""80: bad input from the client (status, x-remora-error, short body, connection closed,
+"""12: bad input from the client (status, x-remora-error, short body, connection closed,
 others still served), configured limits, upstream failures (refused, connect timeout, reset,
 silence, malformed response) and responses that break mid-body."""
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""78: HTTP/2 abuse on the downstream side, with hand-made frames (h2raw): rapid reset
+"""28: HTTP/2 abuse on the downstream side, with hand-made frames (h2raw): rapid reset
 (CVE-2023-44487), CONTINUATION floods (CVE-2024-27316 and friends), header lists over
 max_header_list_size, SETTINGS/PING/PRIORITY/empty-frame floods, flow-control window overflow
 and HPACK abuse. Each attack ends the way the contract says (GOAWAY with the right error code

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""72: HTTP/2 toward the upstream (upstreams[].protocol: h2c) with h2_upstream.py as the app:
+"""22: HTTP/2 toward the upstream (upstreams[].protocol: h2c) with h2_upstream.py as the app:
 HTTP/1.1 and h2c clients, bodies both ways, header mapping, multiplexing onto few upstream
 connections, the app's SETTINGS_MAX_CONCURRENT_STREAMS and max_connections, GOAWAY (retry of
 the streams it did not process, graceful drain), RST_STREAM (502 upstream_reset,

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""74: gRPC through remora. A grpcio client speaks h2c (prior knowledge) to remora's listener,
+"""24: gRPC through remora. A grpcio client speaks h2c (prior knowledge) to remora's listener,
 remora forwards to grpc_app.py over an upstream with `protocol: h2c`. All four call kinds carry
 their payloads byte for byte (a 1 MiB message, 1000 streamed messages), many calls share one
 upstream connection, the app's grpc-status/grpc-message/trailers reach the client, a client
