@@ -360,13 +360,3 @@ def test_streams_active_gauge(proxy):
         assert [r.status for r in rs] == [200] * 5
         assert wait_for(lambda: metrics(proxy.admin_port).value(
             "remora_downstream_streams_active") == 0, timeout=2)
-
-
-def test_access_log_line_per_h2_stream(proxy):
-    with H2Client(proxy.port) as c:
-        rs = c.responses([c.request("GET", "/echo?log=%d" % i) for i in range(4)])
-    assert all(r.status == 200 for r in rs)
-    logs = proxy.access_logs(at_least=4)
-    assert len(logs) == 4, logs
-    assert sorted(e.get("path") for e in logs) == ["/echo?log=%d" % i for i in range(4)], logs
-    assert all(e.get("status") == 200 and e.get("method") == "GET" for e in logs), logs
