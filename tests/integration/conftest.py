@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Fixtures for remora's integration tests: the test upstream (upstream.py), a remora factory
-that writes a config, starts the real binary on free loopback ports and waits for /readyz, and
-teardown that stops every process it started by PID (SIGTERM, then SIGKILL after 3 s)."""
+"""Fixtures for remora's integration tests: the test apps (upstream.py, h2_upstream.py), a remora
+factory that writes a config, starts the real binary on free loopback ports and waits for
+/readyz, teardown that stops every process it started by PID (SIGTERM, then SIGKILL after 3 s),
+and `matrix`, one test run per cell of the protocol matrix (h1/h2c downstream x h1/h2c
+upstream)."""
 
 import json
 import os
@@ -16,8 +18,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from helpers import (default_config, free_port, http_get_body, read_ready_line, rss_kib,  # noqa: E402
-                     stop_process, to_yaml)
+from helpers import (HttpConn, build_request, chunked_body, default_config, free_port,  # noqa: E402
+                     http_get_body, read_ready_line, rss_kib, stop_process, to_yaml)
 
 ROOT = HERE.parent.parent
 BIN = Path(os.environ.get("REMORA_BIN", str(ROOT / "proxy" / "remora")))
@@ -281,3 +283,297 @@ def run_remora():
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
     return run
+
+
+# ---- the protocol matrix ------------------------------------------------------------------
+#
+# STYLE.md: behaviour is parametrised over the protocol matrix. Fixture `matrix` runs a test
+# once per cell "<downstream>-<upstream>": the client speaks HTTP/1.1 ("h1", helpers.HttpConn)
+# or h2c with prior knowledge ("h2c", h2util.H2Client) to remora, and remora speaks HTTP/1.1 to
+# upstream.py or h2c to h2_upstream.py. A test that only makes sense for some cells narrows it:
+#     @pytest.mark.parametrize("matrix", ["h1-h1", "h1-h2c"], indirect=True)
+
+MATRIX = ("h1-h1", "h1-h2c", "h2c-h1", "h2c-h2c")
+
+
+class MatrixResponse:
+    """A response as a matrix client received it, whatever the protocol: status; headers
+    [(lower-case name, value)] without pseudo-headers; body; trailers (same shape); complete
+    (h1: the body ended where its framing said; h2: END_STREAM arrived); reset (h2:
+    the RST_STREAM error code, else None); chunked (h1: Transfer-Encoding chunked; h2: False);
+    interim (statuses of 1xx responses); raw (the helpers.Response or h2util.H2Response)."""
+
+    def __init__(self, status, headers, body, trailers, complete, reset, chunked, interim, raw):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.trailers = trailers
+        self.complete = complete
+        self.reset = reset
+        self.chunked = chunked
+        self.interim = interim
+        self.raw = raw
+
+    @classmethod
+    def from_h1(cls, r):
+        low = [(k.lower(), v) for k, v in r.headers]
+        return cls(r.status, low, r.body, [(k.lower(), v) for k, v in r.trailers], r.complete,
+                   None, r.chunked, [i.status for i in r.interim], r)
+
+    @classmethod
+    def from_h2(cls, r):
+        hs = [(k, v) for k, v in r.headers if not k.startswith(":")]
+        interim = [int(dict(h)[":status"]) for h in r.interim]
+        return cls(r.status, hs, r.body, list(r.trailers), r.ended, r.reset,
+                   False, interim, r)
+
+    def header(self, name):
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), None)
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k == name]
+
+    def names(self):
+        return {k for k, _ in self.headers}
+
+    def trailer(self, name):
+        name = name.lower()
+        return next((v for k, v in self.trailers if k == name), None)
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<MatrixResponse %s headers=%r body=%d complete=%s reset=%s trailers=%r>" % (
+            self.status, self.headers, len(self.body), self.complete, self.reset, self.trailers)
+
+
+class AppSeen:
+    """What the app saw of one request, from the JSON it answers on Matrix.echo_path
+    (upstream.py /echo, h2_upstream.py /json): method, path, headers [(lower-case name,
+    value)] (no pseudo-headers), trailers (same shape), body_len, body_sha256, authority (h1
+    app: its one Host header; h2c app: :authority), scheme (h2c app only), chunked (h1 app: the
+    body came chunked; h2c app: None) and version ("HTTP/1.1" / "HTTP/2")."""
+
+    def __init__(self, doc, up):
+        self.doc = doc
+        self.method = doc["method"]
+        self.path = doc["path"]
+        self.headers = [(k.lower(), v) for k, v in doc["headers"]
+                        if up == "h1" or not k.startswith(":")]
+        self.trailers = [(k.lower(), v) for k, v in doc["trailers"]]
+        self.body_len = doc["body_len"]
+        self.body_sha256 = doc["body_sha256"]
+        if up == "h1":
+            hosts = self.header_all("host")
+            self.authority = hosts[0] if len(hosts) == 1 else None
+            self.scheme = None
+            self.chunked = doc["body_chunked"]
+            self.version = doc["version"]
+        else:
+            self.authority = doc["authority"]
+            self.scheme = doc["scheme"]
+            self.chunked = None
+            self.version = "HTTP/2"
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k == name]
+
+    def names(self):
+        return {k for k, _ in self.headers}
+
+    def __repr__(self):
+        return "<AppSeen %s %s %s headers=%r trailers=%r body_len=%s>" % (
+            self.method, self.path, self.version, self.headers, self.trailers, self.body_len)
+
+
+class Matrix:
+    """One cell of the protocol matrix: down ("h1"/"h2c") and up ("h1"/"h2c"), id "down-up".
+
+    app: the test app of the upstream protocol, started on first use. proxy: remora in front
+    of it with the default config, started on first use; start(**kw) (re)starts it with the
+    `remora` factory's options (limits, routes, endpoints, ...; the upstream protocol is set).
+    request() and batch() keep one downstream connection open across calls and open a new one
+    when there is none, or the last response ended it (h1: Connection: close, EOF, an
+    incomplete body, or a response of remora's own: x-remora-error); conns_opened counts them.
+    The paths the two apps spell differently are properties and methods (echo_path,
+    status_path(), ...)."""
+
+    def __init__(self, cell, remora_factory, upstream_factory, h2_upstream_factory):
+        self.id = cell
+        self.down, self.up = cell.split("-")
+        self._remora = remora_factory
+        self._app_factory = h2_upstream_factory if self.up == "h2c" else upstream_factory
+        self._app = None
+        self._proxy = None
+        self.conn = None
+        self._reusable = False
+        self.conns_opened = 0
+
+    def __repr__(self):
+        return "<Matrix %s>" % self.id
+
+    @property
+    def app(self):
+        if self._app is None:
+            self._app = self._app_factory()
+        return self._app
+
+    @property
+    def proxy(self):
+        if self._proxy is None:
+            self.start()
+        return self._proxy
+
+    def start(self, endpoints=None, upstream_opts=None, **kw):
+        """Starts remora (the conftest factory) in front of the app, or of endpoints, with
+        these options; upstreams[0].protocol follows the cell. Returns the Remora."""
+        opts = dict(upstream_opts or {})
+        if self.up == "h2c":
+            opts["protocol"] = "h2c"
+        self.close()
+        if endpoints is None:
+            self._proxy = self._remora(self.app, upstream_opts=opts, **kw)
+        else:
+            self._proxy = self._remora(endpoints=endpoints, upstream_opts=opts, **kw)
+        return self._proxy
+
+    # -- the app's paths --
+
+    @property
+    def echo_path(self):
+        """Answers JSON of what the app saw (AppSeen); any suffix or query may follow."""
+        return "/echo" if self.up == "h1" else "/json"
+
+    def status_path(self, code):
+        """That status; body "status N\\n" (none for 204/304)."""
+        return "/status/%d" % code if self.up == "h1" else "/status?code=%d" % code
+
+    def sleep_path(self, ms):
+        """200 "ok" after ms milliseconds."""
+        return "/delay?ms=%d" % ms if self.up == "h1" else "/sleep?ms=%d" % ms
+
+    @staticmethod
+    def bytes_path(n):
+        """n pattern bytes with content-length (both apps)."""
+        return "/bytes?n=%d" % n
+
+    def unsized_path(self, n, trailers=False):
+        """n pattern bytes without content-length: chunked from upstream.py (trailer
+        x-trailer: yes if asked), DATA frames then trailers from h2_upstream.py (always:
+        grpc-status: 0, grpc-message: ok, x-trailer: yes)."""
+        if self.up == "h1":
+            return "/chunked?n=%d&chunk=1000%s" % (n, "&trailer=1" if trailers else "")
+        return "/trailers?n=%d" % n
+
+    # -- requests --
+
+    def _open(self):
+        self.close()
+        port = self.proxy.port
+        if self.down == "h1":
+            self.conn = HttpConn(port)
+        else:
+            from h2util import H2Client  # python3-h2: only the h2 cells need it
+            self.conn = H2Client(port)
+        self.conns_opened += 1
+        self._reusable = True
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+        self._reusable = False
+
+    def request(self, method="GET", path="/", headers=(), body=b"", authority="127.0.0.1",
+                content_length=True, trailers=None, chunk=4096, timeout=5.0):
+        """One request; returns a MatrixResponse. headers: [(name, value)] (lower-cased on h2).
+        authority: Host (h1) or :authority (h2); None sends neither. A body goes with a
+        content-length unless content_length is False: then chunked (in chunk-byte chunks) on
+        h1, without a length on h2. trailers: request trailers; the body then goes without a
+        length (chunked on h1)."""
+        return self.batch([dict(method=method, path=path, headers=headers, body=body,
+                                authority=authority, content_length=content_length,
+                                trailers=trailers, chunk=chunk)], timeout)[0]
+
+    def batch(self, reqs, timeout=5.0):
+        """Several requests at once on one connection, pipelined on h1 (answered in order) and
+        as concurrent streams on h2; reqs are dicts of request()'s keyword arguments. Returns
+        the MatrixResponses in the order of reqs."""
+        if self.conn is None or not self._reusable:
+            self._open()
+        if self.down == "h1":
+            return self._h1_batch(reqs, timeout)
+        return self._h2_batch(reqs, timeout)
+
+    def _h1_batch(self, reqs, timeout):
+        c = self.conn
+        c.sock.settimeout(timeout)
+        raw = b""
+        for q in reqs:
+            hs = list(q.get("headers") or ())
+            body = q.get("body") or b""
+            trailers = q.get("trailers")
+            chunked = bool(trailers) or (not q.get("content_length", True) and body)
+            if chunked:
+                hs.append(("Transfer-Encoding", "chunked"))
+                body = chunked_body(body, q.get("chunk", 4096), trailers)
+            raw += build_request(q.get("method", "GET"), q.get("path", "/"), headers=hs,
+                                 body=body, host=q.get("authority", "127.0.0.1"))
+        c.send(raw)
+        out = []
+        for q in reqs:
+            r = c.read_response(method=q.get("method", "GET"))
+            out.append(MatrixResponse.from_h1(r))
+            if (not r.complete or c.eof or r.eof_after or r.has("x-remora-error")
+                    or "close" in (r.header("connection") or "").lower()):
+                self._reusable = False
+        return out
+
+    def _h2_batch(self, reqs, timeout):
+        c = self.conn
+        sids = []
+        for q in reqs:
+            hs = [(k.lower(), v) for k, v in (q.get("headers") or ())]
+            body = q.get("body") or b""
+            with_length = q.get("content_length", True) and not q.get("trailers")
+            if body and with_length and "content-length" not in dict(hs):
+                hs.append(("content-length", str(len(body))))
+            sids.append(c.request(q.get("method", "GET"), q.get("path", "/"), headers=hs,
+                                  body=body or None, authority=q.get("authority", "127.0.0.1"),
+                                  trailers=q.get("trailers")))
+        rs = c.responses(sids, timeout)
+        if c.eof or c.goaway is not None:
+            self._reusable = False
+        return [MatrixResponse.from_h2(r) for r in rs]
+
+    def conn_closed(self, wait=2.0):
+        """True if remora closes the current downstream connection within wait seconds."""
+        if self.conn is None:
+            return True
+        if self.down == "h1":
+            return self.conn.eof or self.conn.is_closed(wait)
+        return self.conn.wait_closed(wait)
+
+    def seen(self, r):
+        """The AppSeen of a response from echo_path."""
+        assert r.status == 200, r
+        return AppSeen(r.json(), self.up)
+
+
+@pytest.fixture(params=MATRIX)
+def matrix(request, remora, upstream_factory, h2_upstream_factory):
+    """A Matrix for one cell "<downstream>-<upstream>" of MATRIX (see above). At teardown an
+    h2c app must have seen no HTTP/2 protocol error and no stream beyond its limits."""
+    m = Matrix(request.param, remora, upstream_factory, h2_upstream_factory)
+    yield m
+    m.close()
+    if m.up == "h2c" and m._app is not None:
+        st = m._app.stats()
+        bad = {k: st[k] for k in ("protocol_errors", "refused_over_limit_acked",
+                                  "refused_after_goaway") if st[k]}
+        if bad:
+            pytest.fail("h2_upstream.py saw %r" % bad)

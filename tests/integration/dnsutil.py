@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""dnsutil: DNS pieces for the integration tests of remora's resolver (test_90_dns.py).
+"""dnsutil: DNS pieces for the integration tests of remora's resolver (test_40_dns.py).
 
 - `query(port, name, qtype)`: a raw DNS query over UDP or TCP to 127.0.0.1:port (stdlib only,
   no dig), parsed into rcode and A/AAAA answers with their TTLs.
@@ -15,7 +15,7 @@
 - `LoadRun`: a bounded load of keep-alive HTTP/1.1 clients (threads) recording every
   response's time, status, x-upstream-name and x-remora-error.
 - `DnsmasqFactory`, `SlowDnsFactory`, `BoundUpstreamsFactory`: context managers behind the
-  fixtures of test_90_dns.py (they stop what they started on exit).
+  fixtures of test_40_dns.py (they stop what they started on exit).
 
 Every process started here is stopped by its PID (SIGTERM, SIGKILL after 3 s)."""
 
@@ -300,7 +300,7 @@ class Dnsmasq:
 
 class DnsmasqFactory:
     """make(records=[(addr, name), ...], ttl=1) -> a started Dnsmasq; close() stops them all
-    (backs test_90's `dnsmasq` fixture)."""
+    (backs test_40's `dnsmasq` fixture)."""
 
     def __init__(self, workdir):
         self.workdir = workdir

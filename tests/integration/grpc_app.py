@@ -37,13 +37,12 @@ from pathlib import Path
 
 import grpc
 
-from helpers import read_ready_line, stop_process
+from helpers import pattern, read_ready_line, stop_process
 
 SERVICE = "test.Echo"
 HERE = Path(__file__).resolve().parent
 PYTHON = "/usr/bin/python3"
 MAX_MSG = 64 * 1024 * 1024
-PATTERN = b"0123456789abcdef"
 
 
 def method(name):
@@ -57,9 +56,7 @@ def stream_message(i, size):
     head = b"%d:" % i
     if size <= len(head):
         return head[:size]
-    n = size - len(head)
-    body = (PATTERN * (n // len(PATTERN) + 1))[:n]
-    return head + body
+    return head + pattern(0, size - len(head))
 
 
 # ---- server -------------------------------------------------------------------------------

@@ -67,11 +67,9 @@ from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 
 from h2util import GoawaySplitter
+from helpers import BLOCK, pattern
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-PATTERN = b"0123456789abcdef"
-BLOCK = PATTERN * 4096  # 64 KiB
-BLOCK_X = BLOCK + PATTERN
 NAME = ""
 MAX_STREAMS = 256
 WINDOW = None
@@ -82,12 +80,6 @@ VERBOSE = False
 def log(msg):
     if VERBOSE:
         print(msg, file=sys.stderr, flush=True)
-
-
-def pattern(off, n):
-    """n (<= 64 KiB) bytes of the repeating pattern, starting at stream offset off."""
-    s = off % len(PATTERN)
-    return BLOCK_X[s:s + n]
 
 
 class Stats:

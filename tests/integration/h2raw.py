@@ -3,8 +3,8 @@
 python3-hpack for header blocks. It sends exactly the bytes a test builds (including what a
 conforming library refuses to send: CONTINUATION floods, bad HPACK, window overflows, control
 frame floods) and parses what remora sends back: frames, GOAWAY codes, RST_STREAM codes and
-whole responses (headers, data, trailers). Every read has a deadline; nothing here starts a
-process."""
+whole responses (headers, data, trailers) as h2util.H2Response, the one response type of the
+h2 clients. Every read has a deadline; nothing here starts a process."""
 
 import socket
 import struct
@@ -13,6 +13,7 @@ import time
 
 import hpack
 
+from h2util import H2Response
 from helpers import SocketOwner
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -167,47 +168,6 @@ class Frame:
             extra = " " + error_name(self.error_code())
         return "<%s flags=0x%x sid=%d len=%d%s>" % (self.name, self.flags, self.sid,
                                                     len(self.payload), extra)
-
-
-class H2Response:
-    def __init__(self, sid):
-        self.sid = sid
-        self.status = None
-        self.headers = []       # final response head, [(name, value)] as str
-        self.interim = []       # 1xx heads
-        self.trailers = []
-        self.data = b""
-        self.ended = False      # END_STREAM seen
-        self.headers_ended_stream = False  # the response head carried END_STREAM (trailers-only)
-        self.reset = None       # RST_STREAM error code from remora
-        self.goaway = None      # (last_sid, code) when the conn got a GOAWAY first
-        self.closed = False     # the conn ended before the stream did
-        self.t_end = None
-
-    def header(self, name):
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return None
-
-    def trailer(self, name):
-        for k, v in self.trailers:
-            if k == name:
-                return v
-        return None
-
-    def meta(self, name):
-        """A header or trailer (gRPC puts its status in either, trailers-only responses in the
-        head)."""
-        v = self.trailer(name)
-        return v if v is not None else self.header(name)
-
-    def __repr__(self):
-        return "<H2Response sid=%d status=%s headers=%r trailers=%r data=%d ended=%s reset=%s " \
-               "goaway=%s closed=%s>" % (self.sid, self.status, self.headers, self.trailers,
-                                          len(self.data), self.ended,
-                                          None if self.reset is None else error_name(self.reset),
-                                          self.goaway, self.closed)
 
 
 class RawConn(SocketOwner):
@@ -434,18 +394,16 @@ class RawConn(SocketOwner):
             payload = f.payload
             if f.flags & PADDED:
                 payload = payload[1:len(payload) - payload[0]]
-            st.data += payload
+            st.add_data(payload)
             if f.payload:
                 self.send(window_update_frame(0, len(f.payload)))
                 if not f.flags & END_STREAM:
                     self.send(window_update_frame(f.sid, len(f.payload)))
             if f.flags & END_STREAM:
-                st.ended = True
-                st.t_end = time.monotonic()
+                st.end()
         elif f.type == RST_STREAM:
             st = self.streams.setdefault(f.sid, H2Response(f.sid))
-            st.reset = f.error_code()
-            st.t_end = time.monotonic()
+            st.end(reset=f.error_code())
 
     def _end_block(self):
         sid, flags, block = self._block
@@ -464,8 +422,7 @@ class RawConn(SocketOwner):
         else:
             st.trailers = hs
         if flags & END_STREAM:
-            st.ended = True
-            st.t_end = time.monotonic()
+            st.end()
 
     def read_response(self, sid, timeout=None):
         """Reads (answering SETTINGS/PING, replenishing windows) until stream sid ended, was

@@ -57,27 +57,56 @@ class H2Timeout(Exception):
 
 
 class H2Response:
-    """What arrived on one stream."""
+    """What arrived on one stream. The one response type of the h2 clients: H2Client (here)
+    and h2raw.RawConn both fill it."""
 
     def __init__(self, stream_id):
         self.stream_id = stream_id
         self.status = None          # int, from the final response's :status
         self.headers = []           # [(name, value)] of the final response, pseudo included
         self.interim = []           # header lists of 1xx responses
-        self.body = b""             # empty when a sink consumed it
         self.body_len = 0
         self.sha = hashlib.sha256()  # of the whole body, even with a sink
         self.trailers = []          # [(name, value)]
         self.ended = False          # END_STREAM received
+        self.headers_ended_stream = False  # the response head carried END_STREAM (RawConn)
         self.reset = None           # RST_STREAM error code received, or None
+        self.goaway = None          # (last_sid, code) when the conn got a GOAWAY first (RawConn)
+        self.closed = False         # the connection ended before the stream did
+        self.t_end = None           # time.monotonic() at END_STREAM or RST_STREAM
         self.data_frames = 0
         self.unacked = 0            # flow-controlled bytes not yet acknowledged (auto_ack off)
-        self.sink = None
+        self.sink = None            # sink(bytes) takes the body instead of memory
         self._parts = []
 
     @property
     def done(self):
         return self.ended or self.reset is not None
+
+    @property
+    def body(self):
+        """The body received so far (empty when a sink consumed it)."""
+        if len(self._parts) > 1:
+            self._parts[:] = [b"".join(self._parts)]
+        return self._parts[0] if self._parts else b""
+
+    def add_data(self, data):
+        """Takes the payload of one DATA frame (padding removed)."""
+        self.data_frames += 1
+        self.body_len += len(data)
+        self.sha.update(data)
+        if self.sink is not None:
+            self.sink(data)
+        elif data:
+            self._parts.append(data)
+
+    def end(self, reset=None):
+        """END_STREAM (reset None) or RST_STREAM with error code reset arrived."""
+        if reset is None:
+            self.ended = True
+        else:
+            self.reset = int(reset)
+        self.t_end = time.monotonic()
 
     def header(self, name):
         name = name.lower()
@@ -97,6 +126,12 @@ class H2Response:
                 return v
         return None
 
+    def meta(self, name):
+        """A trailer, else a header (gRPC puts its status in either: trailers-only responses
+        carry it in the head)."""
+        v = self.trailer(name)
+        return v if v is not None else self.header(name)
+
     def sha256(self):
         return self.sha.hexdigest()
 
@@ -105,9 +140,16 @@ class H2Response:
         return json.loads(self.body)
 
     def __repr__(self):
+        reset = self.reset
+        if reset is not None:
+            try:
+                reset = ErrorCodes(reset).name.lower()
+            except ValueError:
+                reset = "0x%x" % reset
         return "<H2Response stream=%d status=%s headers=%r body=%d ended=%s reset=%s " \
-               "trailers=%r>" % (self.stream_id, self.status, self.headers, self.body_len,
-                                 self.ended, self.reset, self.trailers)
+               "trailers=%r goaway=%s closed=%s>" % (
+                   self.stream_id, self.status, self.headers, self.body_len, self.ended, reset,
+                   self.trailers, self.goaway, self.closed)
 
 
 class GoawaySplitter:
@@ -286,13 +328,7 @@ class H2Client(SocketOwner):
             self._stream(ev.stream_id).interim.append(list(ev.headers))
         elif isinstance(ev, h2.events.DataReceived):
             r = self._stream(ev.stream_id)
-            r.data_frames += 1
-            r.body_len += len(ev.data)
-            r.sha.update(ev.data)
-            if r.sink is not None:
-                r.sink(ev.data)
-            else:
-                r._parts.append(ev.data)
+            r.add_data(ev.data)
             if self.auto_ack:
                 self._ack(ev.stream_id, ev.flow_controlled_length)
             else:
@@ -300,13 +336,9 @@ class H2Client(SocketOwner):
         elif isinstance(ev, h2.events.TrailersReceived):
             self._stream(ev.stream_id).trailers = list(ev.headers)
         elif isinstance(ev, h2.events.StreamEnded):
-            r = self._stream(ev.stream_id)
-            r.ended = True
-            r.body = b"".join(r._parts)
+            self._stream(ev.stream_id).end()
         elif isinstance(ev, h2.events.StreamReset):
-            r = self._stream(ev.stream_id)
-            r.reset = int(ev.error_code)
-            r.body = b"".join(r._parts)
+            self._stream(ev.stream_id).end(reset=ev.error_code)
         elif isinstance(ev, h2.events.RemoteSettingsChanged):
             for code, ch in ev.changed_settings.items():
                 self.remote_settings[code] = ch.new_value
@@ -478,8 +510,8 @@ class H2Client(SocketOwner):
             return r.done
 
         self.wait(done, timeout)
-        if not r.done:
-            r.body = b"".join(r._parts)
+        if not r.done and self.eof:
+            r.closed = True
         return r
 
     def get(self, path, method="GET", timeout=None, **kw):
@@ -495,8 +527,8 @@ class H2Client(SocketOwner):
 
         self.wait(all_done, timeout)
         for r in rs:
-            if not r.done:
-                r.body = b"".join(r._parts)
+            if not r.done and self.eof:
+                r.closed = True
         return rs
 
 

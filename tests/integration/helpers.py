@@ -14,7 +14,8 @@ import threading
 import time
 
 PATTERN = b"0123456789abcdef"
-BLOCK = PATTERN * 4096  # 64 KiB, the same stream upstream.py sends
+BLOCK = PATTERN * 4096  # 64 KiB, a whole number of patterns
+BLOCK_X = BLOCK + PATTERN
 UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 MIB = 1024 * 1024
 
@@ -38,11 +39,15 @@ def stop_process(proc, grace=3.0):
 
 
 def pattern(off, n):
+    """n bytes of the body pattern every test app sends (upstream.py, h2_upstream.py and
+    grpc_app.py import it from here), starting at stream offset off."""
     s = off % len(PATTERN)
+    if n <= len(BLOCK):
+        return BLOCK_X[s:s + n]
     out = bytearray()
     while len(out) < n:
         k = min(len(BLOCK), n - len(out))
-        out += (BLOCK + PATTERN)[s:s + k]
+        out += BLOCK_X[s:s + k]
     return bytes(out)
 
 

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """15: the router: host (exact and *.suffix), path (exact) and path_prefix, methods, first
-match wins, and 404 no_route when nothing matches."""
+match wins, and 404 no_route when nothing matches (the no_route response itself, and the
+connection it leaves, are test_23_matrix.py's test_no_route)."""
 
 import pytest
 
-from helpers import HttpConn, http
+from helpers import http
 
 
 def two_upstreams(upstream_factory):
@@ -77,16 +78,3 @@ def test_first_match_wins(remora, upstream_factory):
     assert who(p.port, "GET", "/other", "h")[:2] == (200, "b")
     logs = p.access_logs(at_least=2)
     assert [e.get("route") for e in logs[:2]] == ["first", "rest"], logs
-
-
-def test_no_route_response(remora, upstream):
-    p = remora(upstream, routes=[{"name": "only", "match": {"path_prefix": "/api/"},
-                                  "upstream": "app", "timeout": "5s"}])
-    with HttpConn(p.port) as c:
-        c.request("GET", "/nothing-here")
-        r = c.read_response()
-        assert r.status == 404
-        assert r.header("x-remora-error") == "no_route"
-        assert 0 < len(r.body) < 1024
-        assert c.is_closed(), "bad input (no_route) must close the connection"
-    assert http(p.port, "GET", "/api/ok").status == 200

@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """upstream: the scriptable HTTP/1.1 test upstream (the "app") for remora's integration tests.
 
-Standard library only (asyncio). Handles keep-alive, pipelining (requests on a connection are
-answered strictly in order), chunked request bodies, HEAD, HTTP/1.0 clients and many concurrent
-connections. Request bodies are always streamed and hashed incrementally, never held whole.
+Standard library only (asyncio), plus helpers.py from this folder (the body pattern). Handles
+keep-alive, pipelining (requests on a connection are answered strictly in order), chunked request
+bodies, HEAD, HTTP/1.0 clients and many concurrent connections. Request bodies are always
+streamed and hashed incrementally, never held whole.
 
     upstream.py --port N [--host 127.0.0.1]     prints "READY <port>" once listening
 
@@ -22,9 +23,9 @@ import struct
 import sys
 import urllib.parse
 
-PATTERN = b"0123456789abcdef"
-BLOCK = PATTERN * 4096  # 64 KiB, a whole number of patterns
-BLOCK_X = BLOCK + PATTERN
+# helpers.py (stdlib only) sits next to this script, and a script's directory is on sys.path
+from helpers import BLOCK, pattern
+
 READ_SIZE = 256 * 1024
 HEAD_LIMIT = 1024 * 1024
 NAME = ""
@@ -37,12 +38,6 @@ REASONS = {
     429: "Too Many Requests", 500: "Internal Server Error", 501: "Not Implemented",
     502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
-
-
-def pattern(off, n):
-    """n (<= 64 KiB) bytes of the repeating pattern, starting at stream offset off."""
-    s = off % len(PATTERN)
-    return BLOCK_X[s:s + n]
 
 
 class Stats:

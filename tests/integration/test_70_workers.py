@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Worker count: `workers: auto` follows the CPU affinity mask (sched_getaffinity), an integer
-or REMORA_WORKERS overrides it, and every worker serves (each has its own SO_REUSEPORT socket).
-"""
+"""70: worker count at start: `workers: auto` follows the CPU affinity mask (sched_getaffinity),
+an integer or REMORA_WORKERS overrides it, and every worker serves (each has its own
+SO_REUSEPORT socket)."""
 
 import os
 import time

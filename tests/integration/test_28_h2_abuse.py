@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""78: HTTP/2 abuse on the downstream side, with hand-made frames (h2raw): rapid reset
+"""28: HTTP/2 abuse on the downstream side, with hand-made frames (h2raw): rapid reset
 (CVE-2023-44487), CONTINUATION floods (CVE-2024-27316 and friends), header lists over
 max_header_list_size, SETTINGS/PING/PRIORITY/empty-frame floods, flow-control window overflow
 and HPACK abuse. Each attack ends the way the contract says (GOAWAY with the right error code
@@ -528,8 +528,8 @@ def test_window_updates_are_not_a_control_frame_flood(p):
     ~500 WINDOW_UPDATEs, far over max_control_frames (100), and must be served whole."""
     with RawConn(p.port) as conn:
         r = conn.get("/bytes?n=%d" % (4 * 1024 * 1024), timeout=10)
-        assert not conn.goaways, "GOAWAY %r after %d bytes" % (conn.goaways, len(r.data))
-        assert r.status == 200 and r.ended and len(r.data) == 4 * 1024 * 1024, r
+        assert not conn.goaways, "GOAWAY %r after %d bytes" % (conn.goaways, len(r.body))
+        assert r.status == 200 and r.ended and len(r.body) == 4 * 1024 * 1024, r
         wus = sum(1 for f in conn.frames if f.type == DATA)
         assert wus > MAX_CONTROL, "only %d DATA frames: the test proves nothing" % wus
         r = conn.get("/echo", timeout=5)
@@ -603,7 +603,7 @@ def test_hpack_legal_table_size_games(p):
             conn.send(frame(HEADERS, END_HEADERS | END_STREAM, sid, block))
             r = conn.read_response(sid, timeout=5)
             assert r.status == 200 and r.ended, (i, r)
-            seen = dict((k.lower(), v) for k, v in json.loads(r.data)["headers"])
+            seen = dict((k.lower(), v) for k, v in json.loads(r.body)["headers"])
             assert seen.get("x-game-%d" % (i % 5)) == "v" * (300 * (i % 7)), (i, seen)
         assert not conn.goaways
 

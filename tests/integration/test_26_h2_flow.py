@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""76: HTTP/2 flow control is remora's backpressure. 100 MiB responses to an h2 client that
+"""26: HTTP/2 flow control is remora's backpressure. 100 MiB responses to an h2 client that
 reads slowly (small windows, WINDOW_UPDATEs only after a delay) and 100 MiB uploads from an h2
 client to a slow h2c app and to a slow HTTP/1.1 app pass byte-exact while remora's peak RSS
 stays flat; a reader that stops, or an app that reads slowly, stops the other side instead of

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""74: gRPC through remora. A grpcio client speaks h2c (prior knowledge) to remora's listener,
+"""24: gRPC through remora. A grpcio client speaks h2c (prior knowledge) to remora's listener,
 remora forwards to grpc_app.py over an upstream with `protocol: h2c`. All four call kinds carry
 their payloads byte for byte (a 1 MiB message, 1000 streamed messages), many calls share one
 upstream connection, the app's grpc-status/grpc-message/trailers reach the client, a client
@@ -99,7 +99,7 @@ def assert_remora_grpc_error(r, grpc_status, label):
     assert r.reset is None and not r.closed, r
     assert r.status == 200, r
     assert (r.header("content-type") or "").startswith("application/grpc"), r
-    assert r.headers_ended_stream and r.data == b"" and r.trailers == [], \
+    assert r.headers_ended_stream and r.body == b"" and r.trailers == [], \
         "not a trailers-only response: %r" % r
     assert r.header("grpc-status") == str(grpc_status), r
     assert r.header("grpc-message") == label, r
@@ -336,7 +336,7 @@ def test_app_error_on_raw_h2_keeps_trailers(gp):
         sid = c.request(grpc_request("/test.Echo/Unary"), h2raw.grpc_message(b"abc"))
         r = c.read_response(sid, timeout=10)
         assert r.status == 200 and r.ended, r
-        assert h2raw.grpc_messages(r.data) == [b"abc"], r
+        assert h2raw.grpc_messages(r.body) == [b"abc"], r
         assert r.trailers and r.trailer("grpc-status") == "0", r
 
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""79: PING-based liveness of idle HTTP/2 upstream connections. remora sends a PING on an idle
+"""29: PING-based liveness of idle HTTP/2 upstream connections. remora sends a PING on an idle
 h2c upconn about every second; an app that acknowledges keeps its connection until
 idle_timeout, one that does not (a dead peer behind a silent network) is dropped about a
 second later, long before idle_timeout, so no request is ever sent into it.

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""90: upstream endpoint names resolved by remora itself (c-ares in the event loops, issue 7).
+"""40: upstream endpoint names resolved by remora itself (c-ares in the event loops, issue 7).
 
 A dnsmasq on 127.0.0.1 (dnsutil.Dnsmasq, answering from a hosts file the test rewrites, TTL
 --local-ttl) is remora's only resolver through `dns.resolvers`. Every A/AAAA answer becomes an

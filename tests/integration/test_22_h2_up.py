@@ -1,20 +1,19 @@
 # SPDX-License-Identifier: Apache-2.0
-"""72: HTTP/2 toward the upstream (upstreams[].protocol: h2c) with h2_upstream.py as the app:
-HTTP/1.1 and h2c clients, bodies both ways, header mapping, multiplexing onto few upstream
-connections, the app's SETTINGS_MAX_CONCURRENT_STREAMS and max_connections, GOAWAY (retry of
-the streams it did not process, graceful drain), RST_STREAM (502 upstream_reset,
-REFUSED_STREAM retried once), trailers (h2c to h2c, and to an HTTP/1.1 client that sent
-TE: trailers), idle upstream connections closed after idle_timeout. The first tests check
-h2_upstream.py and h2util.py themselves (no remora)."""
+"""22: what only HTTP/2 toward the upstream has (upstreams[].protocol: h2c, h2_upstream.py as
+the app): the app and client themselves (no remora), the upstream stream cancelled when the
+route times out or the client goes, multiplexing onto few upstream connections, the app's
+SETTINGS_MAX_CONCURRENT_STREAMS and max_connections, GOAWAY (retry of the streams it did not
+process, graceful drain), RST_STREAM (502 upstream_reset, REFUSED_STREAM retried once), idle
+upstream connections closed after idle_timeout. Bodies, header mapping, trailers and remora's
+own errors with an h2c app run over the protocol matrix (test_23_matrix.py)."""
 
-import hashlib
 import threading
 import time
 
 import pytest
 
 from h2util import H2Client, h2_get
-from helpers import MIB, HttpConn, free_port, http, metrics, pattern, pattern_sha256, wait_for
+from helpers import MIB, HttpConn, http, metrics, pattern, pattern_sha256, wait_for
 
 
 def h2c_opts(**kw):
@@ -153,107 +152,7 @@ def test_app_max_streams_goaway_and_stats(h2_upstream_factory):
     assert http(app.port, "GET", "/echo").status == 505  # HTTP/1.1 only serves /_stats
 
 
-# ---- HTTP/1.1 and h2c clients through remora ------------------------------------------------
-
-def test_h1_to_h2c_get_and_post(h2p, h2_upstream):
-    with HttpConn(h2p.port) as c:
-        c.request("GET", "/echo?a=1", host="svc.example", headers=[("X-Foo", "bar")])
-        r = c.read_response()
-        assert r.status == 200 and r.complete, r
-        assert r.header("x-seen-authority") == "svc.example"
-        assert r.header("x-seen-path") == "/echo?a=1"
-        assert r.header("x-seen-method") == "GET" and r.header("x-seen-scheme") == "http"
-        assert r.header("x-echo-x-foo") == "bar"
-        assert r.header("x-upstream-stream") is not None
-        seen = r.header("x-seen-headers").split(",")
-        assert "host" not in seen, seen
-        body = pattern(0, 200000)
-        c.request("POST", "/echo", body=body)
-        r = c.read_response()
-        assert r.status == 200 and r.complete and r.body == body, r
-        assert r.header("x-body-len") == "200000"
-        c.request("POST", "/echo?chunked", headers=[("Transfer-Encoding", "chunked")],
-                  body=b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
-        r = c.read_response()
-        assert r.status == 200 and r.body == body, r
-        c.request("GET", "/bytes?n=%d" % (5 * MIB))
-        h = hashlib.sha256()
-        r = c.read_response(sink=h.update)
-        assert r.complete and r.body_len == 5 * MIB and h.hexdigest() == pattern_sha256(5 * MIB)
-        c.request("HEAD", "/bytes?n=77")
-        r = c.read_response(method="HEAD")
-        assert r.status == 200 and r.header("content-length") == "77", r
-        c.request("GET", "/status?code=204")
-        r = c.read_response()
-        assert r.status == 204 and r.complete
-    assert_clean(h2_upstream)
-
-
-def test_h1_hop_by_hop_headers_not_sent_on_h2(h2p, h2_upstream):
-    """Connection-specific fields are forbidden on HTTP/2 (RFC 9113 8.2.2): h2_upstream.py's
-    h2 would call a protocol error, so the 200 and the app's view both prove they were
-    dropped; TE survives only as "trailers"."""
-    hs = [("Connection", "keep-alive, X-Hop"), ("Keep-Alive", "timeout=5"), ("X-Hop", "1"),
-          ("Proxy-Connection", "keep-alive"), ("TE", "trailers"), ("Upgrade", "websocket"),
-          ("X-End", "2"), ("Cookie", "a=1; b=2")]
-    r = http(h2p.port, "GET", "/json", headers=hs)
-    assert r.status == 200, (r, r.body)
-    got = {}
-    for k, v in r.json()["headers"]:
-        got.setdefault(k, []).append(v)
-    for bad in ("connection", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding",
-                "host", "x-hop"):
-        assert bad not in got, r.json()["headers"]
-    assert got.get("te", ["trailers"]) == ["trailers"], got
-    assert got["x-end"] == ["2"]
-    assert "; ".join(got["cookie"]) == "a=1; b=2", got
-    assert r.json()["authority"] == "127.0.0.1"
-    assert_clean(h2_upstream)
-
-
-def test_h1_response_framing_from_h2(h2p):
-    """An h2 response without content-length reaches an HTTP/1.1 client chunked, one with
-    content-length keeps it."""
-    with HttpConn(h2p.port) as c:
-        c.request("GET", "/trailers?n=70000")
-        r = c.read_response()
-        assert r.status == 200 and r.complete and r.chunked, r
-        assert r.body == pattern(0, 70000)
-        c.request("GET", "/bytes?n=1000")
-        r = c.read_response()
-        assert r.complete and r.header("content-length") == "1000" and not r.chunked
-        c.request("GET", "/echo")
-        assert c.read_response().status == 200
-
-
-def test_h2c_to_h2c(h2p, h2_upstream):
-    body = pattern(0, 300000)
-    with H2Client(h2p.port) as c:
-        r = c.get("/echo", method="POST", body=body, authority="svc.example:8080",
-                  headers=[("x-foo", "1"), ("content-length", str(len(body)))])
-        assert r.status == 200 and r.ended and r.body == body, r
-        assert r.header("x-seen-authority") == "svc.example:8080"
-        assert r.header("x-echo-x-foo") == "1"
-        assert r.header("x-upstream-conn") is not None
-        r = c.get("/upload", method="POST", body=pattern(0, 4 * MIB), timeout=20)
-        assert r.json() == {"body_len": 4 * MIB, "body_sha256": pattern_sha256(4 * MIB)}
-        r = c.get("/bytes?n=%d" % (4 * MIB), timeout=20)
-        assert r.body_len == 4 * MIB and r.sha256() == pattern_sha256(4 * MIB)
-        r = c.get("/json", headers=[("x-request-id", "rid-1")])
-        hs = dict((k, v) for k, v in r.json()["headers"])
-        assert hs.get("x-request-id") == "rid-1"
-        assert hs.get("x-forwarded-for") == "127.0.0.1", hs
-        assert not [k for k in hs if k in ("host", "connection")], hs
-    assert_clean(h2_upstream)
-
-
-def test_remora_errors_with_h2c_upstream(remora):
-    p = remora(endpoints=["127.0.0.1:%d" % free_port()], upstream_opts=h2c_opts())
-    r = http(p.port, "GET", "/echo")
-    assert r.status == 502 and r.header("x-remora-error") == "connect_refused", r
-    r = h2_get(p.port, "/echo")
-    assert r.status == 502 and r.header("x-remora-error") == "connect_refused", r
-
+# ---- cancelling the upstream stream ---------------------------------------------------------
 
 def test_upstream_timeout_cancels_the_upstream_stream(remora, h2_upstream):
     p = remora(h2_upstream, upstream_opts=h2c_opts(), routes=[
@@ -427,18 +326,6 @@ def test_rst_stream_is_upstream_reset(h2p, h2_upstream):
     assert_clean(h2_upstream)
 
 
-def test_rst_stream_mid_response_aborts_the_client_response(h2p):
-    with HttpConn(h2p.port) as c:
-        c.request("GET", "/rst?code=2&after=data")
-        r = c.read_response()
-        assert r.status == 200 and not r.complete, "a reset response looked complete: %r" % r
-        assert c.eof
-    with H2Client(h2p.port) as c:
-        r = c.get("/rst?code=2&after=data")
-        assert r.status == 200 and not r.ended and r.reset is not None, r
-        assert c.get("/echo").status == 200
-
-
 def test_refused_stream_retried_once(h2p, h2_upstream):
     m0 = metrics(h2p.admin_port)
     s0 = h2_upstream.stats()["streams_total"]
@@ -468,55 +355,6 @@ def test_refused_stream_with_body_retried_once(h2p, h2_upstream):
     r = http(h2p.port, "POST", "/rst?code=7&once=r4", body=body)
     assert r.status == 200 and r.body == b"ok rst\n", (r, r.body)
     assert_clean(h2_upstream)
-
-
-# ---- trailers -------------------------------------------------------------------------------
-
-def test_trailers_pass_through_h2c_to_h2c(h2p, h2_upstream):
-    with H2Client(h2p.port) as c:
-        r = c.get("/trailers", headers=[("te", "trailers")])
-        assert r.status == 200 and r.ended and r.body == b"hello trailers\n", r
-        assert ("grpc-status", "0") in r.trailers and ("grpc-message", "ok") in r.trailers
-        assert ("x-trailer", "yes") in r.trailers, r.trailers
-        r = c.get("/trailers?n=300000&grpc_status=14&grpc_message=unavailable",
-                  headers=[("te", "trailers")])
-        assert r.ended and r.body_len == 300000 and r.sha256() == pattern_sha256(300000)
-        assert r.trailer("grpc-status") == "14" and r.trailer("grpc-message") == "unavailable"
-    assert_clean(h2_upstream)
-
-
-def test_request_trailers_pass_through_h2c_to_h2c(h2p, h2_upstream):
-    with H2Client(h2p.port) as c:
-        r = c.get("/json", method="POST", body=b"abc", headers=[("te", "trailers")],
-                  trailers=[("x-req-trailer", "yes")])
-        assert r.status == 200, r
-        assert r.json()["body_len"] == 3
-        assert r.json()["trailers"] == [["x-req-trailer", "yes"]], r.json()
-    assert_clean(h2_upstream)
-
-
-def test_h2_trailers_reach_http1_client_that_asked(h2p):
-    with HttpConn(h2p.port) as c:
-        c.request("GET", "/trailers", headers=[("TE", "trailers"), ("Connection", "TE")])
-        r = c.read_response()
-        assert r.status == 200 and r.complete and r.chunked, r
-        assert r.body == b"hello trailers\n"
-        tr = {k.lower(): v for k, v in r.trailers}
-        assert tr.get("grpc-status") == "0" and tr.get("grpc-message") == "ok", r.trailers
-        assert tr.get("x-trailer") == "yes", r.trailers
-        c.request("GET", "/echo")
-        assert c.read_response().status == 200
-
-
-def test_h1_request_trailers_reach_h2_app(h2p):
-    with HttpConn(h2p.port) as c:
-        c.request("POST", "/json", headers=[("Transfer-Encoding", "chunked"),
-                                            ("TE", "trailers")],
-                  body=b"5\r\nhello\r\n0\r\nx-req-trailer: yes\r\n\r\n")
-        r = c.read_response()
-        assert r.status == 200, (r, r.body)
-        assert r.json()["body_len"] == 5
-        assert r.json()["trailers"] == [["x-req-trailer", "yes"]], r.json()
 
 
 # ---- idle upstream connections --------------------------------------------------------------
@@ -561,4 +399,3 @@ def test_upstream_closing_connection_is_not_an_error(h2p, h2_upstream):
             r = c.read_response()
             assert r.status == 200, (i, r, r.body)
     assert_clean(h2_upstream)
-
