@@ -19,6 +19,18 @@
 
 struct rem_worker;
 struct rem_upconn;
+struct rem_loop;
+struct rem_transport;
+struct rem_transport_cbs;
+struct rem_endpoint;
+
+/* How upconns reach an endpoint: sets t up and starts connecting (REM_TE_READY or
+ * REM_TE_ERROR follow from the loop). Returns 0 or a negative -REM_E_* (t closed). NULL in the
+ * cluster means TCP to ep->addr (io_tcp); TLS and in-memory peers (tests) plug in here. */
+typedef int (*rem_cluster_connect_fn)(struct rem_transport *t, struct rem_loop *loop,
+                                      const struct rem_endpoint *ep,
+                                      const struct rem_transport_cbs *cbs, void *arg,
+                                      size_t read_high, size_t write_high, void *connect_arg);
 struct rem_upstream_metrics;
 struct rem_dns_name;
 struct rem_up_ops;
@@ -61,6 +73,8 @@ struct rem_cluster {
      * upconn being full and max_connections reached (FIFO, borrowed handles). */
     const struct rem_up_ops *up_ops; /* borrowed (static): chosen by the upstream's protocol */
     void (*close_upconns)(struct rem_endpoint *ep, bool busy_too); /* the pool's */
+    rem_cluster_connect_fn connect;                                /* NULL: TCP */
+    void *connect_arg;
     struct rem_wait_list pool_wait;
     bool pool_waking;
 };
@@ -96,6 +110,14 @@ void rem_cluster_unwait_dns(struct rem_cluster *c, struct rem_wait *w);
  * upconns (idle ones, or all) when the endpoint leaves the set or the cluster is freed. */
 void rem_cluster_set_pool(struct rem_cluster *c, const struct rem_up_ops *ops,
                           void (*close_upconns)(struct rem_endpoint *ep, bool busy_too));
+
+/* Upconns of c connect through fn (NULL: TCP). */
+static inline void rem_cluster_set_connector(struct rem_cluster *c, rem_cluster_connect_fn fn,
+                                             void *arg)
+{
+    c->connect = fn;
+    c->connect_arg = arg;
+}
 
 /* The app's SETTINGS_MAX_CONCURRENT_STREAMS, assumed for its next upconns. */
 static inline void rem_endpoint_set_h2_max_streams(struct rem_endpoint *ep, uint32_t n)

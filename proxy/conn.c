@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -262,45 +263,63 @@ static const struct rem_transport_cbs conn_cbs = {
     .on_event = on_event,
 };
 
-void rem_conn_accept(struct rem_worker *w, const struct rem_conn_owner *owner, void *owner_arg,
-                     const struct rem_cfg_listener *lcfg, int fd, const struct sockaddr *sa,
-                     socklen_t salen)
+int rem_conn_open(struct rem_worker *w, const struct rem_conn_owner *owner, void *owner_arg,
+                  const struct rem_cfg_listener *lcfg, const char *peer, rem_conn_setup_fn setup,
+                  void *setup_arg, struct rem_conn **out)
 {
+    if (out)
+        *out = NULL;
     struct rem_conn *c = calloc(1, sizeof(*c));
-    if (!c) {
-        close(fd);
-        owner->closed(owner_arg);
-        return;
-    }
+    if (!c)
+        return -REM_E_NOMEM;
     c->owner = owner;
     c->owner_arg = owner_arg;
-    rem_transport_clear(&c->t); /* until rem_io_tcp_accept */
     c->worker = w;
     c->lcfg = lcfg;
     c->cfg = rem_config_ref(w->cfg);
-    if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->peer,
-                  sizeof(c->peer));
-    else if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof(c->peer));
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    rem_transport_clear(&c->t); /* until setup */
     const struct rem_cfg_limits *lim = &c->cfg->limits;
+    int rc = setup(&c->t, &w->loop, &conn_cbs, c, lim->buffer_bytes, lim->buffer_bytes, setup_arg);
     c->timer = evtimer_new(w->loop.base, on_timer, c);
     c->kick = event_new(w->loop.base, -1, 0, on_kick, c);
-    bool events = c->timer && c->kick;
-    if (!events || rem_io_tcp_accept(&c->t, &w->loop, fd, &conn_cbs, c, lim->buffer_bytes,
-                                     lim->buffer_bytes) < 0) {
-        if (!events)
-            close(fd); /* else the transport closed it */
-        conn_free(&c->reap);
+    if (rc < 0 || !c->timer || !c->kick) {
+        conn_free(&c->reap); /* the transport releases its handle */
         owner->closed(owner_arg);
         rem_log_error("conn: out of memory accepting a connection");
-        return;
+        return -REM_E_SYS;
     }
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     REM_M_ADD(w->metrics->downstream_connections, 1);
     REM_M_ADD(w->metrics->downstream_connections_total, 1);
     set_state(c, REM_CONN_IDLE);
     rem_conn_arm_timer(c);
+    if (out)
+        *out = c;
+    return 0;
+}
+
+static int tcp_setup(struct rem_transport *t, struct rem_loop *loop,
+                     const struct rem_transport_cbs *cbs, void *cb_arg, size_t read_high,
+                     size_t write_high, void *arg)
+{
+    return rem_io_tcp_accept(t, loop, *(int *)arg, cbs, cb_arg, read_high, write_high);
+}
+
+void rem_conn_accept(struct rem_worker *w, const struct rem_conn_owner *owner, void *owner_arg,
+                     const struct rem_cfg_listener *lcfg, int fd, const struct sockaddr *sa,
+                     socklen_t salen)
+{
+    char peer[48] = "";
+    if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, peer, sizeof(peer));
+    else if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, peer, sizeof(peer));
+    if (rem_conn_open(w, owner, owner_arg, lcfg, peer, tcp_setup, &fd, NULL) == -REM_E_NOMEM) {
+        close(fd);
+        owner->closed(owner_arg);
+        rem_log_error("conn: out of memory accepting a connection");
+    }
 }
 
 size_t rem_conn_output_len(struct rem_conn *c)

@@ -124,8 +124,23 @@ struct rem_conn {
     struct rem_reap reap;
 };
 
-/* Takes ownership of an accepted fd; on failure closes it and tells the owner. Never fails
- * loudly: logs. */
+/* Sets up a conn's transport over the handle the accepting side holds (setup_arg): an accepted
+ * fd (io_tcp), TLS later, an in-memory end in tests (io_mem). Takes the handle over, releasing
+ * it on failure; returns 0 or a negative -REM_E_*. */
+typedef int (*rem_conn_setup_fn)(struct rem_transport *t, struct rem_loop *loop,
+                                 const struct rem_transport_cbs *cbs, void *cb_arg,
+                                 size_t read_high, size_t write_high, void *setup_arg);
+
+/* Opens a conn for peer (the client's address, for X-Forwarded-For and logs) over the
+ * transport that setup builds. Returns 0 (*out, when given, is the conn: IDLE, reading),
+ * -REM_E_NOMEM before setup ran (the handle is still the caller's), or -REM_E_SYS (setup or
+ * the conn's events failed: the handle was released and the owner told). */
+int rem_conn_open(struct rem_worker *w, const struct rem_conn_owner *owner, void *owner_arg,
+                  const struct rem_cfg_listener *lcfg, const char *peer, rem_conn_setup_fn setup,
+                  void *setup_arg, struct rem_conn **out);
+
+/* Takes ownership of an accepted TCP fd; on failure closes it and tells the owner. Never
+ * fails loudly: logs. */
 void rem_conn_accept(struct rem_worker *w, const struct rem_conn_owner *owner, void *owner_arg,
                      const struct rem_cfg_listener *lcfg, int fd, const struct sockaddr *sa,
                      socklen_t salen);

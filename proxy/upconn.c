@@ -212,7 +212,7 @@ struct rem_upconn *rem_upconn_new(struct rem_endpoint *ep, void (*closed)(struct
     uc->state = REM_UPCONN_CLOSED;
     uc->timer = evtimer_new(w->loop.base, on_timer, uc);
     uc->kick = event_new(w->loop.base, -1, 0, on_kick, uc);
-    rem_transport_clear(&uc->t); /* until rem_io_tcp_connect */
+    rem_transport_clear(&uc->t); /* until rem_upconn_connect */
     if (!uc->timer || !uc->kick || !(uc->codec = uc->up->init(uc))) {
         upconn_free(&uc->reap);
         return NULL;
@@ -228,8 +228,12 @@ int rem_upconn_connect(struct rem_upconn *uc)
     rem_upconn_set_state(uc, REM_UPCONN_CONNECTING);
     uc->connect_start_ns = rem_now_ns();
     uint64_t wm = uc->worker->cfg->limits.buffer_bytes;
-    if (rem_io_tcp_connect(&uc->t, &uc->worker->loop, (struct sockaddr *)&ep->addr.ss, ep->addr.len,
-                           &upconn_cbs, uc, wm, wm) < 0) {
+    int rc =
+        cl->connect
+            ? cl->connect(&uc->t, &uc->worker->loop, ep, &upconn_cbs, uc, wm, wm, cl->connect_arg)
+            : rem_io_tcp_connect(&uc->t, &uc->worker->loop, (struct sockaddr *)&ep->addr.ss,
+                                 ep->addr.len, &upconn_cbs, uc, wm, wm);
+    if (rc < 0) {
         REM_M_ADD(cl->metrics->connect_failures[REM_CONNFAIL_ERROR], 1);
         uc->up->detach_all(uc);
         rem_upconn_close(uc);
