@@ -91,6 +91,12 @@ cmd_test() {
         echo "$t: ${p:-0} passed, ${f:-0} failed"
         passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
     done
+    log "layer gates (make check-layers: no include cycle, no ->h2 outside h2_*, no codec in stream, no foreign field writes)"
+    if make -s check-layers; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+    fi
     log "integration tests (pytest)"
     local junit
     junit=$(mktemp /tmp/remora-junit.XXXXXX.xml)

@@ -229,6 +229,8 @@ static void finish(struct rem_stream *s)
     up_abandon(s); /* never left half-used */
     if (s->deadline)
         event_del(s->deadline);
+    /* Route indices index the worker's generation (DESIGN.md, "Generations and indices"). */
+    REM_BUG_ON(c->cfg != s->worker->cfg);
     rem_metrics_record_request(s->worker->metrics, s->worker->mlayout, s->mroute, s->in_flight,
                                s->status_sent, rem_now_ns() - s->start_ns, s->bytes_in,
                                s->bytes_out);
@@ -423,6 +425,9 @@ void rem_stream_start(struct rem_stream *s)
     }
     s->mroute = (size_t)(s->route - s->conn->cfg->routes);
     s->in_flight = true;
+    /* The route's indices come from the conn's generation; the arrays below are the worker's
+     * (DESIGN.md, "Generations and indices"). */
+    REM_BUG_ON(s->conn->cfg != s->worker->cfg || s->route->upstream_idx >= s->worker->n_clusters);
     REM_M_ADD(s->worker->metrics->routes[s->mroute].in_flight, 1);
     s->cluster = s->worker->clusters[s->route->upstream_idx];
     /* Bodies are kept for the one retry when it is safe: idempotent methods (the keep-alive
