@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0
- * stream: one request/response exchange, the glue between a downstream conn (h1_down) and an
- * upconn (h1_up). Owns both heads (request, response) and their trailers, the route choice,
- * retry decision, timers' meaning and the access-log line. Does not own the conn (which owns
- * it) nor the upconn (the pool does; the stream only borrows it while attached).
+ * stream: one request/response exchange, the glue between a downstream codec (HTTP/1.1 or
+ * HTTP/2, behind conn->down) and an upstream codec (behind upconn->up), which it commands only
+ * through their ops tables; admission, DNS and the pool answer it through its wait handles.
+ * Owns both heads (request, response) and their trailers, the route choice, retry decision,
+ * timers' meaning and the access-log line. Does not own the conn (whose codec owns it) nor the
+ * upconn (the pool lists hold it; the stream only borrows it while attached). The codecs name
+ * the rem_stream_on_* functions below; the setters are for them too, so that only this module
+ * writes a stream's fields.
  *
  * Two half-lives end a stream: the request side (received from downstream, sent upstream)
  * and the response side (received from upstream, written downstream). The stream finishes
