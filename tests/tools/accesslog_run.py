@@ -37,6 +37,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from helpers import stop_process  # noqa: E402  (the suite's one process stopper)
+
 PYTHON = "/usr/bin/python3"
 RUN_TIMEOUT = 300
 CASE_LOG_WAIT = 5.0
@@ -71,26 +74,8 @@ class Timeout(Exception):
 # ---- processes ----------------------------------------------------------------------------
 
 def stop(proc, grace=3.0):
-    """SIGTERM, then SIGKILL after grace s; by PID. Returns the exit status (None if unknown)."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-    return proc.returncode
+    """helpers.stop_process (by PID: SIGTERM, SIGKILL after grace s), None-safe."""
+    return None if proc is None else stop_process(proc, grace)
 
 
 def read_ready(proc, timeout):
