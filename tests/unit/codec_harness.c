@@ -245,6 +245,11 @@ int ch_upstream_send_str(struct ch_upstream *u, const char *s)
     return ch_upstream_send(u, s, strlen(s));
 }
 
+void ch_upstream_close(struct ch_upstream *u)
+{
+    rem_transport_close(&u->t);
+}
+
 void ch_set_up_ops(struct ch *h, const struct rem_up_ops *ops)
 {
     for (size_t i = 0; i < h->w.n_clusters; i++)

@@ -150,6 +150,8 @@ struct ch_upstream *ch_upstream(struct ch *h, size_t i);
 /* Bytes from the app to the upconn (sent from the loop). 0 or -1. */
 int ch_upstream_send(struct ch_upstream *u, const void *p, size_t n);
 int ch_upstream_send_str(struct ch_upstream *u, const char *s);
+/* The app closes the connection: the upconn reads EOF. Idempotent. */
+void ch_upstream_close(struct ch_upstream *u);
 
 /* Whether b holds exactly the n bytes at p; on a mismatch both are printed (escaped) to stderr
  * under what. Peeks only. */
