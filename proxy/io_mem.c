@@ -144,9 +144,9 @@ static const struct rem_io_ops mem_ops = {
     .free = mem_free,
 };
 
-int rem_io_mem_init(struct rem_transport *t, struct rem_loop *loop,
-                    const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
-                    size_t write_high, size_t window)
+static int mem_setup(struct rem_transport *t, struct rem_loop *loop,
+                     const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
+                     size_t write_high, size_t window, bool connecting)
 {
     struct mem_end *e = calloc(1, sizeof(*e));
     if (!e)
@@ -163,10 +163,30 @@ int rem_io_mem_init(struct rem_transport *t, struct rem_loop *loop,
         free(e);
         return -REM_E_NOMEM;
     }
-    int rc = rem_transport_setup(t, loop, &mem_ops, -1, e, cbs, arg, read_high, write_high, false);
+    int rc =
+        rem_transport_setup(t, loop, &mem_ops, -1, e, cbs, arg, read_high, write_high, connecting);
     if (rc < 0)
         mem_free(t);
     return rc;
+}
+
+int rem_io_mem_init(struct rem_transport *t, struct rem_loop *loop,
+                    const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
+                    size_t write_high, size_t window)
+{
+    return mem_setup(t, loop, cbs, arg, read_high, write_high, window, false);
+}
+
+int rem_io_mem_connect(struct rem_transport *t, struct rem_loop *loop,
+                       const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
+                       size_t write_high, size_t window)
+{
+    int rc = mem_setup(t, loop, cbs, arg, read_high, write_high, window, true);
+    if (rc < 0)
+        return rc;
+    /* No handshake: the connect completes on the first writability, as a socket's would. */
+    rem_transport_io_wake(t, EV_WRITE);
+    return 0;
 }
 
 void rem_io_mem_pair(struct rem_transport *a, struct rem_transport *b)

@@ -21,7 +21,15 @@ struct evbuffer;
 int rem_io_mem_init(struct rem_transport *t, struct rem_loop *loop,
                     const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
                     size_t write_high, size_t window);
-/* Connects two ends set up by rem_io_mem_init: what a sends, b receives, and back. */
+/* Sets up t as an in-memory end that is connecting, like an outgoing TCP connect: nothing is
+ * read or written until REM_TE_READY, which the owner hears from the loop (never before this
+ * returns); from then on t is an end as from rem_io_mem_init. For upconns in tests and fuzzing
+ * (a rem_cluster_connect_fn). Returns 0 or -REM_E_NOMEM. */
+int rem_io_mem_connect(struct rem_transport *t, struct rem_loop *loop,
+                       const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
+                       size_t write_high, size_t window);
+/* Connects two ends set up by rem_io_mem_init or rem_io_mem_connect: what a sends, b receives,
+ * and back. */
 void rem_io_mem_pair(struct rem_transport *a, struct rem_transport *b);
 
 /* The test as the peer: bytes for t to receive. Returns 0 or -REM_E_NOMEM. */

@@ -1,0 +1,317 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * test_h1_down: the HTTP/1.1 downstream codec over io_mem, against the stub upstream codec of
+ * codec_harness: client bytes in, the request head, body and end the stub receives (exact), the
+ * stub's answer, and the response bytes the client receives (exact: status line, fields,
+ * x-request-id, framing, body), for GET, Content-Length and chunked bodies, keep-alive reuse,
+ * Connection: close and a request remora refuses itself. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "cluster.h"
+#include "codec_harness.h"
+#include "io_mem.h"
+#include "upconn.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static int setup(void **state)
+{
+    struct ch *h = calloc(1, sizeof(*h));
+    if (!h || ch_init(h, CH_YAML("http1")) < 0) {
+        free(h);
+        return -1;
+    }
+    ch_set_up_ops(h, &ch_stub_up_ops);
+    if (ch_open(h) < 0) {
+        ch_dispose(h);
+        free(h);
+        return -1;
+    }
+    *state = h;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct ch *h = *state;
+    ch_dispose(h);
+    free(h);
+    return 0;
+}
+
+/* Runs the loop to quiescence; fails the test when it does not settle. */
+static void run(struct ch *h)
+{
+    assert_true(ch_run(h) >= 0);
+}
+
+/* A generated request id: a version 4 UUID in lower-case hex. */
+static void assert_uuid4(const char *id)
+{
+    assert_int_equal(strlen(id), 36);
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23)
+            assert_int_equal(id[i], '-');
+        else
+            assert_non_null(strchr("0123456789abcdef", id[i]));
+    }
+    assert_int_equal(id[14], '4');
+}
+
+/* The request reached the stub once: head exact, complete. */
+static void assert_request(struct ch *h, const char *head, const char *body)
+{
+    assert_int_equal(h->sup.n_heads, 1);
+    assert_true(ch_buf_eq_str(h->sup.head, head, "stub head"));
+    assert_true(ch_buf_eq_str(h->sup.body, body, "stub body"));
+    assert_int_equal(h->sup.n_ends, 1);
+    assert_non_null(h->sup.s);
+}
+
+static size_t idle_upconns(struct ch *h)
+{
+    struct rem_upconn *uc;
+    size_t n = 0;
+    TAILQ_FOREACH(uc, &h->w.clusters[0]->endpoints[0]->idle, link)
+    n++;
+    return n;
+}
+
+static const char *const text_5[] = {"Content-Type", "text/plain", "Content-Length", "5", NULL};
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+/* GET without a body: the stub gets the head as parsed (no body, end at once); a 200 with
+ * Content-Length goes out with x-request-id added, and the upconn goes back to the pool. */
+static void test_get(void **state)
+{
+    struct ch *h = *state;
+    char want[512];
+
+    assert_int_equal(ch_feed_str(h, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
+    run(h);
+    assert_request(h, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", "");
+    assert_false(h->sup.has_body);
+    assert_false(h->sup.head_request);
+    assert_int_equal(h->sup.content_length, -1);
+    assert_uuid4(h->sup.rid);
+    assert_int_equal(evbuffer_get_length(h->down_rx), 0); /* nothing before the answer */
+
+    assert_int_equal(ch_stub_answer_head(h, 200, "OK", text_5), 0);
+    assert_int_equal(ch_stub_answer_body(h, "hello", 5), 0);
+    assert_int_equal(ch_stub_answer_end(h), 0);
+    run(h);
+    snprintf(want, sizeof(want),
+             "HTTP/1.1 200 OK\r\n"
+             "Content-Type: text/plain\r\n"
+             "X-Request-Id: %s\r\n"
+             "Content-Length: 5\r\n"
+             "\r\n"
+             "hello",
+             h->sup.rid);
+    assert_true(ch_buf_eq_str(h->down_rx, want, "client"));
+    assert_non_null(h->conn); /* keep-alive */
+    assert_false(h->conn_shut);
+    assert_null(h->sup.s);
+    assert_int_equal(idle_upconns(h), 1);
+}
+
+/* A Content-Length body reaches the stub byte for byte; a response without a length goes out
+ * chunked, one chunk per body write. */
+static void test_post_content_length(void **state)
+{
+    static const char *const app[] = {"X-App", "1", NULL};
+    struct ch *h = *state;
+    char want[512];
+
+    assert_int_equal(ch_feed_str(h, "POST /u?q=1 HTTP/1.1\r\n"
+                                    "Host: a\r\n"
+                                    "Content-Type: text/plain\r\n"
+                                    "Content-Length: 11\r\n"
+                                    "\r\n"
+                                    "hello world"),
+                     0);
+    run(h);
+    assert_request(h,
+                   "POST /u?q=1 HTTP/1.1\r\n"
+                   "Host: a\r\n"
+                   "Content-Type: text/plain\r\n"
+                   "Content-Length: 11\r\n"
+                   "\r\n",
+                   "hello world");
+    assert_true(h->sup.has_body);
+    assert_false(h->sup.chunked);
+    assert_int_equal(h->sup.content_length, 11);
+
+    assert_int_equal(ch_stub_answer_head(h, 201, "Created", app), 0);
+    assert_int_equal(ch_stub_answer_body(h, "o", 1), 0);
+    assert_int_equal(ch_stub_answer_body(h, "k!", 2), 0);
+    assert_int_equal(ch_stub_answer_end(h), 0);
+    run(h);
+    snprintf(want, sizeof(want),
+             "HTTP/1.1 201 Created\r\n"
+             "X-App: 1\r\n"
+             "X-Request-Id: %s\r\n"
+             "Transfer-Encoding: chunked\r\n"
+             "\r\n"
+             "1\r\no\r\n"
+             "2\r\nk!\r\n"
+             "0\r\n\r\n",
+             h->sup.rid);
+    assert_true(ch_buf_eq_str(h->down_rx, want, "client"));
+    assert_non_null(h->conn);
+}
+
+/* A chunked body reaches the stub de-chunked, its trailer fields with the end. */
+static void test_post_chunked(void **state)
+{
+    struct ch *h = *state;
+    char want[512];
+
+    assert_int_equal(ch_feed_str(h, "POST /c HTTP/1.1\r\n"
+                                    "Host: a\r\n"
+                                    "Transfer-Encoding: chunked\r\n"
+                                    "\r\n"
+                                    "5\r\nhello\r\n"
+                                    "6\r\n world\r\n"
+                                    "0\r\n"
+                                    "X-Sum: 42\r\n"
+                                    "\r\n"),
+                     0);
+    run(h);
+    assert_request(h,
+                   "POST /c HTTP/1.1\r\n"
+                   "Host: a\r\n"
+                   "Transfer-Encoding: chunked\r\n"
+                   "\r\n",
+                   "hello world");
+    assert_true(h->sup.has_body);
+    assert_true(h->sup.chunked);
+    assert_true(ch_buf_eq_str(h->sup.trailers, "X-Sum: 42\r\n", "stub trailers"));
+
+    assert_int_equal(ch_stub_answer_head(h, 200, "OK", text_5), 0);
+    assert_int_equal(ch_stub_answer_body(h, "done\n", 5), 0);
+    assert_int_equal(ch_stub_answer_end(h), 0);
+    run(h);
+    snprintf(want, sizeof(want),
+             "HTTP/1.1 200 OK\r\n"
+             "Content-Type: text/plain\r\n"
+             "X-Request-Id: %s\r\n"
+             "Content-Length: 5\r\n"
+             "\r\n"
+             "done\n",
+             h->sup.rid);
+    assert_true(ch_buf_eq_str(h->down_rx, want, "client"));
+}
+
+/* The client's X-Request-Id is the one in effect: passed on, not added to the response. A
+ * second request on the conn reuses the idle upconn. */
+static void test_keep_alive_and_client_request_id(void **state)
+{
+    static const char *const rid[] = {"X-Request-Id", "abc", "Content-Length", "0", NULL};
+    struct ch *h = *state;
+
+    for (int i = 0; i < 2; i++) {
+        ch_stub_up_clear(h);
+        ch_buf_clear(h->down_rx);
+        assert_int_equal(ch_feed_str(h, "GET /r HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc\r\n\r\n"),
+                         0);
+        run(h);
+        assert_request(h, "GET /r HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc\r\n\r\n", "");
+        assert_string_equal(h->sup.rid, "abc");
+        assert_int_equal(ch_stub_answer_head(h, 204, "No Content", rid), 0);
+        assert_int_equal(ch_stub_answer_end(h), 0);
+        run(h);
+        /* 204 has no body (RFC 9110 6.4.1): no Content-Length is written either. */
+        assert_true(ch_buf_eq_str(h->down_rx,
+                                  "HTTP/1.1 204 No Content\r\n"
+                                  "X-Request-Id: abc\r\n"
+                                  "\r\n",
+                                  "client"));
+    }
+    assert_int_equal(h->n_ups, 1);
+    assert_int_equal(idle_upconns(h), 1);
+}
+
+/* Connection: close: the response says so and the conn half-closes after it (lingering until
+ * the client closes too). */
+static void test_connection_close(void **state)
+{
+    struct ch *h = *state;
+    char want[512];
+
+    assert_int_equal(ch_feed_str(h, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"), 0);
+    run(h);
+    assert_request(h, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "");
+    assert_int_equal(ch_stub_answer_head(h, 200, "OK", text_5), 0);
+    assert_int_equal(ch_stub_answer_body(h, "bye!\n", 5), 0);
+    assert_int_equal(ch_stub_answer_end(h), 0);
+    run(h);
+    snprintf(want, sizeof(want),
+             "HTTP/1.1 200 OK\r\n"
+             "Content-Type: text/plain\r\n"
+             "X-Request-Id: %s\r\n"
+             "Content-Length: 5\r\n"
+             "Connection: close\r\n"
+             "\r\n"
+             "bye!\n",
+             h->sup.rid);
+    assert_true(ch_buf_eq_str(h->down_rx, want, "client"));
+    assert_non_null(h->conn);
+    assert_true(rem_io_mem_shut(&h->conn->t));
+    ch_feed_eof(h);
+    run(h);
+    assert_null(h->conn);
+    assert_true(h->conn_closed);
+    assert_false(h->conn_reset);
+}
+
+/* No Host in HTTP/1.1 (RFC 9112 3.2): remora answers 400 itself and closes; the stub never
+ * sees the request. Refused while parsing, the request never got an id: none is sent. */
+static void test_missing_host_is_400(void **state)
+{
+    static const char body[] = "remora: 400 Bad Request (bad_request)\n";
+    struct ch *h = *state;
+    char want[512];
+
+    assert_int_equal(ch_feed_str(h, "GET /x HTTP/1.1\r\n\r\n"), 0);
+    run(h);
+    assert_int_equal(h->sup.n_heads, 0);
+    assert_int_equal(h->n_ups, 0);
+    snprintf(want, sizeof(want),
+             "HTTP/1.1 400 Bad Request\r\n"
+             "Content-Type: text/plain\r\n"
+             "Content-Length: %zu\r\n"
+             "x-remora-error: bad_request\r\n"
+             "Connection: close\r\n"
+             "\r\n"
+             "%s",
+             strlen(body), body);
+    assert_true(ch_buf_eq_str(h->down_rx, want, "client"));
+    assert_true(h->conn_closed || rem_io_mem_shut(&h->conn->t));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_post_content_length, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_post_chunked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keep_alive_and_client_request_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_host_is_400, setup, teardown),
+    };
+    alarm(60); /* a hard stop if anything ever blocks */
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

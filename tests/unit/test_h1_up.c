@@ -1,0 +1,325 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * test_h1_up: the HTTP/1.1 upstream codec over io_mem, driven by the stub downstream codec of
+ * codec_harness: a request built by the test, the bytes h1_up writes to the app (exact: request
+ * line, Host, X-Forwarded-For/-Proto, X-Request-Id, hop-by-hop fields gone, body framing), raw
+ * response bytes from the test, and what the stub downstream codec receives (status, fields,
+ * body, trailers, end; exact), with keep-alive reuse and the app's Connection: close. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "cluster.h"
+#include "codec_harness.h"
+#include "stream.h"
+#include "upconn.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static int setup(void **state)
+{
+    struct ch *h = calloc(1, sizeof(*h));
+    if (!h || ch_init(h, CH_YAML("http1")) < 0) {
+        free(h);
+        return -1;
+    }
+    h->force_down = &ch_stub_down_ops;
+    if (ch_open(h) < 0) {
+        ch_dispose(h);
+        free(h);
+        return -1;
+    }
+    *state = h;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct ch *h = *state;
+    ch_dispose(h);
+    free(h);
+    return 0;
+}
+
+static void run(struct ch *h)
+{
+    assert_true(ch_run(h) >= 0);
+}
+
+/* The request id of the stub's stream in progress. */
+static const char *rid_of(struct ch *h, char out[64])
+{
+    struct rem_stream *s = h->sdown.s;
+    assert_non_null(s);
+    assert_non_null(s->rid);
+    assert_int_equal(s->rid_len, 36);
+    snprintf(out, 64, "%.*s", (int)s->rid_len, s->rid);
+    return out;
+}
+
+/* What the app received on the i-th upconn is exactly want; consumed. */
+static void assert_app_got(struct ch *h, size_t i, const char *want)
+{
+    struct ch_upstream *u = ch_upstream(h, i);
+    assert_non_null(u);
+    assert_true(ch_buf_eq_str(u->rx, want, "app"));
+    ch_buf_clear(u->rx);
+}
+
+/* The stub downstream got one complete response: head, body exact; the stream ended well. */
+static void assert_response(struct ch *h, const char *head, const char *body)
+{
+    assert_int_equal(h->sdown.n_heads, 1);
+    assert_true(ch_buf_eq_str(h->sdown.head, head, "stub head"));
+    assert_true(ch_buf_eq_str(h->sdown.body, body, "stub body"));
+    assert_int_equal(h->sdown.n_ends, 1);
+    assert_int_equal(h->sdown.n_errors, 0);
+    assert_int_equal(h->sdown.n_cuts, 0);
+    assert_int_equal(h->sdown.n_done, 1);
+    assert_int_equal(h->sdown.done_err, REM_E_OK);
+    assert_null(h->sdown.s);
+}
+
+static size_t idle_upconns(struct ch *h)
+{
+    struct rem_upconn *uc;
+    size_t n = 0;
+    TAILQ_FOREACH(uc, &h->w.clusters[0]->endpoints[0]->idle, link)
+    n++;
+    return n;
+}
+
+static const char *const host_a[] = {"Host", "a", NULL};
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+/* GET: the request line and forwarding fields the app gets; a Content-Length response reaches
+ * the stub whole, with the stream's framing decision; the upconn is pooled. */
+static void test_get(void **state)
+{
+    struct ch *h = *state;
+    char rid[64], want[512];
+
+    assert_int_equal(ch_stub_request(h, "GET", "/x", host_a, false, false), 0);
+    run(h);
+    assert_int_equal(h->n_ups, 1);
+    snprintf(want, sizeof(want),
+             "GET /x HTTP/1.1\r\n"
+             "Host: a\r\n"
+             "X-Forwarded-For: " CH_CLIENT_ADDR "\r\n"
+             "X-Forwarded-Proto: http\r\n"
+             "X-Request-Id: %s\r\n"
+             "\r\n",
+             rid_of(h, rid));
+    assert_app_got(h, 0, want);
+    assert_int_equal(h->sdown.n_heads, 0);
+
+    assert_int_equal(ch_upstream_send_str(ch_upstream(h, 0), "HTTP/1.1 200 OK\r\n"
+                                                             "Content-Type: text/plain\r\n"
+                                                             "Content-Length: 5\r\n"
+                                                             "\r\n"
+                                                             "hello"),
+                     0);
+    run(h);
+    assert_response(h,
+                    "HTTP/1.1 200 OK\r\n"
+                    "Content-Type: text/plain\r\n"
+                    "Content-Length: 5\r\n"
+                    "\r\n",
+                    "hello");
+    assert_int_equal(h->sdown.status, 200);
+    assert_int_equal(h->sdown.down_cl, 5);
+    assert_false(h->sdown.down_chunked);
+    assert_false(h->sdown.down_close);
+    assert_string_equal(h->sdown.rid, rid);
+    assert_int_equal(idle_upconns(h), 1);
+    assert_false(ch_upstream(h, 0)->eof);
+}
+
+/* Forwarding: hop-by-hop fields (Connection and what it names, Keep-Alive) stay behind, the
+ * client's X-Forwarded-For is extended, its X-Request-Id kept. */
+static void test_forwarding_fields(void **state)
+{
+    static const char *const req[] = {"Host",
+                                      "a",
+                                      "Connection",
+                                      "keep-alive, x-hop",
+                                      "X-Hop",
+                                      "1",
+                                      "Keep-Alive",
+                                      "timeout=5",
+                                      "User-Agent",
+                                      "t/1",
+                                      "X-Forwarded-For",
+                                      "10.0.0.1",
+                                      "X-Request-Id",
+                                      "abc",
+                                      NULL};
+    struct ch *h = *state;
+
+    assert_int_equal(ch_stub_request(h, "GET", "/f?a=1", req, false, false), 0);
+    run(h);
+    assert_app_got(h, 0,
+                   "GET /f?a=1 HTTP/1.1\r\n"
+                   "Host: a\r\n"
+                   "User-Agent: t/1\r\n"
+                   "X-Request-Id: abc\r\n"
+                   "X-Forwarded-For: 10.0.0.1, " CH_CLIENT_ADDR "\r\n"
+                   "X-Forwarded-Proto: http\r\n"
+                   "\r\n");
+    assert_int_equal(ch_upstream_send_str(ch_upstream(h, 0), "HTTP/1.1 204 No Content\r\n\r\n"), 0);
+    run(h);
+    assert_response(h, "HTTP/1.1 204 No Content\r\n\r\n", "");
+    assert_string_equal(h->sdown.rid, "abc");
+}
+
+/* A Content-Length body goes after the head as it is; the response is chunked, with a trailer,
+ * and reaches the stub de-chunked. */
+static void test_post_content_length_chunked_response(void **state)
+{
+    static const char *const req[] = {"Host", "a", "Content-Length", "11", NULL};
+    struct ch *h = *state;
+    char rid[64], want[512];
+
+    assert_int_equal(ch_stub_request(h, "POST", "/u", req, true, false), 0);
+    assert_int_equal(ch_stub_request_body(h, "hello world", 11, true), 0);
+    run(h);
+    snprintf(want, sizeof(want),
+             "POST /u HTTP/1.1\r\n"
+             "Host: a\r\n"
+             "X-Forwarded-For: " CH_CLIENT_ADDR "\r\n"
+             "X-Forwarded-Proto: http\r\n"
+             "X-Request-Id: %s\r\n"
+             "Content-Length: 11\r\n"
+             "\r\n"
+             "hello world",
+             rid_of(h, rid));
+    assert_app_got(h, 0, want);
+
+    assert_int_equal(ch_upstream_send_str(ch_upstream(h, 0), "HTTP/1.1 201 Created\r\n"
+                                                             "Transfer-Encoding: chunked\r\n"
+                                                             "\r\n"
+                                                             "5\r\nhello\r\n"
+                                                             "6\r\n world\r\n"
+                                                             "0\r\n"
+                                                             "X-Sum: 42\r\n"
+                                                             "\r\n"),
+                     0);
+    run(h);
+    assert_response(h, "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n", "hello world");
+    assert_true(ch_buf_eq_str(h->sdown.trailers, "X-Sum: 42\r\n", "stub trailers"));
+    assert_int_equal(h->sdown.down_cl, -1);
+    assert_true(h->sdown.down_chunked);
+    assert_int_equal(idle_upconns(h), 1);
+}
+
+/* A body of unknown length is re-chunked toward the app, one chunk per piece the stream took,
+ * and ends with the last chunk. */
+static void test_post_chunked(void **state)
+{
+    static const char *const req[] = {"Host", "a", "Transfer-Encoding", "chunked", NULL};
+    struct ch *h = *state;
+    char rid[64], want[512];
+
+    assert_int_equal(ch_stub_request(h, "POST", "/c", req, true, true), 0);
+    assert_int_equal(ch_stub_request_body(h, "hello", 5, false), 0);
+    run(h);
+    snprintf(want, sizeof(want),
+             "POST /c HTTP/1.1\r\n"
+             "Host: a\r\n"
+             "X-Forwarded-For: " CH_CLIENT_ADDR "\r\n"
+             "X-Forwarded-Proto: http\r\n"
+             "X-Request-Id: %s\r\n"
+             "Transfer-Encoding: chunked\r\n"
+             "\r\n"
+             "5\r\nhello\r\n",
+             rid_of(h, rid));
+    assert_app_got(h, 0, want);
+    assert_int_equal(ch_stub_request_body(h, " world!", 7, true), 0);
+    run(h);
+    assert_app_got(h, 0, "7\r\n world!\r\n0\r\n\r\n");
+
+    assert_int_equal(
+        ch_upstream_send_str(ch_upstream(h, 0), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        0);
+    run(h);
+    assert_response(h, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", "ok");
+}
+
+/* Two exchanges on one upconn (keep-alive): Content-Length, then chunked. */
+static void test_keep_alive(void **state)
+{
+    static const char *const resp[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n",
+    };
+    static const char *const head[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+    };
+    static const char *const body[] = {"one", "two"};
+    struct ch *h = *state;
+    char rid[64], want[512];
+
+    for (int i = 0; i < 2; i++) {
+        ch_stub_down_clear(h);
+        assert_int_equal(ch_stub_request(h, "GET", i ? "/2" : "/1", host_a, false, false), 0);
+        run(h);
+        snprintf(want, sizeof(want),
+                 "GET /%d HTTP/1.1\r\n"
+                 "Host: a\r\n"
+                 "X-Forwarded-For: " CH_CLIENT_ADDR "\r\n"
+                 "X-Forwarded-Proto: http\r\n"
+                 "X-Request-Id: %s\r\n"
+                 "\r\n",
+                 i + 1, rid_of(h, rid));
+        assert_app_got(h, 0, want);
+        assert_int_equal(ch_upstream_send_str(ch_upstream(h, 0), resp[i]), 0);
+        run(h);
+        assert_response(h, head[i], body[i]);
+    }
+    assert_int_equal(h->n_ups, 1);
+    assert_int_equal(idle_upconns(h), 1);
+}
+
+/* The app says Connection: close: the response still completes, the upconn is not pooled. */
+static void test_app_connection_close(void **state)
+{
+    struct ch *h = *state;
+
+    assert_int_equal(ch_stub_request(h, "GET", "/", host_a, false, false), 0);
+    run(h);
+    assert_int_equal(ch_upstream_send_str(ch_upstream(h, 0), "HTTP/1.1 200 OK\r\n"
+                                                             "Connection: close\r\n"
+                                                             "Content-Length: 3\r\n"
+                                                             "\r\n"
+                                                             "bye"),
+                     0);
+    run(h);
+    assert_response(h, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\n", "bye");
+    assert_int_equal(idle_upconns(h), 0);
+    assert_true(ch_upstream(h, 0)->eof);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forwarding_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_post_content_length_chunked_response, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_post_chunked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_app_connection_close, setup, teardown),
+    };
+    alarm(60); /* a hard stop if anything ever blocks */
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
