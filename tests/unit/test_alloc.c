@@ -26,7 +26,6 @@ static uint64_t thread_counter(const char *name)
     assert_int_equal(mallctl(name, &v, &sz, NULL, 0), 0);
     return v;
 }
-#endif
 
 static struct rem_config *fifty_routes(void)
 {
@@ -42,6 +41,7 @@ static struct rem_config *fifty_routes(void)
     rem_config_diag_dispose(&diag);
     return cfg;
 }
+#endif /* REM_HAVE_JEMALLOC: only the jemalloc test needs the config */
 
 static void test_record_request_allocates_nothing(void **state)
 {
