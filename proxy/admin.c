@@ -67,6 +67,9 @@ struct rem_admin {
     size_t n_conns;
     bool ready;
     const char *reason;
+    bool draining;            /* remora_draining */
+    void (*drain)(void *arg); /* POST /drain; NULL: not offered */
+    void *drain_arg;
 };
 
 static llhttp_settings_t admin_settings;
@@ -153,6 +156,7 @@ static int serve_metrics(struct rem_admin *a, struct evbuffer *b, const char *ac
         .version = PACKAGE_VERSION,
         .commit = REM_COMMIT,
         .upstream_healthy = rem_healthcheck_states(a->hc),
+        .draining = a->draining,
     };
     rem_metrics_process_read(&proc);
     *fmt = rem_metrics_format_for(accept);
@@ -172,7 +176,13 @@ static void handle(struct admin_conn *c)
         c->closing = true;
         return;
     }
-    if (c->parser.method != HTTP_GET && !head) {
+    bool is_drain = c->path_len == 6 && memcmp(c->path, "/drain", 6) == 0;
+    if (is_drain && c->parser.method == HTTP_POST && a->drain) {
+        /* Starts the drain without exiting (preStop hooks, manual use); idempotent. */
+        a->drain(a->drain_arg);
+        evbuffer_add(b, "draining\n", 9);
+        respond(c, 202, "Accepted", "text/plain", b, false);
+    } else if (is_drain || (c->parser.method != HTTP_GET && !head)) {
         evbuffer_add(b, "method not allowed\n", 19);
         respond(c, 405, "Method Not Allowed", "text/plain", b, false);
     } else if (c->path_len == 8 && memcmp(c->path, "/healthz", 8) == 0) {
@@ -404,6 +414,18 @@ void rem_admin_set_ready(struct rem_admin *a, bool ready, const char *reason)
 {
     a->ready = ready;
     a->reason = reason;
+}
+
+void rem_admin_set_drain(struct rem_admin *a, void (*drain)(void *arg), void *arg)
+{
+    a->drain = drain;
+    a->drain_arg = arg;
+}
+
+void rem_admin_set_draining(struct rem_admin *a)
+{
+    a->draining = true;
+    rem_admin_set_ready(a, false, "draining");
 }
 
 void rem_admin_free(struct rem_admin *a)

@@ -24,6 +24,11 @@ struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_li
                                 struct rem_healthcheck *hc);
 /* /readyz answers 200 only while ready; reason (static string) is sent otherwise. */
 void rem_admin_set_ready(struct rem_admin *a, bool ready, const char *reason);
+/* POST /drain calls drain(arg) (on the main thread) and answers 202; other methods on /drain
+ * get 405. */
+void rem_admin_set_drain(struct rem_admin *a, void (*drain)(void *arg), void *arg);
+/* A drain started: /readyz answers 503 "draining" from now on and remora_draining is 1. */
+void rem_admin_set_draining(struct rem_admin *a);
 void rem_admin_free(struct rem_admin *a);
 
 #endif

@@ -77,6 +77,7 @@ struct rem_cluster {
     void *connect_arg;
     struct rem_wait_list pool_wait;
     bool pool_waking;
+    bool pool_draining; /* remora is draining: upconns close instead of idling */
 };
 
 /* A configured endpoint name being resolved for this cluster (dns.c). */

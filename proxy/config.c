@@ -117,6 +117,8 @@ struct rem_config *rem_config_new(const char *source)
     cfg->dns.attempts = REM_DEF_DNS_ATTEMPTS;
     cfg->dns.family = REM_DNS_AUTO;
     cfg->dns.stale_ttl_ms = REM_DEF_DNS_STALE_TTL_MS;
+    cfg->drain.delay_ms = REM_DEF_DRAIN_DELAY_MS;
+    cfg->drain.timeout_ms = REM_DEF_DRAIN_TIMEOUT_MS;
     return cfg;
 }
 

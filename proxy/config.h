@@ -25,6 +25,8 @@
 #define REM_DEF_MAX_HEADER_BYTES ((uint64_t)64 * 1024)
 #define REM_DEF_MAX_HEADERS 100
 #define REM_DEF_CLIENT_IDLE_TIMEOUT_MS 60000
+#define REM_DEF_DRAIN_DELAY_MS 0
+#define REM_DEF_DRAIN_TIMEOUT_MS 20000
 #define REM_DEF_REQUEST_HEADER_TIMEOUT_MS 10000
 #define REM_DEF_BUFFER_BYTES ((uint64_t)64 * 1024)
 
@@ -194,6 +196,12 @@ struct rem_cfg_log {
     bool access_log;
 };
 
+/* Graceful shutdown (SIGTERM, SIGINT, POST /drain). */
+struct rem_cfg_drain {
+    uint64_t delay_ms;   /* listeners keep accepting this long after the drain starts */
+    uint64_t timeout_ms; /* what is still in flight after this is cut (drain_timeout) */
+};
+
 struct rem_cfg_metrics {
     struct rem_cfg_buckets buckets; /* always set: REM_DEF_BUCKETS unless configured */
 };
@@ -213,6 +221,7 @@ struct rem_config {
     struct rem_cfg_log log;
     struct rem_cfg_metrics metrics;
     struct rem_cfg_dns dns;
+    struct rem_cfg_drain drain;
 };
 
 /* Diagnostics collected while loading: each message is "FILE:LINE:COL: text" (or

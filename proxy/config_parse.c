@@ -997,6 +997,19 @@ static void parse_log(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
         (void)rem_yaml_get_bool(c->y, f[F_ACCESS].val, "access_log", &lg->access_log);
 }
 
+static void parse_drain(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
+{
+    enum { F_DELAY, F_TIMEOUT, F_N };
+    struct rem_yaml_field f[F_N] = {[F_DELAY] = {.key = "delay"}, [F_TIMEOUT] = {.key = "timeout"}};
+
+    if (rem_yaml_map_fields(c->y, node, "\"drain\"", "in drain", f, F_N) != 0)
+        return;
+    if (f[F_DELAY].val != NULL)
+        (void)get_duration(c, f[F_DELAY].val, "delay", false, &cfg->drain.delay_ms);
+    if (f[F_TIMEOUT].val != NULL)
+        (void)get_duration(c, f[F_TIMEOUT].val, "timeout", true, &cfg->drain.timeout_ms);
+}
+
 static void parse_metrics(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
     struct rem_yaml_field f[] = {{.key = "buckets"}};
@@ -1257,6 +1270,7 @@ static const struct section {
     {"log", parse_log},             /* level, format, access log */
     {"metrics", parse_metrics},     /* default latency buckets */
     {"dns", parse_dns},             /* resolvers and TTL bounds for endpoint names */
+    {"drain", parse_drain},         /* graceful shutdown: listener delay, timeout */
 };
 
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))

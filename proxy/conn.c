@@ -83,6 +83,21 @@ void rem_conn_arm_timer(struct rem_conn *c)
     }
 }
 
+void rem_conn_abort(struct rem_conn *c, enum rem_err e)
+{
+    c->abort_err = e;
+    rem_conn_close(c);
+}
+
+void rem_conn_drain(struct rem_conn *c)
+{
+    if (c->draining || c->state >= REM_CONN_CLOSING)
+        return;
+    c->draining = true;
+    if (c->down)
+        (void)c->down->drain(c);
+}
+
 void rem_conn_close(struct rem_conn *c)
 {
     if (c->state == REM_CONN_CLOSED)
@@ -94,6 +109,7 @@ void rem_conn_close(struct rem_conn *c)
     event_del(c->timer);
     event_del(c->kick);
     TAILQ_REMOVE(&c->worker->conns, c, link);
+    rem_worker_count_conn(c->worker, -1);
     c->owner->closed(c->owner_arg);
     REM_M_ADD(c->worker->metrics->downstream_connections, -1);
     rem_loop_defer_free(&c->worker->loop, &c->reap, conn_free);
@@ -230,6 +246,10 @@ static void on_read(struct rem_transport *t, void *arg)
         }
         c->codec = state;
         c->down = ops;
+        c->down->process(c);
+        if (c->draining && c->state < REM_CONN_CLOSING)
+            (void)c->down->drain(c); /* a conn accepted while draining: its first request */
+        return;
     }
     c->down->process(c);
 }
@@ -277,6 +297,8 @@ int rem_conn_open(struct rem_worker *w, const struct rem_conn_owner *owner, void
     c->worker = w;
     c->lcfg = lcfg;
     c->cfg = rem_config_ref(w->cfg);
+    c->abort_err = REM_E_CLIENT_ABORT;
+    c->draining = w->draining;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     rem_transport_clear(&c->t); /* until setup */
     const struct rem_cfg_limits *lim = &c->cfg->limits;
@@ -290,6 +312,7 @@ int rem_conn_open(struct rem_worker *w, const struct rem_conn_owner *owner, void
         return -REM_E_SYS;
     }
     TAILQ_INSERT_TAIL(&w->conns, c, link);
+    rem_worker_count_conn(w, 1);
     REM_M_ADD(w->metrics->downstream_connections, 1);
     REM_M_ADD(w->metrics->downstream_connections_total, 1);
     set_state(c, REM_CONN_IDLE);

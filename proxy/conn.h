@@ -120,6 +120,8 @@ struct rem_conn {
     bool lingering;             /* output flushed, SHUT_WR sent, draining input */
     bool reset_on_close;        /* end with RST: a truncated response must not look complete
                                    to a close-delimited reader */
+    bool draining;              /* drain asked for (applied once the codec is chosen) */
+    enum rem_err abort_err;     /* what a close does to streams in flight (client_abort) */
     TAILQ_ENTRY(rem_conn) link; /* in worker->conns */
     struct rem_reap reap;
 };
@@ -148,6 +150,13 @@ void rem_conn_accept(struct rem_worker *w, const struct rem_conn_owner *owner, v
 /* Closes the conn now (queued output is dropped). Safe from inside any callback: the
  * memory is freed by the reaper. Idempotent. */
 void rem_conn_close(struct rem_conn *c);
+/* Closes now and cuts the streams in flight with e (e.g. REM_E_DRAIN_TIMEOUT) instead of
+ * client_abort. */
+void rem_conn_abort(struct rem_conn *c, enum rem_err e);
+/* Graceful shutdown of c: the codec's drain (HTTP/1.1: close when idle, Connection: close on
+ * what is answered; HTTP/2: GOAWAY twice). Before the codec is chosen it is applied once the
+ * first request has been read. */
+void rem_conn_drain(struct rem_conn *c);
 /* Closes once everything queued has been written (or the write timeout fires). */
 void rem_conn_close_after_write(struct rem_conn *c);
 

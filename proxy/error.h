@@ -7,7 +7,8 @@
  *
  * Termination code, first letter (who): C client, S server (upstream), P proxy (remora),
  * R resource limit, c/s client/server timeout, - none. Second letter (phase): R request head,
- * D data (body), C upstream connect, H response head, Q queue, - none. */
+ * D data (body), C upstream connect, H response head, Q queue, K killed by the drain timeout
+ * (in whatever phase it was), - none. */
 #ifndef REM_ERROR_H
 #define REM_ERROR_H
 
@@ -40,7 +41,8 @@
     X(BAD_RESPONSE, 502, "SH", "bad_response")                                                     \
     X(UPSTREAM_TRUNCATED, 0, "SD", "upstream_truncated")                                           \
     X(SHUTDOWN, 503, "PR", "shutdown")                                                             \
-    X(UNSUPPORTED, 0, "--", "unsupported")
+    X(UNSUPPORTED, 0, "--", "unsupported")                                                         \
+    X(DRAIN_TIMEOUT, 503, "PK", "drain_timeout")
 
 enum rem_err {
 #define REM_X_ENUM(name, status, term, label) REM_E_##name,

@@ -28,6 +28,7 @@ struct rem_h1_down {
     bool head_ready;                   /* set by the parser, acted on after it returns */
     bool exec_pending;                 /* parser paused at the end of the input: run it again */
     bool continue_sent;                /* 100 Continue went for the current request */
+    bool draining;                     /* every response from now on ends the conn */
     int parse_err;                     /* -REM_E_* recorded inside a parser callback */
     const char *exec_start, *exec_end; /* the buffer being parsed, for obs-fold detection */
     bool val_open;                     /* a header value is being received */
@@ -57,6 +58,8 @@ static int on_message_begin(llhttp_t *p)
     struct rem_h1_down *h = H1(p);
     if (!h->stream)
         h->stream = rem_stream_new(h->c);
+    if (h->draining)
+        rem_stream_close_after(h->stream);
     h->continue_sent = false;
     rem_conn_set_state(h->c, REM_CONN_HEAD);
     return 0;
@@ -292,9 +295,19 @@ static bool h1_on_eof(struct rem_conn *c)
     return c->state == REM_CONN_ACTIVE && h->stream && rem_stream_on_client_eof(h->stream);
 }
 
+/* Graceful shutdown: an idle keep-alive conn closes now; a request in flight is answered with
+ * Connection: close, and so is any request that begins from now on (RFC 9112 9.6). */
 static int h1_drain(struct rem_conn *c)
 {
-    return -REM_E_UNSUPPORTED;
+    struct rem_h1_down *h = h1_of(c);
+    h->draining = true;
+    if (h->stream) {
+        rem_stream_close_after(h->stream);
+        return 0;
+    }
+    if (c->state == REM_CONN_IDLE && evbuffer_get_length(rem_conn_input(c)) == 0)
+        rem_conn_close_after_write(c);
+    return 0;
 }
 
 static void h1_abort_all(struct rem_conn *c)
@@ -302,7 +315,7 @@ static void h1_abort_all(struct rem_conn *c)
     /* A request cut short by the client: nothing to answer it to. */
     struct rem_h1_down *h = h1_of(c);
     if (h->stream)
-        rem_stream_abort(h->stream, REM_E_CLIENT_ABORT);
+        rem_stream_abort(h->stream, c->abort_err);
 }
 
 static void h1_stream_done(struct rem_stream *s)

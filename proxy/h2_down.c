@@ -59,8 +59,9 @@ struct rem_h2_down {
     struct rem_h2_down_stream *free_ds; /* owned: freelist */
     unsigned n_free_ds;
     unsigned n_streams;
-    int depth; /* > 0 while inside nghttp2 */
-    bool dead; /* the conn closed: callbacks do nothing */
+    int depth;              /* > 0 while inside nghttp2 */
+    bool dead;              /* the conn closed: callbacks do nothing */
+    struct event *drain_ev; /* owned: the final GOAWAY, 1 s after the shutdown notice */
     uint64_t win_start_ms;
     uint32_t resets, ctrl; /* in the current reset_interval */
 };
@@ -852,7 +853,7 @@ static void h2_abort_all(struct rem_conn *c)
         nghttp2_session_set_stream_user_data(d->ng, DS(s)->id, NULL);
         DS(s)->closed = true;
         if (!DS(s)->finished)
-            rem_stream_abort(s, REM_E_CLIENT_ABORT); /* releases s */
+            rem_stream_abort(s, c->abort_err); /* releases s */
         else
             stream_release(d, s);
     }
@@ -862,6 +863,8 @@ static void h2_free(struct rem_conn *c)
 {
     struct rem_h2_down *d = h2_of(c);
     struct rem_h2_down_stream *ds;
+    if (d->drain_ev)
+        event_free(d->drain_ev);
     nghttp2_session_del(d->ng);
     while ((ds = d->free_ds) != NULL) {
         d->free_ds = ds->next_free;
@@ -880,9 +883,37 @@ static bool h2_on_eof(struct rem_conn *c)
     return true;
 }
 
+#define REM_H2_DRAIN_NOTICE_MS 1000
+
+/* The second step of the drain: GOAWAY with the last stream id processed; streams below it
+ * finish, and the conn closes once none is left (session_over). */
+static void on_final_goaway(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_h2_down *d = arg;
+    if (d->dead || d->c->state >= REM_CONN_CLOSING)
+        return;
+    nghttp2_submit_goaway(d->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(d->ng),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    send_now(d);
+}
+
+/* Graceful shutdown in two steps (RFC 9113 6.8, as nghttpx does): a GOAWAY with
+ * last-stream-id 2^31-1 at once, so the client stops opening streams without losing those in
+ * flight, and the final GOAWAY about a second later. */
 static int h2_drain(struct rem_conn *c)
 {
-    return -REM_E_UNSUPPORTED;
+    struct rem_h2_down *d = h2_of(c);
+    if (d->dead || d->drain_ev)
+        return 0;
+    d->drain_ev = evtimer_new(c->worker->loop.base, on_final_goaway, d);
+    if (!d->drain_ev || nghttp2_submit_shutdown_notice(d->ng) != 0) {
+        on_final_goaway(-1, 0, d); /* no notice: straight to the final GOAWAY */
+        return 0;
+    }
+    struct timeval tv = {REM_H2_DRAIN_NOTICE_MS / 1000, (REM_H2_DRAIN_NOTICE_MS % 1000) * 1000};
+    event_add(d->drain_ev, &tv);
+    schedule_send(d);
+    return 0;
 }
 
 static void h2_cut(struct rem_stream *s)

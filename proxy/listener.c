@@ -71,14 +71,15 @@ static void on_conn_closed(void *arg)
     l->n_conns--;
     if (l->full && l->n_conns < l->limit) {
         l->full = false;
-        evconnlistener_enable(l->evl);
+        if (l->evl)
+            evconnlistener_enable(l->evl);
     }
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_listener *l = arg;
-    if (!l->full)
+    if (!l->full && l->evl)
         evconnlistener_enable(l->evl);
 }
 
@@ -143,6 +144,30 @@ fail:
         close(fd);
     rem_listener_free(l);
     return NULL;
+}
+
+void rem_listener_stop(struct rem_listener *l)
+{
+    if (!l->evl)
+        return;
+    /* What the kernel already completed is in this socket's backlog: a close would reset it,
+     * so it is accepted (and served, drained) first; then the socket closes and the kernel
+     * refuses new connections (RST to a SYN), never accepting one to reset it. */
+    evutil_socket_t fd = evconnlistener_get_fd(l->evl);
+    evconnlistener_disable(l->evl);
+    event_del(l->resume_ev);
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0)
+            break;
+        l->n_conns++;
+        rem_conn_accept(l->worker, &conn_owner, l, l->cfg, cfd, (struct sockaddr *)&ss, len);
+    }
+    evconnlistener_free(l->evl); /* closes the socket */
+    l->evl = NULL;
+    rem_log_info("listener %s: closed", l->cfg->name);
 }
 
 void rem_listener_free(struct rem_listener *l)

@@ -17,6 +17,10 @@ struct rem_listener;
  * once the worker's loop runs) or NULL with the reason logged. */
 struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg_listener *cfg,
                                       uint16_t *port);
+/* Stops listening: connections already in the backlog are accepted, then the socket closes
+ * (new ones are refused by the kernel). Conns already accepted go on. Idempotent. */
+void rem_listener_stop(struct rem_listener *l);
+/* Frees l; its conns must be gone. NULL-safe. */
 void rem_listener_free(struct rem_listener *l);
 
 #endif

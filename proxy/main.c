@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,11 +136,126 @@ static unsigned worker_count(const struct rem_config *cfg)
     return cfg->workers ? cfg->workers : rem_workers_auto();
 }
 
+/* The drain (SIGTERM, SIGINT, POST /drain): every worker drains its conns and closes its
+ * listeners after drain.delay; the main thread polls the workers' conn counts and exits (when
+ * a signal asked for it) as soon as none is left, or cuts what is left at drain.timeout. */
+#define REM_DRAIN_POLL_MS 20
+
+struct drain {
+    struct event_base *base;
+    const struct rem_config *cfg;
+    struct rem_worker *workers;
+    unsigned n_workers;
+    struct rem_admin *admin;
+    struct event *poll_ev, *timeout_ev;
+    bool active, exit_after, cut_posted, reported;
+    uint64_t start_ms, finished_before, cut_before;
+    int exit_code;
+};
+
+static uint64_t shard_sum(const struct drain *d, size_t off)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < d->n_workers; i++)
+        n += __atomic_load_n((const uint64_t *)((const char *)d->workers[i].metrics + off),
+                             __ATOMIC_RELAXED);
+    return n;
+}
+
+static int64_t open_conns(const struct drain *d)
+{
+    int64_t n = 0;
+    for (unsigned i = 0; i < d->n_workers; i++)
+        n += rem_worker_conns(&d->workers[i]);
+    return n;
+}
+
+static void post_all(struct drain *d, unsigned what)
+{
+    for (unsigned i = 0; i < d->n_workers; i++)
+        rem_worker_post(&d->workers[i], what);
+}
+
+/* Nothing left (or cut): one log line; the loop ends when a signal started the drain. */
+static void drain_over(struct drain *d)
+{
+    uint64_t cut = shard_sum(d, offsetof(struct rem_metrics_shard, drain_cut)) - d->cut_before;
+    uint64_t done =
+        shard_sum(d, offsetof(struct rem_metrics_shard, streams_finished)) - d->finished_before;
+    if (!d->reported)
+        rem_log_info("drain finished in %.3f s: %llu requests completed during it, %llu cut",
+                     (double)(rem_now_ms() - d->start_ms) / 1000.0,
+                     (unsigned long long)(done - cut), (unsigned long long)cut);
+    d->reported = true;
+    d->exit_code = cut ? 1 : 0;
+    event_del(d->poll_ev);
+    event_del(d->timeout_ev);
+    if (d->exit_after)
+        event_base_loopbreak(d->base);
+}
+
+static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
+{
+    struct drain *d = arg;
+    /* The listeners stay open for drain.delay even when no conn is left. */
+    if (open_conns(d) == 0 &&
+        (d->cut_posted || rem_now_ms() - d->start_ms >= d->cfg->drain.delay_ms))
+        drain_over(d);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct drain *d = arg;
+    rem_log_warn("drain: %lld connections still open after %llu ms; cutting them",
+                 (long long)open_conns(d), (unsigned long long)d->cfg->drain.timeout_ms);
+    d->cut_posted = true;
+    post_all(d, REM_MAIL_CUT);
+}
+
+static void drain_start(struct drain *d, bool exit_after)
+{
+    d->exit_after = d->exit_after || exit_after;
+    if (d->active) {
+        if (exit_after && d->reported)
+            event_base_loopbreak(d->base); /* POST /drain finished earlier; now a signal */
+        return;
+    }
+    d->active = true;
+    d->start_ms = rem_now_ms();
+    d->finished_before = shard_sum(d, offsetof(struct rem_metrics_shard, streams_finished));
+    d->cut_before = shard_sum(d, offsetof(struct rem_metrics_shard, drain_cut));
+    rem_admin_set_draining(d->admin);
+    rem_log_info("drain started: listeners close in %llu ms, what is still in flight after %llu "
+                 "ms is cut",
+                 (unsigned long long)d->cfg->drain.delay_ms,
+                 (unsigned long long)d->cfg->drain.timeout_ms);
+    post_all(d, REM_MAIL_DRAIN);
+    struct timeval poll = {0, REM_DRAIN_POLL_MS * 1000};
+    uint64_t t = d->cfg->drain.timeout_ms;
+    struct timeval tv = {(time_t)(t / 1000), (suseconds_t)((t % 1000) * 1000)};
+    event_add(d->poll_ev, &poll);
+    event_add(d->timeout_ev, &tv);
+}
+
+static void on_admin_drain(void *arg)
+{
+    drain_start(arg, false);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
-    struct event_base *base = arg;
-    rem_log_info("received signal %d, stopping", (int)sig);
-    event_base_loopbreak(base);
+    struct drain *d = arg;
+    if (!d->active || !d->exit_after) {
+        rem_log_info("received signal %d, draining", (int)sig);
+        drain_start(d, true);
+        return;
+    }
+    /* A second signal: cut what is left now, exit as soon as it is gone. */
+    rem_log_info("received signal %d again, stopping now", (int)sig);
+    if (!d->cut_posted) {
+        d->cut_posted = true;
+        post_all(d, REM_MAIL_CUT); /* the poll ends the loop once the conns are gone */
+    }
 }
 
 int main(int argc, char **argv)
@@ -197,6 +313,7 @@ int main(int argc, char **argv)
     int rc = 1;
     struct event_base *base = event_base_new();
     struct event *sigterm = NULL, *sigint = NULL;
+    struct drain dr = {0};
     struct rem_admin *admin = NULL;
     struct rem_healthcheck *hc = NULL;
     struct rem_metrics_layout *ml = rem_metrics_layout_new(cfg);
@@ -216,9 +333,18 @@ int main(int argc, char **argv)
     admin = rem_admin_new(base, &cfg->admin, workers, cfg->workers, ml, hc);
     if (!admin)
         goto out;
-    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
-    sigint = evsignal_new(base, SIGINT, on_signal, base);
-    if (!sigterm || !sigint || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0)
+    dr.base = base;
+    dr.cfg = cfg;
+    dr.workers = workers;
+    dr.n_workers = cfg->workers;
+    dr.admin = admin;
+    dr.poll_ev = event_new(base, -1, EV_PERSIST, on_drain_poll, &dr);
+    dr.timeout_ev = evtimer_new(base, on_drain_timeout, &dr);
+    rem_admin_set_drain(admin, on_admin_drain, &dr);
+    sigterm = evsignal_new(base, SIGTERM, on_signal, &dr);
+    sigint = evsignal_new(base, SIGINT, on_signal, &dr);
+    if (!sigterm || !sigint || !dr.poll_ev || !dr.timeout_ev || evsignal_add(sigterm, NULL) < 0 ||
+        evsignal_add(sigint, NULL) < 0)
         goto out;
     for (unsigned i = 0; i < cfg->workers; i++)
         if (rem_worker_start(&workers[i]) < 0)
@@ -231,7 +357,7 @@ int main(int argc, char **argv)
                  cfg->admin.address);
     event_base_dispatch(base);
     rem_admin_set_ready(admin, false, "stopping");
-    rc = 0;
+    rc = dr.exit_code;
 
 out:
     for (unsigned i = 0; i < n_init; i++)
@@ -241,6 +367,10 @@ out:
     rem_admin_free(admin);
     rem_healthcheck_free(hc);
     rem_metrics_layout_free(ml);
+    if (dr.poll_ev)
+        event_free(dr.poll_ev);
+    if (dr.timeout_ev)
+        event_free(dr.timeout_ev);
     if (sigterm)
         event_free(sigterm);
     if (sigint)

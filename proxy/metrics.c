@@ -753,8 +753,18 @@ static void render_process(struct rbuf *b, struct rem_metrics_shard *const *shar
     rb_u64(b, total);
     rb_put(b, "\n", 1);
     render_http2(b, shards, n_shards);
+    uint64_t cut = 0;
+    for (size_t s = 0; s < n_shards; s++)
+        cut += LOAD(shards[s]->drain_cut);
+    rb_family(b, "remora_drain_cut_total", "counter",
+              "Requests cut because they were still in flight at drain.timeout.");
+    rb_str(b, "remora_drain_cut_total ");
+    rb_u64(b, cut);
+    rb_put(b, "\n", 1);
     if (!p)
         return;
+    rb_family(b, "remora_draining", "gauge", "1 while a drain (SIGTERM, POST /drain) runs.");
+    rb_str(b, p->draining ? "remora_draining 1\n" : "remora_draining 0\n");
     char *ver = rem_metrics_escape_label(p->version ? p->version : "");
     char *commit = rem_metrics_escape_label(p->commit ? p->commit : "");
     rb_family(b, "remora_build_info", "gauge", "remora's version and commit.");

@@ -86,6 +86,8 @@ struct rem_metrics_shard {
     uint64_t downstream_streams_total[2];      /* by proto: 0 http1, 1 h2c */
     uint64_t h2_resets[2][REM_H2_REASONS + 1]; /* [side: 0 downstream, 1 upstream][code] */
     uint64_t h2_goaway[2];                     /* [side] */
+    uint64_t streams_finished;                 /* streams ended, whatever the outcome */
+    uint64_t drain_cut;                        /* streams cut at drain.timeout */
 };
 
 /* Per-generation layout: bucket layouts and escaped label values. */
@@ -131,6 +133,7 @@ struct rem_metrics_process {
     double open_fds, max_fds;
     double start_time_seconds;
     const int8_t *upstream_healthy; /* per upstream: -1 no health check, 0, 1; may be NULL */
+    bool draining;                  /* a drain is in progress (remora_draining) */
 };
 
 /* Fills the process_* values from /proc and getrusage. */

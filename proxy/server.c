@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "cluster.h"
 #include "config.h"
 #include "conn.h"
@@ -21,11 +23,63 @@
 #include "upool.h"
 #include "worker.h"
 
+static void stop_listeners(struct rem_worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++)
+        rem_listener_stop(w->listeners[i]);
+}
+
+static void on_drain_delay(evutil_socket_t fd, short what, void *arg)
+{
+    stop_listeners(arg);
+}
+
+/* Graceful shutdown of one worker (REM_MAIL_DRAIN): pools stop idling upconns, every conn is
+ * drained by its codec, and the listeners close after drain.delay. What is in flight goes on
+ * (admission queues and DNS waits included) until it ends or the main thread cuts it. */
+static void drain(struct rem_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    for (size_t i = 0; i < w->n_clusters; i++)
+        rem_upool_drain(w->clusters[i]);
+    struct rem_conn *c, *next;
+    for (c = TAILQ_FIRST(&w->conns); c; c = next) {
+        next = TAILQ_NEXT(c, link);
+        rem_conn_drain(c); /* may close c (an idle one), never another conn */
+    }
+    uint64_t ms = w->cfg->drain.delay_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    if (ms && (w->drain_ev = evtimer_new(w->loop.base, on_drain_delay, w)) != NULL)
+        event_add(w->drain_ev, &tv);
+    else
+        stop_listeners(w);
+}
+
+/* The drain timed out (REM_MAIL_CUT): every conn closes, its streams cut with drain_timeout. */
+static void cut(struct rem_worker *w)
+{
+    struct rem_conn *c;
+    stop_listeners(w);
+    while ((c = TAILQ_FIRST(&w->conns)) != NULL)
+        rem_conn_abort(c, REM_E_DRAIN_TIMEOUT);
+}
+
+static void on_mail(struct rem_worker *w, unsigned what)
+{
+    if (what & REM_MAIL_DRAIN)
+        drain(w);
+    if (what & REM_MAIL_CUT)
+        cut(w);
+}
+
 int rem_server_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
                            const struct rem_metrics_layout *ml, uint16_t *ports)
 {
     if (rem_worker_init(w, id, cfg, ml) < 0)
         return -REM_E_SYS;
+    w->on_mail = on_mail;
     unsigned n_workers = cfg->workers ? cfg->workers : 1;
     bool names = false;
     for (size_t i = 0; i < cfg->n_upstreams; i++)
@@ -79,6 +133,9 @@ void rem_server_worker_dispose(struct rem_worker *w)
     struct rem_conn *c;
     while (w->loop.base && (c = TAILQ_FIRST(&w->conns)) != NULL)
         rem_conn_close(c);
+    if (w->drain_ev)
+        event_free(w->drain_ev);
+    w->drain_ev = NULL;
     for (size_t i = 0; i < w->n_listeners; i++)
         rem_listener_free(w->listeners[i]);
     free(w->listeners);

@@ -235,6 +235,9 @@ static void finish(struct rem_stream *s)
                                s->status_sent, rem_now_ns() - s->start_ns, s->bytes_in,
                                s->bytes_out);
     s->in_flight = false;
+    REM_M_ADD(s->worker->metrics->streams_finished, 1);
+    if (s->err == REM_E_DRAIN_TIMEOUT)
+        REM_M_ADD(s->worker->metrics->drain_cut, 1);
     if (c->cfg->log.access_log)
         access_log(s);
     rem_admit_leave(&s->rt);

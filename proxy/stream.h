@@ -143,6 +143,11 @@ static inline void rem_stream_set_resp_headers_only(struct rem_stream *s, bool o
 {
     s->resp_headers_only = only;
 }
+/* The conn closes after this response (drain): it carries Connection: close on HTTP/1.1. */
+static inline void rem_stream_close_after(struct rem_stream *s)
+{
+    s->down_close = true;
+}
 /* The upconn of s closed without a failure to report (its exchange was over or abandoned). */
 static inline void rem_stream_upconn_gone(struct rem_stream *s)
 {

@@ -136,12 +136,20 @@ static void wake(struct rem_cluster *cl)
     cl->pool_waking = false;
 }
 
+void rem_upool_drain(struct rem_cluster *cl)
+{
+    cl->pool_draining = true;
+    for (size_t i = 0; i < cl->n_endpoints; i++)
+        close_upconns(cl->endpoints[i], false);
+}
+
 void rem_upool_release(struct rem_upconn *uc, bool reusable)
 {
     if (uc->state == REM_UPCONN_CLOSED)
         return;
     if (!reusable || uc->state != REM_UPCONN_ACTIVE ||
-        evbuffer_get_length(rem_upconn_input(uc)) > 0 || uc->ep->removed) {
+        evbuffer_get_length(rem_upconn_input(uc)) > 0 || uc->ep->removed ||
+        uc->ep->cluster->pool_draining) {
         rem_upconn_close(uc);
         return;
     }
@@ -171,7 +179,7 @@ void rem_upool_streams_changed(struct rem_upconn *uc, unsigned n_streams, bool d
         rem_upconn_set_state(uc, REM_UPCONN_ACTIVE);
         return;
     }
-    if (draining) {
+    if (draining || cl->pool_draining) {
         rem_upconn_close(uc);
         return;
     }

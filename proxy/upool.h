@@ -41,6 +41,10 @@ int rem_upool_acquire(struct rem_pool_req *r, bool use_pool);
 /* r leaves the wait; its done never runs. Idempotent. */
 void rem_upool_cancel(struct rem_pool_req *r);
 
+/* remora is draining: idle upconns of cl close now, busy ones once their streams are done
+ * (never back to idle). */
+void rem_upool_drain(struct rem_cluster *cl);
+
 /* The stream on uc (HTTP/1.1) is done with it. When reusable, uc goes idle in its pool (its
  * codec's state reset by the codec); else it is closed. */
 void rem_upool_release(struct rem_upconn *uc, bool reusable);

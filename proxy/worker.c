@@ -83,8 +83,21 @@ static void on_mail(evutil_socket_t fd, short what, void *arg)
     uint64_t v;
     while (read(fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
         ;
-    if (__atomic_load_n(&w->stop_requested, __ATOMIC_ACQUIRE))
+    if (__atomic_load_n(&w->stop_requested, __ATOMIC_ACQUIRE)) {
         event_base_loopbreak(w->loop.base);
+        return;
+    }
+    unsigned m = __atomic_exchange_n(&w->mail, 0, __ATOMIC_ACQ_REL);
+    if (m && w->on_mail)
+        w->on_mail(w, m);
+}
+
+void rem_worker_post(struct rem_worker *w, unsigned what)
+{
+    uint64_t one = 1;
+    __atomic_fetch_or(&w->mail, what, __ATOMIC_RELEASE);
+    if (write(w->mail_fd, &one, sizeof(one)) < 0)
+        rem_log_error("worker %u: cannot post: %s", w->id, strerror(errno));
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)

@@ -42,6 +42,12 @@ struct rem_worker {
     struct event *stop_ev; /* reads mail_fd */
     int mail_fd;           /* eventfd: other threads' only way in */
     bool stop_requested;   /* atomic */
+    unsigned mail;         /* atomic: REM_MAIL_* posted by other threads */
+    /* What runs on the worker handles REM_MAIL_* (set by server.c before the thread starts). */
+    void (*on_mail)(struct rem_worker *w, unsigned what);
+    bool draining;          /* a drain started: new conns are drained at once */
+    struct event *drain_ev; /* owned (server.c): stops the listeners after drain.delay */
+    int64_t n_conns;        /* atomic (relaxed): open conns, read by the main thread */
     struct event *tick_ev;
     uint64_t rng;                    /* xorshift state for request ids */
     uint64_t heartbeat_ms;           /* monotonic ms of the last tick; atomic */
@@ -50,6 +56,12 @@ struct rem_worker {
     size_t n_free_streams;
     const struct rem_metrics_layout *mlayout; /* borrowed: the generation's metric layout */
     struct rem_metrics_shard *metrics;        /* owned: written only by this worker */
+};
+
+/* Requests posted to a worker from another thread (rem_worker_post). */
+enum {
+    REM_MAIL_DRAIN = 1 << 0, /* stop taking new work gracefully (drain) */
+    REM_MAIL_CUT = 1 << 1,   /* the drain timed out: cut what is left */
 };
 
 /* Number of workers for `workers: auto`: the CPUs in the affinity mask, capped by the cgroup
@@ -63,6 +75,18 @@ int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
                     const struct rem_metrics_layout *ml);
 /* Starts the thread. Returns 0 or -REM_E_SYS. */
 int rem_worker_start(struct rem_worker *w);
+/* Posts what (REM_MAIL_*) to w from any thread; w's on_mail runs on its loop. */
+void rem_worker_post(struct rem_worker *w, unsigned what);
+/* A conn opened (+1) or closed (-1) on w: the count the main thread polls while draining. */
+static inline void rem_worker_count_conn(struct rem_worker *w, int delta)
+{
+    __atomic_store_n(&w->n_conns, __atomic_load_n(&w->n_conns, __ATOMIC_RELAXED) + delta,
+                     __ATOMIC_RELAXED);
+}
+static inline int64_t rem_worker_conns(const struct rem_worker *w)
+{
+    return __atomic_load_n(&w->n_conns, __ATOMIC_RELAXED);
+}
 /* Asks the loop to stop (thread-safe) and joins the thread. */
 void rem_worker_stop(struct rem_worker *w);
 /* Frees the context; w must be stopped (or never started) and everything built on it gone

@@ -303,6 +303,13 @@ static const char small_text[] =
     "# TYPE remora_http2_goaway_total counter\n"
     "remora_http2_goaway_total{side=\"downstream\"} 0\n"
     "remora_http2_goaway_total{side=\"upstream\"} 0\n"
+    "# HELP remora_drain_cut_total Requests cut because they were still in flight at "
+    "drain.timeout.\n"
+    "# TYPE remora_drain_cut_total counter\n"
+    "remora_drain_cut_total 0\n"
+    "# HELP remora_draining 1 while a drain (SIGTERM, POST /drain) runs.\n"
+    "# TYPE remora_draining gauge\n"
+    "remora_draining 0\n"
     "# HELP remora_build_info remora's version and commit.\n"
     "# TYPE remora_build_info gauge\n"
     "remora_build_info{version=\"0.1.0\",commit=\"abc123\"} 1\n"
@@ -434,6 +441,13 @@ static const char small_om[] =
     "# TYPE remora_http2_goaway counter\n"
     "remora_http2_goaway_total{side=\"downstream\"} 0\n"
     "remora_http2_goaway_total{side=\"upstream\"} 0\n"
+    "# HELP remora_drain_cut Requests cut because they were still in flight at "
+    "drain.timeout.\n"
+    "# TYPE remora_drain_cut counter\n"
+    "remora_drain_cut_total 0\n"
+    "# HELP remora_draining 1 while a drain (SIGTERM, POST /drain) runs.\n"
+    "# TYPE remora_draining gauge\n"
+    "remora_draining 0\n"
     "# HELP remora_build_info remora's version and commit.\n"
     "# TYPE remora_build_info gauge\n"
     "remora_build_info{version=\"0.1.0\",commit=\"abc123\"} 1\n"
@@ -851,7 +865,7 @@ static void test_openmetrics_no_family_clash(void **state)
                 fail_msg("family %s declared twice", names[n]);
         n++;
     }
-    assert_int_equal(n, 29);
+    assert_int_equal(n, 31);
 }
 
 static void test_render_openmetrics_exact(void **state)
