@@ -22,6 +22,7 @@
 #include "rem_commit.h"
 #include "admin.h"
 #include "config.h"
+#include "crash.h"
 #include "error.h"
 #include "healthcheck.h"
 #include "log.h"
@@ -307,6 +308,7 @@ int main(int argc, char **argv)
     }
     rem_log_setup(cfg->log.level, cfg->log.format);
     signal(SIGPIPE, SIG_IGN);
+    rem_crash_install();
     cfg->workers = worker_count(cfg); /* resolved before the generation is shared */
     derive_max_connections(cfg);
 
@@ -380,6 +382,7 @@ out:
     free(workers);
     free(ports);
     rem_config_unref(cfg);
+    rem_crash_thread_done();
     if (rc == 0)
         rem_log_info("stopped");
     return rc;

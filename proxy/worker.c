@@ -18,6 +18,7 @@
 #include <event2/thread.h>
 
 #include "config.h"
+#include "crash.h"
 #include "error.h"
 #include "log.h"
 #include "loop.h"
@@ -146,7 +147,9 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "remora-w%u", w->id);
     pthread_setname_np(pthread_self(), name);
+    rem_crash_thread_init();
     event_base_dispatch(w->loop.base);
+    rem_crash_thread_done();
     return NULL;
 }
 
