@@ -109,7 +109,8 @@ void rem_conn_close(struct rem_conn *c)
     event_del(c->timer);
     event_del(c->kick);
     TAILQ_REMOVE(&c->worker->conns, c, link);
-    rem_worker_count_conn(c->worker, -1);
+    if (!c->lingering)
+        rem_worker_count_conn(c->worker, -1);
     c->owner->closed(c->owner_arg);
     REM_M_ADD(c->worker->metrics->downstream_connections, -1);
     rem_loop_defer_free(&c->worker->loop, &c->reap, conn_free);
@@ -122,8 +123,10 @@ static void start_linger(struct rem_conn *c)
         rem_conn_close(c);
         return;
     }
-    /* RFC 9112 9.6: half-close, then drain what the client still sends until it closes. */
+    /* RFC 9112 9.6: half-close, then drain what the client still sends until it closes. Nothing
+     * is in flight any more: a drain does not wait for it (the worker's count drops now). */
     c->lingering = true;
+    rem_worker_count_conn(c->worker, -1);
     rem_transport_shutdown_write(&c->t);
     evbuffer_drain(rem_conn_input(c), evbuffer_get_length(rem_conn_input(c)));
     rem_transport_unlimit_read(&c->t);
