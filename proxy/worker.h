@@ -47,7 +47,8 @@ struct rem_worker {
     void (*on_mail)(struct rem_worker *w, unsigned what);
     bool draining;          /* a drain started: new conns are drained at once */
     struct event *drain_ev; /* owned (server.c): stops the listeners after drain.delay */
-    int64_t n_conns;        /* atomic (relaxed): open conns, read by the main thread */
+    int64_t n_conns;        /* atomic (relaxed): open conns not lingering (nothing in flight on
+                               those), read by the main thread */
     struct event *tick_ev;
     uint64_t rng;                    /* xorshift state for request ids */
     uint64_t heartbeat_ms;           /* monotonic ms of the last tick; atomic */
