@@ -26,6 +26,7 @@
 #include "admin.h"
 #include "dns.h"
 #include "config.h"
+#include "config_dump.h"
 #include "error.h"
 #include "healthcheck.h"
 #include "log.h"
@@ -68,6 +69,7 @@ struct rem_admin {
     bool ready;
     const char *reason;
     bool draining;            /* remora_draining */
+    char config_hash[24];     /* of the active generation, for remora_config_info */
     void (*drain)(void *arg); /* POST /drain; NULL: not offered */
     void *drain_arg;
 };
@@ -157,6 +159,7 @@ static int serve_metrics(struct rem_admin *a, struct evbuffer *b, const char *ac
         .commit = REM_COMMIT,
         .upstream_healthy = rem_healthcheck_states(a->hc),
         .draining = a->draining,
+        .config_hash = a->config_hash[0] ? a->config_hash : NULL,
     };
     rem_metrics_process_read(&proc);
     *fmt = rem_metrics_format_for(accept);
@@ -188,6 +191,12 @@ static void handle(struct admin_conn *c)
     } else if (c->path_len == 8 && memcmp(c->path, "/healthz", 8) == 0) {
         serve_healthz(a, b, &code);
         respond(c, code, code == 200 ? "OK" : "Service Unavailable", "text/plain", b, head);
+    } else if (c->path_len == 7 && memcmp(c->path, "/config", 7) == 0 && a->n_workers) {
+        /* The active generation (Envoy's config_dump). */
+        if (rem_config_dump_json(a->workers[0].cfg, b) < 0)
+            respond(c, 500, "Internal Server Error", "text/plain", NULL, head);
+        else
+            respond(c, 200, "OK", "application/json", b, head);
     } else if (c->path_len == 7 && memcmp(c->path, "/readyz", 7) == 0) {
         serve_readyz(a, b, &code);
         respond(c, code, code == 200 ? "OK" : "Service Unavailable", "text/plain", b, head);
@@ -384,6 +393,9 @@ struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_li
     a->layout = layout;
     a->hc = hc;
     a->reason = "starting";
+    if (n_workers)
+        snprintf(a->config_hash, sizeof(a->config_hash), "%016" PRIx64,
+                 rem_config_hash(workers[0].cfg));
     TAILQ_INIT(&a->conns);
     llhttp_settings_init(&admin_settings);
     admin_settings.on_message_begin = on_message_begin;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void listener_dispose(struct rem_cfg_listener *l)
 {
@@ -96,6 +97,7 @@ struct rem_config *rem_config_new(const char *source)
 
     cfg->refcnt = 1;
     cfg->source = rem_xstrdup(source != NULL ? source : "<embedded>");
+    cfg->loaded_at = (int64_t)time(NULL);
     cfg->workers = 0;
     cfg->limits.max_header_bytes = REM_DEF_MAX_HEADER_BYTES;
     cfg->limits.max_headers = REM_DEF_MAX_HEADERS;

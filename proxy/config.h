@@ -207,9 +207,10 @@ struct rem_cfg_metrics {
 };
 
 struct rem_config {
-    int refcnt;       /* atomic; see rem_config_ref */
-    char *source;     /* file path or "<embedded>" */
-    unsigned workers; /* 0: auto */
+    int refcnt;        /* atomic; see rem_config_ref */
+    char *source;      /* file path or "<embedded>" */
+    int64_t loaded_at; /* wall-clock seconds when this generation was built */
+    unsigned workers;  /* 0: auto */
     struct rem_cfg_listener *listeners;
     size_t n_listeners;
     struct rem_cfg_listener admin;

@@ -763,6 +763,13 @@ static void render_process(struct rbuf *b, struct rem_metrics_shard *const *shar
     rb_put(b, "\n", 1);
     if (!p)
         return;
+    if (p->config_hash) {
+        rb_family(b, "remora_config_info", "gauge",
+                  "The active configuration generation (hash of GET /config's settings).");
+        rb_str(b, "remora_config_info{hash=\"");
+        rb_str(b, p->config_hash); /* hex digits: nothing to escape */
+        rb_str(b, "\"} 1\n");
+    }
     rb_family(b, "remora_draining", "gauge", "1 while a drain (SIGTERM, POST /drain) runs.");
     rb_str(b, p->draining ? "remora_draining 1\n" : "remora_draining 0\n");
     char *ver = rem_metrics_escape_label(p->version ? p->version : "");

@@ -134,6 +134,7 @@ struct rem_metrics_process {
     double start_time_seconds;
     const int8_t *upstream_healthy; /* per upstream: -1 no health check, 0, 1; may be NULL */
     bool draining;                  /* a drain is in progress (remora_draining) */
+    const char *config_hash;        /* the active generation's (remora_config_info); may be NULL */
 };
 
 /* Fills the process_* values from /proc and getrusage. */

@@ -4,11 +4,12 @@ fresh scraper is still answered (the least recently active connection is evicted
 scraper that never reads does not delay traffic, and only GET/HEAD on the three paths exist."""
 
 import os
+import signal
 import socket
 import threading
 import time
 
-from helpers import HttpConn, http_get_body
+from helpers import HttpConn, free_port, http_get_body
 
 
 def admin_get(port, path, headers=b"", timeout=3):
@@ -122,3 +123,61 @@ def test_concurrent_scrapers_all_answered(proxy):
     for t in threads:
         t.join(10)
     assert len(results) == 40 and all(r == (200, True) for r in results), results
+
+
+def _body(resp):
+    return resp.split(b"\r\n\r\n", 1)[1]
+
+
+def test_config_dump_shows_effective_values(remora, upstream):
+    import json
+    r = remora(upstream, limits={"max_headers": 77}, upstream_opts={"connect_timeout": "250ms"})
+    raw = admin_get(r.admin_port, b"/config")
+    assert raw.startswith(b"HTTP/1.1 200") and b"application/json" in raw.split(b"\r\n\r\n")[0]
+    doc = json.loads(_body(raw))
+    assert doc["limits"]["max_headers"] == 77
+    assert doc["limits"]["client_idle_timeout"] == "60s"  # a default, made explicit
+    up = doc["upstreams"][0]
+    assert up["connect_timeout"] == "250ms" and up["queue_timeout"] == "250ms"
+    assert up["endpoints"] == [upstream.addr]
+    assert doc["drain"] == {"delay": "0s", "timeout": "20s"}
+    assert doc["listeners"][0]["address"] == "127.0.0.1:%d" % r.port
+    assert len(doc["hash"]) == 16 and doc["loaded_at"].endswith("Z")
+    metrics = _body(admin_get(r.admin_port, b"/metrics")).decode()
+    assert 'remora_config_info{hash="%s"} 1' % doc["hash"] in metrics
+
+
+def test_config_hash_follows_the_settings(remora, upstream):
+    import json
+
+    def hash_of(r):
+        return json.loads(_body(admin_get(r.admin_port, b"/config")))["hash"]
+
+    r1 = remora(upstream, limits={"max_headers": 50})
+    h1 = hash_of(r1)
+    assert hash_of(r1) == h1
+    r1.proc.send_signal(signal.SIGTERM)
+    assert r1.proc.wait(10) == 0
+    # the same settings from another file (same ports, now free): the same hash
+    assert hash_of(remora(config=r1.config)) == h1
+    changed = dict(r1.config, limits=dict(r1.config.get("limits", {}), max_headers=51))
+    changed["listeners"] = [dict(changed["listeners"][0], address="127.0.0.1:%d" % free_port())]
+    changed["admin"] = {"address": "127.0.0.1:%d" % free_port()}
+    assert hash_of(remora(config=changed)) != h1
+
+
+def test_drain_endpoint_methods(proxy):
+    s = socket.create_connection(("127.0.0.1", proxy.admin_port), timeout=3)
+    s.sendall(b"GET /drain HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 405")
+    s.close()
+    assert admin_get(proxy.admin_port, b"/readyz").startswith(b"HTTP/1.1 200")
+    s = socket.create_connection(("127.0.0.1", proxy.admin_port), timeout=3)
+    s.sendall(b"POST /drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 202")
+    s.close()
+    ready = admin_get(proxy.admin_port, b"/readyz")
+    assert ready.startswith(b"HTTP/1.1 503") and _body(ready) == b"draining\n"
+    assert "remora_draining 1" in _body(admin_get(proxy.admin_port, b"/metrics")).decode()
+    time.sleep(0.3)
+    assert proxy.proc.poll() is None, "POST /drain must not stop remora"
