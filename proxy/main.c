@@ -21,6 +21,7 @@
 #include "rem_build.h"
 #include "rem_commit.h"
 #include "admin.h"
+#include "admin_client.h"
 #include "config.h"
 #include "crash.h"
 #include "error.h"
@@ -36,6 +37,9 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: remora [-c FILE]          run the proxy\n"
             "       remora --check [-c FILE]  validate the configuration and exit\n"
+            "       remora --admin-request METHOD PATH [-c FILE]\n"
+            "                                 one request to the admin port (e.g. POST /drain);\n"
+            "                                 prints the body, exit 0 on a 2xx\n"
             "       remora --version | --help\n"
             "\n"
             "The configuration is FILE, else $REMORA_CONFIG, else %s if it exists,\n"
@@ -265,12 +269,13 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check", no_argument, NULL, 'k'},
+        {"admin-request", required_argument, NULL, 'a'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     uint64_t t0_ns = rem_now_ns(); /* for the `ready` line: main's entry, not exec */
-    const char *path = NULL;
+    const char *path = NULL, *admin_method = NULL;
     bool check = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
@@ -280,6 +285,9 @@ int main(int argc, char **argv)
             break;
         case 'k':
             check = true;
+            break;
+        case 'a':
+            admin_method = optarg;
             break;
         case 'V':
             printf("remora %s\ncommit %s\n", PACKAGE_VERSION, REM_COMMIT);
@@ -291,6 +299,19 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (admin_method) {
+        /* remora --admin-request METHOD PATH: the image needs no curl for a preStop hook. */
+        if (optind != argc - 1) {
+            usage(stderr);
+            return 2;
+        }
+        struct rem_config *acfg = load(path, false);
+        if (!acfg)
+            return 1;
+        int st = rem_admin_request(&acfg->admin, admin_method, argv[optind], 5000, stdout);
+        rem_config_unref(acfg);
+        return st >= 200 && st < 300 ? 0 : 1;
     }
     if (optind < argc) {
         fprintf(stderr, "remora: unexpected argument: %s\n", argv[optind]);

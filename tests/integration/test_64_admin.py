@@ -181,3 +181,15 @@ def test_drain_endpoint_methods(proxy):
     assert "remora_draining 1" in _body(admin_get(proxy.admin_port, b"/metrics")).decode()
     time.sleep(0.3)
     assert proxy.proc.poll() is None, "POST /drain must not stop remora"
+
+
+def test_admin_request_cli(proxy, run_remora):
+    cfg = str(proxy.cfg_path)
+    r = run_remora("--admin-request", "GET", "/readyz", "-c", cfg)
+    assert r.returncode == 0 and r.stdout == b"ok\n", r
+    r = run_remora("--admin-request", "POST", "/drain", "-c", cfg)
+    assert r.returncode == 0 and r.stdout == b"draining\n", r
+    r = run_remora("--admin-request", "GET", "/readyz", "-c", cfg)
+    assert r.returncode == 1 and r.stdout == b"draining\n", r  # 503 is not a success
+    r = run_remora("--admin-request", "GET", "-c", cfg)
+    assert r.returncode == 2  # usage
