@@ -296,6 +296,21 @@ static void h2_resume(struct rem_upconn *uc, struct rem_stream *s)
     }
 }
 
+static bool h2_goaway(struct rem_upconn *uc)
+{
+    struct rem_h2_up *u = h2_of(uc);
+    if (uc->state == REM_UPCONN_CLOSED || uc->state == REM_UPCONN_CONNECTING)
+        return true;
+    u->goaway = true; /* no new stream: has_room is false from now on */
+    if (nghttp2_session_terminate_session(u->ng, NGHTTP2_NO_ERROR) != 0)
+        return true;
+    if (u->depth)
+        return false; /* the outermost send writes it, then finds the session over and closes */
+    if (rem_h2_pump(u->ng, rem_upconn_output(uc), rem_transport_write_high(&uc->t)) == 0)
+        rem_upconn_flush_now(uc);
+    return true;
+}
+
 static int h2_set_tunnel(struct rem_upconn *uc, struct rem_stream *s)
 {
     return -REM_E_UNSUPPORTED;
@@ -759,6 +774,7 @@ const struct rem_up_ops rem_h2_up_ops = {
     .on_timer = h2_on_timer,
     .on_close = h2_on_close,
     .fail_all = h2_fail_all,
+    .goaway = h2_goaway,
     .detach_all = h2_detach_all,
     .has_room = h2_has_room,
     .n_streams = h2_n_streams,

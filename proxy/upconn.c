@@ -117,6 +117,11 @@ void rem_upconn_flush_later(struct rem_upconn *uc)
     rem_transport_flush_later(&uc->t);
 }
 
+void rem_upconn_flush_now(struct rem_upconn *uc)
+{
+    (void)rem_transport_flush(&uc->t);
+}
+
 void rem_upconn_rearm(struct rem_upconn *uc)
 {
     if (uc->state != REM_UPCONN_CLOSED)

@@ -66,6 +66,11 @@ struct rem_up_ops {
     void (*on_close)(struct rem_upconn *uc, int what);
     /* Closes uc and tells every attached stream e. */
     void (*fail_all)(struct rem_upconn *uc, enum rem_err e);
+    /* uc is retired with no stream on it (remora drains): HTTP/2 tells the app with a GOAWAY
+     * (NO_ERROR). Returns true when it went out now and the caller closes uc; false when it
+     * could only be queued (inside the codec's own callbacks): the codec then closes uc once
+     * it is sent. NULL: nothing to say (HTTP/1.1). */
+    bool (*goaway)(struct rem_upconn *uc);
     /* uc is closing: attached streams are let go without being called back on a failure. */
     void (*detach_all)(struct rem_upconn *uc);
     /* Whether uc can take one more stream now. */
@@ -142,6 +147,8 @@ static inline struct evbuffer *rem_upconn_output(struct rem_upconn *uc)
 }
 /* The output is queued for writing at the end of this loop iteration. */
 void rem_upconn_flush_later(struct rem_upconn *uc);
+/* Writes what the output holds now (before a close that would drop it). */
+void rem_upconn_flush_now(struct rem_upconn *uc);
 /* Reading resumes below the watermark once the codec consumed input. */
 void rem_upconn_rearm(struct rem_upconn *uc);
 

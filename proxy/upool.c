@@ -26,11 +26,19 @@ static void on_upconn_closed(struct rem_upconn *uc)
         wake(cl); /* a connection may be opened in its place */
 }
 
+/* uc leaves for good with no stream on it: the app is told first when the codec has a way. */
+static void retire(struct rem_upconn *uc)
+{
+    if (uc->up->goaway && uc->ep->cluster->pool_draining && !uc->up->goaway(uc))
+        return; /* queued: the codec closes uc once the GOAWAY is out */
+    rem_upconn_close(uc);
+}
+
 static void close_upconns(struct rem_endpoint *ep, bool busy_too)
 {
     struct rem_upconn *uc;
     while ((uc = TAILQ_FIRST(&ep->idle)) != NULL)
-        rem_upconn_close(uc);
+        retire(uc);
     while (busy_too && (uc = TAILQ_FIRST(&ep->busy)) != NULL)
         rem_upconn_close(uc);
 }
@@ -180,7 +188,7 @@ void rem_upool_streams_changed(struct rem_upconn *uc, unsigned n_streams, bool d
         return;
     }
     if (draining || cl->pool_draining) {
-        rem_upconn_close(uc);
+        retire(uc);
         return;
     }
     if (uc->state != REM_UPCONN_IDLE) {

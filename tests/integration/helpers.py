@@ -109,7 +109,7 @@ def to_yaml(obj, indent=0):
 # ---- remora config ---------------------------------------------------------------------
 
 def default_config(port, admin_port, endpoints, workers=1, upstream_opts=None, routes=None,
-                   limits=None, log=None, upstreams=None):
+                   limits=None, log=None, upstreams=None, drain=None):
     up = {"name": "app", "endpoints": list(endpoints), "connect_timeout": "1s",
           "idle_timeout": "2s", "max_connections": 1024}
     up.update(upstream_opts or {})
@@ -119,7 +119,7 @@ def default_config(port, admin_port, endpoints, workers=1, upstream_opts=None, r
     lim.update(limits or {})
     lg = {"level": "info", "format": "json", "access_log": True}
     lg.update(log or {})
-    return {
+    cfg = {
         "workers": workers,
         "listeners": [{"name": "inbound", "address": "127.0.0.1:%d" % port}],
         "admin": {"address": "127.0.0.1:%d" % admin_port},
@@ -130,6 +130,9 @@ def default_config(port, admin_port, endpoints, workers=1, upstream_opts=None, r
         "limits": lim,
         "log": lg,
     }
+    if drain is not None:
+        cfg["drain"] = drain
+    return cfg
 
 
 # ---- HTTP/1.x over raw sockets --------------------------------------------------------------
