@@ -260,7 +260,8 @@ def remora(tmp_path, request):
                             % (r.pid, -crashed_before))
         elif rc in CRASH_SIGNALS:
             problems.append("remora pid %d died by signal %d at shutdown" % (r.pid, -rc))
-        if "ERROR: AddressSanitizer" in text or "runtime error:" in text:
+        if ("ERROR: AddressSanitizer" in text or "ERROR: LeakSanitizer" in text
+                or "runtime error:" in text):
             problems.append("sanitizer report in remora stderr")
         if problems:
             print("---- remora stderr (%s) ----\n%s" % (r.log_path, text[-20000:]))
