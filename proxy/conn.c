@@ -96,6 +96,8 @@ void rem_conn_drain(struct rem_conn *c)
     c->draining = true;
     if (c->down)
         (void)c->down->drain(c);
+    else if (!rem_transport_input_waiting(&c->t))
+        rem_conn_close_after_write(c); /* silent since its accept: as idle as a conn gets */
 }
 
 void rem_conn_close(struct rem_conn *c)
