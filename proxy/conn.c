@@ -273,7 +273,8 @@ static void on_event(struct rem_transport *t, int what, void *arg)
     struct rem_conn *c = arg;
     if (what & REM_TE_EOF) {
         c->eof = true;
-        if (c->down && c->down->on_eof(c))
+        /* Lingering, the client's FIN is what we waited for: no codec has a say any more. */
+        if (!c->lingering && c->down && c->down->on_eof(c))
             return;
     }
     rem_conn_close(c);

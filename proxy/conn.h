@@ -58,7 +58,8 @@ struct rem_down_ops {
     /* The conn timer fired in IDLE or HEAD. */
     void (*on_timer)(struct rem_conn *c);
     /* The client closed its sending side. Returns true when the conn stays (a complete
-     * request is still being answered, or the codec closes it itself). */
+     * request is still being answered, or the codec closes it itself). Not called once the
+     * conn lingers: that FIN closes it. */
     bool (*on_eof)(struct rem_conn *c);
     /* Graceful shutdown: stop taking requests, finish those in flight. Returns 0 or
      * -REM_E_UNSUPPORTED (the lifecycle issue fills it in). */
