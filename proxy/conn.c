@@ -96,6 +96,8 @@ void rem_conn_drain(struct rem_conn *c)
     c->draining = true;
     if (c->down)
         (void)c->down->drain(c);
+    else if (!rem_transport_input_waiting(&c->t))
+        rem_conn_close_after_write(c); /* silent since its accept: as idle as a conn gets */
 }
 
 void rem_conn_close(struct rem_conn *c)
@@ -274,7 +276,8 @@ static void on_event(struct rem_transport *t, int what, void *arg)
     struct rem_conn *c = arg;
     if (what & REM_TE_EOF) {
         c->eof = true;
-        if (c->down && c->down->on_eof(c))
+        /* Lingering, the client's FIN is what we waited for: no codec has a say any more. */
+        if (!c->lingering && c->down && c->down->on_eof(c))
             return;
     }
     rem_conn_close(c);

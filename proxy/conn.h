@@ -58,7 +58,8 @@ struct rem_down_ops {
     /* The conn timer fired in IDLE or HEAD. */
     void (*on_timer)(struct rem_conn *c);
     /* The client closed its sending side. Returns true when the conn stays (a complete
-     * request is still being answered, or the codec closes it itself). */
+     * request is still being answered, or the codec closes it itself). Not called once the
+     * conn lingers: that FIN closes it. */
     bool (*on_eof)(struct rem_conn *c);
     /* Graceful shutdown: stop taking requests, finish those in flight. Returns 0 or
      * -REM_E_UNSUPPORTED (the lifecycle issue fills it in). */
@@ -154,8 +155,9 @@ void rem_conn_close(struct rem_conn *c);
  * client_abort. */
 void rem_conn_abort(struct rem_conn *c, enum rem_err e);
 /* Graceful shutdown of c: the codec's drain (HTTP/1.1: close when idle, Connection: close on
- * what is answered; HTTP/2: GOAWAY twice). Before the codec is chosen it is applied once the
- * first request has been read. */
+ * what is answered; HTTP/2: GOAWAY twice). A conn that has sent nothing yet (nothing read,
+ * nothing waiting in its socket) is idle and closes now; one accepted while draining gets its
+ * codec's drain once its first request has been read. */
 void rem_conn_drain(struct rem_conn *c);
 /* Closes once everything queued has been written (or the write timeout fires). */
 void rem_conn_close_after_write(struct rem_conn *c);

@@ -75,6 +75,16 @@ void rem_transport_unlimit_read(struct rem_transport *t)
     rem_transport_rearm(t);
 }
 
+bool rem_transport_input_waiting(const struct rem_transport *t)
+{
+    if (t->closed)
+        return false;
+    if (evbuffer_get_length(t->in) > 0 || (t->io->pending && t->io->pending(t)))
+        return true;
+    char b;
+    return t->fd >= 0 && recv(t->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void rem_transport_set_error(struct rem_transport *t, int err)
 {
     t->error = err;

@@ -120,6 +120,10 @@ void rem_transport_unlimit_read(struct rem_transport *t);
 void rem_transport_shutdown_write(struct rem_transport *t);
 /* Makes the close a reset: for responses that must not look complete. */
 void rem_transport_set_reset(struct rem_transport *t);
+/* Whether input is waiting that the owner has not seen: bytes in the input buffer, inside the
+ * io (io->pending), or already in the kernel's receive queue but not read yet (a peek; a
+ * pending FIN is not input). For deciding that a conn is idle right now. */
+bool rem_transport_input_waiting(const struct rem_transport *t);
 
 /* Stops all I/O and closes the handle now (pending output is dropped). Safe inside callbacks;
  * idempotent. The memory stays until rem_transport_free. */
