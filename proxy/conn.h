@@ -61,8 +61,9 @@ struct rem_down_ops {
      * request is still being answered, or the codec closes it itself). Not called once the
      * conn lingers: that FIN closes it. */
     bool (*on_eof)(struct rem_conn *c);
-    /* Graceful shutdown: stop taking requests, finish those in flight. Returns 0 or
-     * -REM_E_UNSUPPORTED (the lifecycle issue fills it in). */
+    /* Graceful shutdown: stop taking requests, finish those in flight (HTTP/1.1: close when
+     * idle, Connection: close on every answer; HTTP/2: GOAWAY 2^31-1, the final GOAWAY 1 s
+     * later). Returns 0, or -REM_E_UNSUPPORTED from a codec that cannot. */
     int (*drain)(struct rem_conn *c);
     /* The conn is closing: every stream is aborted (logged, freed). */
     void (*abort_all)(struct rem_conn *c);
