@@ -149,7 +149,10 @@ static void let_go(struct rem_h2_up *u, struct rem_h2_up_stream *us)
 {
     TAILQ_REMOVE(&u->streams, us, link);
     u->n_streams--;
+    /* The stream no longer has this upconn: nothing it does later reaches it (a cancel from
+     * rem_stream_fail would find no per-stream state). */
     rem_stream_set_up_ctx(us->s, NULL);
+    rem_stream_upconn_gone(us->s);
     us->s = NULL;
     if (us->out)
         evbuffer_drain(us->out, evbuffer_get_length(us->out));
@@ -192,10 +195,16 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     if (n > 0) {
         evbuffer_remove(us->out, buf, n);
         size_t wm = s->conn->cfg->limits.buffer_bytes;
-        if (have >= wm && have - n < wm)
+        if (have >= wm && have - n < wm) {
+            /* May append more body (and the end) to us->out right now: decide from what is
+             * left after it, or END_STREAM would go with bytes still queued. */
             rem_stream_on_upconn_writable(s);
+            if (us->s != s)
+                return (ssize_t)n;
+        }
     }
-    if (have - n > 0 || (n > 0 && !us->eof))
+    size_t left = us->out ? evbuffer_get_length(us->out) : 0;
+    if (left > 0 || (n > 0 && !us->eof))
         return (ssize_t)n;
     if (!us->eof) {
         us->deferred = true;
@@ -275,6 +284,8 @@ static bool h2_full(struct rem_upconn *uc, struct rem_stream *s)
 static void h2_cancel(struct rem_upconn *uc, struct rem_stream *s)
 {
     struct rem_h2_up *u = h2_of(uc);
+    if (!US(s))
+        return; /* already let go */
     int32_t id = US(s)->id;
     detach(u, US(s));
     if (id > 0 && uc->state != REM_UPCONN_CLOSED) {

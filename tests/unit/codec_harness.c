@@ -694,6 +694,8 @@ static void sdown_abort_all(struct rem_conn *c)
 static int sdown_write_head(struct rem_stream *s)
 {
     struct ch *h = sdown_of(s->conn);
+    if (h->sdown.fail_head)
+        return -REM_E_NOMEM;
     const struct rem_head *r = &s->resp;
     evbuffer_add_printf(h->sdown.head, "HTTP/%d.%d %d%s%.*s\r\n", r->http_major, r->http_minor,
                         r->status, r->span_len[REM_SPAN_REASON] ? " " : "",

@@ -99,6 +99,7 @@ struct ch_stub_down {
     bool req_end;             /* the test queued the end of the body */
     bool ready;               /* req_ready came: the stream takes body */
     bool blocked;             /* the upconn was full: no body until req_resume */
+    bool fail_head;           /* write_head answers -REM_E_NOMEM (a downstream write failure) */
 };
 
 struct ch {

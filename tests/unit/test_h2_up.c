@@ -408,6 +408,28 @@ static void test_app_reset_502(void **state)
     assert_int_equal(f->sv.n_requests, 1);
 }
 
+/* A downstream that cannot take the response head (out of memory) while the head arrives
+ * from an h2c app: the stream fails once (500 nomem downstream, RST_STREAM CANCEL upstream)
+ * and the upconn lives on. It used to cancel the h2 stream twice and crash on the freed
+ * per-stream state. */
+static void test_resp_head_write_failure(void **state)
+{
+    struct fixture *f = *state;
+    struct ch *h = &f->h;
+
+    assert_int_equal(ch_stub_request(h, "GET", "/x", host_a, false, false), 0);
+    exchange(h, &f->sv);
+    assert_int_equal(f->sv.n_requests, 1);
+    h->sdown.fail_head = true;
+    static const char *const st[] = {":status", "200", NULL};
+    respond(&f->sv, st, "hello", NULL);
+    exchange(h, &f->sv);
+    assert_int_equal(h->sdown.n_heads, 0);
+    assert_int_equal(h->sdown.n_done, 1);
+    assert_int_equal(h->sdown.done_err, REM_E_NOMEM);
+    assert_int_equal(h->n_ups, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +438,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_post_chunked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_app_reset_502, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resp_head_write_failure, setup, teardown),
     };
     alarm(60); /* a hard stop if anything ever blocks */
     return cmocka_run_group_tests(tests, NULL, NULL);
