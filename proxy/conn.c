@@ -71,7 +71,8 @@ void rem_conn_arm_timer(struct rem_conn *c)
         arm(c, lim->request_header_timeout_ms);
         break;
     case REM_CONN_CLOSING:
-        arm(c, REM_LINGER_MS);
+        /* Flushing the last bytes: the write-stall guard; then the linger. */
+        arm(c, c->lingering ? REM_LINGER_MS : lim->client_idle_timeout_ms);
         break;
     case REM_CONN_ACTIVE:
         /* Write-stall guard: a client that stops reading is dropped (see on_timer). */
@@ -96,7 +97,13 @@ void rem_conn_drain(struct rem_conn *c)
     c->draining = true;
     if (c->down)
         (void)c->down->drain(c);
-    else if (!rem_transport_input_waiting(&c->t))
+    else
+        rem_conn_close_if_silent(c);
+}
+
+void rem_conn_close_if_silent(struct rem_conn *c)
+{
+    if (!c->down && c->state < REM_CONN_CLOSING && !rem_transport_input_waiting(&c->t))
         rem_conn_close_after_write(c); /* silent since its accept: as idle as a conn gets */
 }
 
@@ -145,7 +152,9 @@ void rem_conn_close_after_write(struct rem_conn *c)
     event_del(c->timer);
     if (rem_conn_output_len(c) == 0)
         start_linger(c);
-    /* else on_drained starts it once the output is empty */
+    else
+        rem_conn_arm_timer(c); /* a client that stops reading cannot hold the conn forever */
+    /* on_drained starts the linger once the output is empty */
 }
 
 void rem_conn_stream_done(struct rem_conn *c, bool close)
@@ -211,6 +220,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         else
             rem_conn_close(c); /* nothing came before the idle timeout */
         break;
+    case REM_CONN_CLOSING:
+        if (c->lingering) {
+            rem_conn_close(c); /* linger over */
+            break;
+        }
+        /* the last bytes are still being written: the write-stall guard below */
+        __attribute__((fallthrough));
     case REM_CONN_ACTIVE: {
         uint64_t limit = c->cfg->limits.client_idle_timeout_ms;
         uint64_t stalled = rem_now_ms() - rem_transport_last_write_ms(&c->t);
@@ -224,7 +240,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         break;
     }
     default:
-        rem_conn_close(c); /* linger over */
+        rem_conn_close(c);
         break;
     }
 }

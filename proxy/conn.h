@@ -160,6 +160,9 @@ void rem_conn_abort(struct rem_conn *c, enum rem_err e);
  * nothing waiting in its socket) is idle and closes now; one accepted while draining gets its
  * codec's drain once its first request has been read. */
 void rem_conn_drain(struct rem_conn *c);
+/* Closes c (after write) when its codec is not chosen yet and nothing waits to be read: a
+ * client that connected and has sent nothing (drain). */
+void rem_conn_close_if_silent(struct rem_conn *c);
 /* Closes once everything queued has been written (or the write timeout fires). */
 void rem_conn_close_after_write(struct rem_conn *c);
 

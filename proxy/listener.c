@@ -160,8 +160,15 @@ void rem_listener_stop(struct rem_listener *l)
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0)
+        if (cfd < 0 && (errno == EINTR || errno == ECONNABORTED))
+            continue; /* one aborted connection: the rest of the backlog is still there */
+        if (cfd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                rem_log_warn("listener %s: accepting the backlog before closing: %s; the rest "
+                             "is reset",
+                             l->cfg->name, strerror(errno));
             break;
+        }
         l->n_conns++;
         rem_conn_accept(l->worker, &conn_owner, l, l->cfg, cfd, (struct sockaddr *)&ss, len);
     }

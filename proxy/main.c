@@ -176,6 +176,15 @@ static int64_t open_conns(const struct drain *d)
     return n;
 }
 
+/* Every worker closed its listeners (after drain.delay, on its own clock). */
+static bool listeners_closed(const struct drain *d)
+{
+    for (unsigned i = 0; i < d->n_workers; i++)
+        if (!rem_worker_listeners_closed(&d->workers[i]))
+            return false;
+    return true;
+}
+
 static void post_all(struct drain *d, unsigned what)
 {
     for (unsigned i = 0; i < d->n_workers; i++)
@@ -203,9 +212,9 @@ static void drain_over(struct drain *d)
 static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
 {
     struct drain *d = arg;
-    /* The listeners stay open for drain.delay even when no conn is left. */
-    if (open_conns(d) == 0 &&
-        (d->cut_posted || rem_now_ms() - d->start_ms >= d->cfg->drain.delay_ms))
+    /* The listeners stay open for drain.delay even when no conn is left; each worker says
+     * when it closed its own (a late one must not be stopped with its backlog unserved). */
+    if (open_conns(d) == 0 && (d->cut_posted || listeners_closed(d)))
         drain_over(d);
 }
 

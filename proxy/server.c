@@ -27,6 +27,14 @@ static void stop_listeners(struct rem_worker *w)
 {
     for (size_t i = 0; i < w->n_listeners; i++)
         rem_listener_stop(w->listeners[i]);
+    /* Conns accepted while the listeners were open (and from their backlog) that have not
+     * sent a byte are as idle as a conn gets: they close now, like idle keep-alive ones. */
+    struct rem_conn *c, *next;
+    for (c = TAILQ_FIRST(&w->conns); c; c = next) {
+        next = TAILQ_NEXT(c, link);
+        rem_conn_close_if_silent(c);
+    }
+    rem_worker_set_listeners_closed(w);
 }
 
 static void on_drain_delay(evutil_socket_t fd, short what, void *arg)

@@ -47,6 +47,7 @@ struct rem_worker {
     void (*on_mail)(struct rem_worker *w, unsigned what);
     bool draining;          /* a drain started: new conns are drained at once */
     struct event *drain_ev; /* owned (server.c): stops the listeners after drain.delay */
+    bool listeners_closed;  /* atomic: set by the worker once its listeners are closed */
     int64_t n_conns;        /* atomic (relaxed): open conns not lingering (nothing in flight on
                                those), read by the main thread */
     struct event *tick_ev;
@@ -87,6 +88,15 @@ static inline void rem_worker_count_conn(struct rem_worker *w, int delta)
 static inline int64_t rem_worker_conns(const struct rem_worker *w)
 {
     return __atomic_load_n(&w->n_conns, __ATOMIC_RELAXED);
+}
+/* The worker closed its listeners (drain); read by the main thread. */
+static inline void rem_worker_set_listeners_closed(struct rem_worker *w)
+{
+    __atomic_store_n(&w->listeners_closed, true, __ATOMIC_RELEASE);
+}
+static inline bool rem_worker_listeners_closed(const struct rem_worker *w)
+{
+    return __atomic_load_n(&w->listeners_closed, __ATOMIC_ACQUIRE);
 }
 /* Asks the loop to stop (thread-safe) and joins the thread. */
 void rem_worker_stop(struct rem_worker *w);
