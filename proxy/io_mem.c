@@ -165,8 +165,7 @@ static int mem_setup(struct rem_transport *t, struct rem_loop *loop,
     }
     int rc =
         rem_transport_setup(t, loop, &mem_ops, -1, e, cbs, arg, read_high, write_high, connecting);
-    if (rc < 0)
-        mem_free(t);
+    /* on failure the transport released e through mem_free already */
     return rc;
 }
 

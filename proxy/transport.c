@@ -237,7 +237,13 @@ int rem_transport_setup(struct rem_transport *t, struct rem_loop *loop, const st
     t->ev_read = event_new(loop->base, fd, rd, on_readable, t);
     t->ev_write = event_new(loop->base, fd, wr, on_writable, t);
     if (!t->in || !t->out || !t->ev_read || !t->ev_write) {
+        /* The handle and the io's state are released here, once (the contract); what the
+         * transport allocated goes with rem_transport_free. */
         io->close(t);
+        if (io->free)
+            io->free(t);
+        t->io_ctx = NULL;
+        t->io = NULL;
         t->closed = true;
         t->fd = -1;
         return -REM_E_NOMEM;

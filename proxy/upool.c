@@ -34,11 +34,19 @@ static void retire(struct rem_upconn *uc)
     rem_upconn_close(uc);
 }
 
+/* As retire, but uc is closed in any case (a caller looping over a list must see it go). */
+static void retire_now(struct rem_upconn *uc)
+{
+    if (uc->up->goaway && uc->ep->cluster->pool_draining)
+        (void)uc->up->goaway(uc);
+    rem_upconn_close(uc);
+}
+
 static void close_upconns(struct rem_endpoint *ep, bool busy_too)
 {
     struct rem_upconn *uc;
     while ((uc = TAILQ_FIRST(&ep->idle)) != NULL)
-        retire(uc);
+        retire_now(uc);
     while (busy_too && (uc = TAILQ_FIRST(&ep->busy)) != NULL)
         rem_upconn_close(uc);
 }
@@ -110,10 +118,12 @@ int rem_upool_acquire(struct rem_pool_req *r, bool use_pool)
     struct rem_cluster *cl = r->ep->cluster;
     int rc = TAILQ_EMPTY(&cl->pool_wait) ? try_acquire(r, use_pool)
                                          : -REM_E_UPSTREAM_OVERFLOW; /* FIFO */
-    if (rc != -REM_E_UPSTREAM_OVERFLOW)
+    /* HTTP/1.1 never waits here: admission already holds requests to min(max_requests,
+     * max_connections), so an overflow is a real 503 (upstream_overflow), as before. */
+    if (rc != -REM_E_UPSTREAM_OVERFLOW || !cl->up_ops->multiplexed)
         return rc;
-    /* Every upconn full at max_connections: wait for a slot (admission bounds how many wait;
-     * the stream's own timers bound how long). */
+    /* Every multiplexed upconn full at max_connections: wait for a stream slot (admission
+     * bounds how many wait; the stream's own timers bound how long). */
     rem_wait_enqueue(&cl->pool_wait, &r->w, rem_now_ms());
     return 2;
 }

@@ -35,8 +35,10 @@ void rem_upool_bind(struct rem_cluster *cl, const struct rem_up_ops *ops);
 
 /* Gets r->s an upconn of r->ep: one with room (when use_pool) or a new one. Returns 0 (r->uc
  * is ready now, r->s attached), 1 (r->uc is connecting, r->s attached; the codec reports when
- * it is connected), 2 (every upconn full at max_connections: r waits, and r->w.done follows
- * from the loop, never before this returns) or -REM_E_CONNECT_FAILED / -REM_E_NOMEM. */
+ * it is connected), 2 (multiplexed codecs only: every upconn full at max_connections, r
+ * waits, and r->w.done follows from the loop, never before this returns) or
+ * -REM_E_UPSTREAM_OVERFLOW (HTTP/1.1 at max_connections) / -REM_E_CONNECT_FAILED /
+ * -REM_E_NOMEM. */
 int rem_upool_acquire(struct rem_pool_req *r, bool use_pool);
 /* r leaves the wait; its done never runs. Idempotent. */
 void rem_upool_cancel(struct rem_pool_req *r);
