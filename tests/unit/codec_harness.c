@@ -864,3 +864,82 @@ int ch_stub_request_body(struct ch *h, const void *p, size_t n, bool end)
     rem_conn_kick(h->conn);
     return 0;
 }
+
+int ch_start(struct ch *h, const char *yaml, const struct rem_up_ops *up,
+             const struct rem_down_ops *down)
+{
+    if (ch_init(h, yaml) < 0)
+        return -1;
+    if (up)
+        ch_set_up_ops(h, up);
+    h->force_down = down;
+    if (ch_open(h) < 0) {
+        ch_dispose(h);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- nghttp2 test peer -------------------------------------------------------------------- */
+
+int ch_h2_rx_init(struct ch_h2_rx *rx)
+{
+    memset(rx, 0, sizeof(*rx));
+    rx->fields = evbuffer_new();
+    rx->data = evbuffer_new();
+    return rx->fields && rx->data ? 0 : -1;
+}
+
+void ch_h2_rx_dispose(struct ch_h2_rx *rx)
+{
+    if (rx->fields)
+        evbuffer_free(rx->fields);
+    if (rx->data)
+        evbuffer_free(rx->data);
+    rx->fields = rx->data = NULL;
+}
+
+int ch_h2_on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                    const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
+{
+    struct ch_h2_rx *rx = arg;
+    evbuffer_add(rx->fields, name, nlen);
+    evbuffer_add(rx->fields, ": ", 2);
+    evbuffer_add(rx->fields, value, vlen);
+    evbuffer_add(rx->fields, "\r\n", 2);
+    return 0;
+}
+
+int ch_h2_on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                        size_t len, void *arg)
+{
+    struct ch_h2_rx *rx = arg;
+    evbuffer_add(rx->data, data, len);
+    return 0;
+}
+
+ssize_t ch_h2_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+                        uint32_t *flags, nghttp2_data_source *src, void *arg)
+{
+    struct ch_h2_rx *rx = arg;
+    size_t n = rx->body_len - rx->body_off;
+    if (n > length)
+        n = length;
+    memcpy(buf, rx->body + rx->body_off, n);
+    rx->body_off += n;
+    if (rx->body_off < rx->body_len)
+        return (ssize_t)n;
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (rx->trailers) {
+        /* Submitted at the end of the body, or the HEADERS would overtake the DATA. */
+        nghttp2_nv tva[4];
+        size_t nt = 0;
+        for (size_t i = 0; rx->trailers[i] && nt < 4; i += 2, nt++)
+            tva[nt] = (nghttp2_nv){(uint8_t *)rx->trailers[i], (uint8_t *)rx->trailers[i + 1],
+                                   strlen(rx->trailers[i]), strlen(rx->trailers[i + 1]),
+                                   NGHTTP2_NV_FLAG_NONE};
+        if (nghttp2_submit_trailer(ng, id, tva, nt) == 0)
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    }
+    return (ssize_t)n;
+}

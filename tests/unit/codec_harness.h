@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <nghttp2/nghttp2.h>
+
 #include "conn.h"
 #include "error.h"
 #include "transport.h"
@@ -125,6 +127,11 @@ struct ch {
  * upconns connect over io_mem. Request ids come from a fixed seed, so runs repeat. Returns 0,
  * or -1 with h disposable. */
 int ch_init(struct ch *h, const char *yaml);
+/* The usual fixture in one call: ch_init(yaml), the upstream codec up (NULL: the configured
+ * one), the conn's codec down (NULL: chosen as listener.c does), ch_open. Returns 0, or -1 with
+ * h disposed. */
+int ch_start(struct ch *h, const char *yaml, const struct rem_up_ops *up,
+             const struct rem_down_ops *down);
 /* Closes the conn and every far end, lets the loop settle, frees the worker (reaper run) and
  * everything else. Idempotent. */
 void ch_dispose(struct ch *h);
@@ -195,5 +202,29 @@ int ch_stub_request(struct ch *h, const char *method, const char *target, const 
 /* Queues request body bytes (end: the last of them); they go to the stream from the conn's
  * kick once its upconn is ready. 0 or -1. */
 int ch_stub_request_body(struct ch *h, const void *p, size_t n, bool end);
+
+/* ---- an nghttp2 peer of the test (client toward h2_down, app toward h2_up) ------------- */
+
+/* What the peer received and the body it sends; the peer's own struct embeds it as `rx` and
+ * passes that as the session's user data to the recorders below. */
+struct ch_h2_rx {
+    struct evbuffer *fields; /* "name: value\r\n" per received field, pseudo ones too */
+    struct evbuffer *data;   /* received DATA payload */
+    const char *body;        /* what the data provider sends */
+    size_t body_len, body_off;
+    const char *const *trailers; /* name, value, ..., NULL: sent after the body; NULL: none */
+};
+
+/* Returns 0 or -1 (out of memory). dispose is NULL-safe on a zeroed rx. */
+int ch_h2_rx_init(struct ch_h2_rx *rx);
+void ch_h2_rx_dispose(struct ch_h2_rx *rx);
+/* nghttp2 callbacks recording into the rx given as user data. */
+int ch_h2_on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                    const uint8_t *value, size_t vlen, uint8_t flags, void *arg);
+int ch_h2_on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                        size_t len, void *arg);
+/* Data provider over rx->body; at its end the trailers (if any) go as a trailing HEADERS. */
+ssize_t ch_h2_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+                        uint32_t *flags, nghttp2_data_source *src, void *arg);
 
 #endif

@@ -28,13 +28,7 @@
 static int setup(void **state)
 {
     struct ch *h = calloc(1, sizeof(*h));
-    if (!h || ch_init(h, CH_YAML("http1")) < 0) {
-        free(h);
-        return -1;
-    }
-    ch_set_up_ops(h, &ch_stub_up_ops);
-    if (ch_open(h) < 0) {
-        ch_dispose(h);
+    if (!h || ch_start(h, CH_YAML("http1"), &ch_stub_up_ops, NULL) < 0) {
         free(h);
         return -1;
     }

@@ -28,13 +28,7 @@
 static int setup(void **state)
 {
     struct ch *h = calloc(1, sizeof(*h));
-    if (!h || ch_init(h, CH_YAML("http1")) < 0) {
-        free(h);
-        return -1;
-    }
-    h->force_down = &ch_stub_down_ops;
-    if (ch_open(h) < 0) {
-        ch_dispose(h);
+    if (!h || ch_start(h, CH_YAML("http1"), NULL, &ch_stub_down_ops) < 0) {
         free(h);
         return -1;
     }

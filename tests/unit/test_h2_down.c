@@ -25,35 +25,14 @@
 /* ---- an HTTP/2 client --------------------------------------------------------------------- */
 
 struct client {
+    struct ch_h2_rx rx; /* first: the session's user data; the response fields and DATA, the
+                           request body */
     nghttp2_session *ng;
-    struct evbuffer *fields; /* "name: value\r\n" per response field, pseudo ones too, in order */
-    struct evbuffer *data;   /* DATA payload of the response */
-    const char *body;        /* request body the data provider sends */
-    size_t body_len, body_off;
     bool end;            /* END_STREAM on the response */
     bool closed;         /* the stream closed */
     uint32_t close_code; /* ... with this error code */
     bool goaway;
 };
-
-static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
-                     const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
-{
-    struct client *cl = arg;
-    evbuffer_add(cl->fields, name, nlen);
-    evbuffer_add(cl->fields, ": ", 2);
-    evbuffer_add(cl->fields, value, vlen);
-    evbuffer_add(cl->fields, "\r\n", 2);
-    return 0;
-}
-
-static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
-                         size_t len, void *arg)
-{
-    struct client *cl = arg;
-    evbuffer_add(cl->data, data, len);
-    return 0;
-}
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
@@ -74,30 +53,14 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
     return 0;
 }
 
-static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
-                         uint32_t *flags, nghttp2_data_source *src, void *arg)
-{
-    struct client *cl = arg;
-    size_t n = cl->body_len - cl->body_off;
-    if (n > length)
-        n = length;
-    memcpy(buf, cl->body + cl->body_off, n);
-    cl->body_off += n;
-    if (cl->body_off == cl->body_len)
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-}
-
 static int client_new(struct client *cl)
 {
     nghttp2_session_callbacks *cbs;
     memset(cl, 0, sizeof(*cl));
-    cl->fields = evbuffer_new();
-    cl->data = evbuffer_new();
-    if (!cl->fields || !cl->data || nghttp2_session_callbacks_new(&cbs) != 0)
+    if (ch_h2_rx_init(&cl->rx) < 0 || nghttp2_session_callbacks_new(&cbs) != 0)
         return -1;
-    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, ch_h2_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, ch_h2_on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     int rc = nghttp2_session_client_new(&cl->ng, cbs, cl);
@@ -110,10 +73,7 @@ static int client_new(struct client *cl)
 static void client_del(struct client *cl)
 {
     nghttp2_session_del(cl->ng);
-    if (cl->fields)
-        evbuffer_free(cl->fields);
-    if (cl->data)
-        evbuffer_free(cl->data);
+    ch_h2_rx_dispose(&cl->rx);
 }
 
 /* Moves bytes both ways until neither side has any: the client's frames to the conn, the loop
@@ -153,10 +113,10 @@ static void request(struct client *cl, const char *const *fields, const char *bo
         nva[n] = (nghttp2_nv){(uint8_t *)fields[i], (uint8_t *)fields[i + 1], strlen(fields[i]),
                               strlen(fields[i + 1]), NGHTTP2_NV_FLAG_NONE};
     }
-    nghttp2_data_provider prd = {.read_callback = read_body};
-    cl->body = body;
-    cl->body_len = body ? strlen(body) : 0;
-    cl->body_off = 0;
+    nghttp2_data_provider prd = {.read_callback = ch_h2_read_body};
+    cl->rx.body = body;
+    cl->rx.body_len = body ? strlen(body) : 0;
+    cl->rx.body_off = 0;
     assert_int_equal(nghttp2_submit_request(cl->ng, NULL, nva, n, body ? &prd : NULL, NULL), 1);
 }
 
@@ -170,12 +130,11 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    if (!f || ch_init(&f->h, CH_YAML("http1")) < 0) {
+    if (!f || ch_start(&f->h, CH_YAML("http1"), &ch_stub_up_ops, NULL) < 0) {
         free(f);
         return -1;
     }
-    ch_set_up_ops(&f->h, &ch_stub_up_ops);
-    if (ch_open(&f->h) < 0 || client_new(&f->cl) < 0) {
+    if (client_new(&f->cl) < 0) {
         client_del(&f->cl);
         ch_dispose(&f->h);
         free(f);
@@ -207,8 +166,8 @@ static void assert_request(struct ch *h, const char *head, const char *body)
 /* The client got the whole response: fields exact, DATA exact, the stream ended cleanly. */
 static void assert_response(struct client *cl, const char *fields, const char *data)
 {
-    assert_true(ch_buf_eq_str(cl->fields, fields, "client fields"));
-    assert_true(ch_buf_eq_str(cl->data, data, "client data"));
+    assert_true(ch_buf_eq_str(cl->rx.fields, fields, "client fields"));
+    assert_true(ch_buf_eq_str(cl->rx.data, data, "client data"));
     assert_true(cl->end);
     assert_true(cl->closed);
     assert_int_equal(cl->close_code, NGHTTP2_NO_ERROR);

@@ -28,35 +28,13 @@
 /* ---- an HTTP/2 app ------------------------------------------------------------------------ */
 
 struct server {
+    struct ch_h2_rx rx; /* first: the session's user data; the request fields and DATA, the
+                           response body and trailers */
     nghttp2_session *ng;
-    struct evbuffer *fields; /* "name: value\r\n" per request field, pseudo ones too, in order */
-    struct evbuffer *data;   /* DATA payload of the request */
-    int32_t id;              /* the latest request's stream */
+    int32_t id; /* the latest request's stream */
     unsigned n_requests;
-    bool end;         /* END_STREAM on the request */
-    const char *body; /* response body the data provider sends */
-    size_t body_len, body_off;
-    const char *const *trailers; /* ... and the trailer fields after it, or NULL */
+    bool end; /* END_STREAM on the request */
 };
-
-static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
-                     const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
-{
-    struct server *sv = arg;
-    evbuffer_add(sv->fields, name, nlen);
-    evbuffer_add(sv->fields, ": ", 2);
-    evbuffer_add(sv->fields, value, vlen);
-    evbuffer_add(sv->fields, "\r\n", 2);
-    return 0;
-}
-
-static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
-                         size_t len, void *arg)
-{
-    struct server *sv = arg;
-    evbuffer_add(sv->data, data, len);
-    return 0;
-}
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
@@ -71,42 +49,14 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     return 0;
 }
 
-static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
-                         uint32_t *flags, nghttp2_data_source *src, void *arg)
-{
-    struct server *sv = arg;
-    size_t n = sv->body_len - sv->body_off;
-    if (n > length)
-        n = length;
-    memcpy(buf, sv->body + sv->body_off, n);
-    sv->body_off += n;
-    if (sv->body_off < sv->body_len)
-        return (ssize_t)n;
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (sv->trailers) {
-        /* Submitted at the end of the body, or the HEADERS would overtake the DATA. */
-        nghttp2_nv tva[4];
-        size_t nt = 0;
-        for (size_t i = 0; sv->trailers[i] && nt < 4; i += 2, nt++)
-            tva[nt] = (nghttp2_nv){(uint8_t *)sv->trailers[i], (uint8_t *)sv->trailers[i + 1],
-                                   strlen(sv->trailers[i]), strlen(sv->trailers[i + 1]),
-                                   NGHTTP2_NV_FLAG_NONE};
-        if (nghttp2_submit_trailer(ng, id, tva, nt) == 0)
-            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-    }
-    return (ssize_t)n;
-}
-
 static int server_new(struct server *sv)
 {
     nghttp2_session_callbacks *cbs;
     memset(sv, 0, sizeof(*sv));
-    sv->fields = evbuffer_new();
-    sv->data = evbuffer_new();
-    if (!sv->fields || !sv->data || nghttp2_session_callbacks_new(&cbs) != 0)
+    if (ch_h2_rx_init(&sv->rx) < 0 || nghttp2_session_callbacks_new(&cbs) != 0)
         return -1;
-    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, ch_h2_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, ch_h2_on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     int rc = nghttp2_session_server_new(&sv->ng, cbs, sv);
     nghttp2_session_callbacks_del(cbs);
@@ -119,10 +69,7 @@ static int server_new(struct server *sv)
 static void server_del(struct server *sv)
 {
     nghttp2_session_del(sv->ng);
-    if (sv->fields)
-        evbuffer_free(sv->fields);
-    if (sv->data)
-        evbuffer_free(sv->data);
+    ch_h2_rx_dispose(&sv->rx);
 }
 
 /* Moves bytes both ways until neither side has any: the loop to quiescence, what the upconn
@@ -164,11 +111,11 @@ static void respond(struct server *sv, const char *const *fields, const char *bo
     for (size_t i = 0; fields[i]; i += 2, n++)
         nva[n] = (nghttp2_nv){(uint8_t *)fields[i], (uint8_t *)fields[i + 1], strlen(fields[i]),
                               strlen(fields[i + 1]), NGHTTP2_NV_FLAG_NONE};
-    nghttp2_data_provider prd = {.read_callback = read_body};
-    sv->body = body;
-    sv->body_len = body ? strlen(body) : 0;
-    sv->body_off = 0;
-    sv->trailers = trailers;
+    nghttp2_data_provider prd = {.read_callback = ch_h2_read_body};
+    sv->rx.body = body;
+    sv->rx.body_len = body ? strlen(body) : 0;
+    sv->rx.body_off = 0;
+    sv->rx.trailers = trailers;
     assert_int_equal(nghttp2_submit_response(sv->ng, sv->id, nva, n, body ? &prd : NULL), 0);
 }
 
@@ -182,12 +129,11 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    if (!f || ch_init(&f->h, CH_YAML("h2c")) < 0) {
+    if (!f || ch_start(&f->h, CH_YAML("h2c"), NULL, &ch_stub_down_ops) < 0) {
         free(f);
         return -1;
     }
-    f->h.force_down = &ch_stub_down_ops;
-    if (ch_open(&f->h) < 0 || server_new(&f->sv) < 0) {
+    if (server_new(&f->sv) < 0) {
         server_del(&f->sv);
         ch_dispose(&f->h);
         free(f);
@@ -220,11 +166,11 @@ static const char *rid_of(struct ch *h, char out[64])
 /* The app got one more request: fields and DATA exact, ended; consumed. */
 static void assert_app_got(struct server *sv, const char *fields, const char *data)
 {
-    assert_true(ch_buf_eq_str(sv->fields, fields, "app fields"));
-    assert_true(ch_buf_eq_str(sv->data, data, "app data"));
+    assert_true(ch_buf_eq_str(sv->rx.fields, fields, "app fields"));
+    assert_true(ch_buf_eq_str(sv->rx.data, data, "app data"));
     assert_true(sv->end);
-    ch_buf_clear(sv->fields);
-    ch_buf_clear(sv->data);
+    ch_buf_clear(sv->rx.fields);
+    ch_buf_clear(sv->rx.data);
     sv->end = false;
 }
 
@@ -334,7 +280,7 @@ static void test_post_chunked(void **state)
     assert_int_equal(ch_stub_request(h, "POST", "/c", req, true, true), 0);
     assert_int_equal(ch_stub_request_body(h, "hello", 5, false), 0);
     exchange(h, &f->sv);
-    assert_true(ch_buf_eq_str(f->sv.data, "hello", "app data so far"));
+    assert_true(ch_buf_eq_str(f->sv.rx.data, "hello", "app data so far"));
     assert_false(f->sv.end);
     assert_int_equal(ch_stub_request_body(h, " world!", 7, true), 0);
     exchange(h, &f->sv);
