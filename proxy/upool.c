@@ -26,27 +26,23 @@ static void on_upconn_closed(struct rem_upconn *uc)
         wake(cl); /* a connection may be opened in its place */
 }
 
-/* uc leaves for good with no stream on it: the app is told first when the codec has a way. */
-static void retire(struct rem_upconn *uc)
+/* uc leaves for good with no stream on it: the app is told first when the codec has a way.
+ * A GOAWAY the codec could only queue (inside its own callbacks) closes uc once it is out,
+ * unless now is set: a caller walking a list must see uc go at once. */
+static void retire(struct rem_upconn *uc, bool now)
 {
-    if (uc->up->goaway && uc->ep->cluster->pool_draining && !uc->up->goaway(uc))
-        return; /* queued: the codec closes uc once the GOAWAY is out */
-    rem_upconn_close(uc);
-}
-
-/* As retire, but uc is closed in any case (a caller looping over a list must see it go). */
-static void retire_now(struct rem_upconn *uc)
-{
+    bool sent = true;
     if (uc->up->goaway && uc->ep->cluster->pool_draining)
-        (void)uc->up->goaway(uc);
-    rem_upconn_close(uc);
+        sent = uc->up->goaway(uc);
+    if (sent || now)
+        rem_upconn_close(uc);
 }
 
 static void close_upconns(struct rem_endpoint *ep, bool busy_too)
 {
     struct rem_upconn *uc;
     while ((uc = TAILQ_FIRST(&ep->idle)) != NULL)
-        retire_now(uc);
+        retire(uc, true);
     while (busy_too && (uc = TAILQ_FIRST(&ep->busy)) != NULL)
         rem_upconn_close(uc);
 }
@@ -198,7 +194,7 @@ void rem_upool_streams_changed(struct rem_upconn *uc, unsigned n_streams, bool d
         return;
     }
     if (draining || cl->pool_draining) {
-        retire(uc);
+        retire(uc, false);
         return;
     }
     if (uc->state != REM_UPCONN_IDLE) {
