@@ -5,6 +5,7 @@
  * least recently active, so a fresh scraper is never starved by stuck ones), requests capped at
  * REM_ADMIN_MAX_REQUEST bytes, read and write timeouts, one response buffered per connection. */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -28,6 +29,8 @@
 #include "config.h"
 #include "config_dump.h"
 #include "error.h"
+#include "gen.h"
+#include "cluster.h"
 #include "healthcheck.h"
 #include "log.h"
 #include "metrics.h"
@@ -59,11 +62,14 @@ struct admin_conn {
 TAILQ_HEAD(admin_conn_list, admin_conn);
 
 struct rem_admin {
+    struct event_base *base;    /* borrowed */
     struct evconnlistener *lev; /* owned */
     struct rem_worker *workers; /* borrowed */
     size_t n_workers;
-    const struct rem_metrics_layout *layout; /* borrowed */
-    struct rem_healthcheck *hc;              /* borrowed, may be NULL */
+    struct rem_config *cfg;            /* a reference: the active generation */
+    struct rem_metrics_layout *layout; /* a reference: cfg's layout */
+    struct rem_admin_reloads reloads;
+    struct rem_healthcheck *hc; /* borrowed, may be NULL */
     struct admin_conn_list conns;
     size_t n_conns;
     bool ready;
@@ -121,24 +127,39 @@ static void serve_healthz(struct rem_admin *a, struct evbuffer *b, int *code)
         evbuffer_add(b, "ok\n", 3);
 }
 
+/* Locks every worker's generation (rem_gen_view's rule); the scrape is short and a worker
+ * takes its lock only to swap or free a generation. */
+static void lock_workers(struct rem_admin *a, bool lock)
+{
+    for (size_t i = 0; i < a->n_workers; i++) {
+        if (lock)
+            pthread_mutex_lock(&a->workers[i].gen_lock);
+        else
+            pthread_mutex_unlock(&a->workers[i].gen_lock);
+    }
+}
+
 static void serve_readyz(struct rem_admin *a, struct evbuffer *b, int *code)
 {
     char why[256];
     bool ready = a->ready && rem_healthcheck_ready(a->hc, why, sizeof(why));
     /* Upstreams whose endpoint names never resolved (in any worker) keep remora unready. */
-    for (size_t u = 0; ready && a->n_workers && u < a->workers[0].cfg->n_upstreams; u++)
-        for (size_t i = 0; i < a->n_workers; i++) {
-            int64_t st =
-                __atomic_load_n(&a->workers[i].metrics->upstreams[u].dns_state, __ATOMIC_RELAXED);
+    lock_workers(a, true);
+    for (size_t i = 0; ready && i < a->n_workers; i++) {
+        const struct rem_gen *g = a->workers[i].gen;
+        for (size_t u = 0; g && u < g->cfg->n_upstreams; u++) {
+            int64_t st = __atomic_load_n(&g->clusters[u]->metrics->dns_state, __ATOMIC_RELAXED);
             if (st == 0)
                 continue;
             snprintf(why, sizeof(why), "upstream %s: dns unresolved (%s)",
-                     a->workers[0].cfg->upstreams[u].name,
+                     g->cfg->upstreams[u].name,
                      st - 1 < REM_DNS__N ? rem_dns_result_label((enum rem_dns_result)(st - 1))
                                          : "no answer yet");
             ready = false;
             break;
         }
+    }
+    lock_workers(a, false);
     *code = ready ? 200 : 503;
     if (ready)
         evbuffer_add(b, "ok\n", 3);
@@ -149,22 +170,43 @@ static void serve_readyz(struct rem_admin *a, struct evbuffer *b, int *code)
 static int serve_metrics(struct rem_admin *a, struct evbuffer *b, const char *accept,
                          enum rem_expo_format *fmt)
 {
-    struct rem_metrics_shard **shards = calloc(a->n_workers ? a->n_workers : 1, sizeof(*shards));
-    if (!shards)
+    const struct rem_metrics_layout *l = a->layout;
+    size_t nw = a->n_workers ? a->n_workers : 1, nr = l->n_routes,
+           nu = l->n_upstreams ? l->n_upstreams : 1;
+    struct rem_metrics_view *v = calloc(nw, sizeof(*v));
+    const void **ptrs = calloc(nw * 2 * (nr + nu), sizeof(*ptrs));
+    if (!v || !ptrs) {
+        free(v);
+        free(ptrs);
         return -REM_E_NOMEM;
-    for (size_t i = 0; i < a->n_workers; i++)
-        shards[i] = a->workers[i].metrics;
+    }
     struct rem_metrics_process proc = {
         .version = PACKAGE_VERSION,
         .commit = REM_COMMIT,
         .upstream_healthy = rem_healthcheck_states(a->hc),
         .draining = a->draining,
         .config_hash = a->config_hash[0] ? a->config_hash : NULL,
+        .config_generation = a->reloads.generation,
+        .reloads_ok = a->reloads.ok,
+        .reloads_failed = a->reloads.failed,
+        .last_reload_success = a->reloads.last_success,
     };
     rem_metrics_process_read(&proc);
     *fmt = rem_metrics_format_for(accept);
-    int rc = rem_metrics_render(b, a->layout, shards, a->n_workers, &proc, *fmt);
-    free(shards);
+    lock_workers(a, true);
+    for (size_t i = 0; i < a->n_workers; i++) {
+        const void **p = ptrs + i * 2 * (nr + nu);
+        v[i].shard = a->workers[i].metrics;
+        v[i].routes = (const struct rem_route_metrics **)p;
+        v[i].route_hists = (const struct rem_route_hist **)(p + nr);
+        v[i].upstreams = (const struct rem_upstream_metrics **)(p + 2 * nr);
+        v[i].up_hists = (const struct rem_upstream_metrics **)(p + 2 * nr + nu);
+        rem_gen_view(a->workers[i].gen, a->cfg, l, &v[i]);
+    }
+    int rc = rem_metrics_render(b, l, v, a->n_workers, &proc, *fmt);
+    lock_workers(a, false);
+    free(v);
+    free(ptrs);
     return rc;
 }
 
@@ -191,9 +233,9 @@ static void handle(struct admin_conn *c)
     } else if (c->path_len == 8 && memcmp(c->path, "/healthz", 8) == 0) {
         serve_healthz(a, b, &code);
         respond(c, code, code == 200 ? "OK" : "Service Unavailable", "text/plain", b, head);
-    } else if (c->path_len == 7 && memcmp(c->path, "/config", 7) == 0 && a->n_workers) {
+    } else if (c->path_len == 7 && memcmp(c->path, "/config", 7) == 0) {
         /* The active generation (Envoy's config_dump). */
-        if (rem_config_dump_json(a->workers[0].cfg, b) < 0)
+        if (rem_config_dump_json(a->cfg, b) < 0)
             respond(c, 500, "Internal Server Error", "text/plain", NULL, head);
         else
             respond(c, 200, "OK", "application/json", b, head);
@@ -382,20 +424,35 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
     rem_log_warn("admin: accept failed: %s", strerror(EVUTIL_SOCKET_ERROR()));
 }
 
+/* A listening socket on addr, or -1 (errno set). */
+static int admin_listen(const struct rem_cfg_listener *cfg)
+{
+    int one = 1;
+    int fd = socket(cfg->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, (const struct sockaddr *)&cfg->addr.ss, cfg->addr.len) < 0 ||
+        listen(fd, 128) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
 struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_listener *cfg,
                                 struct rem_worker *workers, size_t n_workers,
-                                const struct rem_metrics_layout *layout, struct rem_healthcheck *hc)
+                                struct rem_config *config, struct rem_metrics_layout *layout,
+                                struct rem_healthcheck *hc)
 {
     struct rem_admin *a = rem_xcalloc(1, sizeof(*a));
-    int fd = -1, one = 1;
+    a->base = base;
     a->workers = workers;
     a->n_workers = n_workers;
-    a->layout = layout;
-    a->hc = hc;
     a->reason = "starting";
-    if (n_workers)
-        snprintf(a->config_hash, sizeof(a->config_hash), "%016" PRIx64,
-                 rem_config_hash(workers[0].cfg));
+    rem_admin_set_config(a, config, layout, hc);
     TAILQ_INIT(&a->conns);
     llhttp_settings_init(&admin_settings);
     admin_settings.on_message_begin = on_message_begin;
@@ -403,23 +460,49 @@ struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_li
     admin_settings.on_header_field = on_header_field;
     admin_settings.on_header_value = on_header_value;
     admin_settings.on_message_complete = on_message_complete;
-
-    fd = socket(cfg->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, (const struct sockaddr *)&cfg->addr.ss, cfg->addr.len) < 0 || listen(fd, 128) < 0)
-        goto fail;
-    a->lev = evconnlistener_new(base, on_accept, a, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-    if (!a->lev)
-        goto fail;
-    evconnlistener_set_error_cb(a->lev, on_accept_error);
+    if (rem_admin_rebind(a, cfg) < 0) {
+        rem_admin_free(a);
+        return NULL;
+    }
     return a;
+}
 
-fail:
-    rem_log_error("admin: cannot listen on %s: %s", cfg->address, strerror(errno));
-    if (fd >= 0)
+int rem_admin_rebind(struct rem_admin *a, const struct rem_cfg_listener *cfg)
+{
+    int fd = admin_listen(cfg);
+    struct evconnlistener *lev = NULL;
+    if (fd >= 0 &&
+        !(lev = evconnlistener_new(a->base, on_accept, a, LEV_OPT_CLOSE_ON_FREE, -1, fd))) {
         close(fd);
-    rem_admin_free(a);
-    return NULL;
+        errno = ENOMEM;
+    }
+    if (!lev) {
+        rem_log_error("admin: cannot listen on %s: %s", cfg->address, strerror(errno));
+        return -1;
+    }
+    evconnlistener_set_error_cb(lev, on_accept_error);
+    if (a->lev) /* the old port closes; its open conns finish what they asked */
+        evconnlistener_free(a->lev);
+    a->lev = lev;
+    return 0;
+}
+
+void rem_admin_set_config(struct rem_admin *a, struct rem_config *cfg,
+                          struct rem_metrics_layout *layout, struct rem_healthcheck *hc)
+{
+    rem_config_ref(cfg);
+    rem_config_unref(a->cfg);
+    a->cfg = cfg;
+    rem_metrics_layout_ref(layout);
+    rem_metrics_layout_unref(a->layout);
+    a->layout = layout;
+    a->hc = hc;
+    snprintf(a->config_hash, sizeof(a->config_hash), "%016" PRIx64, rem_config_hash(cfg));
+}
+
+void rem_admin_set_reloads(struct rem_admin *a, const struct rem_admin_reloads *r)
+{
+    a->reloads = *r;
 }
 
 void rem_admin_set_ready(struct rem_admin *a, bool ready, const char *reason)
@@ -448,5 +531,7 @@ void rem_admin_free(struct rem_admin *a)
         conn_free(TAILQ_FIRST(&a->conns));
     if (a->lev)
         evconnlistener_free(a->lev);
+    rem_config_unref(a->cfg);
+    rem_metrics_layout_unref(a->layout);
     free(a);
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * admin: the admin listener (never a traffic port): /healthz, /readyz, /metrics. Runs on the
  * main thread's event_base with libevent's evhttp, so a slow scraper never touches a worker.
- * Reads worker counters and heartbeats with relaxed atomics; owns nothing of the workers. */
+ * Reads worker counters and heartbeats with relaxed atomics, and their generations under each
+ * worker's gen_lock; owns nothing of the workers. */
 #ifndef REM_ADMIN_H
 #define REM_ADMIN_H
 
@@ -13,15 +14,31 @@ struct rem_cfg_listener;
 struct rem_worker;
 struct rem_admin;
 struct rem_metrics_layout;
+struct rem_config;
 struct rem_healthcheck;
 
-/* Listens on cfg->addr. Returns NULL with the reason logged. workers, layout and hc (may be
- * NULL) are borrowed and must outlive the admin. /readyz is 200 only while set ready and every
- * health-checked upstream is healthy. */
+/* Listens on cfg->addr. Returns NULL with the reason logged. workers and hc (may be NULL) are
+ * borrowed and must outlive the admin; config and layout (the active generation) are
+ * referenced. /readyz is 200 only while set ready and every health-checked upstream is
+ * healthy. */
 struct rem_admin *rem_admin_new(struct event_base *base, const struct rem_cfg_listener *cfg,
                                 struct rem_worker *workers, size_t n_workers,
-                                const struct rem_metrics_layout *layout,
+                                struct rem_config *config, struct rem_metrics_layout *layout,
                                 struct rem_healthcheck *hc);
+/* Moves the admin port to cfg->addr: the new socket first (on failure -1, logged, and the old
+ * one stays), then the old one closes; open admin conns finish. */
+int rem_admin_rebind(struct rem_admin *a, const struct rem_cfg_listener *cfg);
+/* The active generation changed (a reload): /config, /metrics and remora_config_info follow
+ * config and layout (referenced), readiness hc (borrowed). */
+void rem_admin_set_config(struct rem_admin *a, struct rem_config *config,
+                          struct rem_metrics_layout *layout, struct rem_healthcheck *hc);
+/* Reload figures for /metrics (remora_config_*). */
+struct rem_admin_reloads {
+    uint64_t generation; /* 1 at start */
+    uint64_t ok, failed;
+    double last_success; /* Unix seconds */
+};
+void rem_admin_set_reloads(struct rem_admin *a, const struct rem_admin_reloads *r);
 /* /readyz answers 200 only while ready; reason (static string) is sent otherwise. */
 void rem_admin_set_ready(struct rem_admin *a, bool ready, const char *reason);
 /* POST /drain calls drain(arg) (on the main thread) and answers 202; other methods on /drain

@@ -42,8 +42,7 @@ static void unlink_waiter(struct rem_admit *a, struct rem_admit_ticket *t)
     a->n_pending--;
     M_ADD(a, pending, -1);
     if (a->metrics)
-        rem_hist_record(&a->metrics->queue_wait, &a->worker->mlayout->upstream_hist,
-                        (rem_now_ms() - t->w.since_ms) * 1000000u);
+        rem_hist_record(&a->metrics->queue_wait, a->hl, (rem_now_ms() - t->w.since_ms) * 1000000u);
 }
 
 static void take_slot(struct rem_admit *a, struct rem_admit_ticket *t)
@@ -131,6 +130,40 @@ int rem_admit_adaptive(struct rem_admit *a)
     return 0;
 }
 
+void rem_admit_set_metrics(struct rem_admit *a, struct rem_upstream_metrics *m,
+                           const struct rem_hist_layout *hl)
+{
+    a->metrics = m;
+    a->hl = hl;
+}
+
+int rem_admit_configure(struct rem_admit *a, uint32_t limit, uint32_t max_pending,
+                        uint64_t queue_timeout_ms, bool adaptive)
+{
+    limit = limit ? limit : 1;
+    a->max_pending = max_pending;
+    if (queue_timeout_ms != a->queue_timeout_ms) {
+        a->queue_timeout_ms = queue_timeout_ms;
+        arm(a); /* the oldest waiter's deadline moved */
+    }
+    if (adaptive && a->adapt_ev) {
+        a->max_limit = limit;
+        if (a->adapt_limit > limit)
+            a->adapt_limit = limit;
+        set_limit(a, (uint32_t)(a->adapt_limit + 0.5));
+    } else {
+        if (a->adapt_ev) {
+            event_free(a->adapt_ev);
+            a->adapt_ev = NULL;
+        }
+        set_limit(a, limit);
+        if (adaptive && rem_admit_adaptive(a) < 0)
+            return -REM_E_NOMEM;
+    }
+    /* A smaller queue drops nobody already waiting: the excess leaves as slots free. */
+    return 0;
+}
+
 void rem_admit_sample(struct rem_admit *a, uint64_t ns)
 {
     if (!a->adapt_ev)
@@ -140,11 +173,13 @@ void rem_admit_sample(struct rem_admit *a, uint64_t ns)
 }
 
 int rem_admit_init(struct rem_admit *a, struct rem_worker *w, struct rem_upstream_metrics *m,
-                   uint32_t limit, uint32_t max_pending, uint64_t queue_timeout_ms)
+                   const struct rem_hist_layout *hl, uint32_t limit, uint32_t max_pending,
+                   uint64_t queue_timeout_ms)
 {
     memset(a, 0, sizeof(*a));
     a->worker = w;
     a->metrics = m;
+    a->hl = hl;
     a->limit = limit ? limit : 1;
     a->max_pending = max_pending;
     a->queue_timeout_ms = queue_timeout_ms;

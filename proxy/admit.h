@@ -19,6 +19,7 @@ struct event;
 struct rem_worker;
 struct rem_upstream_metrics;
 struct rem_admit;
+struct rem_hist_layout;
 
 /* A place at one admit: queued, holding a slot, or neither. Embedded in its owner (a stream),
  * which sets w.done: 0 when a queued ticket is granted its slot, -REM_E_QUEUE_TIMEOUT or
@@ -32,6 +33,7 @@ struct rem_admit_ticket {
 struct rem_admit {
     struct rem_worker *worker;            /* borrowed */
     struct rem_upstream_metrics *metrics; /* borrowed, may be NULL (route-level admits) */
+    const struct rem_hist_layout *hl;     /* borrowed: buckets of metrics->queue_wait */
     uint32_t limit;                       /* current concurrency limit (this worker's share) */
     uint32_t max_pending;                 /* this worker's share; 0: no queue */
     uint64_t queue_timeout_ms;
@@ -51,9 +53,21 @@ struct rem_admit {
 
 #define REM_ADAPT_WINDOW_MS 100
 
-/* Sets up a with this worker's shares. Returns 0 or -REM_E_NOMEM. */
+/* Sets up a with this worker's shares; m (may be NULL) receives its gauges and queue waits,
+ * recorded with the buckets hl. Returns 0 or -REM_E_NOMEM. */
 int rem_admit_init(struct rem_admit *a, struct rem_worker *w, struct rem_upstream_metrics *m,
-                   uint32_t limit, uint32_t max_pending, uint64_t queue_timeout_ms);
+                   const struct rem_hist_layout *hl, uint32_t limit, uint32_t max_pending,
+                   uint64_t queue_timeout_ms);
+/* Where a's metrics go from now on (a reload moved them; the gauges were carried over). */
+void rem_admit_set_metrics(struct rem_admit *a, struct rem_upstream_metrics *m,
+                           const struct rem_hist_layout *hl);
+/* New shares and settings from a reload, keeping the slots held and the queue: a larger limit
+ * grants waiters at once (from the kick event), a smaller one admits nobody new until the
+ * slots in use fall below it; a smaller max_pending queues nobody new until the queue is
+ * below it. adaptive turns the gradient limiter on or off (on: limit becomes its ceiling).
+ * Returns 0 or -REM_E_NOMEM. */
+int rem_admit_configure(struct rem_admit *a, uint32_t limit, uint32_t max_pending,
+                        uint64_t queue_timeout_ms, bool adaptive);
 /* Turns on the gradient limiter: the limit starts at the configured share and is lowered when
  * upstream latency rises above its measured minimum, raised again when it recovers. Returns 0
  * or -REM_E_NOMEM. */

@@ -164,7 +164,7 @@ static void on_dns_lookup(void *arg, enum rem_dns_result r, uint64_t ns)
     struct rem_dns_source *src = arg;
     struct rem_cluster *c = src->cluster;
     REM_M_ADD(c->metrics->dns_lookups[r], 1);
-    rem_hist_record(&c->metrics->dns_duration, &c->worker->mlayout->upstream_hist, ns);
+    rem_hist_record(&c->metrics->dns_duration, c->hl, ns);
     if (r != REM_DNS_SUCCESS) {
         c->last_dns_result = (int)r;
         publish_dns_state(c);
@@ -236,36 +236,44 @@ void rem_cluster_set_pool(struct rem_cluster *c, const struct rem_up_ops *ops,
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
 
-struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_upstream *cfg,
-                                    size_t idx, unsigned n_workers)
+/* This worker's shares of the upstream's limits. For HTTP/1 a request in flight holds a
+ * connection, so the effective request limit is min(max_requests, max_connections). */
+static void shares(const struct rem_cfg_upstream *cfg, unsigned n_workers, unsigned *conns,
+                   uint32_t *lim_share, uint32_t *pend_share)
+{
+    unsigned nw = n_workers ? n_workers : 1;
+    *conns = cfg->max_connections / nw ? cfg->max_connections / nw : 1;
+    uint32_t lim = cfg->max_requests;
+    if (cfg->protocol == REM_PROTO_HTTP1 && cfg->max_connections < lim)
+        lim = cfg->max_connections;
+    *lim_share = lim / nw ? lim / nw : 1;
+    *pend_share = cfg->max_pending ? (cfg->max_pending / nw ? cfg->max_pending / nw : 1) : 0;
+}
+
+struct rem_cluster *rem_cluster_new(struct rem_worker *w, struct rem_config *config,
+                                    const struct rem_cfg_upstream *cfg,
+                                    struct rem_metrics_layout *ml, unsigned n_workers)
 {
     struct rem_cluster *c = rem_xcalloc(1, sizeof(*c));
+    c->refs = 1;
     c->worker = w;
+    c->config = rem_config_ref(config);
     c->cfg = cfg;
-    c->idx = idx;
-    c->metrics = &w->metrics->upstreams[idx];
+    c->ml = rem_metrics_layout_ref(ml);
+    c->hl = &ml->upstream_hist;
+    c->metrics = rem_xcalloc(1, sizeof(*c->metrics));
     TAILQ_INIT(&c->pool_wait);
     TAILQ_INIT(&c->dns_wait);
     /* Each worker gets an equal share of the connection budget (no shared counter on the
      * request path); at least one. */
-    c->max_connections = cfg->max_connections / (n_workers ? n_workers : 1);
-    if (c->max_connections == 0)
-        c->max_connections = 1;
-    /* Admission shares: for HTTP/1 a request in flight holds a connection, so the effective
-     * limit is min(max_requests, max_connections). */
-    unsigned nw = n_workers ? n_workers : 1;
-    uint32_t lim = cfg->max_requests;
-    if (cfg->protocol == REM_PROTO_HTTP1 && cfg->max_connections < lim)
-        lim = cfg->max_connections;
-    uint32_t lim_share = lim / nw ? lim / nw : 1;
-    uint32_t pend_share =
-        cfg->max_pending ? (cfg->max_pending / nw ? cfg->max_pending / nw : 1) : 0;
+    uint32_t lim_share, pend_share;
+    shares(cfg, n_workers, &c->max_connections, &lim_share, &pend_share);
     c->dns_timer = evtimer_new(w->loop.base, on_dns_timer, c);
     if (!c->dns_timer ||
-        rem_admit_init(&c->admit, w, c->metrics, lim_share, pend_share, cfg->queue_timeout_ms) <
-            0 ||
+        rem_admit_init(&c->admit, w, c->metrics, c->hl, lim_share, pend_share,
+                       cfg->queue_timeout_ms) < 0 ||
         (cfg->adaptive && rem_admit_adaptive(&c->admit) < 0)) {
-        rem_cluster_free(c);
+        rem_cluster_unref(c);
         return NULL;
     }
     size_t n_names = 0;
@@ -281,7 +289,7 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_u
                  (unsigned)e->port);
         if (rem_parse_sockaddr(spec, &a) < 0) {
             rem_log_error("upstream %s: endpoint %s is not a numeric address", cfg->name, spec);
-            rem_cluster_free(c);
+            rem_cluster_unref(c);
             return NULL;
         }
         if (!present(c, &a))
@@ -290,7 +298,7 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_u
     if (n_names) {
         if (!w->dns) {
             rem_log_error("upstream %s: endpoint names need the dns resolver", cfg->name);
-            rem_cluster_free(c);
+            rem_cluster_unref(c);
             return NULL;
         }
         c->sources = rem_xcalloc(n_names, sizeof(*c->sources));
@@ -311,9 +319,48 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_u
     return c;
 }
 
-void rem_cluster_free(struct rem_cluster *c)
+bool rem_cluster_same(const struct rem_cluster *c, const struct rem_cfg_upstream *cfg)
 {
-    if (!c)
+    const struct rem_cfg_upstream *o = c->cfg;
+    if (strcmp(o->name, cfg->name) != 0 || o->protocol != cfg->protocol ||
+        o->n_endpoints != cfg->n_endpoints)
+        return false;
+    for (size_t i = 0; i < o->n_endpoints; i++)
+        if (strcmp(o->endpoints[i].host, cfg->endpoints[i].host) != 0 ||
+            o->endpoints[i].port != cfg->endpoints[i].port)
+            return false;
+    return true;
+}
+
+int rem_cluster_update(struct rem_cluster *c, struct rem_config *config,
+                       const struct rem_cfg_upstream *cfg, struct rem_metrics_layout *ml,
+                       unsigned n_workers)
+{
+    rem_config_ref(config);
+    rem_config_unref(c->config);
+    c->config = config;
+    c->cfg = cfg;
+    if (!rem_hist_layout_same(c->hl, &ml->upstream_hist)) {
+        /* New buckets: the histograms restart; counters and gauges carry over. */
+        struct rem_upstream_metrics *m = rem_xcalloc(1, sizeof(*m));
+        rem_upstream_metrics_carry(m, c->metrics);
+        free(c->metrics);
+        c->metrics = m;
+    }
+    rem_metrics_layout_ref(ml);
+    rem_metrics_layout_unref(c->ml);
+    c->ml = ml;
+    c->hl = &ml->upstream_hist;
+    rem_admit_set_metrics(&c->admit, c->metrics, c->hl);
+    uint32_t lim_share, pend_share;
+    shares(cfg, n_workers, &c->max_connections, &lim_share, &pend_share);
+    return rem_admit_configure(&c->admit, lim_share, pend_share, cfg->queue_timeout_ms,
+                               cfg->adaptive);
+}
+
+void rem_cluster_unref(struct rem_cluster *c)
+{
+    if (!c || --c->refs > 0)
         return;
     for (size_t i = 0; i < c->n_sources; i++) {
         rem_dns_unwatch(c->sources[i].watch);
@@ -331,6 +378,9 @@ void rem_cluster_free(struct rem_cluster *c)
         event_free(c->dns_timer);
     rem_admit_dispose(&c->admit);
     free(c->endpoints);
+    free(c->metrics);
+    rem_metrics_layout_unref(c->ml);
+    rem_config_unref(c->config);
     free(c);
 }
 

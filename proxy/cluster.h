@@ -32,6 +32,8 @@ typedef int (*rem_cluster_connect_fn)(struct rem_transport *t, struct rem_loop *
                                       const struct rem_transport_cbs *cbs, void *arg,
                                       size_t read_high, size_t write_high, void *connect_arg);
 struct rem_upstream_metrics;
+struct rem_metrics_layout;
+struct rem_hist_layout;
 struct rem_dns_name;
 struct rem_up_ops;
 
@@ -52,10 +54,13 @@ struct rem_endpoint {
 };
 
 struct rem_cluster {
+    unsigned refs;                        /* each worker generation's that has it */
     struct rem_worker *worker;            /* borrowed */
-    const struct rem_cfg_upstream *cfg;   /* borrowed from the worker's generation */
-    size_t idx;                           /* index of cfg in the generation's upstreams */
-    struct rem_upstream_metrics *metrics; /* borrowed: this upstream in the worker's shard */
+    struct rem_config *config;            /* a reference: the generation cfg points into */
+    const struct rem_cfg_upstream *cfg;   /* in config: the newest definition */
+    struct rem_metrics_layout *ml;        /* a reference: hl points into it */
+    const struct rem_hist_layout *hl;     /* buckets of the histograms in metrics */
+    struct rem_upstream_metrics *metrics; /* owned: this upstream's metrics on the worker */
     struct rem_endpoint **endpoints;      /* the set in effect (each holds a ref) */
     size_t n_endpoints, cap_endpoints;
     struct rem_dns_source *sources; /* owned: one per configured endpoint name */
@@ -89,13 +94,31 @@ struct rem_dns_source {
     bool answered; /* had a usable answer at least once */
 };
 
-/* Builds the cluster: numeric endpoints at once, names through the worker's dns channel.
- * Returns NULL with the reason logged. */
-struct rem_cluster *rem_cluster_new(struct rem_worker *w, const struct rem_cfg_upstream *cfg,
-                                    size_t idx, unsigned n_workers);
-/* Closes every upconn of the cluster through the pool (their streams must be gone) and frees
- * it. NULL-safe. */
-void rem_cluster_free(struct rem_cluster *c);
+/* Builds the cluster of upstream cfg (inside config, referenced), with histograms in the
+ * buckets of ml (referenced): numeric endpoints at once, names through the worker's dns
+ * channel. refs 1. Returns NULL with the reason logged. */
+struct rem_cluster *rem_cluster_new(struct rem_worker *w, struct rem_config *config,
+                                    const struct rem_cfg_upstream *cfg,
+                                    struct rem_metrics_layout *ml, unsigned n_workers);
+/* cfg defines the same cluster as c: same name, protocol and endpoints (so its pool, DNS
+ * watches and admission queue can carry over a reload). */
+bool rem_cluster_same(const struct rem_cluster *c, const struct rem_cfg_upstream *cfg);
+/* A reload kept c (rem_cluster_same): c takes the new definition cfg (inside config) and its
+ * limits, timeouts, balancing and admission shares; in-flight requests keep their slots and
+ * the pool its upconns. When ml's upstream buckets differ, the histograms restart in them
+ * (counters and gauges carry over). Call with the worker's gen_lock held (the scrape reads
+ * the metrics). Returns 0 or -REM_E_NOMEM. */
+int rem_cluster_update(struct rem_cluster *c, struct rem_config *config,
+                       const struct rem_cfg_upstream *cfg, struct rem_metrics_layout *ml,
+                       unsigned n_workers);
+static inline struct rem_cluster *rem_cluster_ref(struct rem_cluster *c)
+{
+    c->refs++;
+    return c;
+}
+/* Drops a reference; the last one closes every upconn of the cluster through the pool (their
+ * streams must be gone) and frees it. Call with the worker's gen_lock held. NULL-safe. */
+void rem_cluster_unref(struct rem_cluster *c);
 
 /* The next endpoint by the upstream's policy, or NULL when the cluster has none. */
 struct rem_endpoint *rem_cluster_pick(struct rem_cluster *c);

@@ -27,8 +27,9 @@ struct dns_sock {
 };
 
 struct rem_dns {
-    struct rem_loop *loop;         /* borrowed */
-    const struct rem_cfg_dns *cfg; /* borrowed from the worker's generation */
+    struct rem_loop *loop;  /* borrowed */
+    struct rem_cfg_dns cfg; /* a copy of the first generation's (resolvers not kept): the dns
+                               section needs a restart to change */
     ares_channel ch;
     struct event *timer; /* owned: ares_timeout */
     struct dns_sock *socks;
@@ -137,7 +138,14 @@ struct rem_dns *rem_dns_new(struct rem_loop *loop, const struct rem_cfg_dns *cfg
     }
     struct rem_dns *d = rem_xcalloc(1, sizeof(*d));
     d->loop = loop;
-    d->cfg = cfg;
+    d->cfg = (struct rem_cfg_dns){
+        .min_ttl_ms = cfg->min_ttl_ms,
+        .max_ttl_ms = cfg->max_ttl_ms,
+        .timeout_ms = cfg->timeout_ms,
+        .attempts = cfg->attempts,
+        .family = cfg->family,
+        .stale_ttl_ms = cfg->stale_ttl_ms,
+    }; /* the resolvers are given to c-ares below, not kept */
     struct ares_options o = {0};
     o.sock_state_cb = on_sock_state;
     o.sock_state_cb_data = d;
@@ -286,7 +294,7 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
             name_free(n);
         return;
     }
-    const struct rem_cfg_dns *cfg = n->d->cfg;
+    const struct rem_cfg_dns *cfg = &n->d->cfg;
     struct rem_sockaddr addrs[REM_DNS_MAX_ADDRS];
     int ttl = -1;
     size_t k = status == ARES_SUCCESS ? collect(n, res, addrs, &ttl) : 0;
@@ -337,7 +345,7 @@ static void on_name_timer(evutil_socket_t fd, short what, void *arg)
     if (n->in_flight)
         return;
     struct ares_addrinfo_hints h = {.ai_socktype = SOCK_STREAM};
-    switch (d->cfg->family) {
+    switch (d->cfg.family) {
     case REM_DNS_V4:
         h.ai_family = AF_INET;
         break;

@@ -29,9 +29,9 @@ struct hc_endpoint {
 };
 
 struct rem_healthcheck {
-    struct event_base *base;      /* borrowed */
-    const struct rem_config *cfg; /* borrowed */
-    struct hc_endpoint *eps;      /* owned */
+    struct event_base *base; /* borrowed */
+    struct rem_config *cfg;  /* a reference */
+    struct hc_endpoint *eps; /* owned */
     size_t n_eps;
     int8_t *states;         /* owned, per upstream */
     struct evdns_base *dns; /* owned: resolves endpoint names without blocking (evdns) */
@@ -107,11 +107,31 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     e->pending = req;
 }
 
-struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, const struct rem_config *cfg)
+/* The endpoint of prev that checks the same thing as e (same upstream name, endpoint and
+ * health check settings), or NULL. */
+static const struct hc_endpoint *same_in(const struct rem_healthcheck *prev,
+                                         const struct hc_endpoint *e)
+{
+    const struct rem_cfg_upstream *u = &e->hc->cfg->upstreams[e->upstream];
+    const struct rem_cfg_health_check *c = &u->health_check;
+    for (size_t i = 0; prev && i < prev->n_eps; i++) {
+        const struct hc_endpoint *o = &prev->eps[i];
+        const struct rem_cfg_upstream *ou = &prev->cfg->upstreams[o->upstream];
+        const struct rem_cfg_health_check *oc = &ou->health_check;
+        if (strcmp(ou->name, u->name) == 0 && strcmp(o->authority, e->authority) == 0 &&
+            strcmp(oc->path, c->path) == 0 && oc->interval_ms == c->interval_ms &&
+            oc->timeout_ms == c->timeout_ms && oc->rise == c->rise && oc->fall == c->fall)
+            return o;
+    }
+    return NULL;
+}
+
+struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, struct rem_config *cfg,
+                                            const struct rem_healthcheck *prev)
 {
     struct rem_healthcheck *h = rem_xcalloc(1, sizeof(*h));
     h->base = base;
-    h->cfg = cfg;
+    h->cfg = rem_config_ref(cfg);
     h->states = rem_xcalloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(*h->states));
     size_t n = 0;
     for (size_t u = 0; u < cfg->n_upstreams; u++) {
@@ -160,6 +180,16 @@ struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, const struc
                 rem_healthcheck_free(h);
                 return NULL;
             }
+            const struct hc_endpoint *o = same_in(prev, e);
+            if (o) { /* a reload kept this check: its state carries over, no readiness flap */
+                e->checked = o->checked;
+                e->healthy = o->healthy;
+                e->ok_streak = o->ok_streak;
+                e->fail_streak = o->fail_streak;
+                memcpy(e->last, o->last, sizeof(e->last));
+                if (e->healthy)
+                    h->states[u] = 1;
+            }
             struct timeval to = {(time_t)(up->health_check.timeout_ms / 1000),
                                  (suseconds_t)(up->health_check.timeout_ms % 1000) * 1000};
             evhttp_connection_set_timeout_tv(e->conn, &to);
@@ -186,6 +216,7 @@ void rem_healthcheck_free(struct rem_healthcheck *h)
     }
     free(h->eps);
     free(h->states);
+    rem_config_unref(h->cfg);
     if (h->dns)
         evdns_base_free(h->dns, 0);
     free(h);

@@ -16,8 +16,12 @@ struct event_base;
 struct rem_config;
 struct rem_healthcheck;
 
-/* Starts checking (the first round runs at once). Returns NULL with the reason logged. */
-struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, const struct rem_config *cfg);
+/* Starts checking cfg's upstreams (referenced; the first round runs at once). After a reload,
+ * prev (the old checker, may be NULL) lends the state of every check that did not change
+ * (same upstream name, endpoint and settings), so readiness does not flap. Returns NULL with
+ * the reason logged. */
+struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, struct rem_config *cfg,
+                                            const struct rem_healthcheck *prev);
 void rem_healthcheck_free(struct rem_healthcheck *h);
 
 /* Per upstream (config order): -1 no health check, 0 unhealthy, 1 healthy. Valid for the

@@ -27,7 +27,8 @@
 
 struct rem_listener {
     struct rem_worker *worker;          /* borrowed */
-    const struct rem_cfg_listener *cfg; /* borrowed from the worker's generation */
+    const struct rem_cfg_listener *cfg; /* borrowed from the worker's current config (a
+                                           stopped listener's from the config it last had) */
     struct evconnlistener *evl;         /* owned, closes the fd */
     struct event *resume_ev;            /* owned */
     uint32_t n_conns;                   /* open conns accepted here */
@@ -94,17 +95,10 @@ static void on_accept_error(struct evconnlistener *evl, void *arg)
     evtimer_add(l->resume_ev, &tv);
 }
 
-struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg_listener *cfg,
-                                      uint16_t *port)
+int rem_listener_bind(const struct rem_cfg_listener *cfg, uint16_t *port)
 {
-    struct rem_listener *l = rem_xcalloc(1, sizeof(*l));
     struct rem_sockaddr a = cfg->addr;
     int fd = -1, one = 1;
-    l->worker = w;
-    l->cfg = cfg;
-    unsigned nw = w->cfg->workers ? w->cfg->workers : 1;
-    l->limit = cfg->max_connections / nw ? cfg->max_connections / nw : 1;
-
     if (*port) {
         if (a.ss.ss_family == AF_INET6)
             ((struct sockaddr_in6 *)&a.ss)->sin6_port = htons(*port);
@@ -128,6 +122,28 @@ struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg
         goto fail;
     *port = ntohs(bound.ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound.ss)->sin6_port
                                                  : ((struct sockaddr_in *)&bound.ss)->sin_port);
+    return fd;
+
+fail:
+    rem_log_error("listener %s: cannot listen on %s: %s", cfg->name, cfg->address, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+static uint32_t share(const struct rem_cfg_listener *cfg, unsigned n_workers)
+{
+    unsigned nw = n_workers ? n_workers : 1;
+    return cfg->max_connections / nw ? cfg->max_connections / nw : 1;
+}
+
+struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg_listener *cfg,
+                                      int fd, unsigned n_workers)
+{
+    struct rem_listener *l = rem_xcalloc(1, sizeof(*l));
+    l->worker = w;
+    l->cfg = cfg;
+    l->limit = share(cfg, n_workers);
     l->evl = evconnlistener_new(w->loop.base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (!l->evl)
         goto fail;
@@ -139,11 +155,31 @@ struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg
     return l;
 
 fail:
-    rem_log_error("listener %s: cannot listen on %s: %s", cfg->name, cfg->address, strerror(errno));
+    rem_log_error("listener %s: out of memory", cfg->name);
     if (fd >= 0)
         close(fd);
     rem_listener_free(l);
     return NULL;
+}
+
+void rem_listener_update(struct rem_listener *l, const struct rem_cfg_listener *cfg,
+                         unsigned n_workers)
+{
+    l->cfg = cfg;
+    l->limit = share(cfg, n_workers);
+    if (l->full && l->n_conns < l->limit) {
+        l->full = false;
+        if (l->evl)
+            evconnlistener_enable(l->evl);
+    } else if (!l->full && l->evl && l->n_conns >= l->limit) {
+        l->full = true;
+        evconnlistener_disable(l->evl);
+    }
+}
+
+uint32_t rem_listener_conns(const struct rem_listener *l)
+{
+    return l->n_conns;
 }
 
 void rem_listener_stop(struct rem_listener *l)

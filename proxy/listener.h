@@ -12,11 +12,23 @@ struct rem_worker;
 struct rem_cfg_listener;
 struct rem_listener;
 
-/* Binds and listens on cfg->addr (port override: when *port is nonzero it replaces the
- * configured port; on return *port holds the bound port). Returns the listener (accepting
- * once the worker's loop runs) or NULL with the reason logged. */
+/* Binds and listens on cfg->addr with SO_REUSEPORT (any thread: the main thread binds every
+ * worker's socket, so a listener configured with port 0 gets one port for all). When *port is
+ * nonzero it replaces the configured port; on return *port holds the bound port. Returns the
+ * socket, or -1 with the reason logged. */
+int rem_listener_bind(const struct rem_cfg_listener *cfg, uint16_t *port);
+/* The worker's listener on fd (from rem_listener_bind; owned from now on, closed on failure),
+ * with this worker's share of cfg->max_connections over n_workers. cfg must live as long as
+ * the worker's current config. Returns the listener (accepting once the worker's loop runs)
+ * or NULL with the reason logged. */
 struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg_listener *cfg,
-                                      uint16_t *port);
+                                      int fd, unsigned n_workers);
+/* A reload kept the listener's address: new conns get cfg (the new generation's entry) and
+ * the new share of max_connections. The socket stays open throughout. */
+void rem_listener_update(struct rem_listener *l, const struct rem_cfg_listener *cfg,
+                         unsigned n_workers);
+/* Conns accepted on l that are still open. */
+uint32_t rem_listener_conns(const struct rem_listener *l);
 /* Stops listening: connections already in the backlog are accepted, then the socket closes
  * (new ones are refused by the kernel). Conns already accepted go on. Idempotent. */
 void rem_listener_stop(struct rem_listener *l);

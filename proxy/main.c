@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * main: command line, configuration loading, start and stop order, signals. The only file
  * that exits. Start order: config, log, workers (which bind their listeners), admin, ready.
- * Stop order: not ready, workers, admin, config. */
+ * Stop order: not ready, workers, admin, config. Live reload (SIGHUP, a change of the config
+ * file) builds the next generation here and hands it to the workers. */
 #include <errno.h>
 #include <getopt.h>
 #include <arpa/inet.h>
@@ -23,6 +24,7 @@
 #include "admin.h"
 #include "admin_client.h"
 #include "config.h"
+#include "config_dump.h"
 #include "crash.h"
 #include "error.h"
 #include "healthcheck.h"
@@ -30,6 +32,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "server.h"
+#include "watch.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -49,14 +52,22 @@ static void usage(FILE *f)
             REM_DEFAULT_CONFIG_PATH);
 }
 
-static struct rem_config *load(const char *path, bool check)
+/* The config file: -c FILE, else $REMORA_CONFIG, else the default path if it exists; NULL:
+ * the embedded default. */
+static const char *config_path(const char *path)
 {
-    struct rem_config_diag diag = {0};
-    struct rem_config *cfg;
     if (!path)
         path = getenv("REMORA_CONFIG");
     if (!path && access(REM_DEFAULT_CONFIG_PATH, F_OK) == 0)
         path = REM_DEFAULT_CONFIG_PATH;
+    return path;
+}
+
+static struct rem_config *load(const char *path, bool check)
+{
+    struct rem_config_diag diag = {0};
+    struct rem_config *cfg;
+    path = config_path(path);
     cfg = path ? rem_config_load_file(path, &diag) : rem_config_default();
     if (!cfg) {
         for (size_t i = 0; i < diag.n; i++)
@@ -273,6 +284,188 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
 }
 
+/* ---- live reload ----------------------------------------------------------------------- */
+
+#define REM_RELOAD_DEBOUNCE_MS 100
+#define REM_RELOAD_RETRY_MS 10
+
+struct reloader {
+    struct event_base *base;
+    const char *path;              /* NULL: the embedded default (nothing to reload) */
+    struct rem_config *cfg;        /* a reference: the active generation */
+    struct rem_metrics_layout *ml; /* a reference: its layout */
+    struct rem_server_plan *plan;  /* a reference: its plan (sockets, ports) */
+    struct rem_worker *workers;
+    unsigned n_workers;
+    struct rem_admin *admin;
+    struct rem_healthcheck *hc; /* owned */
+    struct drain *drain;
+    uint64_t generation, reloads_ok, reloads_failed; /* for /metrics (rem_admin_set_reloads) */
+    double last_success;
+    uint64_t file_hash; /* of the active generation's file bytes */
+    struct event *retry_ev;
+    const char *retry_trigger; /* a reload waiting for the workers to finish the last one */
+    bool retry_from_watch;
+};
+
+/* FNV-1a of the file's bytes; false when it cannot be read. */
+static bool file_hash(const char *path, uint64_t *out)
+{
+    FILE *f = fopen(path, "rbe");
+    if (!f)
+        return false;
+    uint64_t h = 1469598103934665603ull;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+        for (size_t i = 0; i < n; i++)
+            h = (h ^ (unsigned char)buf[i]) * 1099511628211ull;
+    bool ok = !ferror(f);
+    fclose(f);
+    *out = h;
+    return ok;
+}
+
+static bool dns_same(const struct rem_cfg_dns *a, const struct rem_cfg_dns *b)
+{
+    if (a->n_resolvers != b->n_resolvers || a->min_ttl_ms != b->min_ttl_ms ||
+        a->max_ttl_ms != b->max_ttl_ms || a->timeout_ms != b->timeout_ms ||
+        a->attempts != b->attempts || a->family != b->family || a->stale_ttl_ms != b->stale_ttl_ms)
+        return false;
+    for (size_t i = 0; i < a->n_resolvers; i++)
+        if (a->resolvers[i].len != b->resolvers[i].len ||
+            memcmp(&a->resolvers[i].ss, &b->resolvers[i].ss, a->resolvers[i].len) != 0)
+            return false;
+    return true;
+}
+
+static void publish_reloads(const struct reloader *r)
+{
+    const struct rem_admin_reloads st = {r->generation, r->reloads_ok, r->reloads_failed,
+                                         r->last_success};
+    rem_admin_set_reloads(r->admin, &st);
+}
+
+static void reload_failed(struct reloader *r, const char *trigger)
+{
+    r->reloads_failed++;
+    publish_reloads(r);
+    rem_log_error("config reload (%s) failed; keeping generation %llu", trigger,
+                  (unsigned long long)r->generation);
+}
+
+static bool workers_caught_up(const struct reloader *r)
+{
+    for (unsigned i = 0; i < r->n_workers; i++)
+        if (rem_server_worker_gen_id(&r->workers[i]) != r->plan->id)
+            return false;
+    return true;
+}
+
+static void reload(struct reloader *r, const char *trigger, bool from_watch)
+{
+    if (!r->path) {
+        rem_log_warn("config reload (%s): remora runs the embedded default; nothing to reload",
+                     trigger);
+        return;
+    }
+    if (r->drain->active) {
+        rem_log_info("config reload (%s) ignored: draining", trigger);
+        return;
+    }
+    if (!workers_caught_up(r)) {
+        /* The workers still swap to the last generation; plans are built against it. */
+        r->retry_trigger = trigger;
+        r->retry_from_watch = r->retry_from_watch || from_watch;
+        struct timeval tv = {0, REM_RELOAD_RETRY_MS * 1000};
+        event_add(r->retry_ev, &tv);
+        return;
+    }
+    uint64_t h = 0;
+    bool have_hash = file_hash(r->path, &h);
+    if (from_watch && have_hash && h == r->file_hash) {
+        rem_log_debug("config file %s unchanged; not reloaded", r->path);
+        return;
+    }
+    struct rem_config_diag diag = {0};
+    struct rem_config *cfg = rem_config_load_file(r->path, &diag);
+    for (size_t i = 0; i < diag.n; i++)
+        rem_log_error("%s", diag.msgs[i]);
+    rem_config_diag_dispose(&diag);
+    if (!cfg) {
+        reload_failed(r, trigger);
+        return;
+    }
+    unsigned nw = worker_count(cfg);
+    if (nw != r->n_workers)
+        rem_log_warn("config: workers changed from %u to %u; needs a restart (ignored)",
+                     r->n_workers, nw);
+    cfg->workers = r->n_workers;
+    if (!dns_same(&cfg->dns, &r->cfg->dns))
+        rem_log_warn("config: dns changed; needs a restart (ignored; the running resolver "
+                     "settings stay)");
+    derive_max_connections(cfg);
+    struct rem_metrics_layout *ml = rem_metrics_layout_new(cfg);
+    struct rem_server_plan *plan =
+        ml ? rem_server_plan_new(cfg, ml, r->plan, r->n_workers, r->plan->id + 1) : NULL;
+    bool admin_moved = cfg->admin.addr.len != r->cfg->admin.addr.len ||
+                       memcmp(&cfg->admin.addr.ss, &r->cfg->admin.addr.ss, cfg->admin.addr.len);
+    if (!plan || (admin_moved && rem_admin_rebind(r->admin, &cfg->admin) < 0)) {
+        rem_server_plan_unref(plan);
+        rem_metrics_layout_unref(ml);
+        rem_config_unref(cfg);
+        reload_failed(r, trigger);
+        return;
+    }
+    if (admin_moved)
+        rem_log_info("admin moved to %s", cfg->admin.address);
+    for (unsigned i = 0; i < r->n_workers; i++)
+        rem_server_worker_reload(&r->workers[i], plan);
+    struct rem_healthcheck *hc = rem_healthcheck_new(r->base, cfg, r->hc);
+    if (!hc)
+        rem_log_error("config: health checks could not restart; the old ones keep running");
+    else {
+        rem_healthcheck_free(r->hc);
+        r->hc = hc;
+    }
+    rem_admin_set_config(r->admin, cfg, ml, r->hc);
+    rem_log_setup(cfg->log.level, cfg->log.format);
+    r->generation = plan->id;
+    r->reloads_ok++;
+    r->last_success = (double)cfg->loaded_at;
+    publish_reloads(r);
+    r->drain->cfg = cfg;
+    rem_server_plan_unref(r->plan);
+    rem_metrics_layout_unref(r->ml);
+    rem_config_unref(r->cfg);
+    r->plan = plan;
+    r->ml = ml;
+    r->cfg = cfg;
+    r->file_hash = have_hash ? h : 0;
+    char line[256];
+    rem_config_summary(cfg, line, sizeof(line));
+    rem_log_info("config reloaded (%s): generation %llu, hash %016llx, %s", trigger,
+                 (unsigned long long)plan->id, (unsigned long long)rem_config_hash(cfg), line);
+}
+
+static void on_reload_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct reloader *r = arg;
+    bool w = r->retry_from_watch;
+    r->retry_from_watch = false;
+    reload(r, r->retry_trigger, w);
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    reload(arg, "SIGHUP", false);
+}
+
+static void on_file_changed(void *arg)
+{
+    reload(arg, "file change", true);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -346,25 +539,29 @@ int main(int argc, char **argv)
 
     int rc = 1;
     struct event_base *base = event_base_new();
-    struct event *sigterm = NULL, *sigint = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
     struct drain dr = {0};
+    struct reloader rl = {0};
     struct rem_admin *admin = NULL;
-    struct rem_healthcheck *hc = NULL;
+    struct rem_watch *watch = NULL;
     struct rem_metrics_layout *ml = rem_metrics_layout_new(cfg);
+    struct rem_server_plan *plan = NULL;
     struct rem_worker *workers = rem_xcalloc(cfg->workers, sizeof(*workers));
-    uint16_t *ports = rem_xcalloc(cfg->n_listeners, sizeof(*ports));
     unsigned n_init = 0;
     if (!base || !ml)
         goto out;
+    plan = rem_server_plan_new(cfg, ml, NULL, cfg->workers, 1);
+    if (!plan)
+        goto out;
     for (unsigned i = 0; i < cfg->workers; i++) {
         n_init++;
-        if (rem_server_worker_init(&workers[i], i, cfg, ml, ports) < 0)
+        if (rem_server_worker_init(&workers[i], i, plan) < 0)
             goto out;
     }
-    hc = rem_healthcheck_new(base, cfg);
-    if (!hc)
+    rl.hc = rem_healthcheck_new(base, cfg, NULL);
+    if (!rl.hc)
         goto out;
-    admin = rem_admin_new(base, &cfg->admin, workers, cfg->workers, ml, hc);
+    admin = rem_admin_new(base, &cfg->admin, workers, cfg->workers, cfg, ml, rl.hc);
     if (!admin)
         goto out;
     dr.base = base;
@@ -375,11 +572,31 @@ int main(int argc, char **argv)
     dr.poll_ev = event_new(base, -1, EV_PERSIST, on_drain_poll, &dr);
     dr.timeout_ev = evtimer_new(base, on_drain_timeout, &dr);
     rem_admin_set_drain(admin, on_admin_drain, &dr);
+    rl.base = base;
+    rl.path = config_path(path);
+    rl.cfg = rem_config_ref(cfg);
+    rl.ml = rem_metrics_layout_ref(ml);
+    __atomic_add_fetch(&plan->refs, 1, __ATOMIC_RELAXED);
+    rl.plan = plan;
+    rl.workers = workers;
+    rl.n_workers = cfg->workers;
+    rl.admin = admin;
+    rl.drain = &dr;
+    rl.generation = 1;
+    rl.last_success = (double)cfg->loaded_at;
+    publish_reloads(&rl);
+    if (rl.path)
+        (void)file_hash(rl.path, &rl.file_hash);
+    rl.retry_ev = evtimer_new(base, on_reload_retry, &rl);
     sigterm = evsignal_new(base, SIGTERM, on_signal, &dr);
     sigint = evsignal_new(base, SIGINT, on_signal, &dr);
-    if (!sigterm || !sigint || !dr.poll_ev || !dr.timeout_ev || evsignal_add(sigterm, NULL) < 0 ||
-        evsignal_add(sigint, NULL) < 0)
+    sighup = evsignal_new(base, SIGHUP, on_sighup, &rl);
+    if (!sigterm || !sigint || !sighup || !rl.retry_ev || !dr.poll_ev || !dr.timeout_ev ||
+        evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0 ||
+        evsignal_add(sighup, NULL) < 0)
         goto out;
+    if (rl.path)
+        watch = rem_watch_new(base, rl.path, REM_RELOAD_DEBOUNCE_MS, on_file_changed, &rl);
     for (unsigned i = 0; i < cfg->workers; i++)
         if (rem_worker_start(&workers[i]) < 0)
             goto out;
@@ -388,7 +605,7 @@ int main(int argc, char **argv)
                  (double)(rem_now_ns() - t0_ns) / 1e6);
     for (size_t i = 0; i < cfg->n_listeners; i++)
         rem_log_info("listening on %s (port %u) as %s, %u workers", cfg->listeners[i].address,
-                     ports[i], cfg->listeners[i].name, cfg->workers);
+                     plan->ports[i], cfg->listeners[i].name, cfg->workers);
     rem_log_info("remora %s started: config %s, admin on %s", PACKAGE_VERSION, cfg->source,
                  cfg->admin.address);
     event_base_dispatch(base);
@@ -396,13 +613,20 @@ int main(int argc, char **argv)
     rc = dr.exit_code;
 
 out:
+    rem_watch_free(watch);
     for (unsigned i = 0; i < n_init; i++)
         rem_worker_stop(&workers[i]);
     for (unsigned i = 0; i < n_init; i++)
         rem_server_worker_dispose(&workers[i]);
     rem_admin_free(admin);
-    rem_healthcheck_free(hc);
-    rem_metrics_layout_free(ml);
+    rem_healthcheck_free(rl.hc);
+    rem_server_plan_unref(rl.plan);
+    rem_metrics_layout_unref(rl.ml);
+    rem_config_unref(rl.cfg);
+    rem_server_plan_unref(plan);
+    rem_metrics_layout_unref(ml);
+    if (rl.retry_ev)
+        event_free(rl.retry_ev);
     if (dr.poll_ev)
         event_free(dr.poll_ev);
     if (dr.timeout_ev)
@@ -411,10 +635,11 @@ out:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (sighup)
+        event_free(sighup);
     if (base)
         event_base_free(base);
     free(workers);
-    free(ports);
     rem_config_unref(cfg);
     rem_crash_thread_done();
     if (rc == 0)

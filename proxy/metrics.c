@@ -49,6 +49,7 @@ char *rem_metrics_escape_label(const char *v)
 struct rem_metrics_layout *rem_metrics_layout_new(const struct rem_config *cfg)
 {
     struct rem_metrics_layout *l = rem_xcalloc(1, sizeof(*l));
+    l->refs = 1;
     const struct rem_cfg_buckets *def = &cfg->metrics.buckets;
     l->n_routes = cfg->n_routes + 1;
     l->route_hist = rem_xcalloc(l->n_routes, sizeof(*l->route_hist));
@@ -88,38 +89,64 @@ void rem_metrics_layout_free(struct rem_metrics_layout *l)
     free(l);
 }
 
-struct rem_metrics_shard *rem_metrics_shard_new(const struct rem_metrics_layout *l)
+const struct rem_route_metrics rem_metrics_zero_route;
+const struct rem_route_hist rem_metrics_zero_route_hist;
+const struct rem_upstream_metrics rem_metrics_zero_upstream;
+
+struct rem_metrics_layout *rem_metrics_layout_ref(struct rem_metrics_layout *l)
 {
-    struct rem_metrics_shard *s = rem_xcalloc(1, sizeof(*s));
-    s->n_routes = l->n_routes;
-    /* One zeroed block each: pages of routes that see no traffic are never touched. */
-    s->routes = rem_xcalloc(l->n_routes, sizeof(*s->routes));
-    s->n_upstreams = l->n_upstreams;
-    s->upstreams = rem_xcalloc(l->n_upstreams ? l->n_upstreams : 1, sizeof(*s->upstreams));
-    return s;
+    if (l)
+        __atomic_add_fetch(&l->refs, 1, __ATOMIC_RELAXED);
+    return l;
+}
+
+void rem_metrics_layout_unref(struct rem_metrics_layout *l)
+{
+    if (l && __atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        rem_metrics_layout_free(l);
+}
+
+bool rem_hist_layout_same(const struct rem_hist_layout *a, const struct rem_hist_layout *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->le_ns[i] != b->le_ns[i] || strcmp(a->le_str[i], b->le_str[i]) != 0)
+            return false;
+    return true;
+}
+
+void rem_upstream_metrics_carry(struct rem_upstream_metrics *dst,
+                                const struct rem_upstream_metrics *src)
+{
+    *dst = *src;
+    memset(&dst->response_duration, 0, sizeof(dst->response_duration));
+    memset(&dst->connect_duration, 0, sizeof(dst->connect_duration));
+    memset(&dst->queue_wait, 0, sizeof(dst->queue_wait));
+    memset(&dst->dns_duration, 0, sizeof(dst->dns_duration));
+}
+
+struct rem_metrics_shard *rem_metrics_shard_new(void)
+{
+    return rem_xcalloc(1, sizeof(struct rem_metrics_shard));
 }
 
 void rem_metrics_shard_free(struct rem_metrics_shard *s)
 {
-    if (!s)
-        return;
-    free(s->routes);
-    free(s->upstreams);
     free(s);
 }
 
-void rem_metrics_record_request(struct rem_metrics_shard *s, const struct rem_metrics_layout *l,
-                                size_t r, bool counted_in_flight, int status, uint64_t ns,
-                                uint64_t bytes_in, uint64_t bytes_out)
+void rem_metrics_record_request(struct rem_route_metrics *m, struct rem_route_hist *h,
+                                const struct rem_hist_layout *hl, bool counted_in_flight,
+                                int status, uint64_t ns, uint64_t bytes_in, uint64_t bytes_out)
 {
-    struct rem_route_metrics *m = &s->routes[r];
     enum rem_code_class cc = rem_code_class_of(status);
     if (counted_in_flight)
         REM_M_ADD(m->in_flight, -1);
     REM_M_ADD(m->requests[cc], 1);
     REM_M_ADD(m->request_bytes, bytes_in);
     REM_M_ADD(m->response_bytes, bytes_out);
-    rem_hist_record(&m->duration[cc], &l->route_hist[r], ns);
+    rem_hist_record(&h->duration[cc], hl, ns);
 }
 
 /* ---- process metrics ---------------------------------------------------------------------- */
@@ -402,7 +429,7 @@ static const char *labels2(struct rbuf *lb, const char *k1, const char *v1, cons
 }
 
 static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
-                          struct rem_metrics_shard *const *shards, size_t n_shards)
+                          const struct rem_metrics_view *vw, size_t n_shards)
 {
     struct rbuf lb = {0};
     const char *labels;
@@ -418,7 +445,7 @@ static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
         for (int c = 0; c < REM_CODE__N; c++) {
             memset(h, 0, sizeof(*h));
             for (size_t s = 0; s < n_shards; s++)
-                rem_hist_add(h, &shards[s]->routes[r].duration[c], &l->route_hist[r]);
+                rem_hist_add(h, &vw[s].route_hists[r]->duration[c], &l->route_hist[r]);
             if (h->count == 0)
                 continue;
             labels = labels2(&lb, "route", l->route_label[r], "code", code_label[c]);
@@ -433,7 +460,7 @@ static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
         for (int c = 0; c < REM_CODE__N; c++) {
             uint64_t v = 0;
             for (size_t s = 0; s < n_shards; s++)
-                v += LOAD(shards[s]->routes[r].requests[c]);
+                v += LOAD(vw[s].routes[r]->requests[c]);
             if (!v)
                 continue;
             labels = labels2(&lb, "route", l->route_label[r], "code", code_label[c]);
@@ -449,7 +476,7 @@ static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
         for (int k = 0; k < REM_REJECT__N; k++) {
             uint64_t v = 0;
             for (size_t s = 0; s < n_shards; s++)
-                v += LOAD(shards[s]->routes[r].rejected[k]);
+                v += LOAD(vw[s].routes[r]->rejected[k]);
             if (!v && r + 1 == l->n_routes)
                 continue; /* the unmatched route is never admitted or refused */
             labels = labels2(&lb, "route", l->route_label[r], "reason", reject_label[k]);
@@ -476,10 +503,11 @@ static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
             int64_t v = 0;
             bool seen = r + 1 < l->n_routes; /* configured routes always appear */
             for (size_t s = 0; s < n_shards; s++) {
-                int64_t x = LOAD(*(int64_t *)((char *)&shards[s]->routes[r] + per_route[k].off));
+                int64_t x =
+                    LOAD(*(const int64_t *)((const char *)vw[s].routes[r] + per_route[k].off));
                 v += x;
                 for (int c = 0; c < REM_CODE__N && !seen; c++)
-                    seen = LOAD(shards[s]->routes[r].requests[c]) > 0;
+                    seen = LOAD(vw[s].routes[r]->requests[c]) > 0;
             }
             if (!seen && v == 0)
                 continue;
@@ -494,7 +522,7 @@ static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
 }
 
 static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
-                             struct rem_metrics_shard *const *shards, size_t n_shards,
+                             const struct rem_metrics_view *vw, size_t n_shards,
                              const struct rem_metrics_process *proc)
 {
     struct rbuf lb = {0};
@@ -523,7 +551,7 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
             memset(h, 0, sizeof(*h));
             for (size_t s = 0; s < n_shards; s++)
                 rem_hist_add(
-                    h, (const struct rem_hist *)((char *)&shards[s]->upstreams[u] + hists[k].off),
+                    h, (const struct rem_hist *)((const char *)vw[s].up_hists[u] + hists[k].off),
                     &l->upstream_hist);
             labels = labels2(&lb, "upstream", l->upstream_label[u], NULL, NULL);
             rb_hist(b, hists[k].name, labels, &l->upstream_hist, h);
@@ -535,8 +563,8 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
     for (size_t u = 0; u < l->n_upstreams; u++) {
         int64_t active = 0, idle = 0;
         for (size_t s = 0; s < n_shards; s++) {
-            active += LOAD(shards[s]->upstreams[u].active);
-            idle += LOAD(shards[s]->upstreams[u].idle);
+            active += LOAD(vw[s].upstreams[u]->active);
+            idle += LOAD(vw[s].upstreams[u]->idle);
         }
         labels = labels2(&lb, "upstream", l->upstream_label[u], "state", "active");
         rb_series(b, conns, NULL, labels);
@@ -564,7 +592,7 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
         for (size_t u = 0; u < l->n_upstreams; u++) {
             int64_t v = 0;
             for (size_t s = 0; s < n_shards; s++)
-                v += LOAD(*(int64_t *)((char *)&shards[s]->upstreams[u] + gauges[k].off));
+                v += LOAD(*(const int64_t *)((const char *)vw[s].upstreams[u] + gauges[k].off));
             labels = labels2(&lb, "upstream", l->upstream_label[u], NULL, NULL);
             rb_series(b, gauges[k].name, NULL, labels);
             rb_i64(b, v);
@@ -578,7 +606,7 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
         for (int r = 0; r < REM_CONNFAIL__N; r++) {
             uint64_t v = 0;
             for (size_t s = 0; s < n_shards; s++)
-                v += LOAD(shards[s]->upstreams[u].connect_failures[r]);
+                v += LOAD(vw[s].upstreams[u]->connect_failures[r]);
             labels = labels2(&lb, "upstream", l->upstream_label[u], "reason", connfail_label[r]);
             rb_series(b, fails, NULL, labels);
             rb_u64(b, v);
@@ -593,7 +621,7 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
     for (size_t u = 0; u < l->n_upstreams; u++) {
         int64_t v = 0; /* every worker resolves the same names: the max is the set's size */
         for (size_t s = 0; s < n_shards; s++) {
-            int64_t x = LOAD(shards[s]->upstreams[u].endpoints);
+            int64_t x = LOAD(vw[s].upstreams[u]->endpoints);
             v = x > v ? x : v;
         }
         labels = labels2(&lb, "upstream", l->upstream_label[u], NULL, NULL);
@@ -613,7 +641,7 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
     for (size_t u = 0; dv && has && u < l->n_upstreams; u++) {
         for (size_t s = 0; s < n_shards; s++)
             for (int r = 0; r < REM_DNS_RESULTS; r++)
-                dv[u][r] += LOAD(shards[s]->upstreams[u].dns_lookups[r]);
+                dv[u][r] += LOAD(vw[s].upstreams[u]->dns_lookups[r]);
         for (int r = 0; r < REM_DNS_RESULTS; r++)
             has[u] = has[u] || dv[u][r] > 0;
         fam = fam || has[u];
@@ -633,7 +661,7 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
                 continue;
             memset(h, 0, sizeof(*h));
             for (size_t s = 0; s < n_shards; s++)
-                rem_hist_add(h, &shards[s]->upstreams[u].dns_duration, &l->upstream_hist);
+                rem_hist_add(h, &vw[s].up_hists[u]->dns_duration, &l->upstream_hist);
             labels = labels2(&lb, "upstream", l->upstream_label[u], NULL, NULL);
             rb_hist(b, dns_dur, labels, &l->upstream_hist, h);
         }
@@ -681,18 +709,18 @@ static const char *const h2_reasons[REM_H2_REASONS + 1] = {
 static const char *const h2_sides[2] = {"downstream", "upstream"};
 
 /* Streams by protocol and HTTP/2 frame counters. Reset series appear once non-zero. */
-static void render_http2(struct rbuf *b, struct rem_metrics_shard *const *shards, size_t n_shards)
+static void render_http2(struct rbuf *b, const struct rem_metrics_view *vw, size_t n_shards)
 {
     static const char *const protos[2] = {"http1", "h2c"};
     int64_t active = 0;
     uint64_t total[2] = {0}, goaway[2] = {0}, resets[2][REM_H2_REASONS + 1] = {{0}};
     for (size_t s = 0; s < n_shards; s++) {
-        active += LOAD(shards[s]->downstream_streams_active);
+        active += LOAD(vw[s].shard->downstream_streams_active);
         for (int k = 0; k < 2; k++) {
-            total[k] += LOAD(shards[s]->downstream_streams_total[k]);
-            goaway[k] += LOAD(shards[s]->h2_goaway[k]);
+            total[k] += LOAD(vw[s].shard->downstream_streams_total[k]);
+            goaway[k] += LOAD(vw[s].shard->h2_goaway[k]);
             for (int r = 0; r <= REM_H2_REASONS; r++)
-                resets[k][r] += LOAD(shards[s]->h2_resets[k][r]);
+                resets[k][r] += LOAD(vw[s].shard->h2_resets[k][r]);
         }
     }
     rb_family(b, "remora_downstream_streams_active", "gauge",
@@ -734,14 +762,14 @@ static void render_http2(struct rbuf *b, struct rem_metrics_shard *const *shards
     }
 }
 
-static void render_process(struct rbuf *b, struct rem_metrics_shard *const *shards, size_t n_shards,
+static void render_process(struct rbuf *b, const struct rem_metrics_view *vw, size_t n_shards,
                            const struct rem_metrics_process *p)
 {
     int64_t open = 0;
     uint64_t total = 0;
     for (size_t s = 0; s < n_shards; s++) {
-        open += LOAD(shards[s]->downstream_connections);
-        total += LOAD(shards[s]->downstream_connections_total);
+        open += LOAD(vw[s].shard->downstream_connections);
+        total += LOAD(vw[s].shard->downstream_connections_total);
     }
     rb_family(b, "remora_downstream_connections", "gauge", "Open downstream connections.");
     rb_str(b, "remora_downstream_connections ");
@@ -752,10 +780,10 @@ static void render_process(struct rbuf *b, struct rem_metrics_shard *const *shar
     rb_str(b, "remora_downstream_connections_total ");
     rb_u64(b, total);
     rb_put(b, "\n", 1);
-    render_http2(b, shards, n_shards);
+    render_http2(b, vw, n_shards);
     uint64_t cut = 0;
     for (size_t s = 0; s < n_shards; s++)
-        cut += LOAD(shards[s]->drain_cut);
+        cut += LOAD(vw[s].shard->drain_cut);
     rb_family(b, "remora_drain_cut_total", "counter",
               "Requests cut because they were still in flight at drain.timeout.");
     rb_str(b, "remora_drain_cut_total ");
@@ -769,6 +797,25 @@ static void render_process(struct rbuf *b, struct rem_metrics_shard *const *shar
         rb_str(b, "remora_config_info{hash=\"");
         rb_str(b, p->config_hash); /* hex digits: nothing to escape */
         rb_str(b, "\"} 1\n");
+    }
+    if (p->config_generation) {
+        rb_family(b, "remora_config_generation", "gauge",
+                  "The active configuration generation: 1 at start, +1 per successful reload.");
+        rb_str(b, "remora_config_generation ");
+        rb_u64(b, p->config_generation);
+        rb_put(b, "\n", 1);
+        rb_family(b, "remora_config_reloads_total", "counter",
+                  "Configuration reloads (SIGHUP, file change) by result.");
+        rb_str(b, "remora_config_reloads_total{result=\"success\"} ");
+        rb_u64(b, p->reloads_ok);
+        rb_str(b, "\nremora_config_reloads_total{result=\"failure\"} ");
+        rb_u64(b, p->reloads_failed);
+        rb_put(b, "\n", 1);
+        rb_family(b, "remora_config_last_reload_success_timestamp_seconds", "gauge",
+                  "When the active configuration was loaded (start or reload), Unix seconds.");
+        rb_str(b, "remora_config_last_reload_success_timestamp_seconds ");
+        rb_double(b, p->last_reload_success);
+        rb_put(b, "\n", 1);
     }
     rb_family(b, "remora_draining", "gauge", "1 while a drain (SIGTERM, POST /drain) runs.");
     rb_str(b, p->draining ? "remora_draining 1\n" : "remora_draining 0\n");
@@ -810,13 +857,13 @@ static void render_process(struct rbuf *b, struct rem_metrics_shard *const *shar
 }
 
 int rem_metrics_render(struct evbuffer *out, const struct rem_metrics_layout *l,
-                       struct rem_metrics_shard *const *shards, size_t n_shards,
+                       const struct rem_metrics_view *vw, size_t n_shards,
                        const struct rem_metrics_process *proc, enum rem_expo_format fmt)
 {
     struct rbuf b = {.om = fmt == REM_EXPO_OPENMETRICS};
-    render_routes(&b, l, shards, n_shards);
-    render_upstreams(&b, l, shards, n_shards, proc);
-    render_process(&b, shards, n_shards, proc);
+    render_routes(&b, l, vw, n_shards);
+    render_upstreams(&b, l, vw, n_shards, proc);
+    render_process(&b, vw, n_shards, proc);
     if (b.om)
         rb_str(&b, "# EOF\n");
     int rc = 0;

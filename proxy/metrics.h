@@ -46,11 +46,18 @@ enum rem_connfail {
 /* `reason` label of remora_requests_rejected_total. */
 enum rem_reject { REM_REJECT_QUEUE_FULL = 0, REM_REJECT_QUEUE_TIMEOUT, REM_REJECT__N };
 
+/* One route's counters on one worker. Kept across reloads while the route (by name) exists, so
+ * its series never reset; streams of every generation that has the route write it. */
 struct rem_route_metrics {
     uint64_t requests[REM_CODE__N];
     uint64_t rejected[REM_REJECT__N];
     int64_t in_flight;
     uint64_t request_bytes, response_bytes;
+};
+
+/* One route's duration histograms on one worker, for one bucket layout: kept across reloads
+ * while the route keeps its buckets, a new one (starting at zero) when they change. */
+struct rem_route_hist {
     struct rem_hist duration[REM_CODE__N];
 };
 
@@ -74,12 +81,10 @@ struct rem_upstream_metrics {
  * them counts any other code. */
 #define REM_H2_REASONS 14
 
-/* One worker's metrics. Written only by that worker, read by the scrape. */
+/* One worker's process-wide metrics (for the worker's life, whatever the generation). Written
+ * only by that worker, read by the scrape. Per-route and per-upstream metrics live with the
+ * worker's generation objects (gen.c, cluster.c) and reach the scrape through a view. */
 struct rem_metrics_shard {
-    size_t n_routes;                  /* configured routes + 1 (the last: unmatched) */
-    struct rem_route_metrics *routes; /* owned */
-    size_t n_upstreams;
-    struct rem_upstream_metrics *upstreams; /* owned */
     int64_t downstream_connections;
     uint64_t downstream_connections_total;
     int64_t downstream_streams_active;         /* HTTP/2 streams held on downstream conns */
@@ -90,8 +95,10 @@ struct rem_metrics_shard {
     uint64_t drain_cut;                        /* streams cut at drain.timeout */
 };
 
-/* Per-generation layout: bucket layouts and escaped label values. */
+/* Per-generation layout: bucket layouts and escaped label values. Immutable once built;
+ * shared by the main thread and every worker's generation (atomic reference count). */
 struct rem_metrics_layout {
+    int refs;        /* atomic */
     size_t n_routes; /* configured routes + 1 */
     struct rem_hist_layout
         *route_hist;    /* owned, n_routes; the unmatched one uses metrics.buckets */
@@ -101,25 +108,55 @@ struct rem_metrics_layout {
     char **upstream_label;                /* owned, escaped */
 };
 
+/* One worker's metrics lined up with a layout, for one scrape: entry i of each array is the
+ * object of the layout's route (or upstream) i on that worker. Every entry is set: where the
+ * worker has no such object (it has not swapped to the layout's generation yet, or has
+ * already swapped past it) it points at a zeroed object, and the hist arrays do too where the
+ * worker's histogram has other buckets than the layout. */
+struct rem_metrics_view {
+    const struct rem_metrics_shard *shard;
+    const struct rem_route_metrics **routes;       /* [layout n_routes] */
+    const struct rem_route_hist **route_hists;     /* [layout n_routes] */
+    const struct rem_upstream_metrics **upstreams; /* [layout n_upstreams] */
+    const struct rem_upstream_metrics **up_hists;  /* [layout n_upstreams]: for histograms */
+};
+
+/* Zeroed objects for the views' missing entries. */
+extern const struct rem_route_metrics rem_metrics_zero_route;
+extern const struct rem_route_hist rem_metrics_zero_route_hist;
+extern const struct rem_upstream_metrics rem_metrics_zero_upstream;
+
 /* Builds the layout of cfg. Returns NULL with a log line on bad buckets (the config loader
  * validates them, so that is a bug); aborts on OOM (control object). */
 struct rem_metrics_layout *rem_metrics_layout_new(const struct rem_config *cfg);
+/* Frees l whatever its references (tests; everything else unrefs). NULL-safe. */
 void rem_metrics_layout_free(struct rem_metrics_layout *l);
+/* References on a layout (thread-safe); unref frees at zero. NULL-safe. */
+struct rem_metrics_layout *rem_metrics_layout_ref(struct rem_metrics_layout *l);
+void rem_metrics_layout_unref(struct rem_metrics_layout *l);
+/* Both layouts have the same bucket bounds. */
+bool rem_hist_layout_same(const struct rem_hist_layout *a, const struct rem_hist_layout *b);
 
-/* A zeroed shard shaped by l. Aborts on OOM. */
-struct rem_metrics_shard *rem_metrics_shard_new(const struct rem_metrics_layout *l);
+/* dst takes src's counters and gauges, with its histograms zeroed (new buckets after a
+ * reload). The writer's thread only. */
+void rem_upstream_metrics_carry(struct rem_upstream_metrics *dst,
+                                const struct rem_upstream_metrics *src);
+
+/* A zeroed shard. Aborts on OOM. */
+struct rem_metrics_shard *rem_metrics_shard_new(void);
 void rem_metrics_shard_free(struct rem_metrics_shard *s);
 
 /* Writer-side helpers: relaxed atomic load+store, no read-modify-write instruction. */
 #define REM_M_ADD(field, n)                                                                        \
     __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
 
-/* Records one finished request of route index r (layout->n_routes - 1: unmatched): status
- * class counter, bytes, duration histogram, and the in-flight gauge when counted_in_flight.
- * Worker-only; allocation-free and lock-free (tested in tests/unit/test_alloc.c). */
-void rem_metrics_record_request(struct rem_metrics_shard *s, const struct rem_metrics_layout *l,
-                                size_t r, bool counted_in_flight, int status, uint64_t ns,
-                                uint64_t bytes_in, uint64_t bytes_out);
+/* Records one finished request into a route's counters m and histograms h (bucket layout
+ * hl): status class counter, bytes, duration histogram, and the in-flight gauge when
+ * counted_in_flight. Worker-only; allocation-free and lock-free (tested in
+ * tests/unit/test_alloc.c). */
+void rem_metrics_record_request(struct rem_route_metrics *m, struct rem_route_hist *h,
+                                const struct rem_hist_layout *hl, bool counted_in_flight,
+                                int status, uint64_t ns, uint64_t bytes_in, uint64_t bytes_out);
 
 /* Escapes a label value for the text formats (backslash, double quote, newline). Returns a
  * malloc'd string (aborts on OOM). */
@@ -135,6 +172,9 @@ struct rem_metrics_process {
     const int8_t *upstream_healthy; /* per upstream: -1 no health check, 0, 1; may be NULL */
     bool draining;                  /* a drain is in progress (remora_draining) */
     const char *config_hash;        /* the active generation's (remora_config_info); may be NULL */
+    uint64_t config_generation;     /* 1 at start, +1 per successful reload (0: not shown) */
+    uint64_t reloads_ok, reloads_failed;
+    double last_reload_success; /* Unix time of the last successful load (start included) */
 };
 
 /* Fills the process_* values from /proc and getrusage. */
@@ -149,11 +189,11 @@ enum rem_expo_format {
 enum rem_expo_format rem_metrics_format_for(const char *accept);
 const char *rem_metrics_content_type(enum rem_expo_format f);
 
-/* Renders the sum of shards in the given format and appends it to out. {route,code} series
- * appear once they have an observation; per-route gauges and byte counters always appear.
- * Returns 0 or -REM_E_NOMEM. */
+/* Renders the sum of the views (one per worker) in the given format and appends it to out.
+ * {route,code} series appear once they have an observation; per-route gauges and byte counters
+ * always appear. Returns 0 or -REM_E_NOMEM. */
 int rem_metrics_render(struct evbuffer *out, const struct rem_metrics_layout *l,
-                       struct rem_metrics_shard *const *shards, size_t n_shards,
+                       const struct rem_metrics_view *views, size_t n_views,
                        const struct rem_metrics_process *proc, enum rem_expo_format fmt);
 
 #endif

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0
  * server: what runs on each worker, built from a config generation: the c-ares channel, the
- * clusters (one per upstream, with their admission and pools), the per-route admits and the
- * listening sockets; and its teardown. The top of the stack: it may include every module;
- * nothing includes it but main.c. */
+ * worker generation (clusters with their admission and pools, route states and admits,
+ * histograms) and the listening sockets; their swap on a reload, and their teardown. The top
+ * of the stack: it may include every module; nothing includes it but main.c. */
+#include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <event2/event.h>
@@ -13,10 +15,12 @@
 #include "conn.h"
 #include "dns.h"
 #include "error.h"
+#include "gen.h"
 #include "h1_up.h"
 #include "h2_up.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "admit.h"
 #include "server.h"
 #include "stream.h"
@@ -26,7 +30,8 @@
 static void stop_listeners(struct rem_worker *w)
 {
     for (size_t i = 0; i < w->n_listeners; i++)
-        rem_listener_stop(w->listeners[i]);
+        if (w->listeners[i])
+            rem_listener_stop(w->listeners[i]);
     /* Conns accepted while the listeners were open (and from their backlog) that have not
      * sent a byte are as idle as a conn gets: they close now, like idle keep-alive ones. */
     struct rem_conn *c, *next;
@@ -50,8 +55,8 @@ static void drain(struct rem_worker *w)
     if (w->draining)
         return;
     w->draining = true;
-    for (size_t i = 0; i < w->n_clusters; i++)
-        rem_upool_drain(w->clusters[i]);
+    for (size_t i = 0; i < w->gen->cfg->n_upstreams; i++)
+        rem_upool_drain(w->gen->clusters[i]);
     struct rem_conn *c, *next;
     for (c = TAILQ_FIRST(&w->conns); c; c = next) {
         next = TAILQ_NEXT(c, link);
@@ -74,58 +79,292 @@ static void cut(struct rem_worker *w)
         rem_conn_abort(c, REM_E_DRAIN_TIMEOUT);
 }
 
+/* ---- plans (main thread) ------------------------------------------------------------------ */
+
+static bool same_addr(const struct rem_sockaddr *a, const struct rem_sockaddr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+struct rem_server_plan *rem_server_plan_new(struct rem_config *cfg, struct rem_metrics_layout *ml,
+                                            const struct rem_server_plan *prev, unsigned n_workers,
+                                            uint64_t id)
+{
+    struct rem_server_plan *p = rem_xcalloc(1, sizeof(*p));
+    size_t nl = cfg->n_listeners;
+    p->refs = 1;
+    p->id = id;
+    p->cfg = rem_config_ref(cfg);
+    p->ml = rem_metrics_layout_ref(ml);
+    p->n_workers = n_workers;
+    p->keep = rem_xcalloc(nl ? nl : 1, sizeof(*p->keep));
+    p->fds = rem_xcalloc(nl * n_workers + 1, sizeof(*p->fds));
+    p->ports = rem_xcalloc(nl ? nl : 1, sizeof(*p->ports));
+    for (size_t i = 0; i < nl * n_workers; i++)
+        p->fds[i] = -1;
+    for (size_t i = 0; i < nl; i++) {
+        p->keep[i] = -1;
+        for (size_t j = 0; prev && j < prev->cfg->n_listeners; j++)
+            if (same_addr(&cfg->listeners[i].addr, &prev->cfg->listeners[j].addr)) {
+                p->keep[i] = (ssize_t)j;
+                p->ports[i] = prev->ports[j];
+            }
+        if (p->keep[i] >= 0)
+            continue;
+        for (unsigned k = 0; k < n_workers; k++) {
+            /* Worker 0's socket fixes the port (port 0: the kernel picks it) for the others. */
+            int fd = rem_listener_bind(&cfg->listeners[i], &p->ports[i]);
+            if (fd < 0) {
+                rem_server_plan_unref(p);
+                return NULL;
+            }
+            p->fds[i * n_workers + k] = fd;
+        }
+    }
+    return p;
+}
+
+void rem_server_plan_unref(struct rem_server_plan *p)
+{
+    if (!p || __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    for (size_t i = 0; i < p->cfg->n_listeners * p->n_workers; i++)
+        if (p->fds[i] >= 0)
+            close(p->fds[i]);
+    free(p->keep);
+    free(p->fds);
+    free(p->ports);
+    rem_metrics_layout_unref(p->ml);
+    rem_config_unref(p->cfg);
+    free(p);
+}
+
+/* ---- generations (worker thread) ---------------------------------------------------------- */
+
+static bool needs_dns(const struct rem_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        for (size_t j = 0; j < cfg->upstreams[i].n_endpoints; j++)
+            if (cfg->upstreams[i].endpoints[j].is_name)
+                return true;
+    return false;
+}
+
+static uint32_t share(uint32_t v, unsigned nw)
+{
+    return v / nw ? v / nw : 1;
+}
+
+/* g's route i: the state of the same name in prev (its admit and counters carry over) or a new
+ * one; the admit configured with this generation's limits; the histograms kept while the
+ * buckets are the same. Returns 0 or -REM_E_NOMEM. */
+static int build_route(struct rem_gen *g, size_t i, const struct rem_gen *prev, unsigned nw)
+{
+    const struct rem_config *cfg = g->cfg;
+    const struct rem_cfg_route *r = i < cfg->n_routes ? &cfg->routes[i] : NULL;
+    ssize_t j = prev ? rem_gen_route_index(prev, r ? r->name : NULL) : -1;
+    struct rem_route_state *rs =
+        j >= 0 ? rem_route_state_ref(prev->routes[j]) : rem_route_state_new(r ? r->name : NULL);
+    g->routes[i] = rs;
+    if (j >= 0 && rem_hist_layout_same(&prev->ml->route_hist[j], &g->ml->route_hist[i]))
+        g->hists[i] = rem_gen_hist_ref(prev->hists[j]);
+    else
+        g->hists[i] = rem_gen_hist_new();
+    if (!r || !r->max_requests)
+        return 0; /* an admit from an older generation stays for the tickets it holds */
+    uint32_t lim = share(r->max_requests, nw);
+    uint32_t pend = r->max_pending ? share(r->max_pending, nw) : 0;
+    uint64_t qt = cfg->upstreams[r->upstream_idx].queue_timeout_ms;
+    if (rs->admit) {
+        if (rem_admit_configure(rs->admit, lim, pend, qt, false) < 0)
+            return -REM_E_NOMEM;
+    } else {
+        rs->admit = rem_xcalloc(1, sizeof(*rs->admit));
+        if (rem_admit_init(rs->admit, g->worker, NULL, NULL, lim, pend, qt) < 0) {
+            rem_admit_dispose(rs->admit);
+            free(rs->admit);
+            rs->admit = NULL;
+            return -REM_E_NOMEM;
+        }
+    }
+    g->route_admits[i] = rs->admit;
+    return 0;
+}
+
+/* The worker generation of plan p after prev (NULL at start): clusters whose definition did not
+ * change (rem_cluster_same) carry over with their pools, DNS watches and queues, updated to the
+ * new limits; routes carry their state by name. Called with w->gen_lock held. Returns NULL
+ * with the reason logged (nothing of prev changed but the limits of kept clusters). */
+static struct rem_gen *build_gen(struct rem_worker *w, struct rem_server_plan *p,
+                                 const struct rem_gen *prev)
+{
+    struct rem_config *cfg = p->cfg;
+    unsigned nw = p->n_workers ? p->n_workers : 1;
+    if (needs_dns(cfg) && !w->dns && !(w->dns = rem_dns_new(&w->loop, &cfg->dns)))
+        return NULL;
+    struct rem_gen *g = rem_gen_new(w, cfg, p->ml, p->id);
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct rem_cfg_upstream *u = &cfg->upstreams[i];
+        ssize_t j = prev ? rem_gen_upstream_index(prev, u->name) : -1;
+        struct rem_cluster *c = NULL;
+        if (j >= 0 && rem_cluster_same(prev->clusters[j], u)) {
+            c = g->clusters[i] = rem_cluster_ref(prev->clusters[j]);
+            if (rem_cluster_update(c, cfg, u, p->ml, nw) < 0)
+                goto fail;
+            continue;
+        }
+        c = g->clusters[i] = rem_cluster_new(w, cfg, u, p->ml, nw);
+        if (!c)
+            goto fail;
+        /* The upstream codec comes from the configured protocol, once. */
+        rem_upool_bind(c, u->protocol == REM_PROTO_H2C ? &rem_h2_up_ops : &rem_h1_up_ops);
+    }
+    for (size_t i = 0; i <= cfg->n_routes; i++)
+        if (build_route(g, i, prev, nw) < 0)
+            goto fail;
+    return g;
+
+fail:
+    rem_log_error("worker %u: could not build generation %llu (see above)", w->id,
+                  (unsigned long long)p->id);
+    rem_gen_unref(g); /* releases what was built; gen_lock is recursive */
+    return NULL;
+}
+
+/* Frees the retired listeners whose conns have all closed. */
+static void reap_retired(struct rem_worker *w)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->n_retired; i++) {
+        if (rem_listener_conns(w->retired[i]) == 0)
+            rem_listener_free(w->retired[i]);
+        else
+            w->retired[n++] = w->retired[i];
+    }
+    w->n_retired = n;
+}
+
+/* The listeners of p's config: kept addresses keep their listener (and socket), new ones take
+ * the sockets the main thread bound for this worker, removed ones stop (their conns go on)
+ * and retire. Runs before the swap: a stopping listener accepts its backlog into the config
+ * its conns were promised. Returns the new array (n = p->cfg->n_listeners; an entry is NULL
+ * when its listener could not be set up, logged). */
+static struct rem_listener **plan_listeners(struct rem_worker *w, struct rem_server_plan *p)
+{
+    size_t n = p->cfg->n_listeners;
+    struct rem_listener **nl = rem_xcalloc(n ? n : 1, sizeof(*nl));
+    bool *kept = rem_xcalloc(w->n_listeners ? w->n_listeners : 1, sizeof(*kept));
+    for (size_t i = 0; i < n; i++) {
+        ssize_t k = p->keep[i];
+        if (k >= 0 && (size_t)k < w->n_listeners && w->listeners[k]) {
+            nl[i] = w->listeners[k];
+            kept[k] = true;
+            continue;
+        }
+        int *fd = &p->fds[i * p->n_workers + w->id];
+        if (*fd >= 0) {
+            nl[i] = rem_listener_new(w, &p->cfg->listeners[i], *fd, p->n_workers);
+            *fd = -1;
+            if (nl[i])
+                rem_log_info("listener %s: listening on %s", p->cfg->listeners[i].name,
+                             p->cfg->listeners[i].address);
+        }
+    }
+    for (size_t j = 0; j < w->n_listeners; j++) {
+        if (kept[j] || !w->listeners[j])
+            continue;
+        rem_listener_stop(w->listeners[j]);
+        w->retired = realloc(w->retired, (w->n_retired + 1) * sizeof(*w->retired));
+        if (!w->retired)
+            abort();
+        w->retired[w->n_retired++] = w->listeners[j];
+    }
+    free(kept);
+    return nl;
+}
+
+/* Swaps w to the generation of p (on w's thread). New conns and streams use it at once;
+ * streams in flight keep theirs; the clusters the new generation dropped drain. */
+static void apply(struct rem_worker *w, struct rem_server_plan *p)
+{
+    struct rem_gen *old = w->gen;
+    pthread_mutex_lock(&w->gen_lock);
+    struct rem_gen *g = build_gen(w, p, old);
+    if (!g) {
+        pthread_mutex_unlock(&w->gen_lock);
+        rem_log_error("worker %u: keeps generation %llu", w->id, (unsigned long long)old->id);
+        return;
+    }
+    struct rem_listener **nl = plan_listeners(w, p);
+    for (size_t i = 0; i < p->cfg->n_listeners; i++)
+        if (nl[i])
+            rem_listener_update(nl[i], &p->cfg->listeners[i], p->n_workers);
+    free(w->listeners);
+    w->listeners = nl;
+    w->n_listeners = p->cfg->n_listeners;
+    w->gen = g;
+    w->cfg = g->cfg;
+    pthread_mutex_unlock(&w->gen_lock);
+    for (size_t i = 0; i < old->cfg->n_upstreams; i++) {
+        bool kept = false;
+        for (size_t j = 0; j < g->cfg->n_upstreams && !kept; j++)
+            kept = g->clusters[j] == old->clusters[i];
+        if (!kept) /* idle upconns close now, busy ones when their exchange ends */
+            rem_upool_drain(old->clusters[i]);
+    }
+    rem_gen_unref(old);
+    reap_retired(w);
+    __atomic_store_n(&w->gen_id, g->id, __ATOMIC_RELEASE);
+}
+
 static void on_mail(struct rem_worker *w, unsigned what)
 {
+    if (what & REM_MAIL_RELOAD) {
+        struct rem_server_plan *p =
+            __atomic_exchange_n((struct rem_server_plan **)&w->reload, NULL, __ATOMIC_ACQ_REL);
+        if (p && !w->draining)
+            apply(w, p);
+        rem_server_plan_unref(p);
+    }
     if (what & REM_MAIL_DRAIN)
         drain(w);
     if (what & REM_MAIL_CUT)
         cut(w);
 }
 
-int rem_server_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
-                           const struct rem_metrics_layout *ml, uint16_t *ports)
+void rem_server_worker_reload(struct rem_worker *w, struct rem_server_plan *p)
 {
-    if (rem_worker_init(w, id, cfg, ml) < 0)
+    __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
+    struct rem_server_plan *older =
+        __atomic_exchange_n((struct rem_server_plan **)&w->reload, p, __ATOMIC_ACQ_REL);
+    rem_server_plan_unref(older); /* never applied: superseded */
+    rem_worker_post(w, REM_MAIL_RELOAD);
+}
+
+uint64_t rem_server_worker_gen_id(const struct rem_worker *w)
+{
+    return __atomic_load_n(&w->gen_id, __ATOMIC_ACQUIRE);
+}
+
+int rem_server_worker_init(struct rem_worker *w, unsigned id, struct rem_server_plan *p)
+{
+    if (rem_worker_init(w, id) < 0)
         return -REM_E_SYS;
     w->on_mail = on_mail;
-    unsigned n_workers = cfg->workers ? cfg->workers : 1;
-    bool names = false;
-    for (size_t i = 0; i < cfg->n_upstreams; i++)
-        for (size_t j = 0; j < cfg->upstreams[i].n_endpoints; j++)
-            names = names || cfg->upstreams[i].endpoints[j].is_name;
-    if (names && !(w->dns = rem_dns_new(&w->loop, &cfg->dns)))
+    pthread_mutex_lock(&w->gen_lock);
+    w->gen = build_gen(w, p, NULL);
+    if (w->gen) {
+        w->cfg = w->gen->cfg;
+        w->listeners = plan_listeners(w, p);
+        w->n_listeners = p->cfg->n_listeners;
+    }
+    pthread_mutex_unlock(&w->gen_lock);
+    if (!w->gen)
         goto fail;
-    w->n_clusters = cfg->n_upstreams;
-    w->clusters = rem_xcalloc(cfg->n_upstreams, sizeof(*w->clusters));
-    for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        w->clusters[i] = rem_cluster_new(w, &cfg->upstreams[i], i, n_workers);
-        if (!w->clusters[i])
-            goto fail;
-        /* The upstream codec comes from the configured protocol, once. */
-        rem_upool_bind(w->clusters[i], cfg->upstreams[i].protocol == REM_PROTO_H2C
-                                           ? &rem_h2_up_ops
-                                           : &rem_h1_up_ops);
-    }
-    w->route_admits = rem_xcalloc(cfg->n_routes + 1, sizeof(*w->route_admits));
-    for (size_t i = 0; i < cfg->n_routes; i++) {
-        const struct rem_cfg_route *r = &cfg->routes[i];
-        if (!r->max_requests)
-            continue;
-        uint32_t lim = r->max_requests / n_workers ? r->max_requests / n_workers : 1;
-        uint32_t pend =
-            r->max_pending ? (r->max_pending / n_workers ? r->max_pending / n_workers : 1) : 0;
-        w->route_admits[i] = rem_xcalloc(1, sizeof(struct rem_admit));
-        if (rem_admit_init(w->route_admits[i], w, NULL, lim, pend,
-                           cfg->upstreams[r->upstream_idx].queue_timeout_ms) < 0)
-            goto fail;
-    }
-    w->listeners = rem_xcalloc(cfg->n_listeners, sizeof(*w->listeners));
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
-        w->listeners[i] = rem_listener_new(w, &cfg->listeners[i], &ports[i]);
+    for (size_t i = 0; i < w->n_listeners; i++)
         if (!w->listeners[i])
             goto fail;
-        w->n_listeners++;
-    }
+    w->gen_id = p->id;
     return 0;
 
 fail:
@@ -148,20 +387,18 @@ void rem_server_worker_dispose(struct rem_worker *w)
         rem_listener_free(w->listeners[i]);
     free(w->listeners);
     w->listeners = NULL;
-    for (size_t i = 0; w->route_admits && i <= w->cfg->n_routes; i++) {
-        if (w->route_admits[i]) {
-            rem_admit_dispose(w->route_admits[i]);
-            free(w->route_admits[i]);
-        }
-    }
-    free(w->route_admits);
-    w->route_admits = NULL;
-    for (size_t i = 0; i < w->n_clusters; i++)
-        rem_cluster_free(w->clusters[i]);
-    free(w->clusters);
-    w->clusters = NULL;
+    for (size_t i = 0; i < w->n_retired; i++)
+        rem_listener_free(w->retired[i]);
+    free(w->retired);
+    w->retired = NULL;
+    rem_server_plan_unref(
+        __atomic_exchange_n((struct rem_server_plan **)&w->reload, NULL, __ATOMIC_ACQ_REL));
+    /* Streams are gone (with their conns): the current generation holds the last references. */
+    rem_stream_freelist_dispose(w);
+    rem_gen_unref(w->gen);
+    w->gen = NULL;
+    w->cfg = NULL;
     rem_dns_free(w->dns);
     w->dns = NULL;
-    rem_stream_freelist_dispose(w);
     rem_worker_dispose(w);
 }

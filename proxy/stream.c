@@ -13,6 +13,7 @@
 #include "config.h"
 #include "conn.h"
 #include "error.h"
+#include "gen.h"
 #include "upconn.h"
 #include "log.h"
 #include "metrics.h"
@@ -123,7 +124,8 @@ struct rem_stream *rem_stream_new(struct rem_conn *c)
     rem_wait_init(&s->dns_w, on_dns_done);
     rem_wait_init(&s->preq.w, on_pool_done);
     REM_M_ADD(w->metrics->downstream_streams_total[c->down->proto], 1);
-    s->mroute = c->cfg->n_routes;
+    s->gen = rem_gen_ref(w->gen); /* new streams use the newest routes, also on old conns */
+    s->mroute = s->gen->cfg->n_routes;
     s->state = REM_STREAM_HEAD;
     s->start_ns = rem_now_ns();
     s->err = REM_E_OK;
@@ -157,6 +159,8 @@ void rem_stream_free(struct rem_stream *s)
         s->deadline = NULL;
     }
     struct rem_worker *w = s->worker;
+    rem_gen_unref(s->gen); /* the last stream of an old generation frees it */
+    s->gen = NULL;
     if (w->n_free_streams < REM_STREAM_FREELIST_MAX) {
         s->next_free = w->free_streams;
         w->free_streams = s;
@@ -222,23 +226,22 @@ static void access_log(struct rem_stream *s)
 /* Ends the stream: one log line, counters, then the conn decides what follows. */
 static void finish(struct rem_stream *s)
 {
-    struct rem_conn *c = s->conn;
     if (s->state == REM_STREAM_DONE)
         return;
     s->state = REM_STREAM_DONE;
     up_abandon(s); /* never left half-used */
     if (s->deadline)
         event_del(s->deadline);
-    /* Route indices index the worker's generation (DESIGN.md, "Generations and indices"). */
-    REM_BUG_ON(c->cfg != s->worker->cfg);
-    rem_metrics_record_request(s->worker->metrics, s->worker->mlayout, s->mroute, s->in_flight,
-                               s->status_sent, rem_now_ns() - s->start_ns, s->bytes_in,
-                               s->bytes_out);
+    /* Route indices index the stream's generation (DESIGN.md, "Generations and indices"). */
+    struct rem_gen *g = s->gen;
+    rem_metrics_record_request(&g->routes[s->mroute]->m, &g->hists[s->mroute]->h,
+                               &g->ml->route_hist[s->mroute], s->in_flight, s->status_sent,
+                               rem_now_ns() - s->start_ns, s->bytes_in, s->bytes_out);
     s->in_flight = false;
     REM_M_ADD(s->worker->metrics->streams_finished, 1);
     if (s->err == REM_E_DRAIN_TIMEOUT)
         REM_M_ADD(s->worker->metrics->drain_cut, 1);
-    if (c->cfg->log.access_log)
+    if (s->gen->cfg->log.access_log)
         access_log(s);
     rem_admit_leave(&s->rt);
     rem_admit_leave(&s->ut);
@@ -415,29 +418,27 @@ void rem_stream_start(struct rem_stream *s)
         s->rid = s->request_id;
         s->rid_len = 36;
     }
-    s->mroute = s->conn->cfg->n_routes; /* unmatched until a route matches */
+    struct rem_gen *g = s->gen;
+    s->mroute = g->cfg->n_routes; /* unmatched until a route matches */
     if (s->grpc)
         arm_grpc_deadline(s);
-    s->route = rem_router_match(s->conn->cfg, rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]),
-                                h->span_len[REM_SPAN_METHOD], host, host_len,
-                                rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]),
-                                h->span_len[REM_SPAN_TARGET]);
+    s->route = rem_router_match(
+        g->cfg, rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]), h->span_len[REM_SPAN_METHOD], host,
+        host_len, rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]), h->span_len[REM_SPAN_TARGET]);
     if (!s->route) {
         rem_stream_fail(s, REM_E_NO_ROUTE);
         return;
     }
-    s->mroute = (size_t)(s->route - s->conn->cfg->routes);
+    s->mroute = (size_t)(s->route - g->cfg->routes);
     s->in_flight = true;
-    /* The route's indices come from the conn's generation; the arrays below are the worker's
-     * (DESIGN.md, "Generations and indices"). */
-    REM_BUG_ON(s->conn->cfg != s->worker->cfg || s->route->upstream_idx >= s->worker->n_clusters);
-    REM_M_ADD(s->worker->metrics->routes[s->mroute].in_flight, 1);
-    s->cluster = s->worker->clusters[s->route->upstream_idx];
+    /* Indices and arrays from the same generation (DESIGN.md, "Generations and indices"). */
+    REM_M_ADD(g->routes[s->mroute]->m.in_flight, 1);
+    s->cluster = g->clusters[s->route->upstream_idx];
     /* Bodies are kept for the one retry when it is safe: idempotent methods (the keep-alive
      * race), and any method toward HTTP/2, where an unprocessed stream (REFUSED_STREAM, above a
      * GOAWAY) is always safe to send again (RFC 9113 8.7). */
     s->replay_ok = s->req_has_body && (idempotent(h) || s->cluster->cfg->protocol == REM_PROTO_H2C);
-    struct rem_admit *ra = s->worker->route_admits[s->mroute];
+    struct rem_admit *ra = g->route_admits[s->mroute];
     if (ra) {
         if (!admit(s, ra, &s->rt))
             return;
@@ -594,8 +595,7 @@ void rem_stream_on_resp_end(struct rem_stream *s)
 {
     s->upconn = NULL;
     uint64_t up_ns = rem_now_ns() - s->up_start_ns;
-    rem_hist_record(&s->cluster->metrics->response_duration, &s->worker->mlayout->upstream_hist,
-                    up_ns);
+    rem_hist_record(&s->cluster->metrics->response_duration, s->cluster->hl, up_ns);
     rem_admit_sample(&s->cluster->admit, up_ns);
     if (down(s)->write_end(s) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
@@ -622,8 +622,8 @@ void rem_stream_fail(struct rem_stream *s, enum rem_err e)
     s->err = e;
     if (e == REM_E_QUEUE_FULL || e == REM_E_QUEUE_TIMEOUT)
         REM_M_ADD(
-            s->worker->metrics->routes[s->mroute]
-                .rejected[e == REM_E_QUEUE_FULL ? REM_REJECT_QUEUE_FULL : REM_REJECT_QUEUE_TIMEOUT],
+            s->gen->routes[s->mroute]->m.rejected[e == REM_E_QUEUE_FULL ? REM_REJECT_QUEUE_FULL
+                                                                        : REM_REJECT_QUEUE_TIMEOUT],
             1);
     up_abandon(s);
     if (s->resp_head_sent) {

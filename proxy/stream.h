@@ -31,6 +31,7 @@ struct evbuffer;
 
 struct rem_conn;
 struct rem_worker;
+struct rem_gen;
 struct rem_cfg_route;
 struct rem_cluster;
 struct rem_endpoint;
@@ -50,8 +51,11 @@ struct rem_stream {
     struct rem_admit_ticket ut;        /* place at the upstream's admit */
     struct rem_worker *worker;         /* borrowed */
     struct rem_conn *conn;             /* borrowed: the conn owns the stream */
-    const struct rem_cfg_route *route; /* borrowed from conn->cfg */
-    struct rem_cluster *cluster;       /* borrowed from the worker */
+    struct rem_gen *gen;               /* a reference: the worker's generation when the
+                                          stream started; route, cluster, mroute and the
+                                          admits all come from it */
+    const struct rem_cfg_route *route; /* borrowed from gen->cfg */
+    struct rem_cluster *cluster;       /* borrowed from gen */
     struct rem_endpoint *endpoint;     /* a reference (rem_endpoint_ref) */
     struct rem_upconn *upconn;         /* borrowed while attached */
     enum rem_stream_state state;
@@ -88,7 +92,7 @@ struct rem_stream {
     uint64_t bytes_in, bytes_out;
     uint64_t start_ns;    /* first byte of the request head */
     uint64_t up_start_ns; /* request head sent upstream */
-    size_t mroute;        /* metrics route index (cfg->n_routes: unmatched) */
+    size_t mroute;        /* route index in gen (gen->cfg->n_routes: unmatched) */
     bool in_flight;       /* counted in the route's in-flight gauge */
     enum rem_err err;
 

@@ -178,8 +178,8 @@ static void on_event(struct rem_transport *t, int what, void *arg)
     struct rem_upconn *uc = arg;
     if (what & REM_TE_READY) {
         event_del(uc->timer);
-        rem_hist_record(&uc->ep->cluster->metrics->connect_duration,
-                        &uc->worker->mlayout->upstream_hist, rem_now_ns() - uc->connect_start_ns);
+        rem_hist_record(&uc->ep->cluster->metrics->connect_duration, uc->ep->cluster->hl,
+                        rem_now_ns() - uc->connect_start_ns);
         uc->up->ready(uc);
         return;
     }

@@ -107,15 +107,18 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     __atomic_store_n(&w->heartbeat_ms, rem_now_ms(), __ATOMIC_RELAXED);
 }
 
-int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
-                    const struct rem_metrics_layout *ml)
+int rem_worker_init(struct rem_worker *w, unsigned id)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
     w->mail_fd = -1;
-    w->cfg = rem_config_ref(cfg);
-    w->mlayout = ml;
-    w->metrics = rem_metrics_shard_new(ml);
+    w->metrics = rem_metrics_shard_new();
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE); /* a failed build unrefs inside */
+    pthread_mutex_init(&w->gen_lock, &ma);
+    pthread_mutexattr_destroy(&ma);
+    w->gen_lock_init = true;
     TAILQ_INIT(&w->conns);
     if (getrandom(&w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng) || w->rng == 0)
         w->rng = (uint64_t)time(NULL) * 2654435761u + id + 1;
@@ -190,7 +193,8 @@ void rem_worker_dispose(struct rem_worker *w)
     rem_loop_dispose(&w->loop);
     if (w->mail_fd >= 0)
         close(w->mail_fd);
-    rem_config_unref(w->cfg);
     rem_metrics_shard_free(w->metrics);
+    if (w->gen_lock_init)
+        pthread_mutex_destroy(&w->gen_lock);
     memset(w, 0, sizeof(*w));
 }

@@ -18,27 +18,31 @@
 struct event;
 struct event_base;
 struct rem_config;
-struct rem_cluster;
+struct rem_gen;
+struct rem_dns;
 struct rem_listener;
 struct rem_stream;
 struct rem_conn;
-struct rem_metrics_layout;
 struct rem_metrics_shard;
-struct rem_admit;
 
 struct rem_worker {
     unsigned id;
     pthread_t thread;
     bool started;
-    struct rem_loop loop;            /* owned: event_base, flush list, reaper, clock */
-    struct rem_config *cfg;          /* a reference */
-    struct rem_listener **listeners; /* owned; one per configured listener */
+    struct rem_loop loop;     /* owned: event_base, flush list, reaper, clock */
+    struct rem_gen *gen;      /* a reference: the current generation (gen.h); new streams take
+                                 it, old ones keep theirs */
+    struct rem_config *cfg;   /* borrowed: gen->cfg, which new conns take a reference on */
+    uint64_t gen_id;          /* atomic: gen->id, read by the main thread after a reload */
+    pthread_mutex_t gen_lock; /* held by the worker while it swaps or frees generation objects,
+                                 by the scrape while it reads them */
+    bool gen_lock_init;
+    void *reload;                    /* atomic: the plan posted with REM_MAIL_RELOAD (server.c) */
+    struct rem_listener **listeners; /* owned; index = the current config's listener index */
     size_t n_listeners;
-    struct rem_admit **route_admits; /* owned: per route index (+1 unmatched); NULL when the
-                                        route sets no max_requests */
-    struct rem_cluster **clusters;   /* owned; index = config upstream index */
-    struct rem_dns *dns;             /* owned: c-ares channel, when an endpoint is a name */
-    size_t n_clusters;
+    struct rem_listener **retired; /* owned: removed by a reload, freed once their conns end */
+    size_t n_retired;
+    struct rem_dns *dns;   /* owned: c-ares channel, when an endpoint is a name */
     struct event *stop_ev; /* reads mail_fd */
     int mail_fd;           /* eventfd: other threads' only way in */
     bool stop_requested;   /* atomic */
@@ -56,25 +60,24 @@ struct rem_worker {
     TAILQ_HEAD(, rem_conn) conns;    /* every open downstream conn */
     struct rem_stream *free_streams; /* freelist, keeps head arenas warm */
     size_t n_free_streams;
-    const struct rem_metrics_layout *mlayout; /* borrowed: the generation's metric layout */
-    struct rem_metrics_shard *metrics;        /* owned: written only by this worker */
+    struct rem_metrics_shard *metrics; /* owned: process-wide counters, written only here */
 };
 
 /* Requests posted to a worker from another thread (rem_worker_post). */
 enum {
-    REM_MAIL_DRAIN = 1 << 0, /* stop taking new work gracefully (drain) */
-    REM_MAIL_CUT = 1 << 1,   /* the drain timed out: cut what is left */
+    REM_MAIL_DRAIN = 1 << 0,  /* stop taking new work gracefully (drain) */
+    REM_MAIL_CUT = 1 << 1,    /* the drain timed out: cut what is left */
+    REM_MAIL_RELOAD = 1 << 2, /* swap to the generation in w->reload */
 };
 
 /* Number of workers for `workers: auto`: the CPUs in the affinity mask, capped by the cgroup
  * v2 cpu.max quota rounded up. At least 1. */
 unsigned rem_workers_auto(void);
 
-/* Sets up the context of worker id: its loop, mailbox, heartbeat, metrics shard and a
- * reference to cfg (what runs on it is built by rem_server_worker_init). Returns 0, or
- * -REM_E_SYS with the reason logged. On failure w is left disposable. */
-int rem_worker_init(struct rem_worker *w, unsigned id, struct rem_config *cfg,
-                    const struct rem_metrics_layout *ml);
+/* Sets up the context of worker id: its loop, mailbox, heartbeat, metrics shard and
+ * generation lock (its generation and what runs on it are built by rem_server_worker_init).
+ * Returns 0, or -REM_E_SYS with the reason logged. On failure w is left disposable. */
+int rem_worker_init(struct rem_worker *w, unsigned id);
 /* Starts the thread. Returns 0 or -REM_E_SYS. */
 int rem_worker_start(struct rem_worker *w);
 /* Posts what (REM_MAIL_*) to w from any thread; w's on_mail runs on its loop. */

@@ -13,6 +13,7 @@
 #include "codec_harness.h"
 #include "config.h"
 #include "conn.h"
+#include "gen.h"
 #include "h1_down.h"
 #include "h2_down.h"
 #include "http.h"
@@ -252,8 +253,8 @@ void ch_upstream_close(struct ch_upstream *u)
 
 void ch_set_up_ops(struct ch *h, const struct rem_up_ops *ops)
 {
-    for (size_t i = 0; i < h->w.n_clusters; i++)
-        rem_upool_bind(h->w.clusters[i], ops);
+    for (size_t i = 0; i < h->w.gen->cfg->n_upstreams; i++)
+        rem_upool_bind(h->w.gen->clusters[i], ops);
 }
 
 /* ---- loop ---------------------------------------------------------------------------------- */
@@ -286,7 +287,7 @@ static void msg_bufs_free(struct evbuffer **bufs, size_t n)
 int ch_init(struct ch *h, const char *yaml)
 {
     struct rem_config_diag diag = {0};
-    uint16_t *ports = NULL;
+    struct rem_server_plan *plan = NULL;
     memset(h, 0, sizeof(*h));
     h->cfg = rem_config_load_string(yaml, "<codec_harness>", &diag);
     if (!h->cfg) {
@@ -305,23 +306,25 @@ int ch_init(struct ch *h, const char *yaml)
     h->sdown.trailers = evbuffer_new();
     h->sdown.req_out = evbuffer_new();
     h->ml = rem_metrics_layout_new(h->cfg);
-    ports = calloc(h->cfg->n_listeners, sizeof(*ports));
     if (!h->down_rx || !h->sup.head || !h->sup.body || !h->sup.trailers || !h->sdown.head ||
-        !h->sdown.body || !h->sdown.trailers || !h->sdown.req_out || !h->ml || !ports)
+        !h->sdown.body || !h->sdown.trailers || !h->sdown.req_out || !h->ml)
+        goto fail;
+    plan = rem_server_plan_new(h->cfg, h->ml, NULL, 1, 1);
+    if (!plan)
         goto fail;
     h->worker_up = true; /* disposable from here on, even when init fails */
-    if (rem_server_worker_init(&h->w, 0, h->cfg, h->ml, ports) < 0)
+    if (rem_server_worker_init(&h->w, 0, plan) < 0)
         goto fail;
-    free(ports);
+    rem_server_plan_unref(plan);
     h->w.rng = 0x9e3779b97f4a7c15u; /* reproducible request ids */
-    for (size_t i = 0; i < h->w.n_clusters; i++)
-        rem_cluster_set_connector(h->w.clusters[i], connect_mem, h);
+    for (size_t i = 0; i < h->w.gen->cfg->n_upstreams; i++)
+        rem_cluster_set_connector(h->w.gen->clusters[i], connect_mem, h);
     ch_stub_up_clear(h);
     ch_stub_down_clear(h);
     return 0;
 
 fail:
-    free(ports);
+    rem_server_plan_unref(plan);
     ch_dispose(h);
     return -1;
 }
@@ -340,7 +343,7 @@ void ch_dispose(struct ch *h)
         rem_server_worker_dispose(&h->w);
         h->worker_up = false;
     }
-    rem_metrics_layout_free(h->ml);
+    rem_metrics_layout_unref(h->ml);
     h->ml = NULL;
     rem_config_unref(h->cfg);
     h->cfg = NULL;

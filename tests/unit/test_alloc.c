@@ -51,10 +51,14 @@ static void test_record_request_allocates_nothing(void **state)
 #else
     struct rem_config *cfg = fifty_routes();
     struct rem_metrics_layout *l = rem_metrics_layout_new(cfg);
-    struct rem_metrics_shard *s = rem_metrics_shard_new(l);
     assert_non_null(l);
-    /* Warm up: first touches of the shard's pages are not allocations, but make sure. */
-    rem_metrics_record_request(s, l, 0, false, 200, 1000, 1, 1);
+    /* What a worker's generation holds: one counter set and one histogram set per route. */
+    struct rem_route_metrics *m = calloc(l->n_routes, sizeof(*m));
+    struct rem_route_hist *h = calloc(l->n_routes, sizeof(*h));
+    struct rem_upstream_metrics *u = calloc(1, sizeof(*u));
+    assert_true(m && h && u);
+    /* Warm up: first touches of the pages are not allocations, but make sure. */
+    rem_metrics_record_request(&m[0], &h[0], &l->route_hist[0], false, 200, 1000, 1, 1);
 
     uint64_t a0 = thread_counter("thread.allocated");
     uint64_t d0 = thread_counter("thread.deallocated");
@@ -63,9 +67,10 @@ static void test_record_request_allocates_nothing(void **state)
         size_t r = (size_t)(i % l->n_routes);
         int st = statuses[i % (sizeof(statuses) / sizeof(statuses[0]))];
         uint64_t ns = (i * 7919u) % 20000000000u; /* 0 .. 20 s, every bucket range */
-        REM_M_ADD(s->routes[r].in_flight, 1);
-        rem_metrics_record_request(s, l, r, true, st, ns, 100 + i % 50, 200 + i % 70);
-        rem_hist_record(&s->upstreams[0].response_duration, &l->upstream_hist, ns);
+        REM_M_ADD(m[r].in_flight, 1);
+        rem_metrics_record_request(&m[r], &h[r], &l->route_hist[r], true, st, ns, 100 + i % 50,
+                                   200 + i % 70);
+        rem_hist_record(&u->response_duration, &l->upstream_hist, ns);
     }
     uint64_t a1 = thread_counter("thread.allocated");
     uint64_t d1 = thread_counter("thread.deallocated");
@@ -75,13 +80,15 @@ static void test_record_request_allocates_nothing(void **state)
     /* And it did record: every route got its share, in-flight is back to zero. */
     uint64_t total = 0;
     for (size_t r = 0; r < l->n_routes; r++) {
-        assert_int_equal(s->routes[r].in_flight, 0);
+        assert_int_equal(m[r].in_flight, 0);
         for (int c = 0; c < REM_CODE__N; c++)
-            total += s->routes[r].requests[c];
+            total += m[r].requests[c];
     }
     assert_int_equal(total, 200001);
 
-    rem_metrics_shard_free(s);
+    free(m);
+    free(h);
+    free(u);
     rem_metrics_layout_free(l);
     rem_config_unref(cfg);
 #endif

@@ -20,6 +20,7 @@
 
 #include "cluster.h"
 #include "codec_harness.h"
+#include "gen.h"
 #include "io_mem.h"
 #include "upconn.h"
 
@@ -77,7 +78,7 @@ static size_t idle_upconns(struct ch *h)
 {
     struct rem_upconn *uc;
     size_t n = 0;
-    TAILQ_FOREACH(uc, &h->w.clusters[0]->endpoints[0]->idle, link)
+    TAILQ_FOREACH(uc, &h->w.gen->clusters[0]->endpoints[0]->idle, link)
     n++;
     return n;
 }

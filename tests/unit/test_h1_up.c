@@ -20,6 +20,7 @@
 
 #include "cluster.h"
 #include "codec_harness.h"
+#include "gen.h"
 #include "stream.h"
 #include "upconn.h"
 
@@ -87,7 +88,7 @@ static size_t idle_upconns(struct ch *h)
 {
     struct rem_upconn *uc;
     size_t n = 0;
-    TAILQ_FOREACH(uc, &h->w.clusters[0]->endpoints[0]->idle, link)
+    TAILQ_FOREACH(uc, &h->w.gen->clusters[0]->endpoints[0]->idle, link)
     n++;
     return n;
 }

@@ -22,6 +22,7 @@
 
 #include "cluster.h"
 #include "codec_harness.h"
+#include "gen.h"
 #include "stream.h"
 #include "upconn.h"
 
@@ -228,7 +229,7 @@ static void test_get(void **state)
     assert_false(h->sdown.down_chunked);
     assert_string_equal(h->sdown.rid, rid);
     assert_false(ch_upstream(h, 0)->eof);
-    assert_false(TAILQ_EMPTY(&h->w.clusters[0]->endpoints[0]->idle));
+    assert_false(TAILQ_EMPTY(&h->w.gen->clusters[0]->endpoints[0]->idle));
 }
 
 /* A Content-Length body: content-length goes last in the HEADERS, the body in DATA with

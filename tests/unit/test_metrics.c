@@ -51,12 +51,69 @@ static const char small_yaml[] = "upstreams:\n"
                                  "metrics:\n"
                                  "  buckets: [0.005, 0.1, 1]\n";
 
+/* A worker's metrics as the tests build them: the process-wide shard plus one object per route
+ * and upstream of the layout, in arrays, and the view the scrape gets of them. */
+struct tshard {
+    struct rem_metrics_shard g;
+    struct rem_route_metrics *routes;
+    struct rem_route_hist *hists;
+    struct rem_upstream_metrics *upstreams;
+    const struct rem_route_metrics **vr;
+    const struct rem_route_hist **vh;
+    const struct rem_upstream_metrics **vu;
+    struct rem_metrics_view view;
+};
+
+static struct tshard *tshard_new(const struct rem_metrics_layout *l)
+{
+    struct tshard *t = calloc(1, sizeof(*t));
+    size_t nu = l->n_upstreams ? l->n_upstreams : 1;
+    assert_non_null(t);
+    t->routes = calloc(l->n_routes, sizeof(*t->routes));
+    t->hists = calloc(l->n_routes, sizeof(*t->hists));
+    t->upstreams = calloc(nu, sizeof(*t->upstreams));
+    t->vr = calloc(l->n_routes, sizeof(*t->vr));
+    t->vh = calloc(l->n_routes, sizeof(*t->vh));
+    t->vu = calloc(nu, sizeof(*t->vu));
+    assert_true(t->routes && t->hists && t->upstreams && t->vr && t->vh && t->vu);
+    for (size_t i = 0; i < l->n_routes; i++) {
+        t->vr[i] = &t->routes[i];
+        t->vh[i] = &t->hists[i];
+    }
+    for (size_t i = 0; i < l->n_upstreams; i++)
+        t->vu[i] = &t->upstreams[i];
+    t->view = (struct rem_metrics_view){&t->g, t->vr, t->vh, t->vu, t->vu};
+    return t;
+}
+
+static void tshard_free(struct tshard *t)
+{
+    if (!t)
+        return;
+    free(t->routes);
+    free(t->hists);
+    free(t->upstreams);
+    free(t->vr);
+    free(t->vh);
+    free(t->vu);
+    free(t);
+}
+
+/* The views of the fixture's shards, for rem_metrics_render. */
+static const struct rem_metrics_view *views(struct tshard *const *sh, size_t n)
+{
+    static struct rem_metrics_view v[2];
+    for (size_t i = 0; i < n && i < 2; i++)
+        v[i] = sh[i]->view;
+    return v;
+}
+
 /* Everything a test allocates hangs off its fixture, so a failing assertion (a longjmp out of
  * the test) still frees it in teardown. */
 struct fix {
     struct rem_config *cfg;
     struct rem_metrics_layout *l;
-    struct rem_metrics_shard *sh[2];
+    struct tshard *sh[2];
     struct evbuffer *buf;
     char *out[4];
     size_t n_out;
@@ -67,8 +124,8 @@ static void fix_init(struct fix *f, const char *yaml)
     f->cfg = load(yaml);
     f->l = rem_metrics_layout_new(f->cfg);
     assert_non_null(f->l);
-    f->sh[0] = rem_metrics_shard_new(f->l);
-    f->sh[1] = rem_metrics_shard_new(f->l);
+    f->sh[0] = tshard_new(f->l);
+    f->sh[1] = tshard_new(f->l);
 }
 
 static int setup(void **state)
@@ -81,8 +138,8 @@ static int teardown(void **state)
 {
     struct fix *f = *state;
 
-    rem_metrics_shard_free(f->sh[0]);
-    rem_metrics_shard_free(f->sh[1]);
+    tshard_free(f->sh[0]);
+    tshard_free(f->sh[1]);
     rem_metrics_layout_free(f->l);
     rem_config_unref(f->cfg);
     if (f->buf)
@@ -94,22 +151,21 @@ static int teardown(void **state)
 }
 
 /* What a worker does when a stream ends. */
-static void finish_request(struct rem_metrics_shard *s, const struct rem_metrics_layout *l,
-                           size_t route, int status, uint64_t ns, uint64_t in_bytes,
-                           uint64_t out_bytes)
+static void finish_request(struct tshard *s, const struct rem_metrics_layout *l, size_t route,
+                           int status, uint64_t ns, uint64_t in_bytes, uint64_t out_bytes)
 {
     enum rem_code_class c = rem_code_class_of(status);
 
     REM_M_ADD(s->routes[route].requests[c], 1);
     REM_M_ADD(s->routes[route].request_bytes, in_bytes);
     REM_M_ADD(s->routes[route].response_bytes, out_bytes);
-    rem_hist_record(&s->routes[route].duration[c], &l->route_hist[route], ns);
+    rem_hist_record(&s->hists[route].duration[c], &l->route_hist[route], ns);
 }
 
 /* The small case: route 0 "api", upstream 0 "app", buckets 0.005 0.1 1, two shards. */
 static void record_small(struct fix *f)
 {
-    struct rem_metrics_shard *a = f->sh[0], *b = f->sh[1];
+    struct tshard *a = f->sh[0], *b = f->sh[1];
 
     /* shard a: one 200 in 3 ms; shard b: a 204 in 250 ms, a 503 after 2 s, one in flight. */
     REM_M_ADD(a->routes[0].in_flight, 1);
@@ -127,12 +183,12 @@ static void record_small(struct fix *f)
     REM_M_ADD(b->upstreams[0].idle, 2);
     REM_M_ADD(b->upstreams[0].connect_failures[REM_CONNFAIL_REFUSED], 1);
 
-    REM_M_ADD(a->downstream_connections, 1);
-    REM_M_ADD(b->downstream_connections, 2);
+    REM_M_ADD(a->g.downstream_connections, 1);
+    REM_M_ADD(b->g.downstream_connections, 2);
     REM_M_ADD(a->upstreams[0].endpoints, 2);
     REM_M_ADD(b->upstreams[0].endpoints, 3);
-    REM_M_ADD(a->downstream_connections_total, 5);
-    REM_M_ADD(b->downstream_connections_total, 7);
+    REM_M_ADD(a->g.downstream_connections_total, 5);
+    REM_M_ADD(b->g.downstream_connections_total, 7);
 }
 
 static const int8_t healthy_one[] = {1};
@@ -172,7 +228,7 @@ static char *render(struct fix *f, size_t n_shards, const struct rem_metrics_pro
     if (!f->buf)
         f->buf = evbuffer_new();
     assert_non_null(f->buf);
-    assert_int_equal(rem_metrics_render(f->buf, f->l, f->sh, n_shards, p, fmt), 0);
+    assert_int_equal(rem_metrics_render(f->buf, f->l, views(f->sh, n_shards), n_shards, p, fmt), 0);
     return take(f);
 }
 
@@ -606,7 +662,8 @@ static void test_render_appends(void **state)
     f->buf = evbuffer_new();
     assert_non_null(f->buf);
     assert_int_equal(evbuffer_add(f->buf, "HEAD", 4), 0);
-    assert_int_equal(rem_metrics_render(f->buf, f->l, f->sh, 2, NULL, REM_EXPO_PROMETHEUS), 0);
+    assert_int_equal(
+        rem_metrics_render(f->buf, f->l, views(f->sh, 2), 2, NULL, REM_EXPO_PROMETHEUS), 0);
     char *s = take(f);
     assert_memory_equal(s, "HEAD# HELP ", 11);
     check_syntax(s + 4, false);
@@ -784,17 +841,17 @@ static void test_render_http2(void **state)
 {
     struct fix *f = *state;
     fix_init(f, small_yaml);
-    REM_M_ADD(f->sh[0]->downstream_streams_active, 3);
-    REM_M_ADD(f->sh[1]->downstream_streams_active, 1);
-    REM_M_ADD(f->sh[0]->downstream_streams_total[1], 10);
-    REM_M_ADD(f->sh[1]->downstream_streams_total[1], 5);
-    REM_M_ADD(f->sh[1]->downstream_streams_total[0], 2);
-    REM_M_ADD(f->sh[0]->h2_resets[0][8], 4); /* cancel */
-    REM_M_ADD(f->sh[1]->h2_resets[0][8], 1);
-    REM_M_ADD(f->sh[1]->h2_resets[1][7], 2);              /* refused_stream */
-    REM_M_ADD(f->sh[0]->h2_resets[1][REM_H2_REASONS], 6); /* unknown codes */
-    REM_M_ADD(f->sh[0]->h2_goaway[0], 1);
-    REM_M_ADD(f->sh[1]->h2_goaway[1], 3);
+    REM_M_ADD(f->sh[0]->g.downstream_streams_active, 3);
+    REM_M_ADD(f->sh[1]->g.downstream_streams_active, 1);
+    REM_M_ADD(f->sh[0]->g.downstream_streams_total[1], 10);
+    REM_M_ADD(f->sh[1]->g.downstream_streams_total[1], 5);
+    REM_M_ADD(f->sh[1]->g.downstream_streams_total[0], 2);
+    REM_M_ADD(f->sh[0]->g.h2_resets[0][8], 4); /* cancel */
+    REM_M_ADD(f->sh[1]->g.h2_resets[0][8], 1);
+    REM_M_ADD(f->sh[1]->g.h2_resets[1][7], 2);              /* refused_stream */
+    REM_M_ADD(f->sh[0]->g.h2_resets[1][REM_H2_REASONS], 6); /* unknown codes */
+    REM_M_ADD(f->sh[0]->g.h2_goaway[0], 1);
+    REM_M_ADD(f->sh[1]->g.h2_goaway[1], 3);
     char *got = render(f, 2, NULL, REM_EXPO_PROMETHEUS);
     static const char *const want[] = {
         "\nremora_downstream_streams_active 4\n",
@@ -933,8 +990,8 @@ static void test_render_escapes_names(void **state)
     assert_non_null(f->cfg->upstreams[0].name);
     f->l = rem_metrics_layout_new(f->cfg);
     assert_non_null(f->l);
-    f->sh[0] = rem_metrics_shard_new(f->l);
-    f->sh[1] = rem_metrics_shard_new(f->l);
+    f->sh[0] = tshard_new(f->l);
+    f->sh[1] = tshard_new(f->l);
     finish_request(f->sh[0], f->l, 0, 200, 1 * MS, 0, 0);
     small_proc(&p);
     p.version = "v\"1";
@@ -1114,15 +1171,38 @@ static void test_layout_shape(void **state)
     assert_int_equal(f->l->route_hist[0].n, 3);
     assert_int_equal(f->l->route_hist[1].n, 3);
     assert_string_equal(f->l->route_hist[0].le_str[2], "1");
-    assert_int_equal(f->sh[0]->n_routes, f->l->n_routes);
-    assert_int_equal(f->sh[0]->n_upstreams, f->l->n_upstreams);
     /* Shards start zeroed. */
-    for (size_t r = 0; r < f->sh[0]->n_routes; r++)
+    for (size_t r = 0; r < f->l->n_routes; r++)
         for (int c = 0; c < REM_CODE__N; c++)
             assert_int_equal(f->sh[0]->routes[r].requests[c], 0);
 
     rem_metrics_layout_free(NULL);
-    rem_metrics_shard_free(NULL);
+    tshard_free(NULL);
+}
+
+/* remora_config_*: shown when a generation is set, with both reload results always present. */
+static void test_config_reload_series(void **state)
+{
+    struct fix *f = *state;
+    struct rem_metrics_process p;
+
+    fix_init(f, small_yaml);
+    small_proc(&p);
+    char *none = render(f, 2, &p, REM_EXPO_PROMETHEUS);
+    assert_null(strstr(none, "remora_config_generation"));
+    p.config_generation = 3;
+    p.reloads_ok = 2;
+    p.reloads_failed = 1;
+    p.last_reload_success = 1700000001.5;
+    for (int om = 0; om <= 1; om++) {
+        char *got = render(f, 2, &p, om ? REM_EXPO_OPENMETRICS : REM_EXPO_PROMETHEUS);
+        check_syntax(got, om);
+        assert_non_null(strstr(got, "\nremora_config_generation 3\n"));
+        assert_non_null(strstr(got, "\nremora_config_reloads_total{result=\"success\"} 2\n"));
+        assert_non_null(strstr(got, "\nremora_config_reloads_total{result=\"failure\"} 1\n"));
+        assert_non_null(strstr(
+            got, "\nremora_config_last_reload_success_timestamp_seconds 1.7000000015e+09\n"));
+    }
 }
 
 static void test_code_class_of(void **state)
@@ -1161,6 +1241,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_layout_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_reload_series, setup, teardown),
         cmocka_unit_test_setup_teardown(test_code_class_of, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_text_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_is_repeatable, setup, teardown),
