@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * gen: a worker's generation and the objects generations share (gen.h). */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,10 +55,9 @@ struct rem_gen_hist *rem_gen_hist_new(void)
     return h;
 }
 
-void rem_gen_unref(struct rem_gen *g)
+static void gen_free(struct rem_reap *r)
 {
-    if (!g || --g->refs > 0)
-        return;
+    struct rem_gen *g = (struct rem_gen *)((char *)r - offsetof(struct rem_gen, reap));
     struct rem_worker *w = g->worker;
     size_t n = g->cfg->n_routes + 1;
     pthread_mutex_lock(&w->gen_lock);
@@ -76,6 +76,13 @@ void rem_gen_unref(struct rem_gen *g)
     rem_metrics_layout_unref(g->ml);
     rem_config_unref(g->cfg);
     free(g);
+}
+
+void rem_gen_unref(struct rem_gen *g)
+{
+    if (!g || --g->refs > 0)
+        return;
+    rem_loop_defer_free(&g->worker->loop, &g->reap, gen_free);
 }
 
 ssize_t rem_gen_route_index(const struct rem_gen *g, const char *name)

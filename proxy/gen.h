@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "loop.h"
 #include "metrics.h"
 
 struct rem_worker;
@@ -51,6 +52,7 @@ struct rem_gen {
     struct rem_admit **route_admits; /* [cfg->n_routes + 1]: routes[i]->admit when this
                                         generation limits route i, else NULL (borrowed) */
     struct rem_gen_hist **hists;     /* [cfg->n_routes + 1], each a reference */
+    struct rem_reap reap;            /* the last unref frees it from the loop's reaper */
 };
 
 /* An empty generation of cfg and ml (references taken) with refs 1 and zeroed arrays sized for
@@ -63,8 +65,11 @@ static inline struct rem_gen *rem_gen_ref(struct rem_gen *g)
     g->refs++;
     return g;
 }
-/* Drops a reference; the last one frees g and unrefs what it holds (clusters, route states,
- * histograms) under the worker's gen_lock, since the scrape reads them. NULL-safe. */
+/* Drops a reference; the last one hands g to the worker's reaper, which frees it and unrefs
+ * what it holds (clusters, route states, histograms) under the worker's gen_lock, since the
+ * scrape reads them. Deferred because the last stream of a generation ends deep in an upconn's
+ * callback, and freeing a cluster closes that upconn's siblings and frees the cluster it
+ * still uses. NULL-safe. */
 void rem_gen_unref(struct rem_gen *g);
 
 /* A new route state (refs 1) for the route named name (NULL: unmatched). */

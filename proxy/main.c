@@ -106,7 +106,7 @@ static uint64_t memory_limit(void)
 /* Listener max_connections when not configured (docs/memory.md): each connection may pair
  * with an upstream connection (2 fds), and must fit the memory limit at its worst case
  * (4 buffers of buffer_bytes, request and response heads). */
-static void derive_max_connections(struct rem_config *cfg)
+static void derive_max_connections(struct rem_config *cfg, bool quiet)
 {
     struct rlimit rl;
     uint64_t by_fd = 1024;
@@ -131,10 +131,11 @@ static void derive_max_connections(struct rem_config *cfg)
     for (size_t i = 0; i < cfg->n_listeners; i++)
         if (cfg->listeners[i].max_connections == 0) {
             cfg->listeners[i].max_connections = (uint32_t)n;
-            rem_log_info("listener %s: max_connections %llu (RLIMIT_NOFILE bound %llu, memory "
-                         "bound %s)",
-                         cfg->listeners[i].name, (unsigned long long)n, (unsigned long long)by_fd,
-                         mem ? "from cgroup memory.max" : "none");
+            if (!quiet)
+                rem_log_info("listener %s: max_connections %llu (RLIMIT_NOFILE bound %llu, memory "
+                             "bound %s)",
+                             cfg->listeners[i].name, (unsigned long long)n,
+                             (unsigned long long)by_fd, mem ? "from cgroup memory.max" : "none");
         }
 }
 
@@ -404,7 +405,7 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
     if (!dns_same(&cfg->dns, &r->cfg->dns))
         rem_log_warn("config: dns changed; needs a restart (ignored; the running resolver "
                      "settings stay)");
-    derive_max_connections(cfg);
+    derive_max_connections(cfg, true);
     struct rem_metrics_layout *ml = rem_metrics_layout_new(cfg);
     struct rem_server_plan *plan =
         ml ? rem_server_plan_new(cfg, ml, r->plan, r->n_workers, r->plan->id + 1) : NULL;
@@ -535,7 +536,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     rem_crash_install();
     cfg->workers = worker_count(cfg); /* resolved before the generation is shared */
-    derive_max_connections(cfg);
+    derive_max_connections(cfg, false);
 
     int rc = 1;
     struct event_base *base = event_base_new();

@@ -227,7 +227,7 @@ static struct rem_gen *build_gen(struct rem_worker *w, struct rem_server_plan *p
 fail:
     rem_log_error("worker %u: could not build generation %llu (see above)", w->id,
                   (unsigned long long)p->id);
-    rem_gen_unref(g); /* releases what was built; gen_lock is recursive */
+    rem_gen_unref(g); /* the reaper releases what was built */
     return NULL;
 }
 
@@ -265,9 +265,9 @@ static struct rem_listener **plan_listeners(struct rem_worker *w, struct rem_ser
         if (*fd >= 0) {
             nl[i] = rem_listener_new(w, &p->cfg->listeners[i], *fd, p->n_workers);
             *fd = -1;
-            if (nl[i])
-                rem_log_info("listener %s: listening on %s", p->cfg->listeners[i].name,
-                             p->cfg->listeners[i].address);
+            if (nl[i] && w->id == 0 && w->gen) /* a reload added it (main logs the first) */
+                rem_log_info("listener %s: listening on %s (port %u)", p->cfg->listeners[i].name,
+                             p->cfg->listeners[i].address, p->ports[i]);
         }
     }
     for (size_t j = 0; j < w->n_listeners; j++) {
@@ -398,6 +398,7 @@ void rem_server_worker_dispose(struct rem_worker *w)
     rem_gen_unref(w->gen);
     w->gen = NULL;
     w->cfg = NULL;
+    rem_loop_reap(&w->loop); /* frees the generations (their clusters use the DNS channel) */
     rem_dns_free(w->dns);
     w->dns = NULL;
     rem_worker_dispose(w);

@@ -113,11 +113,7 @@ int rem_worker_init(struct rem_worker *w, unsigned id)
     w->id = id;
     w->mail_fd = -1;
     w->metrics = rem_metrics_shard_new();
-    pthread_mutexattr_t ma;
-    pthread_mutexattr_init(&ma);
-    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE); /* a failed build unrefs inside */
-    pthread_mutex_init(&w->gen_lock, &ma);
-    pthread_mutexattr_destroy(&ma);
+    pthread_mutex_init(&w->gen_lock, NULL);
     w->gen_lock_init = true;
     TAILQ_INIT(&w->conns);
     if (getrandom(&w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng) || w->rng == 0)
