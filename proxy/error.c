@@ -4,7 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rem_build.h"
 #include "error.h"
+#ifdef REM_HAVE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
 
 static const struct {
     int status;
@@ -83,4 +87,18 @@ int rem_err_grpc_status(enum rem_err e)
     default:
         return 13; /* INTERNAL */
     }
+}
+
+void rem_alloc_release(bool all_arenas)
+{
+#ifdef REM_HAVE_JEMALLOC
+    (void)mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+    if (all_arenas) {
+        char cmd[32];
+        snprintf(cmd, sizeof(cmd), "arena.%u.purge", (unsigned)MALLCTL_ARENAS_ALL);
+        (void)mallctl(cmd, NULL, NULL, NULL, 0);
+    }
+#else
+    (void)all_arenas;
+#endif
 }

@@ -12,6 +12,8 @@
 #ifndef REM_ERROR_H
 #define REM_ERROR_H
 
+#include <stdbool.h>
+
 #define REM_ERRORS(X)                                                                              \
     X(OK, 0, "--", "ok")                                                                           \
     X(NOMEM, 500, "RR", "nomem")                                                                   \
@@ -72,6 +74,11 @@ void rem_bug(const char *file, int line, const char *cond) __attribute__((noretu
 /* Control-path allocation that aborts on OOM (never for peer-driven, data-path growth). */
 void *rem_xcalloc(size_t n, size_t size);
 char *rem_xstrdup(const char *s);
+/* After a burst of frees on this thread (a reload's old generation): hands the thread's
+ * allocator cache back to the arenas and, with all_arenas (the main thread, once), returns
+ * their unused pages to the kernel. Otherwise an idle sidecar keeps them resident. A no-op
+ * without jemalloc. */
+void rem_alloc_release(bool all_arenas);
 
 /* The gRPC status remora answers a gRPC call with for e (grpc-status; 14 UNAVAILABLE for
  * shedding and connect failures, 4 DEADLINE_EXCEEDED, 12 UNIMPLEMENTED, 8 RESOURCE_EXHAUSTED, 13

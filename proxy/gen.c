@@ -76,6 +76,7 @@ static void gen_free(struct rem_reap *r)
     rem_metrics_layout_unref(g->ml);
     rem_config_unref(g->cfg);
     free(g);
+    rem_alloc_release(false); /* main purges the arenas after a reload */
 }
 
 void rem_gen_unref(struct rem_gen *g)

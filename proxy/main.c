@@ -305,6 +305,7 @@ struct reloader {
     double last_success;
     uint64_t file_hash; /* of the active generation's file bytes */
     struct event *retry_ev;
+    struct event *purge_ev;    /* a while after a reload: give freed generations back to the OS */
     const char *retry_trigger; /* a reload waiting for the workers to finish the last one */
     bool retry_from_watch;
 };
@@ -443,10 +444,21 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
     r->ml = ml;
     r->cfg = cfg;
     r->file_hash = have_hash ? h : 0;
+    struct timeval purge = {1, 0};
+    event_add(r->purge_ev, &purge);
     char line[256];
     rem_config_summary(cfg, line, sizeof(line));
     rem_log_info("config reloaded (%s): generation %llu, hash %016llx, %s", trigger,
                  (unsigned long long)plan->id, (unsigned long long)rem_config_hash(cfg), line);
+}
+
+/* The old generations are freed (by the workers, as their last streams end) into jemalloc's
+ * arenas, which keep the pages dirty until later allocation activity decays them: an idle
+ * sidecar would keep them for good. A purge a second after a reload returns them (each worker
+ * flushes its own cache when it frees a generation). */
+static void on_purge(evutil_socket_t fd, short what, void *arg)
+{
+    rem_alloc_release(true);
 }
 
 static void on_reload_retry(evutil_socket_t fd, short what, void *arg)
@@ -589,11 +601,12 @@ int main(int argc, char **argv)
     if (rl.path)
         (void)file_hash(rl.path, &rl.file_hash);
     rl.retry_ev = evtimer_new(base, on_reload_retry, &rl);
+    rl.purge_ev = evtimer_new(base, on_purge, &rl);
     sigterm = evsignal_new(base, SIGTERM, on_signal, &dr);
     sigint = evsignal_new(base, SIGINT, on_signal, &dr);
     sighup = evsignal_new(base, SIGHUP, on_sighup, &rl);
-    if (!sigterm || !sigint || !sighup || !rl.retry_ev || !dr.poll_ev || !dr.timeout_ev ||
-        evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0 ||
+    if (!sigterm || !sigint || !sighup || !rl.retry_ev || !rl.purge_ev || !dr.poll_ev ||
+        !dr.timeout_ev || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0 ||
         evsignal_add(sighup, NULL) < 0)
         goto out;
     if (rl.path)
@@ -628,6 +641,8 @@ out:
     rem_metrics_layout_unref(ml);
     if (rl.retry_ev)
         event_free(rl.retry_ev);
+    if (rl.purge_ev)
+        event_free(rl.purge_ev);
     if (dr.poll_ev)
         event_free(dr.poll_ev);
     if (dr.timeout_ev)
