@@ -220,10 +220,12 @@ def remora(tmp_path, request):
 
     Options: workers, upstream_opts (merged into the single upstream "app"), routes, limits,
     log, upstreams (replaces the upstream list), config (a full dict used as is; .port and
-    .admin_port are then read from its first listener and admin addresses)."""
+    .admin_port are then read from its first listener and admin addresses), config_file (a
+    path the caller has written config to, passed as is to -c, for tests that rewrite the file
+    while remora runs; config is then required and only read for the ports)."""
     started = []
 
-    def make(upstream=None, endpoints=None, config=None, ready=True, **kw):
+    def make(upstream=None, endpoints=None, config=None, ready=True, config_file=None, **kw):
         port = free_port()
         admin_port = free_port()
         while admin_port == port:
@@ -236,8 +238,12 @@ def remora(tmp_path, request):
                 endpoints = [upstream.addr] if upstream is not None else ["127.0.0.1:1"]
             config = default_config(port, admin_port, endpoints, **kw)
         idx = len(started)
-        cfg_path = tmp_path / ("remora-%d.yaml" % idx)
-        cfg_path.write_text(to_yaml(config) + "\n")
+        if config_file is None:
+            cfg_path = tmp_path / ("remora-%d.yaml" % idx)
+            cfg_path.write_text(to_yaml(config) + "\n")
+        else:
+            assert config is not None, "config_file needs config (for the ports)"
+            cfg_path = config_file
         log_path = tmp_path / ("remora-%d.stderr" % idx)
         with open(log_path, "wb") as errf, open(tmp_path / ("remora-%d.stdout" % idx), "wb") as outf:
             proc = subprocess.Popen([str(BIN), "-c", str(cfg_path)], stdout=outf, stderr=errf,

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from helpers import HttpConn, build_request, chunked_body, http, pattern, pattern_sha256
+from helpers import (HttpConn, build_request, chunked_body, http, pattern, pattern_sha256,
+                     wait_for)
 
 pytestmark = pytest.mark.no_remora
 
@@ -119,3 +120,20 @@ def test_stats_count_requests_in_flight_and_their_peak(upstream):
     assert (mid["in_flight"], mid["max_in_flight"]) == (3, 3), mid  # /_stats is not counted
     assert (after["in_flight"], after["max_in_flight"]) == (0, 3), after
     assert upstream.stats()["max_in_flight"] == 0
+
+
+def test_stats_count_proxied_connections(upstream):
+    """proxied_conns_total / proxied_conns_open count the connections that carried a request
+    outside /_... (what remora opens); the /_stats asks themselves are not counted."""
+    st = upstream.stats()
+    assert (st["proxied_conns_total"], st["proxied_conns_open"]) == (0, 0), st
+    with HttpConn(upstream.port) as c:
+        for _ in range(3):
+            c.request("GET", "/echo")
+            assert c.read_response().status == 200
+        st = upstream.stats()
+        assert (st["proxied_conns_total"], st["proxied_conns_open"]) == (1, 1), st
+    assert wait_for(lambda: upstream.stats()["proxied_conns_open"] == 0, 2.0), upstream.stats()
+    assert http(upstream.port, "GET", "/delay?ms=1").status == 200
+    assert wait_for(lambda: upstream.stats()["proxied_conns_open"] == 0, 2.0)
+    assert upstream.stats()["proxied_conns_total"] == 2

@@ -47,6 +47,10 @@ class Stats:
     ready_checks = 0
     in_flight = 0      # requests being handled now (control paths /_... not counted)
     max_in_flight = 0  # the peak of in_flight; /_stats?reset_peak=1 sets it to in_flight
+    # connections that carried a request outside /_... (what remora opened; a test's own
+    # /_stats and /_control asks are not counted): ever, and open now
+    proxied_conns_total = 0
+    proxied_conns_open = 0
 
 
 class Ready:
@@ -167,6 +171,7 @@ class Conn:
         Conn.next_id += 1
         self.nreq = 0
         self.idle_close_ms = None
+        self.proxied = False  # counted in Stats.proxied_conns_*
 
     def ids(self):
         out = [["x-upstream-conn", str(self.id)], ["x-upstream-req-on-conn", str(self.nreq)]]
@@ -261,6 +266,10 @@ class Conn:
                 self.nreq += 1
                 Stats.requests += 1
                 counted = not req.path.startswith("/_")
+                if counted and not self.proxied:
+                    self.proxied = True
+                    Stats.proxied_conns_total += 1
+                    Stats.proxied_conns_open += 1
                 if counted:
                     Stats.in_flight += 1
                     Stats.max_in_flight = max(Stats.max_in_flight, Stats.in_flight)
@@ -276,6 +285,8 @@ class Conn:
             return
         finally:
             Stats.conns_open -= 1
+            if self.proxied:
+                Stats.proxied_conns_open -= 1
             try:
                 self.w.close()
             except Exception:
@@ -457,7 +468,9 @@ class Conn:
             await body.consume()
             doc = {"conns_open": Stats.conns_open, "conns_total": Stats.conns_total,
                    "requests": Stats.requests, "ready_checks": Stats.ready_checks,
-                   "in_flight": Stats.in_flight, "max_in_flight": Stats.max_in_flight}
+                   "in_flight": Stats.in_flight, "max_in_flight": Stats.max_in_flight,
+                   "proxied_conns_total": Stats.proxied_conns_total,
+                   "proxied_conns_open": Stats.proxied_conns_open}
             if q.get("reset_peak") == "1":
                 Stats.max_in_flight = Stats.in_flight
             await self.respond(req, 200, json.dumps(doc).encode(), keep=keep,
