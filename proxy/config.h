@@ -242,6 +242,11 @@ struct rem_config *rem_config_load_file(const char *path, struct rem_config_diag
 struct rem_config *rem_config_load_string(const char *yaml, const char *name,
                                           struct rem_config_diag *diag);
 
+/* Same, from len bytes at buf (the file as read once: live reload hashes the same bytes it
+ * loads). */
+struct rem_config *rem_config_load_bytes(const char *buf, size_t len, const char *name,
+                                         struct rem_config_diag *diag);
+
 /* The embedded default: listen 0.0.0.0:8000, everything to 127.0.0.1:8080, admin on
  * 0.0.0.0:9090. Never fails (aborts on OOM). */
 struct rem_config *rem_config_default(void);

@@ -1333,6 +1333,14 @@ struct rem_config *rem_config_load_string(const char *yaml, const char *name,
     return load(NULL, yaml, strlen(yaml), name != NULL ? name : "<string>", diag);
 }
 
+struct rem_config *rem_config_load_bytes(const char *buf, size_t len, const char *name,
+                                         struct rem_config_diag *diag)
+{
+    if (buf == NULL)
+        return NULL;
+    return load(NULL, buf, len, name != NULL ? name : "<string>", diag);
+}
+
 struct rem_config *rem_config_load_file(const char *path, struct rem_config_diag *diag)
 {
     if (path == NULL)

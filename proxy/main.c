@@ -303,29 +303,69 @@ struct reloader {
     struct drain *drain;
     uint64_t generation, reloads_ok, reloads_failed; /* for /metrics (rem_admin_set_reloads) */
     double last_success;
-    uint64_t file_hash; /* of the active generation's file bytes */
+    uint64_t file_hash; /* of the file bytes the last reload tried (or loaded at start) */
     struct event *retry_ev;
     struct event *purge_ev;    /* a while after a reload: give freed generations back to the OS */
     const char *retry_trigger; /* a reload waiting for the workers to finish the last one */
     bool retry_from_watch;
 };
 
-/* FNV-1a of the file's bytes; false when it cannot be read. */
-static bool file_hash(const char *path, uint64_t *out)
+#define REM_RELOAD_MAX_BYTES (8u << 20)
+
+/* The whole file (malloc'd, *len bytes), or NULL with errno set (EFBIG: over 8 MiB). */
+static char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rbe");
     if (!f)
-        return false;
-    uint64_t h = 1469598103934665603ull;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-        for (size_t i = 0; i < n; i++)
-            h = (h ^ (unsigned char)buf[i]) * 1099511628211ull;
-    bool ok = !ferror(f);
+        return NULL;
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+        if (n == cap) {
+            char *nb = cap >= REM_RELOAD_MAX_BYTES ? NULL : realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                errno = cap >= REM_RELOAD_MAX_BYTES ? EFBIG : ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (buf && ferror(f)) {
+        free(buf);
+        buf = NULL;
+        errno = EIO;
+    }
     fclose(f);
-    *out = h;
-    return ok;
+    *len = n;
+    return buf;
+}
+
+/* FNV-1a of n bytes. */
+static uint64_t bytes_hash(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* The hash of the file's bytes; false when it cannot be read. */
+static bool file_hash(const char *path, uint64_t *out)
+{
+    size_t n;
+    char *buf = read_file(path, &n);
+    if (!buf)
+        return false;
+    *out = bytes_hash(buf, n);
+    free(buf);
+    return true;
 }
 
 static bool dns_same(const struct rem_cfg_dns *a, const struct rem_cfg_dns *b)
@@ -383,14 +423,25 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
         event_add(r->retry_ev, &tv);
         return;
     }
-    uint64_t h = 0;
-    bool have_hash = file_hash(r->path, &h);
-    if (from_watch && have_hash && h == r->file_hash) {
-        rem_log_debug("config file %s unchanged; not reloaded", r->path);
+    size_t len = 0;
+    char *bytes = read_file(r->path, &len);
+    if (!bytes) {
+        rem_log_error("%s: cannot read: %s", r->path, strerror(errno));
+        reload_failed(r, trigger);
         return;
     }
+    /* The file watch reports any write in the directory: bytes the last reload already tried
+     * (loaded, or rejected) are not tried again. SIGHUP always is. */
+    uint64_t h = bytes_hash(bytes, len);
+    if (from_watch && h == r->file_hash) {
+        rem_log_debug("config file %s unchanged; not reloaded", r->path);
+        free(bytes);
+        return;
+    }
+    r->file_hash = h;
     struct rem_config_diag diag = {0};
-    struct rem_config *cfg = rem_config_load_file(r->path, &diag);
+    struct rem_config *cfg = rem_config_load_bytes(bytes, len, r->path, &diag);
+    free(bytes);
     for (size_t i = 0; i < diag.n; i++)
         rem_log_error("%s", diag.msgs[i]);
     rem_config_diag_dispose(&diag);
@@ -443,7 +494,6 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
     r->plan = plan;
     r->ml = ml;
     r->cfg = cfg;
-    r->file_hash = have_hash ? h : 0;
     struct timeval purge = {1, 0};
     event_add(r->purge_ev, &purge);
     char line[256];
