@@ -125,6 +125,36 @@ lifecycle_sanitized() {
             tests/integration/test_75_reload.py tests/integration/test_76_reload_load.py
 }
 
+# Reads the last "N passed, N failed[, N skipped]" line of a log into jp jf js; a nonzero exit
+# status with no failure counted counts as one failure.
+count_summary() {
+    local logf="$1" rc="$2" line
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logf" | tail -1)
+    jp=$(sed -nE 's/^([0-9]+) passed.*/\1/p' <<<"$line"); jp=${jp:-0}
+    jf=$(sed -nE 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/p' <<<"$line"); jf=${jf:-0}
+    js=$(sed -nE 's/.*, ([0-9]+) skipped.*/\1/p' <<<"$line"); js=${js:-0}
+    if [ "$rc" -ne 0 ] && [ "$jf" -eq 0 ]; then jf=1; fi
+}
+
+# The Kubernetes manifests, validated offline (k8s/README.md): kubectl kustomize renders them,
+# kubernetes-models (npm) checks schemas and unknown fields, remora --check their configs.
+k8s_validate() {
+    log "k8s manifests (k8s/validate.sh)"
+    jp=0 jf=0 js=0
+    if ! command -v kubectl >/dev/null && [ ! -x /usr/bin/kubectl ]; then
+        log "no kubectl (1.29 or later, with kustomize): k8s validation skipped"
+        js=1
+        return
+    fi
+    command -v npm >/dev/null || install_deps nodejs npm
+    local logf rc=0
+    logf=$(mktemp /tmp/remora-k8s.XXXXXX)
+    REMORA_BIN="$ROOT/proxy/remora" k8s/validate.sh >"$logf" 2>&1 || rc=$?
+    grep -vE '^(ok|==|      \. )' "$logf" | tail -20 || true # failures and the summary
+    count_summary "$logf" "$rc"
+    rm -f "$logf"
+}
+
 cmd_test() {
     install_deps "${BUILD_DEPS[@]}" "${RUN_DEPS[@]}" "${TEST_DEPS[@]}"
     build "--enable-werror"
@@ -154,6 +184,8 @@ cmd_test() {
     run_pytest tests/integration
     passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
     lifecycle_sanitized
+    passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
+    k8s_validate
     passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
     if [ "$skipped" -gt 0 ]; then
         echo "$passed passed, $failed failed, $skipped skipped"
