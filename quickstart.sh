@@ -122,7 +122,8 @@ lifecycle_sanitized() {
         ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=4:abort_on_error=0 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_pytest tests/integration/test_72_drain.py tests/integration/test_73_drain_upstream.py \
-            tests/integration/test_75_reload.py tests/integration/test_76_reload_load.py
+            tests/integration/test_75_reload.py tests/integration/test_76_reload_load.py \
+            tests/integration/test_77_reload_failure.py
 }
 
 # Reads the last "N passed, N failed[, N skipped]" line of a log into jp jf js; a nonzero exit

@@ -149,8 +149,8 @@ static void serve_readyz(struct rem_admin *a, struct evbuffer *b, int *code)
         const struct rem_gen *g = a->workers[i].gen;
         for (size_t u = 0; g && u < g->cfg->n_upstreams; u++) {
             int64_t st = __atomic_load_n(&g->clusters[u]->metrics->dns_state, __ATOMIC_RELAXED);
-            if (st == 0)
-                continue;
+            if (st == 0 || !g->clusters[u]->gates_ready)
+                continue; /* an upstream a reload added does not take the pod out of service */
             snprintf(why, sizeof(why), "upstream %s: dns unresolved (%s)",
                      g->cfg->upstreams[u].name,
                      st - 1 < REM_DNS__N ? rem_dns_result_label((enum rem_dns_result)(st - 1))

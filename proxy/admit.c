@@ -120,11 +120,11 @@ static void on_adapt(evutil_socket_t fd, short what, void *arg)
 
 int rem_admit_adaptive(struct rem_admit *a)
 {
+    a->adaptive = true;
     a->max_limit = a->limit;
     a->adapt_limit = a->limit;
-    a->adapt_ev = event_new(a->worker->loop.base, -1, EV_PERSIST, on_adapt, a);
-    if (!a->adapt_ev)
-        return -REM_E_NOMEM;
+    a->win_sum_ns = 0;
+    a->win_n = 0;
     struct timeval tv = {0, REM_ADAPT_WINDOW_MS * 1000};
     event_add(a->adapt_ev, &tv);
     return 0;
@@ -137,36 +137,34 @@ void rem_admit_set_metrics(struct rem_admit *a, struct rem_upstream_metrics *m,
     a->hl = hl;
 }
 
-int rem_admit_configure(struct rem_admit *a, uint32_t limit, uint32_t max_pending,
-                        uint64_t queue_timeout_ms, bool adaptive)
+void rem_admit_configure(struct rem_admit *a, uint32_t limit, uint32_t max_pending,
+                         uint64_t queue_timeout_ms, bool adaptive)
 {
     limit = limit ? limit : 1;
-    a->max_pending = max_pending;
+    a->max_pending = max_pending; /* a smaller queue drops nobody: it queues nobody new */
     if (queue_timeout_ms != a->queue_timeout_ms) {
         a->queue_timeout_ms = queue_timeout_ms;
         arm(a); /* the oldest waiter's deadline moved */
     }
-    if (adaptive && a->adapt_ev) {
+    if (adaptive && a->adaptive) {
         a->max_limit = limit;
         if (a->adapt_limit > limit)
             a->adapt_limit = limit;
         set_limit(a, (uint32_t)(a->adapt_limit + 0.5));
-    } else {
-        if (a->adapt_ev) {
-            event_free(a->adapt_ev);
-            a->adapt_ev = NULL;
-        }
-        set_limit(a, limit);
-        if (adaptive && rem_admit_adaptive(a) < 0)
-            return -REM_E_NOMEM;
+        return;
     }
-    /* A smaller queue drops nobody already waiting: the excess leaves as slots free. */
-    return 0;
+    if (a->adaptive) {
+        a->adaptive = false;
+        event_del(a->adapt_ev);
+    }
+    set_limit(a, limit);
+    if (adaptive)
+        (void)rem_admit_adaptive(a); /* cannot fail: the event exists since init */
 }
 
 void rem_admit_sample(struct rem_admit *a, uint64_t ns)
 {
-    if (!a->adapt_ev)
+    if (!a->adaptive)
         return;
     a->win_sum_ns += ns;
     a->win_n++;
@@ -186,7 +184,9 @@ int rem_admit_init(struct rem_admit *a, struct rem_worker *w, struct rem_upstrea
     TAILQ_INIT(&a->waiters);
     a->timer = evtimer_new(w->loop.base, on_timer, a);
     a->kick = event_new(w->loop.base, -1, 0, on_kick, a);
-    if (!a->timer || !a->kick)
+    /* Made now, added only while adaptive: a reload can turn the limiter on without failing. */
+    a->adapt_ev = event_new(w->loop.base, -1, EV_PERSIST, on_adapt, a);
+    if (!a->timer || !a->kick || !a->adapt_ev)
         return -REM_E_NOMEM;
     M_ADD(a, concurrency_limit, (int64_t)a->limit);
     return 0;

@@ -43,7 +43,8 @@ struct rem_admit {
     struct event *timer;          /* owned: the oldest waiter's deadline */
     struct event *kick;           /* owned: hands freed slots to waiters off-stack */
     /* Adaptive limit (gradient limiter), when enabled; limit then moves in [1, max_limit]. */
-    struct event *adapt_ev; /* owned: every REM_ADAPT_WINDOW_MS */
+    struct event *adapt_ev; /* owned: every REM_ADAPT_WINDOW_MS while adaptive */
+    bool adaptive;
     uint32_t max_limit;
     double adapt_limit;
     double min_rtt_ms; /* lowest window average seen (drifts up slowly) */
@@ -65,12 +66,12 @@ void rem_admit_set_metrics(struct rem_admit *a, struct rem_upstream_metrics *m,
  * grants waiters at once (from the kick event), a smaller one admits nobody new until the
  * slots in use fall below it; a smaller max_pending queues nobody new until the queue is
  * below it. adaptive turns the gradient limiter on or off (on: limit becomes its ceiling).
- * Returns 0 or -REM_E_NOMEM. */
-int rem_admit_configure(struct rem_admit *a, uint32_t limit, uint32_t max_pending,
-                        uint64_t queue_timeout_ms, bool adaptive);
+ * Cannot fail (a reload applies it only once everything that can fail is built). */
+void rem_admit_configure(struct rem_admit *a, uint32_t limit, uint32_t max_pending,
+                         uint64_t queue_timeout_ms, bool adaptive);
 /* Turns on the gradient limiter: the limit starts at the configured share and is lowered when
  * upstream latency rises above its measured minimum, raised again when it recovers. Returns 0
- * or -REM_E_NOMEM. */
+ * (the event it runs on is made by rem_admit_init). */
 int rem_admit_adaptive(struct rem_admit *a);
 /* One upstream response latency sample (adaptive admits only; a no-op otherwise). */
 void rem_admit_sample(struct rem_admit *a, uint64_t ns);

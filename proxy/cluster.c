@@ -332,9 +332,9 @@ bool rem_cluster_same(const struct rem_cluster *c, const struct rem_cfg_upstream
     return true;
 }
 
-int rem_cluster_update(struct rem_cluster *c, struct rem_config *config,
-                       const struct rem_cfg_upstream *cfg, struct rem_metrics_layout *ml,
-                       unsigned n_workers)
+void rem_cluster_update(struct rem_cluster *c, struct rem_config *config,
+                        const struct rem_cfg_upstream *cfg, struct rem_metrics_layout *ml,
+                        unsigned n_workers)
 {
     rem_config_ref(config);
     rem_config_unref(c->config);
@@ -354,8 +354,7 @@ int rem_cluster_update(struct rem_cluster *c, struct rem_config *config,
     rem_admit_set_metrics(&c->admit, c->metrics, c->hl);
     uint32_t lim_share, pend_share;
     shares(cfg, n_workers, &c->max_connections, &lim_share, &pend_share);
-    return rem_admit_configure(&c->admit, lim_share, pend_share, cfg->queue_timeout_ms,
-                               cfg->adaptive);
+    rem_admit_configure(&c->admit, lim_share, pend_share, cfg->queue_timeout_ms, cfg->adaptive);
 }
 
 void rem_cluster_unref(struct rem_cluster *c)

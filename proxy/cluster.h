@@ -83,6 +83,7 @@ struct rem_cluster {
     struct rem_wait_list pool_wait;
     bool pool_waking;
     bool pool_draining; /* remora is draining: upconns close instead of idling */
+    bool gates_ready;   /* /readyz waits for its names' first answer (first generation's) */
 };
 
 /* A configured endpoint name being resolved for this cluster (dns.c). */
@@ -107,10 +108,10 @@ bool rem_cluster_same(const struct rem_cluster *c, const struct rem_cfg_upstream
  * limits, timeouts, balancing and admission shares; in-flight requests keep their slots and
  * the pool its upconns. When ml's upstream buckets differ, the histograms restart in them
  * (counters and gauges carry over). Call with the worker's gen_lock held (the scrape reads
- * the metrics). Returns 0 or -REM_E_NOMEM. */
-int rem_cluster_update(struct rem_cluster *c, struct rem_config *config,
-                       const struct rem_cfg_upstream *cfg, struct rem_metrics_layout *ml,
-                       unsigned n_workers);
+ * the metrics). Cannot fail. */
+void rem_cluster_update(struct rem_cluster *c, struct rem_config *config,
+                        const struct rem_cfg_upstream *cfg, struct rem_metrics_layout *ml,
+                        unsigned n_workers);
 static inline struct rem_cluster *rem_cluster_ref(struct rem_cluster *c)
 {
     c->refs++;
@@ -141,6 +142,13 @@ static inline void rem_cluster_set_connector(struct rem_cluster *c, rem_cluster_
 {
     c->connect = fn;
     c->connect_arg = arg;
+}
+
+/* Whether /readyz waits for c's names to answer once (the first generation's clusters do; a
+ * cluster a reload adds does not take a serving pod out of its Service). */
+static inline void rem_cluster_set_gates_ready(struct rem_cluster *c, bool gates)
+{
+    c->gates_ready = gates;
 }
 
 /* The app's SETTINGS_MAX_CONCURRENT_STREAMS, assumed for its next upconns. */

@@ -144,7 +144,9 @@ struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg
     l->worker = w;
     l->cfg = cfg;
     l->limit = share(cfg, n_workers);
-    l->evl = evconnlistener_new(w->loop.base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    /* Backlog 0: the socket already listens (REM_LISTEN_BACKLOG); -1 would listen() again with
+     * libevent's 128. */
+    l->evl = evconnlistener_new(w->loop.base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
     if (!l->evl)
         goto fail;
     fd = -1; /* owned by evl */

@@ -63,12 +63,32 @@ static const char *config_path(const char *path)
     return path;
 }
 
-static struct rem_config *load(const char *path, bool check)
+static char *read_file(const char *path, size_t *len);
+static uint64_t bytes_hash(const char *p, size_t n);
+
+/* Loads the configuration; *hash (may be NULL) gets the hash of the file bytes it loaded (0 for
+ * the embedded default), which live reload compares with. */
+static struct rem_config *load(const char *path, bool check, uint64_t *hash)
 {
     struct rem_config_diag diag = {0};
     struct rem_config *cfg;
     path = config_path(path);
-    cfg = path ? rem_config_load_file(path, &diag) : rem_config_default();
+    if (hash)
+        *hash = 0;
+    if (path) {
+        size_t len = 0;
+        char *bytes = read_file(path, &len);
+        if (bytes) {
+            if (hash)
+                *hash = bytes_hash(bytes, len);
+            cfg = rem_config_load_bytes(bytes, len, path, &diag);
+            free(bytes);
+        } else {
+            cfg = rem_config_load_file(path, &diag); /* says why it cannot be read */
+        }
+    } else {
+        cfg = rem_config_default();
+    }
     if (!cfg) {
         for (size_t i = 0; i < diag.n; i++)
             fprintf(check ? stdout : stderr, "%s\n", diag.msgs[i]);
@@ -167,6 +187,7 @@ struct drain {
     struct rem_admin *admin;
     struct event *poll_ev, *timeout_ev;
     bool active, exit_after, cut_posted, reported;
+    bool failed; /* a reload failed on a worker: exit 1 whatever the drain cut */
     uint64_t start_ms, finished_before, cut_before;
     int exit_code;
 };
@@ -214,7 +235,7 @@ static void drain_over(struct drain *d)
                      (double)(rem_now_ms() - d->start_ms) / 1000.0,
                      (unsigned long long)(done - cut), (unsigned long long)cut);
     d->reported = true;
-    d->exit_code = cut ? 1 : 0;
+    d->exit_code = cut || d->failed ? 1 : 0;
     event_del(d->poll_ev);
     event_del(d->timeout_ev);
     if (d->exit_after)
@@ -307,7 +328,12 @@ struct reloader {
     struct event *retry_ev;
     struct event *purge_ev;    /* a while after a reload: give freed generations back to the OS */
     const char *retry_trigger; /* a reload waiting for the workers to finish the last one */
-    bool retry_from_watch;
+    bool retry_forced;         /* ... asked for by a SIGHUP at least once: load whatever bytes */
+    /* Posted to the workers, waiting for every acknowledgement before it counts. */
+    bool awaiting;
+    const char *awaiting_trigger;
+    struct rem_healthcheck *awaiting_hc; /* owned: replaces hc once every worker swapped */
+    struct event *ack_ev;
 };
 
 #define REM_RELOAD_MAX_BYTES (8u << 20)
@@ -356,18 +382,6 @@ static uint64_t bytes_hash(const char *p, size_t n)
     return h;
 }
 
-/* The hash of the file's bytes; false when it cannot be read. */
-static bool file_hash(const char *path, uint64_t *out)
-{
-    size_t n;
-    char *buf = read_file(path, &n);
-    if (!buf)
-        return false;
-    *out = bytes_hash(buf, n);
-    free(buf);
-    return true;
-}
-
 static bool dns_same(const struct rem_cfg_dns *a, const struct rem_cfg_dns *b)
 {
     if (a->n_resolvers != b->n_resolvers || a->min_ttl_ms != b->min_ttl_ms ||
@@ -404,6 +418,64 @@ static bool workers_caught_up(const struct reloader *r)
     return true;
 }
 
+/* Every worker acknowledged the generation posted last: it counts as loaded (admin, health
+ * checks, counters) when all of them swapped. A worker that could not build it kept the old
+ * one; workers must not serve different configurations, so remora drains and exits 1 for the
+ * orchestrator to restart it on the new file (nothing in flight is lost). */
+static void reload_acked(struct reloader *r)
+{
+    r->awaiting = false;
+    const char *trigger = r->awaiting_trigger;
+    unsigned failed = 0;
+    for (unsigned i = 0; i < r->n_workers; i++)
+        if (rem_server_worker_failed_id(&r->workers[i]) == r->plan->id) {
+            failed++;
+            rem_log_error("config reload (%s): worker %u could not apply generation %llu (see "
+                          "above)",
+                          trigger, i, (unsigned long long)r->plan->id);
+        }
+    if (failed) {
+        rem_healthcheck_free(r->awaiting_hc);
+        r->awaiting_hc = NULL;
+        reload_failed(r, trigger);
+        rem_log_error("workers run different configurations: draining, then exiting 1 so the "
+                      "container restarts on the new file");
+        r->drain->failed = true;
+        drain_start(r->drain, true);
+        return;
+    }
+    rem_healthcheck_free(r->hc);
+    r->hc = r->awaiting_hc;
+    r->awaiting_hc = NULL;
+    rem_admin_set_config(r->admin, r->cfg, r->ml, r->hc);
+    rem_log_setup(r->cfg->log.level, r->cfg->log.format);
+    r->generation = r->plan->id;
+    r->reloads_ok++;
+    r->last_success = (double)r->cfg->loaded_at;
+    publish_reloads(r);
+    r->drain->cfg = r->cfg;
+    struct timeval purge = {1, 0};
+    event_add(r->purge_ev, &purge);
+    char line[256];
+    rem_config_summary(r->cfg, line, sizeof(line));
+    rem_log_info("config reloaded (%s): generation %llu, hash %016llx, %s", trigger,
+                 (unsigned long long)r->plan->id, (unsigned long long)rem_config_hash(r->cfg),
+                 line);
+}
+
+static void on_reload_ack(evutil_socket_t fd, short what, void *arg)
+{
+    struct reloader *r = arg;
+    if (!r->awaiting)
+        return;
+    if (workers_caught_up(r)) {
+        reload_acked(r);
+        return;
+    }
+    struct timeval tv = {0, REM_RELOAD_RETRY_MS * 1000};
+    event_add(r->ack_ev, &tv);
+}
+
 static void reload(struct reloader *r, const char *trigger, bool from_watch)
 {
     if (!r->path) {
@@ -415,10 +487,10 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
         rem_log_info("config reload (%s) ignored: draining", trigger);
         return;
     }
-    if (!workers_caught_up(r)) {
+    if (r->awaiting || !workers_caught_up(r)) {
         /* The workers still swap to the last generation; plans are built against it. */
         r->retry_trigger = trigger;
-        r->retry_from_watch = r->retry_from_watch || from_watch;
+        r->retry_forced = r->retry_forced || !from_watch;
         struct timeval tv = {0, REM_RELOAD_RETRY_MS * 1000};
         event_add(r->retry_ev, &tv);
         return;
@@ -458,13 +530,16 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
         rem_log_warn("config: dns changed; needs a restart (ignored; the running resolver "
                      "settings stay)");
     derive_max_connections(cfg, true);
+    /* Everything that can fail on this thread comes first: nothing changes until it all did. */
     struct rem_metrics_layout *ml = rem_metrics_layout_new(cfg);
+    struct rem_healthcheck *hc = ml ? rem_healthcheck_new(r->base, cfg, r->hc) : NULL;
     struct rem_server_plan *plan =
-        ml ? rem_server_plan_new(cfg, ml, r->plan, r->n_workers, r->plan->id + 1) : NULL;
+        hc ? rem_server_plan_new(cfg, ml, r->plan, r->n_workers, r->plan->id + 1) : NULL;
     bool admin_moved = cfg->admin.addr.len != r->cfg->admin.addr.len ||
                        memcmp(&cfg->admin.addr.ss, &r->cfg->admin.addr.ss, cfg->admin.addr.len);
     if (!plan || (admin_moved && rem_admin_rebind(r->admin, &cfg->admin) < 0)) {
         rem_server_plan_unref(plan);
+        rem_healthcheck_free(hc);
         rem_metrics_layout_unref(ml);
         rem_config_unref(cfg);
         reload_failed(r, trigger);
@@ -474,32 +549,19 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
         rem_log_info("admin moved to %s", cfg->admin.address);
     for (unsigned i = 0; i < r->n_workers; i++)
         rem_server_worker_reload(&r->workers[i], plan);
-    struct rem_healthcheck *hc = rem_healthcheck_new(r->base, cfg, r->hc);
-    if (!hc)
-        rem_log_error("config: health checks could not restart; the old ones keep running");
-    else {
-        rem_healthcheck_free(r->hc);
-        r->hc = hc;
-    }
-    rem_admin_set_config(r->admin, cfg, ml, r->hc);
-    rem_log_setup(cfg->log.level, cfg->log.format);
-    r->generation = plan->id;
-    r->reloads_ok++;
-    r->last_success = (double)cfg->loaded_at;
-    publish_reloads(r);
-    r->drain->cfg = cfg;
+    /* The next plan is built against this one (its listener indices and sockets), whatever
+     * the workers answer; what the admin shows changes once they all swapped. */
     rem_server_plan_unref(r->plan);
     rem_metrics_layout_unref(r->ml);
     rem_config_unref(r->cfg);
     r->plan = plan;
     r->ml = ml;
     r->cfg = cfg;
-    struct timeval purge = {1, 0};
-    event_add(r->purge_ev, &purge);
-    char line[256];
-    rem_config_summary(cfg, line, sizeof(line));
-    rem_log_info("config reloaded (%s): generation %llu, hash %016llx, %s", trigger,
-                 (unsigned long long)plan->id, (unsigned long long)rem_config_hash(cfg), line);
+    r->awaiting = true;
+    r->awaiting_trigger = trigger;
+    r->awaiting_hc = hc;
+    struct timeval tv = {0, 1000};
+    event_add(r->ack_ev, &tv);
 }
 
 /* The old generations are freed (by the workers, as their last streams end) into jemalloc's
@@ -514,9 +576,9 @@ static void on_purge(evutil_socket_t fd, short what, void *arg)
 static void on_reload_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct reloader *r = arg;
-    bool w = r->retry_from_watch;
-    r->retry_from_watch = false;
-    reload(r, r->retry_trigger, w);
+    bool forced = r->retry_forced;
+    r->retry_forced = false;
+    reload(r, r->retry_trigger, !forced);
 }
 
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
@@ -571,7 +633,7 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        struct rem_config *acfg = load(path, false);
+        struct rem_config *acfg = load(path, false, NULL);
         if (!acfg)
             return 1;
         int st = rem_admin_request(&acfg->admin, admin_method, argv[optind], 5000, stdout);
@@ -584,7 +646,8 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    struct rem_config *cfg = load(path, check);
+    uint64_t loaded_hash = 0;
+    struct rem_config *cfg = load(path, check, &loaded_hash);
     if (!cfg)
         return 1;
     if (check) {
@@ -613,6 +676,11 @@ int main(int argc, char **argv)
     unsigned n_init = 0;
     if (!base || !ml)
         goto out;
+    /* Watching starts before anything is built: a change from now on is seen (the bytes
+     * loaded above are what the first file change is compared with). */
+    if (config_path(path))
+        watch =
+            rem_watch_new(base, config_path(path), REM_RELOAD_DEBOUNCE_MS, on_file_changed, &rl);
     plan = rem_server_plan_new(cfg, ml, NULL, cfg->workers, 1);
     if (!plan)
         goto out;
@@ -648,19 +716,17 @@ int main(int argc, char **argv)
     rl.generation = 1;
     rl.last_success = (double)cfg->loaded_at;
     publish_reloads(&rl);
-    if (rl.path)
-        (void)file_hash(rl.path, &rl.file_hash);
+    rl.file_hash = loaded_hash;
     rl.retry_ev = evtimer_new(base, on_reload_retry, &rl);
+    rl.ack_ev = evtimer_new(base, on_reload_ack, &rl);
     rl.purge_ev = evtimer_new(base, on_purge, &rl);
     sigterm = evsignal_new(base, SIGTERM, on_signal, &dr);
     sigint = evsignal_new(base, SIGINT, on_signal, &dr);
     sighup = evsignal_new(base, SIGHUP, on_sighup, &rl);
-    if (!sigterm || !sigint || !sighup || !rl.retry_ev || !rl.purge_ev || !dr.poll_ev ||
-        !dr.timeout_ev || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0 ||
-        evsignal_add(sighup, NULL) < 0)
+    if (!sigterm || !sigint || !sighup || !rl.retry_ev || !rl.purge_ev || !rl.ack_ev ||
+        !dr.poll_ev || !dr.timeout_ev || evsignal_add(sigterm, NULL) < 0 ||
+        evsignal_add(sigint, NULL) < 0 || evsignal_add(sighup, NULL) < 0)
         goto out;
-    if (rl.path)
-        watch = rem_watch_new(base, rl.path, REM_RELOAD_DEBOUNCE_MS, on_file_changed, &rl);
     for (unsigned i = 0; i < cfg->workers; i++)
         if (rem_worker_start(&workers[i]) < 0)
             goto out;
@@ -693,6 +759,9 @@ out:
         event_free(rl.retry_ev);
     if (rl.purge_ev)
         event_free(rl.purge_ev);
+    if (rl.ack_ev)
+        event_free(rl.ack_ev);
+    rem_healthcheck_free(rl.awaiting_hc);
     if (dr.poll_ev)
         event_free(dr.poll_ev);
     if (dr.timeout_ev)

@@ -155,9 +155,10 @@ static uint32_t share(uint32_t v, unsigned nw)
     return v / nw ? v / nw : 1;
 }
 
-/* g's route i: the state of the same name in prev (its admit and counters carry over) or a new
- * one; the admit configured with this generation's limits; the histograms kept while the
- * buckets are the same. Returns 0 or -REM_E_NOMEM. */
+/* g's route i, phase one: the state of the same name in prev (its admit and counters carry
+ * over) or a new one; histograms kept while the buckets are the same; an admit created when
+ * this generation limits a route that had none. Shared objects are not changed (phase two
+ * configures kept admits). Returns 0 or -REM_E_NOMEM. */
 static int build_route(struct rem_gen *g, size_t i, const struct rem_gen *prev, unsigned nw)
 {
     const struct rem_config *cfg = g->cfg;
@@ -170,31 +171,39 @@ static int build_route(struct rem_gen *g, size_t i, const struct rem_gen *prev, 
         g->hists[i] = rem_gen_hist_ref(prev->hists[j]);
     else
         g->hists[i] = rem_gen_hist_new();
-    if (!r || !r->max_requests)
+    if (!r || !r->max_requests || rs->admit)
         return 0; /* an admit from an older generation stays for the tickets it holds */
     uint32_t lim = share(r->max_requests, nw);
     uint32_t pend = r->max_pending ? share(r->max_pending, nw) : 0;
-    uint64_t qt = cfg->upstreams[r->upstream_idx].queue_timeout_ms;
-    if (rs->admit) {
-        if (rem_admit_configure(rs->admit, lim, pend, qt, false) < 0)
-            return -REM_E_NOMEM;
-    } else {
-        rs->admit = rem_xcalloc(1, sizeof(*rs->admit));
-        if (rem_admit_init(rs->admit, g->worker, NULL, NULL, lim, pend, qt) < 0) {
-            rem_admit_dispose(rs->admit);
-            free(rs->admit);
-            rs->admit = NULL;
-            return -REM_E_NOMEM;
-        }
+    rs->admit = rem_xcalloc(1, sizeof(*rs->admit));
+    if (rem_admit_init(rs->admit, g->worker, NULL, NULL, lim, pend,
+                       cfg->upstreams[r->upstream_idx].queue_timeout_ms) < 0) {
+        rem_admit_dispose(rs->admit);
+        free(rs->admit);
+        rs->admit = NULL;
+        return -REM_E_NOMEM;
     }
-    g->route_admits[i] = rs->admit;
     return 0;
 }
 
-/* The worker generation of plan p after prev (NULL at start): clusters whose definition did not
- * change (rem_cluster_same) carry over with their pools, DNS watches and queues, updated to the
- * new limits; routes carry their state by name. Called with w->gen_lock held. Returns NULL
- * with the reason logged (nothing of prev changed but the limits of kept clusters). */
+/* Phase two of route i (cannot fail): its admit takes this generation's limits. */
+static void configure_route(struct rem_gen *g, size_t i, unsigned nw)
+{
+    const struct rem_cfg_route *r = i < g->cfg->n_routes ? &g->cfg->routes[i] : NULL;
+    if (!r || !r->max_requests)
+        return;
+    struct rem_admit *a = g->routes[i]->admit;
+    rem_admit_configure(a, share(r->max_requests, nw),
+                        r->max_pending ? share(r->max_pending, nw) : 0,
+                        g->cfg->upstreams[r->upstream_idx].queue_timeout_ms, false);
+    g->route_admits[i] = a;
+}
+
+/* Phase one of the worker generation of plan p after prev (NULL at start): everything that can
+ * fail is made here (the DNS channel, new clusters, new admits) and no object shared with prev
+ * is changed, so a failure leaves prev exactly as it was. Clusters whose definition did not
+ * change (rem_cluster_same) are referenced as they are (phase two updates them); routes carry
+ * their state by name. Returns NULL with the reason logged. */
 static struct rem_gen *build_gen(struct rem_worker *w, struct rem_server_plan *p,
                                  const struct rem_gen *prev)
 {
@@ -206,18 +215,18 @@ static struct rem_gen *build_gen(struct rem_worker *w, struct rem_server_plan *p
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct rem_cfg_upstream *u = &cfg->upstreams[i];
         ssize_t j = prev ? rem_gen_upstream_index(prev, u->name) : -1;
-        struct rem_cluster *c = NULL;
         if (j >= 0 && rem_cluster_same(prev->clusters[j], u)) {
-            c = g->clusters[i] = rem_cluster_ref(prev->clusters[j]);
-            if (rem_cluster_update(c, cfg, u, p->ml, nw) < 0)
-                goto fail;
+            g->clusters[i] = rem_cluster_ref(prev->clusters[j]);
             continue;
         }
-        c = g->clusters[i] = rem_cluster_new(w, cfg, u, p->ml, nw);
+        struct rem_cluster *c = g->clusters[i] = rem_cluster_new(w, cfg, u, p->ml, nw);
         if (!c)
             goto fail;
         /* The upstream codec comes from the configured protocol, once. */
         rem_upool_bind(c, u->protocol == REM_PROTO_H2C ? &rem_h2_up_ops : &rem_h1_up_ops);
+        /* Only a cluster of the first generation holds readiness back until its names
+         * resolve: one a reload adds must not take a serving pod out of its Service. */
+        rem_cluster_set_gates_ready(c, prev == NULL);
     }
     for (size_t i = 0; i <= cfg->n_routes; i++)
         if (build_route(g, i, prev, nw) < 0)
@@ -229,6 +238,17 @@ fail:
                   (unsigned long long)p->id);
     rem_gen_unref(g); /* the reaper releases what was built */
     return NULL;
+}
+
+/* Phase two (cannot fail): kept clusters take their new definition, route admits their limits. */
+static void configure_gen(struct rem_gen *g, struct rem_server_plan *p)
+{
+    unsigned nw = p->n_workers ? p->n_workers : 1;
+    for (size_t i = 0; i < g->cfg->n_upstreams; i++)
+        if (g->clusters[i]->cfg != &g->cfg->upstreams[i])
+            rem_cluster_update(g->clusters[i], g->cfg, &g->cfg->upstreams[i], p->ml, nw);
+    for (size_t i = 0; i <= g->cfg->n_routes; i++)
+        configure_route(g, i, nw);
 }
 
 /* Frees the retired listeners whose conns have all closed. */
@@ -244,34 +264,49 @@ static void reap_retired(struct rem_worker *w)
     w->n_retired = n;
 }
 
-/* The listeners of p's config: kept addresses keep their listener (and socket), new ones take
- * the sockets the main thread bound for this worker, removed ones stop (their conns go on)
- * and retire. Runs before the swap: a stopping listener accepts its backlog into the config
- * its conns were promised. Returns the new array (n = p->cfg->n_listeners; an entry is NULL
- * when its listener could not be set up, logged). */
-static struct rem_listener **plan_listeners(struct rem_worker *w, struct rem_server_plan *p)
+/* The listeners of p's config for w, phase one: kept addresses keep their listener (and
+ * socket), new ones take the sockets the main thread bound for this worker. Returns the new
+ * array (n = p->cfg->n_listeners), or NULL when a listener could not be set up (logged; the
+ * new ones made so far are freed, the plan's sockets of this worker closed). */
+static struct rem_listener **new_listeners(struct rem_worker *w, struct rem_server_plan *p)
 {
     size_t n = p->cfg->n_listeners;
     struct rem_listener **nl = rem_xcalloc(n ? n : 1, sizeof(*nl));
-    bool *kept = rem_xcalloc(w->n_listeners ? w->n_listeners : 1, sizeof(*kept));
     for (size_t i = 0; i < n; i++) {
         ssize_t k = p->keep[i];
         if (k >= 0 && (size_t)k < w->n_listeners && w->listeners[k]) {
             nl[i] = w->listeners[k];
-            kept[k] = true;
             continue;
         }
         int *fd = &p->fds[i * p->n_workers + w->id];
-        if (*fd >= 0) {
-            nl[i] = rem_listener_new(w, &p->cfg->listeners[i], *fd, p->n_workers);
-            *fd = -1;
-            if (nl[i] && w->id == 0 && w->gen) /* a reload added it (main logs the first) */
-                rem_log_info("listener %s: listening on %s (port %u)", p->cfg->listeners[i].name,
-                             p->cfg->listeners[i].address, p->ports[i]);
+        nl[i] = *fd >= 0 ? rem_listener_new(w, &p->cfg->listeners[i], *fd, p->n_workers) : NULL;
+        *fd = -1; /* taken (rem_listener_new closes it on failure) */
+        if (!nl[i]) {
+            rem_log_error("worker %u: listener %s could not be set up", w->id,
+                          p->cfg->listeners[i].name);
+            for (size_t j = 0; j < i; j++)
+                if (p->keep[j] < 0)
+                    rem_listener_free(nl[j]);
+            free(nl);
+            return NULL;
         }
+        if (w->id == 0 && w->gen) /* a reload added it (main logs the first ones) */
+            rem_log_info("listener %s: listening on %s (port %u)", p->cfg->listeners[i].name,
+                         p->cfg->listeners[i].address, p->ports[i]);
     }
+    return nl;
+}
+
+/* Phase two of the listeners: the old ones no address kept stop (their conns go on) and
+ * retire. Runs before the swap, so a stopping listener accepts its backlog into the config
+ * its conns were promised. */
+static void retire_listeners(struct rem_worker *w, struct rem_server_plan *p)
+{
     for (size_t j = 0; j < w->n_listeners; j++) {
-        if (kept[j] || !w->listeners[j])
+        bool kept = false;
+        for (size_t i = 0; i < p->cfg->n_listeners && !kept; i++)
+            kept = p->keep[i] == (ssize_t)j;
+        if (kept || !w->listeners[j])
             continue;
         rem_listener_stop(w->listeners[j]);
         w->retired = realloc(w->retired, (w->n_retired + 1) * sizeof(*w->retired));
@@ -279,26 +314,37 @@ static struct rem_listener **plan_listeners(struct rem_worker *w, struct rem_ser
             abort();
         w->retired[w->n_retired++] = w->listeners[j];
     }
-    free(kept);
-    return nl;
 }
 
 /* Swaps w to the generation of p (on w's thread). New conns and streams use it at once;
- * streams in flight keep theirs; the clusters the new generation dropped drain. */
+ * streams in flight keep theirs; the clusters the new generation dropped drain. When anything
+ * cannot be built, w keeps its generation untouched and reports the failure (the main thread
+ * then drains and exits: workers must not run different configurations). Either way w
+ * acknowledges p through gen_id. */
 static void apply(struct rem_worker *w, struct rem_server_plan *p)
 {
     struct rem_gen *old = w->gen;
     pthread_mutex_lock(&w->gen_lock);
     struct rem_gen *g = build_gen(w, p, old);
-    if (!g) {
+    struct rem_listener **nl = g ? new_listeners(w, p) : NULL;
+    if (!nl) {
         pthread_mutex_unlock(&w->gen_lock);
+        rem_gen_unref(g);
+        for (size_t i = 0; i < p->cfg->n_listeners; i++) { /* this worker's new sockets */
+            int *fd = &p->fds[i * p->n_workers + w->id];
+            if (*fd >= 0)
+                close(*fd);
+            *fd = -1;
+        }
         rem_log_error("worker %u: keeps generation %llu", w->id, (unsigned long long)old->id);
+        __atomic_store_n(&w->reload_failed, p->id, __ATOMIC_RELEASE);
+        __atomic_store_n(&w->gen_id, p->id, __ATOMIC_RELEASE);
         return;
     }
-    struct rem_listener **nl = plan_listeners(w, p);
+    configure_gen(g, p);
+    retire_listeners(w, p);
     for (size_t i = 0; i < p->cfg->n_listeners; i++)
-        if (nl[i])
-            rem_listener_update(nl[i], &p->cfg->listeners[i], p->n_workers);
+        rem_listener_update(nl[i], &p->cfg->listeners[i], p->n_workers);
     free(w->listeners);
     w->listeners = nl;
     w->n_listeners = p->cfg->n_listeners;
@@ -352,24 +398,29 @@ int rem_server_worker_init(struct rem_worker *w, unsigned id, struct rem_server_
         return -REM_E_SYS;
     w->on_mail = on_mail;
     pthread_mutex_lock(&w->gen_lock);
-    w->gen = build_gen(w, p, NULL);
-    if (w->gen) {
-        w->cfg = w->gen->cfg;
-        w->listeners = plan_listeners(w, p);
+    struct rem_gen *g = build_gen(w, p, NULL);
+    struct rem_listener **nl = g ? new_listeners(w, p) : NULL;
+    if (nl) {
+        configure_gen(g, p);
+        for (size_t i = 0; i < p->cfg->n_listeners; i++)
+            rem_listener_update(nl[i], &p->cfg->listeners[i], p->n_workers);
+        w->gen = g;
+        w->cfg = g->cfg;
+        w->listeners = nl;
         w->n_listeners = p->cfg->n_listeners;
+        w->gen_id = p->id;
     }
     pthread_mutex_unlock(&w->gen_lock);
-    if (!w->gen)
-        goto fail;
-    for (size_t i = 0; i < w->n_listeners; i++)
-        if (!w->listeners[i])
-            goto fail;
-    w->gen_id = p->id;
-    return 0;
-
-fail:
+    if (nl)
+        return 0;
+    rem_gen_unref(g);
     rem_log_error("worker %u: could not build its clusters and listeners (see above)", id);
     return -REM_E_SYS;
+}
+
+uint64_t rem_server_worker_failed_id(const struct rem_worker *w)
+{
+    return __atomic_load_n(&w->reload_failed, __ATOMIC_ACQUIRE);
 }
 
 void rem_server_worker_dispose(struct rem_worker *w)

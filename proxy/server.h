@@ -49,8 +49,11 @@ int rem_server_worker_init(struct rem_worker *w, unsigned id, struct rem_server_
  * p->id as its w->gen_id (rem_server_worker_gen_id). The previous plan posted must have been
  * applied (gen_id) first. */
 void rem_server_worker_reload(struct rem_worker *w, struct rem_server_plan *p);
-/* The generation id w runs (any thread). */
+/* The id of the last plan w acknowledged (any thread): the generation it runs, unless that
+ * plan failed on it (rem_server_worker_failed_id). */
 uint64_t rem_server_worker_gen_id(const struct rem_worker *w);
+/* The id of the last plan w could not apply (it kept its generation), 0: none. */
+uint64_t rem_server_worker_failed_id(const struct rem_worker *w);
 /* Closes every conn, frees listeners, the generation (clusters, route states) and the DNS
  * channel, then the worker's context. w must be stopped (or never started). NULL-safe. */
 void rem_server_worker_dispose(struct rem_worker *w);

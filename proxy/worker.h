@@ -33,7 +33,8 @@ struct rem_worker {
     struct rem_gen *gen;      /* a reference: the current generation (gen.h); new streams take
                                  it, old ones keep theirs */
     struct rem_config *cfg;   /* borrowed: gen->cfg, which new conns take a reference on */
-    uint64_t gen_id;          /* atomic: gen->id, read by the main thread after a reload */
+    uint64_t gen_id;          /* atomic: the id of the last plan acknowledged (server.c) */
+    uint64_t reload_failed;   /* atomic: the id of the last plan it could not apply */
     pthread_mutex_t gen_lock; /* held by the worker while it swaps or frees generation objects,
                                  by the scrape while it reads them */
     bool gen_lock_init;

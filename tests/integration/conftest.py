@@ -225,7 +225,8 @@ def remora(tmp_path, request):
     while remora runs; config is then required and only read for the ports)."""
     started = []
 
-    def make(upstream=None, endpoints=None, config=None, ready=True, config_file=None, **kw):
+    def make(upstream=None, endpoints=None, config=None, ready=True, config_file=None, env=None,
+             **kw):
         port = free_port()
         admin_port = free_port()
         while admin_port == port:
@@ -247,7 +248,8 @@ def remora(tmp_path, request):
         log_path = tmp_path / ("remora-%d.stderr" % idx)
         with open(log_path, "wb") as errf, open(tmp_path / ("remora-%d.stdout" % idx), "wb") as outf:
             proc = subprocess.Popen([str(BIN), "-c", str(cfg_path)], stdout=outf, stderr=errf,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL,
+                                    env=dict(os.environ, **env) if env else None)
         r = Remora(proc, port, admin_port, cfg_path, log_path, config)
         started.append(r)
         if ready:
