@@ -18,9 +18,9 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from podutil import (INTEG, Pod, PodError, PodPlan, Podman, Prober, app_dir,  # noqa: E402
-                     app_image, example_docs, probe_once, remora_image, static_binary,
-                     wait_listening)
+from podutil import (INTEG, LoadLoop, Pod, PodError, PodPlan, Podman, Prober,  # noqa: E402
+                     app_dir, app_image, example_docs, probe_once, remora_image,
+                     parse_time, remora_log_lines, static_binary, wait_listening)
 
 sys.path.insert(0, str(INTEG))
 from reloadutil import ConfDir  # noqa: E402
@@ -102,7 +102,10 @@ class PodHandle:
         self.env, self.pod, self.conf, self.plan = env, pod, conf, env.plan
         self.netns = None
         self.startup = None          # the kubelet-style startup prober
-        self.ready_after = None      # seconds from remora's StartedAt to its first /readyz 200
+        self.ready_after = None      # seconds from remora's StartedAt to the test's first
+        #                              /readyz 200 (an upper bound: polling starts late)
+        self.ready_logged = None     # seconds from remora's StartedAt to its own "ready in"
+        #                              log line (/readyz answering 200)
         self.started_at = None       # remora's StartedAt (time.monotonic())
         self.readiness = None
         self.liveness = None
@@ -133,6 +136,11 @@ class PodHandle:
         self.ready_after = self._fast_ready(started_at)
         assert self.ready_after is not None, "remora's /readyz never answered; log:\n%s" % \
             self.pod.logs(self.pod.remora_ctr)
+        ready = [l for l in remora_log_lines(self.pod.logs(self.pod.remora_ctr))
+                 if str(l.get("msg", "")).startswith("ready in ")]
+        assert ready, "no `ready in` line in remora's log"
+        self.ready_logged = (parse_time(ready[0]["ts"])
+                             - self.pod.started_wall[self.pod.remora_ctr])
         end = time.monotonic() + sp.period * sp.failure_threshold + 2
         while not self.startup.results and time.monotonic() < end:
             time.sleep(0.02)
@@ -165,6 +173,8 @@ class PodHandle:
         """A regular sidecar's start: every container at once (podman pod start)."""
         started = self.pod.start_all()
         self._after_start(started)
+        assert self.startup.results[0][2], "first startup probe failed: %r" % \
+            (self.startup.results[:3],)
         assert wait_listening(self.netns, self.plan.app_port), \
             "the app never listened; log:\n%s" % self.pod.logs(self.pod.app_ctr)
         self._probers()
@@ -175,10 +185,10 @@ class PodHandle:
                 p.stop()
 
     def probe_summary(self):
-        s = ["startup: first probe %s at +%.2f s (remora /readyz 200 %.0f ms after its "
-             "StartedAt)" % (self.startup.results[0][1],
-                             self.startup.results[0][0] - self.started_at,
-                             self.ready_after * 1000)]
+        s = ["startup: first probe %s at +%.2f s (remora logged ready %.0f ms after its "
+             "StartedAt, the test saw /readyz 200 at +%.0f ms)" % (
+                 self.startup.results[0][1], self.startup.results[0][0] - self.started_at,
+                 self.ready_logged * 1000, self.ready_after * 1000)]
         for name in ("readiness", "liveness"):
             p = getattr(self, name)
             if p is not None:
@@ -207,6 +217,8 @@ def make_pod(podenv, tmp_path, request):
         return PodHandle(podenv, pod, conf)
 
     yield make
+    for load in list(LoadLoop.live):
+        load.stop()
     failed = getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed
     for pod in made:
         pod.close()

@@ -586,8 +586,11 @@ class LoadLoop:
     ok (200, complete body), bad (other statuses / incomplete), lost (sent, no whole response:
     reset, EOF, timeout), refused (connect refused: nothing sent)."""
 
+    live = set()   # every LoadLoop not stopped yet (the fixtures stop them at teardown)
+
     def __init__(self, netns, port, paths, threads=4, close=False, max_seconds=60.0,
                  timeout=10.0):
+        LoadLoop.live.add(self)
         self.netns, self.port = netns, port
         self.paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
         self.close, self.timeout, self.max_seconds = close, timeout, max_seconds
@@ -653,6 +656,7 @@ class LoadLoop:
 
     def stop(self):
         self._stop.set()
+        LoadLoop.live.discard(self)
         for t in self._ts:
             t.join(self.timeout + 5)
         assert not any(t.is_alive() for t in self._ts), "load threads did not stop"

@@ -82,17 +82,20 @@ def check_in_flight(flights, want_ms):
 
 def test_traffic_and_startup_probe(make_pod):
     """Native sidecar start (remora, its startupProbe, then the app): the startup probe's
-    first poll, one period after remora's start, passes (and /readyz answered 200 well inside
-    that period); requests on the traffic port reach the app (x-upstream-name, the app's echo
-    of X-Forwarded-For), remora counts them all, readiness and liveness never fail; the
-    ConfigMap directory is mounted read-only."""
+    first poll, one period after remora's start, passes, and remora logged `ready in` (its
+    /readyz answering 200) within that period; requests on the traffic port reach the app
+    (x-upstream-name, the app's echo of X-Forwarded-For), remora counts them all, readiness
+    and liveness never fail; the ConfigMap directory is mounted read-only."""
     h = make_pod()
     h.start_native()
     sp = h.plan.probes["startupProbe"]
     first = h.startup.results[0]
     assert first[2], "first startup probe failed: %r" % (first,)
-    assert first[0] - h.started_at <= sp.period + 0.2, first[0] - h.started_at
-    assert h.ready_after < sp.period, "/readyz 200 only %.3f s after the start" % h.ready_after
+    # the kubelet's first probe may come any time within the first period: remora must be
+    # ready before its end (its own log line, independent of when the test starts polling;
+    # podman takes StartedAt once `runc start` returned, so it can be a few ms after it)
+    assert h.ready_logged < sp.period, \
+        "remora ready only %.3f s after its start" % h.ready_logged
 
     info = h.env.pm.inspect(h.pod.remora_ctr)
     mounts = {m["Destination"]: m for m in info["Mounts"]}
