@@ -510,7 +510,8 @@ class NetNS:
         return box["v"]
 
     def conn(self, port, timeout=5.0):
-        return self.run(HttpConn, port, timeout=timeout)
+        """An HttpConn to 127.0.0.1:port inside the namespace (reads time out after timeout)."""
+        return self.run(lambda: HttpConn(port, timeout=timeout))
 
     def get(self, port, path, timeout=5.0, headers=None):
         """One GET on a fresh connection inside the pod: the helpers.Response."""

@@ -17,6 +17,7 @@ the pod has no network but its loopback (`--network none`), as a pod's container
 Counts are printed with -s."""
 
 import re
+import socket
 import threading
 import time
 
@@ -28,6 +29,19 @@ import yaml
 DELAY_MS = 1500          # an in-flight request: upstream.py /delay?ms=N
 IN_FLIGHT = 8
 LOAD_THREADS = 4
+
+
+def connect_refused(port):
+    """True if a TCP connect to 127.0.0.1:port (in the calling thread's netns) is refused."""
+    s = socket.socket()
+    s.settimeout(1.0)
+    try:
+        s.connect(("127.0.0.1", port))
+        return False
+    except ConnectionRefusedError:
+        return True
+    finally:
+        s.close()
 
 
 def scrape(h):
@@ -248,13 +262,13 @@ def test_sigterm_native_sidecar_order(make_pod):
 
 
 def test_sigterm_regular_sidecar_order(podenv, make_pod):
-    """A regular sidecar's stop (both containers in `containers`; remora's drain.delay 2s as
-    README.md says for this case, the app serving 3 s after SIGTERM): `podman pod stop` sends
-    SIGTERM to every container at once while requests are in flight; /readyz turns 503
-    `draining` at once; requests on new connections during the delay are served; every
-    in-flight request completes 200; remora's drain cuts nothing; remora and the app exit 0
-    and got their SIGTERMs within a second of each other."""
-    delay = 2.0
+    """A regular sidecar's stop (both containers in `containers`; remora's drain.delay 5s as
+    README.md and k8s/README.md say for this case; the app, without its preStop, serving 6 s
+    after SIGTERM): `podman pod stop` sends SIGTERM to every container at once while requests
+    are in flight; /readyz turns 503 `draining` at once; requests on new connections during
+    the delay are served; every in-flight request completes 200; remora's drain cuts nothing;
+    remora and the app exit 0 and got their SIGTERMs within a second of each other."""
+    delay = 5.0
     cfg = yaml.safe_load(podenv.plan.config_text)
     cfg["drain"] = dict(cfg.get("drain") or {}, delay="%gs" % delay)
     h = make_pod(config=to_yaml(cfg) + "\n", term_delay=delay + 1.0)
@@ -263,6 +277,9 @@ def test_sigterm_regular_sidecar_order(podenv, make_pod):
     time.sleep(1.0)
     flights = [InFlight(h.netns, h.plan.port, "/delay?ms=%d" % DELAY_MS)
                for _ in range(IN_FLIGHT)]
+    # one request outlasting the delay keeps remora draining after its listener closed
+    long_ms = int((delay + 2.0) * 1000)
+    longest = InFlight(h.netns, h.plan.port, "/delay?ms=%d" % long_ms)
     time.sleep(0.2)
     load.stop()
     assert load.ok > 0 and not load.bad and not load.lost, load.summary()
@@ -284,11 +301,21 @@ def test_sigterm_regular_sidecar_order(podenv, make_pod):
     t_draining = time.monotonic()
     assert r is not None and r.status == 503 and b"draining" in r.body, r
     late = [InFlight(h.netns, h.plan.port, "/delay?ms=500") for _ in range(IN_FLIGHT)]
+    # and near the end of the delay
+    time.sleep(max(0.0, t_draining + delay - 1.0 - time.monotonic()))
+    late += [InFlight(h.netns, h.plan.port, "/delay?ms=500") for _ in range(IN_FLIGHT)]
+    # after the delay the port refuses while the longest request still runs
+    time.sleep(max(0.0, t_draining + delay + 0.5 - time.monotonic()))
+    refused = h.netns.run(connect_refused, h.plan.port)
+    still = longest.done_at is None
     stopper.join(h.plan.grace + 60)
     assert not stopper.is_alive(), "podman pod stop did not return"
     t_stopped = time.monotonic()
     took = check_in_flight(flights, DELAY_MS)
     took_late = check_in_flight(late, 500)
+    took_long = check_in_flight([longest], long_ms)
+    assert still and refused, "port %s refused %s s after the drain began (longest request " \
+        "still running: %s)" % (h.plan.port, delay + 0.5, still)
     assert h.pod.exit_code(h.pod.remora_ctr) == 0, h.pod.logs(h.pod.remora_ctr)
     assert h.pod.exit_code(h.pod.app_ctr) == 0, h.pod.logs(h.pod.app_ctr)
     lines = remora_log_lines(h.pod.logs(h.pod.remora_ctr))
@@ -304,9 +331,11 @@ def test_sigterm_regular_sidecar_order(podenv, make_pod):
     print("\n---- SIGTERM, regular sidecar order (pod stop) ----\nload before: %s\n%d in "
           "flight (/delay?ms=%d) all 200 (%.2f-%.2f s); /readyz 503 draining %.0f ms after "
           "the stop began; %d more on new connections during the delay all 200 (%.2f-%.2f "
-          "s); SIGTERM to app and remora %.0f ms apart; pod stopped in %.2f s; remora exit 0:"
-          " %s; app exit 0: %s" % (
+          "s); port refused %.1f s into the drain while a %d ms request ran on (200 after "
+          "%.2f s); SIGTERM to app and remora %.0f ms apart; pod stopped in %.2f s; remora "
+          "exit 0: %s; app exit 0: %s" % (
               load.summary(), IN_FLIGHT, DELAY_MS, min(took), max(took),
               (t_draining - t_sig) * 1000, len(late), min(took_late), max(took_late),
+              delay + 0.5, long_ms, took_long[0],
               gap * 1000, t_stopped - t_sig, finished[0]["msg"],
               term_line[-1].strip() if term_line else "?"))
