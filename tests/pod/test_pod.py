@@ -12,6 +12,12 @@ rewritten and why), with the ConfigMap mounted read-only as a directory in the k
   in the regular sidecar's (every container at once, `podman pod stop`) with requests in
   flight: every one completes 200, both containers exit 0.
 
+Why `kube play` with a rewritten manifest: Debian 12's podman 4.3 has no native sidecars (it
+runs every init container to completion before the app, so remora there hangs the play and
+the app never starts); remora is played as a regular container and the test starts and stops
+the containers itself in the kubelet's order. Its ConfigMap volumes are plain copies written
+once, so the config directory is a read-only hostPath in the kubelet's own `..data` layout.
+
 Requests and probes come from threads of the test that entered the pod's netns (setns(2)):
 the pod has no network but its loopback (`--network none`), as a pod's containers see it.
 Counts are printed with -s."""
