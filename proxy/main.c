@@ -99,21 +99,11 @@ static struct rem_config *load(const char *path, bool check, uint64_t *hash)
     return cfg;
 }
 
-/* cgroup v2 memory.max of this process, 0 when unlimited or unknown. */
-static uint64_t memory_limit(void)
+/* The first line of path as a byte count; 0 when absent, "max", or unreadable. */
+static uint64_t read_limit(const char *path)
 {
-    char path[512] = "/sys/fs/cgroup/memory.max", line[400];
-    FILE *f = fopen("/proc/self/cgroup", "re");
-    if (f) {
-        while (fgets(line, sizeof(line), f))
-            if (strncmp(line, "0::", 3) == 0) {
-                line[strcspn(line, "\n")] = '\0';
-                snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", line + 3);
-            }
-        fclose(f);
-    }
     uint64_t v = 0;
-    f = fopen(path, "re");
+    FILE *f = fopen(path, "re");
     if (f) {
         char buf[32] = "";
         if (fgets(buf, sizeof(buf), f) && strncmp(buf, "max", 3) != 0)
@@ -121,6 +111,34 @@ static uint64_t memory_limit(void)
         fclose(f);
     }
     return v;
+}
+
+/* This process's memory limit, 0 when unlimited or unknown: cgroup v2 memory.max, else (a
+ * cgroup v1 node) the memory controller's memory.limit_in_bytes, where "unlimited" reads as a
+ * page-rounded huge number. */
+static uint64_t memory_limit(void)
+{
+    char v2[512] = "/sys/fs/cgroup/memory.max", v1[512] = "", line[400];
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (f) {
+        while (fgets(line, sizeof(line), f)) {
+            line[strcspn(line, "\n")] = '\0';
+            const char *c = strchr(line, ':'), *p = c ? strchr(c + 1, ':') : NULL;
+            if (strncmp(line, "0::", 3) == 0)
+                snprintf(v2, sizeof(v2), "/sys/fs/cgroup%s/memory.max", line + 3);
+            else if (c && p && (size_t)(p - c - 1) >= 6 && strstr(c + 1, "memory") &&
+                     strstr(c + 1, "memory") < p)
+                snprintf(v1, sizeof(v1), "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", p + 1);
+        }
+        fclose(f);
+    }
+    uint64_t v = read_limit(v2);
+    if (!v && v1[0]) {
+        v = read_limit(v1);
+        if (!v) /* a container sees its own cgroup at the mount's root */
+            v = read_limit("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    }
+    return v >= ((uint64_t)1 << 60) ? 0 : v;
 }
 
 /* Listener max_connections when not configured (docs/memory.md): each connection may pair
@@ -155,7 +173,8 @@ static void derive_max_connections(struct rem_config *cfg, bool quiet)
                 rem_log_info("listener %s: max_connections %llu (RLIMIT_NOFILE bound %llu, memory "
                              "bound %s)",
                              cfg->listeners[i].name, (unsigned long long)n,
-                             (unsigned long long)by_fd, mem ? "from cgroup memory.max" : "none");
+                             (unsigned long long)by_fd,
+                             mem ? "from the cgroup memory limit" : "none");
         }
 }
 

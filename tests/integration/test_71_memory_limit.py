@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: Apache-2.0
+"""test_71_memory_limit: the listener's max_connections default follows the container's memory
+limit, on cgroup v2 (memory.max) and on cgroup v1 nodes (memory.limit_in_bytes), so a sidecar
+with `resources.limits.memory` never accepts more connections than fit in it (docs/memory.md).
+
+The test makes a memory cgroup of its own under the hierarchy this machine has, starts remora
+in it (a shell that moves itself in, then execs remora), and reads the startup line. It needs
+root and a writable cgroup filesystem; it skips, saying which, otherwise."""
+
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from helpers import free_port, stop_process, to_yaml, default_config, wait_for
+from conftest import BIN
+
+LIMIT = 200 * 1024 * 1024
+
+
+def cgroup_dir():
+    """(a new memory cgroup directory, the file that sets its limit, its version)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a cgroup")
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        base = "/sys/fs/cgroup"
+        with open("/proc/self/cgroup") as f:
+            rel = [l.strip()[3:] for l in f if l.startswith("0::")]
+        if rel:
+            base = "/sys/fs/cgroup" + rel[0]
+        parent = os.path.dirname(base.rstrip("/")) if base != "/sys/fs/cgroup" else base
+        d = os.path.join(parent, "remora-test-%d" % os.getpid())
+        limit_file, version = "memory.max", 2
+    elif os.path.isdir("/sys/fs/cgroup/memory"):
+        d = "/sys/fs/cgroup/memory/remora-test-%d" % os.getpid()
+        limit_file, version = "memory.limit_in_bytes", 1
+    else:
+        pytest.skip("no cgroup memory controller mounted")
+    try:
+        os.mkdir(d)
+        with open(os.path.join(d, limit_file), "w") as f:
+            f.write(str(LIMIT))
+    except OSError as e:
+        if os.path.isdir(d):
+            os.rmdir(d)
+        pytest.skip("cannot make a memory cgroup here: %s" % e)
+    return d, version
+
+
+def test_max_connections_follows_memory_limit(tmp_path, upstream):
+    d, version = cgroup_dir()
+    port, admin = free_port(), free_port()
+    cfg = tmp_path / "remora.yaml"
+    cfg.write_text(to_yaml(default_config(port, admin, [upstream.addr])) + "\n")
+    log = tmp_path / "stderr"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", 'echo $$ > "$1/cgroup.procs" && exec "$2" -c "$3"', "sh", d,
+             str(BIN), str(cfg)], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        assert wait_for(lambda: "max_connections" in log.read_text(), timeout=5), log.read_text()
+        text = log.read_text()
+        m = re.search(r"max_connections (\d+) \(RLIMIT_NOFILE bound (\d+), memory bound ([^)]*)\)",
+                      text)
+        assert m, text
+        n, by_fd, how = int(m.group(1)), int(m.group(2)), m.group(3)
+        assert how == "from the cgroup memory limit", (version, text)
+        # per conn: 4 buffers of 64 KiB + 2 heads of 64 KiB + 4 KiB; 16 MiB reserved.
+        want = (LIMIT - 16 * 1024 * 1024) // (4 * 65536 + 2 * 65536 + 4096)
+        assert n == min(want, by_fd), (n, want, by_fd)
+        print("\ncgroup v%d, memory limit %d MiB: max_connections %d" % (version, LIMIT >> 20, n))
+    finally:
+        stop_process(proc)
+        for _ in range(50):
+            try:
+                os.rmdir(d)
+                break
+            except OSError:
+                time.sleep(0.05)
