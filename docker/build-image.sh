@@ -58,16 +58,15 @@ while [ $# -gt 0 ]; do
         *) echo "build-image.sh: unknown argument: $1" >&2; usage ;;
     esac
 done
-[ -n "$binary" ] && [ -n "$out" ] || usage
+if [ -z "$binary" ] || [ -z "$out" ]; then usage; fi
 [[ "$max_bytes" =~ ^[0-9]+$ ]] || die "--max-bytes wants a number of bytes, not '$max_bytes'"
-[[ "$tag" =~ ^[A-Za-z0-9][A-Za-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]*)?$ ]] ||
-    die "--tag '$tag' is not name[:tag]"
-[[ "$tag" == *:* ]] || tag="$tag:latest"
+[[ "$tag" =~ ^[A-Za-z0-9][A-Za-z0-9._/:-]*$ ]] || die "--tag '$tag' is not [host[:port]/]name[:tag]"
+[[ "${tag##*/}" == *:* ]] || tag="$tag:latest"
 
 for t in umoci skopeo python3 readelf; do
     command -v "$t" >/dev/null || die "$t not found (apt-get install umoci skopeo python3 binutils)"
 done
-[ -f "$binary" ] && [ -x "$binary" ] || die "--binary $binary: not an executable file"
+if [ ! -f "$binary" ] || [ ! -x "$binary" ]; then die "--binary $binary: not an executable file"; fi
 [ -f "$config" ] || die "--config $config: no such file"
 [ -f "$ca_certs" ] || die "--ca-certs $ca_certs: no such file (apt-get install ca-certificates)"
 
@@ -132,8 +131,7 @@ build() {
         --config.label "org.opencontainers.image.licenses=Apache-2.0" \
         --config.label "org.opencontainers.image.source=$source_url" \
         --config.label "org.opencontainers.image.version=$version" \
-        --config.label "org.opencontainers.image.revision=$revision" \
-        --config.label "org.opencontainers.image.created=$created"
+        --config.label "org.opencontainers.image.revision=$revision"
     umoci gc --layout "$layout"
     chmod -R a+rX "$layout"
     rm -rf "$work"
