@@ -614,8 +614,8 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
         }
     }
 
-    static const char *const dns_result[REM_DNS_RESULTS] = {"success", "nxdomain", "servfail",
-                                                            "timeout", "empty",    "error"};
+    static const char *const dns_result[REM_DNS_RESULTS] = {
+        "success", "nxdomain", "servfail", "timeout", "empty", "error", "no_resolvers"};
     static const char eps[] = "remora_upstream_endpoints";
     rb_family(b, eps, "gauge", "Endpoints (addresses) the upstream balances over.");
     for (size_t u = 0; u < l->n_upstreams; u++) {

@@ -41,7 +41,7 @@ enum rem_connfail {
 };
 
 /* `result` label of remora_dns_lookups_total: enum rem_dns_result (dns.h). */
-#define REM_DNS_RESULTS 6
+#define REM_DNS_RESULTS 7
 
 /* `reason` label of remora_requests_rejected_total. */
 enum rem_reject { REM_REJECT_QUEUE_FULL = 0, REM_REJECT_QUEUE_TIMEOUT, REM_REJECT__N };
