@@ -6,8 +6,8 @@ namespace where that directory is bind-mounted read-only: no /etc/resolv.conf, /
 /proc, /sys or /dev, nothing writable. The chroot shares the host's network namespace, so the
 test apps on 127.0.0.1 (run outside) are reachable.
 
-Checked: it starts, /readyz 200, proxies to the app, serves /metrics, drains on SIGTERM with a
-request in flight and exits 0; an endpoint name with no dns.resolvers and no resolv.conf gives
+Checked: it starts, /readyz 200 once a health check of the app passed, proxies to the app,
+serves /metrics, drains on SIGTERM with a request in flight and exits 0; an endpoint name with no dns.resolvers and no resolv.conf gives
 /readyz 503 `upstream app: dns unresolved (no_resolvers)` and one error line naming the cause
 at once (no hang, no crash), and a request then gets 503 `dns` after queue_timeout; /etc/hosts
 alone resolves a name; dns.resolvers alone resolves one; and on a writable root nothing is
@@ -213,9 +213,13 @@ def test_binary_is_static():
 
 
 def test_serves_proxies_and_drains_on_a_read_only_empty_root(chrooted, upstream):
-    c = chrooted([upstream.addr])
+    # The health check connects through evhttp, i.e. libevent's getaddrinfo on the numeric
+    # address: one of the allow-listed glibc static-link functions, working without NSS.
+    c = chrooted([upstream.addr], upstream_opts={"health_check": {
+        "path": "/ready", "interval": "200ms", "timeout": "1s", "rise": 1, "fall": 1}})
     before = snapshot(c.root)
     wait_readyz(c, 200)
+    assert upstream.stats()["ready_checks"] >= 1
     assert "ro" in root_mount_options(c.proc.pid), "the root is not mounted read-only"
     assert os.readlink("/proc/%d/root" % c.proc.pid) == str(c.root)
     r = http(c.port, "GET", "/echo", headers=[("Host", "app")])
