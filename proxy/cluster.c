@@ -126,6 +126,9 @@ static void reconcile(struct rem_cluster *c)
         wake_dns_waiters(c);
 }
 
+_Static_assert(REM_DNS__N == REM_DNS_RESULTS,
+               "metrics.h's REM_DNS_RESULTS counts enum rem_dns_result");
+
 /* Readiness (main thread) reads this: 0 resolved, else 1 + the latest failing result (or
  * 1 + REM_DNS__N before any answer). */
 static void publish_dns_state(struct rem_cluster *c)

@@ -5,9 +5,12 @@
  * backoff, or its stale deadline. Lookups always start from a timer, so no callback ever runs
  * inside the caller's stack (c-ares answers /etc/hosts hits synchronously). */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <ares.h>
 #include <event2/event.h>
@@ -20,6 +23,7 @@
 #define REM_DNS_BACKOFF_MIN_MS 1000
 #define REM_DNS_BACKOFF_MAX_MS 30000
 #define REM_DNS_MAX_ADDRS 64
+#define REM_DNS_RESOLV_CONF "/etc/resolv.conf" /* where c-ares 1.18 reads it on Linux */
 
 struct dns_sock {
     ares_socket_t fd;
@@ -34,6 +38,7 @@ struct rem_dns {
     struct event *timer; /* owned: ares_timeout */
     struct dns_sock *socks;
     size_t n_socks, cap_socks;
+    bool no_resolvers; /* no servers at all: a failed lookup is REM_DNS_NO_RESOLVERS */
 };
 
 struct rem_dns_name {
@@ -53,8 +58,8 @@ struct rem_dns_name {
     uint64_t backoff_ms;
 };
 
-static const char *const result_labels[REM_DNS__N] = {"success", "nxdomain", "servfail",
-                                                      "timeout", "empty",    "error"};
+static const char *const result_labels[REM_DNS__N] = {
+    "success", "nxdomain", "servfail", "timeout", "empty", "error", "no_resolvers"};
 
 const char *rem_dns_result_label(enum rem_dns_result r)
 {
@@ -123,6 +128,19 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
 
 static pthread_once_t ares_once = PTHREAD_ONCE_INIT;
 static int ares_init_rc;
+static bool no_resolvers_logged;
+
+/* 0 when resolv.conf can be opened, else the errno. Without the file c-ares 1.18 sends every
+ * query to 127.0.0.1:53, where an empty root filesystem has nothing listening: each lookup
+ * would then fail as a timeout that names neither the cause nor the fix. */
+static int resolv_conf_errno(void)
+{
+    int fd = open(REM_DNS_RESOLV_CONF, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    close(fd);
+    return 0;
+}
 
 static void library_init(void)
 {
@@ -146,6 +164,7 @@ struct rem_dns *rem_dns_new(struct rem_loop *loop, const struct rem_cfg_dns *cfg
         .family = cfg->family,
         .stale_ttl_ms = cfg->stale_ttl_ms,
     }; /* the resolvers are given to c-ares below, not kept */
+    int conf_err = cfg->n_resolvers > 0 ? 0 : resolv_conf_errno();
     struct ares_options o = {0};
     o.sock_state_cb = on_sock_state;
     o.sock_state_cb_data = d;
@@ -175,6 +194,20 @@ struct rem_dns *rem_dns_new(struct rem_loop *loop, const struct rem_cfg_dns *cfg
             free(d);
             return NULL;
         }
+    } else if (conf_err) {
+        rc = ares_set_servers(d->ch, NULL);
+        if (rc != ARES_SUCCESS) {
+            rem_log_error("dns: clearing c-ares's default server: %s", ares_strerror(rc));
+            ares_destroy(d->ch);
+            free(d);
+            return NULL;
+        }
+        d->no_resolvers = true;
+        if (!__atomic_exchange_n(&no_resolvers_logged, true, __ATOMIC_RELAXED))
+            rem_log_error("dns: no resolvers: dns.resolvers is not set and %s cannot be read "
+                          "(%s); endpoint names resolve from /etc/hosts only, every other "
+                          "lookup fails as no_resolvers",
+                          REM_DNS_RESOLV_CONF, strerror(conf_err));
     }
     d->timer = evtimer_new(loop->base, on_channel_timer, d);
     if (!d->timer)
@@ -303,6 +336,8 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
     enum rem_dns_result r = map_status(status);
     if (r == REM_DNS_SUCCESS && k == 0)
         r = REM_DNS_EMPTY;
+    if (r != REM_DNS_SUCCESS && n->d->no_resolvers)
+        r = REM_DNS_NO_RESOLVERS; /* not in /etc/hosts, and there is no server to ask */
     n->cbs->on_lookup(n->arg, r, rem_now_ns() - n->started_ns);
     uint64_t now = rem_now_ms(), next;
     if (r == REM_DNS_SUCCESS) {

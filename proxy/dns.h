@@ -26,6 +26,7 @@ enum rem_dns_result {
     REM_DNS_TIMEOUT,
     REM_DNS_EMPTY, /* the name exists but has no address of the wanted family */
     REM_DNS_ERROR,
+    REM_DNS_NO_RESOLVERS, /* no dns.resolvers and no /etc/resolv.conf: only /etc/hosts answers */
     REM_DNS__N
 };
 
@@ -41,7 +42,10 @@ struct rem_dns_cbs {
 };
 
 /* The worker's channel with cfg's servers (or /etc/resolv.conf), timeout and attempts. NULL
- * with a log line when c-ares cannot be set up. */
+ * with a log line when c-ares cannot be set up. Without dns.resolvers and a readable
+ * /etc/resolv.conf (an empty root filesystem) the channel has no servers instead of c-ares's
+ * default 127.0.0.1: names resolve from /etc/hosts only, every other lookup ends at once with
+ * REM_DNS_NO_RESOLVERS, and the first such channel logs why (once per process). */
 struct rem_dns *rem_dns_new(struct rem_loop *loop, const struct rem_cfg_dns *cfg);
 /* Destroys the channel; every watch must be gone. NULL-safe. */
 void rem_dns_free(struct rem_dns *d);

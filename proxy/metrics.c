@@ -153,6 +153,8 @@ void rem_metrics_record_request(struct rem_route_metrics *m, struct rem_route_hi
 
 void rem_metrics_process_read(struct rem_metrics_process *p)
 {
+    p->cpu_seconds = p->resident_bytes = p->virtual_bytes = NAN;
+    p->open_fds = p->max_fds = p->start_time_seconds = NAN;
     struct rusage ru;
     long page = sysconf(_SC_PAGESIZE), ticks = sysconf(_SC_CLK_TCK);
     if (getrusage(RUSAGE_SELF, &ru) == 0)
@@ -614,8 +616,8 @@ static void render_upstreams(struct rbuf *b, const struct rem_metrics_layout *l,
         }
     }
 
-    static const char *const dns_result[REM_DNS_RESULTS] = {"success", "nxdomain", "servfail",
-                                                            "timeout", "empty",    "error"};
+    static const char *const dns_result[REM_DNS_RESULTS] = {
+        "success", "nxdomain", "servfail", "timeout", "empty", "error", "no_resolvers"};
     static const char eps[] = "remora_upstream_endpoints";
     rb_family(b, eps, "gauge", "Endpoints (addresses) the upstream balances over.");
     for (size_t u = 0; u < l->n_upstreams; u++) {
@@ -848,10 +850,13 @@ static void render_process(struct rbuf *b, const struct rem_metrics_view *vw, si
          offsetof(struct rem_metrics_process, start_time_seconds)},
     };
     for (size_t k = 0; k < sizeof(pm) / sizeof(pm[0]); k++) {
+        double v = *(const double *)((const char *)p + pm[k].off);
+        if (isnan(v))
+            continue; /* not readable here (no /proc): no series rather than a false 0 */
         rb_family(b, pm[k].name, pm[k].type, pm[k].help);
         rb_str(b, pm[k].name);
         rb_put(b, " ", 1);
-        rb_double(b, *(const double *)((const char *)p + pm[k].off));
+        rb_double(b, v);
         rb_put(b, "\n", 1);
     }
 }

@@ -41,7 +41,7 @@ enum rem_connfail {
 };
 
 /* `result` label of remora_dns_lookups_total: enum rem_dns_result (dns.h). */
-#define REM_DNS_RESULTS 6
+#define REM_DNS_RESULTS 7
 
 /* `reason` label of remora_requests_rejected_total. */
 enum rem_reject { REM_REJECT_QUEUE_FULL = 0, REM_REJECT_QUEUE_TIMEOUT, REM_REJECT__N };
@@ -162,7 +162,8 @@ void rem_metrics_record_request(struct rem_route_metrics *m, struct rem_route_hi
  * malloc'd string (aborts on OOM). */
 char *rem_metrics_escape_label(const char *v);
 
-/* Process-wide values the scrape adds. */
+/* Process-wide values the scrape adds. A process_* value that is NaN is left out of the
+ * scrape (rem_metrics_process_read could not read it: no /proc in an empty root). */
 struct rem_metrics_process {
     const char *version, *commit;
     double cpu_seconds;
@@ -177,7 +178,8 @@ struct rem_metrics_process {
     double last_reload_success; /* Unix time of the last successful load (start included) */
 };
 
-/* Fills the process_* values from /proc and getrusage. */
+/* Fills the process_* values from /proc, getrusage and getrlimit; each one that cannot be
+ * read is NaN. */
 void rem_metrics_process_read(struct rem_metrics_process *p);
 
 enum rem_expo_format {

@@ -22,7 +22,7 @@ from dnsutil import (BoundUpstreamsFactory, DnsmasqFactory, LoadRun, SlowDnsFact
 from helpers import HttpConn, default_config, free_port, http, http_get_body, metrics, wait_for
 
 NAME = "app.test"
-BAD_RESULTS = ("nxdomain", "servfail", "timeout", "empty", "error")
+BAD_RESULTS = ("nxdomain", "servfail", "timeout", "empty", "error", "no_resolvers")
 
 
 @pytest.fixture

@@ -640,6 +640,26 @@ static void test_render_text_exact(void **state)
     check_syntax(got, false);
 }
 
+static void test_render_leaves_out_unread_process_values(void **state)
+{
+    struct fix *f = *state;
+    struct rem_metrics_process p;
+
+    /* No /proc (an empty root filesystem): those series are absent, not a false 0. */
+    fix_init(f, small_yaml);
+    record_small(f);
+    small_proc(&p);
+    p.resident_bytes = p.virtual_bytes = p.open_fds = p.start_time_seconds = NAN;
+    char *got = render(f, 2, &p, REM_EXPO_PROMETHEUS);
+    assert_null(strstr(got, "process_resident_memory_bytes"));
+    assert_null(strstr(got, "process_virtual_memory_bytes"));
+    assert_null(strstr(got, "process_open_fds"));
+    assert_null(strstr(got, "process_start_time_seconds"));
+    assert_non_null(strstr(got, "\nprocess_cpu_seconds_total 1.25\n"));
+    assert_non_null(strstr(got, "\nprocess_max_fds 1024\n"));
+    check_syntax(got, false);
+}
+
 static void test_render_is_repeatable(void **state)
 {
     struct fix *f = *state;
@@ -1244,6 +1264,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config_reload_series, setup, teardown),
         cmocka_unit_test_setup_teardown(test_code_class_of, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_text_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_render_leaves_out_unread_process_values, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_render_is_repeatable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_empty_shards, setup, teardown),
