@@ -10,6 +10,8 @@ ROOT=$PWD
 BUILD_DEPS=(build-essential autoconf automake libtool pkg-config libevent-dev libnghttp2-dev
     libc-ares-dev libssl-dev libjemalloc-dev libyaml-dev node-llhttp)
 RUN_DEPS=(python3 curl)
+# The shipped binary, its image and the pod test (tests/image, tests/pod).
+DEPLOY_DEPS=(umoci skopeo podman buildah runc conmon catatonit python3-yaml binutils)
 TEST_DEPS=(libcmocka-dev python3-pytest python3-h2 python3-grpcio dnsmasq-base python3-prometheus-client prometheus wrk nghttp2-client nghttp2-server clang)
 
 log() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
@@ -157,7 +159,7 @@ k8s_validate() {
 }
 
 cmd_test() {
-    install_deps "${BUILD_DEPS[@]}" "${RUN_DEPS[@]}" "${TEST_DEPS[@]}"
+    install_deps "${BUILD_DEPS[@]}" "${RUN_DEPS[@]}" "${TEST_DEPS[@]}" "${DEPLOY_DEPS[@]}"
     build "--enable-werror"
     local passed=0 failed=0 skipped=0 t out
     log "unit tests"
@@ -181,12 +183,24 @@ cmd_test() {
     else
         failed=$((failed + 1))
     fi
+    log "static binary (make static: fully static, stripped, only the allowed link warnings, under 3 MB)"
+    if make -s static; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+    fi
     log "integration tests (pytest)"
     run_pytest tests/integration
     passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
     lifecycle_sanitized
     passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
     k8s_validate
+    passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
+    log "image (docker/build-image.sh twice: reproducible, under 3 MB; run hardened under podman)"
+    REMORA_STATIC_BIN="$ROOT/proxy/remora-static" run_pytest -s tests/image
+    passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
+    log "pod (podman kube play of k8s/example: one netns, ConfigMap swaps, SIGTERM under load)"
+    REMORA_STATIC_BIN="$ROOT/proxy/remora-static" run_pytest -s tests/pod
     passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
     if [ "$skipped" -gt 0 ]; then
         echo "$passed passed, $failed failed, $skipped skipped"
