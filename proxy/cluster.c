@@ -244,13 +244,12 @@ void rem_cluster_set_pool(struct rem_cluster *c, const struct rem_up_ops *ops,
 static void shares(const struct rem_cfg_upstream *cfg, unsigned n_workers, unsigned *conns,
                    uint32_t *lim_share, uint32_t *pend_share)
 {
-    unsigned nw = n_workers ? n_workers : 1;
-    *conns = cfg->max_connections / nw ? cfg->max_connections / nw : 1;
+    *conns = rem_worker_share(cfg->max_connections, n_workers);
     uint32_t lim = cfg->max_requests;
     if (cfg->protocol == REM_PROTO_HTTP1 && cfg->max_connections < lim)
         lim = cfg->max_connections;
-    *lim_share = lim / nw ? lim / nw : 1;
-    *pend_share = cfg->max_pending ? (cfg->max_pending / nw ? cfg->max_pending / nw : 1) : 0;
+    *lim_share = rem_worker_share(lim, n_workers);
+    *pend_share = cfg->max_pending ? rem_worker_share(cfg->max_pending, n_workers) : 0;
 }
 
 struct rem_cluster *rem_cluster_new(struct rem_worker *w, struct rem_config *config,

@@ -276,6 +276,16 @@ void rem_cfg_upstream_defaults(struct rem_cfg_upstream *u);
  * upstreams and limits are final. Aborts on OOM. */
 void rem_config_fill_defaults(struct rem_config *cfg);
 
+/* FNV-1a 64 of n bytes: the hash of a config file's bytes (live reload) and of its dump
+ * (remora_config_info). */
+static inline uint64_t rem_fnv1a(const void *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ull;
+    return h;
+}
+
 /* Value parsers shared by config_parse and tests. Each returns 0 or -1 (REM_E_CONFIG). */
 int rem_parse_duration_ms(const char *s, uint64_t *out_ms); /* "250ms" "2s" "1m" "1h" "0" */
 int rem_parse_size_bytes(const char *s, uint64_t *out);     /* "512" "64KiB" "1MiB" "1GiB" "10KB" */

@@ -290,17 +290,13 @@ static void settings(struct evbuffer *o, const struct rem_config *cfg, bool *f)
 uint64_t rem_config_hash(const struct rem_config *cfg)
 {
     struct evbuffer *b = evbuffer_new();
-    uint64_t h = 1469598103934665603ull;
     bool f = true;
     if (!b)
         return 0;
     settings(b, cfg, &f);
     size_t n = evbuffer_get_length(b);
     const unsigned char *p = evbuffer_pullup(b, (ev_ssize_t)n);
-    for (size_t i = 0; p && i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
+    uint64_t h = rem_fnv1a(p, p ? n : 0);
     evbuffer_free(b);
     return h;
 }

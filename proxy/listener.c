@@ -131,19 +131,13 @@ fail:
     return -1;
 }
 
-static uint32_t share(const struct rem_cfg_listener *cfg, unsigned n_workers)
-{
-    unsigned nw = n_workers ? n_workers : 1;
-    return cfg->max_connections / nw ? cfg->max_connections / nw : 1;
-}
-
 struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg_listener *cfg,
                                       int fd, unsigned n_workers)
 {
     struct rem_listener *l = rem_xcalloc(1, sizeof(*l));
     l->worker = w;
     l->cfg = cfg;
-    l->limit = share(cfg, n_workers);
+    l->limit = rem_worker_share(cfg->max_connections, n_workers);
     /* Backlog 0: the socket already listens (REM_LISTEN_BACKLOG); -1 would listen() again with
      * libevent's 128. */
     l->evl = evconnlistener_new(w->loop.base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
@@ -168,7 +162,7 @@ void rem_listener_update(struct rem_listener *l, const struct rem_cfg_listener *
                          unsigned n_workers)
 {
     l->cfg = cfg;
-    l->limit = share(cfg, n_workers);
+    l->limit = rem_worker_share(cfg->max_connections, n_workers);
     if (l->full && l->n_conns < l->limit) {
         l->full = false;
         if (l->evl)

@@ -64,7 +64,6 @@ static const char *config_path(const char *path)
 }
 
 static char *read_file(const char *path, size_t *len);
-static uint64_t bytes_hash(const char *p, size_t n);
 
 /* Loads the configuration; *hash (may be NULL) gets the hash of the file bytes it loaded (0 for
  * the embedded default), which live reload compares with. */
@@ -80,7 +79,7 @@ static struct rem_config *load(const char *path, bool check, uint64_t *hash)
         char *bytes = read_file(path, &len);
         if (bytes) {
             if (hash)
-                *hash = bytes_hash(bytes, len);
+                *hash = rem_fnv1a(bytes, len);
             cfg = rem_config_load_bytes(bytes, len, path, &diag);
             free(bytes);
         } else {
@@ -392,15 +391,6 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
-/* FNV-1a of n bytes. */
-static uint64_t bytes_hash(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
-    return h;
-}
-
 static bool dns_same(const struct rem_cfg_dns *a, const struct rem_cfg_dns *b)
 {
     if (a->n_resolvers != b->n_resolvers || a->min_ttl_ms != b->min_ttl_ms ||
@@ -523,7 +513,7 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
     }
     /* The file watch reports any write in the directory: bytes the last reload already tried
      * (loaded, or rejected) are not tried again. SIGHUP always is. */
-    uint64_t h = bytes_hash(bytes, len);
+    uint64_t h = rem_fnv1a(bytes, len);
     if (from_watch && h == r->file_hash) {
         rem_log_debug("config file %s unchanged; not reloaded", r->path);
         free(bytes);

@@ -150,11 +150,6 @@ static bool needs_dns(const struct rem_config *cfg)
     return false;
 }
 
-static uint32_t share(uint32_t v, unsigned nw)
-{
-    return v / nw ? v / nw : 1;
-}
-
 /* g's route i, phase one: the state of the same name in prev (its admit and counters carry
  * over) or a new one; histograms kept while the buckets are the same; an admit created when
  * this generation limits a route that had none. Shared objects are not changed (phase two
@@ -173,8 +168,8 @@ static int build_route(struct rem_gen *g, size_t i, const struct rem_gen *prev, 
         g->hists[i] = rem_gen_hist_new();
     if (!r || !r->max_requests || rs->admit)
         return 0; /* an admit from an older generation stays for the tickets it holds */
-    uint32_t lim = share(r->max_requests, nw);
-    uint32_t pend = r->max_pending ? share(r->max_pending, nw) : 0;
+    uint32_t lim = rem_worker_share(r->max_requests, nw);
+    uint32_t pend = r->max_pending ? rem_worker_share(r->max_pending, nw) : 0;
     rs->admit = rem_xcalloc(1, sizeof(*rs->admit));
     if (rem_admit_init(rs->admit, g->worker, NULL, NULL, lim, pend,
                        cfg->upstreams[r->upstream_idx].queue_timeout_ms) < 0) {
@@ -193,8 +188,8 @@ static void configure_route(struct rem_gen *g, size_t i, unsigned nw)
     if (!r || !r->max_requests)
         return;
     struct rem_admit *a = g->routes[i]->admit;
-    rem_admit_configure(a, share(r->max_requests, nw),
-                        r->max_pending ? share(r->max_pending, nw) : 0,
+    rem_admit_configure(a, rem_worker_share(r->max_requests, nw),
+                        r->max_pending ? rem_worker_share(r->max_pending, nw) : 0,
                         g->cfg->upstreams[r->upstream_idx].queue_timeout_ms, false);
     g->route_admits[i] = a;
 }

@@ -71,6 +71,14 @@ enum {
     REM_MAIL_RELOAD = 1 << 2, /* swap to the generation in w->reload */
 };
 
+/* This worker's equal share of a process-wide limit v over n_workers (0 counts as 1): at
+ * least 1, so a small limit still lets every worker serve. */
+static inline uint32_t rem_worker_share(uint64_t v, unsigned n_workers)
+{
+    uint64_t s = v / (n_workers ? n_workers : 1);
+    return s ? (uint32_t)(s > UINT32_MAX ? UINT32_MAX : s) : 1;
+}
+
 /* Number of workers for `workers: auto`: the CPUs in the affinity mask, capped by the cgroup
  * v2 cpu.max quota rounded up. At least 1. */
 unsigned rem_workers_auto(void);
