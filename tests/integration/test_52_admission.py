@@ -437,7 +437,7 @@ def test_queue_timeout(remora, upstream):
     assert m.value(QUEUE_WAIT + "_sum", default=0, upstream="app") >= 3 * 0.25, \
         m.series(QUEUE_WAIT + "_sum")
     assert (m.value(IN_FLIGHT, upstream="app"), m.value(PENDING, upstream="app")) == (0, 0)
-    logs = [e for e in p.access_logs(at_least=4) if e.get("path", "").startswith("/echo?q=")]
+    logs = [e for e in p.access_logs(at_least=4) if (e.get("path") or "").startswith("/echo?q=")]
     assert sorted((e["status"], e["termination"]) for e in logs) == [(503, "sQ")] * 3, logs
 
 
