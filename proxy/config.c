@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 static void listener_dispose(struct rem_cfg_listener *l)
@@ -50,6 +51,9 @@ static void route_dispose(struct rem_cfg_route *r)
     for (size_t i = 0; r->methods != NULL && i < r->n_methods; i++)
         free(r->methods[i]);
     free(r->methods);
+    for (size_t i = 0; r->upgrades != NULL && i < r->n_upgrades; i++)
+        free(r->upgrades[i]);
+    free(r->upgrades);
     free(r->upstream);
     buckets_dispose(&r->buckets);
     memset(r, 0, sizeof(*r));
@@ -154,6 +158,8 @@ static void http2_fill_defaults(struct rem_cfg_http2 *h2, const struct rem_cfg_l
         h2->reset_interval_ms = REM_DEF_H2_RESET_INTERVAL_MS;
     if (h2->max_control_frames == 0)
         h2->max_control_frames = REM_DEF_H2_MAX_CONTROL_FRAMES;
+    if (!h2->connect_protocol_set)
+        h2->enable_connect_protocol = true;
 }
 
 void rem_config_fill_defaults(struct rem_config *cfg)
@@ -195,12 +201,47 @@ void rem_config_fill_defaults(struct rem_config *cfg)
         r->upstream = rem_xstrdup(cfg->upstreams[0].name);
         r->upstream_idx = 0;
         r->timeout_ms = REM_DEF_ROUTE_TIMEOUT_MS;
+        r->tunnel_idle_timeout_ms = REM_DEF_TUNNEL_IDLE_TIMEOUT_MS;
         r->max_requests = 0;
         r->max_pending = REM_DEF_MAX_PENDING;
     }
     for (size_t i = 0; cfg->listeners != NULL && i < cfg->n_listeners; i++)
         http2_fill_defaults(&cfg->listeners[i].http2, &cfg->limits);
     http2_fill_defaults(&cfg->admin.http2, &cfg->limits);
+}
+
+/* One protocol (RFC 9110 7.8: name ["/" version]) against the route's list. */
+static bool allows_one(const struct rem_cfg_route *r, const char *tok, size_t len)
+{
+    const char *slash = memchr(tok, '/', len);
+    if (slash)
+        len = (size_t)(slash - tok);
+    if (len == 0 || (len == 3 && strncasecmp(tok, "h2c", 3) == 0))
+        return false; /* h2c is never tunnelled: remora speaks h2c by prior knowledge */
+    if (!r->upgrades_set)
+        return len == 9 && strncasecmp(tok, "websocket", 9) == 0;
+    for (size_t i = 0; i < r->n_upgrades; i++)
+        if (strlen(r->upgrades[i]) == len && strncasecmp(r->upgrades[i], tok, len) == 0)
+            return true;
+    return false;
+}
+
+bool rem_route_allows_upgrade(const struct rem_cfg_route *r, const char *list, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (list[i] == ' ' || list[i] == '\t' || list[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && list[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (list[end - 1] == ' ' || list[end - 1] == '\t'))
+            end--;
+        if (end > start && allows_one(r, list + start, end - start))
+            return true;
+    }
+    return false;
 }
 
 struct rem_config *rem_config_default(void)

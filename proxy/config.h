@@ -22,6 +22,7 @@
 #define REM_DEF_IDLE_TIMEOUT_MS 2000
 #define REM_DEF_MAX_CONNECTIONS 1024
 #define REM_DEF_ROUTE_TIMEOUT_MS 15000
+#define REM_DEF_TUNNEL_IDLE_TIMEOUT_MS (3600u * 1000u)
 #define REM_DEF_MAX_HEADER_BYTES ((uint64_t)64 * 1024)
 #define REM_DEF_MAX_HEADERS 100
 #define REM_DEF_CLIENT_IDLE_TIMEOUT_MS 60000
@@ -91,6 +92,8 @@ struct rem_cfg_http2 {
     uint64_t reset_interval_ms;      /* default 1000 */
     uint32_t max_control_frames;     /* SETTINGS/PING/PRIORITY/empty frames per reset_interval
                                         before GOAWAY ENHANCE_YOUR_CALM, default 1000 */
+    bool enable_connect_protocol;    /* SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441), default on */
+    bool connect_protocol_set;       /* ... was written in the file */
 };
 
 struct rem_cfg_listener {
@@ -179,7 +182,16 @@ struct rem_cfg_route {
     struct rem_cfg_buckets buckets; /* n == 0: metrics.buckets */
     uint32_t max_requests;          /* 0: no per-route limit */
     uint32_t max_pending;           /* with max_requests; default REM_DEF_MAX_PENDING */
+    /* Tunnels (DESIGN.md "Tunnels"). */
+    char **upgrades; /* Upgrade protocols tunnelled, lower-case tokens; see upgrades_set */
+    size_t n_upgrades;
+    bool upgrades_set; /* false: the default, [websocket] */
+    bool connect;      /* plain CONNECT is tunnelled to the upstream (default: refused) */
+    uint64_t tunnel_idle_timeout_ms; /* a tunnel silent both ways this long is closed */
 };
+/* Whether route r tunnels one of the protocols of an Upgrade list (RFC 9110 7.8: comma
+ * separated, each a name with an optional "/version"). h2c never is. */
+bool rem_route_allows_upgrade(const struct rem_cfg_route *r, const char *list, size_t len);
 
 struct rem_cfg_limits {
     uint64_t max_header_bytes;

@@ -113,6 +113,7 @@ static void listener(struct evbuffer *o, const struct rem_cfg_listener *l, bool 
         kuint(o, &g, "max_resets", h->max_resets);
         kdur(o, &g, "reset_interval", h->reset_interval_ms);
         kuint(o, &g, "max_control_frames", h->max_control_frames);
+        kbool(o, &g, "enable_connect_protocol", h->enable_connect_protocol);
         evbuffer_add(o, "}", 1);
     }
     evbuffer_add(o, "}", 1);
@@ -197,6 +198,18 @@ static void route(struct evbuffer *o, const struct rem_config *cfg, const struct
     kbuckets(o, &f, "buckets", r->buckets.n ? &r->buckets : &cfg->metrics.buckets);
     kuint(o, &f, "max_requests", r->max_requests);
     kuint(o, &f, "max_pending", r->max_pending);
+    key(o, &f, "upgrades");
+    evbuffer_add(o, "[", 1);
+    if (!r->upgrades_set)
+        str(o, "websocket");
+    for (size_t i = 0; i < r->n_upgrades; i++) {
+        if (i)
+            evbuffer_add(o, ",", 1);
+        str(o, r->upgrades[i]);
+    }
+    evbuffer_add(o, "]", 1);
+    kbool(o, &f, "connect", r->connect);
+    kdur(o, &f, "tunnel_idle_timeout", r->tunnel_idle_timeout_ms);
     evbuffer_add(o, "}", 1);
 }
 

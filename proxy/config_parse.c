@@ -342,8 +342,9 @@ static void parse_address(struct ctx *c, yaml_node_t *node, struct rem_cfg_liste
  * once the whole file is read: max_header_list_size follows limits, which may come later. */
 static void parse_http2(struct ctx *c, yaml_node_t *node, struct rem_cfg_http2 *h2)
 {
-    enum { F_STREAMS, F_WINDOW, F_HDR_LIST, F_RESETS, F_RESET_INTERVAL, F_CONTROL, F_N };
+    enum { F_STREAMS, F_WINDOW, F_HDR_LIST, F_RESETS, F_RESET_INTERVAL, F_CONTROL, F_CONNECT, F_N };
     struct rem_yaml_field f[F_N] = {
+        [F_CONNECT] = {.key = "enable_connect_protocol"},
         [F_STREAMS] = {.key = "max_concurrent_streams"},
         [F_WINDOW] = {.key = "initial_window"},
         [F_HDR_LIST] = {.key = "max_header_list_size"},
@@ -375,6 +376,10 @@ static void parse_http2(struct ctx *c, yaml_node_t *node, struct rem_cfg_http2 *
     if (f[F_CONTROL].val != NULL && rem_yaml_get_uint(c->y, f[F_CONTROL].val, "max_control_frames",
                                                       1, H2_MAX_CONTROL_FRAMES, &v) == 0)
         h2->max_control_frames = (uint32_t)v;
+    if (f[F_CONNECT].val != NULL &&
+        rem_yaml_get_bool(c->y, f[F_CONNECT].val, "enable_connect_protocol",
+                          &h2->enable_connect_protocol) == 0)
+        h2->connect_protocol_set = true;
 }
 
 static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
@@ -873,9 +878,62 @@ static void parse_buckets(struct ctx *c, yaml_node_t *node, struct rem_cfg_bucke
     *out = b;
 }
 
+/* routes[].upgrades: Upgrade protocol tokens (RFC 9110 7.8), stored lower-case; h2c is
+ * refused (remora speaks h2c by prior knowledge and never tunnels it). */
+static void parse_upgrades(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r)
+{
+    yaml_node_item_t *items;
+    size_t n;
+    struct rem_yaml_quoted q;
+
+    if (rem_yaml_seq_items(c->y, node, "\"upgrades\"", &items, &n) != 0)
+        return;
+    r->upgrades_set = true;
+    r->upgrades = rem_xcalloc(n ? n : 1, sizeof(*r->upgrades));
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = rem_yaml_node(c->y, items[i]);
+        char *s;
+
+        if (item == NULL || rem_yaml_visit(c->y, item) != 0)
+            break;
+        s = rem_yaml_scalar(c->y, item, "an upgrade protocol");
+        if (s == NULL)
+            continue;
+        for (char *p = s; *p != '\0'; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p - 'A' + 'a');
+        if (!is_token(s) || strchr(s, '/') != NULL) {
+            rem_yaml_errorf(c->y, item, "bad upgrade protocol %s (expected a token like websocket)",
+                            rem_yaml_quote(&q, s));
+            free(s);
+            continue;
+        }
+        if (strcmp(s, "h2c") == 0) {
+            rem_yaml_errorf(c->y, item,
+                            "upgrade protocol \"h2c\" cannot be tunnelled (remora speaks h2c "
+                            "by prior knowledge)");
+            free(s);
+            continue;
+        }
+        r->upgrades[r->n_upgrades++] = s;
+    }
+}
+
 static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
-    enum { F_NAME, F_MATCH, F_UPSTREAM, F_TIMEOUT, F_BUCKETS, F_MAXREQ, F_MAXPEND, F_N };
+    enum {
+        F_NAME,
+        F_MATCH,
+        F_UPSTREAM,
+        F_TIMEOUT,
+        F_BUCKETS,
+        F_MAXREQ,
+        F_MAXPEND,
+        F_UPGRADES,
+        F_CONNECT,
+        F_TUNNEL_IDLE,
+        F_N
+    };
     yaml_node_item_t *items;
     struct entry *names = NULL;
     size_t n, n_names = 0;
@@ -896,7 +954,8 @@ static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cf
             [F_NAME] = {.key = "name"},           [F_MATCH] = {.key = "match"},
             [F_UPSTREAM] = {.key = "upstream"},   [F_TIMEOUT] = {.key = "timeout"},
             [F_BUCKETS] = {.key = "buckets"},     [F_MAXREQ] = {.key = "max_requests"},
-            [F_MAXPEND] = {.key = "max_pending"},
+            [F_MAXPEND] = {.key = "max_pending"}, [F_UPGRADES] = {.key = "upgrades"},
+            [F_CONNECT] = {.key = "connect"},     [F_TUNNEL_IDLE] = {.key = "tunnel_idle_timeout"},
         };
         struct rem_cfg_route *r = &cfg->routes[cfg->n_routes++];
         yaml_node_t *item = rem_yaml_node(c->y, items[i]);
@@ -904,6 +963,7 @@ static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cf
 
         r->timeout_ms = REM_DEF_ROUTE_TIMEOUT_MS;
         r->max_pending = REM_DEF_MAX_PENDING;
+        r->tunnel_idle_timeout_ms = REM_DEF_TUNNEL_IDLE_TIMEOUT_MS;
         if (item == NULL || rem_yaml_visit(c->y, item) != 0)
             break;
         if (rem_yaml_map_fields(c->y, item, "a route", "in route", f, F_N) != 0)
@@ -934,6 +994,13 @@ static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cf
             if (rem_yaml_get_uint(c->y, f[F_MAXPEND].val, "max_pending", 0, MAX_ADMISSION, &v) == 0)
                 r->max_pending = (uint32_t)v;
         }
+        if (f[F_UPGRADES].val != NULL)
+            parse_upgrades(c, f[F_UPGRADES].val, r);
+        if (f[F_CONNECT].val != NULL)
+            (void)rem_yaml_get_bool(c->y, f[F_CONNECT].val, "connect", &r->connect);
+        if (f[F_TUNNEL_IDLE].val != NULL)
+            (void)get_duration(c, f[F_TUNNEL_IDLE].val, "tunnel_idle_timeout", false,
+                               &r->tunnel_idle_timeout_ms);
     }
     check_dup_names(c, names, n_names, "route");
     free(names);
@@ -1199,9 +1266,14 @@ static void resolve_routes(struct ctx *c, struct rem_config *cfg)
             else
                 hi = mid;
         }
-        if (lo < n && strcmp(ups[lo].name, r->upstream) == 0)
+        if (lo < n && strcmp(ups[lo].name, r->upstream) == 0) {
             r->upstream_idx = ups[lo].idx;
-        else
+            if (r->connect && cfg->upstreams[r->upstream_idx].protocol != REM_PROTO_HTTP1)
+                rem_yaml_errorf(c->y, c->route_upstream ? c->route_upstream[i] : NULL,
+                                "route %s has \"connect: true\": its upstream must have "
+                                "protocol http1 (a CONNECT tunnel is raw bytes to an endpoint)",
+                                rem_yaml_quote(&q2, r->name ? r->name : ""));
+        } else
             rem_yaml_errorf(c->y, c->route_upstream ? c->route_upstream[i] : NULL,
                             "unknown upstream %s in route %s", rem_yaml_quote(&q1, r->upstream),
                             rem_yaml_quote(&q2, r->name ? r->name : ""));

@@ -127,7 +127,8 @@ void rem_conn_close(struct rem_conn *c)
 
 static void start_linger(struct rem_conn *c)
 {
-    if (c->reset_on_close) {
+    if (c->reset_on_close || c->eof) {
+        /* A reset; or the client already ended its side: nothing left to drain. */
         rem_transport_set_reset(&c->t);
         rem_conn_close(c);
         return;
@@ -141,6 +142,12 @@ static void start_linger(struct rem_conn *c)
     rem_transport_unlimit_read(&c->t);
     rem_transport_read(&c->t, true);
     rem_conn_arm_timer(c);
+}
+
+void rem_conn_shutdown_write(struct rem_conn *c)
+{
+    if (c->state < REM_CONN_CLOSING)
+        rem_transport_shutdown_write(&c->t);
 }
 
 void rem_conn_close_after_write(struct rem_conn *c)

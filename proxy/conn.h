@@ -163,6 +163,9 @@ void rem_conn_drain(struct rem_conn *c);
 /* Closes c (after write) when its codec is not chosen yet and nothing waits to be read: a
  * client that connected and has sent nothing (drain). */
 void rem_conn_close_if_silent(struct rem_conn *c);
+/* Ends the sending side (FIN) once the output is written; the conn keeps reading (a tunnel
+ * whose app ended its side). */
+void rem_conn_shutdown_write(struct rem_conn *c);
 /* Closes once everything queued has been written (or the write timeout fires). */
 void rem_conn_close_after_write(struct rem_conn *c);
 

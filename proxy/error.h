@@ -8,7 +8,7 @@
  * Termination code, first letter (who): C client, S server (upstream), P proxy (remora),
  * R resource limit, c/s client/server timeout, - none. Second letter (phase): R request head,
  * D data (body), C upstream connect, H response head, Q queue, K killed by the drain timeout
- * (in whatever phase it was), - none. */
+ * (in whatever phase it was), T an open tunnel, - none. */
 #ifndef REM_ERROR_H
 #define REM_ERROR_H
 
@@ -44,6 +44,8 @@
     X(UPSTREAM_TRUNCATED, 0, "SD", "upstream_truncated")                                           \
     X(SHUTDOWN, 503, "PR", "shutdown")                                                             \
     X(UNSUPPORTED, 0, "--", "unsupported")                                                         \
+    X(CONNECT_DISABLED, 405, "PR", "connect_disabled")                                             \
+    X(TUNNEL_IDLE_TIMEOUT, 0, "sT", "tunnel_idle_timeout")                                         \
     X(DRAIN_TIMEOUT, 503, "PK", "drain_timeout")
 
 enum rem_err {

@@ -33,6 +33,8 @@ struct rem_h1_down {
     const char *exec_start, *exec_end; /* the buffer being parsed, for obs-fold detection */
     bool val_open;                     /* a header value is being received */
     bool val_at_end;                   /* ... and its last piece ended at exec_end */
+    bool tunnel;      /* the current stream is an open tunnel: input is opaque bytes */
+    bool eof_pending; /* the client ended its side; forwarded once the input is */
 };
 
 static llhttp_settings_t down_settings;
@@ -128,14 +130,19 @@ static int on_headers_complete(llhttp_t *p)
     if (h->host_idx >= 0 &&
         !rem_http_host_valid(REM_HDR_VAL(h, &h->hdrs[h->host_idx]), h->hdrs[h->host_idx].val_len))
         return record(hd, -REM_E_BAD_REQUEST);
-    if (p->method == HTTP_CONNECT)
-        return record(hd, -REM_E_BAD_REQUEST); /* no tunnels through a sidecar */
-    /* Upgrade (h2c, websocket) is dropped as hop-by-hop and the request served as HTTP/1.1:
-     * llhttp must not switch protocols after it either (RFC 9113 removed h2c upgrade). */
-    p->upgrade = 0;
     if (lim->max_body_bytes && h->content_length > (int64_t)lim->max_body_bytes)
         return record(hd, -REM_E_BODY_TOO_LARGE);
     bool body = h->chunked || h->content_length > 0;
+    /* An Upgrade offer (RFC 9110 7.8) without a body goes to the stream, which tunnels it if
+     * the route allows the protocol; otherwise it is dropped as hop-by-hop. CONNECT goes to
+     * the stream too (refused unless its route allows it). Either way llhttp stays in HTTP:
+     * the bytes after the head wait, paused, until a tunnel opens or the answer is out. */
+    const char *up;
+    size_t up_len;
+    if (p->upgrade && p->method != HTTP_CONNECT && !body &&
+        rem_head_value(h, "upgrade", &up, &up_len))
+        rem_stream_set_upgrade(s, up, up_len);
+    p->upgrade = 0;
     rem_stream_set_request(s, p->method == HTTP_HEAD, body, h->chunked);
     hd->head_ready = true;
     rem_conn_set_state(c, REM_CONN_ACTIVE);
@@ -260,9 +267,39 @@ static void parse(struct rem_h1_down *h)
     }
 }
 
+/* Tunnel: the client's bytes go to the stream as they come, paused while the upconn is
+ * full; its FIN follows the last of them. */
+static void tunnel_forward(struct rem_h1_down *h)
+{
+    struct rem_conn *c = h->c;
+    struct evbuffer *in = rem_conn_input(c);
+    while (c->state < REM_CONN_CLOSING && !c->pause && h->stream) {
+        size_t n = evbuffer_get_contiguous_space(in);
+        if (n == 0)
+            break;
+        struct rem_stream *s = h->stream;
+        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        rem_stream_count_in(s, n);
+        bool full = rem_stream_req_body(s, p, n);
+        if (c->state >= REM_CONN_CLOSED)
+            return;
+        evbuffer_drain(in, n);
+        if (full && h->stream)
+            rem_conn_pause(c, REM_PAUSE_UPSTREAM_FULL);
+    }
+    if (h->eof_pending && h->stream && evbuffer_get_length(in) == 0) {
+        h->eof_pending = false;
+        rem_stream_req_end(h->stream);
+    }
+}
+
 static void h1_process(struct rem_conn *c)
 {
-    parse(h1_of(c));
+    struct rem_h1_down *h = h1_of(c);
+    if (h->tunnel)
+        tunnel_forward(h);
+    else
+        parse(h);
     /* Whatever was consumed makes room: reading resumes below the watermark. */
     rem_conn_rearm(c);
 }
@@ -292,6 +329,12 @@ static bool h1_on_eof(struct rem_conn *c)
 {
     /* A complete request whose client half-closes is still answered, then the conn closes. */
     struct rem_h1_down *h = h1_of(c);
+    if (h->tunnel && h->stream) {
+        /* Half-close: the FIN goes on to the app once the input before it has. */
+        h->eof_pending = true;
+        tunnel_forward(h);
+        return true;
+    }
     return c->state == REM_CONN_ACTIVE && h->stream && rem_stream_on_client_eof(h->stream);
 }
 
@@ -324,6 +367,7 @@ static void h1_stream_done(struct rem_stream *s)
     struct rem_h1_down *h = h1_of(c);
     bool close = s->down_close;
     h->stream = NULL;
+    h->tunnel = false; /* its conn closes after it */
     rem_stream_free(s);
     rem_conn_stream_done(c, close);
 }
@@ -341,6 +385,23 @@ static int h1_write_head(struct rem_stream *s)
 {
     struct rem_conn *c = s->conn;
     const struct rem_head *q = &s->req;
+    if (h1_of(c)->tunnel) {
+        /* A 101 keeps the app's Upgrade (and Connection: Upgrade); a CONNECT's 200 has no
+         * framing (RFC 9110 9.3.6). */
+        struct rem_fwd_response fwd = {
+            .request_id = s->rid,
+            .request_id_len = s->rid_len,
+            .content_length = -1,
+        };
+        if (s->resp.status == 101 &&
+            !rem_head_value(&s->resp, "upgrade", &fwd.upgrade, &fwd.upgrade_len)) {
+            fwd.upgrade = s->upgrade;
+            fwd.upgrade_len = s->upgrade_len;
+        }
+        struct evbuffer *out = rem_conn_output(c);
+        size_t before = evbuffer_get_length(out);
+        return counted(c, s, before, rem_http_write_response(out, &s->resp, &fwd));
+    }
     struct rem_fwd_response fwd = {
         .request_id = s->rid,
         .request_id_len = s->rid_len,
@@ -383,6 +444,10 @@ static int h1_write_body(struct rem_stream *s, const char *p, size_t n)
 static int h1_write_end(struct rem_stream *s)
 {
     struct rem_conn *c = s->conn;
+    if (h1_of(c)->tunnel) {
+        rem_conn_shutdown_write(c); /* the app ended its side of the tunnel */
+        return 0;
+    }
     if (!s->down_chunked)
         return 0;
     struct evbuffer *out = rem_conn_output(c);
@@ -421,6 +486,11 @@ static void h1_req_ready(struct rem_stream *s)
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
     struct rem_conn *c = s->conn;
     struct rem_h1_down *h = h1_of(c);
+    if (h->tunnel) {
+        /* What the client sent after its request head is the tunnel's first bytes. */
+        rem_conn_resume(c, REM_PAUSE_PIPELINE | REM_PAUSE_UPSTREAM_WAIT);
+        return;
+    }
     if (s->req.expect_continue && !h->continue_sent && rem_conn_output_len(c) == 0 &&
         evbuffer_get_length(rem_conn_input(c)) == 0) {
         /* RFC 9110 10.1.1: only when the client is still waiting for it. */
@@ -446,7 +516,15 @@ static bool h1_req_blocked(const struct rem_stream *s)
 
 static int h1_set_tunnel(struct rem_stream *s)
 {
-    return -REM_E_UNSUPPORTED;
+    struct rem_conn *c = s->conn;
+    struct rem_h1_down *h = h1_of(c);
+    /* An HTTP/1.1 client tunnels after a 101 to its Upgrade or a 200 to its CONNECT; an h2c
+     * app's 200 to an extended CONNECT would need a 101 made up for it (not done). */
+    if (s->tunnel_req == REM_TUNNEL_UPGRADE && s->resp.status != 101)
+        return -REM_E_UNSUPPORTED;
+    h->tunnel = true;
+    h->eof_pending = c->eof; /* the client may have ended its side already */
+    return 0;
 }
 
 const struct rem_down_ops rem_h1_down_ops = {

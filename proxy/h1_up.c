@@ -23,6 +23,7 @@
 #include "stream.h"
 #include "upconn.h"
 #include "upool.h"
+#include "worker.h"
 
 /* Per-upconn state (rem_upconn.codec). */
 struct rem_h1_up {
@@ -34,6 +35,10 @@ struct rem_h1_up {
     bool resp_interim;     /* parser: the current head is 1xx */
     bool in_trailers;      /* parser: past the final head (chunked trailers follow) */
     bool exec_pending;     /* parser paused at the end of the input: run it once more */
+    bool switching;        /* parser: a 101 to the stream's Upgrade; the tunnel opens after */
+    bool tunnel;           /* an open tunnel: input is opaque bytes, never parsed again */
+    bool eof_pending;      /* tunnel: the app ended its side; passed on once its input is */
+    bool closing;          /* tunnel over: closes once the last client bytes are written */
     enum rem_err resp_err; /* parser: why a callback failed */
 };
 
@@ -95,9 +100,14 @@ static int on_headers_complete(llhttp_t *p)
     rem_head_set_version(&s->resp, p->http_major, p->http_minor);
     rem_head_classify(&s->resp);
     if (p->status_code == 101) {
-        /* remora never forwards Upgrade, so a switch is a protocol violation. */
-        h->resp_err = REM_E_BAD_RESPONSE;
-        return -1;
+        /* Only an Upgrade remora forwarded may be accepted (RFC 9110 15.2.2); the switch
+         * happens once llhttp has returned (parse). */
+        if (s->tunnel_req != REM_TUNNEL_UPGRADE) {
+            h->resp_err = REM_E_BAD_RESPONSE;
+            return -1;
+        }
+        h->switching = true;
+        return HPE_PAUSED;
     }
     if (p->status_code < 200) {
         /* RFC 9110 15.2: 1xx the client did not cause go on (103 Early Hints), except to
@@ -179,6 +189,7 @@ static void reset(struct rem_h1_up *h)
     llhttp_init(&h->parser, HTTP_RESPONSE, &up_settings);
     h->parser.data = h;
     h->resp_complete = h->resp_interim = h->exec_pending = h->in_trailers = false;
+    h->switching = h->tunnel = h->eof_pending = h->closing = false;
     h->resp_err = REM_E_OK;
     h->paused = false;
 }
@@ -210,6 +221,7 @@ static unsigned h1_n_streams(const struct rem_upconn *uc)
 
 static int h1_write_head(struct rem_upconn *uc, struct rem_stream *s)
 {
+    char key[25];
     struct rem_fwd_request fwd = {
         .client_addr = s->conn->peer,
         .proto = "http",
@@ -218,6 +230,23 @@ static int h1_write_head(struct rem_upconn *uc, struct rem_stream *s)
         .chunked = s->req_chunked,
         .content_length = s->req_chunked ? -1 : s->req.content_length,
     };
+    if (s->tunnel_req == REM_TUNNEL_UPGRADE) {
+        /* The offer goes on intact (its own Upgrade and Connection are hop-by-hop). An h2
+         * extended CONNECT (RFC 8441) becomes the HTTP/1.1 Upgrade it stands for: a GET,
+         * with the Sec-WebSocket-Key an h2 client does not send (RFC 6455 4.1). */
+        fwd.upgrade = s->upgrade;
+        fwd.upgrade_len = s->upgrade_len;
+        fwd.content_length = -1;
+        if (s->req.http_major == 2) {
+            fwd.method = "GET";
+            const char *v;
+            size_t n;
+            if (!rem_head_value(&s->req, "sec-websocket-key", &v, &n)) {
+                rem_http_websocket_key(key, &s->worker->rng);
+                fwd.websocket_key = key;
+            }
+        }
+    }
     rem_upconn_flush_later(uc);
     return rem_http_write_request(rem_upconn_output(uc), &s->req, &fwd);
 }
@@ -239,6 +268,10 @@ static int h1_write_body(struct rem_upconn *uc, struct rem_stream *s, const char
 
 static int h1_write_end(struct rem_upconn *uc, struct rem_stream *s)
 {
+    if (h1_of(uc)->tunnel) {
+        rem_upconn_shutdown_write(uc); /* the client ended its side of the tunnel */
+        return 0;
+    }
     if (!s->req_chunked)
         return 0;
     rem_upconn_flush_later(uc);
@@ -253,7 +286,8 @@ static void complete(struct rem_h1_up *h, bool reusable)
     struct rem_stream *s = h->stream;
     h->stream = NULL;
     h->paused = false;
-    rem_upool_release(uc, reusable && s->req_sent);
+    /* An upconn that carried an Upgrade offer is never reused, whatever the answer. */
+    rem_upool_release(uc, reusable && s->req_sent && !s->tunnel_req);
     rem_stream_on_resp_end(s);
 }
 
@@ -265,10 +299,38 @@ static void fail(struct rem_upconn *uc, enum rem_err e)
         rem_stream_on_upconn_error(s, e, REM_RETRY_MAYBE);
 }
 
+/* Tunnel: the app's bytes go to the stream as they come, paused while the downstream is
+ * full; its FIN follows the last of them. */
+static void tunnel_forward(struct rem_h1_up *h)
+{
+    struct rem_upconn *uc = h->uc;
+    struct evbuffer *in = rem_upconn_input(uc);
+    while (uc->state == REM_UPCONN_ACTIVE && h->stream && !h->paused) {
+        size_t n = evbuffer_get_contiguous_space(in);
+        if (n == 0)
+            break;
+        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        bool full = rem_stream_on_resp_body(h->stream, p, n);
+        if (uc->state == REM_UPCONN_CLOSED)
+            return; /* the stream failed and let go of us */
+        evbuffer_drain(in, n);
+        if (full)
+            h->paused = true;
+    }
+    if (h->eof_pending && h->stream && !h->paused && evbuffer_get_length(in) == 0) {
+        h->eof_pending = false;
+        rem_stream_on_resp_end(h->stream);
+    }
+}
+
 static void parse(struct rem_h1_up *h)
 {
     struct rem_upconn *uc = h->uc;
     struct evbuffer *in = rem_upconn_input(uc);
+    if (h->tunnel) {
+        tunnel_forward(h);
+        return;
+    }
     while (uc->state == REM_UPCONN_ACTIVE && h->stream && !h->paused) {
         size_t n = evbuffer_get_contiguous_space(in);
         /* A pause on the last body byte leaves the message's end unparsed: an empty execute
@@ -287,6 +349,15 @@ static void parse(struct rem_h1_up *h)
             continue;
         if (err == HPE_PAUSED) {
             llhttp_resume(&h->parser);
+            if (h->switching) {
+                /* The app switched: the head goes down, both sides become a tunnel, and
+                 * whatever followed the head is its first bytes. */
+                h->switching = false;
+                if (rem_stream_on_upgrade(h->stream) < 0 || uc->state != REM_UPCONN_ACTIVE)
+                    return;
+                tunnel_forward(h);
+                return;
+            }
             if (h->resp_complete) {
                 complete(h, llhttp_should_keep_alive(&h->parser));
                 return;
@@ -326,6 +397,11 @@ static void h1_on_kick(struct rem_upconn *uc)
 static void h1_on_drained(struct rem_upconn *uc)
 {
     struct rem_h1_up *h = h1_of(uc);
+    if (h->closing) {
+        if (evbuffer_get_length(rem_upconn_output(uc)) == 0)
+            rem_upconn_close(uc); /* the tunnel's last bytes are out */
+        return;
+    }
     if (uc->state == REM_UPCONN_ACTIVE && h->stream)
         rem_stream_on_upconn_writable(h->stream);
 }
@@ -349,6 +425,10 @@ static void h1_on_timer(struct rem_upconn *uc)
         rem_upconn_close(uc);
         return;
     }
+    if (h->closing) {
+        rem_upconn_close(uc); /* the app stopped reading the tunnel's last bytes */
+        return;
+    }
     uint64_t idle = rem_now_ms() - uc->last_activity_ms;
     if (h->paused) {
         /* The downstream is the slow side; its write timeout governs. */
@@ -360,7 +440,7 @@ static void h1_on_timer(struct rem_upconn *uc)
         return;
     }
     if (uc->timeout_ms)
-        fail(uc, REM_E_UPSTREAM_TIMEOUT);
+        fail(uc, h->tunnel ? REM_E_TUNNEL_IDLE_TIMEOUT : REM_E_UPSTREAM_TIMEOUT);
 }
 
 /* The app closed: completes a close-delimited response or reports the failure. */
@@ -392,6 +472,17 @@ static void h1_on_close(struct rem_upconn *uc, int what)
         rem_upconn_close(uc);
         return;
     }
+    struct rem_h1_up *h = h1_of(uc);
+    if (h->closing) {
+        rem_upconn_close(uc);
+        return;
+    }
+    if ((what & REM_TE_EOF) && h->tunnel) {
+        /* Half-close: the FIN goes on to the client once the input before it has. */
+        h->eof_pending = true;
+        tunnel_forward(h);
+        return;
+    }
     if (what & REM_TE_EOF) {
         /* Parse what is left first: a close-delimited body ends here. */
         parse(h1_of(uc));
@@ -409,6 +500,14 @@ static void h1_fail_all(struct rem_upconn *uc, enum rem_err e)
 
 static void h1_cancel(struct rem_upconn *uc, struct rem_stream *s)
 {
+    struct rem_h1_up *h = h1_of(uc);
+    if (h->tunnel && s->err == REM_E_OK && evbuffer_get_length(rem_upconn_output(uc)) > 0) {
+        /* Both sides ended the tunnel cleanly: the client's last bytes (and the FIN already
+         * asked for) still go out before the close. */
+        h->stream = NULL;
+        h->closing = true;
+        return;
+    }
     rem_upconn_close(uc); /* the exchange cannot be finished: the connection is lost */
 }
 
@@ -428,7 +527,8 @@ static void h1_resume(struct rem_upconn *uc, struct rem_stream *s)
 
 static int h1_set_tunnel(struct rem_upconn *uc, struct rem_stream *s)
 {
-    return -REM_E_UNSUPPORTED;
+    h1_of(uc)->tunnel = true; /* llhttp is not called again on this upconn */
+    return 0;
 }
 
 const struct rem_up_ops rem_h1_up_ops = {

@@ -46,6 +46,7 @@ struct rem_h2_down_stream {
     bool closed;              /* nghttp2 closed the stream */
     bool finished;            /* the proxy side finished (logged, counted) */
     bool submitted;           /* a response (or error) was submitted */
+    bool tunnel;              /* an open tunnel (extended CONNECT, CONNECT): DATA both ways */
 };
 
 TAILQ_HEAD(rem_h2_down_stream_list, rem_h2_down_stream);
@@ -255,6 +256,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
             rc = rem_head_add_span(h, REM_SPAN_TARGET, v, vlen);
         else if (rem_http_name_eq(n, nlen, ":authority"))
             rc = add_header(h, "host", 4, v, vlen); /* RFC 9113 8.3.1 */
+        else if (rem_http_name_eq(n, nlen, ":protocol"))
+            rem_stream_set_upgrade(s, v, vlen); /* RFC 8441 4: extended CONNECT */
     } else if (rem_http_name_eq(n, nlen, "host") && has_header(h, "host")) {
         /* :authority came first and wins (RFC 9113 8.3.1). */
     } else {
@@ -339,8 +342,12 @@ static void head_done(struct rem_h2_down *d, struct rem_stream *s, bool end_stre
         rem_stream_fail(s, REM_E_BAD_FRAMING);
         return;
     }
-    if (rem_http_name_eq(m, ml, "CONNECT") || h->span_len[REM_SPAN_TARGET] == 0) {
-        rem_stream_fail(s, REM_E_BAD_REQUEST); /* no tunnels through a sidecar */
+    /* CONNECT (RFC 9113 8.5: :authority only) and extended CONNECT (RFC 8441 4: with
+     * :protocol and :path; nghttp2 checked the pseudo-headers) go to the stream, which tunnels
+     * them where the route allows; any other request needs a :path. */
+    bool connect = rem_http_name_eq(m, ml, "CONNECT");
+    if (!connect && h->span_len[REM_SPAN_TARGET] == 0) {
+        rem_stream_fail(s, REM_E_BAD_REQUEST);
         return;
     }
     if (h->host_idx >= 0 &&
@@ -438,7 +445,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         return 0;
     }
     rem_stream_count_in(s, len);
-    uint64_t max = d->c->cfg->limits.max_body_bytes;
+    uint64_t max = s->tunnel_req ? 0 : d->c->cfg->limits.max_body_bytes; /* tunnels: no body */
     size_t pending = DS(s)->pending ? evbuffer_get_length(DS(s)->pending) : 0;
     if (max && (uint64_t)s->req_body_bytes + pending + len > max) {
         nghttp2_session_consume(ng, id, len);
@@ -544,11 +551,24 @@ static int submit_head(struct rem_stream *s, bool final)
     if (!nva)
         return -REM_E_NOMEM;
     size_t n = rem_h2_response_nva(&s->resp, status, final ? s->rid : NULL, s->rid_len, nva);
+    bool tunnel = final && DS(s)->tunnel;
+    if (tunnel) {
+        /* RFC 8441 5: the tunnel is accepted with a 2xx, and HTTP/2 has no 101 (RFC 9113
+         * 8.6); an HTTP/1.1 app's handshake key answer means nothing here. */
+        if (s->resp.status == 101)
+            memcpy(status, "200", 4);
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!rem_http_name_eq((const char *)nva[i].name, nva[i].namelen,
+                                  "sec-websocket-accept"))
+                nva[k++] = nva[i];
+        n = k;
+    }
     for (size_t i = 0; i < n; i++)
         rem_stream_count_out(s, nva[i].namelen + nva[i].valuelen);
     int rv;
-    bool body = final && rem_http_response_has_body(s->head_request, s->resp.status) &&
-                !s->resp_headers_only;
+    bool body = tunnel || (final && rem_http_response_has_body(s->head_request, s->resp.status) &&
+                           !s->resp_headers_only);
     if (final) {
         nghttp2_data_provider prd = {.source.ptr = s, .read_callback = on_read_body};
         rv = nghttp2_submit_response(d->ng, DS(s)->id, nva, n, body ? &prd : NULL);
@@ -632,6 +652,9 @@ static int h2_write_error(struct rem_stream *s, enum rem_err e)
         }
         if (e == REM_E_QUEUE_FULL || e == REM_E_QUEUE_TIMEOUT)
             nva[n++] = REM_H2_NV("retry-after", "1", 1);
+        if (status == 405)
+            nva[n++] = REM_H2_NV("allow", REM_HTTP_ALLOW_BUT_CONNECT,
+                                 sizeof(REM_HTTP_ALLOW_BUT_CONNECT) - 1);
     }
     nva[n++] = REM_H2_NV("x-remora-error", label, strlen(label));
     if (s->rid)
@@ -743,8 +766,10 @@ static void *h2_init(struct rem_conn *c)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, hc->max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, hc->initial_window_bytes},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, hlist},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441 3 */
     };
-    if (nghttp2_submit_settings(d->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0) {
+    size_t n_iv = sizeof(iv) / sizeof(iv[0]) - (hc->enable_connect_protocol ? 0 : 1);
+    if (nghttp2_submit_settings(d->ng, NGHTTP2_FLAG_NONE, iv, n_iv) != 0) {
         nghttp2_session_del(d->ng);
         free(d);
         return NULL;
@@ -933,7 +958,9 @@ static bool h2_req_blocked(const struct rem_stream *s)
 
 static int h2_set_tunnel(struct rem_stream *s)
 {
-    return -REM_E_UNSUPPORTED;
+    /* The stream's DATA carries the tunnel both ways; END_STREAM is each side's FIN. */
+    DS(s)->tunnel = true;
+    return 0;
 }
 
 const struct rem_down_ops rem_h2_down_ops = {

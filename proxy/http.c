@@ -158,6 +158,19 @@ static bool is_ows(char c)
         }                                                                                          \
     } while (0)
 
+bool rem_head_value(const struct rem_head *h, const char *name, const char **v, size_t *n)
+{
+    for (uint32_t i = 0; i < h->n_hdrs; i++) {
+        const struct rem_hdr *x = &h->hdrs[i];
+        if (rem_http_name_eq(REM_HDR_NAME(h, x), x->name_len, name)) {
+            *v = REM_HDR_VAL(h, x);
+            *n = x->val_len;
+            return true;
+        }
+    }
+    return false;
+}
+
 bool rem_http_list_has(const char *list, size_t len, const char *token)
 {
     REM_FOREACH_TOKEN(list, len, t, tl, {
@@ -366,10 +379,9 @@ bool rem_http_response_has_body(bool head_request, int status)
     return true;
 }
 
-void rem_http_request_id(char out[37], uint64_t *state)
+/* 16 bytes from the xorshift state. */
+static void random16(uint8_t b[16], uint64_t *state)
 {
-    static const char hex[] = "0123456789abcdef";
-    uint8_t b[16];
     for (int k = 0; k < 2; k++) {
         uint64_t x = *state;
         x ^= x << 13;
@@ -378,6 +390,30 @@ void rem_http_request_id(char out[37], uint64_t *state)
         *state = x;
         memcpy(b + 8 * (size_t)k, &x, 8);
     }
+}
+
+void rem_http_websocket_key(char out[25], uint64_t *state)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t b[18] = {0};
+    random16(b, state);
+    char *o = out;
+    for (int i = 0; i < 18; i += 3) {
+        uint32_t v = (uint32_t)b[i] << 16 | (uint32_t)b[i + 1] << 8 | b[i + 2];
+        *o++ = b64[v >> 18 & 63];
+        *o++ = b64[v >> 12 & 63];
+        *o++ = b64[v >> 6 & 63];
+        *o++ = b64[v & 63];
+    }
+    out[22] = out[23] = '='; /* 16 bytes: two pad characters */
+    out[24] = '\0';
+}
+
+void rem_http_request_id(char out[37], uint64_t *state)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t b[16];
+    random16(b, state);
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* variant 10 */
     char *o = out;
@@ -486,6 +522,7 @@ int rem_http_write_request(struct evbuffer *out, const struct rem_head *req,
     struct evbuffer_iovec iov;
     size_t need = req->len + 8 * (size_t)req->n_hdrs + 256 + strlen(fwd->client_addr) +
                   strlen(fwd->proto) + (fwd->default_host ? strlen(fwd->default_host) : 0);
+    need += fwd->upgrade_len + 64 + (fwd->websocket_key ? strlen(fwd->websocket_key) + 24 : 0);
     int rc = w_begin(out, &w, &iov, need);
     if (rc < 0)
         return rc;
@@ -496,7 +533,11 @@ int rem_http_write_request(struct evbuffer *out, const struct rem_head *req,
     size_t auth_len = 0, rest_len;
     /* RFC 9112 3.2.2: absolute-form goes on in origin-form, with Host from its authority. */
     bool absolute = rem_http_absolute_form(target, target_len, &auth, &auth_len, &rest, &rest_len);
-    w_put(&w, rem_head_ptr(req, req->span_off[REM_SPAN_METHOD]), req->span_len[REM_SPAN_METHOD]);
+    if (fwd->method)
+        w_str(&w, fwd->method);
+    else
+        w_put(&w, rem_head_ptr(req, req->span_off[REM_SPAN_METHOD]),
+              req->span_len[REM_SPAN_METHOD]);
     w_put(&w, " ", 1);
     if (absolute) {
         if (rest_len == 0 || rest[0] != '/')
@@ -543,6 +584,16 @@ int rem_http_write_request(struct evbuffer *out, const struct rem_head *req,
         w_str(&w, fwd->request_id);
         w_str(&w, "\r\n");
     }
+    if (fwd->upgrade) {
+        w_str(&w, "Upgrade: ");
+        w_put(&w, fwd->upgrade, fwd->upgrade_len);
+        w_str(&w, "\r\nConnection: Upgrade\r\n");
+    }
+    if (fwd->websocket_key) {
+        w_str(&w, "Sec-WebSocket-Key: ");
+        w_str(&w, fwd->websocket_key);
+        w_str(&w, "\r\n");
+    }
     if (fwd->chunked) {
         w_str(&w, "Transfer-Encoding: chunked\r\n");
     } else if (fwd->content_length >= 0) {
@@ -560,7 +611,8 @@ int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
 {
     struct wbuf w;
     struct evbuffer_iovec iov;
-    size_t need = resp->len + 8 * (size_t)resp->n_hdrs + 256 + fwd->request_id_len;
+    size_t need =
+        resp->len + 8 * (size_t)resp->n_hdrs + 256 + fwd->request_id_len + fwd->upgrade_len;
     int rc = w_begin(out, &w, &iov, need);
     if (rc < 0)
         return rc;
@@ -595,7 +647,11 @@ int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
         w_put(&w, fwd->request_id, fwd->request_id_len);
         w_str(&w, "\r\n");
     }
-    if (fwd->chunked) {
+    if (fwd->upgrade) {
+        w_str(&w, "Upgrade: ");
+        w_put(&w, fwd->upgrade, fwd->upgrade_len);
+        w_str(&w, "\r\nConnection: Upgrade\r\n");
+    } else if (fwd->chunked) {
         w_str(&w, "Transfer-Encoding: chunked\r\n");
     } else if (fwd->content_length >= 0) {
         char b[24], *d = fmt_u64(b, (uint64_t)fwd->content_length);
@@ -603,7 +659,9 @@ int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
         w_put(&w, d, (size_t)(b + sizeof(b) - d));
         w_put(&w, "\r\n", 2);
     }
-    if (fwd->conn_close)
+    if (fwd->upgrade)
+        ; /* the connection is the tunnel now */
+    else if (fwd->conn_close)
         w_str(&w, "Connection: close\r\n");
     else if (fwd->conn_keepalive)
         w_str(&w, "Connection: keep-alive\r\n");
@@ -620,18 +678,20 @@ int rem_http_write_error(struct evbuffer *out, int status, const char *reason,
                         reason);
     if (blen < 0 || (size_t)blen >= sizeof(body))
         blen = (int)sizeof(body) - 1;
-    int rc = evbuffer_add_printf(
-        out,
-        "HTTP/1.1 %03d %s\r\n"
-        "Content-Type: text/plain\r\n"
-        "Content-Length: %d\r\n"
-        "x-remora-error: %s\r\n"
-        "%s%.*s%s"
-        "%s%s"
-        "\r\n",
-        status, rem_http_reason(status), blen, reason, request_id ? "X-Request-Id: " : "",
-        (int)request_id_len, request_id ? request_id : "", request_id ? "\r\n" : "",
-        retry_after ? "Retry-After: 1\r\n" : "", conn_close ? "Connection: close\r\n" : "");
+    int rc = evbuffer_add_printf(out,
+                                 "HTTP/1.1 %03d %s\r\n"
+                                 "Content-Type: text/plain\r\n"
+                                 "Content-Length: %d\r\n"
+                                 "x-remora-error: %s\r\n"
+                                 "%s%.*s%s"
+                                 "%s%s%s"
+                                 "\r\n",
+                                 status, rem_http_reason(status), blen, reason,
+                                 request_id ? "X-Request-Id: " : "", (int)request_id_len,
+                                 request_id ? request_id : "", request_id ? "\r\n" : "",
+                                 retry_after ? "Retry-After: 1\r\n" : "",
+                                 status == 405 ? "Allow: " REM_HTTP_ALLOW_BUT_CONNECT "\r\n" : "",
+                                 conn_close ? "Connection: close\r\n" : "");
     if (rc < 0)
         return -REM_E_NOMEM;
     if (!head_request && evbuffer_add(out, body, (size_t)blen) < 0)

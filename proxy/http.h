@@ -102,6 +102,8 @@ static inline const char *rem_head_ptr(const struct rem_head *h, uint32_t off)
  * Host count, Expect, request id). Pure; call once the head is complete. */
 void rem_head_classify(struct rem_head *h);
 
+/* The value of the first field named name (case-insensitive): true with *v, *n set. */
+bool rem_head_value(const struct rem_head *h, const char *name, const char **v, size_t *n);
 /* Case-insensitive search of a comma-separated token list (RFC 9110 5.6.1). */
 bool rem_http_list_has(const char *list, size_t len, const char *token);
 bool rem_http_name_eq(const char *a, size_t alen, const char *lit);
@@ -119,6 +121,9 @@ bool rem_http_host_valid(const char *v, size_t n);
 /* Whether a response to `method` with `status` carries a body (RFC 9110 6.4.1). */
 bool rem_http_response_has_body(bool head_request, int status);
 
+/* A Sec-WebSocket-Key (RFC 6455 4.1: 16 random bytes, base64; 24 chars + NUL) from a
+ * per-worker xorshift state. */
+void rem_http_websocket_key(char out[25], uint64_t *state);
 /* A UUID v4 string (36 chars + NUL) from a per-worker xorshift state. */
 void rem_http_request_id(char out[37], uint64_t *state);
 
@@ -130,6 +135,12 @@ struct rem_fwd_request {
     const char *default_host; /* Host for HTTP/1.0 requests that sent none */
     bool chunked;             /* body framing toward upstream */
     int64_t content_length;   /* -1: none */
+    /* A tunnel request (RFC 9110 7.8): "Upgrade: <upgrade>" and "Connection: Upgrade" are
+     * written (the client's own are hop-by-hop); NULL: none. */
+    const char *upgrade;
+    size_t upgrade_len;
+    const char *method;        /* replaces the request's method (h2 extended CONNECT -> GET) */
+    const char *websocket_key; /* Sec-WebSocket-Key to add (an h2 client sends none) */
 };
 
 /* Serializes an HTTP/1.1 request head (request line, end-to-end headers, the forwarding
@@ -144,12 +155,18 @@ struct rem_fwd_response {
     int64_t content_length; /* -1: none written */
     bool conn_close;        /* Connection: close */
     bool conn_keepalive;    /* Connection: keep-alive (HTTP/1.0 clients) */
+    /* A 101 switching to this protocol: "Upgrade" and "Connection: Upgrade" are written, no
+     * framing; NULL: none. */
+    const char *upgrade;
+    size_t upgrade_len;
 };
 
 /* Serializes an HTTP/1.1 status line and end-to-end headers of resp. */
 int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
                             const struct rem_fwd_response *fwd);
 
+/* The Allow of remora's 405 (connect_disabled: every method but CONNECT; RFC 9110 15.5.6). */
+#define REM_HTTP_ALLOW_BUT_CONNECT "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"
 /* Serializes remora's own error response: status, x-remora-error, a short text body. */
 int rem_http_write_error(struct evbuffer *out, int status, const char *reason,
                          const char *request_id, size_t request_id_len, bool conn_close,

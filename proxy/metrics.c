@@ -498,6 +498,9 @@ static void render_routes(struct rbuf *b, const struct rem_metrics_layout *l,
          offsetof(struct rem_route_metrics, request_bytes)},
         {"remora_response_bytes_total", "counter", "Bytes sent to downstream clients.",
          offsetof(struct rem_route_metrics, response_bytes)},
+        {"remora_tunnels_total", "counter",
+         "Tunnels opened (WebSocket and other Upgrades, CONNECT), by route.",
+         offsetof(struct rem_route_metrics, tunnels)},
     };
     for (size_t k = 0; k < sizeof(per_route) / sizeof(per_route[0]); k++) {
         rb_family(b, per_route[k].name, per_route[k].type, per_route[k].help);
@@ -790,6 +793,14 @@ static void render_process(struct rbuf *b, const struct rem_metrics_view *vw, si
               "Requests cut because they were still in flight at drain.timeout.");
     rb_str(b, "remora_drain_cut_total ");
     rb_u64(b, cut);
+    rb_put(b, "\n", 1);
+    int64_t tunnels = 0;
+    for (size_t s = 0; s < n_shards; s++)
+        tunnels += LOAD(vw[s].shard->tunnels_active);
+    rb_family(b, "remora_tunnels_active", "gauge",
+              "Open tunnels (WebSocket and other Upgrades, CONNECT).");
+    rb_str(b, "remora_tunnels_active ");
+    rb_i64(b, tunnels);
     rb_put(b, "\n", 1);
     if (!p)
         return;

@@ -53,6 +53,7 @@ struct rem_route_metrics {
     uint64_t rejected[REM_REJECT__N];
     int64_t in_flight;
     uint64_t request_bytes, response_bytes;
+    uint64_t tunnels; /* tunnels opened (101 / 2xx to CONNECT) */
 };
 
 /* One route's duration histograms on one worker, for one bucket layout: kept across reloads
@@ -93,6 +94,7 @@ struct rem_metrics_shard {
     uint64_t h2_goaway[2];                     /* [side] */
     uint64_t streams_finished;                 /* streams ended, whatever the outcome */
     uint64_t drain_cut;                        /* streams cut at drain.timeout */
+    int64_t tunnels_active;                    /* open tunnels (WebSocket, CONNECT) */
 };
 
 /* Per-generation layout: bucket layouts and escaped label values. Immutable once built;

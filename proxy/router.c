@@ -67,6 +67,16 @@ const struct rem_cfg_route *rem_router_match(const struct rem_config *cfg, const
         path = has_path ? rest : "/";
         plen = has_path ? rest_len : 1;
     }
+    /* CONNECT's authority-form target (RFC 9112 3.2.3) names the host and has no path: only
+     * routes without a path match it. h2 sends none (its :authority is the Host). */
+    if (method_len == 7 && memcmp(method, "CONNECT", 7) == 0 && (plen == 0 || path[0] != '/')) {
+        if (plen) {
+            host = path;
+            host_len = plen;
+        }
+        path = "";
+        plen = 0;
+    }
     const char *q = memchr(path, '?', plen);
     if (q)
         plen = (size_t)(q - path);

@@ -195,6 +195,25 @@ static int grpc_status_of(const struct rem_stream *s)
     return -1;
 }
 
+/* The access log's termination code: a tunnel that ended cleanly, or by one side's abort,
+ * says who ended it first (CT the client, ST the app); anything else is its error's. */
+static const char *termination(const struct rem_stream *s)
+{
+    if (!s->tunnel)
+        return rem_err_term(s->err);
+    switch (s->err) {
+    case REM_E_OK:
+        return s->tunnel_closer == 'S' ? "ST" : "CT";
+    case REM_E_CLIENT_ABORT:
+        return "CT";
+    case REM_E_UPSTREAM_RESET:
+    case REM_E_UPSTREAM_TRUNCATED:
+        return "ST";
+    default:
+        return rem_err_term(s->err);
+    }
+}
+
 static void access_log(struct rem_stream *s)
 {
     struct rem_logline l;
@@ -210,7 +229,11 @@ static void access_log(struct rem_stream *s)
     rem_logline_int(&l, "bytes_in", (int64_t)s->bytes_in);
     rem_logline_int(&l, "bytes_out", (int64_t)s->bytes_out);
     rem_logline_double(&l, "duration_s", (double)(rem_now_ns() - s->start_ns) / 1e9);
-    rem_logline_str(&l, "termination", rem_err_term(s->err), -1);
+    rem_logline_str(&l, "termination", termination(s), -1);
+    if (s->tunnel) {
+        rem_logline_int(&l, "tunnel_bytes_up", (int64_t)s->tunnel_up);
+        rem_logline_int(&l, "tunnel_bytes_down", (int64_t)s->tunnel_down);
+    }
     if (s->grpc) {
         int gs = grpc_status_of(s);
         if (gs >= 0)
@@ -234,9 +257,17 @@ static void finish(struct rem_stream *s)
         event_del(s->deadline);
     /* Route indices index the stream's generation (DESIGN.md, "Generations and indices"). */
     struct rem_gen *g = s->gen;
-    rem_metrics_record_request(&g->routes[s->mroute]->m, &g->hists[s->mroute]->h,
-                               &g->ml->route_hist[s->mroute], s->in_flight, s->status_sent,
-                               rem_now_ns() - s->start_ns, s->bytes_in, s->bytes_out);
+    if (s->tunnel) {
+        /* The opening request was counted when the tunnel opened; its bytes since go on. */
+        struct rem_route_metrics *m = &g->routes[s->mroute]->m;
+        REM_M_ADD(m->request_bytes, s->tunnel_up);
+        REM_M_ADD(m->response_bytes, s->tunnel_down);
+        REM_M_ADD(s->worker->metrics->tunnels_active, -1);
+    } else {
+        rem_metrics_record_request(&g->routes[s->mroute]->m, &g->hists[s->mroute]->h,
+                                   &g->ml->route_hist[s->mroute], s->in_flight, s->status_sent,
+                                   rem_now_ns() - s->start_ns, s->bytes_in, s->bytes_out);
+    }
     s->in_flight = false;
     REM_M_ADD(s->worker->metrics->streams_finished, 1);
     if (s->err == REM_E_DRAIN_TIMEOUT)
@@ -248,9 +279,11 @@ static void finish(struct rem_stream *s)
     down(s)->stream_done(s); /* frees s once the codec is done with it too */
 }
 
+/* A tunnel ends when both sides have ended theirs; an exchange when its response is out and
+ * its request read (or not to be read: the conn closes). */
 static void maybe_finish(struct rem_stream *s)
 {
-    if (s->resp_done && (s->req_done || s->down_close))
+    if (s->resp_done && (s->req_done || (s->down_close && !s->tunnel)))
         finish(s);
 }
 
@@ -316,7 +349,7 @@ static void on_dns_done(struct rem_wait *w, int rc)
     if (rc < 0)
         rem_stream_fail(s, rem_err_from_rc(rc));
     else
-        connect_upstream(s, true);
+        connect_upstream(s, !s->tunnel_req);
 }
 
 /* A queued admission ticket was granted its slot (rc 0) or dropped (queue timeout,
@@ -329,7 +362,7 @@ static void admitted(struct rem_stream *s, int rc)
     }
     if (!s->ut.held && !admit(s, &s->cluster->admit, &s->ut))
         return; /* the route let it through; now it waits for the upstream */
-    connect_upstream(s, true);
+    connect_upstream(s, !s->tunnel_req);
 }
 
 static void on_route_admitted(struct rem_wait *w, int rc)
@@ -425,6 +458,26 @@ void rem_stream_start(struct rem_stream *s)
     s->route = rem_router_match(
         g->cfg, rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]), h->span_len[REM_SPAN_METHOD], host,
         host_len, rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]), h->span_len[REM_SPAN_TARGET]);
+    bool connect = rem_http_name_eq(rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]),
+                                    h->span_len[REM_SPAN_METHOD], "CONNECT");
+    if (connect) {
+        /* Plain CONNECT only where a route allows it, and only to that route's upstream (never
+         * to the authority the client names: remora is not an open proxy); an h2 extended
+         * CONNECT where the route tunnels its :protocol. */
+        bool ok = s->route &&
+                  (s->upgrade_len ? rem_route_allows_upgrade(s->route, s->upgrade, s->upgrade_len)
+                                  : s->route->connect);
+        if (!ok) {
+            if (s->route)
+                s->mroute = (size_t)(s->route - g->cfg->routes);
+            rem_stream_fail(s, REM_E_CONNECT_DISABLED);
+            return;
+        }
+        s->tunnel_req = s->upgrade_len ? REM_TUNNEL_UPGRADE : REM_TUNNEL_CONNECT;
+    } else if (s->route && s->upgrade_len &&
+               rem_route_allows_upgrade(s->route, s->upgrade, s->upgrade_len)) {
+        s->tunnel_req = REM_TUNNEL_UPGRADE; /* otherwise the Upgrade is dropped (hop-by-hop) */
+    }
     if (!s->route) {
         rem_stream_fail(s, REM_E_NO_ROUTE);
         return;
@@ -437,14 +490,20 @@ void rem_stream_start(struct rem_stream *s)
     /* Bodies are kept for the one retry when it is safe: idempotent methods (the keep-alive
      * race), and any method toward HTTP/2, where an unprocessed stream (REFUSED_STREAM, above a
      * GOAWAY) is always safe to send again (RFC 9113 8.7). */
-    s->replay_ok = s->req_has_body && (idempotent(h) || s->cluster->cfg->protocol == REM_PROTO_H2C);
+    s->replay_ok = s->req_has_body && !s->tunnel_req &&
+                   (idempotent(h) || s->cluster->cfg->protocol == REM_PROTO_H2C);
+    if (s->tunnel_req) {
+        /* Tunnel bytes are not a body: they flow, unframed, once the tunnel opens. */
+        s->req_has_body = false;
+        s->req_chunked = false;
+    }
     struct rem_admit *ra = g->route_admits[s->mroute];
     if (ra) {
         if (!admit(s, ra, &s->rt))
             return;
     }
     if (admit(s, &s->cluster->admit, &s->ut))
-        connect_upstream(s, true);
+        connect_upstream(s, !s->tunnel_req);
 }
 
 void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
@@ -452,6 +511,17 @@ void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
     s->upconn = uc;
     s->state = REM_STREAM_ACTIVE;
     s->up_start_ns = rem_now_ns();
+    if (s->tunnel_req == REM_TUNNEL_CONNECT) {
+        /* Connected: that is the whole answer to a plain CONNECT (RFC 9110 9.3.6). */
+        rem_head_reset(&s->resp);
+        s->resp.status = 200;
+        rem_head_set_version(&s->resp, 1, 1);
+        s->req_sent = true;
+        int rc = rem_stream_on_upgrade(s);
+        if (rc < 0)
+            rem_stream_fail(s, rem_err_from_rc(rc));
+        return;
+    }
     if (uc->up->write_head(uc, s) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return;
@@ -485,6 +555,10 @@ bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n)
         rem_stream_fail(s, REM_E_NOMEM);
         return false;
     }
+    if (s->tunnel) {
+        s->tunnel_up += n;
+        rem_upconn_touch(s->upconn); /* either direction keeps a tunnel alive */
+    }
     if (s->replay_ok && !s->resp_started) {
         /* Keep what went out, bounded, so the one retry can send it again. */
         if (!s->replay)
@@ -498,6 +572,8 @@ bool rem_stream_req_body(struct rem_stream *s, const char *p, size_t n)
 
 void rem_stream_req_end(struct rem_stream *s)
 {
+    if (s->tunnel && !s->req_done && !s->tunnel_closer)
+        s->tunnel_closer = 'C';
     s->req_done = true;
     if (s->state == REM_STREAM_HEAD)
         return; /* no body: rem_stream_start follows */
@@ -515,6 +591,8 @@ void rem_stream_on_upconn_writable(struct rem_stream *s)
 {
     if (s->upconn)
         rem_upconn_touch(s->upconn);
+    if (s->tunnel_req && !s->tunnel)
+        return; /* the client's bytes wait for the app to accept the tunnel */
     down(s)->req_resume(s);
 }
 
@@ -530,6 +608,7 @@ void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e, enum rem_r
     bool unprocessed = hint == REM_RETRY_SAFE;
     bool reused = s->preq.reused && hint != REM_RETRY_NEVER;
     if (e == REM_E_UPSTREAM_RESET && (reused || unprocessed) && !s->resp_started && !s->retried &&
+        !s->tunnel &&
         (s->req_body_bytes == 0 || (s->replay_ok && (unprocessed || idempotent(&s->req))))) {
         s->retried = true;
         s->req_sent = false;
@@ -539,7 +618,7 @@ void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e, enum rem_r
         connect_upstream(s, false);
         return;
     }
-    if (e == REM_E_UPSTREAM_TIMEOUT && !s->req_done && !down(s)->req_blocked(s))
+    if (e == REM_E_UPSTREAM_TIMEOUT && !s->tunnel && !s->req_done && !down(s)->req_blocked(s))
         e = REM_E_CLIENT_TIMEOUT; /* the upstream waits for a body the client stopped sending */
     rem_stream_fail(s, e);
 }
@@ -573,6 +652,47 @@ int rem_stream_on_resp_head(struct rem_stream *s)
     return 0;
 }
 
+int rem_stream_on_upgrade(struct rem_stream *s)
+{
+    struct rem_upconn *uc = s->upconn;
+    REM_BUG_ON(!s->tunnel_req || !uc || s->tunnel);
+    /* HTTP/2 has no 101 (RFC 9113 8.6): an h2 client's tunnel opens with a 200 (RFC 8441 5). */
+    s->status_sent = s->req.http_major >= 2 && s->resp.status == 101 ? 200 : s->resp.status;
+    drop_replay(s);
+    /* The downstream codec switches first: its head then answers as a tunnel (a 101 with the
+     * app's Upgrade on HTTP/1.1, :status 200 on h2). */
+    int rc = down(s)->set_tunnel(s);
+    if (rc == 0)
+        rc = down(s)->write_head(s);
+    if (rc == 0)
+        rc = uc->up->set_tunnel(uc, s);
+    if (rc < 0) {
+        s->status_sent = 0;
+        rem_stream_fail(s, rc == -REM_E_UNSUPPORTED ? REM_E_BAD_RESPONSE : rem_err_from_rc(rc));
+        return rc;
+    }
+    s->resp_head_sent = true;
+    s->resp_started = true;
+    s->tunnel = true;
+    s->down_close = true; /* the conn (HTTP/1.1) ends with its tunnel */
+    /* From here req_done / resp_done mean each side's FIN. */
+    s->req_done = false;
+    s->req_sent = false;
+    s->resp_done = false;
+    /* The opening exchange counts now, with the time to the switch; the tunnel's life is in
+     * the access log and remora_tunnels_active, never in the latency histograms. */
+    struct rem_gen *g = s->gen;
+    rem_metrics_record_request(&g->routes[s->mroute]->m, &g->hists[s->mroute]->h,
+                               &g->ml->route_hist[s->mroute], s->in_flight, s->status_sent,
+                               rem_now_ns() - s->start_ns, s->bytes_in, s->bytes_out);
+    s->in_flight = false;
+    REM_M_ADD(g->routes[s->mroute]->m.tunnels, 1);
+    REM_M_ADD(s->worker->metrics->tunnels_active, 1);
+    rem_upconn_start_response_timer(uc, s->route->tunnel_idle_timeout_ms);
+    down(s)->req_ready(s); /* client bytes may flow now */
+    return 0;
+}
+
 int rem_stream_on_resp_interim(struct rem_stream *s)
 {
     const struct rem_head *q = &s->req;
@@ -584,6 +704,8 @@ int rem_stream_on_resp_interim(struct rem_stream *s)
 bool rem_stream_on_resp_body(struct rem_stream *s, const char *p, size_t n)
 {
     s->resp_body_bytes += (int64_t)n;
+    if (s->tunnel)
+        s->tunnel_down += n;
     if (down(s)->write_body(s, p, n) < 0) {
         rem_stream_fail(s, REM_E_NOMEM);
         return false;
@@ -593,6 +715,18 @@ bool rem_stream_on_resp_body(struct rem_stream *s, const char *p, size_t n)
 
 void rem_stream_on_resp_end(struct rem_stream *s)
 {
+    if (s->tunnel) {
+        /* The app ended its side; the client's may still flow to it on the same upconn. */
+        if (!s->tunnel_closer)
+            s->tunnel_closer = 'S';
+        if (down(s)->write_end(s) < 0) {
+            rem_stream_fail(s, REM_E_NOMEM);
+            return;
+        }
+        s->resp_done = true;
+        maybe_finish(s);
+        return;
+    }
     s->upconn = NULL;
     uint64_t up_ns = rem_now_ns() - s->up_start_ns;
     rem_hist_record(&s->cluster->metrics->response_duration, s->cluster->hl, up_ns);

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/queue.h>
 
 struct event;
@@ -43,6 +44,14 @@ enum rem_stream_state {
     REM_STREAM_CONNECT,  /* waiting for an upconn */
     REM_STREAM_ACTIVE,   /* request and/or response flowing */
     REM_STREAM_DONE,     /* finished or failed; about to be freed */
+};
+
+/* What a request asks of the connection, once its route has allowed it (DESIGN.md
+ * "Tunnels"). */
+enum rem_tunnel_req {
+    REM_TUNNEL_NONE = 0,
+    REM_TUNNEL_UPGRADE, /* HTTP/1.1 Upgrade or h2 extended CONNECT: the app answers 101 / 2xx */
+    REM_TUNNEL_CONNECT, /* plain CONNECT: remora answers 200 once the upstream is connected */
 };
 
 struct rem_stream {
@@ -100,6 +109,16 @@ struct rem_stream {
     bool grpc;
     struct event *deadline; /* owned: grpc-timeout, absolute; NULL when none */
 
+    /* Tunnels: the protocol the client offered (HTTP/1.1 Upgrade, h2 :protocol), what its
+     * route allows, and once the app accepted, the open tunnel's accounting. While the tunnel
+     * is open the body functions carry opaque bytes and req_done / resp_done mean "that
+     * side sent its FIN". */
+    char upgrade[64];
+    uint8_t upgrade_len;
+    enum rem_tunnel_req tunnel_req;
+    bool tunnel;                     /* open: bytes flow both ways until both sides end */
+    char tunnel_closer;              /* 'C' client or 'S' app ended first; 0 while both send */
+    uint64_t tunnel_up, tunnel_down; /* payload bytes client->app, app->client */
     void *down_ctx; /* the downstream codec's per-stream state (owned by the codec), or NULL */
 
     void *up_ctx; /* the upstream codec's per-stream state while attached, or NULL */
@@ -117,6 +136,16 @@ static inline void rem_stream_set_request(struct rem_stream *s, bool head, bool 
 static inline void rem_stream_set_grpc(struct rem_stream *s, bool grpc)
 {
     s->grpc = grpc;
+}
+/* The client offered to switch to protocol p (an HTTP/1.1 Upgrade value, an h2 :protocol);
+ * rem_stream_start decides with the route. One too long for any allow-list is ignored. */
+static inline void rem_stream_set_upgrade(struct rem_stream *s, const char *p, size_t n)
+{
+    if (n < sizeof(s->upgrade)) {
+        memcpy(s->upgrade, p, n);
+        s->upgrade[n] = '\0';
+        s->upgrade_len = (uint8_t)n;
+    }
 }
 /* Bytes received from / written to the client for this stream, as the wire counts them. */
 static inline void rem_stream_count_in(struct rem_stream *s, uint64_t n)
@@ -188,6 +217,11 @@ void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc);
  * hint says whether a retry is safe. */
 void rem_stream_on_upconn_error(struct rem_stream *s, enum rem_err e, enum rem_retry_hint hint);
 int rem_stream_on_resp_head(struct rem_stream *s);
+/* The app accepted the tunnel s->tunnel_req asked for (a 101 to an Upgrade, a 2xx to an h2
+ * extended CONNECT; the head is in s->resp): the head goes downstream, both codecs switch to
+ * opaque bytes (set_tunnel), and the body functions carry the tunnel until both sides end.
+ * Returns 0, or < 0 when it cannot (s was failed). */
+int rem_stream_on_upgrade(struct rem_stream *s);
 /* An interim (1xx, not 100/101) response head is in s->resp: forwarded to HTTP/1.1 clients. */
 int rem_stream_on_resp_interim(struct rem_stream *s);
 /* Returns true when the upconn must pause reading (downstream output over the watermark). */

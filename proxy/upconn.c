@@ -117,6 +117,12 @@ void rem_upconn_flush_later(struct rem_upconn *uc)
     rem_transport_flush_later(&uc->t);
 }
 
+void rem_upconn_shutdown_write(struct rem_upconn *uc)
+{
+    if (uc->state != REM_UPCONN_CLOSED)
+        rem_transport_shutdown_write(&uc->t);
+}
+
 void rem_upconn_flush_now(struct rem_upconn *uc)
 {
     (void)rem_transport_flush(&uc->t);

@@ -147,6 +147,9 @@ static inline struct evbuffer *rem_upconn_output(struct rem_upconn *uc)
 }
 /* The output is queued for writing at the end of this loop iteration. */
 void rem_upconn_flush_later(struct rem_upconn *uc);
+/* Ends the sending side (FIN) once the output is written; reading goes on (a tunnel whose
+ * client ended its side). */
+void rem_upconn_shutdown_write(struct rem_upconn *uc);
 /* Writes what the output holds now (before a close that would drop it). */
 void rem_upconn_flush_now(struct rem_upconn *uc);
 /* Reading resumes below the watermark once the codec consumed input. */

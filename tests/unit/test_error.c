@@ -37,10 +37,10 @@ static void test_every_row_has_label_and_term(void **state)
         assert_true(is_snake(label));
         assert_non_null(term);
         assert_int_equal(strlen(term), 2);
-        /* error.h: first letter who (C S P R c s -), second the phase (R D C H Q -, or K:
+        /* error.h: first letter who (C S P R c s -), second the phase (R D C H Q T -, or K:
          * killed by the drain timeout in whatever phase it was). */
         assert_non_null(strchr("CSPRcs-", term[0]));
-        assert_non_null(strchr("RDCHQK-", term[1]));
+        assert_non_null(strchr("RDCHQTK-", term[1]));
     }
 }
 

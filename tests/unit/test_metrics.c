@@ -288,6 +288,10 @@ static const char small_text[] =
     "# HELP remora_response_bytes_total Bytes sent to downstream clients.\n"
     "# TYPE remora_response_bytes_total counter\n"
     "remora_response_bytes_total{route=\"api\"} 2010\n"
+    "# HELP remora_tunnels_total Tunnels opened (WebSocket and other Upgrades, CONNECT), by "
+    "route.\n"
+    "# TYPE remora_tunnels_total counter\n"
+    "remora_tunnels_total{route=\"api\"} 0\n"
     "# HELP remora_upstream_response_duration_seconds Time from sending the request head upstream "
     "to the end of the upstream response.\n"
     "# TYPE remora_upstream_response_duration_seconds histogram\n"
@@ -363,6 +367,9 @@ static const char small_text[] =
     "drain.timeout.\n"
     "# TYPE remora_drain_cut_total counter\n"
     "remora_drain_cut_total 0\n"
+    "# HELP remora_tunnels_active Open tunnels (WebSocket and other Upgrades, CONNECT).\n"
+    "# TYPE remora_tunnels_active gauge\n"
+    "remora_tunnels_active 0\n"
     "# HELP remora_draining 1 while a drain (SIGTERM, POST /drain) runs.\n"
     "# TYPE remora_draining gauge\n"
     "remora_draining 0\n"
@@ -427,6 +434,9 @@ static const char small_om[] =
     "# HELP remora_response_bytes Bytes sent to downstream clients.\n"
     "# TYPE remora_response_bytes counter\n"
     "remora_response_bytes_total{route=\"api\"} 2010\n"
+    "# HELP remora_tunnels Tunnels opened (WebSocket and other Upgrades, CONNECT), by route.\n"
+    "# TYPE remora_tunnels counter\n"
+    "remora_tunnels_total{route=\"api\"} 0\n"
     "# HELP remora_upstream_response_duration_seconds Time from sending the request head upstream "
     "to the end of the upstream response.\n"
     "# TYPE remora_upstream_response_duration_seconds histogram\n"
@@ -501,6 +511,9 @@ static const char small_om[] =
     "drain.timeout.\n"
     "# TYPE remora_drain_cut counter\n"
     "remora_drain_cut_total 0\n"
+    "# HELP remora_tunnels_active Open tunnels (WebSocket and other Upgrades, CONNECT).\n"
+    "# TYPE remora_tunnels_active gauge\n"
+    "remora_tunnels_active 0\n"
     "# HELP remora_draining 1 while a drain (SIGTERM, POST /drain) runs.\n"
     "# TYPE remora_draining gauge\n"
     "remora_draining 0\n"
@@ -942,7 +955,7 @@ static void test_openmetrics_no_family_clash(void **state)
                 fail_msg("family %s declared twice", names[n]);
         n++;
     }
-    assert_int_equal(n, 31);
+    assert_int_equal(n, 33);
 }
 
 static void test_render_openmetrics_exact(void **state)
