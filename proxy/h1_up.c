@@ -222,31 +222,28 @@ static unsigned h1_n_streams(const struct rem_upconn *uc)
 static int h1_write_head(struct rem_upconn *uc, struct rem_stream *s)
 {
     char key[25];
+    /* A tunnel offer goes on intact (its own Upgrade and Connection are hop-by-hop). An h2
+     * extended CONNECT (RFC 8441) becomes the HTTP/1.1 Upgrade it stands for: a GET, with the
+     * Sec-WebSocket-Key an h2 client does not send (RFC 6455 4.1). */
+    bool tunnel = s->tunnel_req == REM_TUNNEL_UPGRADE;
+    bool from_h2 = tunnel && s->req.http_major == 2;
+    const char *v;
+    size_t n;
+    bool need_key = from_h2 && !rem_head_value(&s->req, "sec-websocket-key", &v, &n);
+    if (need_key)
+        rem_http_websocket_key(key, &s->worker->rng);
     struct rem_fwd_request fwd = {
         .client_addr = s->conn->peer,
         .proto = "http",
         .request_id = s->req.request_id_idx < 0 ? s->request_id : NULL,
         .default_host = uc->ep->name,
         .chunked = s->req_chunked,
-        .content_length = s->req_chunked ? -1 : s->req.content_length,
+        .content_length = s->req_chunked || tunnel ? -1 : s->req.content_length,
+        .upgrade = tunnel ? s->upgrade : NULL,
+        .upgrade_len = tunnel ? s->upgrade_len : 0,
+        .method = from_h2 ? "GET" : NULL,
+        .websocket_key = need_key ? key : NULL,
     };
-    if (s->tunnel_req == REM_TUNNEL_UPGRADE) {
-        /* The offer goes on intact (its own Upgrade and Connection are hop-by-hop). An h2
-         * extended CONNECT (RFC 8441) becomes the HTTP/1.1 Upgrade it stands for: a GET,
-         * with the Sec-WebSocket-Key an h2 client does not send (RFC 6455 4.1). */
-        fwd.upgrade = s->upgrade;
-        fwd.upgrade_len = s->upgrade_len;
-        fwd.content_length = -1;
-        if (s->req.http_major == 2) {
-            fwd.method = "GET";
-            const char *v;
-            size_t n;
-            if (!rem_head_value(&s->req, "sec-websocket-key", &v, &n)) {
-                rem_http_websocket_key(key, &s->worker->rng);
-                fwd.websocket_key = key;
-            }
-        }
-    }
     rem_upconn_flush_later(uc);
     return rem_http_write_request(rem_upconn_output(uc), &s->req, &fwd);
 }
