@@ -386,18 +386,30 @@ static int h1_write_head(struct rem_stream *s)
     struct rem_conn *c = s->conn;
     const struct rem_head *q = &s->req;
     if (h1_of(c)->tunnel) {
-        /* A 101 keeps the app's Upgrade (and Connection: Upgrade); a CONNECT's 200 has no
-         * framing (RFC 9110 9.3.6). */
+        /* A 101 keeps the app's Upgrade (and Connection: Upgrade). An h2c app accepts an
+         * extended CONNECT with a 2xx: the client gets the 101 and the Sec-WebSocket-Accept
+         * of its key (RFC 6455 4.2.2). A CONNECT's 200 has no framing (RFC 9110 9.3.6). */
+        bool from_h2 = s->tunnel_req == REM_TUNNEL_UPGRADE && s->resp.status != 101;
+        char accept[29];
+        const char *key, *up = NULL;
+        size_t key_len, up_len = 0;
+        if (from_h2 && (!rem_head_value(q, "sec-websocket-key", &key, &key_len) ||
+                        rem_http_websocket_accept(accept, key, key_len) < 0))
+            return -REM_E_NOMEM;
+        if (s->tunnel_req == REM_TUNNEL_UPGRADE &&
+            (from_h2 || !rem_head_value(&s->resp, "upgrade", &up, &up_len))) {
+            up = s->upgrade;
+            up_len = s->upgrade_len;
+        }
         struct rem_fwd_response fwd = {
             .request_id = s->rid,
             .request_id_len = s->rid_len,
             .content_length = -1,
+            .upgrade = up,
+            .upgrade_len = up_len,
+            .status = from_h2 ? 101 : 0,
+            .websocket_accept = from_h2 ? accept : NULL,
         };
-        if (s->resp.status == 101 &&
-            !rem_head_value(&s->resp, "upgrade", &fwd.upgrade, &fwd.upgrade_len)) {
-            fwd.upgrade = s->upgrade;
-            fwd.upgrade_len = s->upgrade_len;
-        }
         struct evbuffer *out = rem_conn_output(c);
         size_t before = evbuffer_get_length(out);
         return counted(c, s, before, rem_http_write_response(out, &s->resp, &fwd));
@@ -518,9 +530,14 @@ static int h1_set_tunnel(struct rem_stream *s)
 {
     struct rem_conn *c = s->conn;
     struct rem_h1_down *h = h1_of(c);
-    /* An HTTP/1.1 client tunnels after a 101 to its Upgrade or a 200 to its CONNECT; an h2c
-     * app's 200 to an extended CONNECT would need a 101 made up for it (not done). */
-    if (s->tunnel_req == REM_TUNNEL_UPGRADE && s->resp.status != 101)
+    /* An HTTP/1.1 client tunnels after a 101 to its Upgrade or a 200 to its CONNECT. An h2c
+     * app's 2xx to the extended CONNECT its WebSocket handshake became is answered with the
+     * 101 that handshake expects; other protocols have no such mapping. */
+    const char *key;
+    size_t key_len;
+    if (s->tunnel_req == REM_TUNNEL_UPGRADE && s->resp.status != 101 &&
+        (!rem_http_name_eq(s->upgrade, s->upgrade_len, "websocket") ||
+         !rem_head_value(&s->req, "sec-websocket-key", &key, &key_len)))
         return -REM_E_UNSUPPORTED;
     h->tunnel = true;
     h->eof_pending = c->eof; /* the client may have ended its side already */

@@ -498,7 +498,8 @@ static void h1_fail_all(struct rem_upconn *uc, enum rem_err e)
 static void h1_cancel(struct rem_upconn *uc, struct rem_stream *s)
 {
     struct rem_h1_up *h = h1_of(uc);
-    if (h->tunnel && s->err == REM_E_OK && evbuffer_get_length(rem_upconn_output(uc)) > 0) {
+    if (h->tunnel && s->req_done && s->resp_done && s->err == REM_E_OK &&
+        evbuffer_get_length(rem_upconn_output(uc)) > 0) {
         /* Both sides ended the tunnel cleanly: the client's last bytes (and the FIN already
          * asked for) still go out before the close. */
         h->stream = NULL;

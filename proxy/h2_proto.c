@@ -96,7 +96,8 @@ static size_t joined(char *out, const struct rem_head *h, enum rem_hdr_kind kind
 }
 
 int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const char *client_addr,
-                         const char *request_id, const char *default_host, int64_t content_length)
+                         const char *request_id, const char *default_host, int64_t content_length,
+                         const char *protocol, size_t protocol_len)
 {
     memset(r, 0, sizeof(*r));
     size_t fwd = 0;
@@ -127,8 +128,13 @@ int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const c
     }
     size_t n = 0;
     nghttp2_nv *nva = r->nva;
-    nva[n++] = REM_H2_NV(":method", rem_head_ptr(req, req->span_off[REM_SPAN_METHOD]),
-                         req->span_len[REM_SPAN_METHOD]);
+    if (protocol) {
+        nva[n++] = REM_H2_NV(":method", "CONNECT", 7);
+        nva[n++] = REM_H2_NV(":protocol", protocol, protocol_len);
+    } else {
+        nva[n++] = REM_H2_NV(":method", rem_head_ptr(req, req->span_off[REM_SPAN_METHOD]),
+                             req->span_len[REM_SPAN_METHOD]);
+    }
     nva[n++] = REM_H2_NV(":scheme", "http", 4);
     if (auth)
         nva[n++] = REM_H2_NV(":authority", auth, auth_len);
@@ -138,6 +144,11 @@ int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const c
         const struct rem_hdr *x = &req->hdrs[i];
         switch (x->kind) {
         case REM_HDR_OTHER:
+            if (protocol &&
+                rem_http_name_eq(REM_HDR_NAME(req, x), x->name_len, "sec-websocket-key"))
+                break;
+            nva[n++] = nv_of(req, x);
+            break;
         case REM_HDR_REQUEST_ID:
             nva[n++] = nv_of(req, x);
             break;

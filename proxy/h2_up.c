@@ -44,6 +44,8 @@ struct rem_h2_up_stream {
     bool paused;                        /* downstream full: window withheld */
     bool in_resp_trailers;              /* past the final response head */
     bool closed;                        /* nghttp2 closed the stream */
+    bool tunnel;                        /* an open tunnel: DATA both ways, END_STREAM = FIN */
+    bool flush_out;                     /* let go after a clean tunnel end: out still goes */
     uint64_t last_ms;                   /* last activity, for the response timeout */
 };
 
@@ -188,6 +190,16 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 {
     struct rem_h2_up_stream *us = src->ptr;
     struct rem_stream *s = us->s;
+    if (!s && us->flush_out) {
+        /* A tunnel both sides ended: the client's last bytes, then END_STREAM. */
+        size_t have = us->out ? evbuffer_get_length(us->out) : 0;
+        size_t n = have < length ? have : length;
+        if (n)
+            evbuffer_remove(us->out, buf, n);
+        if (have == n)
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return (ssize_t)n;
+    }
     if (!s)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* let go: reset it */
     size_t have = us->out ? evbuffer_get_length(us->out) : 0;
@@ -225,13 +237,17 @@ static int h2_write_head(struct rem_upconn *uc, struct rem_stream *s)
     struct rem_h2_up_stream *us = US(s);
     struct rem_h2_request r;
     int64_t cl = s->req_has_body && !s->req_chunked ? s->req.content_length : -1;
-    int rc =
-        rem_h2_request_build(&r, &s->req, s->conn->peer,
-                             s->req.request_id_idx < 0 ? s->request_id : NULL, uc->ep->name, cl);
+    /* A tunnel offer (an HTTP/1.1 Upgrade, or an h2 client's extended CONNECT) goes as an
+     * extended CONNECT (RFC 8441), its stream open for the tunnel's bytes. */
+    bool tunnel = s->tunnel_req == REM_TUNNEL_UPGRADE;
+    int rc = rem_h2_request_build(&r, &s->req, s->conn->peer,
+                                  s->req.request_id_idx < 0 ? s->request_id : NULL, uc->ep->name,
+                                  cl, tunnel ? s->upgrade : NULL, tunnel ? s->upgrade_len : 0);
     if (rc < 0)
         return rc;
     nghttp2_data_provider prd = {.source.ptr = us, .read_callback = on_read_body};
-    int32_t id = nghttp2_submit_request(u->ng, NULL, r.nva, r.n, s->req_has_body ? &prd : NULL, us);
+    int32_t id = nghttp2_submit_request(u->ng, NULL, r.nva, r.n,
+                                        s->req_has_body || tunnel ? &prd : NULL, us);
     rem_h2_request_dispose(&r);
     if (id < 0)
         return -REM_E_NOMEM;
@@ -261,14 +277,16 @@ static int h2_write_body(struct rem_upconn *uc, struct rem_stream *s, const char
         us->out = evbuffer_new();
     if (!us->out || evbuffer_add(us->out, p, n) < 0)
         return -REM_E_NOMEM;
+    if (us->tunnel)
+        us->last_ms = rem_now_ms(); /* either direction keeps a tunnel alive */
     resume_body(h2_of(uc), us);
     return 0;
 }
 
 static int h2_write_end(struct rem_upconn *uc, struct rem_stream *s)
 {
-    if (!s->req_has_body)
-        return 0; /* END_STREAM went with the HEADERS */
+    if (!s->req_has_body && !US(s)->tunnel)
+        return 0; /* END_STREAM went with the HEADERS (or a tunnel offer waits for its 2xx) */
     US(s)->eof = true;
     resume_body(h2_of(uc), US(s));
     return 0;
@@ -286,8 +304,21 @@ static void h2_cancel(struct rem_upconn *uc, struct rem_stream *s)
     struct rem_h2_up *u = h2_of(uc);
     if (!US(s))
         return; /* already let go */
-    int32_t id = US(s)->id;
-    detach(u, US(s));
+    struct rem_h2_up_stream *us = US(s);
+    int32_t id = us->id;
+    if (us->tunnel && s->req_done && s->resp_done && s->err == REM_E_OK && !us->closed &&
+        uc->state != REM_UPCONN_CLOSED) {
+        /* Both sides ended the tunnel: what the client sent last still goes, then
+         * END_STREAM (us->out survives the let-go). */
+        struct evbuffer *keep = us->out;
+        us->out = NULL;
+        detach(u, us);
+        us->out = keep;
+        us->flush_out = true;
+        resume_body(u, us);
+        return;
+    }
+    detach(u, us);
     if (id > 0 && uc->state != REM_UPCONN_CLOSED) {
         nghttp2_submit_rst_stream(u->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
         schedule_send(u);
@@ -324,7 +355,8 @@ static bool h2_goaway(struct rem_upconn *uc)
 
 static int h2_set_tunnel(struct rem_upconn *uc, struct rem_stream *s)
 {
-    return -REM_E_UNSUPPORTED;
+    US(s)->tunnel = true; /* the stream's DATA carries the tunnel; END_STREAM is the FIN */
+    return 0;
 }
 
 /* ---- response side ----------------------------------------------------------------------- */
@@ -361,10 +393,15 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     return 0;
 }
 
-/* The response ended: the stream leaves uc first (uc may serve others at once). */
+/* The response ended: the stream leaves uc first (uc may serve others at once). A tunnel's
+ * app ended its side only: the client's may still flow on the stream. */
 static void resp_end(struct rem_h2_up *u, struct rem_h2_up_stream *us)
 {
     struct rem_stream *s = us->s;
+    if (us->tunnel) {
+        rem_stream_on_resp_end(s);
+        return;
+    }
     int32_t id = us->id;
     bool req_open = s->req_has_body && (!us->eof || (us->out && evbuffer_get_length(us->out)));
     detach(u, us);
@@ -410,6 +447,12 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
             }
             rem_stream_mark_resp_started(s);
             us->in_resp_trailers = true;
+            if (s->tunnel_req == REM_TUNNEL_UPGRADE && status >= 200 && status < 300 && !end) {
+                /* RFC 8441 5: a 2xx accepts the extended CONNECT; DATA is the tunnel now. */
+                if (rem_stream_on_upgrade(s) < 0 && us->s == s)
+                    h2_cancel(u->uc, s);
+                break;
+            }
             rem_stream_set_resp_headers_only(s, end);
             if (rem_stream_on_resp_head(s) < 0) {
                 if (us->s == s)
@@ -671,7 +714,9 @@ static void response_timeouts(struct rem_upconn *uc)
         TAILQ_FOREACH(us, &u->streams, link)
         {
             struct rem_stream *s = us->s;
-            uint64_t t = s->route ? s->route->timeout_ms : 0;
+            uint64_t t = !s->route   ? 0
+                         : s->tunnel ? s->route->tunnel_idle_timeout_ms
+                                     : s->route->timeout_ms;
             if (!t || s->state != REM_STREAM_ACTIVE)
                 continue;
             if (us->paused)
@@ -686,8 +731,10 @@ static void response_timeouts(struct rem_upconn *uc)
         }
         if (expired) {
             struct rem_stream *s = expired->s;
+            bool tunnel = expired->tunnel;
             h2_cancel(uc, s);
-            rem_stream_on_upconn_error(s, REM_E_UPSTREAM_TIMEOUT, REM_RETRY_MAYBE);
+            rem_stream_on_upconn_error(
+                s, tunnel ? REM_E_TUNNEL_IDLE_TIMEOUT : REM_E_UPSTREAM_TIMEOUT, REM_RETRY_MAYBE);
         }
     } while (expired && uc->state != REM_UPCONN_CLOSED);
     if (uc->state == REM_UPCONN_ACTIVE && next)

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include <event2/buffer.h>
+#include <openssl/evp.h>
 
 #include "error.h"
 #include "http.h"
@@ -392,21 +393,46 @@ static void random16(uint8_t b[16], uint64_t *state)
     }
 }
 
-void rem_http_websocket_key(char out[25], uint64_t *state)
+/* Base64 (RFC 4648 4) of n bytes into out (4 * ceil(n / 3) characters + NUL). */
+static void base64(char *out, const uint8_t *b, size_t n)
 {
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    uint8_t b[18] = {0};
-    random16(b, state);
     char *o = out;
-    for (int i = 0; i < 18; i += 3) {
-        uint32_t v = (uint32_t)b[i] << 16 | (uint32_t)b[i + 1] << 8 | b[i + 2];
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)b[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)b[i + 1] << 8;
+        if (i + 2 < n)
+            v |= b[i + 2];
         *o++ = b64[v >> 18 & 63];
         *o++ = b64[v >> 12 & 63];
-        *o++ = b64[v >> 6 & 63];
-        *o++ = b64[v & 63];
+        *o++ = i + 1 < n ? b64[v >> 6 & 63] : '=';
+        *o++ = i + 2 < n ? b64[v & 63] : '=';
     }
-    out[22] = out[23] = '='; /* 16 bytes: two pad characters */
-    out[24] = '\0';
+    *o = '\0';
+}
+
+void rem_http_websocket_key(char out[25], uint64_t *state)
+{
+    uint8_t b[16];
+    random16(b, state);
+    base64(out, b, sizeof(b));
+}
+
+int rem_http_websocket_accept(char out[29], const char *key, size_t key_len)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) &&
+             EVP_DigestUpdate(ctx, key, key_len) && EVP_DigestUpdate(ctx, guid, sizeof(guid) - 1) &&
+             EVP_DigestFinal_ex(ctx, md, &md_len);
+    EVP_MD_CTX_free(ctx);
+    if (!ok || md_len != 20)
+        return -REM_E_NOMEM;
+    base64(out, md, 20);
+    return 0;
 }
 
 void rem_http_request_id(char out[37], uint64_t *state)
@@ -612,22 +638,23 @@ int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
     struct wbuf w;
     struct evbuffer_iovec iov;
     size_t need =
-        resp->len + 8 * (size_t)resp->n_hdrs + 256 + fwd->request_id_len + fwd->upgrade_len;
+        resp->len + 8 * (size_t)resp->n_hdrs + 256 + fwd->request_id_len + fwd->upgrade_len + 64;
     int rc = w_begin(out, &w, &iov, need);
     if (rc < 0)
         return rc;
 
     char line[16] = "HTTP/1.1 000 ";
-    int st = resp->status > 0 && resp->status < 1000 ? resp->status : 0;
+    int status = fwd->status ? fwd->status : resp->status;
+    int st = status > 0 && status < 1000 ? status : 0;
     line[9] = (char)('0' + st / 100);
     line[10] = (char)('0' + st / 10 % 10);
     line[11] = (char)('0' + st % 10);
     w_put(&w, line, 13);
-    if (resp->span_len[REM_SPAN_REASON])
+    if (resp->span_len[REM_SPAN_REASON] && !fwd->status)
         w_put(&w, rem_head_ptr(resp, resp->span_off[REM_SPAN_REASON]),
               resp->span_len[REM_SPAN_REASON]);
     else
-        w_str(&w, rem_http_reason(resp->status));
+        w_str(&w, rem_http_reason(status));
     w_put(&w, "\r\n", 2);
     for (uint32_t i = 0; i < resp->n_hdrs; i++) {
         const struct rem_hdr *x = &resp->hdrs[i];
@@ -645,6 +672,11 @@ int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
     if (resp->request_id_idx < 0 && fwd->request_id) {
         w_str(&w, "X-Request-Id: ");
         w_put(&w, fwd->request_id, fwd->request_id_len);
+        w_str(&w, "\r\n");
+    }
+    if (fwd->websocket_accept) {
+        w_str(&w, "Sec-WebSocket-Accept: ");
+        w_str(&w, fwd->websocket_accept);
         w_str(&w, "\r\n");
     }
     if (fwd->upgrade) {

@@ -124,6 +124,9 @@ bool rem_http_response_has_body(bool head_request, int status);
 /* A Sec-WebSocket-Key (RFC 6455 4.1: 16 random bytes, base64; 24 chars + NUL) from a
  * per-worker xorshift state. */
 void rem_http_websocket_key(char out[25], uint64_t *state);
+/* The Sec-WebSocket-Accept answering key (RFC 6455 4.2.2: base64 of the SHA-1 of the key and
+ * the protocol's GUID; 28 chars + NUL). Returns 0 or -REM_E_NOMEM. */
+int rem_http_websocket_accept(char out[29], const char *key, size_t key_len);
 /* A UUID v4 string (36 chars + NUL) from a per-worker xorshift state. */
 void rem_http_request_id(char out[37], uint64_t *state);
 
@@ -159,6 +162,8 @@ struct rem_fwd_response {
      * framing; NULL: none. */
     const char *upgrade;
     size_t upgrade_len;
+    int status;                   /* replaces resp's status when not 0 (an h2 app's 200 -> 101) */
+    const char *websocket_accept; /* Sec-WebSocket-Accept to add (an h2 app sends none) */
 };
 
 /* Serializes an HTTP/1.1 status line and end-to-end headers of resp. */

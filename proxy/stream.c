@@ -656,8 +656,12 @@ int rem_stream_on_upgrade(struct rem_stream *s)
 {
     struct rem_upconn *uc = s->upconn;
     REM_BUG_ON(!s->tunnel_req || !uc || s->tunnel);
-    /* HTTP/2 has no 101 (RFC 9113 8.6): an h2 client's tunnel opens with a 200 (RFC 8441 5). */
-    s->status_sent = s->req.http_major >= 2 && s->resp.status == 101 ? 200 : s->resp.status;
+    /* HTTP/2 has no 101 (RFC 9113 8.6): an h2 client's tunnel opens with a 200 (RFC 8441 5),
+     * an HTTP/1.1 client's Upgrade with a 101 whatever the app's protocol said. */
+    if (s->req.http_major >= 2)
+        s->status_sent = s->resp.status == 101 ? 200 : s->resp.status;
+    else
+        s->status_sent = s->tunnel_req == REM_TUNNEL_UPGRADE ? 101 : s->resp.status;
     drop_replay(s);
     /* The downstream codec switches first: its head then answers as a tunnel (a 101 with the
      * app's Upgrade on HTTP/1.1, :status 200 on h2). */
