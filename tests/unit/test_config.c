@@ -2201,6 +2201,65 @@ static void test_sockaddr_str(void **state)
     assert_int_equal(rem_sockaddr_str(&a, buf, sizeof(buf)), -1);
 }
 
+/* ---- tunnels ------------------------------------------------------------------------------ */
+
+static void test_tunnels(void **state)
+{
+    (void)state;
+    struct rem_config *cfg = load_string_ok(
+        "upstreams: [{ name: a, endpoints: [\"a:1\"] }]\n"
+        "listeners: [{ name: l, address: \"127.0.0.1:0\", http2: {enable_connect_protocol: "
+        "false} }]\n"
+        "routes:\n"
+        "  - { name: d, upstream: a }\n"
+        "  - { name: u, upstream: a, upgrades: [WebSocket, foo], connect: true,\n"
+        "      tunnel_idle_timeout: 500ms }\n"
+        "  - { name: n, upstream: a, upgrades: [] }\n");
+    const struct rem_cfg_route *d = &cfg->routes[0], *u = &cfg->routes[1], *n = &cfg->routes[2];
+    assert_false(cfg->listeners[0].http2.enable_connect_protocol);
+    assert_true(cfg->admin.http2.enable_connect_protocol); /* left out: on */
+    /* Defaults: websocket only, no CONNECT, an hour. */
+    assert_false(d->upgrades_set);
+    assert_false(d->connect);
+    assert_int_equal(d->tunnel_idle_timeout_ms, 3600000);
+    assert_true(rem_route_allows_upgrade(d, "websocket", 9));
+    assert_true(rem_route_allows_upgrade(d, "WebSocket/13", 12));
+    assert_false(rem_route_allows_upgrade(d, "foo", 3));
+    assert_false(rem_route_allows_upgrade(d, "h2c", 3));
+    /* A list: any listed protocol of the offer; stored lower-case. */
+    assert_true(u->connect);
+    assert_int_equal(u->tunnel_idle_timeout_ms, 500);
+    assert_string_equal(u->upgrades[0], "websocket");
+    assert_true(rem_route_allows_upgrade(u, "bar, Foo/2", 10));
+    assert_true(rem_route_allows_upgrade(u, " h2c ,websocket", 15));
+    assert_false(rem_route_allows_upgrade(u, "bar, h2c", 8));
+    assert_false(rem_route_allows_upgrade(u, "", 0));
+    /* [] tunnels nothing. */
+    assert_true(n->upgrades_set);
+    assert_false(rem_route_allows_upgrade(n, "websocket", 9));
+    rem_config_unref(cfg);
+
+    expect_string_errors(
+        "upstreams: [{ name: a, endpoints: [\"a:1\"] }, { name: b, protocol: h2c, endpoints: "
+        "[\"b:1\"] }]\n"
+        "routes:\n"
+        "  - { name: r, upstream: a, upgrades: [h2c, \"x y\", web/13] }\n"
+        "  - { name: s, upstream: b, connect: true }\n"
+        "  - { name: t, upstream: a, connect: yes, tunnel_idle_timeout: 1.5s }\n",
+        (const char *const[]){
+            "t.yaml:3:40: upgrade protocol \"h2c\" cannot be tunnelled (remora speaks h2c by "
+            "prior knowledge)",
+            "t.yaml:3:45: bad upgrade protocol \"x y\" (expected a token like websocket)",
+            "t.yaml:3:52: bad upgrade protocol \"web/13\" (expected a token like websocket)",
+            "t.yaml:4:26: route \"s\" has \"connect: true\": its upstream must have protocol "
+            "http1 (a CONNECT tunnel is raw bytes to an endpoint)",
+            "t.yaml:5:38: expected a boolean (true or false) for \"connect\", got \"yes\"",
+            "t.yaml:5:64: bad duration \"1.5s\" for \"tunnel_idle_timeout\" (expected an "
+            "integer with ms, s, m or h, or 0)",
+            NULL,
+        });
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2222,6 +2281,7 @@ int main(void)
         cmocka_unit_test(test_admission),
         cmocka_unit_test(test_admission_errors),
         cmocka_unit_test(test_http2),
+        cmocka_unit_test(test_tunnels),
         cmocka_unit_test(test_http2_errors),
         cmocka_unit_test(test_upstream_protocols),
         cmocka_unit_test(test_dns),

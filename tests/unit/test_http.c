@@ -1503,6 +1503,153 @@ static void test_write_error_every_row(void **state)
     evbuffer_free(out);
 }
 
+/* ---- tunnels ------------------------------------------------------------------------------ */
+
+static void test_websocket_accept_rfc6455_example(void **state)
+{
+    char out[29];
+    static const char key[] = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    (void)state;
+    /* RFC 6455 section 1.3's worked example. */
+    assert_int_equal(rem_http_websocket_accept(out, key, sizeof(key) - 1), 0);
+    assert_string_equal(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+
+static void test_websocket_key_shape(void **state)
+{
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    char a[25], b[25];
+
+    (void)state;
+    rem_http_websocket_key(a, &rng);
+    rem_http_websocket_key(b, &rng);
+    /* 16 bytes in base64: 22 characters of the alphabet, then "==" (RFC 6455 4.1). */
+    assert_int_equal(strlen(a), 24);
+    assert_string_equal(a + 22, "==");
+    for (int i = 0; i < 22; i++)
+        assert_non_null(
+            strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", a[i]));
+    assert_string_not_equal(a, b);
+}
+
+static void test_write_request_upgrade(void **state)
+{
+    static const struct kv hdrs[] = {
+        {"Host", "a"},
+        {"Connection", "keep-alive, Upgrade"},
+        {"Upgrade", "websocket"},
+        {"Sec-WebSocket-Version", "13"},
+        {NULL, NULL},
+    };
+    struct rem_fwd_request fwd = fwd_req();
+
+    (void)state;
+    /* The client's own Upgrade and Connection are hop-by-hop; the offer is written once. */
+    fwd.upgrade = "websocket";
+    fwd.upgrade_len = 9;
+    check_request(hdrs, &fwd,
+                  "GET /p?q=1 HTTP/1.1\r\n"
+                  "Host: a\r\n"
+                  "Sec-WebSocket-Version: 13\r\n"
+                  "X-Forwarded-For: 10.0.0.9\r\n"
+                  "X-Forwarded-Proto: http\r\n"
+                  "X-Request-Id: rid-1\r\n"
+                  "Upgrade: websocket\r\n"
+                  "Connection: Upgrade\r\n"
+                  "\r\n");
+    /* An h2 extended CONNECT: GET, and the key the h2 client did not send. */
+    fwd.method = "GET";
+    fwd.websocket_key = "AAAAAAAAAAAAAAAAAAAAAA==";
+    struct rem_head h;
+    struct evbuffer *out = evbuffer_new();
+    assert_non_null(out);
+    build(&h, "CONNECT", "/chat", hdrs + 3);
+    assert_int_equal(rem_http_write_request(out, &h, &fwd), 0);
+    assert_output(out, "GET /chat HTTP/1.1\r\n"
+                       "Sec-WebSocket-Version: 13\r\n"
+                       "Host: app:8080\r\n"
+                       "X-Forwarded-For: 10.0.0.9\r\n"
+                       "X-Forwarded-Proto: http\r\n"
+                       "X-Request-Id: rid-1\r\n"
+                       "Upgrade: websocket\r\n"
+                       "Connection: Upgrade\r\n"
+                       "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"
+                       "\r\n");
+    evbuffer_free(out);
+    rem_head_dispose(&h);
+}
+
+static void test_write_response_switching(void **state)
+{
+    static const struct kv hdrs[] = {
+        {"Upgrade", "websocket"},
+        {"Connection", "Upgrade"},
+        {"Sec-WebSocket-Accept", "x"},
+        {NULL, NULL},
+    };
+    static const struct kv h2app[] = {{"sec-websocket-protocol", "chat"}, {NULL, NULL}};
+    struct rem_fwd_response fwd = fwd_resp();
+
+    (void)state;
+    fwd.upgrade = "websocket";
+    fwd.upgrade_len = 9;
+    /* No framing and no Connection: close on a 101: the connection is the tunnel now. */
+    fwd.conn_close = true;
+    check_response(101, "Switching Protocols", hdrs, &fwd,
+                   "HTTP/1.1 101 Switching Protocols\r\n"
+                   "Sec-WebSocket-Accept: x\r\n"
+                   "X-Request-Id: rid-1\r\n"
+                   "Upgrade: websocket\r\n"
+                   "Connection: Upgrade\r\n"
+                   "\r\n");
+    /* An h2c app's 200 becomes the 101 an HTTP/1.1 client expects. */
+    fwd.status = 101;
+    fwd.websocket_accept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+    check_response(200, NULL, h2app, &fwd,
+                   "HTTP/1.1 101 Switching Protocols\r\n"
+                   "sec-websocket-protocol: chat\r\n"
+                   "X-Request-Id: rid-1\r\n"
+                   "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                   "Upgrade: websocket\r\n"
+                   "Connection: Upgrade\r\n"
+                   "\r\n");
+}
+
+static void test_write_error_405_allow(void **state)
+{
+    struct evbuffer *out = evbuffer_new();
+
+    (void)state;
+    assert_non_null(out);
+    assert_int_equal(
+        rem_http_write_error(out, 405, "connect_disabled", NULL, 0, true, false, false), 0);
+    size_t n = evbuffer_get_length(out);
+    char *got = (char *)evbuffer_pullup(out, (ev_ssize_t)n);
+    assert_non_null(strstr(got, "HTTP/1.1 405 Method Not Allowed\r\n"));
+    assert_non_null(
+        strstr(got, "\r\nAllow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH\r\n"));
+    assert_non_null(strstr(got, "\r\nx-remora-error: connect_disabled\r\n"));
+    evbuffer_free(out);
+}
+
+static void test_head_value(void **state)
+{
+    static const struct kv hdrs[] = {
+        {"X-A", "1"}, {"upgrade", "websocket"}, {"UPGRADE", "b"}, {NULL, NULL}};
+    struct rem_head h;
+    const char *v;
+    size_t n;
+
+    (void)state;
+    classify(&h, hdrs);
+    assert_true(rem_head_value(&h, "Upgrade", &v, &n));
+    assert_int_equal(n, 9);
+    assert_memory_equal(v, "websocket", 9); /* the first one */
+    assert_false(rem_head_value(&h, "x-b", &v, &n));
+    rem_head_dispose(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1548,6 +1695,12 @@ int main(void)
         cmocka_unit_test(test_write_response_request_id),
         cmocka_unit_test(test_write_response_framing_and_connection),
         cmocka_unit_test(test_write_error_exact),
+        cmocka_unit_test(test_websocket_accept_rfc6455_example),
+        cmocka_unit_test(test_websocket_key_shape),
+        cmocka_unit_test(test_write_request_upgrade),
+        cmocka_unit_test(test_write_response_switching),
+        cmocka_unit_test(test_write_error_405_allow),
+        cmocka_unit_test(test_head_value),
         cmocka_unit_test(test_write_error_head),
         cmocka_unit_test(test_write_error_every_row),
     };
