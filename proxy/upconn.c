@@ -98,7 +98,15 @@ void rem_upconn_arm_response_timer(struct rem_upconn *uc)
 
 void rem_upconn_start_response_timer(struct rem_upconn *uc, uint64_t ms)
 {
+    /* A shorter timeout (a tunnel's idle timeout after the request's) must not wait for the
+     * pending, longer one to fire first. */
+    bool shorter = ms && ms < uc->timeout_ms;
     uc->timeout_ms = ms;
+    if (shorter) {
+        uc->last_activity_ms = rem_now_ms();
+        rem_upconn_arm_timer(uc, ms);
+        return;
+    }
     rem_upconn_arm_response_timer(uc);
 }
 
