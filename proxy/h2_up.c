@@ -225,9 +225,9 @@ static int h2_write_head(struct rem_upconn *uc, struct rem_stream *s)
     struct rem_h2_up_stream *us = US(s);
     struct rem_h2_request r;
     int64_t cl = s->req_has_body && !s->req_chunked ? s->req.content_length : -1;
-    int rc =
-        rem_h2_request_build(&r, &s->req, s->conn->peer,
-                             s->req.request_id_idx < 0 ? s->request_id : NULL, uc->ep->name, cl);
+    int rc = rem_h2_request_build(&r, &s->req, s->conn->peer,
+                                  s->req.request_id_idx < 0 ? s->request_id : NULL,
+                                  uc->ep->authority, cl);
     if (rc < 0)
         return rc;
     nghttp2_data_provider prd = {.source.ptr = us, .read_callback = on_read_body};
