@@ -60,7 +60,7 @@ static void unlink_socket(struct rem_listener *l)
         return;
     if (lstat(l->path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == l->path_dev &&
         st.st_ino == l->path_ino && unlink(l->path) < 0 && errno != ENOENT)
-        rem_log_warn("listener %s: cannot remove %s: %s", l->cfg->name, l->path, strerror(errno));
+        rem_log_warn("listener: cannot remove %s: %s", l->path, strerror(errno));
     l->path[0] = '\0';
 }
 
