@@ -2,6 +2,7 @@
  * cluster: per-worker endpoints of one upstream, kept in step with DNS answers, and the
  * balancing policy (round robin, or least request by power of two choices). */
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ static struct rem_endpoint *endpoint_new(struct rem_cluster *c, const struct rem
     ep->addr = *a;
     ep->refs = 1; /* the cluster's, while it is in the set */
     rem_sockaddr_str(&ep->addr, ep->name, sizeof(ep->name));
+    ep->authority = a->ss.ss_family == AF_UNIX ? "localhost" : ep->name;
     TAILQ_INIT(&ep->idle);
     TAILQ_INIT(&ep->busy);
     return ep;
@@ -78,9 +80,8 @@ static bool wanted(const struct rem_cluster *c, const struct rem_sockaddr *a)
         char spec[300];
         if (e->is_name)
             continue;
-        snprintf(spec, sizeof(spec), strchr(e->host, ':') ? "[%s]:%u" : "%s:%u", e->host,
-                 (unsigned)e->port);
-        if (rem_parse_sockaddr(spec, &s) == 0 && same_addr(&s, a))
+        if (rem_cfg_endpoint_str(e, spec, sizeof(spec)) == 0 && rem_parse_sockaddr(spec, &s) == 0 &&
+            same_addr(&s, a))
             return true;
     }
     for (size_t i = 0; i < c->n_sources; i++)
@@ -287,9 +288,7 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, struct rem_config *con
         }
         struct rem_sockaddr a;
         char spec[300];
-        snprintf(spec, sizeof(spec), strchr(e->host, ':') ? "[%s]:%u" : "%s:%u", e->host,
-                 (unsigned)e->port);
-        if (rem_parse_sockaddr(spec, &a) < 0) {
+        if (rem_cfg_endpoint_str(e, spec, sizeof(spec)) < 0 || rem_parse_sockaddr(spec, &a) < 0) {
             rem_log_error("upstream %s: endpoint %s is not a numeric address", cfg->name, spec);
             rem_cluster_unref(c);
             return NULL;

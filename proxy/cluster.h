@@ -46,7 +46,9 @@ struct rem_endpoint {
     bool removed;                /* no longer in the set: draining, never picked */
     unsigned n_streams;          /* streams that picked it and are not done (least_request) */
     struct rem_sockaddr addr;
-    char name[64];               /* "127.0.0.1:8080", for logs and metrics */
+    char name[128];              /* "127.0.0.1:8080" or "unix:/run/app.sock", for logs */
+    const char *authority;       /* Host / :authority when the client sent none: name, or
+                                    "localhost" for a Unix socket (static or name) */
     struct rem_upconn_list idle; /* idle upconns, most recently used first */
     struct rem_upconn_list busy; /* connecting or active upconns */
     uint32_t h2_max_streams;     /* the app's last SETTINGS_MAX_CONCURRENT_STREAMS (0: unknown),

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 #include <time.h>
 
 static void listener_dispose(struct rem_cfg_listener *l)
@@ -503,6 +504,50 @@ static int split_hostport(const char *s, const char **host, size_t *host_len, bo
     return 0;
 }
 
+int rem_parse_unix(const char *s, struct rem_sockaddr *out, const char **why)
+{
+    struct sockaddr_un *sun = (struct sockaddr_un *)&out->ss;
+    const char *problem;
+    size_t n;
+
+    if (s == NULL || strncmp(s, "unix:", 5) != 0)
+        return 1;
+    s += 5;
+    n = strlen(s);
+    if (s[0] == '@') {
+        /* Abstract (Linux): no file; the name is every byte after sun_path's leading NUL. */
+        if (n == 1) {
+            problem = "an abstract socket needs a name after \"unix:@\"";
+            goto fail;
+        }
+        if (n > sizeof(sun->sun_path)) {
+            problem = "an abstract socket name is at most 107 bytes";
+            goto fail;
+        }
+    } else if (s[0] != '/') {
+        problem = "a Unix socket path must be absolute: unix:/path, or unix:@name";
+        goto fail;
+    } else if (n >= sizeof(sun->sun_path)) {
+        problem = "a Unix socket path is at most 107 bytes";
+        goto fail;
+    }
+    memset(out, 0, sizeof(*out));
+    sun->sun_family = AF_UNIX;
+    memcpy(sun->sun_path, s, n);
+    if (s[0] == '@') {
+        sun->sun_path[0] = '\0';
+        out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    } else {
+        out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    }
+    return 0;
+
+fail:
+    if (why != NULL)
+        *why = problem;
+    return -1;
+}
+
 int rem_parse_sockaddr(const char *s, struct rem_sockaddr *out)
 {
     const char *host, *port_s;
@@ -510,9 +555,13 @@ int rem_parse_sockaddr(const char *s, struct rem_sockaddr *out)
     bool bracketed;
     uint16_t port;
     char hbuf[INET6_ADDRSTRLEN];
+    int rc;
 
     if (s == NULL || out == NULL)
         return -1;
+    rc = rem_parse_unix(s, out, NULL);
+    if (rc <= 0)
+        return rc;
     if (split_hostport(s, &host, &host_len, &bracketed, &port_s) != 0)
         return -1;
     if (host_len == 0 || host_len >= sizeof(hbuf) || parse_port(port_s, 0, &port) != 0)
@@ -621,6 +670,17 @@ int rem_parse_endpoint(const char *s, struct rem_cfg_endpoint *out, const char *
         problem = "no endpoint";
         goto fail;
     }
+    if (strncmp(s, "unix:", 5) == 0) {
+        struct rem_sockaddr a;
+
+        if (rem_parse_unix(s, &a, &problem) != 0)
+            goto fail;
+        out->host = rem_xstrdup(s);
+        out->port = 0;
+        out->is_name = false;
+        out->is_unix = true;
+        return 0;
+    }
     if (split_hostport(s, &h, &host_len, &bracketed, &port_s) != 0) {
         problem = "expected host:port or [v6]:port";
         goto fail;
@@ -651,6 +711,7 @@ int rem_parse_endpoint(const char *s, struct rem_cfg_endpoint *out, const char *
     out->host = copy;
     out->port = p;
     out->is_name = is_name;
+    out->is_unix = false;
     return 0;
 
 fail:
@@ -666,6 +727,10 @@ int rem_parse_hostport(const char *s, char **host, uint16_t *port)
 
     if (host == NULL || port == NULL || rem_parse_endpoint(s, &e, NULL) != 0)
         return -1;
+    if (e.is_unix) {
+        free(e.host);
+        return -1;
+    }
     *host = e.host;
     *port = e.port;
     return 0;
@@ -690,10 +755,34 @@ int rem_sockaddr_str(const struct rem_sockaddr *a, char *buf, size_t len)
         if (inet_ntop(AF_INET6, &sin6->sin6_addr, hbuf, sizeof(hbuf)) == NULL)
             return -1;
         n = snprintf(buf, len, "[%s]:%u", hbuf, (unsigned)ntohs(sin6->sin6_port));
+    } else if (a->ss.ss_family == AF_UNIX) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)&a->ss;
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+
+        if (a->len <= off)
+            return -1;
+        if (sun->sun_path[0] == '\0')
+            n = snprintf(buf, len, "unix:@%.*s", (int)(a->len - off - 1), sun->sun_path + 1);
+        else
+            n = snprintf(buf, len, "unix:%s", sun->sun_path);
     } else {
         return -1;
     }
     if (n < 0 || (size_t)n >= len)
         return -1;
     return 0;
+}
+
+int rem_cfg_endpoint_str(const struct rem_cfg_endpoint *e, char *buf, size_t len)
+{
+    int n;
+
+    if (e == NULL || buf == NULL || len == 0)
+        return -1;
+    if (e->is_unix)
+        n = snprintf(buf, len, "%s", e->host);
+    else
+        n = snprintf(buf, len, strchr(e->host, ':') ? "[%s]:%u" : "%s:%u", e->host,
+                     (unsigned)e->port);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
 }

@@ -48,6 +48,7 @@
 #define REM_DEF_H2_MAX_RESETS 200
 #define REM_DEF_H2_RESET_INTERVAL_MS 1000
 #define REM_DEF_H2_MAX_CONTROL_FRAMES 1000
+#define REM_DEF_UNIX_MODE 0666 /* a listener's socket file: any local user may connect */
 
 /* Default latency buckets (seconds): tuned for a sidecar, 0.5 ms to 10 s. */
 #define REM_DEF_BUCKETS                                                                            \
@@ -73,7 +74,8 @@ enum rem_log_format {
     REM_LOG_FORMAT_TEXT,
 };
 
-/* A numeric socket address parsed from "host:port", "[v6]:port" or "*:port". */
+/* A numeric socket address parsed from "host:port", "[v6]:port" or "*:port", or a Unix socket
+ * from "unix:/path" or "unix:@name" (abstract: sun_path[0] is NUL, len counts the name). */
 struct rem_sockaddr {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -100,6 +102,7 @@ struct rem_cfg_listener {
     char *name;
     char *address; /* as written, for logs */
     struct rem_sockaddr addr;
+    uint32_t mode; /* unix:/path only: the socket file's permissions, default REM_DEF_UNIX_MODE */
     uint32_t max_connections; /* 0: derived at start from RLIMIT_NOFILE and the memory limit */
     struct rem_cfg_http2 http2;
 };
@@ -110,6 +113,7 @@ struct rem_cfg_endpoint {
     char *host; /* without brackets for IPv6 */
     uint16_t port;
     bool is_name; /* host is not a numeric address: resolved (and re-resolved) by dns.c */
+    bool is_unix; /* host is "unix:/path" or "unix:@name" as written, port 0 */
 };
 
 enum rem_lb {
@@ -308,18 +312,28 @@ int rem_parse_size_bytes(const char *s, uint64_t *out);     /* "512" "64KiB" "1M
  * value are -1. */
 int rem_parse_seconds(const char *s, double *out_s);
 /* "host:port", "[v6]:port", "*:port" (any IPv4) into a numeric address; host must be numeric
- * or "localhost". */
+ * or "localhost". "unix:..." as rem_parse_unix takes it. */
 int rem_parse_sockaddr(const char *s, struct rem_sockaddr *out);
-/* An upstream endpoint, "host:port" or "[v6]:port", into out: host (malloc'd, brackets
- * removed), port (1-65535) and is_name, true unless host is a numeric address (an IPv4 dotted
- * quad, or IPv6 in brackets; "localhost" is a name). A name is letters, digits, '-', '_' and
+/* "unix:/path" (absolute, at most 107 bytes: sun_path holds 108 with the NUL) or "unix:@name"
+ * (Linux abstract namespace, 1 to 107 bytes after the '@') into a sockaddr_un. Returns 0; 1
+ * when s does not start with "unix:" (out untouched); -1 when it does but is malformed, with
+ * *why (when why is not NULL) pointing at a static phrase saying what is wrong. */
+int rem_parse_unix(const char *s, struct rem_sockaddr *out, const char **why);
+/* An upstream endpoint, "host:port", "[v6]:port" or "unix:/path" / "unix:@name" (host is then
+ * the whole string, port 0, is_unix set; checked as rem_parse_unix does), into out: host (malloc'd,
+ * brackets removed), port (1-65535) and is_name, true unless host is a numeric address (an IPv4
+ * dotted quad, or IPv6 in brackets; "localhost" is a name). A name is letters, digits, '-', '_' and
  * '.', at most 253 bytes besides a final dot and 63 per label, and does not end in a numeric
  * label ("1.2.3", "127.1": RFC 1123 section 2.1). Returns 0, or -1 leaving out untouched and,
  * when why is not NULL, pointing *why at a static phrase that says what is wrong. */
 int rem_parse_endpoint(const char *s, struct rem_cfg_endpoint *out, const char **why);
 /* The same, into host (malloc'd, brackets removed) and port only. */
 int rem_parse_hostport(const char *s, char **host, uint16_t *port);
-/* Formats an address as "1.2.3.4:80" or "[::1]:80". */
+/* Formats an address as "1.2.3.4:80", "[::1]:80", "unix:/path" or "unix:@name". Returns 0, or
+ * -1 when it does not fit in len. */
 int rem_sockaddr_str(const struct rem_sockaddr *a, char *buf, size_t len);
+/* Formats a configured endpoint as written: "host:port", "[v6]:port" or "unix:...". Returns 0,
+ * or -1 when it does not fit in len. */
+int rem_cfg_endpoint_str(const struct rem_cfg_endpoint *e, char *buf, size_t len);
 
 #endif

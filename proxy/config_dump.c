@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/un.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -101,6 +102,12 @@ static void listener(struct evbuffer *o, const struct rem_cfg_listener *l, bool 
     if (l->name)
         kstr(o, &f, "name", l->name);
     kstr(o, &f, "address", l->address);
+    if (with_http2 && l->addr.ss.ss_family == AF_UNIX &&
+        ((const struct sockaddr_un *)&l->addr.ss)->sun_path[0] != '\0') {
+        char m[8];
+        snprintf(m, sizeof(m), "%04o", (unsigned)l->mode);
+        kstr(o, &f, "mode", m);
+    }
     if (with_http2) {
         kuint(o, &f, "max_connections", l->max_connections);
         const struct rem_cfg_http2 *h = &l->http2;
@@ -133,9 +140,8 @@ static void upstream(struct evbuffer *o, const struct rem_cfg_upstream *u)
     evbuffer_add(o, "[", 1);
     for (size_t i = 0; i < u->n_endpoints; i++) {
         char b[300];
-        const struct rem_cfg_endpoint *e = &u->endpoints[i];
-        bool v6 = strchr(e->host, ':') != NULL;
-        snprintf(b, sizeof(b), v6 ? "[%s]:%u" : "%s:%u", e->host, e->port);
+        if (rem_cfg_endpoint_str(&u->endpoints[i], b, sizeof(b)) != 0)
+            b[0] = '\0';
         if (i)
             evbuffer_add(o, ",", 1);
         str(o, b);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #define MAX_WORKERS 1024
 /* Ceiling of every admission limit (connections, requests in flight, queue slots): far beyond
@@ -329,13 +330,40 @@ static void parse_workers(struct ctx *c, yaml_node_t *node, struct rem_config *c
 static void parse_address(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener *l)
 {
     struct rem_yaml_quoted q;
+    const char *why;
 
     if (rem_yaml_get_string(c->y, node, "address", &l->address) != 0)
         return;
-    if (rem_parse_sockaddr(l->address, &l->addr) != 0)
+    if (rem_parse_unix(l->address, &l->addr, &why) < 0)
+        rem_yaml_errorf(c->y, node, "bad address %s (%s)", rem_yaml_quote(&q, l->address), why);
+    else if (l->addr.len == 0 && rem_parse_sockaddr(l->address, &l->addr) != 0)
         rem_yaml_errorf(c->y, node,
                         "bad address %s (expected a numeric host:port, [v6]:port or *:port; %s)",
                         rem_yaml_quote(&q, l->address), "port 0-65535");
+}
+
+/* listeners[].mode: the permissions of a unix:/path listener's socket file, as octal digits
+ * ("0660", "660"); connecting takes write permission. */
+static void parse_mode(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener *l)
+{
+    struct rem_yaml_quoted q;
+    char *s = NULL, *end;
+    unsigned long v;
+
+    if (rem_yaml_get_string(c->y, node, "mode", &s) != 0)
+        return;
+    errno = 0;
+    v = strtoul(s, &end, 8);
+    if (s[0] < '0' || s[0] > '7' || *end != '\0' || errno != 0 || v > 0777 || strlen(s) > 4)
+        rem_yaml_errorf(c->y, node, "bad mode %s (expected octal permissions such as \"0660\")",
+                        rem_yaml_quote(&q, s));
+    else if (l->addr.ss.ss_family != AF_UNIX)
+        rem_yaml_errorf(c->y, node, "\"mode\" needs a unix:/path address");
+    else if (((const struct sockaddr_un *)&l->addr.ss)->sun_path[0] == '\0')
+        rem_yaml_errorf(c->y, node, "\"mode\" does not apply to an abstract socket (unix:@name)");
+    else
+        l->mode = (uint32_t)v;
+    free(s);
 }
 
 /* listeners[].http2. A key left out stays 0 and rem_config_fill_defaults gives it its default
@@ -384,7 +412,7 @@ static void parse_http2(struct ctx *c, yaml_node_t *node, struct rem_cfg_http2 *
 
 static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
-    enum { F_NAME, F_ADDRESS, F_MAXCONN, F_HTTP2, F_N };
+    enum { F_NAME, F_ADDRESS, F_MAXCONN, F_HTTP2, F_MODE, F_N };
     yaml_node_item_t *items;
     struct entry *names = NULL;
     size_t n, n_names = 0;
@@ -407,6 +435,7 @@ static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config 
             [F_ADDRESS] = {.key = "address"},
             [F_MAXCONN] = {.key = "max_connections"},
             [F_HTTP2] = {.key = "http2"},
+            [F_MODE] = {.key = "mode"},
         };
         struct rem_cfg_listener *l = &cfg->listeners[cfg->n_listeners++];
         yaml_node_t *item = rem_yaml_node(c->y, items[i]);
@@ -432,6 +461,9 @@ static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config 
             l->max_connections = (uint32_t)v;
         if (f[F_HTTP2].val != NULL)
             parse_http2(c, f[F_HTTP2].val, &l->http2);
+        l->mode = REM_DEF_UNIX_MODE;
+        if (f[F_MODE].val != NULL && l->addr.len != 0)
+            parse_mode(c, f[F_MODE].val, l);
     }
     check_dup_names(c, names, n_names, "listener");
     free(names);
@@ -447,6 +479,8 @@ static void parse_admin(struct ctx *c, yaml_node_t *node, struct rem_config *cfg
     cfg->admin.name = rem_xstrdup("admin");
     parse_address(c, f[0].val, &cfg->admin);
     c->admin_addr = f[0].val;
+    if (cfg->admin.addr.ss.ss_family == AF_UNIX)
+        rem_yaml_errorf(c->y, f[0].val, "the admin listener takes a host:port, not a Unix socket");
 }
 
 /* node is the value of "endpoints", NULL when the key is absent; map is the upstream. */
@@ -1288,12 +1322,12 @@ static void check_addresses(struct ctx *c, struct rem_config *cfg)
     struct entry *e = rem_xcalloc(cfg->n_listeners + 1, sizeof(*e));
     struct rem_yaml_quoted q;
     size_t n = 0, first = 0;
-    char abuf[64];
+    char abuf[128];
 
     for (size_t i = 0; i <= cfg->n_listeners; i++) {
         const struct rem_cfg_listener *l = i < cfg->n_listeners ? &cfg->listeners[i] : &cfg->admin;
 
-        if (l->addr.len == 0 || addr_port(&l->addr) == 0)
+        if (l->addr.len == 0 || (l->addr.ss.ss_family != AF_UNIX && addr_port(&l->addr) == 0))
             continue;
         e[n++] = (struct entry){
             .name = l->name ? l->name : "",

@@ -358,16 +358,27 @@ static int tcp_setup(struct rem_transport *t, struct rem_loop *loop,
     return rem_io_tcp_accept(t, loop, *(int *)arg, cbs, cb_arg, read_high, write_high);
 }
 
+static int unix_setup(struct rem_transport *t, struct rem_loop *loop,
+                      const struct rem_transport_cbs *cbs, void *cb_arg, size_t read_high,
+                      size_t write_high, void *arg)
+{
+    return rem_io_unix_accept(t, loop, *(int *)arg, cbs, cb_arg, read_high, write_high);
+}
+
 void rem_conn_accept(struct rem_worker *w, const struct rem_conn_owner *owner, void *owner_arg,
                      const struct rem_cfg_listener *lcfg, int fd, const struct sockaddr *sa,
                      socklen_t salen)
 {
+    /* A client on a Unix socket has no address: peer stays empty (no X-Forwarded-For entry,
+     * empty `client` in the access log). */
     char peer[48] = "";
     if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, peer, sizeof(peer));
     else if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, peer, sizeof(peer));
-    if (rem_conn_open(w, owner, owner_arg, lcfg, peer, tcp_setup, &fd, NULL) == -REM_E_NOMEM) {
+    if (rem_conn_open(w, owner, owner_arg, lcfg, peer,
+                      sa->sa_family == AF_UNIX ? unix_setup : tcp_setup, &fd,
+                      NULL) == -REM_E_NOMEM) {
         close(fd);
         owner->closed(owner_arg);
         rem_log_error("conn: out of memory accepting a connection");

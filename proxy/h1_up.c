@@ -236,7 +236,7 @@ static int h1_write_head(struct rem_upconn *uc, struct rem_stream *s)
         .client_addr = s->conn->peer,
         .proto = "http",
         .request_id = s->req.request_id_idx < 0 ? s->request_id : NULL,
-        .default_host = uc->ep->name,
+        .default_host = uc->ep->authority,
         .chunked = s->req_chunked,
         .content_length = s->req_chunked || tunnel ? -1 : s->req.content_length,
         .upgrade = tunnel ? s->upgrade : NULL,

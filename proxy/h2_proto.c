@@ -79,6 +79,8 @@ nghttp2_nv *rem_h2_trailer_nva(struct rem_head *trl, size_t *n)
 }
 
 /* Appends the values of every field of kind, comma-joined, then extra. */
+/* The values of every `kind` field joined with ", ", then extra; an empty extra (a client on a
+ * Unix socket has no address) appends nothing. Returns the length, 0 for no value at all. */
 static size_t joined(char *out, const struct rem_head *h, enum rem_hdr_kind kind, const char *extra)
 {
     size_t o = 0;
@@ -86,8 +88,14 @@ static size_t joined(char *out, const struct rem_head *h, enum rem_hdr_kind kind
         const struct rem_hdr *x = &h->hdrs[i];
         if (x->kind != kind || x->val_len == 0)
             continue;
+        if (o) {
+            memcpy(out + o, ", ", 2);
+            o += 2;
+        }
         memcpy(out + o, REM_HDR_VAL(h, x), x->val_len);
         o += x->val_len;
+    }
+    if (*extra && o) {
         memcpy(out + o, ", ", 2);
         o += 2;
     }
@@ -169,7 +177,8 @@ int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const c
     if (te_trailers)
         nva[n++] = REM_H2_NV("te", "trailers", 8);
     size_t l = joined(sp, req, REM_HDR_XFF, client_addr);
-    nva[n++] = REM_H2_NV("x-forwarded-for", sp, l);
+    if (l)
+        nva[n++] = REM_H2_NV("x-forwarded-for", sp, l);
     sp += l;
     l = joined(sp, req, REM_HDR_XFP, "http");
     nva[n++] = REM_H2_NV("x-forwarded-proto", sp, l);

@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0
- * healthcheck: periodic GET probes with libevent's evhttp client, rise/fall per endpoint. */
+ * healthcheck: periodic GET probes with libevent's evhttp client, rise/fall per endpoint. A
+ * Unix-socket endpoint gets a small probe of its own (one connection per probe, the status line
+ * read): libevent 2.1's evhttp_connection only connects by host and port, and redoes the
+ * connect itself even over a bufferevent it is given. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -19,10 +24,14 @@ struct hc_endpoint {
     size_t upstream;                    /* index in cfg->upstreams */
     const struct rem_cfg_endpoint *cfg; /* borrowed */
     char authority[300];
-    struct evhttp_connection *conn; /* owned */
+    struct evhttp_connection *conn; /* owned; NULL for a Unix socket */
     struct event *timer;            /* owned */
     struct evhttp_request *pending; /* owned by evhttp while in flight */
-    bool checked;                   /* at least one result */
+    struct rem_sockaddr unix_addr;  /* a Unix socket endpoint's address (len 0: TCP) */
+    struct bufferevent *probe;      /* owned: the Unix socket probe in flight */
+    struct event *probe_timeout;    /* owned: its timeout (Unix socket only) */
+    bool probe_connected;
+    bool checked; /* at least one result */
     bool healthy;
     uint32_t ok_streak, fail_streak;
     char last[96]; /* last failure, for /readyz */
@@ -85,6 +94,90 @@ static void on_response(struct evhttp_request *req, void *arg)
     record(e, false, why);
 }
 
+static void probe_end(struct hc_endpoint *e, bool ok, const char *why)
+{
+    bufferevent_free(e->probe);
+    e->probe = NULL;
+    event_del(e->probe_timeout);
+    record(e, ok, why);
+}
+
+/* The status line decides (RFC 9112 4): "HTTP/1.x NNN"; the rest of the response is not read. */
+static void on_probe_read(struct bufferevent *bev, void *arg)
+{
+    struct hc_endpoint *e = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t n;
+    char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
+    char why[64];
+    if (!line) {
+        if (evbuffer_get_length(in) > 1024)
+            probe_end(e, false, "bad response");
+        return;
+    }
+    int code = 0;
+    if (n >= 12 && strncmp(line, "HTTP/1.", 7) == 0 && line[8] == ' ' && line[9] >= '1' &&
+        line[9] <= '5' && line[10] >= '0' && line[10] <= '9' && line[11] >= '0' && line[11] <= '9')
+        code = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+    free(line);
+    if (code >= 200 && code < 300) {
+        probe_end(e, true, NULL);
+        return;
+    }
+    if (code)
+        snprintf(why, sizeof(why), "HTTP %d", code);
+    else
+        snprintf(why, sizeof(why), "bad response");
+    probe_end(e, false, why);
+}
+
+static void on_probe_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct hc_endpoint *e = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        e->probe_connected = true;
+        return;
+    }
+    /* A missing socket file or nothing listening: refused, as for a closed port. */
+    probe_end(e, false, e->probe_connected ? "no response" : "connect failed");
+}
+
+static void on_probe_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    probe_end(arg, false, "no response");
+}
+
+static void probe_unix(struct hc_endpoint *e, const struct rem_cfg_health_check *c)
+{
+    if (e->probe)
+        return; /* the previous probe is still out; its timeout will answer */
+    struct timeval to = {(time_t)(c->timeout_ms / 1000),
+                         (suseconds_t)(c->timeout_ms % 1000) * 1000};
+    e->probe = bufferevent_socket_new(e->hc->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!e->probe) {
+        record(e, false, "cannot send");
+        return;
+    }
+    bufferevent_setcb(e->probe, on_probe_read, NULL, on_probe_event, e);
+    event_add(e->probe_timeout, &to);
+    /* A refused or missing socket is reported through on_probe_event, from the loop, or here
+     * at once (then the bufferevent is gone). */
+    e->probe_connected = false;
+    if (bufferevent_socket_connect(e->probe, (struct sockaddr *)&e->unix_addr.ss,
+                                   (int)e->unix_addr.len) < 0) {
+        if (e->probe) /* else on_probe_event already answered */
+            probe_end(e, false, "connect failed");
+        return;
+    }
+    if (!e->probe)
+        return;
+    evbuffer_add_printf(bufferevent_get_output(e->probe),
+                        "GET %s HTTP/1.1\r\nHost: localhost\r\nUser-Agent: remora-healthcheck\r\n"
+                        "Connection: close\r\n\r\n",
+                        c->path);
+    bufferevent_enable(e->probe, EV_READ | EV_WRITE);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct hc_endpoint *e = arg;
@@ -92,6 +185,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct timeval iv = {(time_t)(c->interval_ms / 1000),
                          (suseconds_t)(c->interval_ms % 1000) * 1000};
     event_add(e->timer, &iv);
+    if (e->unix_addr.len) {
+        probe_unix(e, c);
+        return;
+    }
     if (e->pending)
         return; /* the previous probe is still out; its timeout will answer */
     struct evhttp_request *req = evhttp_request_new(on_response, e);
@@ -168,13 +265,17 @@ struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, struct rem_
             e->hc = h;
             e->upstream = u;
             e->cfg = &up->endpoints[i];
-            snprintf(e->authority, sizeof(e->authority),
-                     strchr(e->cfg->host, ':') ? "[%s]:%u" : "%s:%u", e->cfg->host,
-                     (unsigned)e->cfg->port);
+            if (rem_cfg_endpoint_str(e->cfg, e->authority, sizeof(e->authority)) != 0)
+                e->authority[0] = '\0';
             snprintf(e->last, sizeof(e->last), "waiting for the first health check");
-            e->conn = evhttp_connection_base_new(base, h->dns, e->cfg->host, e->cfg->port);
+            if (e->cfg->is_unix) {
+                if (rem_parse_unix(e->cfg->host, &e->unix_addr, NULL) == 0)
+                    e->probe_timeout = evtimer_new(base, on_probe_timeout, e);
+            } else {
+                e->conn = evhttp_connection_base_new(base, h->dns, e->cfg->host, e->cfg->port);
+            }
             e->timer = evtimer_new(base, on_timer, e);
-            if (!e->conn || !e->timer) {
+            if ((!e->conn && !e->probe_timeout) || !e->timer) {
                 rem_log_error("healthcheck: cannot set up %s", e->authority);
                 h->n_eps++;
                 rem_healthcheck_free(h);
@@ -192,8 +293,10 @@ struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, struct rem_
             }
             struct timeval to = {(time_t)(up->health_check.timeout_ms / 1000),
                                  (suseconds_t)(up->health_check.timeout_ms % 1000) * 1000};
-            evhttp_connection_set_timeout_tv(e->conn, &to);
-            evhttp_connection_set_retries(e->conn, 0);
+            if (e->conn) {
+                evhttp_connection_set_timeout_tv(e->conn, &to);
+                evhttp_connection_set_retries(e->conn, 0);
+            }
             struct timeval now = {0, 0};
             event_add(e->timer, &now);
             h->n_eps++;
@@ -213,6 +316,10 @@ void rem_healthcheck_free(struct rem_healthcheck *h)
             evhttp_connection_free(h->eps[i].conn);
         if (h->eps[i].timer)
             event_free(h->eps[i].timer);
+        if (h->eps[i].probe)
+            bufferevent_free(h->eps[i].probe);
+        if (h->eps[i].probe_timeout)
+            event_free(h->eps[i].probe_timeout);
     }
     free(h->eps);
     free(h->states);

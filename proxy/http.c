@@ -504,25 +504,34 @@ static void w_hdr(struct wbuf *w, const struct rem_head *h, const struct rem_hdr
 }
 
 /* Joins every value of headers of `kind` and appends extra: "a, b, extra". */
+/* The values of every `kind` field joined with ", ", then extra, as one `name` field. An empty
+ * extra (a client on a Unix socket has no address) appends nothing, and with no such field in
+ * the request no field is written. */
 static void w_joined(struct wbuf *w, const struct rem_head *h, enum rem_hdr_kind kind,
                      const char *name, const char *extra)
 {
     bool any = false;
-    w_str(w, name);
-    w_put(w, ": ", 2);
     for (uint32_t i = 0; i < h->n_hdrs; i++) {
         const struct rem_hdr *x = &h->hdrs[i];
         if (x->kind != kind || x->val_len == 0)
             continue;
         if (any)
             w_put(w, ", ", 2);
+        else
+            w_str(w, name), w_put(w, ": ", 2);
         w_put(w, REM_HDR_VAL(h, x), x->val_len);
         any = true;
     }
+    if (*extra) {
+        if (any)
+            w_put(w, ", ", 2);
+        else
+            w_str(w, name), w_put(w, ": ", 2);
+        w_str(w, extra);
+        any = true;
+    }
     if (any)
-        w_put(w, ", ", 2);
-    w_str(w, extra);
-    w_put(w, "\r\n", 2);
+        w_put(w, "\r\n", 2);
 }
 
 static int w_begin(struct evbuffer *out, struct wbuf *w, struct evbuffer_iovec *iov, size_t need)

@@ -47,8 +47,9 @@ static void tcp_close(struct rem_transport *t)
 }
 
 /* The connect's outcome, once the socket is writable. An error seen by connect(2) itself
- * (t->error) is reported the same way, from the loop. */
-static int tcp_connected(struct rem_transport *t)
+ * (t->error) is reported the same way, from the loop: on a Unix socket that is where ENOENT,
+ * ECONNREFUSED and EAGAIN (the listener's backlog is full) show up. */
+static int unix_connected(struct rem_transport *t)
 {
     int err = t->error;
     socklen_t len = sizeof(err);
@@ -56,8 +57,14 @@ static int tcp_connected(struct rem_transport *t)
         err = errno;
     if (err == EINPROGRESS)
         return 1;
-    if (err)
-        return -err;
+    return err ? -err : 0;
+}
+
+static int tcp_connected(struct rem_transport *t)
+{
+    int rc = unix_connected(t);
+    if (rc != 0)
+        return rc;
     int one = 1;
     (void)setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return 0;
@@ -82,6 +89,36 @@ static const struct rem_io_ops tcp_connecting_ops = {
     .close = tcp_close,
 };
 
+/* AF_UNIX has no Nagle and no TCP options: the same ops without TCP_NODELAY. SO_LINGER 0 is
+ * accepted and harmless (a Unix socket has no RST; the peer sees ECONNRESET only if data was
+ * left unread). */
+static const struct rem_io_ops unix_connecting_ops = {
+    .name = "unix",
+    .recv = tcp_recv,
+    .send = tcp_send,
+    .handshake = unix_connected,
+    .shutdown = tcp_shutdown,
+    .reset = tcp_reset,
+    .close = tcp_close,
+};
+
+static const struct rem_io_ops unix_accepted_ops = {
+    .name = "unix",
+    .recv = tcp_recv,
+    .send = tcp_send,
+    .shutdown = tcp_shutdown,
+    .reset = tcp_reset,
+    .close = tcp_close,
+};
+
+int rem_io_unix_accept(struct rem_transport *t, struct rem_loop *loop, int fd,
+                       const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
+                       size_t write_high)
+{
+    return rem_transport_setup(t, loop, &unix_accepted_ops, fd, NULL, cbs, arg, read_high,
+                               write_high, false);
+}
+
 int rem_io_tcp_accept(struct rem_transport *t, struct rem_loop *loop, int fd,
                       const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
                       size_t write_high)
@@ -103,13 +140,16 @@ int rem_io_tcp_connect(struct rem_transport *t, struct rem_loop *loop, const str
         rem_transport_set_error(t, err);
         return -REM_E_SYS;
     }
-    int rc = rem_transport_setup(t, loop, &tcp_connecting_ops, fd, NULL, cbs, arg, read_high,
-                                 write_high, true);
+    int rc = rem_transport_setup(
+        t, loop, sa->sa_family == AF_UNIX ? &unix_connecting_ops : &tcp_connecting_ops, fd, NULL,
+        cbs, arg, read_high, write_high, true);
     if (rc < 0)
         return rc;
     if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {
-        /* Reported from the loop like any other outcome (e.g. ECONNREFUSED on loopback):
-         * the caller is never called back before this returns. */
+        /* Reported from the loop like any other outcome (e.g. ECONNREFUSED on loopback, or
+         * EAGAIN from a Unix listener with a full backlog, which a non-blocking connect to
+         * AF_UNIX returns instead of waiting): the caller is never called back before this
+         * returns. */
         rem_transport_set_error(t, errno);
         event_active(t->ev_write, EV_WRITE, 1);
     }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0
- * io_tcp: the TCP (or any stream socket) implementation of rem_io_ops: recv(2) and
+ * io_tcp: the TCP and Unix stream socket implementation of rem_io_ops: recv(2) and
  * send(2)/sendmsg(2) with MSG_NOSIGNAL, SHUT_WR, SO_LINGER 0 for resets. Owns nothing but
  * the fd it is given. */
 #ifndef REM_IO_TCP_H
@@ -16,7 +16,13 @@ int rem_io_tcp_accept(struct rem_transport *t, struct rem_loop *loop, int fd,
                       const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
                       size_t write_high);
 
-/* Starts a non-blocking connect; REM_TE_READY or REM_TE_ERROR follows, never before this
+/* The same over an accepted AF_UNIX fd: no TCP options. */
+int rem_io_unix_accept(struct rem_transport *t, struct rem_loop *loop, int fd,
+                       const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
+                       size_t write_high);
+
+/* Starts a non-blocking connect (any stream family: AF_INET, AF_INET6, AF_UNIX without the
+ * TCP options); REM_TE_READY or REM_TE_ERROR follows, never before this
  * returns. Returns 0, or -REM_E_SYS / -REM_E_NOMEM when no socket could be set up (then t is
  * closed and rem_transport_error(t) holds errno). */
 int rem_io_tcp_connect(struct rem_transport *t, struct rem_loop *loop, const struct sockaddr *sa,

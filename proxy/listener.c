@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0
- * listener: SO_REUSEPORT listening sockets, one per worker and configured listener. Accept
- * errors such as EMFILE pause accepting for a moment instead of spinning on a readable
+ * listener: SO_REUSEPORT listening sockets, one per worker and configured listener; a Unix
+ * socket (no SO_REUSEPORT for AF_UNIX) is bound once and each worker accepts on its own dup.
+ * Accept errors such as EMFILE pause accepting for a moment instead of spinning on a readable
  * listening socket the process cannot drain. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -34,7 +38,31 @@ struct rem_listener {
     uint32_t n_conns;                   /* open conns accepted here */
     uint32_t limit;                     /* this worker's share of max_connections */
     bool full;                          /* accepting paused at the limit */
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* unix:/path: the socket file to
+                                           remove when the socket closes, "" otherwise */
+    dev_t path_dev; /* ... if it is still the file bind made */
+    ino_t path_ino;
 };
+
+/* The file of a unix:/path listener, or NULL (TCP, abstract). */
+static const char *socket_path(const struct rem_cfg_listener *cfg)
+{
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)&cfg->addr.ss;
+    return cfg->addr.ss.ss_family == AF_UNIX && sun->sun_path[0] ? sun->sun_path : NULL;
+}
+
+/* Removes the socket file once l stops listening, unless something else replaced it since. The
+ * workers share the socket (dups): the first to stop removes it, the others find it gone. */
+static void unlink_socket(struct rem_listener *l)
+{
+    struct stat st;
+    if (!l->path[0])
+        return;
+    if (lstat(l->path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == l->path_dev &&
+        st.st_ino == l->path_ino && unlink(l->path) < 0 && errno != ENOENT)
+        rem_log_warn("listener: cannot remove %s: %s", l->path, strerror(errno));
+    l->path[0] = '\0';
+}
 
 /* The codec of a cleartext conn: h2c prior knowledge shares the listener with HTTP/1.1 and is
  * told apart by the 24-byte preface (RFC 9113 3.3, 3.4); anything else is HTTP/1.1 for the
@@ -95,10 +123,89 @@ static void on_accept_error(struct evconnlistener *evl, void *arg)
     evtimer_add(l->resume_ev, &tv);
 }
 
+/* A socket file at path left by a process that is gone (SIGKILL, a crash) would fail bind with
+ * EADDRINUSE: it is removed when nothing accepts on it (connect refused). Anything else at the
+ * path is an error: remora never removes a file that is not a socket, nor a live socket.
+ * Returns 0, or -1 with the reason logged. */
+static int clear_stale(const struct rem_cfg_listener *cfg, const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        rem_log_error("listener %s: cannot listen on %s: %s", cfg->name, cfg->address,
+                      strerror(errno));
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        rem_log_error("listener %s: cannot listen on %s: %s exists and is not a socket (not "
+                      "replaced)",
+                      cfg->name, cfg->address, path);
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        rem_log_error("listener %s: cannot listen on %s: %s", cfg->name, cfg->address,
+                      strerror(errno));
+        return -1;
+    }
+    int rc = connect(fd, (const struct sockaddr *)&cfg->addr.ss, cfg->addr.len);
+    int err = rc < 0 ? errno : 0;
+    close(fd);
+    if (err != ECONNREFUSED) {
+        /* Accepted (or EAGAIN: a full backlog) means a live listener. */
+        rem_log_error("listener %s: cannot listen on %s: %s", cfg->name, cfg->address,
+                      err ? strerror(err) : "another process is listening on it");
+        return -1;
+    }
+    if (unlink(path) < 0 && errno != ENOENT) {
+        rem_log_error("listener %s: cannot remove the stale socket %s: %s", cfg->name, path,
+                      strerror(errno));
+        return -1;
+    }
+    rem_log_info("listener %s: removed the stale socket %s", cfg->name, path);
+    return 0;
+}
+
+/* bind(2) creates the file with 0777 & ~umask; chmod before listen(2), so no connect can
+ * succeed under the looser mode. */
+static int bind_unix(const struct rem_cfg_listener *cfg)
+{
+    const char *path = socket_path(cfg);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    bool bound = false;
+    if (fd < 0)
+        goto fail;
+    if (path && clear_stale(cfg, path) < 0) {
+        close(fd);
+        return -1;
+    }
+    if (bind(fd, (const struct sockaddr *)&cfg->addr.ss, cfg->addr.len) < 0)
+        goto fail;
+    bound = true;
+    if (path && chmod(path, (mode_t)cfg->mode) < 0)
+        goto fail;
+    if (listen(fd, REM_LISTEN_BACKLOG) < 0)
+        goto fail;
+    return fd;
+
+fail:
+    rem_log_error("listener %s: cannot listen on %s: %s", cfg->name, cfg->address, strerror(errno));
+    if (bound && path)
+        (void)unlink(path);
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
 int rem_listener_bind(const struct rem_cfg_listener *cfg, uint16_t *port)
 {
     struct rem_sockaddr a = cfg->addr;
     int fd = -1, one = 1;
+    if (a.ss.ss_family == AF_UNIX) {
+        *port = 0;
+        return bind_unix(cfg);
+    }
     if (*port) {
         if (a.ss.ss_family == AF_INET6)
             ((struct sockaddr_in6 *)&a.ss)->sin6_port = htons(*port);
@@ -131,6 +238,22 @@ fail:
     return -1;
 }
 
+int rem_listener_dup(const struct rem_cfg_listener *cfg, int fd)
+{
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        rem_log_error("listener %s: cannot share %s: %s", cfg->name, cfg->address, strerror(errno));
+    return d;
+}
+
+void rem_listener_unbind(const struct rem_cfg_listener *cfg)
+{
+    struct stat st;
+    const char *path = socket_path(cfg);
+    if (path && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        (void)unlink(path);
+}
+
 struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg_listener *cfg,
                                       int fd, unsigned n_workers)
 {
@@ -138,6 +261,13 @@ struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg
     l->worker = w;
     l->cfg = cfg;
     l->limit = rem_worker_share(cfg->max_connections, n_workers);
+    const char *path = socket_path(cfg);
+    struct stat st;
+    if (path && lstat(path, &st) == 0) {
+        snprintf(l->path, sizeof(l->path), "%s", path);
+        l->path_dev = st.st_dev;
+        l->path_ino = st.st_ino;
+    }
     /* Backlog 0: the socket already listens (REM_LISTEN_BACKLOG); -1 would listen() again with
      * libevent's 128. */
     l->evl = evconnlistener_new(w->loop.base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
@@ -206,6 +336,7 @@ void rem_listener_stop(struct rem_listener *l)
     }
     evconnlistener_free(l->evl); /* closes the socket */
     l->evl = NULL;
+    unlink_socket(l);
     rem_log_info("listener %s: closed", l->cfg->name);
 }
 
@@ -213,8 +344,10 @@ void rem_listener_free(struct rem_listener *l)
 {
     if (!l)
         return;
-    if (l->evl)
+    if (l->evl) {
         evconnlistener_free(l->evl);
+        unlink_socket(l);
+    }
     if (l->resume_ev)
         event_free(l->resume_ev);
     free(l);

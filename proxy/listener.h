@@ -17,6 +17,15 @@ struct rem_listener;
  * nonzero it replaces the configured port; on return *port holds the bound port. Returns the
  * socket, or -1 with the reason logged. */
 int rem_listener_bind(const struct rem_cfg_listener *cfg, uint16_t *port);
+/* (Unix sockets, which have no SO_REUSEPORT: "unix:/path" removes a stale socket file first,
+ * when nothing listens on it, and refuses any other file; the file gets cfg->mode; *port is
+ * 0.) */
+/* Another worker's descriptor of a bound Unix socket fd (F_DUPFD_CLOEXEC): the workers share
+ * one socket and its backlog. Returns it, or -1 with the reason logged. */
+int rem_listener_dup(const struct rem_cfg_listener *cfg, int fd);
+/* Removes the socket file of a "unix:/path" listener that was bound but never served (a plan
+ * that failed), if it is a socket. Nothing for other addresses. */
+void rem_listener_unbind(const struct rem_cfg_listener *cfg);
 /* The worker's listener on fd (from rem_listener_bind; owned from now on, closed on failure),
  * with this worker's share of cfg->max_connections over n_workers. cfg must live as long as
  * the worker's current config. Returns the listener (accepting once the worker's loop runs)
@@ -30,7 +39,9 @@ void rem_listener_update(struct rem_listener *l, const struct rem_cfg_listener *
 /* Conns accepted on l that are still open. */
 uint32_t rem_listener_conns(const struct rem_listener *l);
 /* Stops listening: connections already in the backlog are accepted, then the socket closes
- * (new ones are refused by the kernel). Conns already accepted go on. Idempotent. */
+ * (new ones are refused by the kernel) and a unix:/path socket file is removed (if bind made
+ * it; free does the same for a listener never stopped). Conns already accepted go on.
+ * Idempotent. */
 void rem_listener_stop(struct rem_listener *l);
 /* Frees l; its conns must be gone. NULL-safe. */
 void rem_listener_free(struct rem_listener *l);

@@ -112,8 +112,11 @@ struct rem_server_plan *rem_server_plan_new(struct rem_config *cfg, struct rem_m
         if (p->keep[i] >= 0)
             continue;
         for (unsigned k = 0; k < n_workers; k++) {
-            /* Worker 0's socket fixes the port (port 0: the kernel picks it) for the others. */
-            int fd = rem_listener_bind(&cfg->listeners[i], &p->ports[i]);
+            /* Worker 0's socket fixes the port (port 0: the kernel picks it) for the others.
+             * AF_UNIX has no SO_REUSEPORT: the others accept on dups of worker 0's socket. */
+            int fd = k > 0 && cfg->listeners[i].addr.ss.ss_family == AF_UNIX
+                         ? rem_listener_dup(&cfg->listeners[i], p->fds[i * n_workers])
+                         : rem_listener_bind(&cfg->listeners[i], &p->ports[i]);
             if (fd < 0) {
                 rem_server_plan_unref(p);
                 return NULL;
@@ -131,6 +134,9 @@ void rem_server_plan_unref(struct rem_server_plan *p)
     for (size_t i = 0; i < p->cfg->n_listeners * p->n_workers; i++)
         if (p->fds[i] >= 0)
             close(p->fds[i]);
+    for (size_t i = 0; i < p->cfg->n_listeners; i++)
+        if (p->n_workers && p->fds[i * p->n_workers] >= 0) /* bound, never served */
+            rem_listener_unbind(&p->cfg->listeners[i]);
     free(p->keep);
     free(p->fds);
     free(p->ports);

@@ -181,10 +181,13 @@ static enum rem_err connect_error(struct rem_upconn *uc)
 {
     int err = rem_transport_error(&uc->t);
     rem_log_debug("upconn %s: connect failed: %s", uc->ep->name, strerror(err));
-    REM_M_ADD(uc->ep->cluster->metrics->connect_failures[err == ECONNREFUSED ? REM_CONNFAIL_REFUSED
-                                                                             : REM_CONNFAIL_ERROR],
+    /* A Unix socket whose file is missing (the app is not up yet) is refused like a closed
+     * port; EAGAIN there is a full backlog: connect_failed. */
+    bool refused = err == ECONNREFUSED || err == ENOENT;
+    REM_M_ADD(uc->ep->cluster->metrics
+                  ->connect_failures[refused ? REM_CONNFAIL_REFUSED : REM_CONNFAIL_ERROR],
               1);
-    return err == ECONNREFUSED ? REM_E_CONNECT_REFUSED : REM_E_CONNECT_FAILED;
+    return refused ? REM_E_CONNECT_REFUSED : REM_E_CONNECT_FAILED;
 }
 
 static void on_event(struct rem_transport *t, int what, void *arg)

@@ -91,8 +91,9 @@ def _start_upstream(tmp_path, name="", script=UPSTREAM_PY, args=(), cls=None):
 def upstream_factory(tmp_path):
     started = []
 
-    def make(name=""):
-        u = _start_upstream(tmp_path, name)
+    def make(name="", unix=None):
+        """unix: also serve on that Unix socket path (@name: abstract)."""
+        u = _start_upstream(tmp_path, name, args=["--unix", unix] if unix else ())
         started.append(u)
         return u
 
@@ -117,11 +118,12 @@ class H2Upstream(Upstream):
 
 @pytest.fixture
 def h2_upstream_factory(tmp_path):
-    """Factory: h2_upstream_factory(name="", max_streams=None, window=None) -> H2Upstream."""
+    """Factory: h2_upstream_factory(name="", max_streams=None, window=None, unix=None) ->
+    H2Upstream (unix: also serve on that Unix socket path, @name: abstract)."""
     started = []
 
-    def make(name="", max_streams=None, window=None):
-        args = []
+    def make(name="", max_streams=None, window=None, unix=None):
+        args = ["--unix", unix] if unix else []
         if max_streams is not None:
             args += ["--max-streams", max_streams]
         if window is not None:

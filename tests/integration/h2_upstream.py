@@ -769,6 +769,9 @@ async def main():
     ap.add_argument("--port", type=int, required=True, help="port to listen on (0: ephemeral)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--name", default="", help="sent back in x-upstream-name on every response")
+    ap.add_argument("--unix", default=None,
+                    help="also serve on this Unix socket path (@name: abstract namespace); the "
+                    "TCP port stays for a test's own /_stats and /_control asks")
     ap.add_argument("--max-streams", type=int, default=256,
                     help="SETTINGS_MAX_CONCURRENT_STREAMS (enforced by refusing extra streams)")
     ap.add_argument("--window", type=int, default=None, help="SETTINGS_INITIAL_WINDOW_SIZE")
@@ -782,6 +785,9 @@ async def main():
     server = await asyncio.start_server(on_client, args.host, args.port, backlog=1024,
                                         reuse_address=True)
     port = server.sockets[0].getsockname()[1]
+    if args.unix:
+        path = "\0" + args.unix[1:] if args.unix.startswith("@") else args.unix
+        await asyncio.start_unix_server(on_client, path, backlog=1024)
     print("READY %d" % port, flush=True)
     async with server:
         await server.serve_forever()

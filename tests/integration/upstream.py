@@ -542,12 +542,18 @@ async def main():
     ap.add_argument("--port", type=int, required=True, help="port to listen on (0: ephemeral)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--name", default="", help="sent back in x-upstream-name on every response")
+    ap.add_argument("--unix", default=None,
+                    help="also serve on this Unix socket path (@name: abstract namespace); the "
+                    "TCP port stays for a test's own /_stats and /_control asks")
     args = ap.parse_args()
     global NAME
     NAME = args.name
     server = await asyncio.start_server(on_client, args.host, args.port, limit=HEAD_LIMIT,
                                         backlog=1024, reuse_address=True)
     port = server.sockets[0].getsockname()[1]
+    if args.unix:
+        path = "\0" + args.unix[1:] if args.unix.startswith("@") else args.unix
+        await asyncio.start_unix_server(on_client, path, backlog=1024, limit=HEAD_LIMIT)
     print("READY %d" % port, flush=True)
     async with server:
         await server.serve_forever()

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "config.h"
 
@@ -2260,6 +2261,131 @@ static void test_tunnels(void **state)
         });
 }
 
+/* unix:/path and unix:@name: sun_path holds 108 bytes, the NUL of a path or the leading NUL of
+ * an abstract name included. */
+static void test_parse_unix(void **state)
+{
+    struct rem_sockaddr a;
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)&a.ss;
+    const char *why;
+    char s[200], buf[200];
+    size_t off = offsetof(struct sockaddr_un, sun_path);
+
+    assert_int_equal(rem_parse_unix("unix:/run/app.sock", &a, &why), 0);
+    assert_int_equal(a.ss.ss_family, AF_UNIX);
+    assert_string_equal(sun->sun_path, "/run/app.sock");
+    assert_int_equal(a.len, off + strlen("/run/app.sock") + 1);
+    assert_addr(&a, "unix:/run/app.sock");
+    assert_int_equal(rem_parse_unix("unix:@app", &a, &why), 0);
+    assert_int_equal(sun->sun_path[0], '\0');
+    assert_memory_equal(sun->sun_path + 1, "app", 3);
+    assert_int_equal(a.len, off + 4);
+    assert_addr(&a, "unix:@app");
+    /* Not unix: 1, untouched. */
+    memset(&a, 0x55, sizeof(a));
+    assert_int_equal(rem_parse_unix("127.0.0.1:80", &a, &why), 1);
+    assert_int_equal(a.len, 0x55555555);
+    /* rem_parse_sockaddr takes both forms. */
+    assert_int_equal(rem_parse_sockaddr("unix:/x", &a), 0);
+    assert_int_equal(a.ss.ss_family, AF_UNIX);
+    assert_int_equal(rem_parse_sockaddr("unix:x", &a), -1);
+
+    struct {
+        const char *s, *why;
+    } bad[] = {
+        {"unix:", "a Unix socket path must be absolute: unix:/path, or unix:@name"},
+        {"unix:run/app.sock", "a Unix socket path must be absolute: unix:/path, or unix:@name"},
+        {"unix:@", "an abstract socket needs a name after \"unix:@\""},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why = NULL;
+        if (rem_parse_unix(bad[i].s, &a, &why) != -1)
+            fail_msg("accepted \"%s\"", bad[i].s);
+        assert_non_null(why);
+        assert_string_equal(why, bad[i].why);
+    }
+    /* A 107-byte path fits, 108 does not. */
+    memcpy(s, "unix:/", 6);
+    memset(s + 6, 'a', 106);
+    s[112] = '\0';
+    assert_int_equal(rem_parse_unix(s, &a, &why), 0);
+    assert_int_equal(a.len, sizeof(struct sockaddr_un));
+    assert_int_equal(rem_sockaddr_str(&a, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, s);
+    s[112] = 'a';
+    s[113] = '\0';
+    assert_int_equal(rem_parse_unix(s, &a, &why), -1);
+    assert_string_equal(why, "a Unix socket path is at most 107 bytes");
+    /* An abstract name of 107 bytes fits, 108 does not. */
+    memcpy(s, "unix:@", 6);
+    memset(s + 6, 'b', 107);
+    s[113] = '\0';
+    assert_int_equal(rem_parse_unix(s, &a, &why), 0);
+    assert_int_equal(a.len, sizeof(struct sockaddr_un));
+    assert_int_equal(rem_sockaddr_str(&a, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, s);
+    s[113] = 'b';
+    s[114] = '\0';
+    assert_int_equal(rem_parse_unix(s, &a, &why), -1);
+    assert_string_equal(why, "an abstract socket name is at most 107 bytes");
+}
+
+static void test_unix_endpoints_and_listeners(void **state)
+{
+    struct rem_cfg_endpoint e;
+    const char *why = NULL;
+    char buf[200];
+
+    assert_int_equal(rem_parse_endpoint("unix:/run/app.sock", &e, &why), 0);
+    assert_true(e.is_unix);
+    assert_false(e.is_name);
+    assert_string_equal(e.host, "unix:/run/app.sock");
+    assert_int_equal(e.port, 0);
+    assert_int_equal(rem_cfg_endpoint_str(&e, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "unix:/run/app.sock");
+    free(e.host);
+    assert_int_equal(rem_parse_endpoint("unix:rel.sock", &e, &why), -1);
+    assert_string_equal(why, "a Unix socket path must be absolute: unix:/path, or unix:@name");
+    {
+        char *host = NULL;
+        uint16_t port;
+        assert_int_equal(rem_parse_hostport("unix:/x", &host, &port), -1);
+        assert_null(host);
+    }
+
+    struct rem_config *cfg =
+        load_string_ok("listeners:\n"
+                       "  - {name: a, address: \"unix:/run/r.sock\", mode: \"0660\"}\n"
+                       "  - {name: b, address: \"unix:@r\"}\n"
+                       "  - {name: c, address: \"unix:/run/c.sock\"}\n"
+                       "upstreams: [{name: app, endpoints: [\"unix:@app\", \"127.0.0.1:80\"]}]\n");
+    assert_int_equal(cfg->listeners[0].mode, 0660);
+    assert_int_equal(cfg->listeners[2].mode, REM_DEF_UNIX_MODE);
+    assert_addr(&cfg->listeners[1].addr, "unix:@r");
+    assert_true(cfg->upstreams[0].endpoints[0].is_unix);
+    assert_false(cfg->upstreams[0].endpoints[1].is_unix);
+    rem_config_unref(cfg);
+
+    expect_string_errors(
+        "listeners:\n"
+        "  - {name: a, address: \"unix:run/r.sock\"}\n"
+        "  - {name: b, address: \"unix:/run/r.sock\", mode: \"0999\"}\n"
+        "  - {name: c, address: \"unix:@r\", mode: \"0600\"}\n"
+        "  - {name: d, address: \"127.0.0.1:1\", mode: \"0600\"}\n"
+        "  - {name: e, address: \"unix:/run/r.sock\"}\n"
+        "admin: {address: \"unix:/run/admin.sock\"}\n",
+        (const char *const[]){
+            "t.yaml:2:24: bad address \"unix:run/r.sock\" (a Unix socket path must be absolute: "
+            "unix:/path, or unix:@name)",
+            "t.yaml:3:50: bad mode \"0999\" (expected octal permissions such as \"0660\")",
+            "t.yaml:4:41: \"mode\" does not apply to an abstract socket (unix:@name)",
+            "t.yaml:5:45: \"mode\" needs a unix:/path address",
+            "t.yaml:6:24: address unix:/run/r.sock is already used by listener \"b\"",
+            "t.yaml:7:18: the admin listener takes a host:port, not a Unix socket",
+            NULL,
+        });
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2306,6 +2432,8 @@ int main(void)
         cmocka_unit_test(test_parse_hostport),
         cmocka_unit_test(test_parse_endpoint),
         cmocka_unit_test(test_sockaddr_str),
+        cmocka_unit_test(test_parse_unix),
+        cmocka_unit_test(test_unix_endpoints_and_listeners),
         cmocka_unit_test(test_route_host_trailing_dot),
     };
 
