@@ -26,6 +26,8 @@ BIN = Path(os.environ.get("REMORA_BIN", str(ROOT / "proxy" / "remora")))
 PYTHON = "/usr/bin/python3"
 UPSTREAM_PY = HERE / "upstream.py"
 H2_UPSTREAM_PY = HERE / "h2_upstream.py"
+WS_APP_PY = HERE / "ws_app.py"
+TCP_ECHO_PY = HERE / "tcp_echo.py"
 CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS, -signal.SIGFPE,
                  -signal.SIGILL}
 
@@ -84,7 +86,9 @@ def _start_upstream(tmp_path, name="", script=UPSTREAM_PY, args=(), cls=None):
     if not line.startswith(b"READY "):
         _stop(proc)
         pytest.fail("%s did not start: %r %s" % (script.name, line, log_path.read_text()))
-    return (cls or Upstream)(proc, int(line.split()[1]), name, log_path)
+    u = (cls or Upstream)(proc, int(line.split()[1]), name, log_path)
+    u.ready_line = line.decode().strip()
+    return u
 
 
 @pytest.fixture
@@ -118,16 +122,20 @@ class H2Upstream(Upstream):
 
 @pytest.fixture
 def h2_upstream_factory(tmp_path):
-    """Factory: h2_upstream_factory(name="", max_streams=None, window=None, unix=None) ->
-    H2Upstream (unix: also serve on that Unix socket path, @name: abstract)."""
+    """Factory: h2_upstream_factory(name="", max_streams=None, window=None, unix=None,
+    connect_protocol=False) -> H2Upstream (unix: also serve on that Unix socket path, @name:
+    abstract; connect_protocol: the app advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and serves
+    extended CONNECT (RFC 8441) streams)."""
     started = []
 
-    def make(name="", max_streams=None, window=None, unix=None):
+    def make(name="", max_streams=None, window=None, unix=None, connect_protocol=False):
         args = ["--unix", unix] if unix else []
         if max_streams is not None:
             args += ["--max-streams", max_streams]
         if window is not None:
             args += ["--window", window]
+        if connect_protocol:
+            args += ["--connect-protocol"]
         u = _start_upstream(tmp_path, name, script=H2_UPSTREAM_PY, args=args, cls=H2Upstream)
         started.append(u)
         return u
@@ -142,6 +150,66 @@ def h2_upstream_factory(tmp_path):
 def h2_upstream(h2_upstream_factory):
     """A fresh h2_upstream.py with the default SETTINGS (256 concurrent streams)."""
     return h2_upstream_factory()
+
+
+class TcpEcho(Upstream):
+    """tcp_echo.py: raw TCP echo with half-close (--upgrade: after a 101 to an HTTP/1.1
+    Upgrade request). stats() asks its control port (the second number of its READY line)."""
+
+    @property
+    def control_port(self):
+        return int(self.ready_line.split()[2])
+
+    def stats(self, reset_peak=False):
+        st, body = http_get_body(self.control_port, "/_stats")
+        assert st == 200, "tcp_echo /_stats failed: %r" % body
+        return json.loads(body)
+
+
+def _app_factory(tmp_path, script, cls=Upstream):
+    started = []
+
+    def make(name="", args=()):
+        u = _start_upstream(tmp_path, name, script=script, args=args, cls=cls)
+        started.append(u)
+        return u
+
+    return make, started
+
+
+@pytest.fixture
+def ws_app_factory(tmp_path):
+    """Factory: ws_app_factory(name="") -> a started ws_app.py (the WebSocket app on
+    python3-websockets, see its docstring); stats() asks its GET /_stats."""
+    make, started = _app_factory(tmp_path, WS_APP_PY)
+    yield make
+    for u in started:
+        _stop(u.proc)
+        u.proc.stdout.close()
+
+
+@pytest.fixture
+def ws_app(ws_app_factory):
+    return ws_app_factory()
+
+
+@pytest.fixture
+def tcp_echo_factory(tmp_path):
+    """Factory: tcp_echo_factory(name="", upgrade=False) -> a started tcp_echo.py (TcpEcho)."""
+    make, started = _app_factory(tmp_path, TCP_ECHO_PY, cls=TcpEcho)
+
+    def make_echo(name="", upgrade=False):
+        return make(name, ["--upgrade"] if upgrade else [])
+
+    yield make_echo
+    for u in started:
+        _stop(u.proc)
+        u.proc.stdout.close()
+
+
+@pytest.fixture
+def tcp_echo(tcp_echo_factory):
+    return tcp_echo_factory()
 
 
 # ---- remora -------------------------------------------------------------------------------

@@ -10,10 +10,13 @@ so a handler that reads slowly holds the sender back. Request bodies are streame
 never held whole (except /echo, which sends the body back).
 
     h2_upstream.py --port N [--host 127.0.0.1] [--max-streams N] [--window N] [--name NAME]
+                   [--connect-protocol]
 
 prints "READY <port>" once listening. --max-streams sets SETTINGS_MAX_CONCURRENT_STREAMS (and is
 enforced: an extra stream is refused with RST_STREAM REFUSED_STREAM and counted, rather than
 killing the connection like h2 itself would). --window sets SETTINGS_INITIAL_WINDOW_SIZE.
+--connect-protocol advertises SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 and serves extended CONNECT
+(RFC 8441) streams, see CONNECT below.
 
 Every response carries `x-upstream-conn` (per-connection id, 1-based) and `x-upstream-stream`
 (the stream id). Behaviour by path (query modifiers in brackets):
@@ -44,6 +47,15 @@ Every response carries `x-upstream-conn` (per-connection id, 1-based) and `x-ups
                      GET on the same port answers only these paths, anything else is 505)
   anything else      like /json
 
+CONNECT streams: with --connect-protocol, an extended CONNECT (:method CONNECT with :protocol,
+any :path) is a tunnel: :status 200 at once, then every DATA byte is echoed back as it comes
+(acknowledged only once echoed, so a client that does not read holds the sender back); at the
+peer's END_STREAM the app sends "BYE <n>\n" (n: bytes received) and ends the stream too. Each
+is recorded in `tunnels` of /_stats: conn, stream, protocol, method, path, authority, scheme,
+headers (regular ones), bytes_in, ended (END_STREAM received), reset (RST_STREAM code received,
+else null), done. A CONNECT without :protocol is answered 405 (when h2 lets it through: it
+insists on :scheme and :path); an extended CONNECT without --connect-protocol 400.
+
 Modifiers on any path: ?once=KEY applies the fault of /goaway or /rst only the first time KEY
 is seen by this process (later requests with that key get 200 "ok ..."): the retry tests use
 it so the retried request succeeds. ?set=Name:Value (repeatable) adds that response header.
@@ -73,6 +85,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 NAME = ""
 MAX_STREAMS = 256
 WINDOW = None
+CONNECT_PROTOCOL = False
 CONN_WINDOW_EXTRA = 1024 * 1024 - 65535  # the connection window is 1 MiB
 VERBOSE = False
 
@@ -100,6 +113,7 @@ class Stats:
     data_sent = 0              # response body bytes handed to h2 (all connections)
     protocol_errors = []       # h2 exceptions raised by what the peer sent (first 20)
     conns = {}                 # id -> per-connection dict
+    tunnels = []               # extended CONNECT streams (see CONNECT in the docstring)
     once_keys = set()
 
     @classmethod
@@ -118,6 +132,7 @@ class Stats:
             "protocol_errors": cls.protocol_errors,
             "max_streams": MAX_STREAMS,
             "conns": [dict(c) for _, c in sorted(cls.conns.items())],
+            "tunnels": [dict(t) for t in cls.tunnels],
         }
 
     @classmethod
@@ -216,6 +231,8 @@ class H2Conn:
                 SettingCodes.MAX_HEADER_LIST_SIZE: 1024 * 1024}
         if WINDOW is not None:
             init[SettingCodes.INITIAL_WINDOW_SIZE] = WINDOW
+        if CONNECT_PROTOCOL:
+            init[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
         self.h2.local_settings = _LenientSettings(client=False, initial_values=init)
         self.h2.decoder.max_header_list_size = 1024 * 1024
         self.streams = {}
@@ -572,11 +589,41 @@ class H2Conn:
         Stats.once_keys.add(key)
         return False
 
+    async def tunnel(self, s):
+        """An extended CONNECT stream: 200, echo, "BYE <n>\n" and END_STREAM at the peer's."""
+        t = {"conn": self.id, "stream": s.sid, "protocol": s.pseudo.get(":protocol"),
+             "method": s.pseudo.get(":method"), "path": s.pseudo.get(":path"),
+             "authority": s.pseudo.get(":authority"), "scheme": s.pseudo.get(":scheme"),
+             "headers": [[k, v] for k, v in s.headers if not k.startswith(":")],
+             "bytes_in": 0, "ended": False, "reset": None, "done": False}
+        Stats.tunnels.append(t)
+        try:
+            await self.send_headers(s, 200)
+            while True:
+                d, fcl = await s.read(ack=False)
+                if not d:
+                    break
+                t["bytes_in"] += len(d)
+                await self.send_data(s, d)
+                s.ack(fcl)
+            t["ended"] = True
+            await self.send_data(s, b"BYE %d\n" % t["bytes_in"], end_stream=True)
+        finally:
+            t["reset"] = s.reset_code if s.reset_code not in (None, -1) else None
+            t["done"] = True
+
     async def handle(self, s):
         p = s.path
         q = s.query
         method = s.pseudo.get(":method", "")
-        if p == "/echo":
+        if method == "CONNECT":
+            if ":protocol" not in s.pseudo:
+                await self.respond(s, 405, b"plain CONNECT not served\n")
+            elif not CONNECT_PROTOCOL:
+                await self.respond(s, 400, b"extended CONNECT not enabled\n")
+            else:
+                await self.tunnel(s)
+        elif p == "/echo":
             parts = []
             h = hashlib.sha256()
             n = 0
@@ -776,8 +823,11 @@ async def main():
                     help="SETTINGS_MAX_CONCURRENT_STREAMS (enforced by refusing extra streams)")
     ap.add_argument("--window", type=int, default=None, help="SETTINGS_INITIAL_WINDOW_SIZE")
     ap.add_argument("--verbose", action="store_true", help="connection events on stderr")
+    ap.add_argument("--connect-protocol", action="store_true",
+                    help="advertise SETTINGS_ENABLE_CONNECT_PROTOCOL, serve extended CONNECT")
     args = ap.parse_args()
-    global NAME, MAX_STREAMS, WINDOW, VERBOSE
+    global NAME, MAX_STREAMS, WINDOW, VERBOSE, CONNECT_PROTOCOL
+    CONNECT_PROTOCOL = args.connect_protocol
     NAME = args.name
     MAX_STREAMS = args.max_streams
     WINDOW = args.window
