@@ -97,8 +97,9 @@ PY
     rm -f "$junit"
 }
 
-# The lifecycle tests (drain, reload) once more against an ASan+UBSan build, with leak
-# detection: generations, clusters and listeners freed across reloads and drains. Built from a
+# The lifecycle tests (drain, reload) and the tunnel and Unix-socket tests once more against an
+# ASan+UBSan build, with leak detection: generations, clusters and listeners freed across
+# reloads and drains; tunnels torn down from either side. Built from a
 # copy of the tracked files in build-asan/ (automake builds one configuration per tree).
 lifecycle_sanitized() {
     log "lifecycle tests under ASan+UBSan (build-asan/)"
@@ -125,7 +126,9 @@ lifecycle_sanitized() {
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_pytest tests/integration/test_72_drain.py tests/integration/test_73_drain_upstream.py \
             tests/integration/test_75_reload.py tests/integration/test_76_reload_load.py \
-            tests/integration/test_77_reload_failure.py
+            tests/integration/test_77_reload_failure.py tests/integration/test_80_websocket.py \
+            tests/integration/test_81_unix.py tests/integration/test_82_h2_tunnel.py \
+            tests/integration/test_83_connect.py
 }
 
 # Reads the last "N passed, N failed[, N skipped]" line of a log into jp jf js; a nonzero exit
