@@ -102,7 +102,7 @@ PY
 # reloads and drains; tunnels torn down from either side. Built from a
 # copy of the tracked files in build-asan/ (automake builds one configuration per tree).
 lifecycle_sanitized() {
-    log "lifecycle tests under ASan+UBSan (build-asan/)"
+    log "lifecycle, tunnel and Unix-socket tests under ASan+UBSan (build-asan/)"
     jp=0 jf=0 js=0
     if ! git rev-parse --git-dir >/dev/null 2>&1; then
         log "not a git checkout: the sanitizer pass copies the tracked files; skipped"
