@@ -285,7 +285,9 @@ def test_h1_silent_conn_closed_at_once(remora, upstream):
     assert wait_for(lambda: metrics(p.admin_port).value("remora_downstream_connections") == 1,
                     2.0), "remora never accepted the silent conn"
     busy = HttpConn(p.port)
-    busy.request("GET", "/echo?just-before")
+    # Still in flight when the drain starts (an instant /echo can be answered before the
+    # worker hears of the drain on a loaded machine, and then rightly keeps the conn open).
+    busy.request("GET", "/delay?ms=300")
     t0 = send_signal(p)
     assert silent.is_closed(1.0), "the silent conn was not closed at the drain"
     silent.close()
