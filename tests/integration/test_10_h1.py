@@ -2,16 +2,36 @@
 """10: what only HTTP/1.x downstream has: keep-alive, pipelining, Connection: close, HTTP/1.0
 clients, HEAD of a chunked response, Expect: 100-continue, chunk extensions and trailers in a
 request, close-delimited and chunked bodies converted for the client's version, 1xx responses,
-absolute-form targets. What every protocol pair shares (forwarded headers, X-Request-Id,
+absolute-form targets. Every test that takes `proxy` runs twice: the app reached over TCP
+loopback, then over a Unix-domain socket (`endpoints: ["unix:/path"]`), since none of this may
+depend on the upstream transport. What every protocol pair shares (forwarded headers, X-Request-Id,
 hop-by-hop headers, bodies, HEAD/204/304, trailers, remora's own errors) runs over the
 protocol matrix in test_23_matrix.py."""
 
 import hashlib
+import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 
+import pytest
+
 from helpers import HttpConn, build_request, chunked_body, curl, http, pattern
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def proxy(request, remora, upstream_factory):
+    """remora with the default one-route config in front of a fresh upstream, reached over TCP
+    or over a Unix socket (a short directory under /tmp: sun_path holds 108 bytes)."""
+    if request.param == "tcp":
+        return remora(upstream_factory())
+    d = tempfile.mkdtemp(prefix="rem-h1-", dir="/tmp")
+    request.addfinalizer(lambda: shutil.rmtree(d, ignore_errors=True))
+    path = os.path.join(d, "app.sock")
+    upstream_factory(unix=path)
+    return remora(endpoints=["unix:" + path])
 
 
 def app_headers(resp):
