@@ -7,9 +7,11 @@ upstream)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,20 +93,50 @@ def _start_upstream(tmp_path, name="", script=UPSTREAM_PY, args=(), cls=None):
     return u
 
 
-@pytest.fixture
-def upstream_factory(tmp_path):
+def _app_factory(tmp_path, script, cls=Upstream):
+    """(start(name, args) -> a started app of script, the list of those started)."""
     started = []
 
-    def make(name="", unix=None):
-        """unix: also serve on that Unix socket path (@name: abstract)."""
-        u = _start_upstream(tmp_path, name, args=["--unix", unix] if unix else ())
+    def make(name="", args=()):
+        u = _start_upstream(tmp_path, name, script=script, args=args, cls=cls)
         started.append(u)
         return u
 
-    yield make
+    return make, started
+
+
+def _stop_apps(started):
     for u in started:
         _stop(u.proc)
         u.proc.stdout.close()
+
+
+@pytest.fixture
+def sockdir():
+    """A short directory under /tmp for Unix socket paths (sun_path holds 108 bytes; pytest's
+    tmp_path can be longer), removed after the test."""
+    d = tempfile.mkdtemp(prefix="rmu-", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def upstream_endpoints(transport, upstream_factory, sockdir):
+    """Starts an upstream.py and returns remora endpoints reaching it over transport: "tcp"
+    (loopback) or "unix" (a socket in sockdir)."""
+    if transport == "tcp":
+        return [upstream_factory().addr]
+    path = os.path.join(sockdir, "app.sock")
+    upstream_factory(unix=path)
+    return ["unix:" + path]
+
+
+@pytest.fixture
+def upstream_factory(tmp_path):
+    """Factory: upstream_factory(name="", unix=None) -> Upstream (unix: also serve on that
+    Unix socket path, @name: abstract)."""
+    start, started = _app_factory(tmp_path, UPSTREAM_PY)
+    yield lambda name="", unix=None: start(name, ["--unix", unix] if unix else ())
+    _stop_apps(started)
 
 
 @pytest.fixture
@@ -126,7 +158,7 @@ def h2_upstream_factory(tmp_path):
     connect_protocol=False) -> H2Upstream (unix: also serve on that Unix socket path, @name:
     abstract; connect_protocol: the app advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and serves
     extended CONNECT (RFC 8441) streams)."""
-    started = []
+    start, started = _app_factory(tmp_path, H2_UPSTREAM_PY, H2Upstream)
 
     def make(name="", max_streams=None, window=None, unix=None, connect_protocol=False):
         args = ["--unix", unix] if unix else []
@@ -136,14 +168,10 @@ def h2_upstream_factory(tmp_path):
             args += ["--window", window]
         if connect_protocol:
             args += ["--connect-protocol"]
-        u = _start_upstream(tmp_path, name, script=H2_UPSTREAM_PY, args=args, cls=H2Upstream)
-        started.append(u)
-        return u
+        return start(name, args)
 
     yield make
-    for u in started:
-        _stop(u.proc)
-        u.proc.stdout.close()
+    _stop_apps(started)
 
 
 @pytest.fixture
@@ -166,15 +194,6 @@ class TcpEcho(Upstream):
         return json.loads(body)
 
 
-def _app_factory(tmp_path, script, cls=Upstream):
-    started = []
-
-    def make(name="", args=()):
-        u = _start_upstream(tmp_path, name, script=script, args=args, cls=cls)
-        started.append(u)
-        return u
-
-    return make, started
 
 
 @pytest.fixture
@@ -183,9 +202,7 @@ def ws_app_factory(tmp_path):
     python3-websockets, see its docstring); stats() asks its GET /_stats."""
     make, started = _app_factory(tmp_path, WS_APP_PY)
     yield make
-    for u in started:
-        _stop(u.proc)
-        u.proc.stdout.close()
+    _stop_apps(started)
 
 
 @pytest.fixture
@@ -202,9 +219,7 @@ def tcp_echo_factory(tmp_path):
         return make(name, ["--upgrade"] if upgrade else [])
 
     yield make_echo
-    for u in started:
-        _stop(u.proc)
-        u.proc.stdout.close()
+    _stop_apps(started)
 
 
 @pytest.fixture

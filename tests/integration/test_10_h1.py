@@ -9,29 +9,21 @@ hop-by-hop headers, bodies, HEAD/204/304, trailers, remora's own errors) runs ov
 protocol matrix in test_23_matrix.py."""
 
 import hashlib
-import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
 
 import pytest
 
+from conftest import upstream_endpoints
 from helpers import HttpConn, build_request, chunked_body, curl, http, pattern
 
 
 @pytest.fixture(params=["tcp", "unix"])
-def proxy(request, remora, upstream_factory):
+def proxy(request, remora, upstream_factory, sockdir):
     """remora with the default one-route config in front of a fresh upstream, reached over TCP
-    or over a Unix socket (a short directory under /tmp: sun_path holds 108 bytes)."""
-    if request.param == "tcp":
-        return remora(upstream_factory())
-    d = tempfile.mkdtemp(prefix="rem-h1-", dir="/tmp")
-    request.addfinalizer(lambda: shutil.rmtree(d, ignore_errors=True))
-    path = os.path.join(d, "app.sock")
-    upstream_factory(unix=path)
-    return remora(endpoints=["unix:" + path])
+    or over a Unix socket."""
+    return remora(endpoints=upstream_endpoints(request.param, upstream_factory, sockdir))
 
 
 def app_headers(resp):

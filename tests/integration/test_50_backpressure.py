@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """50: streaming and backpressure. 100 MiB bodies pass through in both directions with the
 right length and sha256 while remora's RSS stays under 32 MiB, and a slow reader on either
-side stops the fast side instead of growing remora's buffers."""
+side stops the fast side instead of growing remora's buffers; with the app reached over TCP and
+over a Unix socket."""
 
 import hashlib
 import socket
@@ -9,6 +10,7 @@ import time
 
 import pytest
 
+from conftest import upstream_endpoints
 from helpers import MIB, HttpConn, RssSampler, build_request, pattern, pattern_sha256
 
 BIG = 100 * MIB
@@ -21,10 +23,13 @@ def big_sha():
     return pattern_sha256(BIG)
 
 
-@pytest.fixture
-def streaming_proxy(remora, upstream):
-    return remora(upstream, workers=1, routes=[
-        {"name": "default", "match": {"path_prefix": "/"}, "upstream": "app", "timeout": "30s"}])
+@pytest.fixture(params=["tcp", "unix"])
+def streaming_proxy(request, remora, upstream_factory, sockdir):
+    """One worker in front of a fresh upstream reached over TCP or over a Unix socket: every
+    streaming test runs over both."""
+    return remora(endpoints=upstream_endpoints(request.param, upstream_factory, sockdir),
+                  workers=1, routes=[{"name": "default", "match": {"path_prefix": "/"},
+                                      "upstream": "app", "timeout": "30s"}])
 
 
 def check_rss(sampler, proxy):

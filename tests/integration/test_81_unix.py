@@ -1,43 +1,29 @@
 # SPDX-License-Identifier: Apache-2.0
 """81: Unix-domain sockets. Upstream endpoints `unix:/path` and `unix:@name` (abstract) for
-http1 and h2c apps: keep-alive pooling, chunked bodies both ways, 100 MiB streamed each way in
-bounded memory, Host / :authority "localhost" when the client sent none, connect_refused for a
+http1 and h2c apps: keep-alive pooling, chunked bodies both ways (test_10_h1.py and
+test_50_backpressure.py run their tests over a Unix socket too: 100 MiB each way in bounded
+memory), Host / :authority "localhost" when the client sent none, connect_refused for a
 missing or dead socket and connect_failed (not a hang) for a full backlog, health checks over
 the socket flipping /readyz, the endpoint as written in the access log and /config, and
 `--check` errors. Listeners on `unix:/path` (curl --unix-socket): no X-Forwarded-For entry
 and an empty access-log `client`, `mode`, a stale socket file replaced, a regular file never
 clobbered, the file removed at exit, and a reload adding and removing a Unix listener.
 
-Socket paths live in a short directory under /tmp (sun_path holds 108 bytes; pytest's
-tmp_path can be longer), removed after each test."""
+Socket paths live in conftest's `sockdir`: a short directory under /tmp, removed after each
+test."""
 
 import hashlib
 import json
 import os
-import shutil
-import signal
 import socket
 import stat
-import subprocess
-import tempfile
 import time
 
 import pytest
 
-from helpers import (MIB, RssSampler, chunked_body, curl, default_config, free_port, http,
-                     metrics, pattern, pattern_sha256, stop_process, to_yaml, wait_for)
+from helpers import (chunked_body, curl, default_config, free_port, http, metrics, pattern,
+                     stop_process, wait_for)
 from reloadutil import ConfDir, sighup, wait_state
-
-BIG = 100 * MIB
-RSS_LIMIT_KIB = 32 * 1024
-BLOCK = pattern(0, 65536)
-
-
-@pytest.fixture
-def sockdir():
-    d = tempfile.mkdtemp(prefix="rmu-", dir="/tmp")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def unix_cfg(port, admin_port, endpoints, listeners=(), workers=1, upstream_opts=None,
@@ -110,50 +96,6 @@ def test_chunked_both_ways_over_unix(remora, upstream_factory, sockdir):
     assert r.status == 200 and r.complete, r
     assert r.chunked
     assert r.body == pattern(0, 300000)
-
-
-@pytest.fixture(scope="module")
-def big_sha():
-    return pattern_sha256(BIG)
-
-
-def check_rss(sampler, p):
-    assert sampler.samples >= 3, "RSS sampler did not run"
-    print("peak RSS %.1f MiB" % (sampler.max_kib / 1024))
-    assert sampler.max_kib < RSS_LIMIT_KIB, (
-        "remora peak RSS %.1f MiB >= 32 MiB" % (sampler.max_kib / 1024))
-    assert p.alive()
-
-
-def test_upload_100mib_over_unix(remora, upstream_factory, sockdir, big_sha):
-    from helpers import HttpConn, build_request
-    path = os.path.join(sockdir, "app.sock")
-    upstream_factory(unix=path)
-    p = start(remora, ["unix:" + path], timeout="30s")
-    with RssSampler(p.pid) as s, HttpConn(p.port, timeout=60) as c:
-        c.send(build_request("POST", "/upload", headers=[("Transfer-Encoding", "chunked")]))
-        for _ in range(BIG // len(BLOCK)):
-            c.send(b"10000\r\n" + BLOCK + b"\r\n")
-        c.send(b"0\r\n\r\n")
-        r = c.read_response()
-    assert r.status == 200, r
-    assert r.json() == {"body_len": BIG, "body_sha256": big_sha}
-    check_rss(s, p)
-
-
-def test_download_100mib_over_unix(remora, upstream_factory, sockdir, big_sha):
-    from helpers import HttpConn
-    path = os.path.join(sockdir, "app.sock")
-    upstream_factory(unix=path)
-    p = start(remora, ["unix:" + path], timeout="30s")
-    h = hashlib.sha256()
-    with RssSampler(p.pid) as s, HttpConn(p.port, timeout=60) as c:
-        c.request("GET", "/bytes?n=%d" % BIG)
-        r = c.read_response(sink=h.update)
-    assert r.status == 200 and r.complete, r
-    assert r.body_len == BIG
-    assert h.hexdigest() == big_sha
-    check_rss(s, p)
 
 
 def test_abstract_socket_endpoint(remora, upstream_factory, sockdir):

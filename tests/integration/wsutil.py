@@ -167,7 +167,45 @@ def upgrade_request(path="/", host="127.0.0.1", key=None, headers=(), protocol="
 
 # ---- HTTP/1.1 WebSocket client ---------------------------------------------------------------
 
-class WsConn(SocketOwner):
+class MessageReader:
+    """recv_message over a class's recv_frame(timeout) and send_frame(opcode, payload), with
+    _timeout() its default timeout, and a list self.pongs: shared by the HTTP/1.1 and the
+    HTTP/2 tunnel clients."""
+
+    def recv_message(self, timeout=None, sink=None):
+        """The next data message as (opcode, payload) (fragments joined; with sink, pieces go
+        to sink(bytes) and payload is b""), or (OP_CLOSE, payload) for a close frame, or
+        (None, b"") at EOF. Pings are answered with pongs, pongs kept in self.pongs."""
+        end = time.monotonic() + (self._timeout() if timeout is None else timeout)
+        op = None
+        parts = []
+        while True:
+            f = self.recv_frame(max(end - time.monotonic(), 0.001))
+            if f is None:
+                return None, b""
+            if f.opcode == OP_PING:
+                self.send_frame(OP_PONG, f.payload)
+                continue
+            if f.opcode == OP_PONG:
+                self.pongs.append(f.payload)
+                continue
+            if f.opcode == OP_CLOSE:
+                return OP_CLOSE, f.payload
+            if f.opcode != OP_CONT:
+                if op is not None:
+                    raise WsError("new message inside a fragmented one: %r" % f)
+                op = f.opcode
+            elif op is None:
+                raise WsError("continuation without a message: %r" % f)
+            if sink is not None:
+                sink(f.payload)
+            else:
+                parts.append(f.payload)
+            if f.fin:
+                return op, b"".join(parts)
+
+
+class WsConn(SocketOwner, MessageReader):
     """A WebSocket client on one raw TCP connection. open() does the handshake; .response is
     the helpers.Response of the answer (101 or anything else: then the connection is a plain
     HTTP/1.1 one and .http its HttpConn). Frames it sends are masked."""
@@ -200,6 +238,9 @@ class WsConn(SocketOwner):
             acc = c.response.header("sec-websocket-accept")
             assert acc == accept_for(c.key), (acc, c.response)
         return c
+
+    def _timeout(self):
+        return self.timeout
 
     @property
     def upgraded(self):
@@ -279,38 +320,6 @@ class WsConn(SocketOwner):
                 self._drain_buf()
                 return self.frames.pop(0) if self.frames else None
 
-    def recv_message(self, timeout=None, sink=None):
-        """The next data message as (opcode, payload) (fragments joined; with sink, pieces go
-        to sink(bytes) and payload is b""), or (OP_CLOSE, payload) for a close frame, or
-        (None, b"") at EOF. Pings are answered with pongs, pongs kept in self.pongs."""
-        end = time.monotonic() + (self.timeout if timeout is None else timeout)
-        op = None
-        parts = []
-        while True:
-            f = self.recv_frame(max(end - time.monotonic(), 0.001))
-            if f is None:
-                return None, b""
-            if f.opcode == OP_PING:
-                self.send_frame(OP_PONG, f.payload)
-                continue
-            if f.opcode == OP_PONG:
-                self.pongs.append(f.payload)
-                continue
-            if f.opcode == OP_CLOSE:
-                return OP_CLOSE, f.payload
-            if f.opcode != OP_CONT:
-                if op is not None:
-                    raise WsError("new message inside a fragmented one: %r" % f)
-                op = f.opcode
-            elif op is None:
-                raise WsError("continuation without a message: %r" % f)
-            if sink is not None:
-                sink(f.payload)
-            else:
-                parts.append(f.payload)
-            if f.fin:
-                return op, b"".join(parts)
-
     def read_exact(self, n, timeout=None):
         """Exactly n raw bytes (fewer only at EOF); socket.timeout at the deadline."""
         end = time.monotonic() + (self.timeout if timeout is None else timeout)
@@ -348,7 +357,7 @@ class WsConn(SocketOwner):
 
 # ---- one tunnel stream on an HTTP/2 connection -----------------------------------------------
 
-class H2Tunnel:
+class H2Tunnel(MessageReader):
     """An extended CONNECT (protocol given) or plain CONNECT (protocol None) stream on an
     h2util.H2Client. The response's DATA go through a sink: .data (bytes so far) and
     .decoder frames (when ws=True). Send with send()/send_frame(); end() sends END_STREAM,
@@ -360,6 +369,7 @@ class H2Tunnel:
         self.data = bytearray()
         self.dec = Decoder() if ws else None
         self.frames = []
+        self.pongs = []
         if protocol is None:
             hs = [(":method", "CONNECT"), (":authority", authority)]
             # h2 4.1 insists on :scheme and :path in every request it sends
@@ -373,6 +383,9 @@ class H2Tunnel:
         self.r.sink = self._sink
         client.conn.send_headers(self.sid, hs, end_stream=False)
         client.flush()
+
+    def _timeout(self):
+        return self.c.timeout
 
     def _sink(self, data):
         self.data += data
@@ -414,29 +427,6 @@ class H2Tunnel:
         if self.frames:
             return self.frames.pop(0)
         return None
-
-    def recv_message(self, timeout=None):
-        """(opcode, payload) of the next data message (fragments joined) or close frame;
-        (None, b"") at the stream's end. Pings are answered."""
-        end = time.monotonic() + (self.c.timeout if timeout is None else timeout)
-        op = None
-        parts = []
-        while True:
-            f = self.recv_frame(max(end - time.monotonic(), 0.001))
-            if f is None:
-                return None, b""
-            if f.opcode == OP_PING:
-                self.send_frame(OP_PONG, f.payload)
-                continue
-            if f.opcode == OP_PONG:
-                continue
-            if f.opcode == OP_CLOSE:
-                return OP_CLOSE, f.payload
-            if op is None:
-                op = f.opcode
-            parts.append(f.payload)
-            if f.fin:
-                return op, b"".join(parts)
 
     def wait_bytes(self, n, timeout=None):
         """Waits until at least n bytes arrived (or the stream is done); returns .data."""
