@@ -503,6 +503,22 @@ static void w_hdr(struct wbuf *w, const struct rem_head *h, const struct rem_hdr
     w_put(w, "\r\n", 2);
 }
 
+/* "name: value" (value of n bytes) and CRLF. */
+static void w_field(struct wbuf *w, const char *name, const char *v, size_t n)
+{
+    w_str(w, name);
+    w_put(w, ": ", 2);
+    w_put(w, v, n);
+    w_put(w, "\r\n", 2);
+}
+
+/* The two fields of a protocol switch (RFC 9110 7.8). */
+static void w_upgrade(struct wbuf *w, const char *proto, size_t n)
+{
+    w_field(w, "Upgrade", proto, n);
+    w_str(w, "Connection: Upgrade\r\n");
+}
+
 /* Joins every value of headers of `kind` and appends extra: "a, b, extra". */
 /* The values of every `kind` field joined with ", ", then extra, as one `name` field. An empty
  * extra (a client on a Unix socket has no address) appends nothing, and with no such field in
@@ -614,21 +630,12 @@ int rem_http_write_request(struct evbuffer *out, const struct rem_head *req,
     }
     w_joined(&w, req, REM_HDR_XFF, "X-Forwarded-For", fwd->client_addr);
     w_joined(&w, req, REM_HDR_XFP, "X-Forwarded-Proto", fwd->proto);
-    if (req->request_id_idx < 0 && fwd->request_id) {
-        w_str(&w, "X-Request-Id: ");
-        w_str(&w, fwd->request_id);
-        w_str(&w, "\r\n");
-    }
-    if (fwd->upgrade) {
-        w_str(&w, "Upgrade: ");
-        w_put(&w, fwd->upgrade, fwd->upgrade_len);
-        w_str(&w, "\r\nConnection: Upgrade\r\n");
-    }
-    if (fwd->websocket_key) {
-        w_str(&w, "Sec-WebSocket-Key: ");
-        w_str(&w, fwd->websocket_key);
-        w_str(&w, "\r\n");
-    }
+    if (req->request_id_idx < 0 && fwd->request_id)
+        w_field(&w, "X-Request-Id", fwd->request_id, strlen(fwd->request_id));
+    if (fwd->upgrade)
+        w_upgrade(&w, fwd->upgrade, fwd->upgrade_len);
+    if (fwd->websocket_key)
+        w_field(&w, "Sec-WebSocket-Key", fwd->websocket_key, strlen(fwd->websocket_key));
     if (fwd->chunked) {
         w_str(&w, "Transfer-Encoding: chunked\r\n");
     } else if (fwd->content_length >= 0) {
@@ -678,20 +685,12 @@ int rem_http_write_response(struct evbuffer *out, const struct rem_head *resp,
             break;
         }
     }
-    if (resp->request_id_idx < 0 && fwd->request_id) {
-        w_str(&w, "X-Request-Id: ");
-        w_put(&w, fwd->request_id, fwd->request_id_len);
-        w_str(&w, "\r\n");
-    }
-    if (fwd->websocket_accept) {
-        w_str(&w, "Sec-WebSocket-Accept: ");
-        w_str(&w, fwd->websocket_accept);
-        w_str(&w, "\r\n");
-    }
+    if (resp->request_id_idx < 0 && fwd->request_id)
+        w_field(&w, "X-Request-Id", fwd->request_id, fwd->request_id_len);
+    if (fwd->websocket_accept)
+        w_field(&w, "Sec-WebSocket-Accept", fwd->websocket_accept, strlen(fwd->websocket_accept));
     if (fwd->upgrade) {
-        w_str(&w, "Upgrade: ");
-        w_put(&w, fwd->upgrade, fwd->upgrade_len);
-        w_str(&w, "\r\nConnection: Upgrade\r\n");
+        w_upgrade(&w, fwd->upgrade, fwd->upgrade_len);
     } else if (fwd->chunked) {
         w_str(&w, "Transfer-Encoding: chunked\r\n");
     } else if (fwd->content_length >= 0) {

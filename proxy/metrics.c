@@ -767,6 +767,17 @@ static void render_http2(struct rbuf *b, const struct rem_metrics_view *vw, size
     }
 }
 
+/* One family with one series and no labels. */
+static void rb_unlabelled(struct rbuf *b, const char *name, const char *type, const char *help,
+                          int64_t v)
+{
+    rb_family(b, name, type, help);
+    rb_str(b, name);
+    rb_put(b, " ", 1);
+    rb_i64(b, v);
+    rb_put(b, "\n", 1);
+}
+
 static void render_process(struct rbuf *b, const struct rem_metrics_view *vw, size_t n_shards,
                            const struct rem_metrics_process *p)
 {
@@ -776,32 +787,21 @@ static void render_process(struct rbuf *b, const struct rem_metrics_view *vw, si
         open += LOAD(vw[s].shard->downstream_connections);
         total += LOAD(vw[s].shard->downstream_connections_total);
     }
-    rb_family(b, "remora_downstream_connections", "gauge", "Open downstream connections.");
-    rb_str(b, "remora_downstream_connections ");
-    rb_i64(b, open);
-    rb_put(b, "\n", 1);
-    rb_family(b, "remora_downstream_connections_total", "counter",
-              "Downstream connections accepted.");
-    rb_str(b, "remora_downstream_connections_total ");
-    rb_u64(b, total);
-    rb_put(b, "\n", 1);
+    rb_unlabelled(b, "remora_downstream_connections", "gauge", "Open downstream connections.",
+                  open);
+    rb_unlabelled(b, "remora_downstream_connections_total", "counter",
+                  "Downstream connections accepted.", (int64_t)total);
     render_http2(b, vw, n_shards);
     uint64_t cut = 0;
-    for (size_t s = 0; s < n_shards; s++)
-        cut += LOAD(vw[s].shard->drain_cut);
-    rb_family(b, "remora_drain_cut_total", "counter",
-              "Requests cut because they were still in flight at drain.timeout.");
-    rb_str(b, "remora_drain_cut_total ");
-    rb_u64(b, cut);
-    rb_put(b, "\n", 1);
     int64_t tunnels = 0;
-    for (size_t s = 0; s < n_shards; s++)
+    for (size_t s = 0; s < n_shards; s++) {
+        cut += LOAD(vw[s].shard->drain_cut);
         tunnels += LOAD(vw[s].shard->tunnels_active);
-    rb_family(b, "remora_tunnels_active", "gauge",
-              "Open tunnels (WebSocket and other Upgrades, CONNECT).");
-    rb_str(b, "remora_tunnels_active ");
-    rb_i64(b, tunnels);
-    rb_put(b, "\n", 1);
+    }
+    rb_unlabelled(b, "remora_drain_cut_total", "counter",
+                  "Requests cut because they were still in flight at drain.timeout.", (int64_t)cut);
+    rb_unlabelled(b, "remora_tunnels_active", "gauge",
+                  "Open tunnels (WebSocket and other Upgrades, CONNECT).", tunnels);
     if (!p)
         return;
     if (p->config_hash) {
