@@ -227,7 +227,8 @@ static bool allows_one(const struct rem_cfg_route *r, const char *tok, size_t le
     return false;
 }
 
-bool rem_route_allows_upgrade(const struct rem_cfg_route *r, const char *list, size_t len)
+bool rem_route_allows_upgrade(const struct rem_cfg_route *r, const char *list, size_t len,
+                              size_t *off, size_t *n)
 {
     size_t i = 0;
     while (i < len) {
@@ -239,8 +240,13 @@ bool rem_route_allows_upgrade(const struct rem_cfg_route *r, const char *list, s
         size_t end = i;
         while (end > start && (list[end - 1] == ' ' || list[end - 1] == '\t'))
             end--;
-        if (end > start && allows_one(r, list + start, end - start))
+        if (end > start && allows_one(r, list + start, end - start)) {
+            if (off)
+                *off = start;
+            if (n)
+                *n = end - start;
             return true;
+        }
     }
     return false;
 }

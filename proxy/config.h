@@ -194,8 +194,10 @@ struct rem_cfg_route {
     uint64_t tunnel_idle_timeout_ms; /* a tunnel silent both ways this long is closed */
 };
 /* Whether route r tunnels one of the protocols of an Upgrade list (RFC 9110 7.8: comma
- * separated, each a name with an optional "/version"). h2c never is. */
-bool rem_route_allows_upgrade(const struct rem_cfg_route *r, const char *list, size_t len);
+ * separated, each a name with an optional "/version"); h2c never is. When it does and off / n
+ * are given, they locate the first such protocol in list: the one remora offers the app. */
+bool rem_route_allows_upgrade(const struct rem_cfg_route *r, const char *list, size_t len,
+                              size_t *off, size_t *n);
 
 struct rem_cfg_limits {
     uint64_t max_header_bytes;

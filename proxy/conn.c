@@ -127,9 +127,14 @@ void rem_conn_close(struct rem_conn *c)
 
 static void start_linger(struct rem_conn *c)
 {
-    if (c->reset_on_close || c->eof) {
-        /* A reset; or the client already ended its side: nothing left to drain. */
+    if (c->reset_on_close) {
         rem_transport_set_reset(&c->t);
+        rem_conn_close(c);
+        return;
+    }
+    if (c->eof) {
+        /* The client ended its side: nothing left to drain. A plain close (FIN after what the
+         * kernel still holds for the client), never a reset, which would drop that tail. */
         rem_conn_close(c);
         return;
     }

@@ -25,6 +25,10 @@
 #include "upool.h"
 #include "worker.h"
 
+/* How long a finished tunnel's last client bytes may take to reach an app when the route has
+ * no tunnel_idle_timeout. */
+#define REM_TUNNEL_FLUSH_MS 30000
+
 /* Per-upconn state (rem_upconn.codec). */
 struct rem_h1_up {
     struct rem_upconn *uc;     /* borrowed: the owner */
@@ -37,7 +41,8 @@ struct rem_h1_up {
     bool exec_pending;     /* parser paused at the end of the input: run it once more */
     bool switching;        /* parser: a 101 to the stream's Upgrade; the tunnel opens after */
     bool tunnel;           /* an open tunnel: input is opaque bytes, never parsed again */
-    bool eof_pending;      /* tunnel: the app ended its side; passed on once its input is */
+    bool eof_pending;      /* the app closed while its bytes still wait (downstream full):
+                              acted on once they are parsed (or, in a tunnel, passed on) */
     bool closing;          /* tunnel over: closes once the last client bytes are written */
     enum rem_err resp_err; /* parser: why a callback failed */
 };
@@ -102,8 +107,12 @@ static int on_headers_complete(llhttp_t *p)
     if (p->status_code == 101) {
         /* Only an Upgrade remora forwarded may be accepted (RFC 9110 15.2.2); the switch
          * happens once llhttp has returned (parse). */
-        if (s->tunnel_req != REM_TUNNEL_UPGRADE) {
-            h->resp_err = REM_E_BAD_RESPONSE;
+        const char *up;
+        size_t up_len;
+        if (s->tunnel_req != REM_TUNNEL_UPGRADE ||
+            !rem_head_value(&s->resp, "upgrade", &up, &up_len) ||
+            !rem_http_upgrade_names(up, up_len, s->upgrade, s->upgrade_len)) {
+            h->resp_err = REM_E_BAD_RESPONSE; /* a switch to what remora did not offer */
             return -1;
         }
         h->switching = true;
@@ -383,11 +392,17 @@ static void h1_process(struct rem_upconn *uc)
     rem_upconn_close(uc);
 }
 
+static void eof_after_parse(struct rem_h1_up *h);
+
 static void h1_on_kick(struct rem_upconn *uc)
 {
-    if (uc->state == REM_UPCONN_ACTIVE && !h1_of(uc)->paused) {
-        parse(h1_of(uc));
-        rem_upconn_rearm(uc);
+    struct rem_h1_up *h = h1_of(uc);
+    if (uc->state == REM_UPCONN_ACTIVE && !h->paused) {
+        parse(h);
+        if (h->eof_pending && !h->tunnel && !h->paused)
+            eof_after_parse(h);
+        else if (uc->state == REM_UPCONN_ACTIVE)
+            rem_upconn_rearm(uc);
     }
 }
 
@@ -463,6 +478,19 @@ static void on_eof(struct rem_h1_up *h)
     fail(uc, REM_E_UPSTREAM_RESET);
 }
 
+/* The app's EOF once everything before it was parsed: the end of a close-delimited body, a
+ * truncation, or (the response completed and uc went idle) a connection that cannot be
+ * reused. */
+static void eof_after_parse(struct rem_h1_up *h)
+{
+    struct rem_upconn *uc = h->uc;
+    h->eof_pending = false;
+    if (uc->state == REM_UPCONN_ACTIVE)
+        on_eof(h);
+    else if (uc->state == REM_UPCONN_IDLE)
+        rem_upconn_close(uc);
+}
+
 static void h1_on_close(struct rem_upconn *uc, int what)
 {
     if (uc->state == REM_UPCONN_IDLE) {
@@ -481,10 +509,15 @@ static void h1_on_close(struct rem_upconn *uc, int what)
         return;
     }
     if (what & REM_TE_EOF) {
-        /* Parse what is left first: a close-delimited body ends here. */
-        parse(h1_of(uc));
-        if (uc->state == REM_UPCONN_ACTIVE)
-            on_eof(h1_of(uc));
+        /* Parse what is left first: a close-delimited body ends here. What the downstream
+         * cannot take yet is parsed when it drains, and the EOF acted on after it. */
+        parse(h);
+        if (uc->state == REM_UPCONN_ACTIVE && h->paused &&
+            evbuffer_get_length(rem_upconn_input(uc)) > 0) {
+            h->eof_pending = true;
+            return;
+        }
+        eof_after_parse(h);
     } else {
         fail(uc, REM_E_UPSTREAM_RESET);
     }
@@ -504,6 +537,8 @@ static void h1_cancel(struct rem_upconn *uc, struct rem_stream *s)
          * asked for) still go out before the close. */
         h->stream = NULL;
         h->closing = true;
+        if (!uc->timeout_ms) /* tunnel_idle_timeout 0: still a bound on the last write */
+            rem_upconn_arm_timer(uc, REM_TUNNEL_FLUSH_MS);
         return;
     }
     rem_upconn_close(uc); /* the exchange cannot be finished: the connection is lost */

@@ -686,8 +686,9 @@ static void h2_stream_done(struct rem_stream *s)
     if (DS(s)->pending)
         evbuffer_drain(DS(s)->pending, evbuffer_get_length(DS(s)->pending));
     give_window(d, s, true);
-    if (!DS(s)->submitted || !DS(s)->eof) {
-        /* The response cannot be completed: the stream is reset, never cut short silently. */
+    if (!DS(s)->submitted || !DS(s)->eof || (DS(s)->tunnel && s->err != REM_E_OK)) {
+        /* The response cannot be completed, or a tunnel failed after the app's FIN went: the
+         * stream is reset, never cut short silently. */
         uint32_t code = s->err == REM_E_CLIENT_ABORT ? NGHTTP2_CANCEL : NGHTTP2_INTERNAL_ERROR;
         nghttp2_submit_rst_stream(d->ng, NGHTTP2_FLAG_NONE, DS(s)->id, code);
     }

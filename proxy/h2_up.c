@@ -58,6 +58,8 @@ struct rem_h2_up {
     struct rem_h2_up_stream_list zombies; /* let go, still known to nghttp2 (owned) */
     struct rem_h2_up_stream_list free;    /* owned freelist */
     unsigned n_streams, n_free;
+    unsigned n_flushing; /* let-go tunnel streams still sending the client's last bytes and
+                            END_STREAM: they keep the upconn busy (never retired under them) */
     int depth;
     bool goaway;       /* the app said GOAWAY, or we are closing: no new streams */
     bool ping_out;     /* a liveness PING awaits its ACK */
@@ -88,7 +90,7 @@ static uint64_t idle_ms(const struct rem_upconn *uc)
 
 static unsigned h2_n_streams(const struct rem_upconn *uc)
 {
-    return h2_of(uc)->n_streams;
+    return h2_of(uc)->n_streams + h2_of(uc)->n_flushing;
 }
 
 static bool h2_has_room(const struct rem_upconn *uc)
@@ -101,7 +103,7 @@ static bool h2_has_room(const struct rem_upconn *uc)
         max = nghttp2_session_get_remote_settings(u->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     else /* what this endpoint said last time, else RFC 9113's recommended minimum */
         max = uc->ep->h2_max_streams ? uc->ep->h2_max_streams : 100;
-    return u->n_streams < max;
+    return u->n_streams + u->n_flushing < max;
 }
 
 static void us_dispose(struct rem_h2_up_stream *us)
@@ -143,7 +145,7 @@ static void h2_attach(struct rem_upconn *uc, struct rem_stream *s)
     rem_stream_set_up_ctx(s, us);
     TAILQ_INSERT_TAIL(&u->streams, us, link);
     u->n_streams++;
-    rem_upool_streams_changed(uc, u->n_streams, u->goaway || uc->ep->removed, idle_ms(uc));
+    rem_upool_streams_changed(uc, h2_n_streams(uc), u->goaway || uc->ep->removed, idle_ms(uc));
 }
 
 /* us's stream leaves uc: its state stays while nghttp2 may still ask for it. */
@@ -171,7 +173,8 @@ static void let_go(struct rem_h2_up *u, struct rem_h2_up_stream *us)
 static void detach(struct rem_h2_up *u, struct rem_h2_up_stream *us)
 {
     let_go(u, us);
-    rem_upool_streams_changed(u->uc, u->n_streams, u->goaway || u->uc->ep->removed, idle_ms(u->uc));
+    rem_upool_streams_changed(u->uc, h2_n_streams(u->uc), u->goaway || u->uc->ep->removed,
+                              idle_ms(u->uc));
 }
 
 static void send_now(struct rem_h2_up *u);
@@ -312,9 +315,10 @@ static void h2_cancel(struct rem_upconn *uc, struct rem_stream *s)
          * END_STREAM (us->out survives the let-go). */
         struct evbuffer *keep = us->out;
         us->out = NULL;
+        u->n_flushing++; /* counted before the let-go: a draining pool must not retire uc */
+        us->flush_out = true;
         detach(u, us);
         us->out = keep;
-        us->flush_out = true;
         resume_body(u, us);
         return;
     }
@@ -403,7 +407,9 @@ static void resp_end(struct rem_h2_up *u, struct rem_h2_up_stream *us)
         return;
     }
     int32_t id = us->id;
-    bool req_open = s->req_has_body && (!us->eof || (us->out && evbuffer_get_length(us->out)));
+    /* A tunnel offer the app refused still has its request side open (no END_STREAM). */
+    bool req_open = (s->req_has_body || s->tunnel_req) &&
+                    (!us->eof || (us->out && evbuffer_get_length(us->out)));
     detach(u, us);
     if (req_open) {
         /* Answered before the whole request went: stop sending it (RFC 9113 8.1). */
@@ -530,8 +536,15 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
         return 0;
     us->closed = true;
     if (!us->s) {
+        bool flushed = us->flush_out;
         TAILQ_REMOVE(&u->zombies, us, link); /* let go earlier: nghttp2 is done with it too */
         us_release(u, us);
+        if (flushed) {
+            /* A tunnel's last bytes and END_STREAM are out: uc may idle or retire now. */
+            u->n_flushing--;
+            rem_upool_streams_changed(u->uc, h2_n_streams(u->uc), u->goaway || u->uc->ep->removed,
+                                      idle_ms(u->uc));
+        }
         return 0;
     }
     struct rem_stream *s = us->s;
@@ -640,8 +653,12 @@ static void send_now(struct rem_h2_up *u)
     if (uc->state == REM_UPCONN_CLOSED)
         return;
     rem_upconn_flush_later(uc);
-    if (!nghttp2_session_want_read(u->ng) && !nghttp2_session_want_write(u->ng))
+    if (!nghttp2_session_want_read(u->ng) && !nghttp2_session_want_write(u->ng)) {
+        /* The session is over (our GOAWAY went into the output): its last frames (a tunnel's
+         * END_STREAM, the GOAWAY) are written before the close, not dropped with it. */
+        rem_upconn_flush_now(uc);
         h2_fail_all(uc, REM_E_UPSTREAM_RESET);
+    }
 }
 
 /* The connect completed: SETTINGS go out and every waiting stream is made ready. */

@@ -172,6 +172,25 @@ bool rem_head_value(const struct rem_head *h, const char *name, const char **v, 
     return false;
 }
 
+/* The name of a protocol token: up to "/", without surrounding whitespace. */
+static size_t protocol_name(const char **p, size_t n)
+{
+    while (n && is_ows(**p)) {
+        (*p)++;
+        n--;
+    }
+    size_t k = 0;
+    while (k < n && (*p)[k] != '/' && (*p)[k] != ',' && !is_ows((*p)[k]))
+        k++;
+    return k;
+}
+
+bool rem_http_upgrade_names(const char *list, size_t len, const char *p, size_t plen)
+{
+    size_t a = protocol_name(&list, len), b = protocol_name(&p, plen);
+    return a && a == b && strncasecmp(list, p, a) == 0;
+}
+
 bool rem_http_list_has(const char *list, size_t len, const char *token)
 {
     REM_FOREACH_TOKEN(list, len, t, tl, {

@@ -104,6 +104,9 @@ void rem_head_classify(struct rem_head *h);
 
 /* The value of the first field named name (case-insensitive): true with *v, *n set. */
 bool rem_head_value(const struct rem_head *h, const char *name, const char **v, size_t *n);
+/* Whether the first protocol of an Upgrade list (a 101's) has the name of protocol p (RFC
+ * 9110 7.8: name ["/" version]; names compared without case, versions not compared). */
+bool rem_http_upgrade_names(const char *list, size_t len, const char *p, size_t plen);
 /* Case-insensitive search of a comma-separated token list (RFC 9110 5.6.1). */
 bool rem_http_list_has(const char *list, size_t len, const char *token);
 bool rem_http_name_eq(const char *a, size_t alen, const char *lit);

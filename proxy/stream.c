@@ -258,10 +258,11 @@ static void finish(struct rem_stream *s)
     /* Route indices index the stream's generation (DESIGN.md, "Generations and indices"). */
     struct rem_gen *g = s->gen;
     if (s->tunnel) {
-        /* The opening request was counted when the tunnel opened; its bytes since go on. */
+        /* The opening request was counted when the tunnel opened; the client's bytes since
+         * (as the wire counts them, like every request's) go on. */
         struct rem_route_metrics *m = &g->routes[s->mroute]->m;
-        REM_M_ADD(m->request_bytes, s->tunnel_up);
-        REM_M_ADD(m->response_bytes, s->tunnel_down);
+        REM_M_ADD(m->request_bytes, s->bytes_in - s->open_in);
+        REM_M_ADD(m->response_bytes, s->bytes_out - s->open_out);
         REM_M_ADD(s->worker->metrics->tunnels_active, -1);
     } else {
         rem_metrics_record_request(&g->routes[s->mroute]->m, &g->hists[s->mroute]->h,
@@ -433,6 +434,19 @@ static void arm_grpc_deadline(struct rem_stream *s)
     }
 }
 
+/* Whether s's route tunnels a protocol the client offered; if so s->upgrade becomes that one
+ * protocol alone, the only one offered to the app (and the only one its 101 may name). */
+static bool pick_upgrade(struct rem_stream *s)
+{
+    size_t off, n;
+    if (!rem_route_allows_upgrade(s->route, s->upgrade, s->upgrade_len, &off, &n))
+        return false;
+    memmove(s->upgrade, s->upgrade + off, n);
+    s->upgrade[n] = '\0';
+    s->upgrade_len = (uint8_t)n;
+    return true;
+}
+
 void rem_stream_start(struct rem_stream *s)
 {
     struct rem_head *h = &s->req;
@@ -464,9 +478,7 @@ void rem_stream_start(struct rem_stream *s)
         /* Plain CONNECT only where a route allows it, and only to that route's upstream (never
          * to the authority the client names: remora is not an open proxy); an h2 extended
          * CONNECT where the route tunnels its :protocol. */
-        bool ok = s->route &&
-                  (s->upgrade_len ? rem_route_allows_upgrade(s->route, s->upgrade, s->upgrade_len)
-                                  : s->route->connect);
+        bool ok = s->route && (s->upgrade_len ? pick_upgrade(s) : s->route->connect);
         if (!ok) {
             if (s->route)
                 s->mroute = (size_t)(s->route - g->cfg->routes);
@@ -474,8 +486,7 @@ void rem_stream_start(struct rem_stream *s)
             return;
         }
         s->tunnel_req = s->upgrade_len ? REM_TUNNEL_UPGRADE : REM_TUNNEL_CONNECT;
-    } else if (s->route && s->upgrade_len &&
-               rem_route_allows_upgrade(s->route, s->upgrade, s->upgrade_len)) {
+    } else if (s->route && s->upgrade_len && pick_upgrade(s)) {
         s->tunnel_req = REM_TUNNEL_UPGRADE; /* otherwise the Upgrade is dropped (hop-by-hop) */
     }
     if (!s->route) {
@@ -517,9 +528,7 @@ void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
         s->resp.status = 200;
         rem_head_set_version(&s->resp, 1, 1);
         s->req_sent = true;
-        int rc = rem_stream_on_upgrade(s);
-        if (rc < 0)
-            rem_stream_fail(s, rem_err_from_rc(rc));
+        (void)rem_stream_on_upgrade(s); /* fails s itself when it cannot */
         return;
     }
     if (uc->up->write_head(uc, s) < 0) {
@@ -690,6 +699,8 @@ int rem_stream_on_upgrade(struct rem_stream *s)
                                &g->ml->route_hist[s->mroute], s->in_flight, s->status_sent,
                                rem_now_ns() - s->start_ns, s->bytes_in, s->bytes_out);
     s->in_flight = false;
+    s->open_in = s->bytes_in;
+    s->open_out = s->bytes_out;
     REM_M_ADD(g->routes[s->mroute]->m.tunnels, 1);
     REM_M_ADD(s->worker->metrics->tunnels_active, 1);
     rem_upconn_start_response_timer(uc, s->route->tunnel_idle_timeout_ms);

@@ -119,6 +119,7 @@ struct rem_stream {
     bool tunnel;                     /* open: bytes flow both ways until both sides end */
     char tunnel_closer;              /* 'C' client or 'S' app ended first; 0 while both send */
     uint64_t tunnel_up, tunnel_down; /* payload bytes client->app, app->client */
+    uint64_t open_in, open_out;      /* bytes_in / bytes_out counted when the tunnel opened */
     void *down_ctx; /* the downstream codec's per-stream state (owned by the codec), or NULL */
 
     void *up_ctx; /* the upstream codec's per-stream state while attached, or NULL */

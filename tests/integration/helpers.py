@@ -570,3 +570,74 @@ def scrape(admin_port, accept=None, timeout=3.0):
 
 def metrics(admin_port):
     return scrape(admin_port)[1]
+
+
+class RawApp:
+    """A thread-per-connection TCP app on 127.0.0.1 for tests that need an upstream to
+    misbehave exactly: handler(sock, app) runs for each accepted connection; app.events is a
+    list handlers may append to. Use as a context manager (closes the listener)."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.events = []
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.addr = "127.0.0.1:%d" % self.port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._run, args=(c,), daemon=True).start()
+
+    def _run(self, c):
+        try:
+            self.handler(c, self)
+        except OSError as e:
+            self.events.append("error %r" % e)
+        finally:
+            c.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.ls.close()
+
+
+def read_half_closed_slowly(port, request, skip_head=False, pause=1.0):
+    """Sends request on a connection with a 16 KiB receive buffer, reads the head first when
+    skip_head (a CONNECT's 200), half-closes, waits `pause` (remora's last bytes then sit in its
+    socket buffer), and reads to EOF. Returns (bytes after the skipped head, OSError or None)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    got = b""
+    err = None
+    try:
+        s.sendall(request)
+        if skip_head:
+            while b"\r\n\r\n" not in got:
+                d = s.recv(4096)
+                if not d:
+                    break
+                got += d
+            got = got.split(b"\r\n\r\n", 1)[-1]
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(pause)
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+    except OSError as e:
+        err = e
+    finally:
+        s.close()
+    return got, err

@@ -23,7 +23,7 @@ import time
 import pytest
 import websockets
 
-from helpers import (MIB, HttpConn, RssSampler, build_request, metrics, pattern, pattern_sha256,
+from helpers import (MIB, HttpConn, RawApp, RssSampler, build_request, metrics, pattern, pattern_sha256,
                      wait_for)
 from wsutil import (OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, WsConn, parse_close)
 
@@ -626,3 +626,58 @@ def test_drain_tunnel_closed_before_timeout_exits_0(remora, ws_app):
     assert time.monotonic() - t0 < 3.0
     (e,) = tunnel_logs(p, timeout=1.0)
     assert e["termination"] == "CT", e
+
+
+def _switching_app(answer):
+    """An app that records the request head it got and answers it with `answer` (then holds
+    the connection a moment)."""
+    def handler(c, app):
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(65536)
+            if not d:
+                return
+            buf += d
+        app.events.append(buf.split(b"\r\n\r\n")[0].decode())
+        c.sendall(answer)
+        time.sleep(0.5)
+    return handler
+
+
+def test_upgrade_offer_narrowed_to_the_allowed_protocol(remora):
+    """A client offering `Upgrade: h2c, websocket` on a route that tunnels websocket: the app
+    is offered websocket alone (the whole list went on, and an app that picked h2c got its
+    switch relayed: review of 947bc69)."""
+    ok = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+          b"Connection: Upgrade\r\n\r\n")
+    with RawApp(_switching_app(ok)) as app:
+        p = remora(endpoints=[app.addr])
+        with HttpConn(p.port) as c:
+            c.send(build_request("GET", "/chat", headers=[
+                ("Upgrade", "h2c, websocket"), ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Version", "13")]))
+            r = c.read_response()
+        assert r.status == 101, r
+        assert r.header("upgrade") == "websocket", r.headers
+        (head,) = app.events
+    lines = head.lower().split("\r\n")
+    assert [x for x in lines if x.startswith("upgrade:")] == ["upgrade: websocket"], head
+    assert "connection: upgrade" in lines, head
+
+
+def test_switch_to_a_protocol_not_offered_is_a_bad_response(remora):
+    """An app that answers a websocket offer with a 101 to another protocol: 502 bad_response,
+    nothing of the app's goes to the client."""
+    other = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+             b"Connection: Upgrade\r\n\r\nPRI * HTTP/2.0")
+    with RawApp(_switching_app(other)) as app:
+        p = remora(endpoints=[app.addr])
+        with HttpConn(p.port) as c:
+            c.send(build_request("GET", "/chat", headers=[
+                ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Version", "13")]))
+            r = c.read_response()
+    assert r.status == 502 and r.header("x-remora-error") == "bad_response", r
+    assert b"PRI" not in r.body

@@ -12,12 +12,19 @@ Apps: ws_app.py (python3-websockets), tcp_echo.py --upgrade (101 then echo with 
 h2_upstream.py --connect-protocol (extended CONNECT echo with half-close)."""
 
 import base64
+import socket
 import time
+import urllib.request
 
 import pytest
 
 from h2util import ErrorCodes, H2Client, SettingCodes, remora_h2
-from helpers import metrics, pattern, wait_for
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+
+from helpers import RawApp, metrics, pattern, wait_for
 from wsutil import OP_BINARY, OP_CLOSE, OP_TEXT, H2Tunnel, close_payload, encode_frame, parse_close
 
 
@@ -330,3 +337,85 @@ def test_h2_plain_connect_refused_by_default(remora, tcp_echo):
         assert c.pings == [b"stillon!"] and not c.eof
     time.sleep(0.2)
     assert tcp_echo.stats()["conns_total"] == 0, tcp_echo.stats()
+
+
+def _h2_app(on_request):
+    """A threaded h2c app that advertises ENABLE_CONNECT_PROTOCOL, answers each request with
+    on_request(conn, event) and records in app.events what remora sends on its streams."""
+    def handler(c, app):
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1})
+        conn.initiate_connection()
+        c.sendall(conn.data_to_send())
+        while True:
+            d = c.recv(65536)
+            if not d:
+                app.events.append("closed")
+                return
+            for ev in conn.receive_data(d):
+                if isinstance(ev, h2.events.RequestReceived):
+                    on_request(conn, ev)
+                elif isinstance(ev, h2.events.DataReceived):
+                    app.events.append(("data", ev.data))
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    app.events.append("end_stream")
+                elif isinstance(ev, h2.events.StreamReset):
+                    app.events.append(("rst", int(ev.error_code)))
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    app.events.append(("goaway", int(ev.error_code)))
+            c.sendall(conn.data_to_send())
+    return handler
+
+
+WS_OFFER = (b"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_h2c_app_refusing_the_tunnel_gets_its_stream_ended(remora):
+    """An h2c app that answers the extended CONNECT with 403 + END_STREAM: the client gets the
+    403, and remora ends its side of the stream (RST_STREAM NO_ERROR) instead of leaving it
+    open on the app's connection for good (review of 947bc69)."""
+    def refuse(conn, ev):
+        conn.send_headers(ev.stream_id, [(":status", "403")], end_stream=True)
+
+    with RawApp(_h2_app(refuse)) as app:
+        p = remora(endpoints=[app.addr], upstream_opts={"protocol": "h2c"})
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=3)
+        s.sendall(WS_OFFER)
+        assert s.recv(65536).startswith(b"HTTP/1.1 403"), "no 403"
+        assert wait_for(lambda: ("rst", 0) in app.events or "end_stream" in app.events, 2.0), \
+            app.events
+        s.close()
+
+
+def test_h2c_tunnel_end_during_drain_reaches_the_app(remora):
+    """h1 WebSocket to an h2c app that ends its side first; during a drain the client sends
+    its last bytes and FIN: the app gets them and END_STREAM before the upconn's GOAWAY (the
+    draining pool retired the upconn as the stream was let go, and its last frames were
+    dropped with the close: review of 947bc69)."""
+    def accept_then_end(conn, ev):
+        conn.send_headers(ev.stream_id, [(":status", "200")])
+        conn.send_data(ev.stream_id, b"hi", end_stream=True)
+
+    with RawApp(_h2_app(accept_then_end)) as app:
+        p = remora(endpoints=[app.addr], upstream_opts={"protocol": "h2c"})
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=3)
+        s.sendall(WS_OFFER)
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        assert got.startswith(b"HTTP/1.1 101") and got.endswith(b"hi"), got
+        urllib.request.urlopen(urllib.request.Request(
+            "http://127.0.0.1:%d/drain" % p.admin_port, method="POST"), timeout=2).read()
+        time.sleep(0.2)
+        s.sendall(b"last words")
+        s.shutdown(socket.SHUT_WR)
+        assert wait_for(lambda: "closed" in app.events, 3.0), app.events
+        s.close()
+    ev = [e for e in app.events if e != ("data", b"")]
+    assert ev[:2] == [("data", b"last words"), "end_stream"], app.events

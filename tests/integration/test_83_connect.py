@@ -14,7 +14,7 @@ import time
 import pytest
 
 from h2util import H2Client
-from helpers import metrics, wait_for
+from helpers import RawApp, metrics, read_half_closed_slowly, wait_for
 from wsutil import H2Tunnel, raw_tunnel
 
 
@@ -199,3 +199,25 @@ def test_h2_connect_allowed_echo_and_half_close(remora, tcp_echo):
     assert len(st) == 1 and st[0]["eof"] and st[0]["bytes_in"] == 5001, st
     (e,) = connect_logs(p)
     assert e["status"] == 200 and e["tunnel_bytes_up"] == 5001, e
+
+
+def test_connect_tail_reaches_a_slow_half_closed_client(remora):
+    """The app answers the client's FIN with 8 MiB and closes; a client with a small receive
+    buffer that half-closed and reads late gets every byte and a clean EOF (the conn used to
+    be reset once its user-space output was empty, dropping what the kernel still held:
+    review of 947bc69)."""
+    n = 8 * 1024 * 1024
+
+    def handler(c, app):
+        while c.recv(65536):
+            pass  # the tunnel's bytes, until the client's FIN comes through
+        c.sendall(b"y" * n)
+
+    with RawApp(handler) as app:
+        p = remora(endpoints=[app.addr], routes=[
+            {"name": "tunnel", "match": {"methods": ["CONNECT"]}, "upstream": "app",
+             "connect": True}])
+        got, err = read_half_closed_slowly(
+            p.port, b"CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\n\r\n", skip_head=True)
+    assert err is None, err
+    assert got == b"y" * n, len(got)

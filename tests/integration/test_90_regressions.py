@@ -1,7 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """90: one test per fixed bug that no level above pins down."""
+import time
+
 import h2raw
 from h2util import H2Response
+from helpers import RawApp, read_half_closed_slowly
+
+BIG_TAIL = 8 * 1024 * 1024
 
 
 def _h2_post(port, path, body, frame=5000):
@@ -40,3 +45,32 @@ def test_h2c_upload_end_not_sent_before_its_last_bytes(remora, h2_upstream):
         r = _h2_post(p.port, "/echo", body)
         assert r.status == 200
         assert _hdr(r, "x-body-len") == str(n), r
+
+
+def _respond_big(close):
+    """An app that answers the first request head with BIG_TAIL bytes (Content-Length), then
+    closes at once (close) or holds the connection a while."""
+    def handler(c, app):
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(65536)
+            if not d:
+                return
+            buf += d
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG_TAIL + b"x" * BIG_TAIL)
+        if not close:
+            time.sleep(5)
+    return handler
+
+
+def test_half_closed_client_gets_the_whole_response(remora):
+    """A client that half-closes after its request and reads slowly got a reset instead of the
+    last megabytes: the close after the response reset (SO_LINGER 0) a conn whose client had
+    sent its FIN, dropping what the kernel still held for it (review of 947bc69)."""
+    with RawApp(_respond_big(close=False)) as app:
+        p = remora(endpoints=[app.addr])
+        got, err = read_half_closed_slowly(p.port, b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert err is None, err
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and len(body) == BIG_TAIL, (head, len(body))
+

@@ -2223,21 +2223,26 @@ static void test_tunnels(void **state)
     assert_false(d->upgrades_set);
     assert_false(d->connect);
     assert_int_equal(d->tunnel_idle_timeout_ms, 3600000);
-    assert_true(rem_route_allows_upgrade(d, "websocket", 9));
-    assert_true(rem_route_allows_upgrade(d, "WebSocket/13", 12));
-    assert_false(rem_route_allows_upgrade(d, "foo", 3));
-    assert_false(rem_route_allows_upgrade(d, "h2c", 3));
+    assert_true(rem_route_allows_upgrade(d, "websocket", 9, NULL, NULL));
+    assert_true(rem_route_allows_upgrade(d, "WebSocket/13", 12, NULL, NULL));
+    assert_false(rem_route_allows_upgrade(d, "foo", 3, NULL, NULL));
+    assert_false(rem_route_allows_upgrade(d, "h2c", 3, NULL, NULL));
     /* A list: any listed protocol of the offer; stored lower-case. */
     assert_true(u->connect);
     assert_int_equal(u->tunnel_idle_timeout_ms, 500);
     assert_string_equal(u->upgrades[0], "websocket");
-    assert_true(rem_route_allows_upgrade(u, "bar, Foo/2", 10));
-    assert_true(rem_route_allows_upgrade(u, " h2c ,websocket", 15));
-    assert_false(rem_route_allows_upgrade(u, "bar, h2c", 8));
-    assert_false(rem_route_allows_upgrade(u, "", 0));
+    assert_true(rem_route_allows_upgrade(u, "bar, Foo/2", 10, NULL, NULL));
+    assert_true(rem_route_allows_upgrade(u, " h2c ,websocket", 15, NULL, NULL));
+    assert_false(rem_route_allows_upgrade(u, "bar, h2c", 8, NULL, NULL));
+    assert_false(rem_route_allows_upgrade(u, "", 0, NULL, NULL));
+    /* The protocol picked is the first allowed one of the offer, with its version. */
+    size_t off = 99, len = 99;
+    assert_true(rem_route_allows_upgrade(u, "h2c, bar,  Foo/2 , websocket", 28, &off, &len));
+    assert_int_equal(off, 11);
+    assert_int_equal(len, 5); /* "Foo/2" */
     /* [] tunnels nothing. */
     assert_true(n->upgrades_set);
-    assert_false(rem_route_allows_upgrade(n, "websocket", 9));
+    assert_false(rem_route_allows_upgrade(n, "websocket", 9, NULL, NULL));
     rem_config_unref(cfg);
 
     expect_string_errors(
