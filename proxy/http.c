@@ -9,10 +9,10 @@
 #include <strings.h>
 
 #include <event2/buffer.h>
-#include <openssl/evp.h>
 
 #include "error.h"
 #include "http.h"
+#include "sha1.h"
 
 void rem_head_init(struct rem_head *h, uint32_t max_bytes, uint32_t max_hdrs)
 {
@@ -441,16 +441,13 @@ void rem_http_websocket_key(char out[25], uint64_t *state)
 int rem_http_websocket_accept(char out[29], const char *key, size_t key_len)
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned md_len = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) &&
-             EVP_DigestUpdate(ctx, key, key_len) && EVP_DigestUpdate(ctx, guid, sizeof(guid) - 1) &&
-             EVP_DigestFinal_ex(ctx, md, &md_len);
-    EVP_MD_CTX_free(ctx);
-    if (!ok || md_len != 20)
-        return -REM_E_NOMEM;
-    base64(out, md, 20);
+    struct rem_sha1 c;
+    uint8_t md[20];
+    rem_sha1_init(&c);
+    rem_sha1_update(&c, key, key_len);
+    rem_sha1_update(&c, guid, sizeof(guid) - 1);
+    rem_sha1_final(&c, md);
+    base64(out, md, sizeof(md));
     return 0;
 }
 

@@ -128,7 +128,7 @@ bool rem_http_response_has_body(bool head_request, int status);
  * per-worker xorshift state. */
 void rem_http_websocket_key(char out[25], uint64_t *state);
 /* The Sec-WebSocket-Accept answering key (RFC 6455 4.2.2: base64 of the SHA-1 of the key and
- * the protocol's GUID; 28 chars + NUL). Returns 0 or -REM_E_NOMEM. */
+ * the protocol's GUID; 28 chars + NUL). Returns 0. */
 int rem_http_websocket_accept(char out[29], const char *key, size_t key_len);
 /* A UUID v4 string (36 chars + NUL) from a per-worker xorshift state. */
 void rem_http_request_id(char out[37], uint64_t *state);

@@ -18,6 +18,7 @@
 
 #include "error.h"
 #include "http.h"
+#include "sha1.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -1516,6 +1517,48 @@ static void test_websocket_accept_rfc6455_example(void **state)
     assert_string_equal(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
 
+static void test_sha1_vectors(void **state)
+{
+    /* FIPS 180-2 appendix A and the empty message. */
+    static const struct {
+        const char *in, *hex;
+        size_t repeat;
+    } v[] = {
+        {"abc", "a9993e364706816aba3e25717850c26c9cd0d89d", 1},
+        {"", "da39a3ee5e6b4b0d3255bfef95601890afd80709", 1},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "84983e441c3bd26ebaae4aa1f95129e5e54670f1", 1},
+        {"a", "34aa973cd4c4daa4f61eeb2bdbad27316534016f", 1000000},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        struct rem_sha1 c;
+        uint8_t md[20];
+        char hex[41];
+        rem_sha1_init(&c);
+        for (size_t k = 0; k < v[i].repeat; k++)
+            rem_sha1_update(&c, v[i].in, strlen(v[i].in));
+        rem_sha1_final(&c, md);
+        for (int j = 0; j < 20; j++)
+            snprintf(hex + 2 * j, 3, "%02x", md[j]);
+        assert_string_equal(hex, v[i].hex);
+    }
+    /* Any split of the input gives the same digest (block boundaries inside updates). */
+    static const char msg[] = "The quick brown fox jumps over the lazy dog, and then again.";
+    uint8_t whole[20], split[20];
+    struct rem_sha1 c;
+    rem_sha1_init(&c);
+    rem_sha1_update(&c, msg, sizeof(msg) - 1);
+    rem_sha1_final(&c, whole);
+    for (size_t cut = 0; cut < sizeof(msg); cut++) {
+        rem_sha1_init(&c);
+        rem_sha1_update(&c, msg, cut);
+        rem_sha1_update(&c, msg + cut, sizeof(msg) - 1 - cut);
+        rem_sha1_final(&c, split);
+        assert_memory_equal(whole, split, 20);
+    }
+}
+
 static void test_websocket_key_shape(void **state)
 {
     uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -1696,6 +1739,7 @@ int main(void)
         cmocka_unit_test(test_write_response_framing_and_connection),
         cmocka_unit_test(test_write_error_exact),
         cmocka_unit_test(test_websocket_accept_rfc6455_example),
+        cmocka_unit_test(test_sha1_vectors),
         cmocka_unit_test(test_websocket_key_shape),
         cmocka_unit_test(test_write_request_upgrade),
         cmocka_unit_test(test_write_response_switching),
