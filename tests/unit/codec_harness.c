@@ -663,7 +663,7 @@ static void sdown_process(struct rem_conn *c)
 static void sdown_on_drained(struct rem_conn *c)
 {
     struct ch *h = sdown_of(c);
-    if (h->sdown.s)
+    if (h->sdown.s && !h->sdown.full) /* a slow client (full) drains only when the test says */
         rem_stream_on_down_writable(h->sdown.s);
 }
 
@@ -745,7 +745,14 @@ static int sdown_write_error(struct rem_stream *s, enum rem_err e)
 
 static bool sdown_full(struct rem_stream *s)
 {
-    return false;
+    return sdown_of(s->conn)->sdown.full;
+}
+
+void ch_stub_down_drained(struct ch *h)
+{
+    h->sdown.full = false;
+    if (h->sdown.s)
+        rem_stream_on_down_writable(h->sdown.s);
 }
 
 static void sdown_cut(struct rem_stream *s)

@@ -102,6 +102,7 @@ struct ch_stub_down {
     bool ready;               /* req_ready came: the stream takes body */
     bool blocked;             /* the upconn was full: no body until req_resume */
     bool fail_head;           /* write_head answers -REM_E_NOMEM (a downstream write failure) */
+    bool full;                /* `full` says yes: the upstream must pause (a slow client) */
 };
 
 struct ch {
@@ -199,6 +200,9 @@ void ch_stub_down_clear(struct ch *h);
  * does not run the stub or a stream is in progress. */
 int ch_stub_request(struct ch *h, const char *method, const char *target, const char *const *fields,
                     bool body, bool chunked);
+/* The slow client read: sdown.full goes off and the stream hears the downstream drained
+ * (rem_stream_on_down_writable). */
+void ch_stub_down_drained(struct ch *h);
 /* Queues request body bytes (end: the last of them); they go to the stream from the conn's
  * kick once its upconn is ready. 0 or -1. */
 int ch_stub_request_body(struct ch *h, const void *p, size_t n, bool end);

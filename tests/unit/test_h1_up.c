@@ -305,9 +305,40 @@ static void test_app_connection_close(void **state)
     assert_true(ch_upstream(h, 0)->eof);
 }
 
+/* The app sends a Content-Length response and closes at once while the client is slow (the
+ * upconn paused with the body's tail unparsed): the EOF waits for the tail, and the response
+ * completes instead of being cut as upstream_truncated. */
+static void test_eof_while_paused_completes_the_body(void **state)
+{
+    struct ch *h = *state;
+
+    assert_int_equal(ch_stub_request(h, "GET", "/x", host_a, false, false), 0);
+    run(h);
+    h->sdown.full = true; /* the first body bytes fill the client's side */
+    assert_int_equal(ch_upstream_send_str(ch_upstream(h, 0), "HTTP/1.1 200 OK\r\n"
+                                                             "Content-Length: 10\r\n"
+                                                             "\r\n"
+                                                             "01234"),
+                     0);
+    run(h);
+    assert_int_equal(ch_upstream_send_str(ch_upstream(h, 0), "56789"), 0);
+    run(h); /* the tail arrives while the upconn is paused */
+    ch_upstream_close(ch_upstream(h, 0));
+    run(h); /* and then the EOF */
+    assert_int_equal(h->sdown.n_cuts, 0);
+    assert_int_equal(h->sdown.n_done, 0);
+    ch_stub_down_drained(h);
+    run(h);
+    assert_true(ch_buf_eq_str(h->sdown.body, "0123456789", "body"));
+    assert_int_equal(h->sdown.n_ends, 1);
+    assert_int_equal(h->sdown.n_cuts, 0);
+    assert_int_equal(h->sdown.done_err, REM_E_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_eof_while_paused_completes_the_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forwarding_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_post_content_length_chunked_response, setup, teardown),
