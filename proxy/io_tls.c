@@ -97,30 +97,33 @@ static ssize_t tls_recv(struct rem_transport *t, void *buf, size_t n)
     return -1;
 }
 
-/* One SSL_write_ex per iovec entry. After a "want", OpenSSL expects the same bytes again
- * (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER lets them move): the transport retries from the first
- * byte it was not told was written, and its output only grows at the end, so they are. */
+/* SSL_write_ex over the iovec, record by record (SSL_MODE_ENABLE_PARTIAL_WRITE: each call
+ * returns once a record is out), until OpenSSL wants the socket. After a "want", OpenSSL
+ * expects the same bytes again (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER lets them move): the
+ * transport retries from the first byte it was not told was written, and its output only
+ * grows at the end, so they are. */
 static ssize_t tls_send(struct rem_transport *t, const struct iovec *iov, int iovcnt)
 {
     struct tls_io *x = tls_of(t);
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) {
-        if (iov[i].iov_len == 0)
-            continue;
-        size_t w = 0;
-        ERR_clear_error();
-        errno = 0;
-        if (SSL_write_ex(x->ssl, iov[i].iov_base, iov[i].iov_len, &w) == 1) {
+        const char *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            size_t w = 0;
+            ERR_clear_error();
+            errno = 0;
+            if (SSL_write_ex(x->ssl, p, left, &w) != 1) {
+                int err = failure_errno(x, SSL_get_error(x->ssl, 0));
+                if (total > 0) /* an error shows again on the next call */
+                    return (ssize_t)total;
+                errno = err;
+                return -1;
+            }
+            p += w;
+            left -= w;
             total += w;
-            if (w < iov[i].iov_len)
-                break; /* a partial write: the socket is full */
-            continue;
         }
-        int err = failure_errno(x, SSL_get_error(x->ssl, 0));
-        if (total > 0 && err == EAGAIN)
-            break;
-        errno = err;
-        return total > 0 ? (ssize_t)total : -1;
     }
     return (ssize_t)total;
 }
