@@ -17,6 +17,14 @@
 
 static void listener_dispose(struct rem_cfg_listener *l)
 {
+    if (l->tls) {
+        free(l->tls->cert);
+        free(l->tls->key);
+        free(l->tls->ciphers);
+        free(l->tls->ciphersuites);
+        free(l->tls);
+        l->tls = NULL;
+    }
     free(l->name);
     l->name = NULL;
     free(l->address);
@@ -110,6 +118,7 @@ struct rem_config *rem_config_new(const char *source)
     cfg->limits.client_idle_timeout_ms = REM_DEF_CLIENT_IDLE_TIMEOUT_MS;
     cfg->limits.request_header_timeout_ms = REM_DEF_REQUEST_HEADER_TIMEOUT_MS;
     cfg->limits.buffer_bytes = REM_DEF_BUFFER_BYTES;
+    cfg->limits.tls_handshake_timeout_ms = REM_DEF_TLS_HANDSHAKE_TIMEOUT_MS;
     cfg->log.level = REM_LOG_INFO;
     cfg->log.format = REM_LOG_FORMAT_JSON;
     cfg->log.access_log = false;

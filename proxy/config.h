@@ -30,6 +30,16 @@
 #define REM_DEF_DRAIN_TIMEOUT_MS 20000
 #define REM_DEF_REQUEST_HEADER_TIMEOUT_MS 10000
 #define REM_DEF_BUFFER_BYTES ((uint64_t)64 * 1024)
+#define REM_DEF_TLS_HANDSHAKE_TIMEOUT_MS 10000
+/* listeners[].tls defaults (issue 16's modern profile): TLS 1.2 suites are AEAD with ECDHE
+ * only (no RSA key exchange, no CBC); TLS 1.3 keeps OpenSSL's three suites. */
+#define REM_DEF_TLS_CIPHERS                                                                        \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define REM_DEF_TLS_CIPHERSUITES                                                                   \
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+#define REM_DEF_TLS_GROUPS "X25519:P-256"
 
 #define REM_DEF_MAX_REQUESTS 1024
 #define REM_DEF_MAX_PENDING 1024
@@ -98,6 +108,32 @@ struct rem_cfg_http2 {
     bool connect_protocol_set;       /* ... was written in the file */
 };
 
+enum rem_tls_version {
+    REM_TLS_1_2 = 0,
+    REM_TLS_1_3,
+};
+
+/* Application protocols a TLS listener offers in ALPN (RFC 7301). */
+enum rem_alpn {
+    REM_ALPN_H2 = 0,
+    REM_ALPN_HTTP1, /* "http/1.1" */
+};
+#define REM_MAX_ALPN 2
+
+/* listeners[].tls: TLS termination. Only file names and choices: the SSL_CTX built from them
+ * (tls.c) belongs to the server plan, so a config stays plain data. Every field is set in a
+ * loaded generation. */
+struct rem_cfg_tls {
+    char *cert;                       /* PEM certificate chain file, leaf first */
+    char *key;                        /* PEM private key file */
+    enum rem_tls_version min_version; /* default REM_TLS_1_2; nothing older is ever allowed */
+    enum rem_alpn alpn[REM_MAX_ALPN]; /* the server's order of preference, distinct */
+    size_t n_alpn;                    /* default 2: h2, http/1.1 */
+    char *ciphers;                    /* TLS 1.2 cipher list, default REM_DEF_TLS_CIPHERS */
+    char *ciphersuites;               /* TLS 1.3 suites, default REM_DEF_TLS_CIPHERSUITES */
+    bool session_tickets;             /* stateless resumption, default on */
+};
+
 struct rem_cfg_listener {
     char *name;
     char *address; /* as written, for logs */
@@ -105,6 +141,7 @@ struct rem_cfg_listener {
     uint32_t mode; /* unix:/path only: the socket file's permissions, default REM_DEF_UNIX_MODE */
     uint32_t max_connections; /* 0: derived at start from RLIMIT_NOFILE and the memory limit */
     struct rem_cfg_http2 http2;
+    struct rem_cfg_tls *tls; /* NULL: plaintext (h2c told apart by its preface) */
 };
 
 /* An upstream endpoint as configured: host may be a name (resolved later by dns) or a
@@ -205,7 +242,8 @@ struct rem_cfg_limits {
     uint64_t max_body_bytes; /* 0: unlimited */
     uint64_t client_idle_timeout_ms;
     uint64_t request_header_timeout_ms;
-    uint64_t buffer_bytes; /* per connection, per direction high watermark */
+    uint64_t buffer_bytes;             /* per connection, per direction high watermark */
+    uint64_t tls_handshake_timeout_ms; /* a TLS handshake not done by then closes the conn */
 };
 
 struct rem_cfg_log {

@@ -123,6 +123,27 @@ static void listener(struct evbuffer *o, const struct rem_cfg_listener *l, bool 
         kbool(o, &g, "enable_connect_protocol", h->enable_connect_protocol);
         evbuffer_add(o, "}", 1);
     }
+    if (l->tls) {
+        const struct rem_cfg_tls *t = l->tls;
+        bool g = true;
+        key(o, &f, "tls");
+        evbuffer_add(o, "{", 1);
+        kstr(o, &g, "cert", t->cert);
+        kstr(o, &g, "key", t->key);
+        kstr(o, &g, "min_version", t->min_version == REM_TLS_1_3 ? "1.3" : "1.2");
+        key(o, &g, "alpn");
+        evbuffer_add(o, "[", 1);
+        for (size_t i = 0; i < t->n_alpn; i++) {
+            if (i)
+                evbuffer_add(o, ",", 1);
+            str(o, t->alpn[i] == REM_ALPN_H2 ? "h2" : "http/1.1");
+        }
+        evbuffer_add(o, "]", 1);
+        kstr(o, &g, "ciphers", t->ciphers);
+        kstr(o, &g, "ciphersuites", t->ciphersuites);
+        kbool(o, &g, "session_tickets", t->session_tickets);
+        evbuffer_add(o, "}", 1);
+    }
     evbuffer_add(o, "}", 1);
 }
 
@@ -261,6 +282,7 @@ static void settings(struct evbuffer *o, const struct rem_config *cfg, bool *f)
     kdur(o, &g, "client_idle_timeout", l->client_idle_timeout_ms);
     kdur(o, &g, "request_header_timeout", l->request_header_timeout_ms);
     kuint(o, &g, "buffer_bytes", l->buffer_bytes);
+    kdur(o, &g, "tls_handshake_timeout", l->tls_handshake_timeout_ms);
     evbuffer_add(o, "}", 1);
     g = true;
     key(o, f, "log");

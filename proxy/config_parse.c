@@ -410,9 +410,107 @@ static void parse_http2(struct ctx *c, yaml_node_t *node, struct rem_cfg_http2 *
         h2->connect_protocol_set = true;
 }
 
+/* listeners[].tls.alpn: a non-empty list of distinct protocols, in the server's order of
+ * preference. */
+static void parse_alpn(struct ctx *c, yaml_node_t *node, struct rem_cfg_tls *t)
+{
+    static const char *const names[] = {"h2", "http/1.1", NULL};
+    yaml_node_item_t *items;
+    size_t n;
+
+    if (rem_yaml_seq_items(c->y, node, "\"alpn\"", &items, &n) != 0)
+        return;
+    if (n == 0) {
+        rem_yaml_errorf(c->y, node, "\"alpn\" must not be empty");
+        return;
+    }
+    t->n_alpn = 0;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = rem_yaml_node(c->y, items[i]);
+        int v;
+
+        if (item == NULL || rem_yaml_visit(c->y, item) != 0)
+            return;
+        if (rem_yaml_get_enum(c->y, item, "alpn", names, "h2 or http/1.1", &v) != 0)
+            continue;
+        bool dup = false;
+        for (size_t j = 0; j < t->n_alpn; j++)
+            dup = dup || t->alpn[j] == (enum rem_alpn)v;
+        if (dup)
+            rem_yaml_errorf(c->y, item, "duplicate protocol \"%s\" in alpn", names[v]);
+        else
+            t->alpn[t->n_alpn++] = (enum rem_alpn)v;
+    }
+}
+
+/* A cipher list is OpenSSL's syntax, checked when the listener's context is built (tls.c); here
+ * only that it is a non-empty string. */
+static void parse_cipher_list(struct ctx *c, yaml_node_t *node, const char *key, char **out)
+{
+    if (rem_yaml_get_string(c->y, node, key, out) == 0 && (*out)[0] == '\0') {
+        rem_yaml_errorf(c->y, node, "\"%s\" must not be empty", key);
+        free(*out);
+        *out = NULL;
+    }
+}
+
+/* listeners[].tls: TLS termination. The files are read when the server plans the listeners
+ * (tls.c), which reports a missing file or a key that does not match its certificate. */
+static void parse_tls(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener *l)
+{
+    enum { F_CERT, F_KEY, F_MIN, F_ALPN, F_CIPHERS, F_SUITES, F_TICKETS, F_N };
+    static const char *const versions[] = {"1.2", "1.3", NULL};
+    struct rem_yaml_field f[F_N] = {
+        [F_CERT] = {.key = "cert"},
+        [F_KEY] = {.key = "key"},
+        [F_MIN] = {.key = "min_version"},
+        [F_ALPN] = {.key = "alpn"},
+        [F_CIPHERS] = {.key = "ciphers"},
+        [F_SUITES] = {.key = "ciphersuites"},
+        [F_TICKETS] = {.key = "session_tickets"},
+    };
+    int v;
+
+    if (rem_yaml_map_fields(c->y, node, "\"tls\"", "in tls", f, F_N) != 0)
+        return;
+    if (l->addr.ss.ss_family == AF_UNIX) {
+        rem_yaml_errorf(c->y, node, "\"tls\" needs a TCP address (not a unix: socket)");
+        return;
+    }
+    struct rem_cfg_tls *t = l->tls = rem_xcalloc(1, sizeof(*t));
+    t->min_version = REM_TLS_1_2;
+    t->alpn[0] = REM_ALPN_H2;
+    t->alpn[1] = REM_ALPN_HTTP1;
+    t->n_alpn = 2;
+    t->session_tickets = true;
+    if (f[F_CERT].val == NULL)
+        rem_yaml_missing_key(c->y, node, "cert", "in tls");
+    else
+        (void)rem_yaml_get_string(c->y, f[F_CERT].val, "cert", &t->cert);
+    if (f[F_KEY].val == NULL)
+        rem_yaml_missing_key(c->y, node, "key", "in tls");
+    else
+        (void)rem_yaml_get_string(c->y, f[F_KEY].val, "key", &t->key);
+    if (f[F_MIN].val != NULL && rem_yaml_get_enum(c->y, f[F_MIN].val, "min_version", versions,
+                                                  "\"1.2\" or \"1.3\"", &v) == 0)
+        t->min_version = (enum rem_tls_version)v;
+    if (f[F_ALPN].val != NULL)
+        parse_alpn(c, f[F_ALPN].val, t);
+    if (f[F_CIPHERS].val != NULL)
+        parse_cipher_list(c, f[F_CIPHERS].val, "ciphers", &t->ciphers);
+    if (f[F_SUITES].val != NULL)
+        parse_cipher_list(c, f[F_SUITES].val, "ciphersuites", &t->ciphersuites);
+    if (t->ciphers == NULL)
+        t->ciphers = rem_xstrdup(REM_DEF_TLS_CIPHERS);
+    if (t->ciphersuites == NULL)
+        t->ciphersuites = rem_xstrdup(REM_DEF_TLS_CIPHERSUITES);
+    if (f[F_TICKETS].val != NULL)
+        (void)rem_yaml_get_bool(c->y, f[F_TICKETS].val, "session_tickets", &t->session_tickets);
+}
+
 static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
-    enum { F_NAME, F_ADDRESS, F_MAXCONN, F_HTTP2, F_MODE, F_N };
+    enum { F_NAME, F_ADDRESS, F_MAXCONN, F_HTTP2, F_MODE, F_TLS, F_N };
     yaml_node_item_t *items;
     struct entry *names = NULL;
     size_t n, n_names = 0;
@@ -436,6 +534,7 @@ static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config 
             [F_MAXCONN] = {.key = "max_connections"},
             [F_HTTP2] = {.key = "http2"},
             [F_MODE] = {.key = "mode"},
+            [F_TLS] = {.key = "tls"},
         };
         struct rem_cfg_listener *l = &cfg->listeners[cfg->n_listeners++];
         yaml_node_t *item = rem_yaml_node(c->y, items[i]);
@@ -464,6 +563,8 @@ static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config 
         l->mode = REM_DEF_UNIX_MODE;
         if (f[F_MODE].val != NULL && l->addr.len != 0)
             parse_mode(c, f[F_MODE].val, l);
+        if (f[F_TLS].val != NULL && l->addr.len != 0)
+            parse_tls(c, f[F_TLS].val, l);
     }
     check_dup_names(c, names, n_names, "listener");
     free(names);
@@ -1042,7 +1143,7 @@ static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cf
 
 static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
-    enum { F_HDR_BYTES, F_HEADERS, F_BODY, F_IDLE, F_HDR_TIMEOUT, F_BUFFER, F_N };
+    enum { F_HDR_BYTES, F_HEADERS, F_BODY, F_IDLE, F_HDR_TIMEOUT, F_BUFFER, F_TLS_HS, F_N };
     struct rem_yaml_field f[F_N] = {
         [F_HDR_BYTES] = {.key = "max_header_bytes"},
         [F_HEADERS] = {.key = "max_headers"},
@@ -1050,6 +1151,7 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cf
         [F_IDLE] = {.key = "client_idle_timeout"},
         [F_HDR_TIMEOUT] = {.key = "request_header_timeout"},
         [F_BUFFER] = {.key = "buffer_bytes"},
+        [F_TLS_HS] = {.key = "tls_handshake_timeout"},
     };
     uint64_t v;
     struct rem_cfg_limits *lim = &cfg->limits;
@@ -1071,6 +1173,9 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cf
                            &lim->request_header_timeout_ms);
     if (f[F_BUFFER].val != NULL)
         (void)get_size(c, f[F_BUFFER].val, "buffer_bytes", true, &lim->buffer_bytes);
+    if (f[F_TLS_HS].val != NULL)
+        (void)get_duration(c, f[F_TLS_HS].val, "tls_handshake_timeout", false,
+                           &lim->tls_handshake_timeout_ms);
 }
 
 static void parse_log(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)

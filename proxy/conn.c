@@ -16,11 +16,13 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "config.h"
 #include "conn.h"
 #include "error.h"
 #include "io_tcp.h"
+#include "io_tls.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -64,6 +66,9 @@ void rem_conn_arm_timer(struct rem_conn *c)
 {
     const struct rem_cfg_limits *lim = &c->cfg->limits;
     switch (c->state) {
+    case REM_CONN_HANDSHAKE:
+        arm(c, lim->tls_handshake_timeout_ms);
+        break;
     case REM_CONN_IDLE:
         arm(c, lim->client_idle_timeout_ms);
         break;
@@ -103,7 +108,8 @@ void rem_conn_drain(struct rem_conn *c)
 
 void rem_conn_close_if_silent(struct rem_conn *c)
 {
-    if (!c->down && c->state < REM_CONN_CLOSING && !rem_transport_input_waiting(&c->t))
+    /* A TLS handshake in progress is not silence: the codec it leads to gets the drain. */
+    if (!c->down && c->state == REM_CONN_IDLE && !rem_transport_input_waiting(&c->t))
         rem_conn_close_after_write(c); /* silent since its accept: as idle as a conn gets */
 }
 
@@ -225,6 +231,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_conn *c = arg;
     switch (c->state) {
+    case REM_CONN_HANDSHAKE:
+        rem_log_debug("conn %s: tls handshake timed out", c->peer);
+        rem_conn_close(c);
+        break;
     case REM_CONN_HEAD:
     case REM_CONN_IDLE:
         if (c->down)
@@ -257,6 +267,29 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Chooses the codec once (the owner's choose: the preface on cleartext, ALPN after a TLS
+ * handshake) and lets it process what came. */
+static void start_codec(struct rem_conn *c)
+{
+    bool need_more = false;
+    const struct rem_down_ops *ops = c->owner->choose(c, &need_more);
+    if (!ops) {
+        if (!need_more)
+            rem_conn_close(c);
+        return;
+    }
+    void *state = ops->init(c);
+    if (!state) {
+        rem_conn_close(c);
+        return;
+    }
+    c->codec = state;
+    c->down = ops;
+    c->down->process(c);
+    if (c->draining && c->state < REM_CONN_CLOSING)
+        (void)c->down->drain(c); /* a conn accepted while draining: its first request */
+}
+
 static void on_read(struct rem_transport *t, void *arg)
 {
     struct rem_conn *c = arg;
@@ -264,27 +297,10 @@ static void on_read(struct rem_transport *t, void *arg)
         evbuffer_drain(rem_conn_input(c), evbuffer_get_length(rem_conn_input(c))); /* lingering */
         return;
     }
-    if (!c->down) {
-        bool need_more = false;
-        const struct rem_down_ops *ops = c->owner->choose(c, &need_more);
-        if (!ops) {
-            if (!need_more)
-                rem_conn_close(c);
-            return;
-        }
-        void *state = ops->init(c);
-        if (!state) {
-            rem_conn_close(c);
-            return;
-        }
-        c->codec = state;
-        c->down = ops;
+    if (!c->down)
+        start_codec(c);
+    else
         c->down->process(c);
-        if (c->draining && c->state < REM_CONN_CLOSING)
-            (void)c->down->drain(c); /* a conn accepted while draining: its first request */
-        return;
-    }
-    c->down->process(c);
 }
 
 static void on_drained(struct rem_transport *t, void *arg)
@@ -302,6 +318,13 @@ static void on_drained(struct rem_transport *t, void *arg)
 static void on_event(struct rem_transport *t, int what, void *arg)
 {
     struct rem_conn *c = arg;
+    if (what == REM_TE_READY && c->state == REM_CONN_HANDSHAKE) {
+        /* The codec is known now (ALPN) and an h2 one speaks first (SETTINGS). */
+        set_state(c, REM_CONN_IDLE);
+        rem_conn_arm_timer(c);
+        start_codec(c);
+        return;
+    }
     if (what & REM_TE_EOF) {
         c->eof = true;
         /* Lingering, the client's FIN is what we waited for: no codec has a say any more. */
@@ -349,7 +372,7 @@ int rem_conn_open(struct rem_worker *w, const struct rem_conn_owner *owner, void
     rem_worker_count_conn(w, 1);
     REM_M_ADD(w->metrics->downstream_connections, 1);
     REM_M_ADD(w->metrics->downstream_connections_total, 1);
-    set_state(c, REM_CONN_IDLE);
+    set_state(c, rem_transport_handshaking(&c->t) ? REM_CONN_HANDSHAKE : REM_CONN_IDLE);
     rem_conn_arm_timer(c);
     if (out)
         *out = c;
@@ -363,6 +386,20 @@ static int tcp_setup(struct rem_transport *t, struct rem_loop *loop,
     return rem_io_tcp_accept(t, loop, *(int *)arg, cbs, cb_arg, read_high, write_high);
 }
 
+/* What tls_setup is given: the accepted fd and the listener's context. */
+struct tls_accept {
+    int fd;
+    SSL_CTX *ctx;
+};
+
+static int tls_setup(struct rem_transport *t, struct rem_loop *loop,
+                     const struct rem_transport_cbs *cbs, void *cb_arg, size_t read_high,
+                     size_t write_high, void *arg)
+{
+    const struct tls_accept *a = arg;
+    return rem_io_tls_accept(t, loop, a->fd, a->ctx, cbs, cb_arg, read_high, write_high);
+}
+
 static int unix_setup(struct rem_transport *t, struct rem_loop *loop,
                       const struct rem_transport_cbs *cbs, void *cb_arg, size_t read_high,
                       size_t write_high, void *arg)
@@ -372,7 +409,7 @@ static int unix_setup(struct rem_transport *t, struct rem_loop *loop,
 
 void rem_conn_accept(struct rem_worker *w, const struct rem_conn_owner *owner, void *owner_arg,
                      const struct rem_cfg_listener *lcfg, int fd, const struct sockaddr *sa,
-                     socklen_t salen)
+                     socklen_t salen, SSL_CTX *tls)
 {
     /* A client on a Unix socket has no address: peer stays empty (no X-Forwarded-For entry,
      * empty `client` in the access log). */
@@ -381,9 +418,17 @@ void rem_conn_accept(struct rem_worker *w, const struct rem_conn_owner *owner, v
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, peer, sizeof(peer));
     else if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, peer, sizeof(peer));
-    if (rem_conn_open(w, owner, owner_arg, lcfg, peer,
-                      sa->sa_family == AF_UNIX ? unix_setup : tcp_setup, &fd,
-                      NULL) == -REM_E_NOMEM) {
+    struct tls_accept ta = {.fd = fd, .ctx = tls};
+    struct rem_conn *c = NULL;
+    int rc;
+    if (tls)
+        rc = rem_conn_open(w, owner, owner_arg, lcfg, peer, tls_setup, &ta, &c);
+    else
+        rc = rem_conn_open(w, owner, owner_arg, lcfg, peer,
+                           sa->sa_family == AF_UNIX ? unix_setup : tcp_setup, &fd, NULL);
+    if (c)
+        c->tls = tls != NULL;
+    if (rc == -REM_E_NOMEM) {
         close(fd);
         owner->closed(owner_arg);
         rem_log_error("conn: out of memory accepting a connection");

@@ -2,7 +2,7 @@
  * conn: one downstream connection: its transport, its timer and kick event, the pause mask and
  * the one state machine (set only through rem_conn_set_state). The protocol on it is a
  * downstream codec behind `struct rem_down_ops` (h1_down.c, h2_down.c), chosen once by the
- * accepting side (preface sniffing on cleartext; ALPN after a TLS handshake later) and stored
+ * accepting side (preface sniffing on cleartext; ALPN after a TLS handshake) and stored
  * here, never tested as a flag. Transport events are passed to the codec; the codec parses
  * requests into streams and writes their responses. Owns the transport, the timers, and the
  * codec's per-conn state (through the ops' init/free); knows nothing of streams. */
@@ -18,6 +18,7 @@
 #include "transport.h"
 
 struct event;
+struct ssl_ctx_st;
 struct rem_cfg_listener;
 struct rem_config;
 struct rem_stream;
@@ -25,11 +26,12 @@ struct rem_worker;
 struct rem_conn;
 
 enum rem_conn_state {
-    REM_CONN_IDLE = 0, /* between requests: client_idle_timeout runs */
-    REM_CONN_HEAD,     /* reading a request head: request_header_timeout runs */
-    REM_CONN_ACTIVE,   /* a stream is in progress */
-    REM_CONN_CLOSING,  /* flushing the last bytes, then freed */
-    REM_CONN_CLOSED,   /* detached, waiting for the reaper */
+    REM_CONN_HANDSHAKE = 0, /* the transport's handshake (TLS): tls_handshake_timeout runs */
+    REM_CONN_IDLE,          /* between requests: client_idle_timeout runs */
+    REM_CONN_HEAD,          /* reading a request head: request_header_timeout runs */
+    REM_CONN_ACTIVE,        /* a stream is in progress */
+    REM_CONN_CLOSING,       /* flushing the last bytes, then freed */
+    REM_CONN_CLOSED,        /* detached, waiting for the reaper */
 };
 
 /* Why request parsing is paused; it resumes only when the mask is zero (STYLE.md). */
@@ -97,8 +99,9 @@ struct rem_down_ops {
 
 /* What the accepting side (listener.c) gives a conn. */
 struct rem_conn_owner {
-    /* Picks the codec from the first bytes in the input (or from ALPN). NULL with *need_more:
-     * not decided yet; NULL without: the conn cannot be served. */
+    /* Picks the codec: on a conn with a handshake (TLS) once it is done (from ALPN,
+     * rem_conn_alpn), otherwise from the first bytes in the input. NULL with *need_more: not
+     * decided yet; NULL without: the conn cannot be served. */
     const struct rem_down_ops *(*choose)(struct rem_conn *c, bool *need_more);
     /* The conn closed (accepting may resume). */
     void (*closed)(void *arg);
@@ -123,31 +126,35 @@ struct rem_conn {
     bool reset_on_close;        /* end with RST: a truncated response must not look complete
                                    to a close-delimited reader */
     bool draining;              /* drain asked for (applied once the codec is chosen) */
+    bool tls;                   /* the client came over TLS (X-Forwarded-Proto: https) */
     enum rem_err abort_err;     /* what a close does to streams in flight (client_abort) */
     TAILQ_ENTRY(rem_conn) link; /* in worker->conns */
     struct rem_reap reap;
 };
 
 /* Sets up a conn's transport over the handle the accepting side holds (setup_arg): an accepted
- * fd (io_tcp), TLS later, an in-memory end in tests (io_mem). Takes the handle over, releasing
- * it on failure; returns 0 or a negative -REM_E_*. */
+ * fd (io_tcp, io_tls), an in-memory end in tests (io_mem). Takes the handle over, releasing it
+ * on failure; returns 0 or a negative -REM_E_*. A transport with a handshake starts the conn
+ * in HANDSHAKE; its codec is chosen when REM_TE_READY comes. */
 typedef int (*rem_conn_setup_fn)(struct rem_transport *t, struct rem_loop *loop,
                                  const struct rem_transport_cbs *cbs, void *cb_arg,
                                  size_t read_high, size_t write_high, void *setup_arg);
 
 /* Opens a conn for peer (the client's address, for X-Forwarded-For and logs) over the
- * transport that setup builds. Returns 0 (*out, when given, is the conn: IDLE, reading),
+ * transport that setup builds. Returns 0 (*out, when given, is the conn: IDLE and reading, or
+ * HANDSHAKE),
  * -REM_E_NOMEM before setup ran (the handle is still the caller's), or -REM_E_SYS (setup or
  * the conn's events failed: the handle was released and the owner told). */
 int rem_conn_open(struct rem_worker *w, const struct rem_conn_owner *owner, void *owner_arg,
                   const struct rem_cfg_listener *lcfg, const char *peer, rem_conn_setup_fn setup,
                   void *setup_arg, struct rem_conn **out);
 
-/* Takes ownership of an accepted TCP fd; on failure closes it and tells the owner. Never
- * fails loudly: logs. */
+/* Takes ownership of an accepted TCP or Unix fd; on failure closes it and tells the owner.
+ * tls: the server context of a TLS listener (the conn's TLS session takes a reference), NULL:
+ * plaintext. Never fails loudly: logs. */
 void rem_conn_accept(struct rem_worker *w, const struct rem_conn_owner *owner, void *owner_arg,
                      const struct rem_cfg_listener *lcfg, int fd, const struct sockaddr *sa,
-                     socklen_t salen);
+                     socklen_t salen, struct ssl_ctx_st *tls);
 
 /* Closes the conn now (queued output is dropped). Safe from inside any callback: the
  * memory is freed by the reaper. Idempotent. */
@@ -204,5 +211,10 @@ size_t rem_conn_high_watermark(const struct rem_conn *c);
 void rem_conn_flush_later(struct rem_conn *c);
 /* Reading resumes below the watermark once the codec consumed input. */
 void rem_conn_rearm(struct rem_conn *c);
+/* The protocol the TLS handshake agreed on (ALPN, not NUL-terminated: *len bytes), or NULL. */
+static inline const char *rem_conn_alpn(const struct rem_conn *c, size_t *len)
+{
+    return rem_transport_alpn(&c->t, len);
+}
 
 #endif

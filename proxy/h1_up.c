@@ -243,7 +243,7 @@ static int h1_write_head(struct rem_upconn *uc, struct rem_stream *s)
         rem_http_websocket_key(key, &s->worker->rng);
     struct rem_fwd_request fwd = {
         .client_addr = s->conn->peer,
-        .proto = "http",
+        .proto = s->conn->tls ? "https" : "http",
         .request_id = s->req.request_id_idx < 0 ? s->request_id : NULL,
         .default_host = uc->ep->authority,
         .chunked = s->req_chunked,

@@ -104,15 +104,15 @@ static size_t joined(char *out, const struct rem_head *h, enum rem_hdr_kind kind
 }
 
 int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const char *client_addr,
-                         const char *request_id, const char *default_host, int64_t content_length,
-                         const char *protocol, size_t protocol_len)
+                         const char *proto, const char *request_id, const char *default_host,
+                         int64_t content_length, const char *protocol, size_t protocol_len)
 {
     memset(r, 0, sizeof(*r));
     size_t fwd = 0;
     for (uint32_t i = 0; i < req->n_hdrs; i++)
         if (req->hdrs[i].kind == REM_HDR_XFF || req->hdrs[i].kind == REM_HDR_XFP)
             fwd += req->hdrs[i].val_len + 2;
-    r->scratch = malloc(fwd + strlen(client_addr) + 4 + 24 + 8);
+    r->scratch = malloc(fwd + strlen(client_addr) + strlen(proto) + 24 + 8);
     r->nva = malloc(sizeof(*r->nva) * (req->n_hdrs + 10));
     if (!r->scratch || !r->nva) {
         rem_h2_request_dispose(r);
@@ -180,7 +180,7 @@ int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const c
     if (l)
         nva[n++] = REM_H2_NV("x-forwarded-for", sp, l);
     sp += l;
-    l = joined(sp, req, REM_HDR_XFP, "http");
+    l = joined(sp, req, REM_HDR_XFP, proto);
     nva[n++] = REM_H2_NV("x-forwarded-proto", sp, l);
     sp += l;
     if (req->request_id_idx < 0 && request_id)

@@ -243,9 +243,10 @@ static int h2_write_head(struct rem_upconn *uc, struct rem_stream *s)
     /* A tunnel offer (an HTTP/1.1 Upgrade, or an h2 client's extended CONNECT) goes as an
      * extended CONNECT (RFC 8441), its stream open for the tunnel's bytes. */
     bool tunnel = s->tunnel_req == REM_TUNNEL_UPGRADE;
-    int rc = rem_h2_request_build(
-        &r, &s->req, s->conn->peer, s->req.request_id_idx < 0 ? s->request_id : NULL,
-        uc->ep->authority, cl, tunnel ? s->upgrade : NULL, tunnel ? s->upgrade_len : 0);
+    int rc =
+        rem_h2_request_build(&r, &s->req, s->conn->peer, s->conn->tls ? "https" : "http",
+                             s->req.request_id_idx < 0 ? s->request_id : NULL, uc->ep->authority,
+                             cl, tunnel ? s->upgrade : NULL, tunnel ? s->upgrade_len : 0);
     if (rc < 0)
         return rc;
     nghttp2_data_provider prd = {.source.ptr = us, .read_callback = on_read_body};

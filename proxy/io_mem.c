@@ -163,8 +163,8 @@ static int mem_setup(struct rem_transport *t, struct rem_loop *loop,
         free(e);
         return -REM_E_NOMEM;
     }
-    int rc =
-        rem_transport_setup(t, loop, &mem_ops, -1, e, cbs, arg, read_high, write_high, connecting);
+    int rc = rem_transport_setup(t, loop, &mem_ops, -1, e, cbs, arg, read_high, write_high,
+                                 connecting ? REM_IO_WANT_WRITE : 0);
     /* on failure the transport released e through mem_free already */
     return rc;
 }

@@ -56,7 +56,7 @@ static int unix_connected(struct rem_transport *t)
     if (!err && getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err == EINPROGRESS)
-        return 1;
+        return REM_IO_WANT_WRITE;
     return err ? -err : 0;
 }
 
@@ -116,7 +116,7 @@ int rem_io_unix_accept(struct rem_transport *t, struct rem_loop *loop, int fd,
                        size_t write_high)
 {
     return rem_transport_setup(t, loop, &unix_accepted_ops, fd, NULL, cbs, arg, read_high,
-                               write_high, false);
+                               write_high, 0);
 }
 
 int rem_io_tcp_accept(struct rem_transport *t, struct rem_loop *loop, int fd,
@@ -126,7 +126,7 @@ int rem_io_tcp_accept(struct rem_transport *t, struct rem_loop *loop, int fd,
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return rem_transport_setup(t, loop, &tcp_accepted_ops, fd, NULL, cbs, arg, read_high,
-                               write_high, false);
+                               write_high, 0);
 }
 
 int rem_io_tcp_connect(struct rem_transport *t, struct rem_loop *loop, const struct sockaddr *sa,
@@ -142,7 +142,7 @@ int rem_io_tcp_connect(struct rem_transport *t, struct rem_loop *loop, const str
     }
     int rc = rem_transport_setup(
         t, loop, sa->sa_family == AF_UNIX ? &unix_connecting_ops : &tcp_connecting_ops, fd, NULL,
-        cbs, arg, read_high, write_high, true);
+        cbs, arg, read_high, write_high, REM_IO_WANT_WRITE);
     if (rc < 0)
         return rc;
     if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {

@@ -16,6 +16,7 @@
 
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/ssl.h>
 
 #include "config.h"
 #include "conn.h"
@@ -33,6 +34,8 @@ struct rem_listener {
     struct rem_worker *worker;          /* borrowed */
     const struct rem_cfg_listener *cfg; /* borrowed from the worker's current config (a
                                            stopped listener's from the config it last had) */
+    SSL_CTX *tls;                       /* a reference: the context new conns get (a conn's
+                                           TLS session holds its own), NULL: plaintext */
     struct evconnlistener *evl;         /* owned, closes the fd */
     struct event *resume_ev;            /* owned */
     uint32_t n_conns;                   /* open conns accepted here */
@@ -66,12 +69,22 @@ static void unlink_socket(struct rem_listener *l)
 
 /* The codec of a cleartext conn: h2c prior knowledge shares the listener with HTTP/1.1 and is
  * told apart by the 24-byte preface (RFC 9113 3.3, 3.4); anything else is HTTP/1.1 for the
- * conn's life. A TLS listener will choose by ALPN after the handshake instead. */
+ * conn's life. */
 static const struct rem_down_ops *choose_codec(struct rem_conn *c, bool *need_more)
 {
     if (rem_h2_down_detect(rem_conn_input(c), need_more))
         return &rem_h2_down_ops;
     return *need_more ? NULL : &rem_h1_down_ops;
+}
+
+/* The codec of a TLS conn, once its handshake is done: h2 when ALPN agreed on it (RFC 9113
+ * 3.2), HTTP/1.1 for "http/1.1" or no ALPN. Never the preface: over TLS h2 is negotiated. */
+static const struct rem_down_ops *choose_by_alpn(struct rem_conn *c, bool *need_more)
+{
+    size_t n;
+    const char *p = rem_conn_alpn(c, &n);
+    *need_more = false;
+    return p && n == 2 && memcmp(p, "h2", 2) == 0 ? &rem_h2_down_ops : &rem_h1_down_ops;
 }
 
 static void on_conn_closed(void *arg);
@@ -80,6 +93,18 @@ static const struct rem_conn_owner conn_owner = {
     .choose = choose_codec,
     .closed = on_conn_closed,
 };
+
+static const struct rem_conn_owner tls_conn_owner = {
+    .choose = choose_by_alpn,
+    .closed = on_conn_closed,
+};
+
+/* Takes an accepted fd: a conn over TCP, a Unix socket or TLS. */
+static void accept_conn(struct rem_listener *l, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    rem_conn_accept(l->worker, l->tls ? &tls_conn_owner : &conn_owner, l, l->cfg, fd, sa, len,
+                    l->tls);
+}
 
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
@@ -91,7 +116,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         l->full = true;
         evconnlistener_disable(evl);
     }
-    rem_conn_accept(l->worker, &conn_owner, l, l->cfg, fd, sa, (socklen_t)salen);
+    accept_conn(l, fd, sa, (socklen_t)salen);
 }
 
 static void on_conn_closed(void *arg)
@@ -254,12 +279,22 @@ void rem_listener_unbind(const struct rem_cfg_listener *cfg)
         (void)unlink(path);
 }
 
+/* l's conns from now on get tls (a reference is taken; NULL: plaintext). */
+static void set_tls(struct rem_listener *l, SSL_CTX *tls)
+{
+    if (tls)
+        SSL_CTX_up_ref(tls);
+    SSL_CTX_free(l->tls);
+    l->tls = tls;
+}
+
 struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg_listener *cfg,
-                                      int fd, unsigned n_workers)
+                                      int fd, unsigned n_workers, SSL_CTX *tls)
 {
     struct rem_listener *l = rem_xcalloc(1, sizeof(*l));
     l->worker = w;
     l->cfg = cfg;
+    set_tls(l, tls);
     l->limit = rem_worker_share(cfg->max_connections, n_workers);
     const char *path = socket_path(cfg);
     struct stat st;
@@ -289,9 +324,10 @@ fail:
 }
 
 void rem_listener_update(struct rem_listener *l, const struct rem_cfg_listener *cfg,
-                         unsigned n_workers)
+                         unsigned n_workers, SSL_CTX *tls)
 {
     l->cfg = cfg;
+    set_tls(l, tls);
     l->limit = rem_worker_share(cfg->max_connections, n_workers);
     if (l->full && l->n_conns < l->limit) {
         l->full = false;
@@ -332,7 +368,7 @@ void rem_listener_stop(struct rem_listener *l)
             break;
         }
         l->n_conns++;
-        rem_conn_accept(l->worker, &conn_owner, l, l->cfg, cfd, (struct sockaddr *)&ss, len);
+        accept_conn(l, cfd, (struct sockaddr *)&ss, len);
     }
     evconnlistener_free(l->evl); /* closes the socket */
     l->evl = NULL;
@@ -350,5 +386,6 @@ void rem_listener_free(struct rem_listener *l)
     }
     if (l->resume_ev)
         event_free(l->resume_ev);
+    SSL_CTX_free(l->tls);
     free(l);
 }

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0
  * listener: one worker's listening socket for one configured listener (SO_REUSEPORT, so the
  * kernel spreads connections over workers without a shared accept lock). Owns the socket and
- * its evconnlistener; hands accepted fds to conn with the codec choice (preface sniffing) and
- * is told when they close (accepting resumes below max_connections). */
+ * its evconnlistener and a reference on its TLS context; hands accepted fds to conn with the
+ * codec choice (preface sniffing on cleartext, ALPN on TLS) and is told when they close
+ * (accepting resumes below max_connections). */
 #ifndef REM_LISTENER_H
 #define REM_LISTENER_H
 
 #include <stdint.h>
 
+struct ssl_ctx_st;
 struct rem_worker;
 struct rem_cfg_listener;
 struct rem_listener;
@@ -27,15 +29,17 @@ int rem_listener_dup(const struct rem_cfg_listener *cfg, int fd);
  * that failed), if it is a socket. Nothing for other addresses. */
 void rem_listener_unbind(const struct rem_cfg_listener *cfg);
 /* The worker's listener on fd (from rem_listener_bind; owned from now on, closed on failure),
- * with this worker's share of cfg->max_connections over n_workers. cfg must live as long as
- * the worker's current config. Returns the listener (accepting once the worker's loop runs)
- * or NULL with the reason logged. */
+ * with this worker's share of cfg->max_connections over n_workers; tls: the server context
+ * of a TLS listener (tls.c; referenced), NULL: plaintext. cfg must live as long as the
+ * worker's current config. Returns the listener (accepting once the worker's loop runs) or
+ * NULL with the reason logged. */
 struct rem_listener *rem_listener_new(struct rem_worker *w, const struct rem_cfg_listener *cfg,
-                                      int fd, unsigned n_workers);
-/* A reload kept the listener's address: new conns get cfg (the new generation's entry) and
- * the new share of max_connections. The socket stays open throughout. */
+                                      int fd, unsigned n_workers, struct ssl_ctx_st *tls);
+/* A reload kept the listener's address: new conns get cfg (the new generation's entry), tls
+ * (the new plan's context, or NULL) and the new share of max_connections; conns already
+ * accepted keep the context they were accepted with. The socket stays open throughout. */
 void rem_listener_update(struct rem_listener *l, const struct rem_cfg_listener *cfg,
-                         unsigned n_workers);
+                         unsigned n_workers, struct ssl_ctx_st *tls);
 /* Conns accepted on l that are still open. */
 uint32_t rem_listener_conns(const struct rem_listener *l);
 /* Stops listening: connections already in the backlog are accepted, then the socket closes

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "rem_build.h"
 #include "rem_commit.h"
@@ -32,6 +33,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "server.h"
+#include "tls.h"
 #include "watch.h"
 #include "worker.h"
 
@@ -96,6 +98,26 @@ static struct rem_config *load(const char *path, bool check, uint64_t *hash)
     }
     rem_config_diag_dispose(&diag);
     return cfg;
+}
+
+/* --check: builds (and drops) every TLS listener's context as a start would, so a certificate
+ * or key that cannot be used is reported ("FILE: listener ...: tls.cert PATH: ..."). Returns 0,
+ * or -1 after printing every problem. */
+static int check_tls(const struct rem_config *cfg)
+{
+    int rc = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        char err[512];
+        if (!cfg->listeners[i].tls)
+            continue;
+        SSL_CTX *ctx = rem_tls_server_ctx_new(&cfg->listeners[i], err, sizeof(err));
+        if (!ctx) {
+            printf("%s: %s\n", cfg->source, err);
+            rc = -1;
+        }
+        SSL_CTX_free(ctx);
+    }
+    return rc;
 }
 
 /* The first line of path as a byte count; 0 when absent, "max", or unreadable. */
@@ -661,6 +683,10 @@ int main(int argc, char **argv)
         return 1;
     if (check) {
         char line[256];
+        if (check_tls(cfg) < 0) {
+            rem_config_unref(cfg);
+            return 1;
+        }
         rem_config_summary(cfg, line, sizeof(line));
         printf("%s\n", line);
         rem_config_unref(cfg);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "cluster.h"
 #include "config.h"
@@ -24,6 +25,7 @@
 #include "admit.h"
 #include "server.h"
 #include "stream.h"
+#include "tls.h"
 #include "upool.h"
 #include "worker.h"
 
@@ -100,8 +102,19 @@ struct rem_server_plan *rem_server_plan_new(struct rem_config *cfg, struct rem_m
     p->keep = rem_xcalloc(nl ? nl : 1, sizeof(*p->keep));
     p->fds = rem_xcalloc(nl * n_workers + 1, sizeof(*p->fds));
     p->ports = rem_xcalloc(nl ? nl : 1, sizeof(*p->ports));
+    p->tls = rem_xcalloc(nl ? nl : 1, sizeof(*p->tls));
     for (size_t i = 0; i < nl * n_workers; i++)
         p->fds[i] = -1;
+    /* Contexts first: a bad certificate fails the plan before any address is bound. */
+    for (size_t i = 0; i < nl; i++) {
+        char err[512];
+        if (cfg->listeners[i].tls &&
+            !(p->tls[i] = rem_tls_server_ctx_new(&cfg->listeners[i], err, sizeof(err)))) {
+            rem_log_error("%s", err);
+            rem_server_plan_unref(p);
+            return NULL;
+        }
+    }
     for (size_t i = 0; i < nl; i++) {
         p->keep[i] = -1;
         for (size_t j = 0; prev && j < prev->cfg->n_listeners; j++)
@@ -137,9 +150,12 @@ void rem_server_plan_unref(struct rem_server_plan *p)
     for (size_t i = 0; i < p->cfg->n_listeners; i++)
         if (p->n_workers && p->fds[i * p->n_workers] >= 0) /* bound, never served */
             rem_listener_unbind(&p->cfg->listeners[i]);
+    for (size_t i = 0; i < p->cfg->n_listeners; i++)
+        SSL_CTX_free(p->tls[i]);
     free(p->keep);
     free(p->fds);
     free(p->ports);
+    free(p->tls);
     rem_metrics_layout_unref(p->ml);
     rem_config_unref(p->cfg);
     free(p);
@@ -280,7 +296,8 @@ static struct rem_listener **new_listeners(struct rem_worker *w, struct rem_serv
             continue;
         }
         int *fd = &p->fds[i * p->n_workers + w->id];
-        nl[i] = *fd >= 0 ? rem_listener_new(w, &p->cfg->listeners[i], *fd, p->n_workers) : NULL;
+        nl[i] = *fd >= 0 ? rem_listener_new(w, &p->cfg->listeners[i], *fd, p->n_workers, p->tls[i])
+                         : NULL;
         *fd = -1; /* taken (rem_listener_new closes it on failure) */
         if (!nl[i]) {
             rem_log_error("worker %u: listener %s could not be set up", w->id,
@@ -345,7 +362,7 @@ static void apply(struct rem_worker *w, struct rem_server_plan *p)
     configure_gen(g, p);
     retire_listeners(w, p);
     for (size_t i = 0; i < p->cfg->n_listeners; i++)
-        rem_listener_update(nl[i], &p->cfg->listeners[i], p->n_workers);
+        rem_listener_update(nl[i], &p->cfg->listeners[i], p->n_workers, p->tls[i]);
     free(w->listeners);
     w->listeners = nl;
     w->n_listeners = p->cfg->n_listeners;
@@ -404,7 +421,7 @@ int rem_server_worker_init(struct rem_worker *w, unsigned id, struct rem_server_
     if (nl) {
         configure_gen(g, p);
         for (size_t i = 0; i < p->cfg->n_listeners; i++)
-            rem_listener_update(nl[i], &p->cfg->listeners[i], p->n_workers);
+            rem_listener_update(nl[i], &p->cfg->listeners[i], p->n_workers, p->tls[i]);
         w->gen = g;
         w->cfg = g->cfg;
         w->listeners = nl;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct ssl_ctx_st;
 struct rem_config;
 struct rem_metrics_layout;
 struct rem_worker;
@@ -28,12 +29,16 @@ struct rem_server_plan {
     int *fds;        /* [cfg->n_listeners * n_workers]: the socket of new listener i for worker
                         w at i * n_workers + w (-1 once taken, or kept) */
     uint16_t *ports; /* [cfg->n_listeners]: the bound port of each listener */
+    struct ssl_ctx_st **tls; /* [cfg->n_listeners]: a reference on the server context of
+                                each TLS listener (built for every plan, kept address or
+                                not: a reload re-reads the files), NULL for plaintext */
 };
 
-/* The plan of cfg for n_workers, after prev (NULL at start): binds every new listener address
- * once per worker (SO_REUSEPORT; a port 0 becomes one port for all), reuses prev's sockets for
- * addresses it already had. Returns NULL, with the reason logged, when an address cannot be
- * bound (nothing changes then). Main thread only. */
+/* The plan of cfg for n_workers, after prev (NULL at start): builds the TLS context of every
+ * TLS listener (reading its certificate and key), binds every new listener address once per
+ * worker (SO_REUSEPORT; a port 0 becomes one port for all), reuses prev's sockets for
+ * addresses it already had. Returns NULL, with the reason logged, when a context cannot be
+ * built or an address cannot be bound (nothing changes then). Main thread only. */
 struct rem_server_plan *rem_server_plan_new(struct rem_config *cfg, struct rem_metrics_layout *ml,
                                             const struct rem_server_plan *prev, unsigned n_workers,
                                             uint64_t id);

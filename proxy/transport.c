@@ -106,12 +106,30 @@ static void fail(struct rem_transport *t, int err)
     t->cbs->on_event(t, REM_TE_ERROR, t->arg);
 }
 
+/* While connecting: registers the one event the handshake waits for (want: REM_IO_WANT_*). */
+static void handshake_wait(struct rem_transport *t, int want)
+{
+    bool rd = want == REM_IO_WANT_READ;
+    if (t->reading != rd) {
+        t->reading = rd;
+        if (t->fd >= 0)
+            (void)(rd ? event_add(t->ev_read, NULL) : event_del(t->ev_read));
+    }
+    if (t->writing == rd) {
+        t->writing = !rd;
+        if (t->fd >= 0)
+            (void)(rd ? event_del(t->ev_write) : event_add(t->ev_write, NULL));
+    }
+}
+
 /* Runs the io's handshake; on completion reading starts and the owner hears REM_TE_READY. */
 static void handshake(struct rem_transport *t)
 {
     int rc = t->io->handshake ? t->io->handshake(t) : 0;
-    if (rc == 1)
-        return; /* again, on the next readiness */
+    if (rc == REM_IO_WANT_READ || rc == REM_IO_WANT_WRITE) {
+        handshake_wait(t, rc); /* again, on that readiness */
+        return;
+    }
     t->connecting = false;
     set_writing(t, false);
     if (rc < 0) {
@@ -119,8 +137,12 @@ static void handshake(struct rem_transport *t)
         return;
     }
     rem_transport_rearm(t);
+    /* A handshake that waited for input left ev_read registered (rearm kept it): bytes the io
+     * decrypted already are not reported by the fd. */
+    if (t->reading && t->io->pending && t->io->pending(t))
+        event_active(t->ev_read, EV_READ, 1);
     t->cbs->on_event(t, REM_TE_READY, t->arg);
-    if (!t->closed && evbuffer_get_length(t->out))
+    if (!t->closed && (evbuffer_get_length(t->out) || t->shut_wr))
         rem_transport_flush(t);
 }
 
@@ -157,8 +179,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     evbuffer_commit_space(t->in, vec, nvec);
     if (!want_read(t))
         set_reading(t, false);
-    else if (t->fd < 0 && t->io->pending && t->io->pending(t))
-        event_active(t->ev_read, EV_READ, 1); /* no level-triggered fd to say so */
+    else if (t->io->pending && t->io->pending(t))
+        event_active(t->ev_read, EV_READ, 1); /* held by the io: the fd does not say so */
     t->cbs->on_read(t, t->arg);
 }
 
@@ -219,7 +241,7 @@ void rem_transport_clear(struct rem_transport *t)
 
 int rem_transport_setup(struct rem_transport *t, struct rem_loop *loop, const struct rem_io_ops *io,
                         int fd, void *ctx, const struct rem_transport_cbs *cbs, void *arg,
-                        size_t read_high, size_t write_high, bool connecting)
+                        size_t read_high, size_t write_high, int handshake)
 {
     memset(t, 0, sizeof(*t));
     t->fd = fd;
@@ -248,12 +270,9 @@ int rem_transport_setup(struct rem_transport *t, struct rem_loop *loop, const st
         t->fd = -1;
         return -REM_E_NOMEM;
     }
-    if (connecting) {
-        /* The handshake runs on writability (a TCP connect's completion). */
+    if (handshake) {
         t->connecting = true;
-        t->writing = true;
-        if (fd >= 0)
-            event_add(t->ev_write, NULL);
+        handshake_wait(t, handshake);
     } else {
         rem_transport_rearm(t);
     }

@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0
  * transport: a byte stream with an input and an output evbuffer over a `struct rem_io_ops`
- * implementation (io_tcp.c: a socket; io_mem.c: an in-memory end for unit tests and fuzzing;
- * TLS later), built for the request path: reads go straight into reserved evbuffer space,
- * writes are attempted optimistically once per event-loop iteration (the loop's flush list),
+ * implementation (io_tcp.c: a socket; io_tls.c: TLS over a socket; io_mem.c: an in-memory end
+ * for unit tests and fuzzing), built for the request path: reads go straight into reserved evbuffer
+ * space, writes are attempted optimistically once per event-loop iteration (the loop's flush list),
  * and EPOLLOUT is registered only while a write is short, so a request/response costs one read
  * and one write per side and no epoll_ctl. Reading stops by itself while the input holds
  * read_high bytes and resumes when the owner calls rem_transport_rearm after consuming.
- * After the handshake (none for TCP: an accepted transport is ready at once, a connected one
- * reports REM_TE_READY) the owner sees only the two buffers and the callbacks.
+ * After the handshake (none for an accepted TCP transport, which is ready at once; a TCP
+ * connect's completion; a TLS handshake), reported as REM_TE_READY, the owner sees only the two
+ * buffers and the callbacks.
  * The owner (conn, upconn) owns the transport; callbacks may close it; memory is released by
  * rem_transport_free, which the owner calls from its reaper. */
 #ifndef REM_TRANSPORT_H
@@ -26,7 +27,7 @@ struct evbuffer;
 struct rem_transport;
 
 enum {
-    REM_TE_READY = 1 << 0, /* an outgoing connect (and its handshake) completed */
+    REM_TE_READY = 1 << 0, /* the handshake (a connect's completion, TLS) is done */
     REM_TE_EOF = 1 << 1,   /* the peer closed its sending side */
     REM_TE_ERROR = 1 << 2, /* read/write/connect/handshake failed; rem_transport_error */
 };
@@ -40,6 +41,13 @@ struct rem_transport_cbs {
     void (*on_event)(struct rem_transport *t, int what, void *arg);
 };
 
+/* What an unfinished handshake waits for: the io's handshake answers it, and an io sets a
+ * transport up with the first one (rem_transport_setup). */
+enum {
+    REM_IO_WANT_READ = 1,  /* readability (a TLS server waiting for the ClientHello) */
+    REM_IO_WANT_WRITE = 2, /* writability (a TCP connect; TLS with a full send buffer) */
+};
+
 /* One implementation of the byte stream under a transport (HAProxy's xprt_ops). Every
  * function is called on the worker's thread; none may call the transport's callbacks. */
 struct rem_io_ops {
@@ -49,8 +57,8 @@ struct rem_io_ops {
     ssize_t (*recv)(struct rem_transport *t, void *buf, size_t n);
     /* Writes from iov: >= 0 written, -1 with errno (EAGAIN: would block). */
     ssize_t (*send)(struct rem_transport *t, const struct iovec *iov, int iovcnt);
-    /* Advances the handshake: 0 done, 1 again (wait for readiness), < 0 a negative errno.
-     * NULL: none (ready once connected). */
+    /* Advances the handshake: 0 done, REM_IO_WANT_READ / REM_IO_WANT_WRITE again once the fd
+     * is readable / writable, < 0 a negative errno. NULL: none (ready once connected). */
     int (*handshake)(struct rem_transport *t);
     /* Ends the sending side (TCP: SHUT_WR; TLS: close_notify). */
     void (*shutdown)(struct rem_transport *t);
@@ -79,7 +87,8 @@ struct rem_transport {
     size_t read_high;  /* reading pauses while in holds this much; 0: none */
     size_t write_high; /* producers stop at this much output */
     int error;         /* errno of the last failure */
-    bool connecting;   /* connect or handshake in progress */
+    bool connecting;   /* connect or handshake in progress: reading and writing say which
+                          readiness it waits for */
     bool reading;      /* ev_read is registered */
     bool writing;      /* ev_write is registered */
     bool read_off;     /* the owner turned reading off */
@@ -92,13 +101,15 @@ struct rem_transport {
 /* A transport that is not set up yet: closed, no fd; rem_transport_free is a no-op on it. */
 void rem_transport_clear(struct rem_transport *t);
 
-/* For io implementations: sets up t over io (with its handle fd, or -1 and ctx) and starts
- * reading unless connecting (then the io's constructor completes the connect and calls
- * rem_transport_connected). Takes over fd and ctx: on failure they are released through
- * io->close/free. Returns 0 or -REM_E_NOMEM. */
+/* For io implementations: sets up t over io (with its handle fd, or -1 and ctx). handshake 0:
+ * ready, reading starts now. REM_IO_WANT_WRITE / REM_IO_WANT_READ: a handshake is due (a
+ * connect, a TLS accept); io->handshake runs once the fd is writable / readable, and again as
+ * it asks, until it is done (REM_TE_READY, then reading starts) or fails (REM_TE_ERROR).
+ * Takes over fd and ctx: on failure they are released through io->close/free. Returns 0 or
+ * -REM_E_NOMEM. */
 int rem_transport_setup(struct rem_transport *t, struct rem_loop *loop, const struct rem_io_ops *io,
                         int fd, void *ctx, const struct rem_transport_cbs *cbs, void *arg,
-                        size_t read_high, size_t write_high, bool connecting);
+                        size_t read_high, size_t write_high, int handshake);
 /* For io implementations: records err (an errno) as the transport's error. */
 void rem_transport_set_error(struct rem_transport *t, int err);
 /* For io implementations without an fd: the io has become readable (EV_READ) and/or
@@ -143,6 +154,11 @@ static inline struct evbuffer *rem_transport_output(struct rem_transport *t)
 static inline bool rem_transport_is_closed(const struct rem_transport *t)
 {
     return t->closed;
+}
+/* Whether the handshake is still running (REM_TE_READY not reported yet). */
+static inline bool rem_transport_handshaking(const struct rem_transport *t)
+{
+    return t->connecting;
 }
 static inline int rem_transport_error(const struct rem_transport *t)
 {

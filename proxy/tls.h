@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * tls: the OpenSSL 3 server context (SSL_CTX) of a TLS listener, built from listeners[].tls on
+ * the main thread: certificate chain and key, versions, cipher lists, key-exchange groups,
+ * server preference, renegotiation off, session tickets, ALPN selection. The server plan owns
+ * one context per TLS listener; each worker's listener takes a reference, and each TLS session
+ * another (SSL_new), so a reload's new context serves new conns while old conns keep theirs.
+ * A built context is only read (SSL_new from any worker is thread-safe). Knows nothing of
+ * sockets or conns (io_tls.c). */
+#ifndef REM_TLS_H
+#define REM_TLS_H
+
+#include <stddef.h>
+
+struct ssl_ctx_st;
+struct rem_cfg_listener;
+
+/* Builds the server context of listener l (l->tls not NULL), reading its files (blocking: the
+ * main thread, at start, reload or --check). Returns the context with one reference (release it
+ * with SSL_CTX_free), or NULL with err holding one line that names the listener, the key
+ * ("tls.cert", "tls.key", ...), the file or value at fault and OpenSSL's reason: a file that
+ * cannot be read, a file with no PEM certificate or key, a key that does not match the
+ * certificate, a cipher list that selects nothing. */
+struct ssl_ctx_st *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err,
+                                          size_t errlen);
+
+#endif

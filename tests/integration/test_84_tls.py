@@ -1,0 +1,456 @@
+# SPDX-License-Identifier: Apache-2.0
+"""84: TLS termination on listeners (listeners[].tls). Certificates are made here with the
+openssl CLI (a CA and an ECDSA P-256 server certificate for localhost and 127.0.0.1). Clients:
+curl over HTTP/1.1 and h2, python's ssl for byte-level checks, openssl s_client, h2load.
+What is checked: ALPN chooses the codec (h2, http/1.1, none -> HTTP/1.1; the server's order
+wins; no h2c preface sniffing over TLS), TLS 1.2 and 1.3 accepted and TLS 1.1 refused with a
+protocol_version alert, min_version 1.3, X-Forwarded-Proto https, a plaintext listener beside a
+TLS one, h2load over TLS with no failure, 20 MiB bodies both ways over both protocols,
+close_notify before the FIN, the handshake timeout (and no such timer once the handshake is
+done), a reload that changes the certificate (new handshakes see it, an old connection goes
+on), and certificates or keys that cannot be used refused by --check and at start."""
+
+import hashlib
+import json
+import re
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from helpers import curl, default_config, free_port, pattern_sha256, wait_for
+from reloadutil import render, wait_state
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+# ---- certificates ------------------------------------------------------------------------------
+
+def openssl(*args, cwd):
+    out = subprocess.run(["openssl"] + list(args), cwd=cwd, capture_output=True, timeout=30)
+    assert out.returncode == 0, (args, out.stderr.decode())
+
+
+def make_server_cert(d, name, ca="ca"):
+    """d/name.key (P-256) and d/name.pem signed by ca, for localhost and 127.0.0.1."""
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-out", name + ".key", cwd=d)
+    openssl("req", "-new", "-key", name + ".key", "-subj", "/CN=localhost",
+            "-out", name + ".csr", cwd=d)
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                               "basicConstraints=CA:FALSE\n"
+                               "keyUsage=digitalSignature\n"
+                               "extendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+            "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", name + ".pem", cwd=d)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A test CA and two server certificates under it (server, server2), plus a key of no
+    certificate (other.key)."""
+    d = tmp_path_factory.mktemp("pki")
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-out", "ca.key", cwd=d)
+    openssl("req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=remora test CA",
+            "-days", "2", "-out", "ca.pem", cwd=d)
+    make_server_cert(d, "server")
+    make_server_cert(d, "server2")
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-out", "other.key", cwd=d)
+    return d
+
+
+def tls_block(pki, name="server", **kw):
+    t = {"cert": str(pki / (name + ".pem")), "key": str(pki / (name + ".key"))}
+    t.update(kw)
+    return t
+
+
+def tls_config(pki, endpoints, tls=None, limits=None, plain=True):
+    """listeners[0]: TLS (the port the remora factory reads), listeners[1]: plaintext."""
+    port, plain_port, admin_port = free_port(), free_port(), free_port()
+    while len({port, plain_port, admin_port}) < 3:
+        plain_port, admin_port = free_port(), free_port()
+    cfg = default_config(port, admin_port, endpoints, limits=limits)
+    cfg["listeners"] = [{"name": "tls", "address": "127.0.0.1:%d" % port,
+                         "tls": tls if tls is not None else tls_block(pki)}]
+    if plain:
+        cfg["listeners"].append({"name": "plain", "address": "127.0.0.1:%d" % plain_port})
+    return cfg, plain_port
+
+
+@pytest.fixture
+def tls_proxy(remora, upstream, pki):
+    """remora with a TLS listener (.port) and a plaintext one (.plain_port) before upstream."""
+    cfg, plain_port = tls_config(pki, [upstream.addr])
+    r = remora(config=cfg)
+    r.plain_port = plain_port
+    return r
+
+
+# ---- clients -----------------------------------------------------------------------------------
+
+def client_ctx(pki, alpn=None, min_version=None, max_version=None):
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    # Python sets it by default with OpenSSL 3: a FIN without close_notify must show.
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    if min_version:
+        ctx.minimum_version = min_version
+    if max_version:
+        ctx.maximum_version = max_version
+    return ctx
+
+
+def tls_connect(pki, port, timeout=5.0, suppress_ragged_eofs=True, **kw):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return client_ctx(pki, **kw).wrap_socket(raw, server_hostname="localhost",
+                                             suppress_ragged_eofs=suppress_ragged_eofs)
+
+
+def read_h1(s):
+    """One HTTP/1.1 response with a Content-Length from s: (status, headers dict, body)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        assert chunk, "connection closed in the response head: %r" % buf
+        buf += chunk
+    head, body = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+    n = int(headers["content-length"])
+    while len(body) < n:
+        chunk = s.recv(65536)
+        assert chunk, "connection closed in the body"
+        body += chunk
+    return status, headers, body
+
+
+def get_h1(s, path="/echo", extra=""):
+    s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % (path, extra)).encode())
+    return read_h1(s)
+
+
+def s_client(port, *args, timeout=10):
+    """openssl s_client against 127.0.0.1:port with stdin closed; (returncode, output)."""
+    out = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                          "-servername", "localhost"] + list(args),
+                         stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    return out.returncode, out.stdout.decode(errors="replace") + out.stderr.decode(
+        errors="replace")
+
+
+def seen_header(body, name):
+    return [v for k, v in json.loads(body)["headers"] if k.lower() == name]
+
+
+# ---- curl over both protocols ------------------------------------------------------------------
+
+@pytest.mark.parametrize("proto,flag,version", [("http1.1", "--http1.1", "1.1"),
+                                                ("h2", "--http2", "2")])
+def test_curl_over_tls(tls_proxy, pki, proto, flag, version):
+    out = curl("--cacert", str(pki / "ca.pem"), flag, "-w", "\n%{http_version}",
+               "https://localhost:%d/echo" % tls_proxy.port)
+    assert out.returncode == 0, out.stderr
+    body, got = out.stdout.rsplit(b"\n", 1)
+    assert got.decode() == version
+    seen = json.loads(body)
+    assert seen["path"] == "/echo"
+    assert seen_header(body, "x-forwarded-proto") == ["https"]
+    assert seen_header(body, "x-forwarded-for") == ["127.0.0.1"]
+
+
+def test_plaintext_listener_beside_tls(tls_proxy, pki):
+    """The plaintext listener keeps HTTP/1.1 and h2c prior knowledge (preface sniffing) and
+    says X-Forwarded-Proto http; the TLS one in the same process serves TLS."""
+    base = "http://127.0.0.1:%d/echo" % tls_proxy.plain_port
+    for flags, version in ((["--http1.1"], "1.1"), (["--http2-prior-knowledge"], "2")):
+        out = curl(*flags, "-w", "\n%{http_version}", base)
+        assert out.returncode == 0, out.stderr
+        body, got = out.stdout.rsplit(b"\n", 1)
+        assert got.decode() == version
+        assert seen_header(body, "x-forwarded-proto") == ["http"]
+    out = curl("--cacert", str(pki / "ca.pem"), "https://localhost:%d/echo" % tls_proxy.port)
+    assert out.returncode == 0, out.stderr
+    # Plaintext to the TLS port is no ClientHello: the handshake fails and the conn closes
+    # (a reset: the request's bytes were left unread), never an HTTP answer.
+    with socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:
+            pass
+        assert not data.startswith(b"HTTP/"), data
+
+
+# ---- ALPN --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offer,want", [(["h2", "http/1.1"], "h2"), (["h2"], "h2"),
+                                        (["http/1.1"], "http/1.1"), (None, None)])
+def test_alpn_chooses_the_codec(tls_proxy, pki, offer, want):
+    with tls_connect(pki, tls_proxy.port, alpn=offer) as s:
+        assert s.selected_alpn_protocol() == want
+        if want == "h2":
+            # The h2 codec speaks first: its SETTINGS frame.
+            s.sendall(H2_PREFACE + EMPTY_SETTINGS)
+            hdr = b""
+            while len(hdr) < 9:
+                chunk = s.recv(9 - len(hdr))
+                assert chunk, "closed before a frame"
+                hdr += chunk
+            assert hdr[3] == 0x4 and hdr[4] == 0, hdr  # SETTINGS, not an ACK
+        else:
+            status, headers, body = get_h1(s)
+            assert status == 200
+            assert seen_header(body, "x-forwarded-proto") == ["https"]
+            # Keep-alive: a second request on the same TLS connection.
+            status, _, _ = get_h1(s, "/bytes?n=10")
+            assert status == 200
+
+
+@pytest.mark.parametrize("offer", [None, ["http/1.1"]])
+def test_no_h2c_preface_sniffing_over_tls(tls_proxy, pki, offer):
+    """Over TLS h2 is only ever negotiated: an h2 preface on an HTTP/1.1 conn is a bad
+    HTTP/1.1 request, never an h2 session."""
+    with tls_connect(pki, tls_proxy.port, alpn=offer) as s:
+        s.sendall(H2_PREFACE + EMPTY_SETTINGS)
+        data = b""
+        while len(data) < 9:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 4"), data
+
+
+def test_alpn_server_preference_and_s_client(remora, upstream, pki):
+    """openssl s_client's ALPN choice: h2 or http/1.1 as offered; with listeners[].tls.alpn
+    [http/1.1, h2] a client offering both gets http/1.1 (the server's order), and with
+    [http/1.1] an h2-only client gets no ALPN (HTTP/1.1)."""
+    cfg, _ = tls_config(pki, [upstream.addr], plain=False)
+    r = remora(config=cfg)
+    for offer, want in (("h2", "h2"), ("http/1.1", "http/1.1"), ("http/1.1,h2", "h2")):
+        rc, text = s_client(r.port, "-CAfile", str(pki / "ca.pem"), "-alpn", offer)
+        assert "ALPN protocol: %s\n" % want in text, text
+        assert "Verify return code: 0 (ok)" in text, text
+    cfg, _ = tls_config(pki, [upstream.addr], plain=False,
+                        tls=tls_block(pki, alpn=["http/1.1", "h2"]))
+    r = remora(config=cfg)
+    rc, text = s_client(r.port, "-alpn", "h2,http/1.1")
+    assert "ALPN protocol: http/1.1\n" in text, text
+    cfg, _ = tls_config(pki, [upstream.addr], plain=False, tls=tls_block(pki, alpn=["http/1.1"]))
+    r = remora(config=cfg)
+    rc, text = s_client(r.port, "-alpn", "h2")
+    assert "No ALPN negotiated" in text, text
+    out = curl("--cacert", str(pki / "ca.pem"), "--http2", "-w", "%{http_version}", "-o",
+               "/dev/null", "https://localhost:%d/echo" % r.port)
+    assert out.stdout.decode() == "1.1", out
+
+
+# ---- versions ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version,name", [(ssl.TLSVersion.TLSv1_2, "TLSv1.2"),
+                                          (ssl.TLSVersion.TLSv1_3, "TLSv1.3")])
+def test_tls12_and_tls13_accepted(tls_proxy, pki, version, name):
+    with tls_connect(pki, tls_proxy.port, min_version=version, max_version=version) as s:
+        assert s.version() == name
+        if version == ssl.TLSVersion.TLSv1_2:
+            # The default 1.2 suites: AEAD with ECDHE only.
+            assert re.match(r"ECDHE-ECDSA-(AES\d+-GCM|CHACHA20-POLY1305)", s.cipher()[0]), s.cipher()
+        status, _, _ = get_h1(s)
+        assert status == 200
+    flag = "-tls1_2" if version == ssl.TLSVersion.TLSv1_2 else "-tls1_3"
+    rc, text = s_client(tls_proxy.port, flag, "-CAfile", str(pki / "ca.pem"))
+    assert re.search(r"New, %s, Cipher is " % re.escape(name), text), text
+
+
+def test_tls11_refused(tls_proxy):
+    """A TLS 1.1 client (allowed to offer it: SECLEVEL 0 lifts the client's own floor) gets
+    remora's protocol_version alert."""
+    rc, text = s_client(tls_proxy.port, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+    assert rc != 0, text
+    assert "alert protocol version" in text, text
+
+
+def test_min_version_13(remora, upstream, pki):
+    cfg, _ = tls_config(pki, [upstream.addr], plain=False, tls=tls_block(pki, min_version="1.3"))
+    r = remora(config=cfg)
+    with pytest.raises(ssl.SSLError, match="(?i)protocol.version"):
+        tls_connect(pki, r.port, max_version=ssl.TLSVersion.TLSv1_2)
+    with tls_connect(pki, r.port) as s:
+        assert s.version() == "TLSv1.3"
+
+
+# ---- load and bodies ---------------------------------------------------------------------------
+
+def test_h2load_over_tls(tls_proxy):
+    out = subprocess.run(["h2load", "-n", "2000", "-c", "10",
+                          "https://127.0.0.1:%d/bytes?n=100" % tls_proxy.port],
+                         capture_output=True, timeout=60)
+    text = out.stdout.decode()
+    assert out.returncode == 0, (text, out.stderr)
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", text)
+    assert m, text
+    assert tuple(map(int, m.groups()))[2:] == (2000, 2000, 0, 0, 0), text
+    assert "Application protocol: h2" in text, text
+    assert re.search(r"TLS Protocol: TLSv1\.3", text), text
+
+
+@pytest.mark.parametrize("flag", ["--http1.1", "--http2"])
+def test_large_bodies_both_ways(tls_proxy, pki, tmp_path, flag):
+    n = 20 * 1024 * 1024
+    f = tmp_path / "up.bin"
+    block = hashlib.sha256(b"remora").digest() * 2048
+    with open(f, "wb") as w:
+        for _ in range(n // len(block)):
+            w.write(block)
+    want = hashlib.sha256(f.read_bytes()).hexdigest()
+    ca = str(pki / "ca.pem")
+    url = "https://localhost:%d" % tls_proxy.port
+    out = curl("--cacert", ca, flag, "-T", str(f), url + "/upload", timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert (got["body_len"], got["body_sha256"]) == (n, want)
+    dl = tmp_path / "down.bin"
+    out = curl("--cacert", ca, flag, "-o", str(dl), url + "/bytes?n=%d" % n, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert dl.stat().st_size == n
+    assert hashlib.sha256(dl.read_bytes()).hexdigest() == pattern_sha256(n)
+
+
+# ---- the end of a connection ------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_close_notify_before_fin(tls_proxy, pki, version):
+    """After `Connection: close` remora sends close_notify, then FIN: a client that does not
+    tolerate a bare FIN (suppress_ragged_eofs off) reads a clean end."""
+    with tls_connect(pki, tls_proxy.port, suppress_ragged_eofs=False, min_version=version,
+                     max_version=version) as s:
+        status, headers, _ = get_h1(s, extra="Connection: close\r\n")
+        assert status == 200 and headers.get("connection") == "close"
+        # b"" only on close_notify; a FIN without it raises SSLEOFError.
+        assert s.recv(4096) == b""
+
+
+def test_handshake_timeout(remora, upstream, pki):
+    cfg, _ = tls_config(pki, [upstream.addr], plain=False,
+                        limits={"tls_handshake_timeout": "1s", "client_idle_timeout": "10s"})
+    r = remora(config=cfg)
+    # A client that connects and sends nothing is closed after tls_handshake_timeout.
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", r.port), timeout=10) as s:
+        assert s.recv(1) == b""
+    took = time.monotonic() - t0
+    assert 0.8 <= took <= 3.0, took
+    # One that stops halfway (a ClientHello cut short) too.
+    hello = bytearray()
+    inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx(pki).wrap_bio(inb, outb, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    hello += outb.read()
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", r.port), timeout=10) as s:
+        s.sendall(bytes(hello[:len(hello) // 2]))
+        assert s.recv(1) == b""
+    assert 0.8 <= time.monotonic() - t0 <= 3.0
+    # Once the handshake is done the timer is client_idle_timeout's: an idle TLS conn lives on.
+    with tls_connect(pki, r.port) as s:
+        time.sleep(1.6)
+        status, _, _ = get_h1(s)
+        assert status == 200
+
+
+# ---- reload and bad configurations ------------------------------------------------------------
+
+def der(pki, name):
+    return ssl.PEM_cert_to_DER_cert((pki / (name + ".pem")).read_text())
+
+
+def test_reload_changes_the_certificate(remora, upstream, pki, tmp_path):
+    cfg, _ = tls_config(pki, [upstream.addr], plain=False)
+    path = tmp_path / "remora.yaml"
+    path.write_text(render(cfg))
+    r = remora(config=cfg, config_file=path)
+    old = tls_connect(pki, r.port)
+    assert old.getpeercert(binary_form=True) == der(pki, "server")
+    assert get_h1(old)[0] == 200
+    cfg["listeners"][0]["tls"] = tls_block(pki, "server2")
+    path.write_text(render(cfg))
+    wait_state(r, success=1)
+    with tls_connect(pki, r.port) as s:
+        assert s.getpeercert(binary_form=True) == der(pki, "server2")
+        assert get_h1(s)[0] == 200
+    # The connection from before the reload keeps its session and is still served.
+    assert get_h1(old)[0] == 200
+    old.close()
+    # A reload naming a key that does not match is refused; the running context stays.
+    cfg["listeners"][0]["tls"] = tls_block(pki, "server2", key=str(pki / "other.key"))
+    path.write_text(render(cfg))
+    wait_state(r, failure=1)
+    with tls_connect(pki, r.port) as s:
+        assert s.getpeercert(binary_form=True) == der(pki, "server2")
+    assert any("does not match the certificate" in e.get("msg", "") for e in r.log_lines())
+
+
+def test_bad_cert_or_key_refused(run_remora, upstream, pki, tmp_path):
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    cases = [
+        (tls_block(pki, key=str(pki / "other.key")),
+         'listener "tls": tls.key %s does not match the certificate in tls.cert %s'
+         % (pki / "other.key", pki / "server.pem")),
+        (tls_block(pki, cert=str(tmp_path / "missing.pem")),
+         'listener "tls": tls.cert %s: cannot read: No such file or directory'
+         % (tmp_path / "missing.pem")),
+        (tls_block(pki, cert=str(tmp_path / "junk.pem")),
+         'listener "tls": tls.cert %s: no usable PEM certificate chain' % (tmp_path / "junk.pem")),
+        (tls_block(pki, key=str(tmp_path / "missing.key")),
+         'listener "tls": tls.key %s: cannot read: No such file or directory'
+         % (tmp_path / "missing.key")),
+        (tls_block(pki, ciphers="NOT-A-CIPHER"),
+         'listener "tls": tls.ciphers "NOT-A-CIPHER" selects no cipher'),
+    ]
+    for i, (tls, want) in enumerate(cases):
+        cfg, _ = tls_config(pki, [upstream.addr], tls=tls)
+        path = tmp_path / ("bad%d.yaml" % i)
+        path.write_text(render(cfg))
+        out = run_remora("--check", "-c", path)
+        text = out.stdout.decode()
+        assert out.returncode == 1, text
+        assert text.startswith("%s: %s" % (path, want)), text
+        # Starting with it fails the same way, before anything listens.
+        start = run_remora("-c", path)
+        assert start.returncode == 1
+        msgs = [json.loads(ln).get("msg", "") for ln in start.stderr.decode().splitlines()
+                if ln.startswith("{")]
+        assert any(m.startswith(want) for m in msgs), start.stderr
+    # Schema errors point at the line.
+    path = tmp_path / "schema.yaml"
+    path.write_text('listeners:\n'
+                    '  - name: a\n'
+                    '    address: "127.0.0.1:1"\n'
+                    '    tls: {cert: a.pem, min_version: "1.1", alpn: [h3]}\n'
+                    '  - name: u\n'
+                    '    address: "unix:/tmp/remora-x.sock"\n'
+                    '    tls: {cert: a.pem, key: a.key}\n')
+    out = run_remora("--check", "-c", path)
+    lines = [ln for ln in out.stdout.decode().splitlines() if ln.startswith(str(path))]
+    assert out.returncode == 1
+    assert lines == [
+        '%s:4:10: missing key "key" in tls' % path,
+        '%s:4:37: bad value "1.1" for "min_version" (expected "1.2" or "1.3")' % path,
+        '%s:4:51: bad value "h3" for "alpn" (expected h2 or http/1.1)' % path,
+        '%s:7:10: "tls" needs a TCP address (not a unix: socket)' % path,
+    ], lines
