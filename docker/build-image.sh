@@ -22,7 +22,7 @@
 # Reproducible: every timestamp (file mtimes, the config's `created`, the history entry) is
 # SOURCE_DATE_EPOCH (default: the time of the repository's last commit), every file is owned by
 # 0:0 with a fixed mode, umoci writes the tar entries in lexical order with no user/group
-# names, and gzip (Go's, level default) carries no name or time. Same binary, config, CA bundle,
+# names, and the layer is recompressed with `gzip -9 -n` (no name or time). Same binary, config, CA bundle,
 # labels and epoch: same manifest digest.
 #
 # Needs umoci and skopeo (Debian packages umoci, skopeo), python3 and readelf (binutils). Runs
@@ -133,8 +133,48 @@ build() {
         --config.label "org.opencontainers.image.version=$version" \
         --config.label "org.opencontainers.image.revision=$revision"
     umoci gc --layout "$layout"
+    recompress "$layout"
     chmod -R a+rX "$layout"
     rm -rf "$work"
+}
+
+# recompress LAYOUT_DIR: umoci writes its layers with Go's default gzip level; the layer is
+# redone with `gzip -9 -n` (no name, no time: still reproducible), and the manifest and index
+# point at it. The uncompressed tar, hence the config's diff_id, does not change. About 10% less
+# to store and pull (the static binary with OpenSSL: 3.15 MB -> 2.85 MB).
+recompress() {
+    python3 - "$1" "$tag" <<'EOF'
+import hashlib, json, os, subprocess, sys
+layout, tag = sys.argv[1], sys.argv[2]
+def blob(digest):
+    return os.path.join(layout, "blobs", *digest.split(":", 1))
+def put(data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    with open(blob(d), "wb") as f:
+        f.write(data)
+    return d, len(data)
+ipath = os.path.join(layout, "index.json")
+index = json.load(open(ipath))
+(entry,) = [d for d in index["manifests"]
+            if d.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+gone = [entry["digest"]]
+man = json.load(open(blob(entry["digest"])))
+for layer in man["layers"]:
+    assert layer["mediaType"].endswith("tar+gzip"), layer["mediaType"]
+    tar = subprocess.run(["gzip", "-dc", blob(layer["digest"])], check=True,
+                         stdout=subprocess.PIPE).stdout
+    gz = subprocess.run(["gzip", "-9", "-n", "-c"], input=tar, check=True,
+                        stdout=subprocess.PIPE).stdout
+    gone.append(layer["digest"])
+    layer["digest"], layer["size"] = put(gz)
+entry["digest"], entry["size"] = put(json.dumps(man, separators=(",", ":")).encode())
+with open(ipath, "w") as f:
+    json.dump(index, f, separators=(",", ":"))
+keep = {entry["digest"]} | {l["digest"] for l in man["layers"]}
+for d in gone:
+    if d not in keep:
+        os.unlink(blob(d))
+EOF
 }
 
 # facts LAYOUT_DIR: "manifest_digest config_digest layer_bytes config_bytes manifest_bytes"
