@@ -97,12 +97,12 @@ PY
     rm -f "$junit"
 }
 
-# The lifecycle tests (drain, reload) and the tunnel and Unix-socket tests once more against an
-# ASan+UBSan build, with leak detection: generations, clusters and listeners freed across
-# reloads and drains; tunnels torn down from either side. Built from a
+# The lifecycle tests (drain, reload), the tunnel, Unix-socket and TLS tests once more against
+# an ASan+UBSan build, with leak detection: generations, clusters and listeners freed across
+# reloads and drains; tunnels torn down from either side; TLS contexts and sessions freed. Built from a
 # copy of the tracked files in build-asan/ (automake builds one configuration per tree).
 lifecycle_sanitized() {
-    log "lifecycle, tunnel and Unix-socket tests under ASan+UBSan (build-asan/)"
+    log "lifecycle, tunnel, Unix-socket and TLS tests under ASan+UBSan (build-asan/)"
     jp=0 jf=0 js=0
     if ! git rev-parse --git-dir >/dev/null 2>&1; then
         log "not a git checkout: the sanitizer pass copies the tracked files; skipped"
@@ -128,7 +128,7 @@ lifecycle_sanitized() {
             tests/integration/test_75_reload.py tests/integration/test_76_reload_load.py \
             tests/integration/test_77_reload_failure.py tests/integration/test_80_websocket.py \
             tests/integration/test_81_unix.py tests/integration/test_82_h2_tunnel.py \
-            tests/integration/test_83_connect.py
+            tests/integration/test_83_connect.py tests/integration/test_84_tls.py
 }
 
 # Reads the last "N passed, N failed[, N skipped]" line of a log into jp jf js; a nonzero exit
