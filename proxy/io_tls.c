@@ -161,6 +161,13 @@ static const char *tls_alpn(const struct rem_transport *t, size_t *len)
     return n ? (const char *)p : NULL;
 }
 
+static const char *tls_session(const struct rem_transport *t, bool *resumed)
+{
+    const SSL *ssl = tls_of(t)->ssl;
+    *resumed = SSL_session_reused(ssl) == 1;
+    return SSL_get_version(ssl);
+}
+
 static void tls_reset(struct rem_transport *t)
 {
     struct linger lg = {1, 0};
@@ -191,6 +198,7 @@ static const struct rem_io_ops tls_ops = {
     .shutdown = tls_shutdown,
     .pending = tls_pending,
     .alpn = tls_alpn,
+    .session = tls_session,
     .reset = tls_reset,
     .close = tls_close,
     .free = tls_free,

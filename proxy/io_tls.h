@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0
  * io_tls: TLS over a stream socket as a rem_io_ops implementation (OpenSSL 3, an SSL object on
  * the non-blocking fd): the server handshake, SSL_read_ex/SSL_write_ex, close_notify then
- * SHUT_WR, the ALPN the handshake agreed on. Owns the fd it is given and the SSL object; the
- * SSL_CTX is shared (tls.c builds it; each SSL object holds its own reference), so a conn
- * keeps the context it was accepted with across reloads. */
+ * SHUT_WR, the ALPN, version and resumption the handshake agreed on. Owns the fd it is given and
+ * the SSL object; the SSL_CTX is shared (tls.c builds it; each SSL object holds its own reference),
+ * so a conn keeps the context it was accepted with across reloads. */
 #ifndef REM_IO_TLS_H
 #define REM_IO_TLS_H
 

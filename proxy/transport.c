@@ -311,6 +311,12 @@ const char *rem_transport_alpn(const struct rem_transport *t, size_t *len)
     return t->io && t->io->alpn && !t->closed ? t->io->alpn(t, len) : NULL;
 }
 
+const char *rem_transport_session(const struct rem_transport *t, bool *resumed)
+{
+    *resumed = false;
+    return t->io && t->io->session && !t->closed ? t->io->session(t, resumed) : NULL;
+}
+
 void rem_transport_close(struct rem_transport *t)
 {
     if (t->closed)

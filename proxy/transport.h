@@ -67,6 +67,10 @@ struct rem_io_ops {
     bool (*pending)(const struct rem_transport *t);
     /* The protocol agreed in the handshake (ALPN) or NULL; *len its length. NULL: none. */
     const char *(*alpn)(const struct rem_transport *t, size_t *len);
+    /* What the handshake agreed on besides ALPN, once it is done: the protocol version
+     * (static text: "TLSv1.3"), *resumed whether an earlier session was resumed (a ticket: no
+     * full handshake). NULL: none (TCP, io_mem). */
+    const char *(*session)(const struct rem_transport *t, bool *resumed);
     /* The close must look like an error to the peer (TCP: RST through SO_LINGER 0). */
     void (*reset)(struct rem_transport *t);
     /* Releases the handle (closes the fd) now; the io's memory stays until free. */
@@ -174,5 +178,8 @@ static inline uint64_t rem_transport_last_write_ms(const struct rem_transport *t
 }
 /* The protocol the handshake agreed on (ALPN), or NULL. */
 const char *rem_transport_alpn(const struct rem_transport *t, size_t *len);
+/* The version the handshake agreed on (io->session: "TLSv1.3", static) with *resumed, or NULL
+ * (*resumed false) when the io has none or t is closed. */
+const char *rem_transport_session(const struct rem_transport *t, bool *resumed);
 
 #endif
