@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "config.h"
 #include "conn.h"
 #include "error.h"
+#include "gen.h"
 #include "io_tcp.h"
 #include "io_tls.h"
 #include "log.h"
@@ -227,12 +229,33 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         c->down->on_kick(c);
 }
 
+/* The TLS handshake of c ended with r (once per conn: it leaves HANDSHAKE right after). An ok
+ * one's duration counts from the accept, with the buckets of the worker's current generation;
+ * switching the histogram to them takes the lock the scrape reads it under, once per
+ * generation. */
+static void handshake_end(struct rem_conn *c, enum rem_tls_result r)
+{
+    struct rem_worker *w = c->worker;
+    struct rem_metrics_shard *m = w->metrics;
+    bool resumed = false;
+    if (r == REM_TLS_OK) {
+        c->tls_version = rem_transport_session(&c->t, &resumed);
+        if (w->gen && m->tls_ml != w->gen->ml) {
+            pthread_mutex_lock(&w->gen_lock);
+            rem_metrics_shard_tls_layout(m, w->gen->ml);
+            pthread_mutex_unlock(&w->gen_lock);
+        }
+    }
+    rem_metrics_record_tls_handshake(m, r, rem_now_ns() - c->accept_ns, resumed);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_conn *c = arg;
     switch (c->state) {
     case REM_CONN_HANDSHAKE:
         rem_log_debug("conn %s: tls handshake timed out", c->peer);
+        handshake_end(c, REM_TLS_TIMEOUT);
         rem_conn_close(c);
         break;
     case REM_CONN_HEAD:
@@ -320,6 +343,7 @@ static void on_event(struct rem_transport *t, int what, void *arg)
     struct rem_conn *c = arg;
     if (what == REM_TE_READY && c->state == REM_CONN_HANDSHAKE) {
         /* The codec is known now (ALPN) and an h2 one speaks first (SETTINGS). */
+        handshake_end(c, REM_TLS_OK);
         set_state(c, REM_CONN_IDLE);
         rem_conn_arm_timer(c);
         start_codec(c);
@@ -331,6 +355,8 @@ static void on_event(struct rem_transport *t, int what, void *arg)
         if (!c->lingering && c->down && c->down->on_eof(c))
             return;
     }
+    if (c->state == REM_CONN_HANDSHAKE)
+        handshake_end(c, REM_TLS_FAILED); /* a bad handshake, or the client went away */
     rem_conn_close(c);
 }
 
@@ -356,6 +382,7 @@ int rem_conn_open(struct rem_worker *w, const struct rem_conn_owner *owner, void
     c->cfg = rem_config_ref(w->cfg);
     c->abort_err = REM_E_CLIENT_ABORT;
     c->draining = w->draining;
+    c->accept_ns = rem_now_ns();
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     rem_transport_clear(&c->t); /* until setup */
     const struct rem_cfg_limits *lim = &c->cfg->limits;

@@ -45,8 +45,8 @@ enum {
  * conn-level entries; the stream calls the stream-level ones. Unless said otherwise an entry
  * may close the conn (rem_conn_close), never free it. */
 struct rem_down_ops {
-    const char *name; /* "http1", "h2c" */
-    unsigned proto;   /* index of remora_downstream_streams_total{proto} */
+    const char *name; /* "http1", "h2c", "h2" */
+    unsigned proto;   /* index of remora_downstream_streams_total{proto} (REM_DOWN_PROTOS) */
     /* conn level */
     /* Sets up the codec's per-conn state; the conn keeps it in c->codec. NULL: out of
      * memory. */
@@ -127,6 +127,9 @@ struct rem_conn {
                                    to a close-delimited reader */
     bool draining;              /* drain asked for (applied once the codec is chosen) */
     bool tls;                   /* the client came over TLS (X-Forwarded-Proto: https) */
+    const char *tls_version;    /* static (OpenSSL's): the version the handshake agreed on
+                                   ("TLSv1.3"), NULL until it is done and on plaintext */
+    uint64_t accept_ns;         /* rem_now_ns() at accept: the handshake duration's start */
     enum rem_err abort_err;     /* what a close does to streams in flight (client_abort) */
     TAILQ_ENTRY(rem_conn) link; /* in worker->conns */
     struct rem_reap reap;

@@ -84,7 +84,7 @@ static const struct rem_down_ops *choose_by_alpn(struct rem_conn *c, bool *need_
     size_t n;
     const char *p = rem_conn_alpn(c, &n);
     *need_more = false;
-    return p && n == 2 && memcmp(p, "h2", 2) == 0 ? &rem_h2_down_ops : &rem_h1_down_ops;
+    return p && n == 2 && memcmp(p, "h2", 2) == 0 ? &rem_h2_down_tls_ops : &rem_h1_down_ops;
 }
 
 static void on_conn_closed(void *arg);

@@ -24,6 +24,7 @@
 static const char *const code_label[REM_CODE__N] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
 static const char *const connfail_label[REM_CONNFAIL__N] = {"refused", "timeout", "error"};
 static const char *const reject_label[REM_REJECT__N] = {"queue_full", "queue_timeout"};
+static const char *const tls_result_label[REM_TLS_RESULT__N] = {"ok", "failed", "timeout"};
 
 char *rem_metrics_escape_label(const char *v)
 {
@@ -72,6 +73,8 @@ struct rem_metrics_layout *rem_metrics_layout_new(const struct rem_config *cfg)
     l->upstream_label = rem_xcalloc(l->n_upstreams, sizeof(*l->upstream_label));
     for (size_t i = 0; i < l->n_upstreams; i++)
         l->upstream_label[i] = rem_metrics_escape_label(cfg->upstreams[i].name);
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        l->tls = l->tls || cfg->listeners[i].tls;
     return l;
 }
 
@@ -133,7 +136,33 @@ struct rem_metrics_shard *rem_metrics_shard_new(void)
 
 void rem_metrics_shard_free(struct rem_metrics_shard *s)
 {
+    if (!s)
+        return;
+    rem_metrics_layout_unref(s->tls_ml);
     free(s);
+}
+
+void rem_metrics_shard_tls_layout(struct rem_metrics_shard *s, struct rem_metrics_layout *ml)
+{
+    if (s->tls_ml == ml)
+        return;
+    if (s->tls_ml && !rem_hist_layout_same(&s->tls_ml->upstream_hist, &ml->upstream_hist))
+        memset(&s->tls_handshake_duration, 0, sizeof(s->tls_handshake_duration));
+    rem_metrics_layout_ref(ml);
+    rem_metrics_layout_unref(s->tls_ml);
+    s->tls_ml = ml;
+}
+
+void rem_metrics_record_tls_handshake(struct rem_metrics_shard *s, enum rem_tls_result r,
+                                      uint64_t ns, bool resumed)
+{
+    REM_M_ADD(s->tls_handshakes[r], 1);
+    if (r != REM_TLS_OK)
+        return;
+    if (resumed)
+        REM_M_ADD(s->tls_resumed, 1);
+    if (s->tls_ml)
+        rem_hist_record(&s->tls_handshake_duration, &s->tls_ml->upstream_hist, ns);
 }
 
 void rem_metrics_record_request(struct rem_route_metrics *m, struct rem_route_hist *h,
@@ -716,13 +745,14 @@ static const char *const h2_sides[2] = {"downstream", "upstream"};
 /* Streams by protocol and HTTP/2 frame counters. Reset series appear once non-zero. */
 static void render_http2(struct rbuf *b, const struct rem_metrics_view *vw, size_t n_shards)
 {
-    static const char *const protos[2] = {"http1", "h2c"};
+    static const char *const protos[REM_DOWN_PROTOS] = {"http1", "h2c", "h2"};
     int64_t active = 0;
-    uint64_t total[2] = {0}, goaway[2] = {0}, resets[2][REM_H2_REASONS + 1] = {{0}};
+    uint64_t total[REM_DOWN_PROTOS] = {0}, goaway[2] = {0}, resets[2][REM_H2_REASONS + 1] = {{0}};
     for (size_t s = 0; s < n_shards; s++) {
         active += LOAD(vw[s].shard->downstream_streams_active);
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < REM_DOWN_PROTOS; k++)
             total[k] += LOAD(vw[s].shard->downstream_streams_total[k]);
+        for (int k = 0; k < 2; k++) {
             goaway[k] += LOAD(vw[s].shard->h2_goaway[k]);
             for (int r = 0; r <= REM_H2_REASONS; r++)
                 resets[k][r] += LOAD(vw[s].shard->h2_resets[k][r]);
@@ -735,7 +765,7 @@ static void render_http2(struct rbuf *b, const struct rem_metrics_view *vw, size
     rb_put(b, "\n", 1);
     rb_family(b, "remora_downstream_streams_total", "counter",
               "Downstream streams (requests) started, by protocol.");
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < REM_DOWN_PROTOS; k++) {
         rb_str(b, "remora_downstream_streams_total{proto=\"");
         rb_str(b, protos[k]);
         rb_str(b, "\"} ");
@@ -767,6 +797,51 @@ static void render_http2(struct rbuf *b, const struct rem_metrics_view *vw, size
     }
 }
 
+/* Downstream TLS handshakes, when a listener terminates TLS. A shard's histogram counts only
+ * where its buckets are the layout's (a worker that has not recorded since a reload changed
+ * metrics.buckets shows none yet); the scrape reads tls_ml under the worker's gen_lock. */
+static void render_tls(struct rbuf *b, const struct rem_metrics_layout *l,
+                       const struct rem_metrics_view *vw, size_t n_shards)
+{
+    if (!l->tls)
+        return;
+    static const char side[] = "side=\"downstream\"";
+    uint64_t results[REM_TLS_RESULT__N] = {0}, resumed = 0;
+    struct rem_hist_sum *h = calloc(1, sizeof(*h));
+    if (!h) {
+        b->oom = true;
+        return;
+    }
+    for (size_t s = 0; s < n_shards; s++) {
+        const struct rem_metrics_shard *m = vw[s].shard;
+        for (int r = 0; r < REM_TLS_RESULT__N; r++)
+            results[r] += LOAD(m->tls_handshakes[r]);
+        resumed += LOAD(m->tls_resumed);
+        if (m->tls_ml && rem_hist_layout_same(&m->tls_ml->upstream_hist, &l->upstream_hist))
+            rem_hist_add(h, &m->tls_handshake_duration, &l->upstream_hist);
+    }
+    static const char hs[] = "remora_tls_handshakes_total";
+    rb_family(b, hs, "counter", "TLS handshakes by side and result.");
+    for (int r = 0; r < REM_TLS_RESULT__N; r++) {
+        rb_str(b, hs);
+        rb_str(b, "{side=\"downstream\",result=\"");
+        rb_str(b, tls_result_label[r]);
+        rb_str(b, "\"} ");
+        rb_u64(b, results[r]);
+        rb_put(b, "\n", 1);
+    }
+    static const char dur[] = "remora_tls_handshake_duration_seconds";
+    rb_family(b, dur, "histogram",
+              "Time from accepting a connection to its completed TLS handshake, by side.");
+    rb_hist(b, dur, side, &l->upstream_hist, h);
+    static const char res[] = "remora_tls_resumed_total";
+    rb_family(b, res, "counter", "TLS handshakes that resumed a session, by side.");
+    rb_series(b, res, NULL, side);
+    rb_u64(b, resumed);
+    rb_put(b, "\n", 1);
+    free(h);
+}
+
 /* One family with one series and no labels. */
 static void rb_unlabelled(struct rbuf *b, const char *name, const char *type, const char *help,
                           int64_t v)
@@ -778,7 +853,8 @@ static void rb_unlabelled(struct rbuf *b, const char *name, const char *type, co
     rb_put(b, "\n", 1);
 }
 
-static void render_process(struct rbuf *b, const struct rem_metrics_view *vw, size_t n_shards,
+static void render_process(struct rbuf *b, const struct rem_metrics_layout *l,
+                           const struct rem_metrics_view *vw, size_t n_shards,
                            const struct rem_metrics_process *p)
 {
     int64_t open = 0;
@@ -792,6 +868,7 @@ static void render_process(struct rbuf *b, const struct rem_metrics_view *vw, si
     rb_unlabelled(b, "remora_downstream_connections_total", "counter",
                   "Downstream connections accepted.", (int64_t)total);
     render_http2(b, vw, n_shards);
+    render_tls(b, l, vw, n_shards);
     uint64_t cut = 0;
     int64_t tunnels = 0;
     for (size_t s = 0; s < n_shards; s++) {
@@ -879,7 +956,7 @@ int rem_metrics_render(struct evbuffer *out, const struct rem_metrics_layout *l,
     struct rbuf b = {.om = fmt == REM_EXPO_OPENMETRICS};
     render_routes(&b, l, vw, n_shards);
     render_upstreams(&b, l, vw, n_shards, proc);
-    render_process(&b, vw, n_shards, proc);
+    render_process(&b, l, vw, n_shards, proc);
     if (b.om)
         rb_str(&b, "# EOF\n");
     int rc = 0;

@@ -78,6 +78,18 @@ struct rem_upstream_metrics {
                           a name never answered; 1 + REM_DNS_RESULTS before the first answer */
 };
 
+/* `proto` label of remora_downstream_streams_total: a downstream codec's `proto` index (conn.h):
+ * 0 http1 (cleartext or TLS), 1 h2c (cleartext prior knowledge), 2 h2 (over TLS, by ALPN). */
+#define REM_DOWN_PROTOS 3
+
+/* `result` label of remora_tls_handshakes_total: how a downstream TLS handshake ended. */
+enum rem_tls_result {
+    REM_TLS_OK = 0,  /* done (REM_TE_READY) */
+    REM_TLS_FAILED,  /* a protocol error, or the client closed or reset the connection */
+    REM_TLS_TIMEOUT, /* limits.tls_handshake_timeout fired first */
+    REM_TLS_RESULT__N
+};
+
 /* HTTP/2 error codes counted by name in remora_http2_resets_total (0x0..0xd); the slot after
  * them counts any other code. */
 #define REM_H2_REASONS 14
@@ -89,12 +101,23 @@ struct rem_metrics_shard {
     int64_t downstream_connections;
     uint64_t downstream_connections_total;
     int64_t downstream_streams_active;         /* HTTP/2 streams held on downstream conns */
-    uint64_t downstream_streams_total[2];      /* by proto: 0 http1, 1 h2c */
     uint64_t h2_resets[2][REM_H2_REASONS + 1]; /* [side: 0 downstream, 1 upstream][code] */
     uint64_t h2_goaway[2];                     /* [side] */
     uint64_t streams_finished;                 /* streams ended, whatever the outcome */
     uint64_t drain_cut;                        /* streams cut at drain.timeout */
     int64_t tunnels_active;                    /* open tunnels (WebSocket, CONNECT) */
+    /* Streams started, by proto: 0 http1, 1 h2c, 2 h2. */
+    uint64_t downstream_streams_total[REM_DOWN_PROTOS];
+    /* Downstream TLS handshakes by enum rem_tls_result, and the ok ones that resumed a
+     * session. */
+    uint64_t tls_handshakes[REM_TLS_RESULT__N];
+    uint64_t tls_resumed;
+    /* Accept to handshake done of the ok ones, counted with tls_ml's upstream_hist
+     * (metrics.buckets). */
+    struct rem_hist tls_handshake_duration;
+    /* A reference, NULL before the first ok handshake; set only by
+     * rem_metrics_shard_tls_layout (see there). */
+    struct rem_metrics_layout *tls_ml;
 };
 
 /* Per-generation layout: bucket layouts and escaped label values. Immutable once built;
@@ -108,6 +131,7 @@ struct rem_metrics_layout {
     size_t n_upstreams;
     struct rem_hist_layout upstream_hist; /* metrics.buckets, for upstream histograms */
     char **upstream_label;                /* owned, escaped */
+    bool tls; /* a listener terminates TLS: the remora_tls_* families are rendered */
 };
 
 /* One worker's metrics lined up with a layout, for one scrape: entry i of each array is the
@@ -146,7 +170,21 @@ void rem_upstream_metrics_carry(struct rem_upstream_metrics *dst,
 
 /* A zeroed shard. Aborts on OOM. */
 struct rem_metrics_shard *rem_metrics_shard_new(void);
+/* Frees s and drops its tls_ml reference. NULL-safe. */
 void rem_metrics_shard_free(struct rem_metrics_shard *s);
+
+/* Makes ml (the writer's current generation's layout) the one whose metrics.buckets s's TLS
+ * handshake histogram counts with; when the buckets differ from the previous layout's, the
+ * histogram restarts from zero (as upstream histograms do after a reload). The scrape reads
+ * tls_ml and the histogram under the worker's gen_lock, so the writer calls this holding it;
+ * it needs to only when s->tls_ml != ml, which a plain read on the writer's thread tells. */
+void rem_metrics_shard_tls_layout(struct rem_metrics_shard *s, struct rem_metrics_layout *ml);
+
+/* Records how one downstream TLS handshake ended. For REM_TLS_OK also its duration ns (into
+ * the histogram, whose layout rem_metrics_shard_tls_layout set: none set, none recorded) and
+ * whether it resumed a session. Worker-only; allocation-free and lock-free. */
+void rem_metrics_record_tls_handshake(struct rem_metrics_shard *s, enum rem_tls_result r,
+                                      uint64_t ns, bool resumed);
 
 /* Writer-side helpers: relaxed atomic load+store, no read-modify-write instruction. */
 #define REM_M_ADD(field, n)                                                                        \

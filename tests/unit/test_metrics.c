@@ -90,6 +90,7 @@ static void tshard_free(struct tshard *t)
 {
     if (!t)
         return;
+    rem_metrics_layout_unref(t->g.tls_ml); /* rem_metrics_shard_free's part */
     free(t->routes);
     free(t->hists);
     free(t->upstreams);
@@ -356,6 +357,7 @@ static const char small_text[] =
     "# TYPE remora_downstream_streams_total counter\n"
     "remora_downstream_streams_total{proto=\"http1\"} 0\n"
     "remora_downstream_streams_total{proto=\"h2c\"} 0\n"
+    "remora_downstream_streams_total{proto=\"h2\"} 0\n"
     "# HELP remora_http2_resets_total HTTP/2 RST_STREAM frames sent or received, by side and error "
     "code.\n"
     "# TYPE remora_http2_resets_total counter\n"
@@ -500,6 +502,7 @@ static const char small_om[] =
     "# TYPE remora_downstream_streams counter\n"
     "remora_downstream_streams_total{proto=\"http1\"} 0\n"
     "remora_downstream_streams_total{proto=\"h2c\"} 0\n"
+    "remora_downstream_streams_total{proto=\"h2\"} 0\n"
     "# HELP remora_http2_resets HTTP/2 RST_STREAM frames sent or received, by side and error "
     "code.\n"
     "# TYPE remora_http2_resets counter\n"
@@ -879,6 +882,7 @@ static void test_render_http2(void **state)
     REM_M_ADD(f->sh[0]->g.downstream_streams_total[1], 10);
     REM_M_ADD(f->sh[1]->g.downstream_streams_total[1], 5);
     REM_M_ADD(f->sh[1]->g.downstream_streams_total[0], 2);
+    REM_M_ADD(f->sh[0]->g.downstream_streams_total[2], 7);
     REM_M_ADD(f->sh[0]->g.h2_resets[0][8], 4); /* cancel */
     REM_M_ADD(f->sh[1]->g.h2_resets[0][8], 1);
     REM_M_ADD(f->sh[1]->g.h2_resets[1][7], 2);              /* refused_stream */
@@ -890,6 +894,7 @@ static void test_render_http2(void **state)
         "\nremora_downstream_streams_active 4\n",
         "\nremora_downstream_streams_total{proto=\"http1\"} 2\n",
         "\nremora_downstream_streams_total{proto=\"h2c\"} 15\n",
+        "\nremora_downstream_streams_total{proto=\"h2\"} 7\n",
         "\nremora_http2_resets_total{side=\"downstream\",reason=\"cancel\"} 5\n",
         "\nremora_http2_resets_total{side=\"upstream\",reason=\"refused_stream\"} 2\n",
         "\nremora_http2_resets_total{side=\"upstream\",reason=\"other\"} 6\n",
@@ -900,6 +905,146 @@ static void test_render_http2(void **state)
         if (!strstr(got, want[i]))
             fail_msg("missing %s", want[i] + 1);
     assert_null(strstr(got, "reason=\"no_error\""));
+}
+
+/* A TLS listener: the remora_tls_* families appear. */
+static const char tls_yaml[] = "listeners:\n"
+                               "  - name: in\n"
+                               "    address: \"127.0.0.1:8443\"\n"
+                               "    tls: {cert: a.pem, key: a.key}\n"
+                               "upstreams:\n"
+                               "  - name: app\n"
+                               "    endpoints: [\"127.0.0.1:8080\"]\n"
+                               "routes:\n"
+                               "  - name: api\n"
+                               "    upstream: app\n"
+                               "metrics:\n"
+                               "  buckets: [0.005, 0.1, 1]\n";
+
+/* A layout of yaml whose only reference goes to shard s's TLS histogram. */
+static void tls_layout_from(struct tshard *s, const char *yaml)
+{
+    struct rem_config *cfg = load(yaml);
+    struct rem_metrics_layout *l = rem_metrics_layout_new(cfg);
+    rem_config_unref(cfg);
+    assert_non_null(l);
+    rem_metrics_shard_tls_layout(&s->g, l);
+    rem_metrics_layout_unref(l);
+}
+
+/* Handshakes by result, the duration histogram (metrics.buckets) and resumptions, summed over
+ * shards, between the HTTP/2 families and remora_drain_cut_total, in both formats. */
+static void test_render_tls(void **state)
+{
+    struct fix *f = *state;
+    fix_init(f, tls_yaml);
+    assert_true(f->l->tls);
+    struct rem_metrics_shard *a = &f->sh[0]->g, *b = &f->sh[1]->g;
+    rem_metrics_shard_tls_layout(a, f->l);
+    rem_metrics_shard_tls_layout(b, f->l);
+    rem_metrics_record_tls_handshake(a, REM_TLS_OK, 2 * MS, false);
+    rem_metrics_record_tls_handshake(a, REM_TLS_OK, 30 * MS, true);
+    rem_metrics_record_tls_handshake(a, REM_TLS_FAILED, 1 * MS, false);
+    rem_metrics_record_tls_handshake(b, REM_TLS_OK, 500 * MS, false);
+    rem_metrics_record_tls_handshake(b, REM_TLS_TIMEOUT, 10 * NS_PER_S, false);
+    rem_metrics_record_tls_handshake(b, REM_TLS_TIMEOUT, 10 * NS_PER_S, false);
+    static const char text[] =
+        "remora_http2_goaway_total{side=\"upstream\"} 0\n"
+        "# HELP remora_tls_handshakes_total TLS handshakes by side and result.\n"
+        "# TYPE remora_tls_handshakes_total counter\n"
+        "remora_tls_handshakes_total{side=\"downstream\",result=\"ok\"} 3\n"
+        "remora_tls_handshakes_total{side=\"downstream\",result=\"failed\"} 1\n"
+        "remora_tls_handshakes_total{side=\"downstream\",result=\"timeout\"} 2\n"
+        "# HELP remora_tls_handshake_duration_seconds Time from accepting a connection to its "
+        "completed TLS handshake, by side.\n"
+        "# TYPE remora_tls_handshake_duration_seconds histogram\n"
+        "remora_tls_handshake_duration_seconds_bucket{side=\"downstream\",le=\"0.005\"} 1\n"
+        "remora_tls_handshake_duration_seconds_bucket{side=\"downstream\",le=\"0.1\"} 2\n"
+        "remora_tls_handshake_duration_seconds_bucket{side=\"downstream\",le=\"1\"} 3\n"
+        "remora_tls_handshake_duration_seconds_bucket{side=\"downstream\",le=\"+Inf\"} 3\n"
+        "remora_tls_handshake_duration_seconds_sum{side=\"downstream\"} 0.532\n"
+        "remora_tls_handshake_duration_seconds_count{side=\"downstream\"} 3\n"
+        "# HELP remora_tls_resumed_total TLS handshakes that resumed a session, by side.\n"
+        "# TYPE remora_tls_resumed_total counter\n"
+        "remora_tls_resumed_total{side=\"downstream\"} 1\n"
+        "# HELP remora_drain_cut_total ";
+    char *got = render(f, 2, NULL, REM_EXPO_PROMETHEUS);
+    check_syntax(got, false);
+    if (!strstr(got, text))
+        fail_msg("no TLS block in:\n%s", got);
+    static const char om[] =
+        "remora_http2_goaway_total{side=\"upstream\"} 0\n"
+        "# HELP remora_tls_handshakes TLS handshakes by side and result.\n"
+        "# TYPE remora_tls_handshakes counter\n"
+        "remora_tls_handshakes_total{side=\"downstream\",result=\"ok\"} 3\n"
+        "remora_tls_handshakes_total{side=\"downstream\",result=\"failed\"} 1\n"
+        "remora_tls_handshakes_total{side=\"downstream\",result=\"timeout\"} 2\n"
+        "# HELP remora_tls_handshake_duration_seconds Time from accepting a connection to its "
+        "completed TLS handshake, by side.\n"
+        "# TYPE remora_tls_handshake_duration_seconds histogram\n"
+        "remora_tls_handshake_duration_seconds_bucket{side=\"downstream\",le=\"0.005\"} 1\n"
+        "remora_tls_handshake_duration_seconds_bucket{side=\"downstream\",le=\"0.1\"} 2\n"
+        "remora_tls_handshake_duration_seconds_bucket{side=\"downstream\",le=\"1.0\"} 3\n"
+        "remora_tls_handshake_duration_seconds_bucket{side=\"downstream\",le=\"+Inf\"} 3\n"
+        "remora_tls_handshake_duration_seconds_sum{side=\"downstream\"} 0.532\n"
+        "remora_tls_handshake_duration_seconds_count{side=\"downstream\"} 3\n"
+        "# HELP remora_tls_resumed TLS handshakes that resumed a session, by side.\n"
+        "# TYPE remora_tls_resumed counter\n"
+        "remora_tls_resumed_total{side=\"downstream\"} 1\n"
+        "# HELP remora_drain_cut ";
+    got = render(f, 2, NULL, REM_EXPO_OPENMETRICS);
+    check_syntax(got, true);
+    if (!strstr(got, om))
+        fail_msg("no TLS block in:\n%s", got);
+}
+
+/* No TLS listener, no remora_tls_* family; a handshake histogram counts with the buckets of
+ * the layout its shard last switched to: other buckets restart it from zero, and a shard whose
+ * buckets are not the scrape's adds nothing to it (the counters always add). */
+static void test_render_tls_buckets(void **state)
+{
+    struct fix *f = *state;
+    fix_init(f, small_yaml);
+    assert_false(f->l->tls);
+    assert_null(strstr(render(f, 2, NULL, REM_EXPO_PROMETHEUS), "remora_tls_"));
+    rem_metrics_layout_free(f->l);
+    f->l = NULL;
+    rem_config_unref(f->cfg);
+    f->cfg = load(tls_yaml);
+    f->l = rem_metrics_layout_new(f->cfg);
+    assert_non_null(f->l);
+    struct rem_metrics_shard *a = &f->sh[0]->g, *b = &f->sh[1]->g;
+
+    /* No layout yet: counted, not timed. */
+    rem_metrics_record_tls_handshake(a, REM_TLS_OK, 2 * MS, false);
+    assert_int_equal(a->tls_handshakes[REM_TLS_OK], 1);
+    rem_metrics_shard_tls_layout(a, f->l);
+    rem_metrics_shard_tls_layout(b, f->l);
+    rem_metrics_record_tls_handshake(a, REM_TLS_OK, 2 * MS, false);
+    rem_metrics_record_tls_handshake(b, REM_TLS_OK, 2 * MS, false);
+    /* A reload's layout with the same buckets: a keeps its counts. */
+    tls_layout_from(f->sh[0], tls_yaml);
+    assert_ptr_not_equal(a->tls_ml, f->l);
+    /* Other buckets: b restarts, and the scrape (f->l's buckets) leaves b out. */
+    tls_layout_from(f->sh[1], "metrics:\n  buckets: [0.01, 1]\n");
+    rem_metrics_record_tls_handshake(b, REM_TLS_OK, 20 * MS, false);
+    char *got = render(f, 2, NULL, REM_EXPO_PROMETHEUS);
+    check_syntax(got, false);
+    static const char *const want[] = {
+        "\nremora_tls_handshakes_total{side=\"downstream\",result=\"ok\"} 4\n",
+        "\nremora_tls_handshake_duration_seconds_bucket{side=\"downstream\",le=\"0.005\"} 1\n",
+        "\nremora_tls_handshake_duration_seconds_count{side=\"downstream\"} 1\n",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (!strstr(got, want[i]))
+            fail_msg("missing %s in:\n%s", want[i] + 1, got);
+    /* Back to the scrape's buckets: b restarts again (its 20 ms were on the other ones). */
+    rem_metrics_shard_tls_layout(b, f->l);
+    rem_metrics_record_tls_handshake(b, REM_TLS_OK, 200 * MS, false);
+    got = render(f, 2, NULL, REM_EXPO_PROMETHEUS);
+    if (!strstr(got, "\nremora_tls_handshake_duration_seconds_count{side=\"downstream\"} 2\n") ||
+        !strstr(got, "\nremora_tls_handshake_duration_seconds_sum{side=\"downstream\"} 0.202\n"))
+        fail_msg("b not restarted:\n%s", got);
 }
 
 /* DNS series appear for upstreams that looked a name up, summed over shards; the endpoints
@@ -1299,6 +1444,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_process_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_http2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_dns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_render_tls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_render_tls_buckets, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
