@@ -243,6 +243,13 @@ static void access_log(struct rem_stream *s)
         rem_logline_str(&l, "error", rem_err_label(s->err), -1);
     rem_logline_str(&l, "request_id", s->rid, s->rid ? (long)s->rid_len : 0);
     rem_logline_str(&l, "client", s->conn->peer, -1);
+    if (s->conn->tls_version) {
+        size_t alpn_len;
+        const char *alpn = rem_conn_alpn(s->conn, &alpn_len);
+        rem_logline_str(&l, "tls_version", s->conn->tls_version, -1);
+        if (alpn)
+            rem_logline_str(&l, "alpn", alpn, (long)alpn_len);
+    }
     rem_logline_end(&l);
 }
 
