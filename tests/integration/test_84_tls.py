@@ -8,7 +8,10 @@ protocol_version alert, min_version 1.3, X-Forwarded-Proto https, a plaintext li
 TLS one, h2load over TLS with no failure, 20 MiB bodies both ways over both protocols,
 close_notify before the FIN, the handshake timeout (and no such timer once the handshake is
 done), a reload that changes the certificate (new handshakes see it, an old connection goes
-on), and certificates or keys that cannot be used refused by --check and at start."""
+on), certificates or keys that cannot be used refused by --check and at start, and what is
+observed: remora_tls_handshakes_total by result (ok, failed, timeout), the handshake duration
+histogram, remora_tls_resumed_total for a resumed session, streams over TLS counted as
+proto="h2" or "http1", and the access log's tls_version and alpn fields."""
 
 import hashlib
 import json
@@ -20,7 +23,8 @@ import time
 
 import pytest
 
-from helpers import curl, default_config, free_port, pattern_sha256, wait_for
+from helpers import (HttpConn, build_request, curl, default_config, free_port, http, metrics,
+                     pattern_sha256, wait_for)
 from reloadutil import render, wait_state
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -454,3 +458,161 @@ def test_bad_cert_or_key_refused(run_remora, upstream, pki, tmp_path):
         '%s:4:51: bad value "h3" for "alpn" (expected h2 or http/1.1)' % path,
         '%s:7:10: "tls" needs a TCP address (not a unix: socket)' % path,
     ], lines
+
+
+# ---- observability -----------------------------------------------------------------------------
+
+def handshakes(r):
+    """remora_tls_handshakes_total{side="downstream"} by result, from a scrape."""
+    m = metrics(r.admin_port)
+    return {res: m.value("remora_tls_handshakes_total", side="downstream", result=res)
+            for res in ("ok", "failed", "timeout")}
+
+
+def wait_handshakes(r, want, timeout=5.0):
+    got = wait_for(lambda: (lambda h: h if h == want else None)(handshakes(r)), timeout=timeout)
+    assert got == want, handshakes(r)
+
+
+def test_tls_families_only_with_a_tls_listener(proxy, tls_proxy):
+    """A plaintext-only remora has no remora_tls_* family; one with a TLS listener shows them
+    at zero from the start, with the downstream side label."""
+    assert not [n for n in metrics(proxy.admin_port).names() if n.startswith("remora_tls_")]
+    m = metrics(tls_proxy.admin_port)
+    assert handshakes(tls_proxy) == {"ok": 0, "failed": 0, "timeout": 0}
+    assert m.value("remora_tls_handshake_duration_seconds_count", side="downstream") == 0
+    assert m.value("remora_tls_resumed_total", side="downstream") == 0
+    assert m.types["remora_tls_handshake_duration_seconds"] == "histogram"
+
+
+def test_handshake_results_counted(remora, upstream, pki):
+    """ok (curl), failed (garbage bytes; a TLS 1.1-only client; a client that closes halfway
+    through its ClientHello), timeout (a silent client): each counted once, where the
+    handshake ends; plaintext conns count nothing. The duration histogram holds the ok ones
+    only, from accept to handshake done."""
+    cfg, plain_port = tls_config(pki, [upstream.addr],
+                                 limits={"tls_handshake_timeout": "1s"})
+    r = remora(config=cfg)
+    out = curl("--cacert", str(pki / "ca.pem"), "https://localhost:%d/echo" % r.port)
+    assert out.returncode == 0, out.stderr
+    wait_handshakes(r, {"ok": 1, "failed": 0, "timeout": 0})
+    m = metrics(r.admin_port)
+    assert m.value("remora_tls_handshake_duration_seconds_count", side="downstream") == 1
+    total = m.value("remora_tls_handshake_duration_seconds_sum", side="downstream")
+    assert 0 < total < 1, total
+    assert m.value("remora_tls_handshake_duration_seconds_bucket", side="downstream",
+                   le="1") == 1
+    assert m.value("remora_tls_resumed_total", side="downstream") == 0
+
+    # Plain HTTP on the TLS port is no ClientHello: failed.
+    with socket.create_connection(("127.0.0.1", r.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            while s.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    wait_handshakes(r, {"ok": 1, "failed": 1, "timeout": 0})
+    # A client offering only TLS 1.1 gets a protocol_version alert: failed.
+    rc, text = s_client(r.port, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+    assert "alert protocol version" in text, text
+    wait_handshakes(r, {"ok": 1, "failed": 2, "timeout": 0})
+    # A client that closes halfway through its ClientHello: failed, not a timeout.
+    inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx(pki).wrap_bio(inb, outb, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    hello = outb.read()
+    with socket.create_connection(("127.0.0.1", r.port), timeout=5) as s:
+        s.sendall(hello[:len(hello) // 2])
+        time.sleep(0.1)
+    wait_handshakes(r, {"ok": 1, "failed": 3, "timeout": 0})
+    # A client that says nothing: timeout once tls_handshake_timeout (1 s) fires.
+    with socket.create_connection(("127.0.0.1", r.port), timeout=10) as s:
+        assert s.recv(1) == b""
+    wait_handshakes(r, {"ok": 1, "failed": 3, "timeout": 1})
+    # Conns on the plaintext listener have no handshake.
+    assert http(plain_port, "GET", "/echo").status == 200
+    time.sleep(0.1)
+    assert handshakes(r) == {"ok": 1, "failed": 3, "timeout": 1}
+    m = metrics(r.admin_port)
+    assert m.value("remora_tls_handshake_duration_seconds_count", side="downstream") == 1
+
+
+@pytest.mark.parametrize("flag", ["-tls1_2", "-tls1_3"])
+def test_resumption_counted(tls_proxy, pki, tmp_path, flag):
+    """A client that saves its session (a ticket) and comes back with it resumes: counted in
+    remora_tls_resumed_total, and both handshakes as ok."""
+    sess = tmp_path / "sess.pem"
+    req = b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+    def connect(*args):
+        # -ign_eof with a request: s_client reads until remora closes, so a TLS 1.3 ticket
+        # (sent after the handshake) is in the session it saves.
+        out = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % tls_proxy.port,
+                              "-servername", "localhost", "-CAfile", str(pki / "ca.pem"),
+                              "-ign_eof", flag] + list(args),
+                             input=req, capture_output=True, timeout=10)
+        return out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+
+    text = connect("-sess_out", str(sess))
+    assert re.search(r"^New, TLSv1\.[23]", text, re.M), text
+    assert "HTTP/1.1 200" in text, text
+    text = connect("-sess_in", str(sess))
+    assert re.search(r"^Reused, TLSv1\.[23]", text, re.M), text
+    assert "HTTP/1.1 200" in text, text
+    wait_handshakes(tls_proxy, {"ok": 2, "failed": 0, "timeout": 0})
+    m = metrics(tls_proxy.admin_port)
+    assert m.value("remora_tls_resumed_total", side="downstream") == 1
+    assert m.value("remora_tls_handshake_duration_seconds_count", side="downstream") == 2
+
+
+def stream_counts(r):
+    m = metrics(r.admin_port)
+    return {p: m.value("remora_downstream_streams_total", proto=p) for p in ("http1", "h2c", "h2")}
+
+
+def test_streams_by_proto_over_tls(tls_proxy, pki):
+    """h2 negotiated by ALPN counts as proto="h2", HTTP/1.1 over TLS as "http1", and h2c
+    (prior knowledge on the plaintext listener) stays "h2c"."""
+    ca = str(pki / "ca.pem")
+    tls_url = "https://localhost:%d/echo" % tls_proxy.port
+    plain_url = "http://127.0.0.1:%d/echo" % tls_proxy.plain_port
+    assert stream_counts(tls_proxy) == {"http1": 0, "h2c": 0, "h2": 0}
+    for args in (["--cacert", ca, "--http2", tls_url, tls_url],
+                 ["--cacert", ca, "--http1.1", tls_url],
+                 ["--http2-prior-knowledge", plain_url]):
+        out = curl(*args)
+        assert out.returncode == 0, out.stderr
+    want = {"http1": 1, "h2c": 1, "h2": 2}
+    got = wait_for(lambda: (lambda c: c if c == want else None)(stream_counts(tls_proxy)))
+    assert got == want, stream_counts(tls_proxy)
+
+
+def test_access_log_tls_fields(tls_proxy, pki):
+    """Requests over TLS log tls_version and alpn right after client: "h2" and "http/1.1" as
+    negotiated, no alpn when the client offered none; plaintext requests have neither."""
+    ca = str(pki / "ca.pem")
+    for path, args in (("/echo/h1", ["--http1.1", "--tlsv1.3"]), ("/echo/h2", ["--http2"])):
+        out = curl("--cacert", ca, *args, "https://localhost:%d%s" % (tls_proxy.port, path))
+        assert out.returncode == 0, out.stderr
+    with tls_connect(pki, tls_proxy.port, max_version=ssl.TLSVersion.TLSv1_2) as s:
+        assert s.selected_alpn_protocol() is None
+        assert get_h1(s, "/echo/none")[0] == 200
+    with HttpConn(tls_proxy.plain_port) as c:
+        c.send(build_request("GET", "/echo/plain"))
+        assert c.read_response().status == 200
+    logs = {e["path"]: e for e in tls_proxy.access_logs(at_least=4)}
+    assert sorted(logs) == ["/echo/h1", "/echo/h2", "/echo/none", "/echo/plain"], logs
+    for path, version, alpn in (("/echo/h1", "TLSv1.3", "http/1.1"),
+                                ("/echo/h2", "TLSv1.3", "h2"),
+                                ("/echo/none", "TLSv1.2", None)):
+        e = logs[path]
+        keys = list(e)
+        assert e["tls_version"] == version, e
+        assert e.get("alpn") == alpn, e
+        tail = ["client", "tls_version"] + (["alpn"] if alpn else [])
+        assert keys[-len(tail):] == tail, keys
+    plain = logs["/echo/plain"]
+    assert "tls_version" not in plain and "alpn" not in plain, plain
+    assert list(plain)[-1] == "client", plain
