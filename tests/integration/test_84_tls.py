@@ -15,6 +15,7 @@ proto="h2" or "http1", and the access log's tls_version and alpn fields."""
 
 import hashlib
 import json
+import os
 import re
 import socket
 import ssl
@@ -24,7 +25,7 @@ import time
 import pytest
 
 from helpers import (HttpConn, build_request, curl, default_config, free_port, http, metrics,
-                     pattern_sha256, wait_for)
+                     pattern_sha256, scrape, wait_for)
 from reloadutil import render, wait_state
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -483,6 +484,34 @@ def test_tls_families_only_with_a_tls_listener(proxy, tls_proxy):
     assert m.value("remora_tls_handshake_duration_seconds_count", side="downstream") == 0
     assert m.value("remora_tls_resumed_total", side="downstream") == 0
     assert m.types["remora_tls_handshake_duration_seconds"] == "histogram"
+
+
+def test_tls_families_pass_promtool_and_openmetrics(tls_proxy, pki):
+    """With TLS traffic counted, promtool accepts the text scrape without lint problems and
+    the strict OpenMetrics parser of python3-prometheus-client reads the TLS families."""
+    out = curl("--cacert", str(pki / "ca.pem"), "https://localhost:%d/echo" % tls_proxy.port)
+    assert out.returncode == 0, out.stderr
+    wait_handshakes(tls_proxy, {"ok": 1, "failed": 0, "timeout": 0})
+    promtool = "/usr/bin/promtool"
+    if not os.access(promtool, os.X_OK):
+        pytest.skip("%s is missing (Debian package prometheus)" % promtool)
+    r, _ = scrape(tls_proxy.admin_port)
+    p = subprocess.run([promtool, "check", "metrics"], input=r.body, capture_output=True,
+                       timeout=20)
+    text = (p.stdout + p.stderr).decode(errors="replace")
+    assert p.returncode == 0 and not text.strip(), text
+    try:
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    except ImportError:
+        pytest.skip("python3-prometheus-client is not installed")
+    r, _ = scrape(tls_proxy.admin_port, accept="application/openmetrics-text; version=1.0.0")
+    fams = {f.name: f for f in text_string_to_metric_families(r.body.decode())}
+    assert fams["remora_tls_handshakes"].type == "counter"
+    assert fams["remora_tls_resumed"].type == "counter"
+    assert fams["remora_tls_handshake_duration_seconds"].type == "histogram"
+    ok = [s for s in fams["remora_tls_handshakes"].samples
+          if s.labels == {"side": "downstream", "result": "ok"}]
+    assert [s.value for s in ok] == [1], fams["remora_tls_handshakes"].samples
 
 
 def test_handshake_results_counted(remora, upstream, pki):
