@@ -713,9 +713,11 @@ int main(int argc, char **argv)
         goto out;
     /* Watching starts before anything is built: a change from now on is seen (the bytes
      * loaded above are what the first file change is compared with). */
-    if (config_path(path))
+    if (config_path(path)) {
+        const char *cpath = config_path(path);
         watch =
-            rem_watch_new(base, config_path(path), REM_RELOAD_DEBOUNCE_MS, on_file_changed, &rl);
+            rem_watch_new(base, &cpath, 1, REM_RELOAD_DEBOUNCE_MS, "config", on_file_changed, &rl);
+    }
     plan = rem_server_plan_new(cfg, ml, NULL, cfg->workers, 1);
     if (!plan)
         goto out;
