@@ -428,9 +428,27 @@ static bool dns_same(const struct rem_cfg_dns *a, const struct rem_cfg_dns *b)
 
 static void publish_reloads(const struct reloader *r)
 {
-    const struct rem_admin_reloads st = {r->generation, r->reloads_ok, r->reloads_failed,
-                                         r->last_success};
+    const struct rem_admin_reloads st = {
+        r->generation, r->reloads_ok, r->reloads_failed, r->last_success, 0, 0};
     rem_admin_set_reloads(r->admin, &st);
+}
+
+/* The admin's remora_tls_cert_expiry_timestamp_seconds: the notAfter of each TLS listener's
+ * certificate in p, the plan the workers serve. */
+static void publish_tls_expiry(struct rem_admin *admin, const struct rem_server_plan *p)
+{
+    const struct rem_config *cfg = p->cfg;
+    const char **names = rem_xcalloc(cfg->n_listeners + 1, sizeof(*names));
+    double *not_after = rem_xcalloc(cfg->n_listeners + 1, sizeof(*not_after));
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (p->tls[i]) {
+            names[n] = cfg->listeners[i].name;
+            not_after[n++] = (double)rem_tls_cert_not_after(p->tls[i]);
+        }
+    rem_admin_set_tls_expiry(admin, names, not_after, n);
+    free(names);
+    free(not_after);
 }
 
 static void reload_failed(struct reloader *r, const char *trigger)
@@ -479,6 +497,7 @@ static void reload_acked(struct reloader *r)
     r->hc = r->awaiting_hc;
     r->awaiting_hc = NULL;
     rem_admin_set_config(r->admin, r->cfg, r->ml, r->hc);
+    publish_tls_expiry(r->admin, r->plan);
     rem_log_setup(r->cfg->log.level, r->cfg->log.format);
     r->generation = r->plan->id;
     r->reloads_ok++;
@@ -732,6 +751,7 @@ int main(int argc, char **argv)
     admin = rem_admin_new(base, &cfg->admin, workers, cfg->workers, cfg, ml, rl.hc);
     if (!admin)
         goto out;
+    publish_tls_expiry(admin, plan);
     dr.base = base;
     dr.cfg = cfg;
     dr.workers = workers;
