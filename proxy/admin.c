@@ -69,6 +69,9 @@ struct rem_admin {
     struct rem_config *cfg;            /* a reference: the active generation */
     struct rem_metrics_layout *layout; /* a reference: cfg's layout */
     struct rem_admin_reloads reloads;
+    char **tls_names;      /* owned [n_tls]: the TLS listeners, for the expiry gauge */
+    double *tls_not_after; /* owned [n_tls] */
+    size_t n_tls;
     struct rem_healthcheck *hc; /* borrowed, may be NULL */
     struct admin_conn_list conns;
     size_t n_conns;
@@ -190,6 +193,11 @@ static int serve_metrics(struct rem_admin *a, struct evbuffer *b, const char *ac
         .reloads_ok = a->reloads.ok,
         .reloads_failed = a->reloads.failed,
         .last_reload_success = a->reloads.last_success,
+        .tls_cert_reloads_ok = a->reloads.cert_ok,
+        .tls_cert_reloads_failed = a->reloads.cert_failed,
+        .tls_listeners = (const char *const *)a->tls_names,
+        .tls_not_after = a->tls_not_after,
+        .n_tls = a->n_tls,
     };
     rem_metrics_process_read(&proc);
     *fmt = rem_metrics_format_for(accept);
@@ -505,6 +513,31 @@ void rem_admin_set_reloads(struct rem_admin *a, const struct rem_admin_reloads *
     a->reloads = *r;
 }
 
+static void free_tls_expiry(struct rem_admin *a)
+{
+    for (size_t i = 0; i < a->n_tls; i++)
+        free(a->tls_names[i]);
+    free(a->tls_names);
+    free(a->tls_not_after);
+    a->tls_names = NULL;
+    a->tls_not_after = NULL;
+    a->n_tls = 0;
+}
+
+void rem_admin_set_tls_expiry(struct rem_admin *a, const char *const *names,
+                              const double *not_after, size_t n)
+{
+    free_tls_expiry(a);
+    a->tls_names = rem_xcalloc(n + 1, sizeof(*a->tls_names));
+    a->tls_not_after = rem_xcalloc(n + 1, sizeof(*a->tls_not_after));
+    for (size_t i = 0; i < n; i++) {
+        if (!(a->tls_names[i] = strdup(names[i])))
+            abort();
+        a->tls_not_after[i] = not_after[i];
+    }
+    a->n_tls = n;
+}
+
 void rem_admin_set_ready(struct rem_admin *a, bool ready, const char *reason)
 {
     a->ready = ready;
@@ -533,5 +566,6 @@ void rem_admin_free(struct rem_admin *a)
         evconnlistener_free(a->lev);
     rem_config_unref(a->cfg);
     rem_metrics_layout_unref(a->layout);
+    free_tls_expiry(a);
     free(a);
 }

@@ -32,13 +32,18 @@ int rem_admin_rebind(struct rem_admin *a, const struct rem_cfg_listener *cfg);
  * config and layout (referenced), readiness hc (borrowed). */
 void rem_admin_set_config(struct rem_admin *a, struct rem_config *config,
                           struct rem_metrics_layout *layout, struct rem_healthcheck *hc);
-/* Reload figures for /metrics (remora_config_*). */
+/* Reload figures for /metrics (remora_config_*, remora_tls_cert_reloads_total). */
 struct rem_admin_reloads {
     uint64_t generation; /* 1 at start */
     uint64_t ok, failed;
-    double last_success; /* Unix seconds */
+    double last_success;           /* Unix seconds */
+    uint64_t cert_ok, cert_failed; /* the reloads a certificate or key change asked for */
 };
 void rem_admin_set_reloads(struct rem_admin *a, const struct rem_admin_reloads *r);
+/* The notAfter (Unix seconds) of the certificate each of the n TLS listeners names[i] serves,
+ * for remora_tls_cert_expiry_timestamp_seconds; replaces the previous set (names copied). */
+void rem_admin_set_tls_expiry(struct rem_admin *a, const char *const *names,
+                              const double *not_after, size_t n);
 /* /readyz answers 200 only while ready; reason (static string) is sent otherwise. */
 void rem_admin_set_ready(struct rem_admin *a, bool ready, const char *reason);
 /* POST /drain calls drain(arg) (on the main thread) and answers 202; other methods on /drain

@@ -2,7 +2,8 @@
  * main: command line, configuration loading, start and stop order, signals. The only file
  * that exits. Start order: config, log, workers (which bind their listeners), admin, ready.
  * Stop order: not ready, workers, admin, config. Live reload (SIGHUP, a change of the config
- * file) builds the next generation here and hands it to the workers. */
+ * file or of a TLS listener's certificate or key) builds the next generation here and hands
+ * it to the workers. */
 #include <errno.h>
 #include <getopt.h>
 #include <arpa/inet.h>
@@ -351,6 +352,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 #define REM_RELOAD_DEBOUNCE_MS 100
 #define REM_RELOAD_RETRY_MS 10
 
+/* What asked for a reload (a bit set: triggers that arrive while one is in progress add up). */
+enum {
+    REM_TRIGGER_SIGHUP = 1, /* always loads, whatever the bytes */
+    REM_TRIGGER_FILE = 2,   /* the config file's directory: loads when its bytes changed */
+    REM_TRIGGER_CERT = 4,   /* a TLS file's directory: loads when the config's bytes or those
+                               of the certificates and keys it names changed */
+};
+
 struct reloader {
     struct event_base *base;
     const char *path;              /* NULL: the embedded default (nothing to reload) */
@@ -363,14 +372,18 @@ struct reloader {
     struct rem_healthcheck *hc; /* owned */
     struct drain *drain;
     uint64_t generation, reloads_ok, reloads_failed; /* for /metrics (rem_admin_set_reloads) */
+    uint64_t cert_reloads_ok, cert_reloads_failed;   /* ... reloads a TLS file change asked for */
     double last_success;
     uint64_t file_hash; /* of the file bytes the last reload tried (or loaded at start) */
+    bool file_invalid;  /* ... which did not load */
+    uint64_t tls_hash;  /* of the TLS files the last config loaded names (tls_files_hash) */
+    struct rem_watch *tls_watch; /* owned: the directories of those files; NULL: none */
     struct event *retry_ev;
-    struct event *purge_ev;    /* a while after a reload: give freed generations back to the OS */
-    const char *retry_trigger; /* a reload waiting for the workers to finish the last one */
-    bool retry_forced;         /* ... asked for by a SIGHUP at least once: load whatever bytes */
+    struct event *purge_ev;  /* a while after a reload: give freed generations back to the OS */
+    unsigned retry_triggers; /* REM_TRIGGER_*: reloads waiting for the workers to finish one */
     /* Posted to the workers, waiting for every acknowledgement before it counts. */
     bool awaiting;
+    bool awaiting_cert; /* ... a TLS file change asked for it (remora_tls_cert_reloads_total) */
     const char *awaiting_trigger;
     struct rem_healthcheck *awaiting_hc; /* owned: replaces hc once every worker swapped */
     struct event *ack_ev;
@@ -428,14 +441,75 @@ static bool dns_same(const struct rem_cfg_dns *a, const struct rem_cfg_dns *b)
 
 static void publish_reloads(const struct reloader *r)
 {
-    const struct rem_admin_reloads st = {r->generation, r->reloads_ok, r->reloads_failed,
-                                         r->last_success};
+    const struct rem_admin_reloads st = {r->generation,      r->reloads_ok,
+                                         r->reloads_failed,  r->last_success,
+                                         r->cert_reloads_ok, r->cert_reloads_failed};
     rem_admin_set_reloads(r->admin, &st);
 }
 
-static void reload_failed(struct reloader *r, const char *trigger)
+/* The admin's remora_tls_cert_expiry_timestamp_seconds: the notAfter of each TLS listener's
+ * certificate in p, the plan the workers serve. */
+static void publish_tls_expiry(struct rem_admin *admin, const struct rem_server_plan *p)
+{
+    const struct rem_config *cfg = p->cfg;
+    const char **names = rem_xcalloc(cfg->n_listeners + 1, sizeof(*names));
+    double *not_after = rem_xcalloc(cfg->n_listeners + 1, sizeof(*not_after));
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (p->tls[i]) {
+            names[n] = cfg->listeners[i].name;
+            not_after[n++] = (double)rem_tls_cert_not_after(p->tls[i]);
+        }
+    rem_admin_set_tls_expiry(admin, names, not_after, n);
+    free(names);
+    free(not_after);
+}
+
+/* A hash of the bytes of the certificate and key files of cfg's TLS listeners, in order (0:
+ * none); a file that cannot be read counts as its errno, so it becoming readable changes it. */
+static uint64_t tls_files_hash(const struct rem_config *cfg)
+{
+    uint64_t h[2] = {0, 0};
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct rem_cfg_tls *t = cfg->listeners[i].tls;
+        for (int k = 0; t && k < 2; k++) {
+            size_t len = 0;
+            char *bytes = read_file(k ? t->key : t->cert, &len);
+            h[1] = bytes ? rem_fnv1a(bytes, len) : (uint64_t)errno;
+            free(bytes);
+            h[0] = rem_fnv1a(h, sizeof(h));
+        }
+    }
+    return h[0];
+}
+
+static void on_tls_changed(void *arg);
+
+/* Watches the directories of cfg's TLS files (a Secret volume swaps its `..data` symlink there),
+ * keeping the watch while they are the same files. */
+static void watch_tls_files(struct reloader *r, const struct rem_config *cfg)
+{
+    const char **paths = rem_xcalloc(2 * cfg->n_listeners + 1, sizeof(*paths));
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (cfg->listeners[i].tls) {
+            paths[n++] = cfg->listeners[i].tls->cert;
+            paths[n++] = cfg->listeners[i].tls->key;
+        }
+    if (!r->tls_watch || !rem_watch_same(r->tls_watch, paths, n)) {
+        rem_watch_free(r->tls_watch);
+        r->tls_watch =
+            n ? rem_watch_new(r->base, paths, n, REM_RELOAD_DEBOUNCE_MS, "tls", on_tls_changed, r)
+              : NULL;
+    }
+    free(paths);
+}
+
+static void reload_failed(struct reloader *r, const char *trigger, bool cert)
 {
     r->reloads_failed++;
+    if (cert)
+        r->cert_reloads_failed++;
     publish_reloads(r);
     rem_log_error("config reload (%s) failed; keeping generation %llu", trigger,
                   (unsigned long long)r->generation);
@@ -468,7 +542,7 @@ static void reload_acked(struct reloader *r)
     if (failed) {
         rem_healthcheck_free(r->awaiting_hc);
         r->awaiting_hc = NULL;
-        reload_failed(r, trigger);
+        reload_failed(r, trigger, r->awaiting_cert);
         rem_log_error("workers run different configurations: draining, then exiting 1 so the "
                       "container restarts on the new file");
         r->drain->failed = true;
@@ -479,9 +553,12 @@ static void reload_acked(struct reloader *r)
     r->hc = r->awaiting_hc;
     r->awaiting_hc = NULL;
     rem_admin_set_config(r->admin, r->cfg, r->ml, r->hc);
+    publish_tls_expiry(r->admin, r->plan);
     rem_log_setup(r->cfg->log.level, r->cfg->log.format);
     r->generation = r->plan->id;
     r->reloads_ok++;
+    if (r->awaiting_cert)
+        r->cert_reloads_ok++;
     r->last_success = (double)r->cfg->loaded_at;
     publish_reloads(r);
     r->drain->cfg = r->cfg;
@@ -507,8 +584,17 @@ static void on_reload_ack(evutil_socket_t fd, short what, void *arg)
     event_add(r->ack_ev, &tv);
 }
 
-static void reload(struct reloader *r, const char *trigger, bool from_watch)
+/* Reloads for the triggers in `triggers` (REM_TRIGGER_*). A file trigger does nothing when the
+ * config file holds the bytes the last reload tried (loaded or rejected), a TLS file trigger
+ * when, in addition, the certificates and keys that config names hold the bytes it read: a
+ * watch reports any write in a directory, and a needless new TLS context would end every
+ * client's session tickets. SIGHUP always reloads. */
+static void reload(struct reloader *r, unsigned triggers)
 {
+    bool forced = triggers & REM_TRIGGER_SIGHUP;
+    const char *trigger = forced                        ? "SIGHUP"
+                          : triggers & REM_TRIGGER_FILE ? "file change"
+                                                        : "certificate change";
     if (!r->path) {
         rem_log_warn("config reload (%s): remora runs the embedded default; nothing to reload",
                      trigger);
@@ -520,8 +606,7 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
     }
     if (r->awaiting || !workers_caught_up(r)) {
         /* The workers still swap to the last generation; plans are built against it. */
-        r->retry_trigger = trigger;
-        r->retry_forced = r->retry_forced || !from_watch;
+        r->retry_triggers |= triggers;
         struct timeval tv = {0, REM_RELOAD_RETRY_MS * 1000};
         event_add(r->retry_ev, &tv);
         return;
@@ -530,17 +615,19 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
     char *bytes = read_file(r->path, &len);
     if (!bytes) {
         rem_log_error("%s: cannot read: %s", r->path, strerror(errno));
-        reload_failed(r, trigger);
+        reload_failed(r, trigger, false);
         return;
     }
-    /* The file watch reports any write in the directory: bytes the last reload already tried
-     * (loaded, or rejected) are not tried again. SIGHUP always is. */
     uint64_t h = rem_fnv1a(bytes, len);
-    if (from_watch && h == r->file_hash) {
+    bool same = !forced && h == r->file_hash;
+    if (same && (!(triggers & REM_TRIGGER_CERT) || r->file_invalid)) {
+        /* A TLS file change under a config that does not load waits for one that does. */
         rem_log_debug("config file %s unchanged; not reloaded", r->path);
         free(bytes);
         return;
     }
+    if (!same && !forced)
+        trigger = "file change";
     r->file_hash = h;
     struct rem_config_diag diag = {0};
     struct rem_config *cfg = rem_config_load_bytes(bytes, len, r->path, &diag);
@@ -548,10 +635,24 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
     for (size_t i = 0; i < diag.n; i++)
         rem_log_error("%s", diag.msgs[i]);
     rem_config_diag_dispose(&diag);
+    r->file_invalid = !cfg;
     if (!cfg) {
-        reload_failed(r, trigger);
+        reload_failed(r, trigger, false);
         return;
     }
+    /* The watch first: a TLS file written from now on triggers again, even one written while
+     * the hash below or the plan reads it. */
+    watch_tls_files(r, cfg);
+    uint64_t th = tls_files_hash(cfg);
+    if (same && th == r->tls_hash) {
+        rem_log_debug("certificates and keys unchanged; not reloaded");
+        rem_config_unref(cfg);
+        return;
+    }
+    /* Counted in remora_tls_cert_reloads_total: a TLS file change asked for it and brought new
+     * bytes (not a config edit another watch saw first). */
+    bool cert = (triggers & REM_TRIGGER_CERT) && th != r->tls_hash;
+    r->tls_hash = th;
     unsigned nw = worker_count(cfg);
     if (nw != r->n_workers)
         rem_log_warn("config: workers changed from %u to %u; needs a restart (ignored)",
@@ -573,7 +674,7 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
         rem_healthcheck_free(hc);
         rem_metrics_layout_unref(ml);
         rem_config_unref(cfg);
-        reload_failed(r, trigger);
+        reload_failed(r, trigger, cert);
         return;
     }
     if (admin_moved)
@@ -589,6 +690,7 @@ static void reload(struct reloader *r, const char *trigger, bool from_watch)
     r->ml = ml;
     r->cfg = cfg;
     r->awaiting = true;
+    r->awaiting_cert = cert;
     r->awaiting_trigger = trigger;
     r->awaiting_hc = hc;
     struct timeval tv = {0, 1000};
@@ -607,19 +709,24 @@ static void on_purge(evutil_socket_t fd, short what, void *arg)
 static void on_reload_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct reloader *r = arg;
-    bool forced = r->retry_forced;
-    r->retry_forced = false;
-    reload(r, r->retry_trigger, !forced);
+    unsigned triggers = r->retry_triggers;
+    r->retry_triggers = 0;
+    reload(r, triggers);
 }
 
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
-    reload(arg, "SIGHUP", false);
+    reload(arg, REM_TRIGGER_SIGHUP);
 }
 
 static void on_file_changed(void *arg)
 {
-    reload(arg, "file change", true);
+    reload(arg, REM_TRIGGER_FILE);
+}
+
+static void on_tls_changed(void *arg)
+{
+    reload(arg, REM_TRIGGER_CERT);
 }
 
 int main(int argc, char **argv)
@@ -713,9 +820,14 @@ int main(int argc, char **argv)
         goto out;
     /* Watching starts before anything is built: a change from now on is seen (the bytes
      * loaded above are what the first file change is compared with). */
-    if (config_path(path))
+    if (config_path(path)) {
+        const char *cpath = config_path(path);
         watch =
-            rem_watch_new(base, config_path(path), REM_RELOAD_DEBOUNCE_MS, on_file_changed, &rl);
+            rem_watch_new(base, &cpath, 1, REM_RELOAD_DEBOUNCE_MS, "config", on_file_changed, &rl);
+    }
+    rl.base = base;
+    watch_tls_files(&rl, cfg);
+    rl.tls_hash = tls_files_hash(cfg);
     plan = rem_server_plan_new(cfg, ml, NULL, cfg->workers, 1);
     if (!plan)
         goto out;
@@ -730,6 +842,7 @@ int main(int argc, char **argv)
     admin = rem_admin_new(base, &cfg->admin, workers, cfg->workers, cfg, ml, rl.hc);
     if (!admin)
         goto out;
+    publish_tls_expiry(admin, plan);
     dr.base = base;
     dr.cfg = cfg;
     dr.workers = workers;
@@ -738,7 +851,6 @@ int main(int argc, char **argv)
     dr.poll_ev = event_new(base, -1, EV_PERSIST, on_drain_poll, &dr);
     dr.timeout_ev = evtimer_new(base, on_drain_timeout, &dr);
     rem_admin_set_drain(admin, on_admin_drain, &dr);
-    rl.base = base;
     rl.path = config_path(path);
     rl.cfg = rem_config_ref(cfg);
     rl.ml = rem_metrics_layout_ref(ml);
@@ -779,6 +891,7 @@ int main(int argc, char **argv)
 
 out:
     rem_watch_free(watch);
+    rem_watch_free(rl.tls_watch);
     for (unsigned i = 0; i < n_init; i++)
         rem_worker_stop(&workers[i]);
     for (unsigned i = 0; i < n_init; i++)

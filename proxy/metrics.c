@@ -853,6 +853,32 @@ static void rb_unlabelled(struct rbuf *b, const char *name, const char *type, co
     rb_put(b, "\n", 1);
 }
 
+/* Certificate rotation: reloads a TLS file change asked for, and each listener's expiry. */
+static void render_tls_certs(struct rbuf *b, const struct rem_metrics_process *p)
+{
+    rb_family(b, "remora_tls_cert_reloads_total", "counter",
+              "Reloads a change of a TLS listener's certificate or key files asked for, by "
+              "result.");
+    rb_str(b, "remora_tls_cert_reloads_total{result=\"success\"} ");
+    rb_u64(b, p->tls_cert_reloads_ok);
+    rb_str(b, "\nremora_tls_cert_reloads_total{result=\"failure\"} ");
+    rb_u64(b, p->tls_cert_reloads_failed);
+    rb_put(b, "\n", 1);
+    if (!p->n_tls)
+        return;
+    rb_family(b, "remora_tls_cert_expiry_timestamp_seconds", "gauge",
+              "When the certificate a TLS listener serves expires (its notAfter), Unix seconds.");
+    for (size_t i = 0; i < p->n_tls; i++) {
+        char *name = rem_metrics_escape_label(p->tls_listeners[i]);
+        rb_str(b, "remora_tls_cert_expiry_timestamp_seconds{listener=\"");
+        rb_str(b, name);
+        rb_str(b, "\"} ");
+        rb_double(b, p->tls_not_after[i]);
+        rb_put(b, "\n", 1);
+        free(name);
+    }
+}
+
 static void render_process(struct rbuf *b, const struct rem_metrics_layout *l,
                            const struct rem_metrics_view *vw, size_t n_shards,
                            const struct rem_metrics_process *p)
@@ -906,6 +932,7 @@ static void render_process(struct rbuf *b, const struct rem_metrics_layout *l,
         rb_str(b, "remora_config_last_reload_success_timestamp_seconds ");
         rb_double(b, p->last_reload_success);
         rb_put(b, "\n", 1);
+        render_tls_certs(b, p);
     }
     rb_family(b, "remora_draining", "gauge", "1 while a drain (SIGTERM, POST /drain) runs.");
     rb_str(b, p->draining ? "remora_draining 1\n" : "remora_draining 0\n");

@@ -216,6 +216,12 @@ struct rem_metrics_process {
     uint64_t config_generation;     /* 1 at start, +1 per successful reload (0: not shown) */
     uint64_t reloads_ok, reloads_failed;
     double last_reload_success; /* Unix time of the last successful load (start included) */
+    /* Shown with config_generation: reloads a TLS file change asked for, and the notAfter
+     * (Unix seconds) of each TLS listener's certificate, tls_listeners[i] naming it. */
+    uint64_t tls_cert_reloads_ok, tls_cert_reloads_failed;
+    const char *const *tls_listeners;
+    const double *tls_not_after;
+    size_t n_tls;
 };
 
 /* Fills the process_* values from /proc, getrusage and getrlimit; each one that cannot be

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -88,6 +89,53 @@ static bool key_mismatch(void)
                                               ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH);
 }
 
+/* t as Unix seconds; false when it cannot be read. */
+static bool unix_time(const ASN1_TIME *t, int64_t *out)
+{
+    struct tm tm;
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+        return false;
+    *out = (int64_t)timegm(&tm);
+    return true;
+}
+
+/* The date of t for a log line ("2026-12-02 10:00:00 UTC"). */
+static void format_time(const ASN1_TIME *t, char *buf, size_t len)
+{
+    struct tm tm;
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1 || !strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm))
+        snprintf(buf, len, "an unreadable date");
+}
+
+/* Whether the context's certificate is valid now (RFC 5280 4.1.2.5: notBefore <= now <=
+ * notAfter); err gets why not. A client would refuse it: serving it is an outage too, and a
+ * reload keeps the previous pair instead. */
+static int in_validity(const struct rem_cfg_listener *l, SSL_CTX *ctx, char *err, size_t errlen)
+{
+    X509 *x = SSL_CTX_get0_certificate(ctx);
+    const ASN1_TIME *nb = x ? X509_get0_notBefore(x) : NULL, *na = x ? X509_get0_notAfter(x) : NULL;
+    char when[64];
+    if (na && X509_cmp_current_time(na) < 0) {
+        format_time(na, when, sizeof(when));
+        snprintf(err, errlen, "listener \"%s\": tls.cert %s: the certificate expired on %s",
+                 l->name, l->tls->cert, when);
+        return -1;
+    }
+    if (nb && X509_cmp_current_time(nb) > 0) {
+        format_time(nb, when, sizeof(when));
+        snprintf(err, errlen,
+                 "listener \"%s\": tls.cert %s: the certificate is not valid before %s", l->name,
+                 l->tls->cert, when);
+        return -1;
+    }
+    if (!na || !nb) {
+        snprintf(err, errlen, "listener \"%s\": tls.cert %s: the certificate has no validity dates",
+                 l->name, l->tls->cert);
+        return -1;
+    }
+    return 0;
+}
+
 /* Whether path can be opened for reading; err gets why not. */
 static int readable(const struct rem_cfg_listener *l, const char *key, const char *path, char *err,
                     size_t errlen)
@@ -121,6 +169,8 @@ SSL_CTX *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err, siz
                  l->name, t->cert, reason("unknown error"));
         goto fail;
     }
+    if (in_validity(l, ctx, err, errlen) < 0)
+        goto fail;
     if (readable(l, "key", t->key, err, errlen) < 0)
         goto fail;
     /* Loading the key compares it with the certificate already: a mismatch fails here. */
@@ -181,4 +231,11 @@ fail:
     SSL_CTX_free(ctx);
     ERR_clear_error();
     return NULL;
+}
+
+int64_t rem_tls_cert_not_after(const SSL_CTX *ctx)
+{
+    X509 *x = ctx ? SSL_CTX_get0_certificate(ctx) : NULL;
+    int64_t t = 0;
+    return x && unix_time(X509_get0_notAfter(x), &t) ? t : 0;
 }

@@ -10,6 +10,7 @@
 #define REM_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct ssl_ctx_st;
 struct rem_cfg_listener;
@@ -18,9 +19,13 @@ struct rem_cfg_listener;
  * main thread, at start, reload or --check). Returns the context with one reference (release it
  * with SSL_CTX_free), or NULL with err holding one line that names the listener, the key
  * ("tls.cert", "tls.key", ...), the file or value at fault and OpenSSL's reason: a file that
- * cannot be read, a file with no PEM certificate or key, a key that does not match the
- * certificate, a cipher list that selects nothing. */
+ * cannot be read, a file with no PEM certificate or key, a certificate that has expired or is
+ * not valid yet (its notAfter is past or its notBefore in the future), a key that does not
+ * match the certificate, a cipher list that selects nothing. */
 struct ssl_ctx_st *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err,
                                           size_t errlen);
+/* The notAfter of ctx's certificate (the chain's first) in Unix seconds, 0 when ctx is NULL or
+ * the date cannot be read (remora_tls_cert_expiry_timestamp_seconds). */
+int64_t rem_tls_cert_not_after(const struct ssl_ctx_st *ctx);
 
 #endif

@@ -479,6 +479,21 @@ class RssSampler:
         self._t.join(2)
 
 
+def parse_wrk(out):
+    """wrk's summary as {"requests", "connect", "read", "write", "timeout", "non2xx"}: wrk prints
+    the error lines only when one is non-zero, so an absent line counts 0."""
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", out)
+    res = {"requests": int(m.group(1)) if m else None, "connect": 0, "read": 0, "write": 0,
+           "timeout": 0, "non2xx": 0}
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        res.update(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        res["non2xx"] = int(m.group(1))
+    return res
+
+
 def wait_for(pred, timeout=3.0, interval=0.02):
     end = time.monotonic() + timeout
     while True:

@@ -26,7 +26,7 @@ import time
 import pytest
 
 from conftest import BIN
-from helpers import metrics, wait_for
+from helpers import metrics, parse_wrk, wait_for
 from reloadutil import (ConfDir, derive, events, get, log_tail, reload_config, route_cfg,
                         sighup, state, upstream_cfg, wait_state)
 
@@ -231,19 +231,6 @@ def check_pools_and_rss(res):
         pytest.skip("everything else passed; the RSS bound does not apply to a sanitizer build "
                     "(ASan's quarantine keeps freed memory; LeakSanitizer checks at exit)")
     assert grown < RSS_BOUND_KIB, "RSS grew %d KiB over %d reloads" % (grown, STEPS)
-
-
-def parse_wrk(out):
-    m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", out)
-    res = {"requests": int(m.group(1)) if m else None, "connect": 0, "read": 0, "write": 0,
-           "timeout": 0, "non2xx": 0}
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        res.update(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        res["non2xx"] = int(m.group(1))
-    return res
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""84: TLS termination on listeners (listeners[].tls). Certificates are made here with the
-openssl CLI (a CA and an ECDSA P-256 server certificate for localhost and 127.0.0.1). Clients:
-curl over HTTP/1.1 and h2, python's ssl for byte-level checks, openssl s_client, h2load.
+"""84: TLS termination on listeners (listeners[].tls). Certificates are made in the test with
+the openssl CLI (tlsutil.make_pki: a CA and ECDSA P-256 server certificates for localhost and
+127.0.0.1). Clients: curl over HTTP/1.1 and h2, python's ssl for byte-level checks, openssl
+s_client, h2load.
 What is checked: ALPN chooses the codec (h2, http/1.1, none -> HTTP/1.1; the server's order
 wins; no h2c preface sniffing over TLS), TLS 1.2 and 1.3 accepted and TLS 1.1 refused with a
 protocol_version alert, min_version 1.3, X-Forwarded-Proto https, a plaintext listener beside a
@@ -24,68 +25,23 @@ import time
 
 import pytest
 
-from helpers import (HttpConn, build_request, curl, default_config, free_port, http, metrics,
+from helpers import (HttpConn, build_request, curl, http, metrics,
                      pattern_sha256, scrape, wait_for)
 from reloadutil import render, wait_state
+from tlsutil import (client_ctx, get_h1, make_pki, s_client, tls_block, tls_config,
+                     tls_connect)
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
-# ---- certificates ------------------------------------------------------------------------------
-
-def openssl(*args, cwd):
-    out = subprocess.run(["openssl"] + list(args), cwd=cwd, capture_output=True, timeout=30)
-    assert out.returncode == 0, (args, out.stderr.decode())
-
-
-def make_server_cert(d, name, ca="ca"):
-    """d/name.key (P-256) and d/name.pem signed by ca, for localhost and 127.0.0.1."""
-    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-out", name + ".key", cwd=d)
-    openssl("req", "-new", "-key", name + ".key", "-subj", "/CN=localhost",
-            "-out", name + ".csr", cwd=d)
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-                               "basicConstraints=CA:FALSE\n"
-                               "keyUsage=digitalSignature\n"
-                               "extendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
-            "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", name + ".pem", cwd=d)
-
+# ---- certificates and fixtures ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """A test CA and two server certificates under it (server, server2), plus a key of no
-    certificate (other.key)."""
-    d = tmp_path_factory.mktemp("pki")
-    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-out", "ca.key", cwd=d)
-    openssl("req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=remora test CA",
-            "-days", "2", "-out", "ca.pem", cwd=d)
-    make_server_cert(d, "server")
-    make_server_cert(d, "server2")
-    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-out", "other.key", cwd=d)
-    return d
-
-
-def tls_block(pki, name="server", **kw):
-    t = {"cert": str(pki / (name + ".pem")), "key": str(pki / (name + ".key"))}
-    t.update(kw)
-    return t
-
-
-def tls_config(pki, endpoints, tls=None, limits=None, plain=True):
-    """listeners[0]: TLS (the port the remora factory reads), listeners[1]: plaintext."""
-    port, plain_port, admin_port = free_port(), free_port(), free_port()
-    while len({port, plain_port, admin_port}) < 3:
-        plain_port, admin_port = free_port(), free_port()
-    cfg = default_config(port, admin_port, endpoints, limits=limits)
-    cfg["listeners"] = [{"name": "tls", "address": "127.0.0.1:%d" % port,
-                         "tls": tls if tls is not None else tls_block(pki)}]
-    if plain:
-        cfg["listeners"].append({"name": "plain", "address": "127.0.0.1:%d" % plain_port})
-    return cfg, plain_port
+    certificate (other.key): tlsutil.make_pki."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
@@ -95,60 +51,6 @@ def tls_proxy(remora, upstream, pki):
     r = remora(config=cfg)
     r.plain_port = plain_port
     return r
-
-
-# ---- clients -----------------------------------------------------------------------------------
-
-def client_ctx(pki, alpn=None, min_version=None, max_version=None):
-    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    # Python sets it by default with OpenSSL 3: a FIN without close_notify must show.
-    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
-    if alpn:
-        ctx.set_alpn_protocols(alpn)
-    if min_version:
-        ctx.minimum_version = min_version
-    if max_version:
-        ctx.maximum_version = max_version
-    return ctx
-
-
-def tls_connect(pki, port, timeout=5.0, suppress_ragged_eofs=True, **kw):
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    return client_ctx(pki, **kw).wrap_socket(raw, server_hostname="localhost",
-                                             suppress_ragged_eofs=suppress_ragged_eofs)
-
-
-def read_h1(s):
-    """One HTTP/1.1 response with a Content-Length from s: (status, headers dict, body)."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        assert chunk, "connection closed in the response head: %r" % buf
-        buf += chunk
-    head, body = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-    n = int(headers["content-length"])
-    while len(body) < n:
-        chunk = s.recv(65536)
-        assert chunk, "connection closed in the body"
-        body += chunk
-    return status, headers, body
-
-
-def get_h1(s, path="/echo", extra=""):
-    s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % (path, extra)).encode())
-    return read_h1(s)
-
-
-def s_client(port, *args, timeout=10):
-    """openssl s_client against 127.0.0.1:port with stdin closed; (returncode, output)."""
-    out = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
-                          "-servername", "localhost"] + list(args),
-                         stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
-    return out.returncode, out.stdout.decode(errors="replace") + out.stderr.decode(
-        errors="replace")
 
 
 def seen_header(body, name):

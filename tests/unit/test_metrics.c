@@ -1383,6 +1383,42 @@ static void test_config_reload_series(void **state)
     }
 }
 
+/* remora_tls_cert_*: with the reload series; both results always, one expiry per TLS listener. */
+static void test_tls_cert_series(void **state)
+{
+    struct fix *f = *state;
+    struct rem_metrics_process p;
+    static const char *const names[] = {"tls", "a\"b"};
+    static const double not_after[] = {1800000000, 1700000123};
+
+    fix_init(f, small_yaml);
+    small_proc(&p);
+    p.config_generation = 1;
+    char *plain = render(f, 2, &p, REM_EXPO_PROMETHEUS);
+    assert_non_null(strstr(plain, "\nremora_tls_cert_reloads_total{result=\"success\"} 0\n"));
+    assert_non_null(strstr(plain, "\nremora_tls_cert_reloads_total{result=\"failure\"} 0\n"));
+    assert_null(strstr(plain, "remora_tls_cert_expiry_timestamp_seconds"));
+    p.tls_cert_reloads_ok = 4;
+    p.tls_cert_reloads_failed = 2;
+    p.tls_listeners = names;
+    p.tls_not_after = not_after;
+    p.n_tls = 2;
+    for (int om = 0; om <= 1; om++) {
+        char *got = render(f, 2, &p, om ? REM_EXPO_OPENMETRICS : REM_EXPO_PROMETHEUS);
+        check_syntax(got, om);
+        assert_non_null(strstr(got, om ? "# TYPE remora_tls_cert_reloads counter\n"
+                                       : "# TYPE remora_tls_cert_reloads_total counter\n"));
+        assert_non_null(strstr(got, "\nremora_tls_cert_reloads_total{result=\"success\"} 4\n"));
+        assert_non_null(strstr(got, "\nremora_tls_cert_reloads_total{result=\"failure\"} 2\n"));
+        assert_non_null(strstr(got, "# TYPE remora_tls_cert_expiry_timestamp_seconds gauge\n"));
+        assert_non_null(
+            strstr(got, "\nremora_tls_cert_expiry_timestamp_seconds{listener=\"tls\"} 1.8e+09\n"));
+        assert_non_null(strstr(
+            got,
+            "\nremora_tls_cert_expiry_timestamp_seconds{listener=\"a\\\"b\"} 1.700000123e+09\n"));
+    }
+}
+
 static void test_code_class_of(void **state)
 {
     (void)state;
@@ -1446,6 +1482,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_render_dns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_tls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_tls_buckets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_cert_series, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
