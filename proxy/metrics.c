@@ -856,6 +856,8 @@ static void rb_unlabelled(struct rbuf *b, const char *name, const char *type, co
 /* Certificate rotation: reloads a TLS file change asked for, and each listener's expiry. */
 static void render_tls_certs(struct rbuf *b, const struct rem_metrics_process *p)
 {
+    if (!p->n_tls)
+        return; /* like every remora_tls_* family: only with a TLS listener */
     rb_family(b, "remora_tls_cert_reloads_total", "counter",
               "Reloads a change of a TLS listener's certificate or key files asked for, by "
               "result.");
@@ -864,8 +866,6 @@ static void render_tls_certs(struct rbuf *b, const struct rem_metrics_process *p
     rb_str(b, "\nremora_tls_cert_reloads_total{result=\"failure\"} ");
     rb_u64(b, p->tls_cert_reloads_failed);
     rb_put(b, "\n", 1);
-    if (!p->n_tls)
-        return;
     rb_family(b, "remora_tls_cert_expiry_timestamp_seconds", "gauge",
               "When the certificate a TLS listener serves expires (its notAfter), Unix seconds.");
     for (size_t i = 0; i < p->n_tls; i++) {
