@@ -128,7 +128,8 @@ lifecycle_sanitized() {
             tests/integration/test_75_reload.py tests/integration/test_76_reload_load.py \
             tests/integration/test_77_reload_failure.py tests/integration/test_80_websocket.py \
             tests/integration/test_81_unix.py tests/integration/test_82_h2_tunnel.py \
-            tests/integration/test_83_connect.py tests/integration/test_84_tls.py
+            tests/integration/test_83_connect.py tests/integration/test_84_tls.py \
+            tests/integration/test_85_tls_rotation.py
 }
 
 # Reads the last "N passed, N failed[, N skipped]" line of a log into jp jf js; a nonzero exit
