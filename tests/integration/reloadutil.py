@@ -94,6 +94,28 @@ def derive(cfg, **changes):
 
 # ---- the config directory -------------------------------------------------------------------
 
+def kubelet_project(root, seq, old_ts, files):
+    """A ConfigMap or Secret update the way the kubelet's AtomicWriter does it: the files
+    ({name: bytes}) in a new timestamped directory under root, ..data_tmp symlinked to it and
+    renamed over ..data, then the previous timestamped directory (old_ts) removed. Returns
+    (seq + 1, the new directory's name)."""
+    seq += 1
+    ts = "..2026_12_02_10_00_%02d.%09d" % ((seq - 1) % 60, seq)
+    d = root / ts
+    d.mkdir()
+    for name, data in files.items():
+        with open(d / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    tmp = root / "..data_tmp"
+    os.symlink(ts, tmp)
+    os.rename(tmp, root / "..data")
+    if old_ts is not None:
+        shutil.rmtree(root / old_ts)
+    return seq, ts
+
+
 class ConfDir:
     """remora's config file in a directory of its own, DIR = root/"conf".
 
@@ -172,20 +194,8 @@ class ConfDir:
         """A new timestamped directory holding the file, then ..data pointed at it the way
         the kubelet's AtomicWriter does (symlink ..data_tmp, rename it over ..data), then the
         previous timestamped directory removed."""
-        self.seq += 1
-        ts = "..2026_12_02_10_00_%02d.%09d" % ((self.seq - 1) % 60, self.seq)
-        d = self.dir / ts
-        d.mkdir()
-        with open(d / self.NAME, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp = self.dir / "..data_tmp"
-        os.symlink(ts, tmp)
-        os.rename(tmp, self.dir / "..data")
-        old, self.ts_dir = self.ts_dir, ts
-        if old is not None:
-            shutil.rmtree(self.dir / old)
+        self.seq, self.ts_dir = kubelet_project(self.dir, self.seq, self.ts_dir,
+                                                {self.NAME: text.encode()})
 
     def _link_file(self):
         """remora.yaml -> ..data/remora.yaml (the kubelet creates it once; here it may replace

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from helpers import (MIB, HttpConn, Truncated, build_request, default_config, free_port, http,
-                     http_get_body, metrics, pattern_sha256, wait_for)
+                     http_get_body, metrics, parse_wrk, pattern_sha256, wait_for)
 
 SUMMARY_RE = re.compile(r"^drain finished in ([0-9.]+) s: (\d+) requests completed during it, "
                         r"(\d+) cut$")
@@ -596,17 +596,6 @@ def test_second_sigterm_cuts_at_once(remora, upstream):
 
 # ---- under load -----------------------------------------------------------------------------
 
-def parse_wrk(out):
-    m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", out)
-    res = {"requests": int(m.group(1)) if m else None, "connect": 0, "read": 0, "write": 0,
-           "timeout": 0, "non2xx": 0}
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        res.update(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        res["non2xx"] = int(m.group(1))
-    return res
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")

@@ -14,13 +14,13 @@
 Nothing here starts remora (the conftest fixtures do)."""
 
 import os
-import shutil
 import socket
 import ssl
 import subprocess
 import time
 
 from helpers import default_config, free_port
+from reloadutil import kubelet_project
 
 
 # ---- certificates ------------------------------------------------------------------------------
@@ -132,21 +132,9 @@ class SecretDir:
             self.write_inplace(cert, key)
 
     def _project(self, cert, key):
-        self.seq += 1
-        ts = "..2026_12_02_10_00_%02d.%09d" % ((self.seq - 1) % 60, self.seq)
-        d = self.dir / ts
-        d.mkdir()
-        for src, f in ((cert, self.CRT), (key, self.KEY)):
-            with open(d / f, "wb") as out:
-                out.write(src.read_bytes())
-                out.flush()
-                os.fsync(out.fileno())
-        tmp = self.dir / "..data_tmp"
-        os.symlink(ts, tmp)
-        os.rename(tmp, self.dir / "..data")
-        old, self.ts_dir = self.ts_dir, ts
-        if old is not None:
-            shutil.rmtree(self.dir / old)
+        self.seq, self.ts_dir = kubelet_project(
+            self.dir, self.seq, self.ts_dir,
+            {self.CRT: cert.read_bytes(), self.KEY: key.read_bytes()})
 
     def swap(self, cert, key):
         """The kubelet's update of the Secret to the PEM files cert and key (paths)."""
