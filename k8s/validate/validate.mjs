@@ -341,6 +341,31 @@ function remoraConfigOf(spec, c, objs, ns, problems) {
   }
 }
 
+// Each TLS file of the config must come from a Secret mounted as a directory (a subPath mount
+// is never updated: a renewed certificate would never be seen), not nested in another mount.
+function tlsWiring(spec, c, cfg, problems) {
+  const mounts = c.volumeMounts ?? [];
+  const under = (file, dir) => file === dir || file.startsWith(`${dir.replace(/\/+$/, "")}/`);
+  for (const [key, file] of tlsFiles(cfg)) {
+    if (file.includes("${")) continue; // named by the environment: not knowable here
+    const m = mounts.filter((x) => under(file, x.mountPath)).sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+    if (!m) {
+      problems.push(`remora: ${key} ${file} is under no volume mount of the container (mount its Secret as a directory)`);
+      continue;
+    }
+    if (m.subPath || m.subPathExpr || m.mountPath === file) {
+      problems.push(`remora: ${key} ${file} is mounted with subPath: the kubelet never updates it, so a renewed certificate is never served (mount the Secret as a directory)`);
+    }
+    const outer = mounts.find((x) => x !== m && under(m.mountPath, x.mountPath));
+    if (outer) {
+      problems.push(`remora: ${key}: the mount ${m.mountPath} is nested in the mount ${outer.mountPath} (the kubelet rewrites that volume's directory): mount it beside it`);
+    }
+    const vol = (spec.volumes ?? []).find((v) => v.name === m.name);
+    const secret = vol?.secret || (vol?.projected?.sources ?? []).some((src) => src.secret);
+    if (!secret) problems.push(`remora: ${key} ${file} is on volume ${m.name}, which is no Secret: keys and certificates belong in a Secret`);
+  }
+}
+
 function checkSidecar(owner, spec, c, objs, problems) {
   const where = `remora`;
   const native = (spec.initContainers ?? []).includes(c);
@@ -351,6 +376,7 @@ function checkSidecar(owner, spec, c, objs, problems) {
     problems.push(`${where}: image ${c.image} is not ${REMORA_IMAGE}:TAG or @DIGEST`);
   }
   const cfg = remoraConfigOf(spec, c, objs, nsOf(owner), problems) ?? {};
+  tlsWiring(spec, c, cfg, problems);
   const adminPort = portOf(cfg.admin?.address ?? "0.0.0.0:9090");
   const listenPorts = (cfg.listeners ?? [{ address: "0.0.0.0:8000" }]).map((l) => portOf(l.address));
   const ports = c.ports ?? [];
@@ -513,6 +539,44 @@ function remoraBinary() {
 
 const REMORA = remoraBinary();
 
+// The TLS files a remora config names: [yaml path, file, kind] with kind "key" for private keys
+// and "cert" for certificates and CA bundles (listeners[].tls, upstreams[].tls).
+function tlsFiles(cfg) {
+  const out = [];
+  const add = (where, t, keys) => {
+    if (!t || typeof t !== "object") return;
+    for (const [k, kind] of keys) {
+      if (typeof t[k] === "string") out.push([`${where}.tls.${k}`, t[k], kind]);
+    }
+  };
+  (cfg?.listeners ?? []).forEach((l, i) =>
+    add(`listeners[${i}]`, l?.tls, [["cert", "cert"], ["key", "key"], ["client_ca", "cert"]]));
+  (cfg?.upstreams ?? []).forEach((u, i) =>
+    add(`upstreams[${i}]`, u?.tls, [["ca", "cert"], ["cert", "cert"], ["key", "key"]]));
+  return out;
+}
+
+// The files of a Secret exist only in the pod: for `remora --check`, text's TLS file names are
+// replaced with a throwaway self-signed ECDSA P-256 pair made in dir (openssl CLI), so the check
+// covers everything but the Secret's content (its wiring is checkSidecar's).
+function withThrowawayTls(text, dir) {
+  let cfg;
+  try {
+    cfg = YAML.parse(text, { version: "1.1" }) ?? {};
+  } catch {
+    return text; // remora --check reports it
+  }
+  const files = tlsFiles(cfg);
+  if (!files.length) return text;
+  const crt = path.join(dir, "throwaway.crt");
+  const keyFile = path.join(dir, "throwaway.key");
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+    "-keyout", keyFile, "-out", crt, "-days", "2", "-subj", "/CN=remora-k8s-validate"],
+  { stdio: ["ignore", "pipe", "pipe"], timeout: 30000 });
+  for (const [, file, kind] of files) text = text.split(file).join(kind === "key" ? keyFile : crt);
+  return text;
+}
+
 function configChecks(label, objs) {
   const results = [];
   for (const cm of objs.filter((o) => o.kind === "ConfigMap")) {
@@ -525,8 +589,14 @@ function configChecks(label, objs) {
       }
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "remora-k8s-"));
       const file = path.join(dir, key);
-      fs.writeFileSync(file, text);
       let problems = [];
+      try {
+        fs.writeFileSync(file, withThrowawayTls(text, dir));
+      } catch (e) {
+        results.push([name, [`cannot stand in for its TLS files: ${e.message}`]]);
+        fs.rmSync(dir, { recursive: true, force: true });
+        continue;
+      }
       try {
         const env = { ...process.env };
         delete env.REMORA_WORKERS;
@@ -554,8 +624,11 @@ async function checkAll(label, objs) {
 
 // The sidecar the example spells out and the one the inject Component adds must not drift.
 function sameSidecar(rendered) {
+  // The TLS variant (k8s/tls) adds its port and its Secret's mount: the rest must not differ.
   const strip = (c) => {
     const { env, ...rest } = c;
+    rest.ports = (rest.ports ?? []).filter((p) => p.name !== "remora-https");
+    rest.volumeMounts = (rest.volumeMounts ?? []).filter((m) => m.name !== "remora-tls");
     return JSON.stringify(rest, Object.keys(flatKeys(rest)).sort());
   };
   const seen = [];
