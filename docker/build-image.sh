@@ -3,7 +3,8 @@
 # build-image.sh: assemble remora's container image without a Docker engine, from a static
 # remora binary, with umoci (OCI layout) and skopeo (docker-archive). The image is the one
 # docker/Dockerfile builds: one layer made by docker/rootfs.sh (/remora, /etc/passwd, /etc/group,
-# /etc/nsswitch.conf, /etc/ssl/certs/ca-certificates.crt, /etc/remora/remora.yaml), user
+# /etc/nsswitch.conf, /etc/remora/remora.yaml; /etc/ssl/certs/ca-certificates.crt only with
+# --ca-certs), user
 # 65532:65532, entrypoint ["/remora"], ports 8000/tcp and 9090/tcp, OCI labels.
 #
 #   docker/build-image.sh --binary PATH --out DIR [--tag TAG] [--check-reproducible]
@@ -40,7 +41,8 @@ die() { echo "build-image.sh: $*" >&2; exit 1; }
 note() { echo "build-image.sh: $*" >&2; }
 
 binary="" out="" tag="remora:dev" check_repro=0 max_bytes=3000000
-config="$ROOT/conf/remora.yaml" ca_certs=/etc/ssl/certs/ca-certificates.crt
+# No CA bundle by default (docker/README.md, "Trust store"): TLS upstreams name their tls.ca.
+config="$ROOT/conf/remora.yaml" ca_certs=-
 version="" revision="" source_url=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -68,7 +70,8 @@ for t in umoci skopeo python3 readelf; do
 done
 if [ ! -f "$binary" ] || [ ! -x "$binary" ]; then die "--binary $binary: not an executable file"; fi
 [ -f "$config" ] || die "--config $config: no such file"
-[ -f "$ca_certs" ] || die "--ca-certs $ca_certs: no such file (apt-get install ca-certificates)"
+[ "$ca_certs" = - ] || [ -f "$ca_certs" ] ||
+    die "--ca-certs $ca_certs: no such file (Debian's bundle: apt-get install ca-certificates)"
 
 # The image has no libc and no loader: only a static binary runs in it.
 readelf -h "$binary" >/dev/null 2>&1 || die "$binary is not an ELF file"
@@ -105,6 +108,8 @@ created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 
 rootless=()
 [ "$(id -u)" -eq 0 ] || rootless=(--rootless)
+ca_path=""
+[ "$ca_certs" = - ] || ca_path=" /etc/ssl/certs/ca-certificates.crt"
 
 # build LAYOUT_DIR: one image into LAYOUT_DIR (which must not exist); echoes nothing.
 build() {
@@ -117,7 +122,7 @@ build() {
     "$HERE/rootfs.sh" "$binary" "$config" "$ca_certs" "$bundle/rootfs"
     umoci repack --image "$layout:$tag" --refresh-bundle=false \
         --history.created "$created" --history.author "" \
-        --history.created_by "docker/rootfs.sh /remora /etc/passwd /etc/group /etc/nsswitch.conf /etc/ssl/certs/ca-certificates.crt /etc/remora/remora.yaml" \
+        --history.created_by "docker/rootfs.sh /remora /etc/passwd /etc/group /etc/nsswitch.conf${ca_path} /etc/remora/remora.yaml" \
         --history.comment "remora $version" "$bundle"
     umoci config --image "$layout:$tag" --no-history \
         --created "$created" --architecture "$arch" --os linux \
@@ -217,7 +222,7 @@ fi
 
 skopeo copy -q "oci:$out/oci:$tag" "docker-archive:$out/remora.tar:$tag"
 
-echo "inputs: binary $(sha256sum <"$binary" | cut -c1-16) ($(stat -c %s "$binary") bytes), config $config, CA bundle $ca_certs, SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH ($created)"
+echo "inputs: binary $(sha256sum <"$binary" | cut -c1-16) ($(stat -c %s "$binary") bytes), config $config, CA bundle ${ca_certs/#-/none}, SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH ($created)"
 echo "labels: version $version, revision $revision, source $source_url"
 echo "oci: $out/oci (ref $tag), docker-archive: $out/remora.tar ($(stat -c %s "$out/remora.tar") bytes)"
 echo "config (image id): $config_digest"

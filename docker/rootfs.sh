@@ -8,7 +8,8 @@
 #   /remora                               BINARY (static), 0755
 #   /etc/passwd, /etc/group               root 0, remora 65532, nobody 65534; no shell, 0644
 #   /etc/nsswitch.conf                    files, then DNS for hosts, 0644
-#   /etc/ssl/certs/ca-certificates.crt    CA_BUNDLE, 0644 (for TLS upstreams)
+#   /etc/ssl/certs/ca-certificates.crt    CA_BUNDLE, 0644, only when CA_BUNDLE is not "-": a
+#                                         system trust store for TLS upstreams without tls.ca
 #   /etc/remora/remora.yaml               CONFIG, 0644 (remora's default config path)
 #
 # Every directory 0755, every entry owned by 0:0 when run as root, every mtime
@@ -21,12 +22,17 @@ bin=$1 conf=$2 ca=$3 dest=$4
 umask 022
 
 mkdir -p "$dest"
-for d in etc etc/ssl etc/ssl/certs etc/remora; do
+for d in etc etc/remora; do
     mkdir -p "$dest/$d"
 done
 cp "$bin" "$dest/remora"
 cp "$conf" "$dest/etc/remora/remora.yaml"
-cp "$ca" "$dest/etc/ssl/certs/ca-certificates.crt"
+if [ "$ca" != - ]; then
+    mkdir -p "$dest/etc/ssl/certs"
+    cp "$ca" "$dest/etc/ssl/certs/ca-certificates.crt"
+    chmod 0755 "$dest/etc/ssl" "$dest/etc/ssl/certs"
+    chmod 0644 "$dest/etc/ssl/certs/ca-certificates.crt"
+fi
 cat > "$dest/etc/passwd" <<'EOF'
 root:x:0:0:root:/:/sbin/nologin
 remora:x:65532:65532:remora:/nonexistent:/sbin/nologin
@@ -43,9 +49,8 @@ group: files
 hosts: files dns
 EOF
 
-chmod 0755 "$dest" "$dest/etc" "$dest/etc/ssl" "$dest/etc/ssl/certs" "$dest/etc/remora" \
-    "$dest/remora"
+chmod 0755 "$dest" "$dest/etc" "$dest/etc/remora" "$dest/remora"
 chmod 0644 "$dest/etc/passwd" "$dest/etc/group" "$dest/etc/nsswitch.conf" \
-    "$dest/etc/ssl/certs/ca-certificates.crt" "$dest/etc/remora/remora.yaml"
+    "$dest/etc/remora/remora.yaml"
 [ "$(id -u)" -ne 0 ] || chown -R 0:0 "$dest"
 find "$dest" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +

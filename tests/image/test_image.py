@@ -32,9 +32,6 @@ EXPECTED_FILES = {
     "etc/passwd": ("file", 0o644),
     "etc/remora": ("dir", 0o755),
     "etc/remora/remora.yaml": ("file", 0o644),
-    "etc/ssl": ("dir", 0o755),
-    "etc/ssl/certs": ("dir", 0o755),
-    "etc/ssl/certs/ca-certificates.crt": ("file", 0o644),
     "remora": ("file", 0o755),
 }
 
@@ -120,11 +117,35 @@ def test_layer_contents(built):
     files = {m.name: data for m, data in members if data is not None}
     assert files["remora"] == static_binary().read_bytes()
     assert files["etc/remora/remora.yaml"] == (ROOT / "conf" / "remora.yaml").read_bytes()
-    assert b"-----BEGIN CERTIFICATE-----" in files["etc/ssl/certs/ca-certificates.crt"]
     passwd = files["etc/passwd"].decode().splitlines()
     assert "remora:x:65532:65532:remora:/nonexistent:/sbin/nologin" in passwd
     assert any(line.startswith("nobody:x:65534:65534:") for line in passwd)
     assert "remora:x:65532:" in files["etc/group"].decode().splitlines()
+
+
+def test_ca_bundle_only_on_request(built, tmp_path):
+    """No trust store by default (docker/README.md, "Trust store"); --ca-certs FILE puts FILE at
+    /etc/ssl/certs/ca-certificates.crt (0644 in 0755 directories), where remora looks for a
+    system store, and the build names it."""
+    assert "CA bundle none" in built.stdout + built.stderr
+    ca = tmp_path / "bundle.pem"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    out = tmp_path / "with-ca"
+    p = subprocess.run([str(ROOT / "docker" / "build-image.sh"), "--binary", str(static_binary()),
+                        "--out", str(out), "--ca-certs", str(ca)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "CA bundle %s" % ca in p.stdout + p.stderr
+    idx = json.loads((out / "oci" / "index.json").read_text())
+    blobs = out / "oci" / "blobs" / "sha256"
+    man = json.loads((blobs / idx["manifests"][0]["digest"].split(":")[1]).read_bytes())
+    layer = blobs / man["layers"][0]["digest"].split(":")[1]
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.read_bytes()))) as tar:
+        modes = {m.name.lstrip("./"): m.mode & 0o7777 for m in tar.getmembers()}
+        data = tar.extractfile("etc/ssl/certs/ca-certificates.crt").read()
+    assert data == ca.read_bytes()
+    assert (modes["etc/ssl"], modes["etc/ssl/certs"]) == (0o755, 0o755)
+    assert modes["etc/ssl/certs/ca-certificates.crt"] == 0o644
 
 
 def test_docker_archive(built):
