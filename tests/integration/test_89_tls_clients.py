@@ -20,8 +20,10 @@ the openssl CLI (tlsutil.make_pki, plus an RSA server certificate under the same
 - grpcio: a secure channel with the test CA for the four call kinds (remora -> grpc_app.py
   over h2c), the calls logged as h2 over TLS; a channel that does not trust the CA fails;
 - sslscan (XML): the default profile (ECDSA and RSA certificates) accepts TLS 1.2 and 1.3 only,
-  TLS 1.2 suites AEAD with ECDHE only, groups X25519 and P-256 only, no renegotiation, no
-  compression; configured `ciphers`/`ciphersuites` and `min_version: "1.3"` show as configured.
+  TLS 1.2 suites AEAD with ECDHE only, groups X25519 and P-256 only, no renegotiation and no
+  compression as sslscan reports them (it can see neither here: it probes renegotiation over
+  TLS 1.3 and has no zlib); configured `ciphers`/`ciphersuites` and `min_version: "1.3"` show
+  as configured.
 
 The rotation under load (a Secret `..data` swap during wrk over https) is test_85's."""
 
