@@ -12,7 +12,7 @@ BUILD_DEPS=(build-essential autoconf automake libtool pkg-config libevent-dev li
 RUN_DEPS=(python3 curl)
 # The shipped binary, its image and the pod test (tests/image, tests/pod).
 DEPLOY_DEPS=(umoci skopeo podman buildah runc conmon catatonit python3-yaml binutils)
-TEST_DEPS=(libcmocka-dev python3-pytest python3-h2 python3-websockets python3-grpcio dnsmasq-base python3-prometheus-client prometheus wrk nghttp2-client nghttp2-server clang)
+TEST_DEPS=(libcmocka-dev python3-pytest python3-h2 python3-websockets python3-grpcio dnsmasq-base python3-prometheus-client prometheus wrk nghttp2-client nghttp2-server clang sslscan)
 
 log() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
 
@@ -129,7 +129,7 @@ lifecycle_sanitized() {
             tests/integration/test_77_reload_failure.py tests/integration/test_80_websocket.py \
             tests/integration/test_81_unix.py tests/integration/test_82_h2_tunnel.py \
             tests/integration/test_83_connect.py tests/integration/test_84_tls.py \
-            tests/integration/test_85_tls_rotation.py
+            tests/integration/test_85_tls_rotation.py tests/integration/test_89_tls_clients.py
 }
 
 # Reads the last "N passed, N failed[, N skipped]" line of a log into jp jf js; a nonzero exit

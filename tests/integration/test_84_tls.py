@@ -28,8 +28,8 @@ import pytest
 from helpers import (HttpConn, build_request, curl, http, metrics,
                      pattern_sha256, scrape, wait_for)
 from reloadutil import render, wait_state
-from tlsutil import (client_ctx, get_h1, make_pki, s_client, tls_block, tls_config,
-                     tls_connect)
+from tlsutil import (client_ctx, get_h1, handshakes, make_pki, s_client, tls_block, tls_config,
+                     tls_connect, wait_handshakes)
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -364,18 +364,6 @@ def test_bad_cert_or_key_refused(run_remora, upstream, pki, tmp_path):
 
 
 # ---- observability -----------------------------------------------------------------------------
-
-def handshakes(r):
-    """remora_tls_handshakes_total{side="downstream"} by result, from a scrape."""
-    m = metrics(r.admin_port)
-    return {res: m.value("remora_tls_handshakes_total", side="downstream", result=res)
-            for res in ("ok", "failed", "timeout")}
-
-
-def wait_handshakes(r, want, timeout=5.0):
-    got = wait_for(lambda: (lambda h: h if h == want else None)(handshakes(r)), timeout=timeout)
-    assert got == want, handshakes(r)
-
 
 def test_tls_families_only_with_a_tls_listener(proxy, tls_proxy):
     """A plaintext-only remora has no remora_tls_* family; one with a TLS listener shows them

@@ -4,22 +4,26 @@
 - certificates made with the openssl CLI: `make_pki` (a test CA, two ECDSA P-256 server
   certificates for localhost and 127.0.0.1 and a key of no certificate), `make_server_cert`
   (another one under the CA, with validity dates of its choice for expired and not-yet-valid
-  ones), `cert_info` (serial and notAfter of a PEM file, as python's ssl reads them);
+  ones, or an RSA key), `cert_info` (serial and notAfter of a PEM file, as python's ssl reads
+  them);
 - `SecretDir`: a TLS pair in a directory of its own laid out as the kubelet projects a
   Kubernetes Secret volume (`..data` swapped atomically), or as two plain files rewritten in
   place;
 - config builders (`tls_block`, `tls_config`) and clients (`client_ctx`, `tls_connect`, `get_h1`,
-  `read_h1`, `s_client`).
+  `read_h1`, `s_client`, `SClient`: an interactive s_client driven line by line);
+- what remora counted: `handshakes` / `wait_handshakes` (remora_tls_handshakes_total).
 
 Nothing here starts remora (the conftest fixtures do)."""
 
 import os
+import re
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
-from helpers import default_config, free_port
+from helpers import default_config, free_port, metrics, stop_process, wait_for
 from reloadutil import kubelet_project
 
 
@@ -58,12 +62,17 @@ def asn1_time(t):
     return time.strftime("%y%m%d%H%M%SZ", time.gmtime(t))
 
 
-def make_server_cert(d, name, ca="ca", days=2, not_before=None, not_after=None):
-    """d/name.key (P-256) and d/name.pem signed by ca, for localhost and 127.0.0.1, valid from
-    now for days; not_before / not_after (Unix seconds, both or neither) set the dates instead
-    (a past not_after: an expired certificate; a future not_before: one not valid yet)."""
-    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-out", name + ".key", cwd=d)
+def make_server_cert(d, name, ca="ca", days=2, not_before=None, not_after=None, rsa=False):
+    """d/name.key (P-256, or RSA 2048 with rsa) and d/name.pem signed by ca, for localhost and
+    127.0.0.1, valid from now for days; not_before / not_after (Unix seconds, both or neither)
+    set the dates instead (a past not_after: an expired certificate; a future not_before: one
+    not valid yet)."""
+    if rsa:
+        openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                "-out", name + ".key", cwd=d)
+    else:
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-out", name + ".key", cwd=d)
     openssl("req", "-new", "-key", name + ".key", "-subj", "/CN=localhost",
             "-out", name + ".csr", cwd=d)
     if not_before is None:
@@ -223,3 +232,93 @@ def s_client(port, *args, timeout=10):
                          stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     return out.returncode, out.stdout.decode(errors="replace") + out.stderr.decode(
         errors="replace")
+
+
+class SClient:
+    """An interactive `openssl s_client -msg -crlf` against 127.0.0.1:port (SNI localhost,
+    verified against ca), driven line by line: its stdin stays open, so its command letters
+    work (a line "R": renegotiate, "k" / "K": a TLS 1.3 KeyUpdate without / with
+    update_requested) and other lines go to the server with CRLF endings. A thread collects
+    stdout and stderr into .out; wait() polls it. Stopped by PID (close()), also as a context
+    manager."""
+
+    HANDSHAKE_DONE = "Verify return code: "
+
+    def __init__(self, port, ca, *args):
+        self.proc = subprocess.Popen(
+            ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-servername",
+             "localhost", "-CAfile", str(ca), "-msg", "-crlf"] + list(args),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self):
+        while True:
+            chunk = self.proc.stdout.read1(65536)
+            if not chunk:
+                return
+            with self._lock:
+                self._buf += chunk
+
+    @property
+    def out(self):
+        with self._lock:
+            return self._buf.decode(errors="replace")
+
+    def wait(self, pattern, count=1, timeout=5.0):
+        """Waits until the regular expression pattern matched count times in the output, or
+        s_client ended; returns the number of matches."""
+        rx = re.compile(pattern, re.M)
+        wait_for(lambda: len(rx.findall(self.out)) >= count or self.proc.poll() is not None,
+                 timeout)
+        if self.proc.poll() is not None:
+            self._t.join(5)  # the rest of its output
+        return len(rx.findall(self.out))
+
+    def send(self, text):
+        """One write to s_client's stdin (one line, or a request: s_client reads a write at a
+        time and looks only at its first letter for a command). False if s_client is gone."""
+        try:
+            self.proc.stdin.write(text.encode())
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, ValueError):
+            return False
+
+    def exited(self, timeout=5.0):
+        """s_client's exit status once it ended within timeout, else None."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        stop_process(self.proc, 3)
+        self._t.join(5)
+        self.proc.stdout.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---- what remora counted -----------------------------------------------------------------------
+
+def handshakes(r):
+    """remora_tls_handshakes_total{side="downstream"} by result, from a scrape."""
+    m = metrics(r.admin_port)
+    return {res: m.value("remora_tls_handshakes_total", side="downstream", result=res)
+            for res in ("ok", "failed", "timeout")}
+
+
+def wait_handshakes(r, want, timeout=5.0):
+    got = wait_for(lambda: (lambda h: h if h == want else None)(handshakes(r)), timeout=timeout)
+    assert got == want, handshakes(r)
