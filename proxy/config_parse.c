@@ -443,8 +443,8 @@ static void parse_alpn(struct ctx *c, yaml_node_t *node, struct rem_cfg_tls *t)
     }
 }
 
-/* A cipher list is OpenSSL's syntax, checked when the listener's context is built (tls.c); here
- * only that it is a non-empty string. */
+/* A cipher list is OpenSSL's syntax, a client_ca a file: both are checked when the listener's
+ * context is built (tls.c); here only that it is a non-empty string. */
 static void parse_cipher_list(struct ctx *c, yaml_node_t *node, const char *key, char **out)
 {
     if (rem_yaml_get_string(c->y, node, key, out) == 0 && (*out)[0] == '\0') {
@@ -458,7 +458,7 @@ static void parse_cipher_list(struct ctx *c, yaml_node_t *node, const char *key,
  * (tls.c), which reports a missing file or a key that does not match its certificate. */
 static void parse_tls(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener *l)
 {
-    enum { F_CERT, F_KEY, F_MIN, F_ALPN, F_CIPHERS, F_SUITES, F_TICKETS, F_N };
+    enum { F_CERT, F_KEY, F_MIN, F_ALPN, F_CIPHERS, F_SUITES, F_TICKETS, F_CA, F_REQUIRE, F_N };
     static const char *const versions[] = {"1.2", "1.3", NULL};
     struct rem_yaml_field f[F_N] = {
         [F_CERT] = {.key = "cert"},
@@ -468,6 +468,8 @@ static void parse_tls(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener 
         [F_CIPHERS] = {.key = "ciphers"},
         [F_SUITES] = {.key = "ciphersuites"},
         [F_TICKETS] = {.key = "session_tickets"},
+        [F_CA] = {.key = "client_ca"},
+        [F_REQUIRE] = {.key = "require_client_cert"},
     };
     int v;
 
@@ -506,6 +508,15 @@ static void parse_tls(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener 
         t->ciphersuites = rem_xstrdup(REM_DEF_TLS_CIPHERSUITES);
     if (f[F_TICKETS].val != NULL)
         (void)rem_yaml_get_bool(c->y, f[F_TICKETS].val, "session_tickets", &t->session_tickets);
+    if (f[F_CA].val != NULL)
+        parse_cipher_list(c, f[F_CA].val, "client_ca", &t->client_ca);
+    if (f[F_REQUIRE].val != NULL &&
+        rem_yaml_get_bool(c->y, f[F_REQUIRE].val, "require_client_cert", &t->require_client_cert) ==
+            0 &&
+        t->require_client_cert && f[F_CA].val == NULL)
+        rem_yaml_errorf(c->y, f[F_REQUIRE].key_node,
+                        "\"require_client_cert\" needs \"client_ca\" (the CAs that client "
+                        "certificates are verified against)");
 }
 
 static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
@@ -914,14 +925,61 @@ static void parse_methods(struct ctx *c, yaml_node_t *node, struct rem_cfg_route
     }
 }
 
+/* match.client_san: one SAN or a non-empty list of them, each a non-empty string compared
+ * exactly with the URI and DNS SANs of the client's certificate. */
+static void parse_client_san(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r)
+{
+    yaml_node_item_t *items;
+    size_t n;
+
+    if (node->type == YAML_SCALAR_NODE) {
+        char *s = NULL;
+        if (rem_yaml_get_string(c->y, node, "client_san", &s) != 0)
+            return;
+        if (s[0] == '\0') {
+            rem_yaml_errorf(c->y, node, "\"client_san\" must not be empty");
+            free(s);
+            return;
+        }
+        r->client_san = rem_xcalloc(1, sizeof(*r->client_san));
+        r->client_san[r->n_client_san++] = s;
+        return;
+    }
+    if (rem_yaml_seq_items(c->y, node, "\"client_san\"", &items, &n) != 0)
+        return;
+    if (n == 0) {
+        rem_yaml_errorf(c->y, node,
+                        "\"client_san\" must not be empty (leave it out to allow any client)");
+        return;
+    }
+    r->client_san = rem_xcalloc(n, sizeof(*r->client_san));
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = rem_yaml_node(c->y, items[i]);
+        char *s;
+
+        if (item == NULL || rem_yaml_visit(c->y, item) != 0)
+            break;
+        s = rem_yaml_scalar(c->y, item, "a client SAN");
+        if (s == NULL)
+            continue;
+        if (s[0] == '\0') {
+            rem_yaml_errorf(c->y, item, "empty SAN in \"client_san\"");
+            free(s);
+            continue;
+        }
+        r->client_san[r->n_client_san++] = s;
+    }
+}
+
 static void parse_match(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r)
 {
-    enum { F_HOST, F_PATH, F_PREFIX, F_METHODS, F_N };
+    enum { F_HOST, F_PATH, F_PREFIX, F_METHODS, F_CLIENT_SAN, F_N };
     struct rem_yaml_field f[F_N] = {
         [F_HOST] = {.key = "host"},
         [F_PATH] = {.key = "path"},
         [F_PREFIX] = {.key = "path_prefix"},
         [F_METHODS] = {.key = "methods"},
+        [F_CLIENT_SAN] = {.key = "client_san"},
     };
 
     if (rem_yaml_map_fields(c->y, node, "\"match\"", "in match", f, F_N) != 0)
@@ -941,6 +999,8 @@ static void parse_match(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *
     }
     if (f[F_METHODS].val != NULL)
         parse_methods(c, f[F_METHODS].val, r);
+    if (f[F_CLIENT_SAN].val != NULL)
+        parse_client_san(c, f[F_CLIENT_SAN].val, r);
 }
 
 /* YAML's spellings of infinity, which a bucket list must leave out. */

@@ -17,6 +17,7 @@
 #include "error.h"
 #include "io_tls.h"
 #include "log.h"
+#include "tls.h"
 #include "transport.h"
 
 struct tls_io {
@@ -74,6 +75,17 @@ static int tls_handshake(struct rem_transport *t)
         return -ECONNRESET; /* the client closed before the handshake completed */
     }
     int err = failure_errno(x, e);
+    long v = SSL_get_verify_result(x->ssl);
+    if (v != X509_V_OK) {
+        /* A client certificate was refused (mTLS): OpenSSL's verify reason says why. */
+        rem_log_info("tls: handshake failed: client certificate: %s",
+                     X509_verify_cert_error_string(v));
+        return -err;
+    }
+    if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+        rem_log_info("tls: handshake failed: no client certificate (tls.require_client_cert)");
+        return -err;
+    }
     char buf[256];
     rem_log_debug("tls: handshake failed: %s",
                   e == SSL_ERROR_SSL ? ssl_reason(buf, sizeof(buf)) : strerror(err));
@@ -168,6 +180,11 @@ static const char *tls_session(const struct rem_transport *t, bool *resumed)
     return SSL_get_version(ssl);
 }
 
+static struct rem_identity *tls_peer_identity(const struct rem_transport *t)
+{
+    return rem_tls_peer_identity(tls_of(t)->ssl);
+}
+
 static void tls_reset(struct rem_transport *t)
 {
     struct linger lg = {1, 0};
@@ -199,6 +216,7 @@ static const struct rem_io_ops tls_ops = {
     .pending = tls_pending,
     .alpn = tls_alpn,
     .session = tls_session,
+    .peer_identity = tls_peer_identity,
     .reset = tls_reset,
     .close = tls_close,
     .free = tls_free,

@@ -10,11 +10,18 @@
 #include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "config.h"
+#include "error.h"
+#include "identity.h"
 #include "tls.h"
+
+/* Intermediates a client chain may carry between its certificate and a client_ca root. */
+#define CLIENT_VERIFY_DEPTH 4
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -150,6 +157,63 @@ static int readable(const struct rem_cfg_listener *l, const char *key, const cha
     return -1;
 }
 
+/* SHA-256 of t's client_ca file and of require_client_cert into sid. Returns 0 or -1. */
+static int sid_context(const struct rem_cfg_tls *t, unsigned char sid[32])
+{
+    FILE *f = fopen(t->client_ca, "re");
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char buf[4096], req = t->require_client_cert;
+    size_t n;
+    int rc = -1;
+    if (!f || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+        goto out;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+        if (EVP_DigestUpdate(md, buf, n) != 1)
+            goto out;
+    if (!ferror(f) && EVP_DigestUpdate(md, &req, 1) == 1 && EVP_DigestFinal_ex(md, sid, NULL) == 1)
+        rc = 0;
+out:
+    EVP_MD_CTX_free(md);
+    if (f)
+        fclose(f);
+    return rc;
+}
+
+/* Client certificates (mTLS): asked for in every handshake, verified by OpenSSL against the CAs
+ * of client_ca only (a store of its own: the system's roots must not vouch for clients), chain
+ * and validity dates included; their names go in the CertificateRequest so a client holding
+ * several certificates picks the right one. err gets why client_ca cannot be used. */
+static int client_verify(const struct rem_cfg_listener *l, SSL_CTX *ctx, char *err, size_t errlen)
+{
+    const struct rem_cfg_tls *t = l->tls;
+    if (readable(l, "client_ca", t->client_ca, err, errlen) < 0)
+        return -1;
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(t->client_ca);
+    if (!names || sk_X509_NAME_num(names) == 0 ||
+        SSL_CTX_load_verify_locations(ctx, t->client_ca, NULL) != 1) {
+        snprintf(err, errlen, "listener \"%s\": tls.client_ca %s: no usable PEM CA certificate: %s",
+                 l->name, t->client_ca, reason("no certificate found"));
+        sk_X509_NAME_pop_free(names, X509_NAME_free);
+        return -1;
+    }
+    SSL_CTX_set_client_CA_list(ctx, names); /* takes names */
+    SSL_CTX_set_verify(
+        ctx, SSL_VERIFY_PEER | (t->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        NULL);
+    SSL_CTX_set_verify_depth(ctx, CLIENT_VERIFY_DEPTH);
+    /* A resumed session keeps the identity it was verified with, without a new verification.
+     * OpenSSL resumes only sessions of the same session id context (and refuses to resume a
+     * verified one without any): the digest of the CA bytes and the requirement, so a session
+     * verified under other CAs (before a rotation) makes a full handshake. */
+    unsigned char sid[32];
+    if (sid_context(t, sid) < 0 || SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid)) != 1) {
+        snprintf(err, errlen, "listener \"%s\": tls.client_ca %s: cannot digest: %s", l->name,
+                 t->client_ca, reason(strerror(errno)));
+        return -1;
+    }
+    return 0;
+}
+
 SSL_CTX *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err, size_t errlen)
 {
     const struct rem_cfg_tls *t = l->tls;
@@ -224,6 +288,8 @@ SSL_CTX *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err, siz
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, (void *)alpn_of(t));
+    if (t->client_ca && client_verify(l, ctx, err, errlen) < 0)
+        goto fail;
     ERR_clear_error();
     return ctx;
 
@@ -238,4 +304,66 @@ int64_t rem_tls_cert_not_after(const SSL_CTX *ctx)
     X509 *x = ctx ? SSL_CTX_get0_certificate(ctx) : NULL;
     int64_t t = 0;
     return x && unix_time(X509_get0_notAfter(x), &t) ? t : 0;
+}
+
+/* Whether a SAN can stand in a header and a log line as it is: printable ASCII only. */
+static bool printable(const unsigned char *p, int len)
+{
+    for (int i = 0; i < len; i++)
+        if (p[i] < 0x20 || p[i] > 0x7e)
+            return false;
+    return len > 0;
+}
+
+/* The URI and DNS SANs of x into id (others and unprintable ones are left out). */
+static int add_sans(struct rem_identity *id, X509 *x)
+{
+    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    int rc = 0;
+    for (int i = 0; gens && rc == 0 && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        const ASN1_IA5STRING *v = g->type == GEN_URI   ? g->d.uniformResourceIdentifier
+                                  : g->type == GEN_DNS ? g->d.dNSName
+                                                       : NULL;
+        if (v && printable(ASN1_STRING_get0_data(v), ASN1_STRING_length(v)))
+            rc =
+                rem_identity_add_san(id, g->type == GEN_URI, (const char *)ASN1_STRING_get0_data(v),
+                                     (size_t)ASN1_STRING_length(v));
+    }
+    GENERAL_NAMES_free(gens);
+    return rc;
+}
+
+/* x's identity: its digest, its Subject in RFC 2253 form (most significant RDN last, special
+ * characters escaped, control and non-ASCII bytes escaped too: it goes into a header), its
+ * SANs. */
+static struct rem_identity *identity_of(X509 *x)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    struct rem_identity *id = NULL;
+    char *p;
+    BIO *b = BIO_new(BIO_s_mem());
+    if (!b || X509_digest(x, EVP_sha256(), md, &n) != 1 || n != 32 ||
+        X509_NAME_print_ex(b, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) < 0)
+        goto out;
+    long len = BIO_get_mem_data(b, &p);
+    id = len >= 0 ? rem_identity_new(md, p, (size_t)len) : NULL;
+    if (id && (add_sans(id, x) < 0 || rem_identity_finish(id) < 0)) {
+        rem_identity_free(id);
+        id = NULL;
+    }
+out:
+    BIO_free(b);
+    return id;
+}
+
+struct rem_identity *rem_tls_peer_identity(const SSL *ssl)
+{
+    X509 *x = SSL_get0_peer_certificate(ssl);
+    if (!x || SSL_get_verify_result(ssl) != X509_V_OK)
+        return NULL;
+    struct rem_identity *id = identity_of(x);
+    ERR_clear_error();
+    return id;
 }
