@@ -307,3 +307,22 @@ def test_config_dump(remora, upstream, pki):
     routes = doc["routes"]
     assert routes[1]["match"]["client_san"] == ["other.default.svc", "db.default.svc"]
     assert routes[0]["match"]["client_san"] == [spiffe("web")]
+
+
+# ---- resumption ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_resumed_session_keeps_identity(remora, upstream, pki, version):
+    """A conn resumed with a session ticket is served with the identity verified when the
+    session started: the same x-forwarded-client-cert, without a new certificate exchange."""
+    r = mtls(remora, pki, [upstream.addr], require=True)
+    ctx = client_ctx(pki, cert="web", min_version=version, max_version=version)
+    sess = None
+    for i in range(2):
+        raw = socket.create_connection(("127.0.0.1", r.port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=sess) as s:
+            status, _, body = get_h1(s)  # TLS 1.3: the ticket comes with the first read
+            assert status == 200
+            assert headers_seen(body, XFCC) == [xfcc_of(pki, "web")]
+            assert s.session_reused == (i == 1)
+            sess = s.session
