@@ -888,50 +888,77 @@ static bool is_token(const char *s)
     return true;
 }
 
-static void parse_methods(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r)
+/* One item of a string list: true to keep s (rewritten in place if need be), false after
+ * reporting at item why not. */
+typedef bool (*item_check_fn)(struct ctx *c, yaml_node_t *item, char *s);
+
+/* A non-empty sequence of strings, each passing check, into *out and *n (what passes). subject
+ * names the list ("\"methods\""), what one item ("a method"); empty is the error for []. */
+static void parse_str_list(struct ctx *c, yaml_node_t *node, const char *subject, const char *what,
+                           const char *empty, item_check_fn check, char ***out, size_t *n_out)
 {
     yaml_node_item_t *items;
-    struct rem_yaml_quoted q;
     size_t n;
 
-    if (rem_yaml_seq_items(c->y, node, "\"methods\"", &items, &n) != 0)
+    if (rem_yaml_seq_items(c->y, node, subject, &items, &n) != 0)
         return;
     if (n == 0) {
-        rem_yaml_errorf(c->y, node,
-                        "\"methods\" must not be empty (leave it out to match any method)");
+        rem_yaml_errorf(c->y, node, "%s", empty);
         return;
     }
-    r->methods = rem_xcalloc(n, sizeof(*r->methods));
+    *out = rem_xcalloc(n, sizeof(**out));
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *item = rem_yaml_node(c->y, items[i]);
         char *s;
 
         if (item == NULL || rem_yaml_visit(c->y, item) != 0)
             break;
-        s = rem_yaml_scalar(c->y, item, "a method");
+        s = rem_yaml_scalar(c->y, item, what);
         if (s == NULL)
             continue;
-        if (!is_token(s)) {
-            rem_yaml_errorf(c->y, item, "bad method %s (expected an HTTP method token)",
-                            rem_yaml_quote(&q, s));
+        if (!check(c, item, s)) {
             free(s);
             continue;
         }
-        for (char *p = s; *p != '\0'; p++) {
-            if (*p >= 'a' && *p <= 'z')
-                *p = (char)(*p - 'a' + 'A');
-        }
-        r->methods[r->n_methods++] = s;
+        (*out)[(*n_out)++] = s;
     }
+}
+
+/* A method: an HTTP token, stored upper-case. */
+static bool check_method(struct ctx *c, yaml_node_t *item, char *s)
+{
+    struct rem_yaml_quoted q;
+
+    if (!is_token(s)) {
+        rem_yaml_errorf(c->y, item, "bad method %s (expected an HTTP method token)",
+                        rem_yaml_quote(&q, s));
+        return false;
+    }
+    for (char *p = s; *p != '\0'; p++) {
+        if (*p >= 'a' && *p <= 'z')
+            *p = (char)(*p - 'a' + 'A');
+    }
+    return true;
+}
+
+static void parse_methods(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r)
+{
+    parse_str_list(c, node, "\"methods\"", "a method",
+                   "\"methods\" must not be empty (leave it out to match any method)", check_method,
+                   &r->methods, &r->n_methods);
+}
+
+static bool check_san(struct ctx *c, yaml_node_t *item, char *s)
+{
+    if (s[0] == '\0')
+        rem_yaml_errorf(c->y, item, "empty SAN in \"client_san\"");
+    return s[0] != '\0';
 }
 
 /* match.client_san: one SAN or a non-empty list of them, each a non-empty string compared
  * exactly with the URI and DNS SANs of the client's certificate. */
 static void parse_client_san(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r)
 {
-    yaml_node_item_t *items;
-    size_t n;
-
     if (node->type == YAML_SCALAR_NODE) {
         char *s = NULL;
         if (rem_yaml_get_string(c->y, node, "client_san", &s) != 0)
@@ -945,30 +972,9 @@ static void parse_client_san(struct ctx *c, yaml_node_t *node, struct rem_cfg_ro
         r->client_san[r->n_client_san++] = s;
         return;
     }
-    if (rem_yaml_seq_items(c->y, node, "\"client_san\"", &items, &n) != 0)
-        return;
-    if (n == 0) {
-        rem_yaml_errorf(c->y, node,
-                        "\"client_san\" must not be empty (leave it out to allow any client)");
-        return;
-    }
-    r->client_san = rem_xcalloc(n, sizeof(*r->client_san));
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = rem_yaml_node(c->y, items[i]);
-        char *s;
-
-        if (item == NULL || rem_yaml_visit(c->y, item) != 0)
-            break;
-        s = rem_yaml_scalar(c->y, item, "a client SAN");
-        if (s == NULL)
-            continue;
-        if (s[0] == '\0') {
-            rem_yaml_errorf(c->y, item, "empty SAN in \"client_san\"");
-            free(s);
-            continue;
-        }
-        r->client_san[r->n_client_san++] = s;
-    }
+    parse_str_list(c, node, "\"client_san\"", "a client SAN",
+                   "\"client_san\" must not be empty (leave it out to allow any client)", check_san,
+                   &r->client_san, &r->n_client_san);
 }
 
 static void parse_match(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r)
