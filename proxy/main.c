@@ -2,8 +2,8 @@
  * main: command line, configuration loading, start and stop order, signals. The only file
  * that exits. Start order: config, log, workers (which bind their listeners), admin, ready.
  * Stop order: not ready, workers, admin, config. Live reload (SIGHUP, a change of the config
- * file or of a TLS listener's certificate or key) builds the next generation here and hands
- * it to the workers. */
+ * file or of a TLS listener's certificate, key or client CAs) builds the next generation here and
+ * hands it to the workers. */
 #include <errno.h>
 #include <getopt.h>
 #include <arpa/inet.h>

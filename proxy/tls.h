@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * tls: the OpenSSL 3 server context (SSL_CTX) of a TLS listener, built from listeners[].tls on
  * the main thread: certificate chain and key, versions, cipher lists, key-exchange groups,
- * server preference, renegotiation off, session tickets, ALPN selection. The server plan owns
+ * server preference, renegotiation off, session tickets, ALPN selection, client certificate
+ * verification (client_ca), and the identity of a verified client certificate. The plan owns
  * one context per TLS listener; each worker's listener takes a reference, and each TLS session
  * another (SSL_new), so a reload's new context serves new conns while old conns keep theirs.
  * A built context is only read (SSL_new from any worker is thread-safe). Knows nothing of
