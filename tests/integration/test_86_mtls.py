@@ -144,12 +144,14 @@ def test_verification(remora, upstream, pki, require):
                          ("expired", "certificate has expired")):
         got = request(pki, r.port, cert)
         assert isinstance(got, Exception), got
-        want = "tls: handshake failed: client certificate: " + reason
+        want = "tls: handshake failed: client certificate: %s (client 127.0.0.1)" % reason
         assert wait_for(lambda: want in msgs(r)), log_tail(r)
     got = request(pki, r.port, None)
     if require:
         assert isinstance(got, Exception), got
-        assert wait_for(lambda: any("no client certificate" in m for m in msgs(r))), log_tail(r)
+        want = ("tls: handshake failed: no client certificate (tls.require_client_cert; "
+                "client 127.0.0.1)")
+        assert wait_for(lambda: want in msgs(r)), log_tail(r)
         want = {"ok": 1, "failed": 3}
     else:
         assert not isinstance(got, Exception), got
@@ -242,14 +244,19 @@ def test_client_san_routes(remora, upstream, pki):
 def test_client_ca_rotation(remora, upstream, tmp_path, pki):
     """client_ca in a Secret-style directory: a `..data` swap to a new CA bundle is picked up
     (remora_tls_cert_reloads_total success), a client of the new CA is accepted and one of the
-    old refused; a swap to a file with no certificate is refused (failure counted, one line
-    naming the file) and the CAs in use stay."""
+    old refused, also when it offers a session ticket from before the swap (a resumption would
+    skip the verification); a swap to a file with no certificate is refused (failure counted,
+    one line naming the file) and the CAs in use stay."""
     ca = CaDir(tmp_path, (pki / "client-ca.pem").read_bytes())
     cfg, _ = tls_config(pki, [upstream.addr], plain=False,
                         tls=tls_block(pki, client_ca=str(ca.path), require_client_cert=True))
     cd = ConfDir(tmp_path, cfg)
     r = remora(config=cfg, config_file=cd.path)
-    assert request(pki, r.port, "web")[0] == 200
+    web = client_ctx(pki, cert="web")
+    raw = socket.create_connection(("127.0.0.1", r.port), timeout=5)
+    with web.wrap_socket(raw, server_hostname="localhost") as s:
+        assert get_h1(s)[0] == 200
+        ticket = s.session
     assert isinstance(request(pki, r.port, "next"), Exception)
     ca.swap((pki / "client-ca2.pem").read_bytes())
     assert wait_for(lambda: reloads(r) == (1, 0), timeout=5), (reloads(r), log_tail(r))
@@ -257,6 +264,13 @@ def test_client_ca_rotation(remora, upstream, tmp_path, pki):
     assert not isinstance(got, Exception), got
     assert got[0] == 200 and headers_seen(got[2], XFCC) == [xfcc_of(pki, "next")]
     assert isinstance(request(pki, r.port, "web"), Exception)
+    try:
+        raw = socket.create_connection(("127.0.0.1", r.port), timeout=5)
+        with web.wrap_socket(raw, server_hostname="localhost", session=ticket) as s:
+            resumed = (s.session_reused, get_h1(s)[0])
+    except (ssl.SSLError, OSError, AssertionError) as e:
+        resumed = e
+    assert isinstance(resumed, Exception), resumed
     ca.swap(b"not a certificate\n")
     assert wait_for(lambda: reloads(r) == (1, 1), timeout=5), (reloads(r), log_tail(r))
     want = 'listener "tls": tls.client_ca %s: no usable PEM CA certificate' % ca.path
