@@ -6,22 +6,25 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include "config.h"
-#include "error.h"
 #include "identity.h"
 #include "tls.h"
 
 /* Intermediates a client chain may carry between its certificate and a client_ca root. */
 #define CLIENT_VERIFY_DEPTH 4
+/* A client_ca bundle larger than this is refused (a few hundred CAs fit). */
+#define CLIENT_CA_MAX_BYTES (1u << 20)
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -157,60 +160,97 @@ static int readable(const struct rem_cfg_listener *l, const char *key, const cha
     return -1;
 }
 
-/* SHA-256 of t's client_ca file and of require_client_cert into sid. Returns 0 or -1. */
-static int sid_context(const struct rem_cfg_tls *t, unsigned char sid[32])
+/* The bytes of path (malloc'd, *len of them), or NULL with errno (EFBIG: over max bytes). */
+static char *slurp(const char *path, size_t max, size_t *len)
 {
-    FILE *f = fopen(t->client_ca, "re");
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    unsigned char buf[4096], req = t->require_client_cert;
-    size_t n;
-    int rc = -1;
-    if (!f || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
-        goto out;
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-        if (EVP_DigestUpdate(md, buf, n) != 1)
-            goto out;
-    if (!ferror(f) && EVP_DigestUpdate(md, &req, 1) == 1 && EVP_DigestFinal_ex(md, sid, NULL) == 1)
-        rc = 0;
-out:
-    EVP_MD_CTX_free(md);
+    FILE *f = fopen(path, "re");
+    char *buf = f ? malloc(max + 1) : NULL;
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+    int e = !f ? errno : !buf ? ENOMEM : ferror(f) ? EIO : n > max ? EFBIG : 0;
     if (f)
         fclose(f);
-    return rc;
+    if (e) {
+        free(buf);
+        errno = e;
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* The CA certificates of the PEM bytes buf (len) into ctx's verify store and its list of CA
+ * names for the CertificateRequest. Returns how many, or -1 (a damaged PEM block, no memory). */
+static int add_client_cas(SSL_CTX *ctx, const char *buf, size_t len)
+{
+    BIO *in = BIO_new_mem_buf(buf, (int)len);
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    X509 *x;
+    int n = 0;
+    if (!in)
+        return -1;
+    while ((x = PEM_read_bio_X509(in, NULL, on_passwd, NULL)) != NULL) {
+        int ok = X509_STORE_add_cert(store, x) == 1 && SSL_CTX_add_client_CA(ctx, x) == 1;
+        X509_free(x);
+        if (!ok) {
+            n = -1;
+            break;
+        }
+        n++;
+    }
+    /* The loop ends at the end of the input (no further PEM start line) or at a bad block. */
+    unsigned long e = ERR_peek_last_error();
+    if (n >= 0 && ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+        ERR_clear_error();
+    else if (n >= 0 && e)
+        n = -1;
+    BIO_free(in);
+    return n;
 }
 
 /* Client certificates (mTLS): asked for in every handshake, verified by OpenSSL against the CAs
- * of client_ca only (a store of its own: the system's roots must not vouch for clients), chain
- * and validity dates included; their names go in the CertificateRequest so a client holding
- * several certificates picks the right one. err gets why client_ca cannot be used. */
+ * of client_ca only (the context's store holds nothing else: the system's roots must not vouch
+ * for clients), chain and validity dates included; their names go in the CertificateRequest so
+ * a client holding several certificates picks the right one. The file is read once, so the
+ * trusted CAs, the names sent and the session id context all come from the same bytes (a
+ * rotation may replace it at any time). err gets why client_ca cannot be used. */
 static int client_verify(const struct rem_cfg_listener *l, SSL_CTX *ctx, char *err, size_t errlen)
 {
     const struct rem_cfg_tls *t = l->tls;
-    if (readable(l, "client_ca", t->client_ca, err, errlen) < 0)
-        return -1;
-    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(t->client_ca);
-    if (!names || sk_X509_NAME_num(names) == 0 ||
-        SSL_CTX_load_verify_locations(ctx, t->client_ca, NULL) != 1) {
-        snprintf(err, errlen, "listener \"%s\": tls.client_ca %s: no usable PEM CA certificate: %s",
-                 l->name, t->client_ca, reason("no certificate found"));
-        sk_X509_NAME_pop_free(names, X509_NAME_free);
+    size_t len = 0;
+    char *pem = slurp(t->client_ca, CLIENT_CA_MAX_BYTES, &len);
+    if (!pem) {
+        snprintf(err, errlen, "listener \"%s\": tls.client_ca %s: cannot read: %s", l->name,
+                 t->client_ca, errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
         return -1;
     }
-    SSL_CTX_set_client_CA_list(ctx, names); /* takes names */
+    int n = add_client_cas(ctx, pem, len);
+    /* A resumed session keeps the identity it was verified with, without a new verification.
+     * OpenSSL resumes only sessions of the same session id context (and refuses to resume a
+     * verified one without any): the SHA-256 of the CA bytes and the requirement, so a session
+     * verified under other CAs (before a rotation) makes a full handshake. */
+    unsigned char sid[32];
+    EVP_MD_CTX *md = n > 0 ? EVP_MD_CTX_new() : NULL;
+    bool sid_ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+                  EVP_DigestUpdate(md, pem, len) == 1 &&
+                  EVP_DigestUpdate(md, t->require_client_cert ? "\1" : "\0", 1) == 1 &&
+                  EVP_DigestFinal_ex(md, sid, NULL) == 1 &&
+                  SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid)) == 1;
+    EVP_MD_CTX_free(md);
+    free(pem);
+    if (n <= 0) {
+        snprintf(err, errlen, "listener \"%s\": tls.client_ca %s: no usable PEM CA certificate: %s",
+                 l->name, t->client_ca, reason("no certificate found"));
+        return -1;
+    }
+    if (!sid_ok) {
+        snprintf(err, errlen, "listener \"%s\": tls.client_ca %s: %s", l->name, t->client_ca,
+                 reason("cannot set the session id context"));
+        return -1;
+    }
     SSL_CTX_set_verify(
         ctx, SSL_VERIFY_PEER | (t->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
         NULL);
     SSL_CTX_set_verify_depth(ctx, CLIENT_VERIFY_DEPTH);
-    /* A resumed session keeps the identity it was verified with, without a new verification.
-     * OpenSSL resumes only sessions of the same session id context (and refuses to resume a
-     * verified one without any): the digest of the CA bytes and the requirement, so a session
-     * verified under other CAs (before a rotation) makes a full handshake. */
-    unsigned char sid[32];
-    if (sid_context(t, sid) < 0 || SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid)) != 1) {
-        snprintf(err, errlen, "listener \"%s\": tls.client_ca %s: cannot digest: %s", l->name,
-                 t->client_ca, reason(strerror(errno)));
-        return -1;
-    }
     return 0;
 }
 

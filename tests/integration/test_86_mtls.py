@@ -160,14 +160,22 @@ def test_verification(remora, upstream, pki, require):
     assert wait_for(lambda: handshakes(r) == want), handshakes(r)
 
 
-def test_ca_names_in_certificate_request(remora, upstream, pki):
-    """The CertificateRequest names client_ca's CA (openssl s_client prints the list)."""
-    r = mtls(remora, pki, [upstream.addr], require=False)
+def test_bundle_and_ca_names(remora, upstream, tmp_path, pki):
+    """A client_ca bundle of two CAs: clients of both are served, and the CertificateRequest
+    names both (openssl s_client prints the list); the server's own CA is not trusted for
+    clients."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes((pki / "client-ca.pem").read_bytes() + (pki / "client-ca2.pem").read_bytes())
+    r = mtls(remora, pki, [upstream.addr], require=False, client_ca=bundle)
+    for cert in ("web", "next"):
+        got = request(pki, r.port, cert)
+        assert not isinstance(got, Exception), (cert, got)
+        assert headers_seen(got[2], XFCC) == [xfcc_of(pki, cert)]
     out = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % r.port,
                           "-servername", "localhost", "-CAfile", str(pki / "ca.pem")],
                          stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
     text = out.stdout.decode(errors="replace")
-    assert "Acceptable client certificate CA names\nCN = client-ca\n" in text, text
+    assert "Acceptable client certificate CA names\nCN = client-ca\nCN = client-ca2\n" in text, text
 
 
 # ---- x-forwarded-client-cert: sanitize, then set -----------------------------------------------
@@ -292,8 +300,13 @@ def test_bad_client_ca_refused(run_remora, upstream, tmp_path, pki):
     is a config error. The config dump shows both keys."""
     junk = tmp_path / "junk.pem"
     junk.write_text("junk\n")
+    damaged = tmp_path / "damaged.pem"
+    damaged.write_bytes((pki / "client-ca.pem").read_bytes()
+                        + b"-----BEGIN CERTIFICATE-----\nbm90IGRlcg==\n-----END CERTIFICATE-----\n")
     cases = [(tmp_path / "missing.pem", "cannot read: No such file or directory"),
-             (junk, "no usable PEM CA certificate")]
+             (junk, "no usable PEM CA certificate"),
+             (pki / "web.key", "no usable PEM CA certificate"),
+             (damaged, "no usable PEM CA certificate")]
     for i, (path, why) in enumerate(cases):
         cfg, _ = tls_config(pki, [upstream.addr], tls=tls_block(pki, client_ca=str(path)))
         f = tmp_path / ("bad%d.yaml" % i)
