@@ -22,6 +22,7 @@ static void listener_dispose(struct rem_cfg_listener *l)
         free(l->tls->key);
         free(l->tls->ciphers);
         free(l->tls->ciphersuites);
+        free(l->tls->client_ca);
         free(l->tls);
         l->tls = NULL;
     }
@@ -60,6 +61,9 @@ static void route_dispose(struct rem_cfg_route *r)
     for (size_t i = 0; r->methods != NULL && i < r->n_methods; i++)
         free(r->methods[i]);
     free(r->methods);
+    for (size_t i = 0; r->client_san != NULL && i < r->n_client_san; i++)
+        free(r->client_san[i]);
+    free(r->client_san);
     for (size_t i = 0; r->upgrades != NULL && i < r->n_upgrades; i++)
         free(r->upgrades[i]);
     free(r->upgrades);

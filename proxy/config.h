@@ -132,6 +132,10 @@ struct rem_cfg_tls {
     char *ciphers;                    /* TLS 1.2 cipher list, default REM_DEF_TLS_CIPHERS */
     char *ciphersuites;               /* TLS 1.3 suites, default REM_DEF_TLS_CIPHERSUITES */
     bool session_tickets;             /* stateless resumption, default on */
+    char *client_ca; /* PEM file of the CAs client certificates are verified against (mTLS);
+                        NULL: no client certificate is asked for */
+    bool require_client_cert; /* a client without a certificate fails the handshake; needs
+                                 client_ca; default off (one without is served anonymous) */
 };
 
 struct rem_cfg_listener {
@@ -217,6 +221,11 @@ struct rem_cfg_route {
     char *path_prefix;
     char **methods; /* upper-case tokens */
     size_t n_methods;
+    /* match.client_san: checked after the route is picked (not a match field: a request it
+     * refuses gets 403 client_not_allowed, not the next route). Allowed: a conn whose verified
+     * client certificate has a URI or DNS SAN equal to one of these. n == 0: anyone. */
+    char **client_san;
+    size_t n_client_san;
     char *upstream;      /* as written */
     size_t upstream_idx; /* index into rem_config.upstreams, resolved at load */
     uint64_t timeout_ms; /* how long the upstream may stay silent while a response is due */

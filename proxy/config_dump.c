@@ -47,6 +47,19 @@ static void kstr(struct evbuffer *o, bool *first, const char *k, const char *v)
         evbuffer_add(o, "null", 4);
 }
 
+/* A list of strings. */
+static void kstrs(struct evbuffer *o, bool *first, const char *k, char *const *v, size_t n)
+{
+    key(o, first, k);
+    evbuffer_add(o, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            evbuffer_add(o, ",", 1);
+        str(o, v[i]);
+    }
+    evbuffer_add(o, "]", 1);
+}
+
 static void kuint(struct evbuffer *o, bool *first, const char *k, uint64_t v)
 {
     key(o, first, k);
@@ -142,6 +155,8 @@ static void listener(struct evbuffer *o, const struct rem_cfg_listener *l, bool 
         kstr(o, &g, "ciphers", t->ciphers);
         kstr(o, &g, "ciphersuites", t->ciphersuites);
         kbool(o, &g, "session_tickets", t->session_tickets);
+        kstr(o, &g, "client_ca", t->client_ca);
+        kbool(o, &g, "require_client_cert", t->require_client_cert);
         evbuffer_add(o, "}", 1);
     }
     evbuffer_add(o, "}", 1);
@@ -209,16 +224,10 @@ static void route(struct evbuffer *o, const struct rem_config *cfg, const struct
         kstr(o, &m, "path", r->path);
     if (r->path_prefix)
         kstr(o, &m, "path_prefix", r->path_prefix);
-    if (r->n_methods) {
-        key(o, &m, "methods");
-        evbuffer_add(o, "[", 1);
-        for (size_t i = 0; i < r->n_methods; i++) {
-            if (i)
-                evbuffer_add(o, ",", 1);
-            str(o, r->methods[i]);
-        }
-        evbuffer_add(o, "]", 1);
-    }
+    if (r->n_methods)
+        kstrs(o, &m, "methods", r->methods, r->n_methods);
+    if (r->n_client_san)
+        kstrs(o, &m, "client_san", r->client_san, r->n_client_san);
     evbuffer_add(o, "}", 1);
     kstr(o, &f, "upstream", cfg->upstreams[r->upstream_idx].name);
     kdur(o, &f, "timeout", r->timeout_ms);

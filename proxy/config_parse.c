@@ -443,8 +443,8 @@ static void parse_alpn(struct ctx *c, yaml_node_t *node, struct rem_cfg_tls *t)
     }
 }
 
-/* A cipher list is OpenSSL's syntax, checked when the listener's context is built (tls.c); here
- * only that it is a non-empty string. */
+/* A cipher list is OpenSSL's syntax, a client_ca a file: both are checked when the listener's
+ * context is built (tls.c); here only that it is a non-empty string. */
 static void parse_cipher_list(struct ctx *c, yaml_node_t *node, const char *key, char **out)
 {
     if (rem_yaml_get_string(c->y, node, key, out) == 0 && (*out)[0] == '\0') {
@@ -458,7 +458,7 @@ static void parse_cipher_list(struct ctx *c, yaml_node_t *node, const char *key,
  * (tls.c), which reports a missing file or a key that does not match its certificate. */
 static void parse_tls(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener *l)
 {
-    enum { F_CERT, F_KEY, F_MIN, F_ALPN, F_CIPHERS, F_SUITES, F_TICKETS, F_N };
+    enum { F_CERT, F_KEY, F_MIN, F_ALPN, F_CIPHERS, F_SUITES, F_TICKETS, F_CA, F_REQUIRE, F_N };
     static const char *const versions[] = {"1.2", "1.3", NULL};
     struct rem_yaml_field f[F_N] = {
         [F_CERT] = {.key = "cert"},
@@ -468,6 +468,8 @@ static void parse_tls(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener 
         [F_CIPHERS] = {.key = "ciphers"},
         [F_SUITES] = {.key = "ciphersuites"},
         [F_TICKETS] = {.key = "session_tickets"},
+        [F_CA] = {.key = "client_ca"},
+        [F_REQUIRE] = {.key = "require_client_cert"},
     };
     int v;
 
@@ -506,6 +508,15 @@ static void parse_tls(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener 
         t->ciphersuites = rem_xstrdup(REM_DEF_TLS_CIPHERSUITES);
     if (f[F_TICKETS].val != NULL)
         (void)rem_yaml_get_bool(c->y, f[F_TICKETS].val, "session_tickets", &t->session_tickets);
+    if (f[F_CA].val != NULL)
+        parse_cipher_list(c, f[F_CA].val, "client_ca", &t->client_ca);
+    if (f[F_REQUIRE].val != NULL &&
+        rem_yaml_get_bool(c->y, f[F_REQUIRE].val, "require_client_cert", &t->require_client_cert) ==
+            0 &&
+        t->require_client_cert && f[F_CA].val == NULL)
+        rem_yaml_errorf(c->y, f[F_REQUIRE].key_node,
+                        "\"require_client_cert\" needs \"client_ca\" (the CAs that client "
+                        "certificates are verified against)");
 }
 
 static void parse_listeners(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
@@ -877,51 +888,104 @@ static bool is_token(const char *s)
     return true;
 }
 
-static void parse_methods(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r)
+/* One item of a string list: true to keep s (rewritten in place if need be), false after
+ * reporting at item why not. */
+typedef bool (*item_check_fn)(struct ctx *c, yaml_node_t *item, char *s);
+
+/* A non-empty sequence of strings, each passing check, into *out and *n (what passes). subject
+ * names the list ("\"methods\""), what one item ("a method"); empty is the error for []. */
+static void parse_str_list(struct ctx *c, yaml_node_t *node, const char *subject, const char *what,
+                           const char *empty, item_check_fn check, char ***out, size_t *n_out)
 {
     yaml_node_item_t *items;
-    struct rem_yaml_quoted q;
     size_t n;
 
-    if (rem_yaml_seq_items(c->y, node, "\"methods\"", &items, &n) != 0)
+    if (rem_yaml_seq_items(c->y, node, subject, &items, &n) != 0)
         return;
     if (n == 0) {
-        rem_yaml_errorf(c->y, node,
-                        "\"methods\" must not be empty (leave it out to match any method)");
+        rem_yaml_errorf(c->y, node, "%s", empty);
         return;
     }
-    r->methods = rem_xcalloc(n, sizeof(*r->methods));
+    *out = rem_xcalloc(n, sizeof(**out));
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *item = rem_yaml_node(c->y, items[i]);
         char *s;
 
         if (item == NULL || rem_yaml_visit(c->y, item) != 0)
             break;
-        s = rem_yaml_scalar(c->y, item, "a method");
+        s = rem_yaml_scalar(c->y, item, what);
         if (s == NULL)
             continue;
-        if (!is_token(s)) {
-            rem_yaml_errorf(c->y, item, "bad method %s (expected an HTTP method token)",
-                            rem_yaml_quote(&q, s));
+        if (!check(c, item, s)) {
             free(s);
             continue;
         }
-        for (char *p = s; *p != '\0'; p++) {
-            if (*p >= 'a' && *p <= 'z')
-                *p = (char)(*p - 'a' + 'A');
-        }
-        r->methods[r->n_methods++] = s;
+        (*out)[(*n_out)++] = s;
     }
+}
+
+/* A method: an HTTP token, stored upper-case. */
+static bool check_method(struct ctx *c, yaml_node_t *item, char *s)
+{
+    struct rem_yaml_quoted q;
+
+    if (!is_token(s)) {
+        rem_yaml_errorf(c->y, item, "bad method %s (expected an HTTP method token)",
+                        rem_yaml_quote(&q, s));
+        return false;
+    }
+    for (char *p = s; *p != '\0'; p++) {
+        if (*p >= 'a' && *p <= 'z')
+            *p = (char)(*p - 'a' + 'A');
+    }
+    return true;
+}
+
+static void parse_methods(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r)
+{
+    parse_str_list(c, node, "\"methods\"", "a method",
+                   "\"methods\" must not be empty (leave it out to match any method)", check_method,
+                   &r->methods, &r->n_methods);
+}
+
+static bool check_san(struct ctx *c, yaml_node_t *item, char *s)
+{
+    if (s[0] == '\0')
+        rem_yaml_errorf(c->y, item, "empty SAN in \"client_san\"");
+    return s[0] != '\0';
+}
+
+/* match.client_san: one SAN or a non-empty list of them, each a non-empty string compared
+ * exactly with the URI and DNS SANs of the client's certificate. */
+static void parse_client_san(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r)
+{
+    if (node->type == YAML_SCALAR_NODE) {
+        char *s = NULL;
+        if (rem_yaml_get_string(c->y, node, "client_san", &s) != 0)
+            return;
+        if (s[0] == '\0') {
+            rem_yaml_errorf(c->y, node, "\"client_san\" must not be empty");
+            free(s);
+            return;
+        }
+        r->client_san = rem_xcalloc(1, sizeof(*r->client_san));
+        r->client_san[r->n_client_san++] = s;
+        return;
+    }
+    parse_str_list(c, node, "\"client_san\"", "a client SAN",
+                   "\"client_san\" must not be empty (leave it out to allow any client)", check_san,
+                   &r->client_san, &r->n_client_san);
 }
 
 static void parse_match(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *r)
 {
-    enum { F_HOST, F_PATH, F_PREFIX, F_METHODS, F_N };
+    enum { F_HOST, F_PATH, F_PREFIX, F_METHODS, F_CLIENT_SAN, F_N };
     struct rem_yaml_field f[F_N] = {
         [F_HOST] = {.key = "host"},
         [F_PATH] = {.key = "path"},
         [F_PREFIX] = {.key = "path_prefix"},
         [F_METHODS] = {.key = "methods"},
+        [F_CLIENT_SAN] = {.key = "client_san"},
     };
 
     if (rem_yaml_map_fields(c->y, node, "\"match\"", "in match", f, F_N) != 0)
@@ -941,6 +1005,8 @@ static void parse_match(struct ctx *c, yaml_node_t *node, struct rem_cfg_route *
     }
     if (f[F_METHODS].val != NULL)
         parse_methods(c, f[F_METHODS].val, r);
+    if (f[F_CLIENT_SAN].val != NULL)
+        parse_client_san(c, f[F_CLIENT_SAN].val, r);
 }
 
 /* YAML's spellings of infinity, which a bucket list must leave out. */

@@ -23,6 +23,7 @@
 #include "conn.h"
 #include "error.h"
 #include "gen.h"
+#include "identity.h"
 #include "io_tcp.h"
 #include "io_tls.h"
 #include "log.h"
@@ -51,6 +52,7 @@ static void conn_free(struct rem_reap *r)
     if (c->down)
         c->down->free(c);
     rem_transport_free(&c->t);
+    rem_identity_free(c->identity);
     rem_config_unref(c->cfg);
     free(c);
 }
@@ -240,6 +242,7 @@ static void handshake_end(struct rem_conn *c, enum rem_tls_result r)
     bool resumed = false;
     if (r == REM_TLS_OK) {
         c->tls_version = rem_transport_session(&c->t, &resumed);
+        c->identity = rem_transport_peer_identity(&c->t);
         if (w->gen && m->tls_ml != w->gen->ml) {
             pthread_mutex_lock(&w->gen_lock);
             rem_metrics_shard_tls_layout(m, w->gen->ml);

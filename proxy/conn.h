@@ -21,6 +21,7 @@ struct event;
 struct ssl_ctx_st;
 struct rem_cfg_listener;
 struct rem_config;
+struct rem_identity;
 struct rem_stream;
 struct rem_worker;
 struct rem_conn;
@@ -133,6 +134,9 @@ struct rem_conn {
     enum rem_err abort_err;     /* what a close does to streams in flight (client_abort) */
     TAILQ_ENTRY(rem_conn) link; /* in worker->conns */
     struct rem_reap reap;
+    /* Owned: the verified client certificate's identity (mTLS), set once the handshake is
+     * done; NULL: none (no certificate, no client_ca, plaintext). */
+    struct rem_identity *identity;
 };
 
 /* Sets up a conn's transport over the handle the accepting side holds (setup_arg): an accepted

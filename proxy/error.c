@@ -84,6 +84,8 @@ int rem_err_grpc_status(enum rem_err e)
     case REM_E_TOO_MANY_HEADERS:
     case REM_E_BODY_TOO_LARGE:
         return 8; /* RESOURCE_EXHAUSTED */
+    case REM_E_CLIENT_NOT_ALLOWED:
+        return 7; /* PERMISSION_DENIED */
     default:
         return 13; /* INTERNAL */
     }

@@ -45,6 +45,7 @@
     X(SHUTDOWN, 503, "PR", "shutdown")                                                             \
     X(UNSUPPORTED, 0, "--", "unsupported")                                                         \
     X(CONNECT_DISABLED, 405, "PR", "connect_disabled")                                             \
+    X(CLIENT_NOT_ALLOWED, 403, "PR", "client_not_allowed")                                         \
     X(TUNNEL_IDLE_TIMEOUT, 0, "sT", "tunnel_idle_timeout")                                         \
     X(DRAIN_TIMEOUT, 503, "PK", "drain_timeout")
 
@@ -83,8 +84,8 @@ char *rem_xstrdup(const char *s);
 void rem_alloc_release(bool all_arenas);
 
 /* The gRPC status remora answers a gRPC call with for e (grpc-status; 14 UNAVAILABLE for
- * shedding and connect failures, 4 DEADLINE_EXCEEDED, 12 UNIMPLEMENTED, 8 RESOURCE_EXHAUSTED, 13
- * INTERNAL otherwise). */
+ * shedding and connect failures, 4 DEADLINE_EXCEEDED, 12 UNIMPLEMENTED, 8 RESOURCE_EXHAUSTED, 7
+ * PERMISSION_DENIED for client_not_allowed, 13 INTERNAL otherwise). */
 int rem_err_grpc_status(enum rem_err e);
 
 #endif

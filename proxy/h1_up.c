@@ -15,6 +15,7 @@
 #include "cluster.h"
 #include "config.h"
 #include "conn.h"
+#include "identity.h"
 #include "error.h"
 #include "h1_up.h"
 #include "http.h"
@@ -245,6 +246,7 @@ static int h1_write_head(struct rem_upconn *uc, struct rem_stream *s)
         .client_addr = s->conn->peer,
         .proto = s->conn->tls ? "https" : "http",
         .request_id = s->req.request_id_idx < 0 ? s->request_id : NULL,
+        .xfcc = s->conn->identity ? s->conn->identity->xfcc : NULL,
         .default_host = uc->ep->authority,
         .chunked = s->req_chunked,
         .content_length = s->req_chunked || tunnel ? -1 : s->req.content_length,

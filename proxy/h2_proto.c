@@ -105,7 +105,8 @@ static size_t joined(char *out, const struct rem_head *h, enum rem_hdr_kind kind
 
 int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const char *client_addr,
                          const char *proto, const char *request_id, const char *default_host,
-                         int64_t content_length, const char *protocol, size_t protocol_len)
+                         int64_t content_length, const char *protocol, size_t protocol_len,
+                         const char *xfcc)
 {
     memset(r, 0, sizeof(*r));
     size_t fwd = 0;
@@ -113,7 +114,7 @@ int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const c
         if (req->hdrs[i].kind == REM_HDR_XFF || req->hdrs[i].kind == REM_HDR_XFP)
             fwd += req->hdrs[i].val_len + 2;
     r->scratch = malloc(fwd + strlen(client_addr) + strlen(proto) + 24 + 8);
-    r->nva = malloc(sizeof(*r->nva) * (req->n_hdrs + 10));
+    r->nva = malloc(sizeof(*r->nva) * (req->n_hdrs + 12));
     if (!r->scratch || !r->nva) {
         rem_h2_request_dispose(r);
         return -REM_E_NOMEM;
@@ -185,6 +186,8 @@ int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const c
     sp += l;
     if (req->request_id_idx < 0 && request_id)
         nva[n++] = REM_H2_NV_UNIQUE("x-request-id", request_id, strlen(request_id));
+    if (xfcc)
+        nva[n++] = REM_H2_NV("x-forwarded-client-cert", xfcc, strlen(xfcc));
     if (content_length >= 0) {
         int k = snprintf(sp, 24, "%" PRId64, content_length);
         nva[n++] = REM_H2_NV("content-length", sp, (size_t)k);

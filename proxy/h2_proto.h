@@ -46,12 +46,14 @@ struct rem_h2_request {
 /* Builds the request header list: :method, :scheme http, :authority (absolute-form authority,
  * Host, or default_host), :path, end-to-end fields, te: trailers when the client sent it,
  * X-Forwarded-For/-Proto joined with client_addr/proto ("http", "https"), X-Request-Id when the
- * head has none, content-length when >= 0. With protocol (length protocol_len) it is an extended
+ * head has none, x-forwarded-client-cert when xfcc is not NULL (the client's own is never
+ * forwarded), content-length when >= 0. With protocol (length protocol_len) it is an extended
  * CONNECT (RFC 8441 4: :method CONNECT, :protocol; an HTTP/1.1 WebSocket handshake's
  * Sec-WebSocket-Key is left out, RFC 8441 5). Returns 0 or -REM_E_NOMEM. */
 int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const char *client_addr,
                          const char *proto, const char *request_id, const char *default_host,
-                         int64_t content_length, const char *protocol, size_t protocol_len);
+                         int64_t content_length, const char *protocol, size_t protocol_len,
+                         const char *xfcc);
 void rem_h2_request_dispose(struct rem_h2_request *r);
 
 /* Moves the frames the session has to send into out until it has none or out holds high

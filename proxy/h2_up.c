@@ -14,6 +14,7 @@
 #include "cluster.h"
 #include "config.h"
 #include "conn.h"
+#include "identity.h"
 #include "error.h"
 #include "h2_proto.h"
 #include "h2_up.h"
@@ -246,7 +247,8 @@ static int h2_write_head(struct rem_upconn *uc, struct rem_stream *s)
     int rc =
         rem_h2_request_build(&r, &s->req, s->conn->peer, s->conn->tls ? "https" : "http",
                              s->req.request_id_idx < 0 ? s->request_id : NULL, uc->ep->authority,
-                             cl, tunnel ? s->upgrade : NULL, tunnel ? s->upgrade_len : 0);
+                             cl, tunnel ? s->upgrade : NULL, tunnel ? s->upgrade_len : 0,
+                             s->conn->identity ? s->conn->identity->xfcc : NULL);
     if (rc < 0)
         return rc;
     nghttp2_data_provider prd = {.source.ptr = us, .read_callback = on_read_body};

@@ -241,6 +241,8 @@ static enum rem_hdr_kind kind_of(const char *n, size_t len)
         return rem_http_name_eq(n, len, "x-forwarded-for") ? REM_HDR_XFF : REM_HDR_OTHER;
     case 16:
         return rem_http_name_eq(n, len, "proxy-connection") ? REM_HDR_HOP : REM_HDR_OTHER;
+    case 23:
+        return rem_http_name_eq(n, len, "x-forwarded-client-cert") ? REM_HDR_XFCC : REM_HDR_OTHER;
     case 17:
         if (rem_http_name_eq(n, len, "transfer-encoding"))
             return REM_HDR_TRANSFER_ENCODING;
@@ -588,7 +590,8 @@ int rem_http_write_request(struct evbuffer *out, const struct rem_head *req,
     struct wbuf w;
     struct evbuffer_iovec iov;
     size_t need = req->len + 8 * (size_t)req->n_hdrs + 256 + strlen(fwd->client_addr) +
-                  strlen(fwd->proto) + (fwd->default_host ? strlen(fwd->default_host) : 0);
+                  strlen(fwd->proto) + (fwd->default_host ? strlen(fwd->default_host) : 0) +
+                  (fwd->xfcc ? strlen(fwd->xfcc) + 32 : 0);
     need += fwd->upgrade_len + 64 + (fwd->websocket_key ? strlen(fwd->websocket_key) + 24 : 0);
     int rc = w_begin(out, &w, &iov, need);
     if (rc < 0)
@@ -648,6 +651,8 @@ int rem_http_write_request(struct evbuffer *out, const struct rem_head *req,
     w_joined(&w, req, REM_HDR_XFP, "X-Forwarded-Proto", fwd->proto);
     if (req->request_id_idx < 0 && fwd->request_id)
         w_field(&w, "X-Request-Id", fwd->request_id, strlen(fwd->request_id));
+    if (fwd->xfcc)
+        w_field(&w, "X-Forwarded-Client-Cert", fwd->xfcc, strlen(fwd->xfcc));
     if (fwd->upgrade)
         w_upgrade(&w, fwd->upgrade, fwd->upgrade_len);
     if (fwd->websocket_key)

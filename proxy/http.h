@@ -25,6 +25,7 @@ enum rem_hdr_kind {
     REM_HDR_XFF,
     REM_HDR_XFP,
     REM_HDR_REQUEST_ID,
+    REM_HDR_XFCC, /* x-forwarded-client-cert: never forwarded as received (remora sets its own) */
 };
 
 /* Offsets into rem_head.buf, so the arena may grow (realloc) while a head is parsed. */
@@ -135,9 +136,10 @@ void rem_http_request_id(char out[37], uint64_t *state);
 
 /* What rem_http_write_request adds to the forwarded head. */
 struct rem_fwd_request {
-    const char *client_addr;  /* appended to X-Forwarded-For */
-    const char *proto;        /* appended to X-Forwarded-Proto: "http" */
-    const char *request_id;   /* added as X-Request-Id when the head has none */
+    const char *client_addr; /* appended to X-Forwarded-For */
+    const char *proto;       /* appended to X-Forwarded-Proto: "http" */
+    const char *request_id;  /* added as X-Request-Id when the head has none */
+    const char *xfcc; /* X-Forwarded-Client-Cert (the client's own never goes on); NULL: none */
     const char *default_host; /* Host for HTTP/1.0 requests that sent none */
     bool chunked;             /* body framing toward upstream */
     int64_t content_length;   /* -1: none */

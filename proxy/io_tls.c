@@ -3,9 +3,11 @@
  * recv/send; a "want" from OpenSSL becomes EAGAIN (data path) or the readiness the handshake
  * waits for. The error queue is per thread: every call clears it first, so SSL_get_error
  * describes that call only. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -17,6 +19,7 @@
 #include "error.h"
 #include "io_tls.h"
 #include "log.h"
+#include "tls.h"
 #include "transport.h"
 
 struct tls_io {
@@ -56,6 +59,21 @@ static int failure_errno(struct tls_io *x, int e)
     }
 }
 
+/* The client's address for a log line ("?" when it cannot be told). */
+static const char *peer_of(int fd, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    const void *a = NULL;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        a = ss.ss_family == AF_INET6  ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+            : ss.ss_family == AF_INET ? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+                                      : NULL;
+    if (!a || !inet_ntop(ss.ss_family, a, buf, (socklen_t)len))
+        snprintf(buf, len, "?");
+    return buf;
+}
+
 static int tls_handshake(struct rem_transport *t)
 {
     struct tls_io *x = tls_of(t);
@@ -74,6 +92,21 @@ static int tls_handshake(struct rem_transport *t)
         return -ECONNRESET; /* the client closed before the handshake completed */
     }
     int err = failure_errno(x, e);
+    /* A client certificate refused (mTLS) is worth an info line naming the client: OpenSSL's
+     * verify reason says why. */
+    long v = SSL_get_verify_result(x->ssl);
+    char peer[INET6_ADDRSTRLEN];
+    if (v != X509_V_OK) {
+        rem_log_info("tls: handshake failed: client certificate: %s (client %s)",
+                     X509_verify_cert_error_string(v), peer_of(t->fd, peer, sizeof(peer)));
+        return -err;
+    }
+    if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+        rem_log_info("tls: handshake failed: no client certificate (tls.require_client_cert; "
+                     "client %s)",
+                     peer_of(t->fd, peer, sizeof(peer)));
+        return -err;
+    }
     char buf[256];
     rem_log_debug("tls: handshake failed: %s",
                   e == SSL_ERROR_SSL ? ssl_reason(buf, sizeof(buf)) : strerror(err));
@@ -168,6 +201,11 @@ static const char *tls_session(const struct rem_transport *t, bool *resumed)
     return SSL_get_version(ssl);
 }
 
+static struct rem_identity *tls_peer_identity(const struct rem_transport *t)
+{
+    return rem_tls_peer_identity(tls_of(t)->ssl);
+}
+
 static void tls_reset(struct rem_transport *t)
 {
     struct linger lg = {1, 0};
@@ -199,6 +237,7 @@ static const struct rem_io_ops tls_ops = {
     .pending = tls_pending,
     .alpn = tls_alpn,
     .session = tls_session,
+    .peer_identity = tls_peer_identity,
     .reset = tls_reset,
     .close = tls_close,
     .free = tls_free,

@@ -2,8 +2,8 @@
  * main: command line, configuration loading, start and stop order, signals. The only file
  * that exits. Start order: config, log, workers (which bind their listeners), admin, ready.
  * Stop order: not ready, workers, admin, config. Live reload (SIGHUP, a change of the config
- * file or of a TLS listener's certificate or key) builds the next generation here and hands
- * it to the workers. */
+ * file or of a TLS listener's certificate, key or client CAs) builds the next generation here and
+ * hands it to the workers. */
 #include <errno.h>
 #include <getopt.h>
 #include <arpa/inet.h>
@@ -465,16 +465,33 @@ static void publish_tls_expiry(struct rem_admin *admin, const struct rem_server_
     free(not_after);
 }
 
-/* A hash of the bytes of the certificate and key files of cfg's TLS listeners, in order (0:
- * none); a file that cannot be read counts as its errno, so it becoming readable changes it. */
+/* The files listener l's TLS context is built from (certificate, key, client CAs) into
+ * paths[0..3); returns how many (0: plaintext). */
+static size_t tls_files(const struct rem_cfg_listener *l, const char *paths[3])
+{
+    const struct rem_cfg_tls *t = l->tls;
+    size_t n = 0;
+    if (!t)
+        return 0;
+    paths[n++] = t->cert;
+    paths[n++] = t->key;
+    if (t->client_ca)
+        paths[n++] = t->client_ca;
+    return n;
+}
+
+/* A hash of the bytes of the TLS files of cfg's listeners (certificates, keys, client CAs), in
+ * order (0: none); a file that cannot be read counts as its errno, so it becoming readable
+ * changes it. */
 static uint64_t tls_files_hash(const struct rem_config *cfg)
 {
     uint64_t h[2] = {0, 0};
     for (size_t i = 0; i < cfg->n_listeners; i++) {
-        const struct rem_cfg_tls *t = cfg->listeners[i].tls;
-        for (int k = 0; t && k < 2; k++) {
+        const char *paths[3];
+        size_t n = tls_files(&cfg->listeners[i], paths);
+        for (size_t k = 0; k < n; k++) {
             size_t len = 0;
-            char *bytes = read_file(k ? t->key : t->cert, &len);
+            char *bytes = read_file(paths[k], &len);
             h[1] = bytes ? rem_fnv1a(bytes, len) : (uint64_t)errno;
             free(bytes);
             h[0] = rem_fnv1a(h, sizeof(h));
@@ -489,13 +506,10 @@ static void on_tls_changed(void *arg);
  * keeping the watch while they are the same files. */
 static void watch_tls_files(struct reloader *r, const struct rem_config *cfg)
 {
-    const char **paths = rem_xcalloc(2 * cfg->n_listeners + 1, sizeof(*paths));
+    const char **paths = rem_xcalloc(3 * cfg->n_listeners + 1, sizeof(*paths));
     size_t n = 0;
     for (size_t i = 0; i < cfg->n_listeners; i++)
-        if (cfg->listeners[i].tls) {
-            paths[n++] = cfg->listeners[i].tls->cert;
-            paths[n++] = cfg->listeners[i].tls->key;
-        }
+        n += tls_files(&cfg->listeners[i], paths + n);
     if (!r->tls_watch || !rem_watch_same(r->tls_watch, paths, n)) {
         rem_watch_free(r->tls_watch);
         r->tls_watch =

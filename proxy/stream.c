@@ -14,6 +14,7 @@
 #include "conn.h"
 #include "error.h"
 #include "gen.h"
+#include "identity.h"
 #include "upconn.h"
 #include "log.h"
 #include "metrics.h"
@@ -230,6 +231,7 @@ static void access_log(struct rem_stream *s)
     rem_logline_int(&l, "bytes_out", (int64_t)s->bytes_out);
     rem_logline_double(&l, "duration_s", (double)(rem_now_ns() - s->start_ns) / 1e9);
     rem_logline_str(&l, "termination", termination(s), -1);
+    rem_logline_str(&l, "client_san", rem_identity_first_san(s->conn->identity), -1);
     if (s->tunnel) {
         rem_logline_int(&l, "tunnel_bytes_up", (int64_t)s->tunnel_up);
         rem_logline_int(&l, "tunnel_bytes_down", (int64_t)s->tunnel_down);
@@ -479,6 +481,14 @@ void rem_stream_start(struct rem_stream *s)
     s->route = rem_router_match(
         g->cfg, rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]), h->span_len[REM_SPAN_METHOD], host,
         host_len, rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]), h->span_len[REM_SPAN_TARGET]);
+    /* match.client_san is a permission on the route picked, not a match: a client it refuses
+     * gets 403, never the next route (a catch-all after it would open what it closes). */
+    if (s->route && s->route->n_client_san &&
+        !rem_identity_allowed(s->conn->identity, s->route->client_san, s->route->n_client_san)) {
+        s->mroute = (size_t)(s->route - g->cfg->routes);
+        rem_stream_fail(s, REM_E_CLIENT_NOT_ALLOWED);
+        return;
+    }
     bool connect = rem_http_name_eq(rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]),
                                     h->span_len[REM_SPAN_METHOD], "CONNECT");
     if (connect) {

@@ -6,15 +6,25 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "config.h"
+#include "identity.h"
 #include "tls.h"
+
+/* Intermediates a client chain may carry between its certificate and a client_ca root. */
+#define CLIENT_VERIFY_DEPTH 4
+/* A client_ca bundle larger than this is refused (a few hundred CAs fit). */
+#define CLIENT_CA_MAX_BYTES (1u << 20)
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -150,6 +160,100 @@ static int readable(const struct rem_cfg_listener *l, const char *key, const cha
     return -1;
 }
 
+/* The bytes of path (malloc'd, *len of them), or NULL with errno (EFBIG: over max bytes). */
+static char *slurp(const char *path, size_t max, size_t *len)
+{
+    FILE *f = fopen(path, "re");
+    char *buf = f ? malloc(max + 1) : NULL;
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+    int e = !f ? errno : !buf ? ENOMEM : ferror(f) ? EIO : n > max ? EFBIG : 0;
+    if (f)
+        fclose(f);
+    if (e) {
+        free(buf);
+        errno = e;
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* The CA certificates of the PEM bytes buf (len) into ctx's verify store and its list of CA
+ * names for the CertificateRequest. Returns how many, or -1 (a damaged PEM block, no memory). */
+static int add_client_cas(SSL_CTX *ctx, const char *buf, size_t len)
+{
+    BIO *in = BIO_new_mem_buf(buf, (int)len);
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    X509 *x;
+    int n = 0;
+    if (!in)
+        return -1;
+    while ((x = PEM_read_bio_X509(in, NULL, on_passwd, NULL)) != NULL) {
+        int ok = X509_STORE_add_cert(store, x) == 1 && SSL_CTX_add_client_CA(ctx, x) == 1;
+        X509_free(x);
+        if (!ok) {
+            n = -1;
+            break;
+        }
+        n++;
+    }
+    /* The loop ends at the end of the input (no further PEM start line) or at a bad block. */
+    unsigned long e = ERR_peek_last_error();
+    if (n >= 0 && ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+        ERR_clear_error();
+    else if (n >= 0 && e)
+        n = -1;
+    BIO_free(in);
+    return n;
+}
+
+/* Client certificates (mTLS): asked for in every handshake, verified by OpenSSL against the CAs
+ * of client_ca only (the context's store holds nothing else: the system's roots must not vouch
+ * for clients), chain and validity dates included; their names go in the CertificateRequest so
+ * a client holding several certificates picks the right one. The file is read once, so the
+ * trusted CAs, the names sent and the session id context all come from the same bytes (a
+ * rotation may replace it at any time). err gets why client_ca cannot be used. */
+static int client_verify(const struct rem_cfg_listener *l, SSL_CTX *ctx, char *err, size_t errlen)
+{
+    const struct rem_cfg_tls *t = l->tls;
+    size_t len = 0;
+    char *pem = slurp(t->client_ca, CLIENT_CA_MAX_BYTES, &len);
+    if (!pem) {
+        snprintf(err, errlen, "listener \"%s\": tls.client_ca %s: cannot read: %s", l->name,
+                 t->client_ca, errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
+        return -1;
+    }
+    int n = add_client_cas(ctx, pem, len);
+    /* A resumed session keeps the identity it was verified with, without a new verification.
+     * OpenSSL resumes only sessions of the same session id context (and refuses to resume a
+     * verified one without any): the SHA-256 of the CA bytes and the requirement, so a session
+     * verified under other CAs (before a rotation) makes a full handshake. */
+    unsigned char sid[32];
+    EVP_MD_CTX *md = n > 0 ? EVP_MD_CTX_new() : NULL;
+    bool sid_ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+                  EVP_DigestUpdate(md, pem, len) == 1 &&
+                  EVP_DigestUpdate(md, t->require_client_cert ? "\1" : "\0", 1) == 1 &&
+                  EVP_DigestFinal_ex(md, sid, NULL) == 1 &&
+                  SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid)) == 1;
+    EVP_MD_CTX_free(md);
+    free(pem);
+    if (n <= 0) {
+        snprintf(err, errlen, "listener \"%s\": tls.client_ca %s: no usable PEM CA certificate: %s",
+                 l->name, t->client_ca, reason("no certificate found"));
+        return -1;
+    }
+    if (!sid_ok) {
+        snprintf(err, errlen, "listener \"%s\": tls.client_ca %s: %s", l->name, t->client_ca,
+                 reason("cannot set the session id context"));
+        return -1;
+    }
+    SSL_CTX_set_verify(
+        ctx, SSL_VERIFY_PEER | (t->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        NULL);
+    SSL_CTX_set_verify_depth(ctx, CLIENT_VERIFY_DEPTH);
+    return 0;
+}
+
 SSL_CTX *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err, size_t errlen)
 {
     const struct rem_cfg_tls *t = l->tls;
@@ -224,6 +328,8 @@ SSL_CTX *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err, siz
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, (void *)alpn_of(t));
+    if (t->client_ca && client_verify(l, ctx, err, errlen) < 0)
+        goto fail;
     ERR_clear_error();
     return ctx;
 
@@ -238,4 +344,66 @@ int64_t rem_tls_cert_not_after(const SSL_CTX *ctx)
     X509 *x = ctx ? SSL_CTX_get0_certificate(ctx) : NULL;
     int64_t t = 0;
     return x && unix_time(X509_get0_notAfter(x), &t) ? t : 0;
+}
+
+/* Whether a SAN can stand in a header and a log line as it is: printable ASCII only. */
+static bool printable(const unsigned char *p, int len)
+{
+    for (int i = 0; i < len; i++)
+        if (p[i] < 0x20 || p[i] > 0x7e)
+            return false;
+    return len > 0;
+}
+
+/* The URI and DNS SANs of x into id (others and unprintable ones are left out). */
+static int add_sans(struct rem_identity *id, X509 *x)
+{
+    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    int rc = 0;
+    for (int i = 0; gens && rc == 0 && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        const ASN1_IA5STRING *v = g->type == GEN_URI   ? g->d.uniformResourceIdentifier
+                                  : g->type == GEN_DNS ? g->d.dNSName
+                                                       : NULL;
+        if (v && printable(ASN1_STRING_get0_data(v), ASN1_STRING_length(v)))
+            rc =
+                rem_identity_add_san(id, g->type == GEN_URI, (const char *)ASN1_STRING_get0_data(v),
+                                     (size_t)ASN1_STRING_length(v));
+    }
+    GENERAL_NAMES_free(gens);
+    return rc;
+}
+
+/* x's identity: its digest, its Subject in RFC 2253 form (most significant RDN last, special
+ * characters escaped, control and non-ASCII bytes escaped too: it goes into a header), its
+ * SANs. */
+static struct rem_identity *identity_of(X509 *x)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    struct rem_identity *id = NULL;
+    char *p;
+    BIO *b = BIO_new(BIO_s_mem());
+    if (!b || X509_digest(x, EVP_sha256(), md, &n) != 1 || n != 32 ||
+        X509_NAME_print_ex(b, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) < 0)
+        goto out;
+    long len = BIO_get_mem_data(b, &p);
+    id = len >= 0 ? rem_identity_new(md, p, (size_t)len) : NULL;
+    if (id && (add_sans(id, x) < 0 || rem_identity_finish(id) < 0)) {
+        rem_identity_free(id);
+        id = NULL;
+    }
+out:
+    BIO_free(b);
+    return id;
+}
+
+struct rem_identity *rem_tls_peer_identity(const SSL *ssl)
+{
+    X509 *x = SSL_get0_peer_certificate(ssl);
+    if (!x || SSL_get_verify_result(ssl) != X509_V_OK)
+        return NULL;
+    struct rem_identity *id = identity_of(x);
+    ERR_clear_error();
+    return id;
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * tls: the OpenSSL 3 server context (SSL_CTX) of a TLS listener, built from listeners[].tls on
  * the main thread: certificate chain and key, versions, cipher lists, key-exchange groups,
- * server preference, renegotiation off, session tickets, ALPN selection. The server plan owns
+ * server preference, renegotiation off, session tickets, ALPN selection, client certificate
+ * verification (client_ca), and the identity of a verified client certificate. The plan owns
  * one context per TLS listener; each worker's listener takes a reference, and each TLS session
  * another (SSL_new), so a reload's new context serves new conns while old conns keep theirs.
  * A built context is only read (SSL_new from any worker is thread-safe). Knows nothing of
@@ -13,7 +14,9 @@
 #include <stdint.h>
 
 struct ssl_ctx_st;
+struct ssl_st;
 struct rem_cfg_listener;
+struct rem_identity;
 
 /* Builds the server context of listener l (l->tls not NULL), reading its files (blocking: the
  * main thread, at start, reload or --check). Returns the context with one reference (release it
@@ -21,11 +24,19 @@ struct rem_cfg_listener;
  * ("tls.cert", "tls.key", ...), the file or value at fault and OpenSSL's reason: a file that
  * cannot be read, a file with no PEM certificate or key, a certificate that has expired or is
  * not valid yet (its notAfter is past or its notBefore in the future), a key that does not
- * match the certificate, a cipher list that selects nothing. */
+ * match the certificate, a cipher list that selects nothing, a tls.client_ca that cannot be
+ * read or holds no PEM CA certificate. With client_ca the context asks every client for a
+ * certificate and verifies it against those CAs only (the handshake fails on a bad one, and on
+ * none when require_client_cert). */
 struct ssl_ctx_st *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err,
                                           size_t errlen);
 /* The notAfter of ctx's certificate (the chain's first) in Unix seconds, 0 when ctx is NULL or
  * the date cannot be read (remora_tls_cert_expiry_timestamp_seconds). */
 int64_t rem_tls_cert_not_after(const struct ssl_ctx_st *ctx);
+
+/* The identity of the client certificate ssl's handshake verified: a new object the caller
+ * owns (rem_identity_free), or NULL when the client sent none, it was not verified, or memory
+ * ran out. On the thread that owns ssl, after its handshake. */
+struct rem_identity *rem_tls_peer_identity(const struct ssl_st *ssl);
 
 #endif

@@ -317,6 +317,11 @@ const char *rem_transport_session(const struct rem_transport *t, bool *resumed)
     return t->io && t->io->session && !t->closed ? t->io->session(t, resumed) : NULL;
 }
 
+struct rem_identity *rem_transport_peer_identity(const struct rem_transport *t)
+{
+    return t->io && t->io->peer_identity && !t->closed ? t->io->peer_identity(t) : NULL;
+}
+
 void rem_transport_close(struct rem_transport *t)
 {
     if (t->closed)

@@ -24,6 +24,7 @@
 
 struct event;
 struct evbuffer;
+struct rem_identity;
 struct rem_transport;
 
 enum {
@@ -71,6 +72,10 @@ struct rem_io_ops {
      * (static text: "TLSv1.3"), *resumed whether an earlier session was resumed (a ticket: no
      * full handshake). NULL: none (TCP, io_mem). */
     const char *(*session)(const struct rem_transport *t, bool *resumed);
+    /* The identity of the certificate the peer presented and the handshake verified (TLS
+     * with a client_ca): a new object the caller owns, or NULL (none, or out of memory). Once
+     * the handshake is done. NULL: never one (TCP, io_mem). */
+    struct rem_identity *(*peer_identity)(const struct rem_transport *t);
     /* The close must look like an error to the peer (TCP: RST through SO_LINGER 0). */
     void (*reset)(struct rem_transport *t);
     /* Releases the handle (closes the fd) now; the io's memory stays until free. */
@@ -181,5 +186,8 @@ const char *rem_transport_alpn(const struct rem_transport *t, size_t *len);
 /* The version the handshake agreed on (io->session: "TLSv1.3", static) with *resumed, or NULL
  * (*resumed false) when the io has none or t is closed. */
 const char *rem_transport_session(const struct rem_transport *t, bool *resumed);
+/* The verified peer certificate's identity (io->peer_identity): a new object the caller owns
+ * (rem_identity_free), or NULL when the io has none, there is none, or t is closed. */
+struct rem_identity *rem_transport_peer_identity(const struct rem_transport *t);
 
 #endif

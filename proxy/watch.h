@@ -8,7 +8,7 @@
  * debounce timer; the callback runs once the directories have been quiet for debounce_ms, so
  * one change is reported once, even when it touches several files. Whether the content
  * really changed is the caller's business. Used for the config file and for the certificates
- * and keys of the TLS listeners (main.c). */
+ * keys and client CAs of the TLS listeners (main.c). */
 #ifndef REM_WATCH_H
 #define REM_WATCH_H
 

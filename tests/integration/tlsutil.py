@@ -6,6 +6,10 @@
   (another one under the CA, with validity dates of its choice for expired and not-yet-valid
   ones, or an RSA key), `cert_info` (serial and notAfter of a PEM file, as python's ssl reads
   them);
+- client certificates (mTLS, test_86_mtls.py): `make_ca` (another CA), `make_client_cert` (a
+  clientAuth certificate with a SPIFFE URI SAN and a DNS SAN, dates of its choice), `spiffe`,
+  `cert_sha256` (the hex SHA-256 of a certificate's DER, XFCC's Hash); `CaDir` (a CA bundle in
+  a ConfigMap-style projected directory, swapped like a Secret);
 - `SecretDir`: a TLS pair in a directory of its own laid out as the kubelet projects a
   Kubernetes Secret volume (`..data` swapped atomically), or as two plain files rewritten in
   place;
@@ -15,6 +19,7 @@
 
 Nothing here starts remora (the conftest fixtures do)."""
 
+import hashlib
 import os
 import re
 import socket
@@ -22,6 +27,7 @@ import ssl
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 from helpers import default_config, free_port, metrics, stop_process, wait_for
 from reloadutil import kubelet_project
@@ -50,11 +56,11 @@ new_certs_dir = .
 default_md = sha256
 policy = any
 unique_subject = no
-x509_extensions = server
+x509_extensions = ext
 [any]
 commonName = supplied
-[server]
-""" + SERVER_EXT
+[ext]
+"""
 
 
 def asn1_time(t):
@@ -62,31 +68,71 @@ def asn1_time(t):
     return time.strftime("%y%m%d%H%M%SZ", time.gmtime(t))
 
 
-def make_server_cert(d, name, ca="ca", days=2, not_before=None, not_after=None, rsa=False):
-    """d/name.key (P-256, or RSA 2048 with rsa) and d/name.pem signed by ca, for localhost and
-    127.0.0.1, valid from now for days; not_before / not_after (Unix seconds, both or neither)
-    set the dates instead (a past not_after: an expired certificate; a future not_before: one
-    not valid yet)."""
+def _sign(d, name, ca, ext, subj, days, not_before, not_after, rsa=False):
+    """d/name.key (P-256, or RSA 2048 with rsa) and d/name.pem for subj with extensions ext,
+    signed by ca; see make_server_cert for the dates (`openssl ca` keeps only the CN of subj
+    then)."""
     if rsa:
         openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
                 "-out", name + ".key", cwd=d)
     else:
         openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
                 "-out", name + ".key", cwd=d)
-    openssl("req", "-new", "-key", name + ".key", "-subj", "/CN=localhost",
-            "-out", name + ".csr", cwd=d)
+    openssl("req", "-new", "-key", name + ".key", "-subj", subj, "-out", name + ".csr", cwd=d)
     if not_before is None:
-        (d / "ext.cnf").write_text(SERVER_EXT)
+        (d / "ext.cnf").write_text(ext)
         openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
                 "-CAcreateserial", "-days", str(days), "-extfile", "ext.cnf",
                 "-out", name + ".pem", cwd=d)
         return
-    (d / "ca.cnf").write_text(CA_CNF)
+    (d / "ca.cnf").write_text(CA_CNF + ext)
     (d / "index.txt").write_text("")
     (d / "serial.txt").write_text(os.urandom(8).hex() + "\n")
     openssl("ca", "-batch", "-config", "ca.cnf", "-cert", ca + ".pem", "-keyfile", ca + ".key",
             "-notext", "-startdate", asn1_time(not_before),
             "-enddate", asn1_time(not_after), "-in", name + ".csr", "-out", name + ".pem", cwd=d)
+
+
+def make_server_cert(d, name, ca="ca", days=2, not_before=None, not_after=None, rsa=False):
+    """d/name.key (P-256, or RSA 2048 with rsa) and d/name.pem signed by ca, for localhost and
+    127.0.0.1, valid from now for days; not_before / not_after (Unix seconds, both or neither)
+    set the dates instead (a past not_after: an expired certificate; a future not_before: one
+    not valid yet)."""
+    _sign(d, name, ca, SERVER_EXT, "/CN=localhost", days, not_before, not_after, rsa)
+
+
+def make_ca(d, name, cn=None):
+    """A self-signed CA in d: name.pem, name.key."""
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-out", name + ".key", cwd=d)
+    openssl("req", "-x509", "-new", "-key", name + ".key", "-subj", "/CN=" + (cn or name),
+            "-days", "2", "-out", name + ".pem", cwd=d)
+
+
+def spiffe(name):
+    """The SPIFFE ID of service account name in namespace default."""
+    return "spiffe://cluster.local/ns/default/sa/%s" % name
+
+
+def client_subject(name):
+    """The Subject make_client_cert gives name, as RFC 2253 prints it (XFCC's Subject)."""
+    return "CN=%s,O=remora tests" % name
+
+
+def make_client_cert(d, name, ca="client-ca", days=2, not_before=None, not_after=None):
+    """A client certificate (extendedKeyUsage clientAuth) d/name.pem, d/name.key signed by ca,
+    Subject /O=remora tests/CN=name (only CN=name with dates), SANs URI spiffe(name) and DNS
+    name.default.svc. Dates as make_server_cert."""
+    ext = ("subjectAltName=URI:%s,DNS:%s.default.svc\n"
+           "basicConstraints=CA:FALSE\n"
+           "keyUsage=digitalSignature\n"
+           "extendedKeyUsage=clientAuth\n" % (spiffe(name), name))
+    _sign(d, name, ca, ext, "/O=remora tests/CN=" + name, days, not_before, not_after)
+
+
+def cert_sha256(path):
+    """The hex SHA-256 of the DER of the PEM certificate at path (XFCC's Hash)."""
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(Path(path).read_text())).hexdigest()
 
 
 def make_pki(d):
@@ -158,6 +204,25 @@ class SecretDir:
                 f.write(src.read_bytes())
 
 
+class CaDir:
+    """A CA bundle file as a listener's client_ca names it (.path = root/name/ca.crt), projected
+    the way the kubelet projects a ConfigMap or Secret volume (`..data` swapped by `swap`)."""
+
+    NAME = "ca.crt"
+
+    def __init__(self, root, pem_bytes, name="client-ca"):
+        self.dir = root / name
+        self.dir.mkdir()
+        self.path = self.dir / self.NAME
+        self.seq, self.ts_dir = 0, None
+        self.swap(pem_bytes)
+        os.symlink("..data/" + self.NAME, self.path)
+
+    def swap(self, pem_bytes):
+        self.seq, self.ts_dir = kubelet_project(self.dir, self.seq, self.ts_dir,
+                                                {self.NAME: pem_bytes})
+
+
 # ---- configuration -----------------------------------------------------------------------------
 
 def tls_block(pki, name="server", **kw):
@@ -182,8 +247,12 @@ def tls_config(pki, endpoints, tls=None, limits=None, plain=True, **kw):
 
 # ---- clients -----------------------------------------------------------------------------------
 
-def client_ctx(pki, alpn=None, min_version=None, max_version=None):
+def client_ctx(pki, alpn=None, min_version=None, max_version=None, cert=None):
+    """A client context trusting the test CA; cert: the name of a client certificate in pki
+    (cert.pem, cert.key) it presents when asked."""
     ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if cert:
+        ctx.load_cert_chain(str(pki / (cert + ".pem")), str(pki / (cert + ".key")))
     # Python sets it by default with OpenSSL 3: a FIN without close_notify must show.
     ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
     if alpn:

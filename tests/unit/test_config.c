@@ -247,6 +247,67 @@ static void test_route_host_trailing_dot(void **state)
                               NULL});
 }
 
+static void test_route_client_san(void **state)
+{
+    (void)state;
+    struct rem_config *cfg = load_string_ok(
+        "routes:\n"
+        "  - { name: a, match: { client_san: \"spiffe://cluster.local/ns/default/sa/web\" }, "
+        "upstream: app }\n"
+        "  - { name: b, match: { path_prefix: /b, client_san: [db.default.svc, \"urn:x*\"] }, "
+        "upstream: app }\n"
+        "  - { name: c, upstream: app }\n");
+    assert_int_equal(cfg->routes[0].n_client_san, 1);
+    assert_string_equal(cfg->routes[0].client_san[0], "spiffe://cluster.local/ns/default/sa/web");
+    assert_int_equal(cfg->routes[1].n_client_san, 2);
+    assert_string_equal(cfg->routes[1].client_san[0], "db.default.svc");
+    assert_string_equal(cfg->routes[1].client_san[1], "urn:x*");
+    assert_int_equal(cfg->routes[2].n_client_san, 0);
+    rem_config_unref(cfg);
+    expect_string_errors(
+        "routes:\n"
+        "  - { name: a, match: { client_san: [] }, upstream: app }\n"
+        "  - { name: b, match: { client_san: \"\" }, upstream: app }\n"
+        "  - { name: c, match: { client_san: [a, \"\"] }, upstream: app }\n"
+        "  - { name: d, match: { client_san: { a: b } }, upstream: app }\n",
+        (const char *const[]){
+            "t.yaml:2:37: \"client_san\" must not be empty (leave it out to allow any client)",
+            "t.yaml:3:37: \"client_san\" must not be empty",
+            "t.yaml:4:41: empty SAN in \"client_san\"",
+            "t.yaml:5:37: expected a sequence for \"client_san\", got a mapping", NULL});
+}
+
+static void test_listener_client_ca(void **state)
+{
+    (void)state;
+    struct rem_config *cfg = load_string_ok(
+        "listeners:\n"
+        "  - { name: a, address: \"127.0.0.1:1\", tls: { cert: a.pem, key: a.key, "
+        "client_ca: ca.pem, require_client_cert: true } }\n"
+        "  - { name: b, address: \"127.0.0.1:2\", tls: { cert: a.pem, key: a.key, "
+        "client_ca: ca.pem } }\n"
+        "  - { name: c, address: \"127.0.0.1:3\", tls: { cert: a.pem, key: a.key } }\n");
+    assert_string_equal(cfg->listeners[0].tls->client_ca, "ca.pem");
+    assert_true(cfg->listeners[0].tls->require_client_cert);
+    assert_string_equal(cfg->listeners[1].tls->client_ca, "ca.pem");
+    assert_false(cfg->listeners[1].tls->require_client_cert);
+    assert_null(cfg->listeners[2].tls->client_ca);
+    assert_false(cfg->listeners[2].tls->require_client_cert);
+    rem_config_unref(cfg);
+    expect_string_errors(
+        "listeners:\n"
+        "  - { name: a, address: \"127.0.0.1:1\", tls: { cert: a.pem, key: a.key, "
+        "require_client_cert: true } }\n"
+        "  - { name: b, address: \"127.0.0.1:2\", tls: { cert: a.pem, key: a.key, "
+        "client_ca: \"\", require_client_cert: yes } }\n",
+        (const char *const[]){"t.yaml:2:72: \"require_client_cert\" needs \"client_ca\" (the CAs "
+                              "that client certificates are verified against)",
+                              "t.yaml:3:83: \"client_ca\" must not be empty",
+                              "t.yaml:3:108: expected a boolean (true or false) for "
+                              "\"require_client_cert\", got \"yes\"",
+                              NULL});
+}
+
 static void test_default_config(void **state)
 {
     struct rem_config *cfg = rem_config_default();
@@ -2440,6 +2501,8 @@ int main(void)
         cmocka_unit_test(test_parse_unix),
         cmocka_unit_test(test_unix_endpoints_and_listeners),
         cmocka_unit_test(test_route_host_trailing_dot),
+        cmocka_unit_test(test_route_client_san),
+        cmocka_unit_test(test_listener_client_ca),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
