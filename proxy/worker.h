@@ -55,6 +55,10 @@ struct rem_worker {
     bool listeners_closed;  /* atomic: set by the worker once its listeners are closed */
     int64_t n_conns;        /* atomic (relaxed): open conns not lingering (nothing in flight on
                                those), read by the main thread */
+    uint32_t n_handshakes;  /* worker-only: its downstream conns in HANDSHAKE, whatever their
+                               generation (conn.c counts; limits.max_tls_handshakes caps) */
+    uint64_t hs_refused_unlogged; /* TLS conns refused at that cap since the last log line */
+    uint64_t hs_refused_log_ms;   /* rem_now_ms() of that line */
     struct event *tick_ev;
     uint64_t rng;                    /* xorshift state for request ids */
     uint64_t heartbeat_ms;           /* monotonic ms of the last tick; atomic */
