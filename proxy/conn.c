@@ -41,7 +41,7 @@ static void count_handshake(struct rem_conn *c, bool in)
     if (c->in_handshake == in)
         return;
     c->in_handshake = in;
-    c->worker->n_handshakes += in ? 1 : -1;
+    rem_worker_count_handshake(c->worker, in ? 1 : -1);
     REM_M_ADD(c->worker->metrics->tls_handshakes_in_progress, in ? 1 : -1);
 }
 

@@ -43,6 +43,9 @@ struct rem_listener {
     uint32_t n_conns;                   /* open conns accepted here */
     uint32_t limit;                     /* this worker's share of max_connections */
     bool full;                          /* accepting paused at the limit */
+    uint64_t refused_unlogged;          /* TLS conns refused at max_tls_handshakes since the
+                                           last log line about it */
+    uint64_t refused_log_ms;            /* rem_now_ms() of that line */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* unix:/path: the socket file to
                                            remove when the socket closes, "" otherwise */
     dev_t path_dev; /* ... if it is still the file bind made */
@@ -106,8 +109,8 @@ static const struct rem_conn_owner tls_conn_owner = {
  * flood of clients that never finish costs a socket each for tls_handshake_timeout at most
  * and the conns already served keep their CPU. A reset, not a FIN: the client learns at once
  * (it would send its ClientHello into a half-closed conn), and the kernel keeps no TIME_WAIT
- * for it. Counted as result "refused"; logged once a second at most with the count since the
- * last line. Returns whether fd was refused (and closed). */
+ * for it. Counted as result "refused"; logged once a second at most (per listener and worker)
+ * with the count since the last line. Returns whether fd was refused (and closed). */
 static bool refuse_handshake(struct rem_listener *l, int fd)
 {
     struct rem_worker *w = l->worker;
@@ -118,15 +121,14 @@ static bool refuse_handshake(struct rem_listener *l, int fd)
     (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
     rem_metrics_record_tls_handshake(w->metrics, REM_TLS_REFUSED, 0, false);
-    w->hs_refused_unlogged++;
+    l->refused_unlogged++;
     uint64_t now = rem_now_ms();
-    if (now - w->hs_refused_log_ms >= REM_REFUSED_LOG_MS) {
+    if (now - l->refused_log_ms >= REM_REFUSED_LOG_MS) {
         rem_log_warn("listener %s: worker %u refused %llu TLS connection(s) since the last such "
                      "line: %u handshakes in progress (limits.max_tls_handshakes)",
-                     l->cfg->name, w->id, (unsigned long long)w->hs_refused_unlogged,
-                     w->n_handshakes);
-        w->hs_refused_unlogged = 0;
-        w->hs_refused_log_ms = now;
+                     l->cfg->name, w->id, (unsigned long long)l->refused_unlogged, w->n_handshakes);
+        l->refused_unlogged = 0;
+        l->refused_log_ms = now;
     }
     return true;
 }
