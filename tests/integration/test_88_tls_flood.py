@@ -8,7 +8,9 @@ timeout and are counted so; every connection is counted exactly once; a keep-ali
 established before the flood keeps getting 200s with bounded latency; remora's RSS growth stays
 bounded; once the flood is over the gauge is back at 0 and a new handshake succeeds. New clients
 during the flood compete with it for the cap (some are refused, as the flood's are); the
-figures are printed (run pytest with -s to see them)."""
+figures are printed (run pytest with -s to see them). Also: 0 means no cap, and the count stays
+exact across a reload (handshakes begun before it end under their generation's timeout, and the
+new cap then admits exactly its number)."""
 
 import os
 import socket
@@ -19,6 +21,7 @@ import time
 import pytest
 
 from helpers import RssSampler, metrics, wait_for
+from reloadutil import render, sighup, wait_state
 from tlsutil import client_ctx, client_hello, get_h1, make_pki, tls_config, tls_connect_ctx
 
 CAP = 20
@@ -214,3 +217,53 @@ def test_zero_is_no_cap(remora, upstream, pki):
     # Closed by the client during the handshake: failed, and the gauge back at 0.
     assert wait_for(lambda: tls_counts(r.admin_port)["in_progress"] == 0, timeout=5.0)
     assert tls_counts(r.admin_port)["failed"] == 40
+
+
+def test_count_exact_across_reload(remora, upstream, pki, tmp_path):
+    """Handshakes begun before a reload stay counted under the new generation (the cap is the
+    new one's), end by the old generation's timeout, and leave the count at 0: afterwards the
+    cap admits exactly CAP stuck handshakes again and refuses the next."""
+    cfg, _ = tls_config(pki, [upstream.addr], plain=False,
+                        limits={"max_tls_handshakes": 10, "tls_handshake_timeout": "1s"})
+    path = tmp_path / "remora.yaml"
+    path.write_text(render(cfg))
+    r = remora(config=cfg, config_file=path)
+    old = [socket.create_connection(("127.0.0.1", r.port), timeout=5) for _ in range(8)]
+    assert wait_for(lambda: tls_counts(r.admin_port)["in_progress"] == 8, timeout=5.0)
+    cfg["limits"].update({"max_tls_handshakes": CAP, "tls_handshake_timeout": "30s"})
+    path.write_text(render(cfg))
+    sighup(r)
+    wait_state(r, success=1)
+    assert tls_counts(r.admin_port)["in_progress"] == 8
+    # The old conns time out under their generation's 1 s, and are uncounted.
+    assert wait_for(lambda: tls_counts(r.admin_port)["timeout"] == 8, timeout=5.0)
+    assert tls_counts(r.admin_port)["in_progress"] == 0
+    for s in old:
+        s.close()
+    held = [socket.create_connection(("127.0.0.1", r.port), timeout=5) for _ in range(CAP)]
+    try:
+        assert wait_for(lambda: tls_counts(r.admin_port)["in_progress"] == CAP, timeout=5.0)
+        try:
+            seen = reset_seen_blocking(socket.create_connection(("127.0.0.1", r.port), timeout=5))
+        except ConnectionResetError:
+            seen = "reset"  # before connect() returned
+        assert seen == "reset"
+        assert tls_counts(r.admin_port)["refused"] == 1
+    finally:
+        for s in held:
+            s.close()
+    assert wait_for(lambda: tls_counts(r.admin_port)["in_progress"] == 0, timeout=5.0)
+
+
+def reset_seen_blocking(s, timeout=5.0):
+    """reset_seen once remora has had time to act: waits for the connection to end."""
+    s.settimeout(timeout)
+    try:
+        data = s.recv(4096)
+        return "eof" if data == b"" else "open"
+    except (ConnectionResetError, BrokenPipeError):
+        return "reset"
+    except socket.timeout:
+        return "open"
+    finally:
+        s.close()
