@@ -123,6 +123,7 @@ struct rem_config *rem_config_new(const char *source)
     cfg->limits.request_header_timeout_ms = REM_DEF_REQUEST_HEADER_TIMEOUT_MS;
     cfg->limits.buffer_bytes = REM_DEF_BUFFER_BYTES;
     cfg->limits.tls_handshake_timeout_ms = REM_DEF_TLS_HANDSHAKE_TIMEOUT_MS;
+    cfg->limits.max_tls_handshakes = REM_DEF_MAX_TLS_HANDSHAKES;
     cfg->log.level = REM_LOG_INFO;
     cfg->log.format = REM_LOG_FORMAT_JSON;
     cfg->log.access_log = false;

@@ -31,6 +31,7 @@
 #define REM_DEF_REQUEST_HEADER_TIMEOUT_MS 10000
 #define REM_DEF_BUFFER_BYTES ((uint64_t)64 * 1024)
 #define REM_DEF_TLS_HANDSHAKE_TIMEOUT_MS 10000
+#define REM_DEF_MAX_TLS_HANDSHAKES 256 /* per worker; conf/README.md says why */
 /* listeners[].tls defaults (issue 16's modern profile): TLS 1.2 suites are AEAD with ECDHE
  * only (no RSA key exchange, no CBC); TLS 1.3 keeps OpenSSL's three suites. */
 #define REM_DEF_TLS_CIPHERS                                                                        \
@@ -253,6 +254,8 @@ struct rem_cfg_limits {
     uint64_t request_header_timeout_ms;
     uint64_t buffer_bytes;             /* per connection, per direction high watermark */
     uint64_t tls_handshake_timeout_ms; /* a TLS handshake not done by then closes the conn */
+    uint32_t max_tls_handshakes;       /* per worker: TLS conns accepted beyond this many in
+                                          HANDSHAKE are refused; 0: no cap */
 };
 
 struct rem_cfg_log {

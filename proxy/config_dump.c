@@ -292,6 +292,7 @@ static void settings(struct evbuffer *o, const struct rem_config *cfg, bool *f)
     kdur(o, &g, "request_header_timeout", l->request_header_timeout_ms);
     kuint(o, &g, "buffer_bytes", l->buffer_bytes);
     kdur(o, &g, "tls_handshake_timeout", l->tls_handshake_timeout_ms);
+    kuint(o, &g, "max_tls_handshakes", l->max_tls_handshakes);
     evbuffer_add(o, "}", 1);
     g = true;
     key(o, f, "log");

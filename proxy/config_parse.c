@@ -1209,7 +1209,17 @@ static void parse_routes(struct ctx *c, yaml_node_t *node, struct rem_config *cf
 
 static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
-    enum { F_HDR_BYTES, F_HEADERS, F_BODY, F_IDLE, F_HDR_TIMEOUT, F_BUFFER, F_TLS_HS, F_N };
+    enum {
+        F_HDR_BYTES,
+        F_HEADERS,
+        F_BODY,
+        F_IDLE,
+        F_HDR_TIMEOUT,
+        F_BUFFER,
+        F_TLS_HS,
+        F_MAX_HS,
+        F_N
+    };
     struct rem_yaml_field f[F_N] = {
         [F_HDR_BYTES] = {.key = "max_header_bytes"},
         [F_HEADERS] = {.key = "max_headers"},
@@ -1218,6 +1228,7 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cf
         [F_HDR_TIMEOUT] = {.key = "request_header_timeout"},
         [F_BUFFER] = {.key = "buffer_bytes"},
         [F_TLS_HS] = {.key = "tls_handshake_timeout"},
+        [F_MAX_HS] = {.key = "max_tls_handshakes"},
     };
     uint64_t v;
     struct rem_cfg_limits *lim = &cfg->limits;
@@ -1242,6 +1253,9 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cf
     if (f[F_TLS_HS].val != NULL)
         (void)get_duration(c, f[F_TLS_HS].val, "tls_handshake_timeout", false,
                            &lim->tls_handshake_timeout_ms);
+    if (f[F_MAX_HS].val != NULL &&
+        rem_yaml_get_uint(c->y, f[F_MAX_HS].val, "max_tls_handshakes", 0, MAX_ADMISSION, &v) == 0)
+        lim->max_tls_handshakes = (uint32_t)v;
 }
 
 static void parse_log(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)

@@ -35,11 +35,25 @@
 #define REM_LINGER_MS 2000
 #define CONN_OF(r) ((struct rem_conn *)((char *)(r)-offsetof(struct rem_conn, reap)))
 
+/* c starts or ends a handshake: the worker's count of conns in HANDSHAKE (the cap
+ * limits.max_tls_handshakes reads) and its gauge. */
+static void count_handshake(struct rem_conn *c, bool in)
+{
+    if (c->in_handshake == in)
+        return;
+    c->in_handshake = in;
+    rem_worker_count_handshake(c->worker, in ? 1 : -1);
+    REM_M_ADD(c->worker->metrics->tls_handshakes_in_progress, in ? 1 : -1);
+}
+
+/* The one writer of c->state. Every way out of HANDSHAKE (ready, failure, timeout, a close
+ * from a drain, a stop or a reload) comes through here, so the handshake count stays exact. */
 static void set_state(struct rem_conn *c, enum rem_conn_state st)
 {
     if (c->state != st)
         rem_log_debug("conn %p %s: state %d -> %d", (void *)c, c->peer, c->state, st);
     c->state = st;
+    count_handshake(c, st == REM_CONN_HANDSHAKE);
 }
 
 static void conn_free(struct rem_reap *r)

@@ -128,6 +128,7 @@ struct rem_conn {
                                    to a close-delimited reader */
     bool draining;              /* drain asked for (applied once the codec is chosen) */
     bool tls;                   /* the client came over TLS (X-Forwarded-Proto: https) */
+    bool in_handshake;          /* counted in worker->n_handshakes (set_state uncounts it) */
     const char *tls_version;    /* static (OpenSSL's): the version the handshake agreed on
                                    ("TLSv1.3"), NULL until it is done and on plaintext */
     uint64_t accept_ns;         /* rem_now_ns() at accept: the handshake duration's start */

@@ -25,10 +25,12 @@
 #include "h2_down.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 #define REM_LISTEN_BACKLOG 4096
 #define REM_ACCEPT_PAUSE_MS 100
+#define REM_REFUSED_LOG_MS 1000 /* at most one line a second about refused handshakes */
 
 struct rem_listener {
     struct rem_worker *worker;          /* borrowed */
@@ -41,6 +43,9 @@ struct rem_listener {
     uint32_t n_conns;                   /* open conns accepted here */
     uint32_t limit;                     /* this worker's share of max_connections */
     bool full;                          /* accepting paused at the limit */
+    uint64_t refused_unlogged;          /* TLS conns refused at max_tls_handshakes since the
+                                           last log line about it */
+    uint64_t refused_log_ms;            /* rem_now_ms() of that line */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* unix:/path: the socket file to
                                            remove when the socket closes, "" otherwise */
     dev_t path_dev; /* ... if it is still the file bind made */
@@ -99,9 +104,42 @@ static const struct rem_conn_owner tls_conn_owner = {
     .closed = on_conn_closed,
 };
 
+/* limits.max_tls_handshakes: with that many handshakes in progress on the worker, a TLS conn
+ * just accepted is reset (SO_LINGER 0) before anything is read or any SSL object exists, so a
+ * flood of clients that never finish costs a socket each for tls_handshake_timeout at most
+ * and the conns already served keep their CPU. A reset, not a FIN: the client learns at once
+ * (it would send its ClientHello into a half-closed conn), and the kernel keeps no TIME_WAIT
+ * for it. Counted as result "refused"; logged once a second at most (per listener and worker)
+ * with the count since the last line. Returns whether fd was refused (and closed). */
+static bool refuse_handshake(struct rem_listener *l, int fd)
+{
+    struct rem_worker *w = l->worker;
+    uint32_t cap = w->cfg->limits.max_tls_handshakes;
+    if (!l->tls || cap == 0 || w->n_handshakes < cap)
+        return false;
+    struct linger lg = {1, 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+    rem_metrics_record_tls_handshake(w->metrics, REM_TLS_REFUSED, 0, false);
+    l->refused_unlogged++;
+    uint64_t now = rem_now_ms();
+    if (now - l->refused_log_ms >= REM_REFUSED_LOG_MS) {
+        rem_log_warn("listener %s: worker %u refused %llu TLS connection(s) since the last such "
+                     "line: %u handshakes in progress (limits.max_tls_handshakes)",
+                     l->cfg->name, w->id, (unsigned long long)l->refused_unlogged, w->n_handshakes);
+        l->refused_unlogged = 0;
+        l->refused_log_ms = now;
+    }
+    return true;
+}
+
 /* Takes an accepted fd: a conn over TCP, a Unix socket or TLS. */
 static void accept_conn(struct rem_listener *l, int fd, const struct sockaddr *sa, socklen_t len)
 {
+    if (refuse_handshake(l, fd)) {
+        on_conn_closed(l);
+        return;
+    }
     rem_conn_accept(l->worker, l->tls ? &tls_conn_owner : &conn_owner, l, l->cfg, fd, sa, len,
                     l->tls);
 }

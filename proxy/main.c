@@ -35,6 +35,7 @@
 #include "metrics.h"
 #include "server.h"
 #include "tls.h"
+#include "tls_tickets.h"
 #include "watch.h"
 #include "worker.h"
 
@@ -720,6 +721,12 @@ static void on_purge(evutil_socket_t fd, short what, void *arg)
     rem_alloc_release(true);
 }
 
+/* Every REM_TICKET_ROTATE_MS: a new session ticket key (tls_tickets.h). */
+static void on_ticket_rotate(evutil_socket_t fd, short what, void *arg)
+{
+    rem_tls_tickets_rotate();
+}
+
 static void on_reload_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct reloader *r = arg;
@@ -821,7 +828,7 @@ int main(int argc, char **argv)
 
     int rc = 1;
     struct event_base *base = event_base_new();
-    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL, *ticket_ev = NULL;
     struct drain dr = {0};
     struct reloader rl = {0};
     struct rem_admin *admin = NULL;
@@ -884,9 +891,12 @@ int main(int argc, char **argv)
     sigterm = evsignal_new(base, SIGTERM, on_signal, &dr);
     sigint = evsignal_new(base, SIGINT, on_signal, &dr);
     sighup = evsignal_new(base, SIGHUP, on_sighup, &rl);
-    if (!sigterm || !sigint || !sighup || !rl.retry_ev || !rl.purge_ev || !rl.ack_ev ||
-        !dr.poll_ev || !dr.timeout_ev || evsignal_add(sigterm, NULL) < 0 ||
-        evsignal_add(sigint, NULL) < 0 || evsignal_add(sighup, NULL) < 0)
+    ticket_ev = event_new(base, -1, EV_PERSIST, on_ticket_rotate, NULL);
+    struct timeval ticket_tv = {REM_TICKET_ROTATE_MS / 1000, (REM_TICKET_ROTATE_MS % 1000) * 1000};
+    if (!sigterm || !sigint || !sighup || !ticket_ev || !rl.retry_ev || !rl.purge_ev ||
+        !rl.ack_ev || !dr.poll_ev || !dr.timeout_ev || evsignal_add(sigterm, NULL) < 0 ||
+        evsignal_add(sigint, NULL) < 0 || evsignal_add(sighup, NULL) < 0 ||
+        event_add(ticket_ev, &ticket_tv) < 0)
         goto out;
     for (unsigned i = 0; i < cfg->workers; i++)
         if (rem_worker_start(&workers[i]) < 0)
@@ -934,6 +944,8 @@ out:
         event_free(sigint);
     if (sighup)
         event_free(sighup);
+    if (ticket_ev)
+        event_free(ticket_ev);
     if (base)
         event_base_free(base);
     free(workers);

@@ -24,7 +24,8 @@
 static const char *const code_label[REM_CODE__N] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
 static const char *const connfail_label[REM_CONNFAIL__N] = {"refused", "timeout", "error"};
 static const char *const reject_label[REM_REJECT__N] = {"queue_full", "queue_timeout"};
-static const char *const tls_result_label[REM_TLS_RESULT__N] = {"ok", "failed", "timeout"};
+static const char *const tls_result_label[REM_TLS_RESULT__N] = {"ok", "failed", "timeout",
+                                                                "refused"};
 
 char *rem_metrics_escape_label(const char *v)
 {
@@ -807,6 +808,7 @@ static void render_tls(struct rbuf *b, const struct rem_metrics_layout *l,
         return;
     static const char side[] = "side=\"downstream\"";
     uint64_t results[REM_TLS_RESULT__N] = {0}, resumed = 0;
+    int64_t in_progress = 0;
     struct rem_hist_sum *h = calloc(1, sizeof(*h));
     if (!h) {
         b->oom = true;
@@ -817,6 +819,7 @@ static void render_tls(struct rbuf *b, const struct rem_metrics_layout *l,
         for (int r = 0; r < REM_TLS_RESULT__N; r++)
             results[r] += LOAD(m->tls_handshakes[r]);
         resumed += LOAD(m->tls_resumed);
+        in_progress += LOAD(m->tls_handshakes_in_progress);
         if (m->tls_ml && rem_hist_layout_same(&m->tls_ml->upstream_hist, &l->upstream_hist))
             rem_hist_add(h, &m->tls_handshake_duration, &l->upstream_hist);
     }
@@ -838,6 +841,11 @@ static void render_tls(struct rbuf *b, const struct rem_metrics_layout *l,
     rb_family(b, res, "counter", "TLS handshakes that resumed a session, by side.");
     rb_series(b, res, NULL, side);
     rb_u64(b, resumed);
+    rb_put(b, "\n", 1);
+    static const char prog[] = "remora_tls_handshakes_in_progress";
+    rb_family(b, prog, "gauge", "TLS handshakes under way, by side.");
+    rb_series(b, prog, NULL, side);
+    rb_i64(b, in_progress);
     rb_put(b, "\n", 1);
     free(h);
 }

@@ -87,6 +87,7 @@ enum rem_tls_result {
     REM_TLS_OK = 0,  /* done (REM_TE_READY) */
     REM_TLS_FAILED,  /* a protocol error, or the client closed or reset the connection */
     REM_TLS_TIMEOUT, /* limits.tls_handshake_timeout fired first */
+    REM_TLS_REFUSED, /* limits.max_tls_handshakes were in progress: closed unread at accept */
     REM_TLS_RESULT__N
 };
 
@@ -112,6 +113,7 @@ struct rem_metrics_shard {
      * session. */
     uint64_t tls_handshakes[REM_TLS_RESULT__N];
     uint64_t tls_resumed;
+    int64_t tls_handshakes_in_progress; /* downstream conns in HANDSHAKE (conn.c) */
     /* Accept to handshake done of the ok ones, counted with tls_ml's upstream_hist
      * (metrics.buckets). */
     struct rem_hist tls_handshake_duration;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * tls: server contexts. The profile (issue 16): TLS 1.2 and 1.3 only, AEAD suites with ECDHE
  * in 1.2, groups X25519 and P-256, the server's cipher order, no renegotiation, no stateful
- * session cache (every worker shares the context, and tickets resume without server state). */
+ * session cache (every worker shares the context, and tickets resume without server state);
+ * ticket keys from the process's ring (tls_tickets.c). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -20,6 +21,7 @@
 #include "config.h"
 #include "identity.h"
 #include "tls.h"
+#include "tls_tickets.h"
 
 /* Intermediates a client chain may carry between its certificate and a client_ca root. */
 #define CLIENT_VERIFY_DEPTH 4
@@ -323,6 +325,8 @@ SSL_CTX *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err, siz
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     if (!t->session_tickets)
         SSL_CTX_set_num_tickets(ctx, 0);
+    else
+        rem_tls_tickets_install(ctx); /* the process's keys: every worker, across reloads */
     /* The transport retries a write from wherever its output now starts (io_tls.c), writes
      * record by record, and idle conns give their 34 KiB of record buffers back. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE |

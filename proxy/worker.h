@@ -55,6 +55,8 @@ struct rem_worker {
     bool listeners_closed;  /* atomic: set by the worker once its listeners are closed */
     int64_t n_conns;        /* atomic (relaxed): open conns not lingering (nothing in flight on
                                those), read by the main thread */
+    uint32_t n_handshakes;  /* worker-only: its downstream conns in HANDSHAKE, whatever their
+                               generation (conn.c counts; limits.max_tls_handshakes caps) */
     struct event *tick_ev;
     uint64_t rng;                    /* xorshift state for request ids */
     uint64_t heartbeat_ms;           /* monotonic ms of the last tick; atomic */
@@ -96,6 +98,11 @@ static inline void rem_worker_count_conn(struct rem_worker *w, int delta)
 {
     __atomic_store_n(&w->n_conns, __atomic_load_n(&w->n_conns, __ATOMIC_RELAXED) + delta,
                      __ATOMIC_RELAXED);
+}
+/* A downstream conn of w entered (+1) or left (-1) its TLS handshake (conn.c). */
+static inline void rem_worker_count_handshake(struct rem_worker *w, int delta)
+{
+    w->n_handshakes += (uint32_t)delta;
 }
 static inline int64_t rem_worker_conns(const struct rem_worker *w)
 {

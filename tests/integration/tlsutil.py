@@ -14,7 +14,9 @@
   Kubernetes Secret volume (`..data` swapped atomically), or as two plain files rewritten in
   place;
 - config builders (`tls_block`, `tls_config`) and clients (`client_ctx`, `tls_connect`, `get_h1`,
-  `read_h1`, `s_client`, `SClient`: an interactive s_client driven line by line);
+  `read_h1`, `s_client`, `SClient`: an interactive s_client driven line by line,
+  `client_hello` for a handshake left unfinished, `new_session` and `resumes` for session
+  tickets);
 - what remora counted: `handshakes` / `wait_handshakes` (remora_tls_handshakes_total).
 
 Nothing here starts remora (the conftest fixtures do)."""
@@ -391,3 +393,38 @@ def handshakes(r):
 def wait_handshakes(r, want, timeout=5.0):
     got = wait_for(lambda: (lambda h: h if h == want else None)(handshakes(r)), timeout=timeout)
     assert got == want, handshakes(r)
+def client_hello(pki):
+    """The bytes of a ClientHello as python's ssl sends it (for clients that stop halfway)."""
+    inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx(pki).wrap_bio(inb, outb, server_hostname="localhost")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outb.read()
+
+
+def tls_connect_ctx(ctx, port, session=None):
+    """A connection to 127.0.0.1:port under the client context ctx (offering session)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5.0)
+    return ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+
+
+def new_session(ctx, port):
+    """A full handshake and one request on port under the client context ctx (client_ctx:
+    python resumes a session only under the context that made it); the session to resume,
+    its ticket included (a TLS 1.3 ticket comes after the handshake, and reading the response
+    takes it in)."""
+    with tls_connect_ctx(ctx, port) as s:
+        assert not s.session_reused
+        assert get_h1(s)[0] == 200
+        sess = s.session
+    assert sess is not None and sess.has_ticket, "no session ticket from remora"
+    return sess
+
+
+def resumes(ctx, port, session):
+    """Whether a new connection offering session resumes it; it must be served either way."""
+    with tls_connect_ctx(ctx, port, session) as s:
+        assert get_h1(s)[0] == 200
+        return s.session_reused

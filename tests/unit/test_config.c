@@ -215,6 +215,7 @@ static void assert_all_defaults(const struct rem_config *cfg)
     assert_int_equal(cfg->limits.client_idle_timeout_ms, REM_DEF_CLIENT_IDLE_TIMEOUT_MS);
     assert_int_equal(cfg->limits.request_header_timeout_ms, REM_DEF_REQUEST_HEADER_TIMEOUT_MS);
     assert_int_equal(cfg->limits.buffer_bytes, REM_DEF_BUFFER_BYTES);
+    assert_int_equal(cfg->limits.max_tls_handshakes, 256);
 
     assert_int_equal(cfg->log.level, REM_LOG_INFO);
     assert_int_equal(cfg->log.format, REM_LOG_FORMAT_JSON);
@@ -674,6 +675,7 @@ static void test_scalar_forms(void **state)
                                             "  max_body_bytes: 1GiB\n"
                                             "  buffer_bytes: 512B\n"
                                             "  client_idle_timeout: 0s\n"
+                                            "  max_tls_handshakes: 0\n"
                                             "log: { access_log: TRUE }\n");
 
     assert_int_equal(cfg->workers, 2);
@@ -687,6 +689,7 @@ static void test_scalar_forms(void **state)
     assert_int_equal(cfg->limits.max_body_bytes, 1024 * 1024 * 1024);
     assert_int_equal(cfg->limits.buffer_bytes, 512);
     assert_int_equal(cfg->limits.client_idle_timeout_ms, 0);
+    assert_int_equal(cfg->limits.max_tls_handshakes, 0); /* no cap */
     assert_true(cfg->log.access_log);
     rem_config_unref(cfg);
 
@@ -1737,6 +1740,24 @@ static void test_bad_values(void **state)
         });
 }
 
+/* limits.max_tls_handshakes: 0 (no cap) to 2^24; a negative, an oversized or a fractional
+ * count is refused with the key named. */
+static void test_max_tls_handshakes_errors(void **state)
+{
+    expect_string_errors("limits:\n  max_tls_handshakes: 16777217\n",
+                         (const char *const[]){"t.yaml:2:23: \"max_tls_handshakes\" must be "
+                                               "between 0 and 16777216, got \"16777217\"",
+                                               NULL});
+    expect_string_errors("limits: { max_tls_handshakes: -1 }\n",
+                         (const char *const[]){"t.yaml:1:31: expected an integer for "
+                                               "\"max_tls_handshakes\", got \"-1\"",
+                                               NULL});
+    expect_string_errors("limits: { max_tls_handshakes: 2.5 }\n",
+                         (const char *const[]){"t.yaml:1:31: expected an integer for "
+                                               "\"max_tls_handshakes\", got \"2.5\"",
+                                               NULL});
+}
+
 static void test_references_and_duplicates(void **state)
 {
     expect_file_errors(
@@ -2486,6 +2507,7 @@ int main(void)
         cmocka_unit_test(test_unknown_and_duplicate_keys),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_max_tls_handshakes_errors),
         cmocka_unit_test(test_references_and_duplicates),
         cmocka_unit_test(test_empty_sections),
         cmocka_unit_test(test_yaml_syntax_errors),

@@ -932,8 +932,9 @@ static void tls_layout_from(struct tshard *s, const char *yaml)
     rem_metrics_layout_unref(l);
 }
 
-/* Handshakes by result, the duration histogram (metrics.buckets) and resumptions, summed over
- * shards, between the HTTP/2 families and remora_drain_cut_total, in both formats. */
+/* Handshakes by result, the duration histogram (metrics.buckets), resumptions and handshakes in
+ * progress, summed over shards, between the HTTP/2 families and remora_drain_cut_total, in both
+ * formats. */
 static void test_render_tls(void **state)
 {
     struct fix *f = *state;
@@ -948,6 +949,9 @@ static void test_render_tls(void **state)
     rem_metrics_record_tls_handshake(b, REM_TLS_OK, 500 * MS, false);
     rem_metrics_record_tls_handshake(b, REM_TLS_TIMEOUT, 10 * NS_PER_S, false);
     rem_metrics_record_tls_handshake(b, REM_TLS_TIMEOUT, 10 * NS_PER_S, false);
+    rem_metrics_record_tls_handshake(b, REM_TLS_REFUSED, 0, false);
+    REM_M_ADD(a->tls_handshakes_in_progress, 3);
+    REM_M_ADD(b->tls_handshakes_in_progress, 2);
     static const char text[] =
         "remora_http2_goaway_total{side=\"upstream\"} 0\n"
         "# HELP remora_tls_handshakes_total TLS handshakes by side and result.\n"
@@ -955,6 +959,7 @@ static void test_render_tls(void **state)
         "remora_tls_handshakes_total{side=\"downstream\",result=\"ok\"} 3\n"
         "remora_tls_handshakes_total{side=\"downstream\",result=\"failed\"} 1\n"
         "remora_tls_handshakes_total{side=\"downstream\",result=\"timeout\"} 2\n"
+        "remora_tls_handshakes_total{side=\"downstream\",result=\"refused\"} 1\n"
         "# HELP remora_tls_handshake_duration_seconds Time from accepting a connection to its "
         "completed TLS handshake, by side.\n"
         "# TYPE remora_tls_handshake_duration_seconds histogram\n"
@@ -967,6 +972,9 @@ static void test_render_tls(void **state)
         "# HELP remora_tls_resumed_total TLS handshakes that resumed a session, by side.\n"
         "# TYPE remora_tls_resumed_total counter\n"
         "remora_tls_resumed_total{side=\"downstream\"} 1\n"
+        "# HELP remora_tls_handshakes_in_progress TLS handshakes under way, by side.\n"
+        "# TYPE remora_tls_handshakes_in_progress gauge\n"
+        "remora_tls_handshakes_in_progress{side=\"downstream\"} 5\n"
         "# HELP remora_drain_cut_total ";
     char *got = render(f, 2, NULL, REM_EXPO_PROMETHEUS);
     check_syntax(got, false);
@@ -979,6 +987,7 @@ static void test_render_tls(void **state)
         "remora_tls_handshakes_total{side=\"downstream\",result=\"ok\"} 3\n"
         "remora_tls_handshakes_total{side=\"downstream\",result=\"failed\"} 1\n"
         "remora_tls_handshakes_total{side=\"downstream\",result=\"timeout\"} 2\n"
+        "remora_tls_handshakes_total{side=\"downstream\",result=\"refused\"} 1\n"
         "# HELP remora_tls_handshake_duration_seconds Time from accepting a connection to its "
         "completed TLS handshake, by side.\n"
         "# TYPE remora_tls_handshake_duration_seconds histogram\n"
@@ -991,6 +1000,9 @@ static void test_render_tls(void **state)
         "# HELP remora_tls_resumed TLS handshakes that resumed a session, by side.\n"
         "# TYPE remora_tls_resumed counter\n"
         "remora_tls_resumed_total{side=\"downstream\"} 1\n"
+        "# HELP remora_tls_handshakes_in_progress TLS handshakes under way, by side.\n"
+        "# TYPE remora_tls_handshakes_in_progress gauge\n"
+        "remora_tls_handshakes_in_progress{side=\"downstream\"} 5\n"
         "# HELP remora_drain_cut ";
     got = render(f, 2, NULL, REM_EXPO_OPENMETRICS);
     check_syntax(got, true);
