@@ -25,6 +25,11 @@ static void init(void)
     OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
 }
 
+void rem_tls_init(void)
+{
+    pthread_once(&init_once, init);
+}
+
 /* ALPN lists in wire format (RFC 7301 3.1), one per order the configuration can write; static,
  * so the select callback's argument outlives every context that points at one. */
 static const unsigned char alpn_h2[] = "\x02h2";

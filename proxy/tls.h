@@ -15,6 +15,10 @@
 struct ssl_ctx_st;
 struct rem_cfg_listener;
 
+/* Initialises OpenSSL once, without the system's openssl.cnf (thread-safe, idempotent): call
+ * before building any context. */
+void rem_tls_init(void);
+
 /* Builds the server context of listener l (l->tls not NULL), reading its files (blocking: the
  * main thread, at start, reload or --check). Returns the context with one reference (release it
  * with SSL_CTX_free), or NULL with err holding one line that names the listener, the key
