@@ -732,12 +732,11 @@ static void parse_upstream_tls(struct ctx *c, yaml_node_t *item, yaml_node_t *no
     if (f[F_VERIFY].val != NULL)
         (void)rem_yaml_get_bool(c->y, f[F_VERIFY].val, "verify", &t->verify);
     if (f[F_SNI].val != NULL && rem_yaml_get_string(c->y, f[F_SNI].val, "sni", &t->sni) == 0) {
-        struct rem_sockaddr a;
-        char spec[300];
+        unsigned char a[sizeof(struct in6_addr)];
         lower(t->sni);
-        snprintf(spec, sizeof(spec), "%s:1", t->sni);
         /* RFC 6066 3: a host name; an address is never sent as server_name. */
-        if (!host_chars(t->sni) || strlen(t->sni) > 253 || rem_parse_sockaddr(spec, &a) == 0) {
+        if (!host_chars(t->sni) || strlen(t->sni) > 253 || inet_pton(AF_INET, t->sni, a) == 1 ||
+            inet_pton(AF_INET6, t->sni, a) == 1) {
             rem_yaml_errorf(c->y, f[F_SNI].val,
                             "bad sni %s (expected a DNS host name such as app.internal; an IP "
                             "endpoint without sni is verified against its address)",

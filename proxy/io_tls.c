@@ -203,6 +203,12 @@ static void tls_free(struct rem_transport *t)
     struct tls_io *x = tls_of(t);
     if (!x)
         return;
+    /* A client's session stays resumable when the connection merely closes (an idle upconn
+     * sends no close_notify): SSL_free would otherwise mark it not resumable (RFC 2246's rule,
+     * gone since RFC 5246), and it is the one the endpoint keeps (tls_client.c). A fatal error
+     * still spoils it. */
+    if (x->tcp_up && !x->fatal && SSL_is_init_finished(x->ssl))
+        SSL_set_shutdown(x->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(x->ssl); /* its socket BIO does not own the fd (SSL_set_fd: BIO_NOCLOSE) */
     free(x);
 }
@@ -311,6 +317,28 @@ int rem_io_tls_accept(struct rem_transport *t, struct rem_loop *loop, int fd, SS
                                REM_IO_WANT_READ);
 }
 
+SSL *rem_io_tls_client_ssl(SSL_CTX *ctx, const struct rem_io_tls_peer *peer)
+{
+    SSL *ssl = SSL_new(ctx);
+    bool ok = ssl != NULL;
+    if (ok && peer->sni)
+        ok = SSL_set_tlsext_host_name(ssl, peer->sni) == 1;
+    if (ok && peer->host)
+        ok = SSL_set1_host(ssl, peer->host) == 1;
+    if (ok && peer->ip)
+        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), peer->ip) == 1;
+    if (ok && peer->session)
+        ok = SSL_set_session(ssl, peer->session) == 1;
+    if (!ok) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_app_data(ssl, peer->app_data);
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
+
 int rem_io_tls_connect(struct rem_transport *t, struct rem_loop *loop, const struct sockaddr *sa,
                        socklen_t salen, SSL_CTX *ctx, const struct rem_io_tls_peer *peer,
                        const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
@@ -318,27 +346,13 @@ int rem_io_tls_connect(struct rem_transport *t, struct rem_loop *loop, const str
 {
     struct tls_io *x = calloc(1, sizeof(*x));
     if (x)
-        x->ssl = SSL_new(ctx);
-    bool ok = x && x->ssl;
-    if (ok && peer->sni)
-        ok = SSL_set_tlsext_host_name(x->ssl, peer->sni) == 1;
-    if (ok && peer->host)
-        ok = SSL_set1_host(x->ssl, peer->host) == 1;
-    if (ok && peer->ip)
-        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(x->ssl), peer->ip) == 1;
-    if (ok && peer->session)
-        ok = SSL_set_session(x->ssl, peer->session) == 1;
-    if (!ok) {
-        if (x)
-            SSL_free(x->ssl);
+        x->ssl = rem_io_tls_client_ssl(ctx, peer);
+    if (!x || !x->ssl) {
         free(x);
-        ERR_clear_error();
         rem_transport_clear(t);
         return -REM_E_NOMEM;
     }
     x->alpn = peer->alpn;
-    SSL_set_app_data(x->ssl, peer->app_data);
-    SSL_set_connect_state(x->ssl);
     return rem_io_connect_start(t, loop, &tls_client_ops, x, sa, salen, cbs, arg, read_high,
                                 write_high);
 }

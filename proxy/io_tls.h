@@ -15,6 +15,7 @@
 
 struct ssl_ctx_st;
 struct ssl_session_st;
+struct ssl_st;
 
 /* What a client connection checks and offers (rem_io_tls_connect); every pointer is borrowed
  * for the call only, but alpn, which must be static. */
@@ -46,6 +47,11 @@ int rem_io_tls_connect(struct rem_transport *t, struct rem_loop *loop, const str
                        socklen_t salen, struct ssl_ctx_st *ctx, const struct rem_io_tls_peer *peer,
                        const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
                        size_t write_high);
+/* A client SSL object under ctx set up with peer's sni, names to verify, session and app_data
+ * (peer->alpn is the caller's to check), in connect state, without a socket: for a client that
+ * is not a transport (the health checks' bufferevent_openssl). NULL: out of memory. The caller
+ * frees it (SSL_free). */
+struct ssl_st *rem_io_tls_client_ssl(struct ssl_ctx_st *ctx, const struct rem_io_tls_peer *peer);
 /* Whether t is a client TLS transport whose TCP connect completed and whose handshake has not
  * ended yet (a connect timeout then is a TLS handshake timeout). */
 bool rem_io_tls_handshaking(const struct rem_transport *t);

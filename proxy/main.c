@@ -35,6 +35,7 @@
 #include "metrics.h"
 #include "server.h"
 #include "tls.h"
+#include "tls_client.h"
 #include "watch.h"
 #include "worker.h"
 
@@ -101,9 +102,9 @@ static struct rem_config *load(const char *path, bool check, uint64_t *hash)
     return cfg;
 }
 
-/* --check: builds (and drops) every TLS listener's context as a start would, so a certificate
- * or key that cannot be used is reported ("FILE: listener ...: tls.cert PATH: ..."). Returns 0,
- * or -1 after printing every problem. */
+/* --check: builds (and drops) every TLS listener's and TLS upstream's context as a start would, so
+ * a certificate or key that cannot be used is reported ("FILE: listener ...: tls.cert PATH: ...").
+ * Returns 0, or -1 after printing every problem. */
 static int check_tls(const struct rem_config *cfg)
 {
     int rc = 0;
@@ -117,6 +118,17 @@ static int check_tls(const struct rem_config *cfg)
             rc = -1;
         }
         SSL_CTX_free(ctx);
+    }
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        char err[512];
+        if (!cfg->upstreams[i].tls)
+            continue;
+        struct rem_tls_client *c = rem_tls_client_new(&cfg->upstreams[i], err, sizeof(err));
+        if (!c) {
+            printf("%s: %s\n", cfg->source, err);
+            rc = -1;
+        }
+        rem_tls_client_unref(c);
     }
     return rc;
 }
@@ -465,21 +477,43 @@ static void publish_tls_expiry(struct rem_admin *admin, const struct rem_server_
     free(not_after);
 }
 
-/* A hash of the bytes of the certificate and key files of cfg's TLS listeners, in order (0:
- * none); a file that cannot be read counts as its errno, so it becoming readable changes it. */
+/* The TLS files cfg names, in order: each TLS listener's cert and key, each TLS upstream's ca,
+ * cert and key (those written). Returns an array to free, *n set. */
+static const char **tls_files(const struct rem_config *cfg, size_t *n)
+{
+    const char **paths =
+        rem_xcalloc(2 * cfg->n_listeners + 3 * cfg->n_upstreams + 1, sizeof(*paths));
+    *n = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (cfg->listeners[i].tls) {
+            paths[(*n)++] = cfg->listeners[i].tls->cert;
+            paths[(*n)++] = cfg->listeners[i].tls->key;
+        }
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct rem_cfg_upstream_tls *t = cfg->upstreams[i].tls;
+        const char *f[3] = {t ? t->ca : NULL, t ? t->cert : NULL, t ? t->key : NULL};
+        for (int k = 0; k < 3; k++)
+            if (f[k])
+                paths[(*n)++] = f[k];
+    }
+    return paths;
+}
+
+/* A hash of the bytes of cfg's TLS files (tls_files), in order (0: none); a file that cannot be
+ * read counts as its errno, so it becoming readable changes it. */
 static uint64_t tls_files_hash(const struct rem_config *cfg)
 {
     uint64_t h[2] = {0, 0};
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
-        const struct rem_cfg_tls *t = cfg->listeners[i].tls;
-        for (int k = 0; t && k < 2; k++) {
-            size_t len = 0;
-            char *bytes = read_file(k ? t->key : t->cert, &len);
-            h[1] = bytes ? rem_fnv1a(bytes, len) : (uint64_t)errno;
-            free(bytes);
-            h[0] = rem_fnv1a(h, sizeof(h));
-        }
+    size_t n;
+    const char **paths = tls_files(cfg, &n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        char *bytes = read_file(paths[i], &len);
+        h[1] = bytes ? rem_fnv1a(bytes, len) : (uint64_t)errno;
+        free(bytes);
+        h[0] = rem_fnv1a(h, sizeof(h));
     }
+    free(paths);
     return h[0];
 }
 
@@ -489,13 +523,8 @@ static void on_tls_changed(void *arg);
  * keeping the watch while they are the same files. */
 static void watch_tls_files(struct reloader *r, const struct rem_config *cfg)
 {
-    const char **paths = rem_xcalloc(2 * cfg->n_listeners + 1, sizeof(*paths));
-    size_t n = 0;
-    for (size_t i = 0; i < cfg->n_listeners; i++)
-        if (cfg->listeners[i].tls) {
-            paths[n++] = cfg->listeners[i].tls->cert;
-            paths[n++] = cfg->listeners[i].tls->key;
-        }
+    size_t n;
+    const char **paths = tls_files(cfg, &n);
     if (!r->tls_watch || !rem_watch_same(r->tls_watch, paths, n)) {
         rem_watch_free(r->tls_watch);
         r->tls_watch =
@@ -664,12 +693,13 @@ static void reload(struct reloader *r, unsigned triggers)
     derive_max_connections(cfg, true);
     /* Everything that can fail on this thread comes first: nothing changes until it all did. */
     struct rem_metrics_layout *ml = rem_metrics_layout_new(cfg);
-    struct rem_healthcheck *hc = ml ? rem_healthcheck_new(r->base, cfg, r->hc) : NULL;
     struct rem_server_plan *plan =
-        hc ? rem_server_plan_new(cfg, ml, r->plan, r->n_workers, r->plan->id + 1) : NULL;
+        ml ? rem_server_plan_new(cfg, ml, r->plan, r->n_workers, r->plan->id + 1) : NULL;
+    struct rem_healthcheck *hc =
+        plan ? rem_healthcheck_new(r->base, cfg, plan->uptls, r->hc) : NULL;
     bool admin_moved = cfg->admin.addr.len != r->cfg->admin.addr.len ||
                        memcmp(&cfg->admin.addr.ss, &r->cfg->admin.addr.ss, cfg->admin.addr.len);
-    if (!plan || (admin_moved && rem_admin_rebind(r->admin, &cfg->admin) < 0)) {
+    if (!hc || (admin_moved && rem_admin_rebind(r->admin, &cfg->admin) < 0)) {
         rem_server_plan_unref(plan);
         rem_healthcheck_free(hc);
         rem_metrics_layout_unref(ml);
@@ -836,7 +866,7 @@ int main(int argc, char **argv)
         if (rem_server_worker_init(&workers[i], i, plan) < 0)
             goto out;
     }
-    rl.hc = rem_healthcheck_new(base, cfg, NULL);
+    rl.hc = rem_healthcheck_new(base, cfg, plan->uptls, NULL);
     if (!rl.hc)
         goto out;
     admin = rem_admin_new(base, &cfg->admin, workers, cfg->workers, cfg, ml, rl.hc);

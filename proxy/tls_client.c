@@ -196,21 +196,28 @@ static bool is_ip(const char *host)
     return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
+struct rem_io_tls_peer rem_tls_client_peer(const struct rem_tls_client *c, const char *host,
+                                           struct ssl_session_st *session, void *app_data)
+{
+    const char *name = c->sni ? c->sni : host;
+    bool ip = name && !c->sni && is_ip(name);
+    return (struct rem_io_tls_peer){
+        .sni = ip ? NULL : name, /* RFC 6066 3: never an address */
+        .host = c->verify && !ip ? name : NULL,
+        .ip = c->verify && ip ? name : NULL,
+        .alpn = c->alpn,
+        .session = session,
+        .app_data = app_data,
+    };
+}
+
 int rem_tls_client_connect(struct rem_transport *t, struct rem_loop *loop, struct rem_endpoint *ep,
                            const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
                            size_t write_high, void *connect_arg)
 {
     struct rem_tls_client *c = connect_arg;
-    const char *name = c->sni ? c->sni : ep->host;
-    bool ip = name && !c->sni && is_ip(name);
-    struct rem_io_tls_peer peer = {
-        .sni = ip ? NULL : name, /* RFC 6066 3: never an address */
-        .host = c->verify && !ip ? name : NULL,
-        .ip = c->verify && ip ? name : NULL,
-        .alpn = c->alpn,
-        .session = rem_endpoint_tls_session(ep, c->id),
-        .app_data = ep,
-    };
+    struct rem_io_tls_peer peer =
+        rem_tls_client_peer(c, ep->host, rem_endpoint_tls_session(ep, c->id), ep);
     return rem_io_tls_connect(t, loop, (const struct sockaddr *)&ep->addr.ss, ep->addr.len, c->ctx,
                               &peer, cbs, arg, read_high, write_high);
 }

@@ -14,7 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io_tls.h"
+
 struct ssl_ctx_st;
+struct ssl_session_st;
 struct rem_cfg_upstream;
 struct rem_endpoint;
 struct rem_loop;
@@ -45,6 +48,14 @@ struct rem_tls_client *rem_tls_client_ref(struct rem_tls_client *c);
 void rem_tls_client_unref(struct rem_tls_client *c);
 /* rem_tls_client_unref for an opaque argument (rem_cluster_set_connector's release). */
 void rem_tls_client_release(void *c);
+
+/* What a connection to host (an endpoint's configured host: a name or a numeric address)
+ * sends and verifies under c: SNI (sni, else host when it is a name), the name to verify (sni or
+ * host) or, for an address without sni, the address (its iPAddress SAN); nothing verified with
+ * verify off; c's alpn; session offered (NULL: none) and app_data as given. The strings are
+ * borrowed from c and host. */
+struct rem_io_tls_peer rem_tls_client_peer(const struct rem_tls_client *c, const char *host,
+                                           struct ssl_session_st *session, void *app_data);
 
 /* A rem_cluster_connect_fn (connect_arg: a struct rem_tls_client): connects t to ep over TLS
  * with SNI (sni, else ep's host when it is a name), verification (sni or ep's host name; an

@@ -80,6 +80,33 @@ def make_server_cert(d, name, ca="ca", days=2, not_before=None, not_after=None):
             "-enddate", asn1_time(not_after), "-in", name + ".csr", "-out", name + ".pem", cwd=d)
 
 
+CLIENT_EXT = ("basicConstraints=CA:FALSE\n"
+              "keyUsage=digitalSignature\n"
+              "extendedKeyUsage=clientAuth\n")
+
+
+def make_client_cert(d, name, ca="ca", cn="remora-client"):
+    """d/name.key (P-256) and d/name.pem: a client certificate (clientAuth) for CN cn, signed by
+    ca."""
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-out", name + ".key", cwd=d)
+    openssl("req", "-new", "-key", name + ".key", "-subj", "/CN=" + cn, "-out", name + ".csr",
+            cwd=d)
+    (d / "client-ext.cnf").write_text(CLIENT_EXT)
+    openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+            "-CAcreateserial", "-days", "2", "-extfile", "client-ext.cnf",
+            "-out", name + ".pem", cwd=d)
+
+
+def make_self_signed(d, name):
+    """d/name.key and d/name.pem: a self-signed server certificate for localhost and
+    127.0.0.1 (its own CA: trusted only when name.pem itself is)."""
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", name + ".key", "-subj", "/CN=localhost", "-days", "2",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-out", name + ".pem", cwd=d)
+
+
 def make_pki(d):
     """In directory d: a test CA (ca.pem, ca.key), two server certificates under it (server,
     server2: name.pem, name.key) and a key of no certificate (other.key). Returns d."""
