@@ -810,7 +810,9 @@ static void render_tls(struct rbuf *b, const struct rem_metrics_layout *l,
 {
     if (!l->tls && !l->up_tls)
         return;
+    static const char *const sides[2] = {"downstream", "upstream"};
     static const char *const side[2] = {"side=\"downstream\"", "side=\"upstream\""};
+    struct rbuf lb = {0};
     uint64_t results[2][REM_TLS_RESULT__N] = {{0}}, resumed[2] = {0};
     struct rem_hist_sum *h = calloc(2, sizeof(*h));
     if (!h) {
@@ -836,15 +838,11 @@ static void render_tls(struct rbuf *b, const struct rem_metrics_layout *l,
     rb_family(b, hs, "counter", "TLS handshakes by side and result.");
     for (int k = 0; k < 2; k++)
         for (int r = 0; r < REM_TLS_RESULT__N; r++) {
-            rb_str(b, hs);
-            rb_put(b, "{", 1);
-            rb_str(b, side[k]);
-            rb_str(b, ",result=\"");
-            rb_str(b, tls_result_label[r]);
-            rb_str(b, "\"} ");
+            rb_series(b, hs, NULL, labels2(&lb, "side", sides[k], "result", tls_result_label[r]));
             rb_u64(b, results[k][r]);
             rb_put(b, "\n", 1);
         }
+    free(lb.p);
     static const char dur[] = "remora_tls_handshake_duration_seconds";
     rb_family(b, dur, "histogram",
               "Time from accepting (downstream) or starting (upstream) a connection to its "

@@ -244,3 +244,13 @@ int64_t rem_tls_cert_not_after(const SSL_CTX *ctx)
     int64_t t = 0;
     return x && unix_time(X509_get0_notAfter(x), &t) ? t : 0;
 }
+
+int rem_tls_no_passwd(char *buf, int size, int rwflag, void *arg)
+{
+    return on_passwd(buf, size, rwflag, arg);
+}
+
+const char *rem_tls_reason(const char *fallback)
+{
+    return reason(fallback);
+}

@@ -27,20 +27,6 @@
 
 static uint64_t next_id; /* atomic */
 
-/* A key file must never prompt for a passphrase on a terminal: encrypted keys fail to load. */
-static int on_passwd(char *buf, int size, int rwflag, void *arg)
-{
-    return 0;
-}
-
-/* OpenSSL's reason for the first error queued on this thread, or a fallback. */
-static const char *reason(const char *fallback)
-{
-    unsigned long e = ERR_peek_error();
-    const char *r = e ? ERR_reason_error_string(e) : NULL;
-    return r ? r : fallback;
-}
-
 /* Whether path can be opened for reading; err gets why not. */
 static int readable(const struct rem_cfg_upstream *u, const char *key, const char *path, char *err,
                     size_t errlen)
@@ -74,7 +60,7 @@ static int load_trust(SSL_CTX *ctx, const struct rem_cfg_upstream *u, char *err,
             return -1;
         if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
             snprintf(err, errlen, "upstream \"%s\": tls.ca %s: no usable PEM certificate: %s",
-                     u->name, ca, reason("no certificate found"));
+                     u->name, ca, rem_tls_reason("no certificate found"));
             return -1;
         }
         return 0;
@@ -98,7 +84,7 @@ static int load_identity(SSL_CTX *ctx, const struct rem_cfg_upstream *u, char *e
         return -1;
     if (SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1) {
         snprintf(err, errlen, "upstream \"%s\": tls.cert %s: no usable PEM certificate chain: %s",
-                 u->name, t->cert, reason("unknown error"));
+                 u->name, t->cert, rem_tls_reason("unknown error"));
         return -1;
     }
     if (readable(u, "key", t->key, err, errlen) < 0)
@@ -107,7 +93,7 @@ static int load_identity(SSL_CTX *ctx, const struct rem_cfg_upstream *u, char *e
         SSL_CTX_check_private_key(ctx) != 1) {
         snprintf(err, errlen,
                  "upstream \"%s\": tls.key %s: no usable PEM private key matching tls.cert %s: %s",
-                 u->name, t->key, t->cert, reason("unknown error"));
+                 u->name, t->key, t->cert, rem_tls_reason("unknown error"));
         return -1;
     }
     return 0;
@@ -130,10 +116,10 @@ struct rem_tls_client *rem_tls_client_new(const struct rem_cfg_upstream *u, char
     SSL_CTX *ctx = c->ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
         snprintf(err, errlen, "upstream \"%s\": tls: cannot create a context: %s", u->name,
-                 reason("out of memory"));
+                 rem_tls_reason("out of memory"));
         goto fail;
     }
-    SSL_CTX_set_default_passwd_cb(ctx, on_passwd);
+    SSL_CTX_set_default_passwd_cb(ctx, rem_tls_no_passwd);
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
         SSL_CTX_set_cipher_list(ctx, REM_DEF_TLS_CIPHERS) != 1 ||
@@ -142,7 +128,7 @@ struct rem_tls_client *rem_tls_client_new(const struct rem_cfg_upstream *u, char
         SSL_CTX_set_alpn_protos(ctx, h2 ? alpn_h2 : alpn_h1,
                                 (unsigned)(h2 ? sizeof(alpn_h2) : sizeof(alpn_h1)) - 1) != 0) {
         snprintf(err, errlen, "upstream \"%s\": tls: the TLS profile is not supported: %s", u->name,
-                 reason("unknown error"));
+                 rem_tls_reason("unknown error"));
         goto fail;
     }
     if (c->verify && load_trust(ctx, u, err, errlen) < 0)

@@ -21,7 +21,7 @@ import pytest
 
 from helpers import http, metrics, pattern_sha256, wait_for
 from reloadutil import render
-from tlsutil import make_client_cert, make_pki, make_self_signed
+from tlsutil import check_errors, make_client_cert, make_pki, make_self_signed
 
 MIB = 1024 * 1024
 
@@ -163,6 +163,20 @@ def test_self_signed_refused_unless_trusted(remora, tls_app_factory, pki):
     assert app.tls_conns()[-1]["sni"] == "localhost"
 
 
+def test_ca_file_change_reloads(remora, tls_app_factory, pki, tmp_path):
+    """The ca file is watched: rewriting it with the app's CA makes new connections verify."""
+    app = tls_app_factory(*app_cert(pki, "self"))
+    ca = tmp_path / "ca" / "app-ca.pem"
+    ca.parent.mkdir()
+    ca.write_bytes((pki / "ca.pem").read_bytes())
+    r = start(remora, app, {"ca": str(ca), "sni": "localhost"})
+    resp = http(r.port, "GET", "/echo")
+    assert resp.status == 502 and resp.header("x-remora-error") == "upstream_tls", resp
+    ca.write_bytes((pki / "self.pem").read_bytes())
+    assert wait_for(lambda: http(r.port, "GET", "/echo").status == 200, timeout=10)
+    assert metrics(r.admin_port).value("remora_config_reloads_total", result="success") >= 1
+
+
 def test_client_certificate(remora, tls_app_factory, pki):
     """An app that requires a client certificate (mTLS) serves remora once it presents one."""
     app = tls_app_factory(*app_cert(pki), client_ca=str(pki / "ca.pem"))
@@ -294,10 +308,8 @@ def test_config_errors(run_remora, pki, tmp_path):
         cfg["upstreams"][0]["tls"] = tls
         path = tmp_path / ("bad%d.yaml" % i)
         path.write_text(render(cfg))
-        out = run_remora("--check", "-c", path)
-        text = out.stdout.decode()
-        assert out.returncode == 1, text
-        assert text.startswith("%s: %s" % (path, want)), text
+        lines = check_errors(run_remora, path)
+        assert lines and lines[0].startswith("%s: %s" % (path, want)), lines
     # Schema errors point at the line.
     path = tmp_path / "schema.yaml"
     path.write_text('listeners: [{name: in, address: "127.0.0.1:1"}]\n'
@@ -310,15 +322,12 @@ def test_config_errors(run_remora, pki, tmp_path):
                     '    endpoints: ["127.0.0.1:3"]\n'
                     '    tls: {key: k.pem, verify: maybe}\n'
                     'routes: [{name: r, match: {path_prefix: /}, upstream: a}]\n')
-    out = run_remora("--check", "-c", path)
-    lines = [ln for ln in out.stdout.decode().splitlines() if ln.startswith(str(path))]
-    assert out.returncode == 1
-    assert lines == [
+    assert check_errors(run_remora, path) == [
         '%s:6:10: "tls" with protocol h2c: h2c is cleartext HTTP/2; write protocol h2 for '
         'HTTP/2 over TLS' % path,
         '%s:9:10: tls.cert and tls.key go together (the client certificate and its key)' % path,
         '%s:9:31: expected a boolean (true or false) for "verify", got "maybe"' % path,
-    ], lines
+    ]
     # The dump shows the block, with the defaults h2 implies.
     path = tmp_path / "ok.yaml"
     cfg = json.loads(json.dumps(base))

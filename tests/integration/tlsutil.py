@@ -198,6 +198,14 @@ def tls_config(pki, endpoints, tls=None, limits=None, plain=True, **kw):
     return cfg, plain_port
 
 
+def check_errors(run_remora, path):
+    """remora --check -c path, which must fail: the lines it prints about path, in order."""
+    out = run_remora("--check", "-c", path)
+    text = out.stdout.decode()
+    assert out.returncode == 1, text
+    return [ln for ln in text.splitlines() if ln.startswith(str(path))]
+
+
 # ---- clients -----------------------------------------------------------------------------------
 
 def client_ctx(pki, alpn=None, min_version=None, max_version=None):
