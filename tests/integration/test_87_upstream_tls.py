@@ -142,6 +142,17 @@ def test_address_endpoint_verifies_ip_san(remora, tls_app_factory, pki):
     assert app.tls_conns()[0]["sni"] == "-"
 
 
+def test_name_endpoint_sends_and_verifies_its_name(remora, tls_app_factory, pki):
+    """No sni and an endpoint name: the name is sent and verified (the health check too)."""
+    app = tls_app_factory(*app_cert(pki))
+    r = remora(endpoints=["localhost:%d" % app.tls_port], upstream_opts={
+        "tls": {"ca": str(pki / "ca.pem")},
+        "health_check": {"path": "/ready", "interval": "100ms", "timeout": "1s"}})
+    assert http(r.port, "GET", "/echo").status == 200
+    assert wait_for(lambda: len(app.snis()) >= 2)  # the request's and a health check's
+    assert set(app.snis()) == {"localhost"}, app.snis()
+
+
 def test_self_signed_refused_unless_trusted(remora, tls_app_factory, pki):
     app = tls_app_factory(*app_cert(pki, "self"))
     # The system store (no ca) does not trust it.
