@@ -130,8 +130,8 @@ lifecycle_sanitized() {
             tests/integration/test_81_unix.py tests/integration/test_82_h2_tunnel.py \
             tests/integration/test_83_connect.py tests/integration/test_84_tls.py \
             tests/integration/test_85_tls_rotation.py tests/integration/test_86_mtls.py \
-            tests/integration/test_88_tls_flood.py tests/integration/test_89_tls_clients.py \
-            tests/integration/test_89_tls_tickets.py
+            tests/integration/test_87_upstream_tls.py tests/integration/test_88_tls_flood.py \
+            tests/integration/test_89_tls_clients.py tests/integration/test_89_tls_tickets.py
 }
 
 # Reads the last "N passed, N failed[, N skipped]" line of a log into jp jf js; a nonzero exit

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "cluster.h"
 #include "dns.h"
@@ -25,15 +26,37 @@ void rem_endpoint_ref(struct rem_endpoint *ep)
 void rem_endpoint_unref(struct rem_endpoint *ep)
 {
     REM_BUG_ON(ep->refs == 0);
-    if (--ep->refs == 0)
-        free(ep);
+    if (--ep->refs > 0)
+        return;
+    SSL_SESSION_free(ep->tls_session);
+    free(ep->host);
+    free(ep);
 }
 
-static struct rem_endpoint *endpoint_new(struct rem_cluster *c, const struct rem_sockaddr *a)
+void rem_endpoint_set_tls_session(struct rem_endpoint *ep, SSL_SESSION *session, uint64_t id)
+{
+    SSL_SESSION_free(ep->tls_session);
+    ep->tls_session = session;
+    ep->tls_session_id = id;
+}
+
+void rem_cluster_set_connector(struct rem_cluster *c, rem_cluster_connect_fn fn, void *arg,
+                               void (*release)(void *arg))
+{
+    if (c->connect_release)
+        c->connect_release(c->connect_arg);
+    c->connect = fn;
+    c->connect_arg = arg;
+    c->connect_release = release;
+}
+
+static struct rem_endpoint *endpoint_new(struct rem_cluster *c, const struct rem_sockaddr *a,
+                                         const char *host)
 {
     struct rem_endpoint *ep = rem_xcalloc(1, sizeof(*ep));
     ep->cluster = c;
     ep->addr = *a;
+    ep->host = host && a->ss.ss_family != AF_UNIX ? rem_xstrdup(host) : NULL;
     ep->refs = 1; /* the cluster's, while it is in the set */
     rem_sockaddr_str(&ep->addr, ep->name, sizeof(ep->name));
     ep->authority = a->ss.ss_family == AF_UNIX ? "localhost" : ep->name;
@@ -53,7 +76,7 @@ static void endpoint_remove(struct rem_endpoint *ep)
     rem_endpoint_unref(ep); /* the cluster's */
 }
 
-static void add_endpoint(struct rem_cluster *c, const struct rem_sockaddr *a)
+static void add_endpoint(struct rem_cluster *c, const struct rem_sockaddr *a, const char *host)
 {
     if (c->n_endpoints == c->cap_endpoints) {
         size_t cap = c->cap_endpoints ? c->cap_endpoints * 2 : 4;
@@ -63,7 +86,7 @@ static void add_endpoint(struct rem_cluster *c, const struct rem_sockaddr *a)
         c->endpoints = n;
         c->cap_endpoints = cap;
     }
-    c->endpoints[c->n_endpoints++] = endpoint_new(c, a);
+    c->endpoints[c->n_endpoints++] = endpoint_new(c, a, host);
 }
 
 static bool same_addr(const struct rem_sockaddr *a, const struct rem_sockaddr *b)
@@ -118,7 +141,7 @@ static void reconcile(struct rem_cluster *c)
     for (size_t i = 0; i < c->n_sources; i++)
         for (size_t j = 0; j < c->sources[i].n_addrs; j++)
             if (!present(c, &c->sources[i].addrs[j])) {
-                add_endpoint(c, &c->sources[i].addrs[j]);
+                add_endpoint(c, &c->sources[i].addrs[j], c->sources[i].host);
                 rem_log_info("upstream %s: endpoint %s added", c->cfg->name,
                              c->endpoints[c->n_endpoints - 1]->name);
             }
@@ -294,7 +317,7 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, struct rem_config *con
             return NULL;
         }
         if (!present(c, &a))
-            add_endpoint(c, &a);
+            add_endpoint(c, &a, e->host);
     }
     if (n_names) {
         if (!w->dns) {
@@ -309,6 +332,7 @@ struct rem_cluster *rem_cluster_new(struct rem_worker *w, struct rem_config *con
                 continue;
             struct rem_dns_source *src = &c->sources[c->n_sources++];
             src->cluster = c;
+            src->host = rem_xstrdup(e->host);
             src->watch = rem_dns_watch(w->dns, e->host, e->port, &dns_cbs, src);
         }
         c->last_dns_result = REM_DNS__N; /* "no answer yet" */
@@ -324,7 +348,7 @@ bool rem_cluster_same(const struct rem_cluster *c, const struct rem_cfg_upstream
 {
     const struct rem_cfg_upstream *o = c->cfg;
     if (strcmp(o->name, cfg->name) != 0 || o->protocol != cfg->protocol ||
-        o->n_endpoints != cfg->n_endpoints)
+        (o->tls != NULL) != (cfg->tls != NULL) || o->n_endpoints != cfg->n_endpoints)
         return false;
     for (size_t i = 0; i < o->n_endpoints; i++)
         if (strcmp(o->endpoints[i].host, cfg->endpoints[i].host) != 0 ||
@@ -365,6 +389,7 @@ void rem_cluster_unref(struct rem_cluster *c)
     for (size_t i = 0; i < c->n_sources; i++) {
         rem_dns_unwatch(c->sources[i].watch);
         free(c->sources[i].addrs);
+        free(c->sources[i].host);
     }
     free(c->sources);
     for (size_t i = 0; i < c->n_endpoints; i++) {
@@ -376,6 +401,7 @@ void rem_cluster_unref(struct rem_cluster *c)
     }
     if (c->dns_timer)
         event_free(c->dns_timer);
+    rem_cluster_set_connector(c, NULL, NULL, NULL);
     rem_admit_dispose(&c->admit);
     free(c->endpoints);
     free(c->metrics);

@@ -23,14 +23,15 @@ struct rem_loop;
 struct rem_transport;
 struct rem_transport_cbs;
 struct rem_endpoint;
+struct ssl_session_st;
 
 /* How upconns reach an endpoint: sets t up and starts connecting (REM_TE_READY or
  * REM_TE_ERROR follow from the loop). Returns 0 or a negative -REM_E_* (t closed). NULL in the
  * cluster means TCP to ep->addr (io_tcp); TLS and in-memory peers (tests) plug in here. */
 typedef int (*rem_cluster_connect_fn)(struct rem_transport *t, struct rem_loop *loop,
-                                      const struct rem_endpoint *ep,
-                                      const struct rem_transport_cbs *cbs, void *arg,
-                                      size_t read_high, size_t write_high, void *connect_arg);
+                                      struct rem_endpoint *ep, const struct rem_transport_cbs *cbs,
+                                      void *arg, size_t read_high, size_t write_high,
+                                      void *connect_arg);
 struct rem_upstream_metrics;
 struct rem_metrics_layout;
 struct rem_hist_layout;
@@ -53,6 +54,12 @@ struct rem_endpoint {
     struct rem_upconn_list busy; /* connecting or active upconns */
     uint32_t h2_max_streams;     /* the app's last SETTINGS_MAX_CONCURRENT_STREAMS (0: unknown),
                                     assumed for upconns whose SETTINGS have not arrived yet */
+    char *host; /* owned: the host as configured (a name, or a numeric address without
+                   brackets) that reached this address, for TLS (SNI, verification); NULL for
+                   a Unix socket */
+    struct ssl_session_st *tls_session; /* owned: the last TLS session the app gave an upconn
+                                           to it (resumed by the next), NULL: none */
+    uint64_t tls_session_id;            /* the client context (tls_client.c) that session is from */
 };
 
 struct rem_cluster {
@@ -81,7 +88,8 @@ struct rem_cluster {
     const struct rem_up_ops *up_ops; /* borrowed (static): chosen by the upstream's protocol */
     void (*close_upconns)(struct rem_endpoint *ep, bool busy_too); /* the pool's */
     rem_cluster_connect_fn connect;                                /* NULL: TCP */
-    void *connect_arg;
+    void *connect_arg;                  /* owned through connect_release, when set */
+    void (*connect_release)(void *arg); /* drops connect_arg (NULL: borrowed) */
     struct rem_wait_list pool_wait;
     bool pool_waking;
     bool pool_draining; /* remora is draining: upconns close instead of idling */
@@ -92,6 +100,7 @@ struct rem_cluster {
 struct rem_dns_source {
     struct rem_cluster *cluster; /* borrowed: the owner */
     struct rem_dns_name *watch;  /* owned */
+    char *host;                  /* owned: the name, for its endpoints' host */
     struct rem_sockaddr *addrs;  /* owned: its latest set */
     size_t n_addrs;
     bool answered; /* had a usable answer at least once */
@@ -138,13 +147,11 @@ void rem_cluster_unwait_dns(struct rem_cluster *c, struct rem_wait *w);
 void rem_cluster_set_pool(struct rem_cluster *c, const struct rem_up_ops *ops,
                           void (*close_upconns)(struct rem_endpoint *ep, bool busy_too));
 
-/* Upconns of c connect through fn (NULL: TCP). */
-static inline void rem_cluster_set_connector(struct rem_cluster *c, rem_cluster_connect_fn fn,
-                                             void *arg)
-{
-    c->connect = fn;
-    c->connect_arg = arg;
-}
+/* Upconns of c connect through fn (NULL: TCP) with arg, from the next connect on; release
+ * (NULL: arg is borrowed and outlives c) drops arg when c is freed or connects otherwise.
+ * Endpoints keep TLS sessions only for the connector that made them (rem_endpoint_tls_session). */
+void rem_cluster_set_connector(struct rem_cluster *c, rem_cluster_connect_fn fn, void *arg,
+                               void (*release)(void *arg));
 
 /* Whether /readyz waits for c's names to answer once (the first generation's clusters do; a
  * cluster a reload adds does not take a serving pod out of its Service). */
@@ -157,6 +164,17 @@ static inline void rem_cluster_set_gates_ready(struct rem_cluster *c, bool gates
 static inline void rem_endpoint_set_h2_max_streams(struct rem_endpoint *ep, uint32_t n)
 {
     ep->h2_max_streams = n;
+}
+
+/* ep keeps session (taken over; NULL: none), a session of the client context id, to offer on
+ * its next TLS connect; the one it kept is freed. */
+void rem_endpoint_set_tls_session(struct rem_endpoint *ep, struct ssl_session_st *session,
+                                  uint64_t id);
+/* The session ep keeps for client context id (borrowed), NULL when it has none of that one. */
+static inline struct ssl_session_st *rem_endpoint_tls_session(const struct rem_endpoint *ep,
+                                                              uint64_t id)
+{
+    return ep->tls_session_id == id ? ep->tls_session : NULL;
 }
 
 /* References on endpoints: a removed endpoint is freed with its last reference. */

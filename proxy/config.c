@@ -43,6 +43,14 @@ static void upstream_dispose(struct rem_cfg_upstream *u)
     u->n_endpoints = 0;
     free(u->health_check.path);
     u->health_check.path = NULL;
+    if (u->tls) {
+        free(u->tls->ca);
+        free(u->tls->sni);
+        free(u->tls->cert);
+        free(u->tls->key);
+        free(u->tls);
+        u->tls = NULL;
+    }
 }
 
 static void buckets_dispose(struct rem_cfg_buckets *b)

@@ -188,6 +188,16 @@ struct rem_cfg_buckets {
     size_t n;
 };
 
+/* upstreams[].tls: TLS toward the app (tls_client.c builds the client SSL_CTX from it). Only file
+ * names and choices, like rem_cfg_tls. */
+struct rem_cfg_upstream_tls {
+    char *ca;    /* PEM CA bundle the app's chain must lead to; NULL: the system store */
+    char *sni;   /* server_name sent and the name verified; NULL: each endpoint's host name */
+    bool verify; /* chain and host name verification, default on */
+    char *cert;  /* PEM client certificate chain (mTLS to the app), with key; NULL: none */
+    char *key;
+};
+
 /* Active health check of an upstream's endpoints (readiness), off unless path is set. */
 struct rem_cfg_health_check {
     char *path;           /* NULL: no health check */
@@ -211,6 +221,7 @@ struct rem_cfg_upstream {
     bool adaptive;             /* gradient concurrency limiter below max_requests */
     enum rem_lb lb;            /* endpoint choice, default round robin */
     struct rem_cfg_health_check health_check;
+    struct rem_cfg_upstream_tls *tls; /* NULL: cleartext (http1, h2c); always set for h2 */
 };
 
 struct rem_cfg_route {

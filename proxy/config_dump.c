@@ -205,6 +205,24 @@ static void upstream(struct evbuffer *o, const struct rem_cfg_upstream *u)
         kuint(o, &g, "fall", u->health_check.fall);
         evbuffer_add(o, "}", 1);
     }
+    key(o, &f, "tls");
+    if (!u->tls) {
+        evbuffer_add(o, "null", 4);
+    } else {
+        const struct rem_cfg_upstream_tls *t = u->tls;
+        bool g = true;
+        evbuffer_add(o, "{", 1);
+        if (t->ca)
+            kstr(o, &g, "ca", t->ca);
+        if (t->sni)
+            kstr(o, &g, "sni", t->sni);
+        kbool(o, &g, "verify", t->verify);
+        if (t->cert) {
+            kstr(o, &g, "cert", t->cert);
+            kstr(o, &g, "key", t->key);
+        }
+        evbuffer_add(o, "}", 1);
+    }
     evbuffer_add(o, "}", 1);
 }
 

@@ -686,6 +686,84 @@ static void parse_health_check(struct ctx *c, yaml_node_t *node, struct rem_cfg_
         hc->fall = (uint32_t)v;
 }
 
+static void lower(char *s);
+static bool host_chars(const char *s);
+
+/* A PEM file name of upstreams[].tls: a non-empty string (tls_client.c reads the file). */
+static void parse_tls_file(struct ctx *c, yaml_node_t *node, const char *key, char **out)
+{
+    if (rem_yaml_get_string(c->y, node, key, out) == 0 && (*out)[0] == '\0') {
+        rem_yaml_errorf(c->y, node, "\"%s\" must not be empty (a PEM file name)", key);
+        free(*out);
+        *out = NULL;
+    }
+}
+
+/* upstreams[].tls: TLS toward the app. node NULL: none written (h2 implies the defaults). The
+ * files are read when the server plans the upstreams (tls_client.c). u->protocol and
+ * u->endpoints are parsed already. */
+static void parse_upstream_tls(struct ctx *c, yaml_node_t *item, yaml_node_t *node,
+                               struct rem_cfg_upstream *u)
+{
+    enum { F_CA, F_SNI, F_VERIFY, F_CERT, F_KEY, F_N };
+    struct rem_yaml_field f[F_N] = {
+        [F_CA] = {.key = "ca"},     [F_SNI] = {.key = "sni"}, [F_VERIFY] = {.key = "verify"},
+        [F_CERT] = {.key = "cert"}, [F_KEY] = {.key = "key"},
+    };
+    struct rem_yaml_quoted q;
+
+    if (node == NULL && u->protocol != REM_PROTO_H2)
+        return;
+    if (node != NULL && u->protocol == REM_PROTO_H2C) {
+        rem_yaml_errorf(c->y, node,
+                        "\"tls\" with protocol h2c: h2c is cleartext HTTP/2; write protocol h2 "
+                        "for HTTP/2 over TLS");
+        return;
+    }
+    if (node != NULL && rem_yaml_map_fields(c->y, node, "\"tls\"", "in tls", f, F_N) != 0)
+        return;
+    for (size_t i = 0; i < u->n_endpoints; i++)
+        if (u->endpoints[i].is_unix) {
+            rem_yaml_errorf(c->y, node != NULL ? node : item,
+                            "upstream %s: TLS needs host:port endpoints, not %s",
+                            rem_yaml_quote(&q, u->name != NULL ? u->name : ""),
+                            u->endpoints[i].host);
+            return;
+        }
+    struct rem_cfg_upstream_tls *t = u->tls = rem_xcalloc(1, sizeof(*t));
+    t->verify = true;
+    if (node == NULL)
+        return;
+    if (f[F_CA].val != NULL)
+        parse_tls_file(c, f[F_CA].val, "ca", &t->ca);
+    if (f[F_CERT].val != NULL)
+        parse_tls_file(c, f[F_CERT].val, "cert", &t->cert);
+    if (f[F_KEY].val != NULL)
+        parse_tls_file(c, f[F_KEY].val, "key", &t->key);
+    if (f[F_VERIFY].val != NULL)
+        (void)rem_yaml_get_bool(c->y, f[F_VERIFY].val, "verify", &t->verify);
+    if (f[F_SNI].val != NULL && rem_yaml_get_string(c->y, f[F_SNI].val, "sni", &t->sni) == 0) {
+        unsigned char a[sizeof(struct in6_addr)];
+        lower(t->sni);
+        /* RFC 6066 3: a host name; an address is never sent as server_name. */
+        if (!host_chars(t->sni) || strlen(t->sni) > 253 || inet_pton(AF_INET, t->sni, a) == 1 ||
+            inet_pton(AF_INET6, t->sni, a) == 1) {
+            rem_yaml_errorf(c->y, f[F_SNI].val,
+                            "bad sni %s (expected a DNS host name such as app.internal; an IP "
+                            "endpoint without sni is verified against its address)",
+                            rem_yaml_quote(&q, t->sni));
+            free(t->sni);
+            t->sni = NULL;
+        }
+    }
+    if ((f[F_CERT].val == NULL) != (f[F_KEY].val == NULL))
+        rem_yaml_errorf(c->y, node,
+                        "tls.cert and tls.key go together (the client certificate and its key)");
+    if (f[F_CA].val != NULL && f[F_VERIFY].val != NULL && !t->verify)
+        rem_yaml_errorf(c->y, f[F_CA].val,
+                        "tls.ca is never used with verify: false (nothing is verified)");
+}
+
 static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)
 {
     enum {
@@ -701,6 +779,7 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
         F_ADAPTIVE,
         F_LB,
         F_HEALTH,
+        F_TLS,
         F_N
     };
     static const char *const protocols[] = {"http1", "h2c", "h2", NULL};
@@ -734,6 +813,7 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
             [F_ADAPTIVE] = {.key = "adaptive"},
             [F_LB] = {.key = "lb"},
             [F_HEALTH] = {.key = "health_check"},
+            [F_TLS] = {.key = "tls"},
         };
         struct rem_cfg_upstream *u = &cfg->upstreams[cfg->n_upstreams++];
         yaml_node_t *item = rem_yaml_node(c->y, items[i]);
@@ -750,19 +830,11 @@ static void parse_upstreams(struct ctx *c, yaml_node_t *node, struct rem_config 
         else if (get_name(c, f[F_NAME].val, &u->name) == 0)
             names[n_names++] = (struct entry){.name = u->name, .node = f[F_NAME].val, .idx = i};
         parse_endpoints(c, item, f[F_ENDPOINTS].val, u);
-        /* "h2" is known only to be refused with its own message: upstream TLS is not built
-         * yet, and taking it would send cleartext to a TLS port. */
         if (f[F_PROTOCOL].val != NULL &&
-            rem_yaml_get_enum(c->y, f[F_PROTOCOL].val, "protocol", protocols, "http1 or h2c",
-                              &proto) == 0) {
-            if (proto == REM_PROTO_H2)
-                rem_yaml_errorf(
-                    c->y, f[F_PROTOCOL].val,
-                    "protocol \"h2\" (HTTP/2 over TLS) is not supported yet; use \"h2c\" "
-                    "(cleartext HTTP/2 with prior knowledge)");
-            else
-                u->protocol = (enum rem_proto)proto;
-        }
+            rem_yaml_get_enum(c->y, f[F_PROTOCOL].val, "protocol", protocols, "http1, h2c or h2",
+                              &proto) == 0)
+            u->protocol = (enum rem_proto)proto;
+        parse_upstream_tls(c, item, f[F_TLS].val, u);
         if (f[F_CONNECT].val != NULL)
             (void)get_duration(c, f[F_CONNECT].val, "connect_timeout", false,
                                &u->connect_timeout_ms);

@@ -72,6 +72,7 @@ int rem_err_grpc_status(enum rem_err e)
     case REM_E_QUEUE_TIMEOUT:
     case REM_E_CONNECT_REFUSED:
     case REM_E_CONNECT_FAILED:
+    case REM_E_UPSTREAM_TLS:
     case REM_E_NO_ENDPOINT:
     case REM_E_DNS:
     case REM_E_UPSTREAM_OVERFLOW:

@@ -33,6 +33,7 @@
     X(CONNECT_REFUSED, 502, "SC", "connect_refused")                                               \
     X(CONNECT_FAILED, 502, "SC", "connect_failed")                                                 \
     X(CONNECT_TIMEOUT, 504, "sC", "connect_timeout")                                               \
+    X(UPSTREAM_TLS, 502, "SC", "upstream_tls")                                                     \
     X(NO_ENDPOINT, 503, "PC", "no_endpoint")                                                       \
     X(DNS, 503, "PC", "dns")                                                                       \
     X(UPSTREAM_OVERFLOW, 503, "RC", "upstream_overflow")                                           \

@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0
  * healthcheck: periodic GET probes with libevent's evhttp client, rise/fall per endpoint. A
- * Unix-socket endpoint gets a small probe of its own (one connection per probe, the status line
- * read): libevent 2.1's evhttp_connection only connects by host and port, and redoes the
- * connect itself even over a bufferevent it is given. */
+ * Unix-socket endpoint, and an endpoint of a TLS upstream, get a small probe of their own (one
+ * connection per probe, the status line read): libevent 2.1's evhttp_connection only connects by
+ * host and port, and redoes the connect itself even over a bufferevent it is given (an SSL
+ * object cannot be connected twice). The TLS probe is a bufferevent_openssl over an SSL of the
+ * upstream's client context (tls_client.c: the same trust, client certificate, SNI and name
+ * checks as the upconns), offering ALPN http/1.1 whatever the upstream's protocol. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -17,7 +21,13 @@
 #include "config.h"
 #include "error.h"
 #include "healthcheck.h"
+#include "io_tls.h"
 #include "log.h"
+#include "tls_client.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 struct hc_endpoint {
     struct rem_healthcheck *hc;         /* borrowed: the owner */
@@ -28,8 +38,9 @@ struct hc_endpoint {
     struct event *timer;            /* owned */
     struct evhttp_request *pending; /* owned by evhttp while in flight */
     struct rem_sockaddr unix_addr;  /* a Unix socket endpoint's address (len 0: TCP) */
-    struct bufferevent *probe;      /* owned: the Unix socket probe in flight */
-    struct event *probe_timeout;    /* owned: its timeout (Unix socket only) */
+    struct rem_tls_client *tls;     /* a reference: the upstream's TLS client, NULL: none */
+    struct bufferevent *probe;      /* owned: the Unix socket or TLS probe in flight */
+    struct event *probe_timeout;    /* owned: its timeout (Unix socket and TLS only) */
     bool probe_connected;
     bool checked; /* at least one result */
     bool healthy;
@@ -131,15 +142,40 @@ static void on_probe_read(struct bufferevent *bev, void *arg)
     probe_end(e, false, why);
 }
 
+/* Why a TLS probe's handshake failed: the app's certificate, or OpenSSL's reason. */
+static void tls_why(struct hc_endpoint *e, char *why, size_t len)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(e->probe);
+    long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    unsigned long err = bufferevent_get_openssl_error(e->probe);
+    char r[160] = "the app closed the connection";
+    if (v != X509_V_OK)
+        snprintf(r, sizeof(r), "certificate verify failed: %s", X509_verify_cert_error_string(v));
+    else if (err)
+        ERR_error_string_n(err, r, sizeof(r));
+    snprintf(why, len, "TLS handshake failed: %s", r);
+}
+
 static void on_probe_event(struct bufferevent *bev, short what, void *arg)
 {
     struct hc_endpoint *e = arg;
-    if (what & BEV_EVENT_CONNECTED) {
+    char why[96];
+    if (what & BEV_EVENT_CONNECTED) { /* over TLS: once the handshake is done */
         e->probe_connected = true;
         return;
     }
+    if (e->probe_connected) {
+        probe_end(e, false, "no response");
+        return;
+    }
     /* A missing socket file or nothing listening: refused, as for a closed port. */
-    probe_end(e, false, e->probe_connected ? "no response" : "connect failed");
+    if (e->tls && bufferevent_getfd(bev) >= 0 && (what & BEV_EVENT_ERROR) &&
+        (bufferevent_get_openssl_error(bev) ||
+         SSL_get_verify_result(bufferevent_openssl_get_ssl(bev)) != X509_V_OK))
+        tls_why(e, why, sizeof(why));
+    else
+        snprintf(why, sizeof(why), "connect failed");
+    probe_end(e, false, why);
 }
 
 static void on_probe_timeout(evutil_socket_t fd, short what, void *arg)
@@ -147,13 +183,37 @@ static void on_probe_timeout(evutil_socket_t fd, short what, void *arg)
     probe_end(arg, false, "no response");
 }
 
-static void probe_unix(struct hc_endpoint *e, const struct rem_cfg_health_check *c)
+/* A bufferevent for one probe of e: over TLS (a fresh SSL object: the handshake may resume
+ * nothing, every probe verifies) or plain. NULL: out of memory. */
+static struct bufferevent *probe_new(struct hc_endpoint *e)
+{
+    if (!e->tls)
+        return bufferevent_socket_new(e->hc->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    static const unsigned char alpn_h1[] = "\x08http/1.1";
+    struct rem_io_tls_peer peer = rem_tls_client_peer(e->tls, e->cfg->host, NULL, NULL);
+    SSL *ssl = rem_io_tls_client_ssl(e->tls->ctx, &peer);
+    if (!ssl || SSL_set_alpn_protos(ssl, alpn_h1, sizeof(alpn_h1) - 1) != 0) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    struct bufferevent *b = bufferevent_openssl_socket_new(
+        e->hc->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!b) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    /* The probe reads a status line; how the app then closes does not matter. */
+    bufferevent_openssl_set_allow_dirty_shutdown(b, 1);
+    return b;
+}
+
+static void probe(struct hc_endpoint *e, const struct rem_cfg_health_check *c)
 {
     if (e->probe)
         return; /* the previous probe is still out; its timeout will answer */
     struct timeval to = {(time_t)(c->timeout_ms / 1000),
                          (suseconds_t)(c->timeout_ms % 1000) * 1000};
-    e->probe = bufferevent_socket_new(e->hc->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    e->probe = probe_new(e);
     if (!e->probe) {
         record(e, false, "cannot send");
         return;
@@ -161,10 +221,15 @@ static void probe_unix(struct hc_endpoint *e, const struct rem_cfg_health_check 
     bufferevent_setcb(e->probe, on_probe_read, NULL, on_probe_event, e);
     event_add(e->probe_timeout, &to);
     /* A refused or missing socket is reported through on_probe_event, from the loop, or here
-     * at once (then the bufferevent is gone). */
+     * at once (then the bufferevent is gone). A TLS endpoint's name resolves through evdns
+     * (a numeric one needs no lookup). */
     e->probe_connected = false;
-    if (bufferevent_socket_connect(e->probe, (struct sockaddr *)&e->unix_addr.ss,
-                                   (int)e->unix_addr.len) < 0) {
+    int rc = e->unix_addr.len
+                 ? bufferevent_socket_connect(e->probe, (struct sockaddr *)&e->unix_addr.ss,
+                                              (int)e->unix_addr.len)
+                 : bufferevent_socket_connect_hostname(e->probe, e->hc->dns, AF_UNSPEC,
+                                                       e->cfg->host, e->cfg->port);
+    if (rc < 0) {
         if (e->probe) /* else on_probe_event already answered */
             probe_end(e, false, "connect failed");
         return;
@@ -172,9 +237,9 @@ static void probe_unix(struct hc_endpoint *e, const struct rem_cfg_health_check 
     if (!e->probe)
         return;
     evbuffer_add_printf(bufferevent_get_output(e->probe),
-                        "GET %s HTTP/1.1\r\nHost: localhost\r\nUser-Agent: remora-healthcheck\r\n"
+                        "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: remora-healthcheck\r\n"
                         "Connection: close\r\n\r\n",
-                        c->path);
+                        c->path, e->tls ? e->authority : "localhost");
     bufferevent_enable(e->probe, EV_READ | EV_WRITE);
 }
 
@@ -185,8 +250,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct timeval iv = {(time_t)(c->interval_ms / 1000),
                          (suseconds_t)(c->interval_ms % 1000) * 1000};
     event_add(e->timer, &iv);
-    if (e->unix_addr.len) {
-        probe_unix(e, c);
+    if (e->unix_addr.len || e->tls) {
+        probe(e, c);
         return;
     }
     if (e->pending)
@@ -224,6 +289,7 @@ static const struct hc_endpoint *same_in(const struct rem_healthcheck *prev,
 }
 
 struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, struct rem_config *cfg,
+                                            struct rem_tls_client *const *tls,
                                             const struct rem_healthcheck *prev)
 {
     struct rem_healthcheck *h = rem_xcalloc(1, sizeof(*h));
@@ -271,6 +337,9 @@ struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, struct rem_
             if (e->cfg->is_unix) {
                 if (rem_parse_unix(e->cfg->host, &e->unix_addr, NULL) == 0)
                     e->probe_timeout = evtimer_new(base, on_probe_timeout, e);
+            } else if (tls && tls[u]) {
+                e->tls = rem_tls_client_ref(tls[u]);
+                e->probe_timeout = evtimer_new(base, on_probe_timeout, e);
             } else {
                 e->conn = evhttp_connection_base_new(base, h->dns, e->cfg->host, e->cfg->port);
             }
@@ -320,6 +389,7 @@ void rem_healthcheck_free(struct rem_healthcheck *h)
             bufferevent_free(h->eps[i].probe);
         if (h->eps[i].probe_timeout)
             event_free(h->eps[i].probe_timeout);
+        rem_tls_client_unref(h->eps[i].tls);
     }
     free(h->eps);
     free(h->states);

@@ -15,12 +15,17 @@
 struct event_base;
 struct rem_config;
 struct rem_healthcheck;
+struct rem_tls_client;
 
-/* Starts checking cfg's upstreams (referenced; the first round runs at once). After a reload,
+/* Starts checking cfg's upstreams (referenced; the first round runs at once). tls (NULL: none)
+ * holds the client of each TLS upstream (the server plan's uptls, cfg->n_upstreams entries,
+ * NULL for cleartext), referenced by the checks of its endpoints: they probe over TLS with it
+ * (HTTP/1.1, ALPN http/1.1). After a reload,
  * prev (the old checker, may be NULL) lends the state of every check that did not change
  * (same upstream name, endpoint and settings), so readiness does not flap. Returns NULL with
  * the reason logged. */
 struct rem_healthcheck *rem_healthcheck_new(struct event_base *base, struct rem_config *cfg,
+                                            struct rem_tls_client *const *tls,
                                             const struct rem_healthcheck *prev);
 void rem_healthcheck_free(struct rem_healthcheck *h);
 

@@ -60,7 +60,7 @@ static int unix_connected(struct rem_transport *t)
     return err ? -err : 0;
 }
 
-static int tcp_connected(struct rem_transport *t)
+int rem_io_tcp_connected(struct rem_transport *t)
 {
     int rc = unix_connected(t);
     if (rc != 0)
@@ -83,7 +83,7 @@ static const struct rem_io_ops tcp_connecting_ops = {
     .name = "tcp",
     .recv = tcp_recv,
     .send = tcp_send,
-    .handshake = tcp_connected,
+    .handshake = rem_io_tcp_connected,
     .shutdown = tcp_shutdown,
     .reset = tcp_reset,
     .close = tcp_close,
@@ -129,20 +129,24 @@ int rem_io_tcp_accept(struct rem_transport *t, struct rem_loop *loop, int fd,
                                write_high, 0);
 }
 
-int rem_io_tcp_connect(struct rem_transport *t, struct rem_loop *loop, const struct sockaddr *sa,
-                       socklen_t salen, const struct rem_transport_cbs *cbs, void *arg,
-                       size_t read_high, size_t write_high)
+int rem_io_connect_start(struct rem_transport *t, struct rem_loop *loop,
+                         const struct rem_io_ops *io, void *ctx, const struct sockaddr *sa,
+                         socklen_t salen, const struct rem_transport_cbs *cbs, void *arg,
+                         size_t read_high, size_t write_high)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         int err = errno;
+        if (ctx && io->free) {
+            struct rem_transport tmp = {.fd = -1, .io = io, .io_ctx = ctx, .closed = true};
+            io->free(&tmp);
+        }
         rem_transport_clear(t);
         rem_transport_set_error(t, err);
         return -REM_E_SYS;
     }
-    int rc = rem_transport_setup(
-        t, loop, sa->sa_family == AF_UNIX ? &unix_connecting_ops : &tcp_connecting_ops, fd, NULL,
-        cbs, arg, read_high, write_high, REM_IO_WANT_WRITE);
+    int rc = rem_transport_setup(t, loop, io, fd, ctx, cbs, arg, read_high, write_high,
+                                 REM_IO_WANT_WRITE);
     if (rc < 0)
         return rc;
     if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {
@@ -154,4 +158,13 @@ int rem_io_tcp_connect(struct rem_transport *t, struct rem_loop *loop, const str
         event_active(t->ev_write, EV_WRITE, 1);
     }
     return 0;
+}
+
+int rem_io_tcp_connect(struct rem_transport *t, struct rem_loop *loop, const struct sockaddr *sa,
+                       socklen_t salen, const struct rem_transport_cbs *cbs, void *arg,
+                       size_t read_high, size_t write_high)
+{
+    return rem_io_connect_start(
+        t, loop, sa->sa_family == AF_UNIX ? &unix_connecting_ops : &tcp_connecting_ops, NULL, sa,
+        salen, cbs, arg, read_high, write_high);
 }

@@ -29,4 +29,17 @@ int rem_io_tcp_connect(struct rem_transport *t, struct rem_loop *loop, const str
                        socklen_t salen, const struct rem_transport_cbs *cbs, void *arg,
                        size_t read_high, size_t write_high);
 
+/* For io implementations that run over a connected stream socket (io_tls.c): creates a
+ * non-blocking socket of sa's family, sets t up over it with io and ctx (taken over: released
+ * through io->free on failure) waiting for writability, and starts connect(2). io->handshake
+ * runs once the socket is writable and must begin with rem_io_tcp_connected. Returns 0 or
+ * -REM_E_SYS / -REM_E_NOMEM (t closed, rem_transport_error(t) holds errno for -REM_E_SYS). */
+int rem_io_connect_start(struct rem_transport *t, struct rem_loop *loop,
+                         const struct rem_io_ops *io, void *ctx, const struct sockaddr *sa,
+                         socklen_t salen, const struct rem_transport_cbs *cbs, void *arg,
+                         size_t read_high, size_t write_high);
+/* The outcome of the connect rem_io_connect_start began, once the socket is writable: 0
+ * connected (TCP_NODELAY set), REM_IO_WANT_WRITE still in progress, or a negative errno. */
+int rem_io_tcp_connected(struct rem_transport *t);
+
 #endif

@@ -5,6 +5,7 @@
  * describes that call only. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -15,17 +16,33 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
 #include "error.h"
+#include "io_tcp.h"
 #include "io_tls.h"
 #include "log.h"
 #include "tls.h"
 #include "transport.h"
 
+/* Why a client handshake failed (rem_io_tls_failure). */
+enum tls_why {
+    WHY_NONE = 0,
+    WHY_VERIFY, /* the app's certificate: detail is the X509_V_ERR_* code */
+    WHY_SSL,    /* a protocol error: detail is OpenSSL's packed error code */
+    WHY_CLOSED, /* the app closed the connection (detail: errno, 0 for a plain FIN) */
+    WHY_ALPN,   /* the app did not select the protocol required */
+};
+
 struct tls_io {
     SSL *ssl;   /* owned */
     bool fatal; /* a fatal error happened: no close_notify (SSL_shutdown must not run) */
     bool reset; /* the close must look like an error: no close_notify either */
+    /* Client side only (rem_io_tls_connect). */
+    bool tcp_up;      /* the TCP connect completed: the TLS handshake runs */
+    const char *alpn; /* the protocol the app must select (static), NULL: any */
+    enum tls_why why;
+    unsigned long detail;
 };
 
 static struct tls_io *tls_of(const struct rem_transport *t)
@@ -224,9 +241,82 @@ static void tls_free(struct rem_transport *t)
     struct tls_io *x = tls_of(t);
     if (!x)
         return;
+    /* A client's session stays resumable when the connection merely closes (an idle upconn
+     * sends no close_notify): SSL_free would otherwise mark it not resumable (RFC 2246's rule,
+     * gone since RFC 5246), and it is the one the endpoint keeps (tls_client.c). A fatal error
+     * still spoils it. */
+    if (x->tcp_up && !x->fatal && SSL_is_init_finished(x->ssl))
+        SSL_set_shutdown(x->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(x->ssl); /* its socket BIO does not own the fd (SSL_set_fd: BIO_NOCLOSE) */
     free(x);
 }
+
+/* The client handshake: the TCP connect's completion, then TLS. Every failure after the TCP
+ * connect is -EPROTO (the upconn's upstream_tls), its cause kept for rem_io_tls_failure; a TCP
+ * failure stays its errno (a connect failure). */
+static int tls_connect_handshake(struct rem_transport *t)
+{
+    struct tls_io *x = tls_of(t);
+    if (!x->tcp_up) {
+        int rc = rem_io_tcp_connected(t);
+        if (rc != 0)
+            return rc;
+        x->tcp_up = true;
+        if (SSL_set_fd(x->ssl, t->fd) != 1) {
+            x->fatal = true;
+            ERR_clear_error();
+            return -ENOMEM;
+        }
+    }
+    ERR_clear_error();
+    errno = 0;
+    int rc = SSL_do_handshake(x->ssl);
+    if (rc == 1) {
+        const unsigned char *p = NULL;
+        unsigned int n = 0;
+        SSL_get0_alpn_selected(x->ssl, &p, &n);
+        if (x->alpn && (n != strlen(x->alpn) || memcmp(p, x->alpn, n) != 0)) {
+            x->why = WHY_ALPN;
+            x->fatal = true; /* no close_notify: the app is not spoken to any further */
+            return -EPROTO;
+        }
+        return 0;
+    }
+    int e = SSL_get_error(x->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ)
+        return REM_IO_WANT_READ;
+    if (e == SSL_ERROR_WANT_WRITE)
+        return REM_IO_WANT_WRITE;
+    x->fatal = true;
+    long v = SSL_get_verify_result(x->ssl);
+    unsigned long ssl_err = ERR_peek_last_error();
+    if (v != X509_V_OK) {
+        x->why = WHY_VERIFY;
+        x->detail = (unsigned long)v;
+    } else if (e == SSL_ERROR_SSL && ssl_err) {
+        x->why = WHY_SSL;
+        x->detail = ssl_err;
+    } else {
+        x->why = WHY_CLOSED;
+        x->detail = (unsigned long)errno;
+    }
+    ERR_clear_error();
+    return -EPROTO;
+}
+
+static const struct rem_io_ops tls_client_ops = {
+    .name = "tls",
+    .recv = tls_recv,
+    .send = tls_send,
+    .handshake = tls_connect_handshake,
+    .shutdown = tls_shutdown,
+    .pending = tls_pending,
+    .alpn = tls_alpn,
+    .session = tls_session,
+    .reset = tls_reset,
+    .close = tls_close,
+    .free = tls_free,
+};
 
 static const struct rem_io_ops tls_ops = {
     .name = "tls",
@@ -264,4 +354,73 @@ int rem_io_tls_accept(struct rem_transport *t, struct rem_loop *loop, int fd, SS
     /* The ClientHello comes first: the handshake waits for input. */
     return rem_transport_setup(t, loop, &tls_ops, fd, x, cbs, arg, read_high, write_high,
                                REM_IO_WANT_READ);
+}
+
+SSL *rem_io_tls_client_ssl(SSL_CTX *ctx, const struct rem_io_tls_peer *peer)
+{
+    SSL *ssl = SSL_new(ctx);
+    bool ok = ssl != NULL;
+    if (ok && peer->sni)
+        ok = SSL_set_tlsext_host_name(ssl, peer->sni) == 1;
+    if (ok && peer->host)
+        ok = SSL_set1_host(ssl, peer->host) == 1;
+    if (ok && peer->ip)
+        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), peer->ip) == 1;
+    if (ok && peer->session)
+        ok = SSL_set_session(ssl, peer->session) == 1;
+    if (!ok) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_app_data(ssl, peer->app_data);
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
+
+int rem_io_tls_connect(struct rem_transport *t, struct rem_loop *loop, const struct sockaddr *sa,
+                       socklen_t salen, SSL_CTX *ctx, const struct rem_io_tls_peer *peer,
+                       const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
+                       size_t write_high)
+{
+    struct tls_io *x = calloc(1, sizeof(*x));
+    if (x)
+        x->ssl = rem_io_tls_client_ssl(ctx, peer);
+    if (!x || !x->ssl) {
+        free(x);
+        rem_transport_clear(t);
+        return -REM_E_NOMEM;
+    }
+    x->alpn = peer->alpn;
+    return rem_io_connect_start(t, loop, &tls_client_ops, x, sa, salen, cbs, arg, read_high,
+                                write_high);
+}
+
+bool rem_io_tls_handshaking(const struct rem_transport *t)
+{
+    return t->io == &tls_client_ops && !t->closed && tls_of(t)->tcp_up;
+}
+
+const char *rem_io_tls_failure(const struct rem_transport *t, char *buf, size_t len)
+{
+    const struct tls_io *x = t->io == &tls_client_ops ? tls_of(t) : NULL;
+    switch (x ? x->why : WHY_NONE) {
+    case WHY_VERIFY:
+        snprintf(buf, len, "certificate verify failed: %s",
+                 X509_verify_cert_error_string((long)x->detail));
+        break;
+    case WHY_SSL:
+        ERR_error_string_n(x->detail, buf, len);
+        break;
+    case WHY_CLOSED:
+        snprintf(buf, len, "the app closed the connection during the handshake%s%s",
+                 x->detail ? ": " : "", x->detail ? strerror((int)x->detail) : "");
+        break;
+    case WHY_ALPN:
+        snprintf(buf, len, "the app did not select ALPN \"%s\"", x->alpn);
+        break;
+    default:
+        return NULL;
+    }
+    return buf;
 }

@@ -36,6 +36,7 @@
 #include "server.h"
 #include "tls.h"
 #include "tls_tickets.h"
+#include "tls_client.h"
 #include "watch.h"
 #include "worker.h"
 
@@ -102,9 +103,9 @@ static struct rem_config *load(const char *path, bool check, uint64_t *hash)
     return cfg;
 }
 
-/* --check: builds (and drops) every TLS listener's context as a start would, so a certificate
- * or key that cannot be used is reported ("FILE: listener ...: tls.cert PATH: ..."). Returns 0,
- * or -1 after printing every problem. */
+/* --check: builds (and drops) every TLS listener's and TLS upstream's context as a start would, so
+ * a certificate or key that cannot be used is reported ("FILE: listener ...: tls.cert PATH: ...").
+ * Returns 0, or -1 after printing every problem. */
 static int check_tls(const struct rem_config *cfg)
 {
     int rc = 0;
@@ -118,6 +119,17 @@ static int check_tls(const struct rem_config *cfg)
             rc = -1;
         }
         SSL_CTX_free(ctx);
+    }
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        char err[512];
+        if (!cfg->upstreams[i].tls)
+            continue;
+        struct rem_tls_client *c = rem_tls_client_new(&cfg->upstreams[i], err, sizeof(err));
+        if (!c) {
+            printf("%s: %s\n", cfg->source, err);
+            rc = -1;
+        }
+        rem_tls_client_unref(c);
     }
     return rc;
 }
@@ -466,38 +478,45 @@ static void publish_tls_expiry(struct rem_admin *admin, const struct rem_server_
     free(not_after);
 }
 
-/* The files listener l's TLS context is built from (certificate, key, client CAs) into
- * paths[0..3); returns how many (0: plaintext). */
-static size_t tls_files(const struct rem_cfg_listener *l, const char *paths[3])
+/* The TLS files cfg names, in order: each TLS listener's cert, key and client_ca, each TLS
+ * upstream's ca, cert and key (those written). Returns an array to free, *n set. */
+static const char **tls_files(const struct rem_config *cfg, size_t *n)
 {
-    const struct rem_cfg_tls *t = l->tls;
-    size_t n = 0;
-    if (!t)
-        return 0;
-    paths[n++] = t->cert;
-    paths[n++] = t->key;
-    if (t->client_ca)
-        paths[n++] = t->client_ca;
-    return n;
+    const char **paths =
+        rem_xcalloc(3 * cfg->n_listeners + 3 * cfg->n_upstreams + 1, sizeof(*paths));
+    *n = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (cfg->listeners[i].tls) {
+            paths[(*n)++] = cfg->listeners[i].tls->cert;
+            paths[(*n)++] = cfg->listeners[i].tls->key;
+            if (cfg->listeners[i].tls->client_ca)
+                paths[(*n)++] = cfg->listeners[i].tls->client_ca;
+        }
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct rem_cfg_upstream_tls *t = cfg->upstreams[i].tls;
+        const char *f[3] = {t ? t->ca : NULL, t ? t->cert : NULL, t ? t->key : NULL};
+        for (int k = 0; k < 3; k++)
+            if (f[k])
+                paths[(*n)++] = f[k];
+    }
+    return paths;
 }
 
-/* A hash of the bytes of the TLS files of cfg's listeners (certificates, keys, client CAs), in
- * order (0: none); a file that cannot be read counts as its errno, so it becoming readable
- * changes it. */
+/* A hash of the bytes of cfg's TLS files (tls_files), in order (0: none); a file that cannot be
+ * read counts as its errno, so it becoming readable changes it. */
 static uint64_t tls_files_hash(const struct rem_config *cfg)
 {
     uint64_t h[2] = {0, 0};
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
-        const char *paths[3];
-        size_t n = tls_files(&cfg->listeners[i], paths);
-        for (size_t k = 0; k < n; k++) {
-            size_t len = 0;
-            char *bytes = read_file(paths[k], &len);
-            h[1] = bytes ? rem_fnv1a(bytes, len) : (uint64_t)errno;
-            free(bytes);
-            h[0] = rem_fnv1a(h, sizeof(h));
-        }
+    size_t n;
+    const char **paths = tls_files(cfg, &n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        char *bytes = read_file(paths[i], &len);
+        h[1] = bytes ? rem_fnv1a(bytes, len) : (uint64_t)errno;
+        free(bytes);
+        h[0] = rem_fnv1a(h, sizeof(h));
     }
+    free(paths);
     return h[0];
 }
 
@@ -507,10 +526,8 @@ static void on_tls_changed(void *arg);
  * keeping the watch while they are the same files. */
 static void watch_tls_files(struct reloader *r, const struct rem_config *cfg)
 {
-    const char **paths = rem_xcalloc(3 * cfg->n_listeners + 1, sizeof(*paths));
-    size_t n = 0;
-    for (size_t i = 0; i < cfg->n_listeners; i++)
-        n += tls_files(&cfg->listeners[i], paths + n);
+    size_t n;
+    const char **paths = tls_files(cfg, &n);
     if (!r->tls_watch || !rem_watch_same(r->tls_watch, paths, n)) {
         rem_watch_free(r->tls_watch);
         r->tls_watch =
@@ -679,12 +696,13 @@ static void reload(struct reloader *r, unsigned triggers)
     derive_max_connections(cfg, true);
     /* Everything that can fail on this thread comes first: nothing changes until it all did. */
     struct rem_metrics_layout *ml = rem_metrics_layout_new(cfg);
-    struct rem_healthcheck *hc = ml ? rem_healthcheck_new(r->base, cfg, r->hc) : NULL;
     struct rem_server_plan *plan =
-        hc ? rem_server_plan_new(cfg, ml, r->plan, r->n_workers, r->plan->id + 1) : NULL;
+        ml ? rem_server_plan_new(cfg, ml, r->plan, r->n_workers, r->plan->id + 1) : NULL;
+    struct rem_healthcheck *hc =
+        plan ? rem_healthcheck_new(r->base, cfg, plan->uptls, r->hc) : NULL;
     bool admin_moved = cfg->admin.addr.len != r->cfg->admin.addr.len ||
                        memcmp(&cfg->admin.addr.ss, &r->cfg->admin.addr.ss, cfg->admin.addr.len);
-    if (!plan || (admin_moved && rem_admin_rebind(r->admin, &cfg->admin) < 0)) {
+    if (!hc || (admin_moved && rem_admin_rebind(r->admin, &cfg->admin) < 0)) {
         rem_server_plan_unref(plan);
         rem_healthcheck_free(hc);
         rem_metrics_layout_unref(ml);
@@ -857,7 +875,7 @@ int main(int argc, char **argv)
         if (rem_server_worker_init(&workers[i], i, plan) < 0)
             goto out;
     }
-    rl.hc = rem_healthcheck_new(base, cfg, NULL);
+    rl.hc = rem_healthcheck_new(base, cfg, plan->uptls, NULL);
     if (!rl.hc)
         goto out;
     admin = rem_admin_new(base, &cfg->admin, workers, cfg->workers, cfg, ml, rl.hc);

@@ -22,7 +22,7 @@
 #include "metrics.h"
 
 static const char *const code_label[REM_CODE__N] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
-static const char *const connfail_label[REM_CONNFAIL__N] = {"refused", "timeout", "error"};
+static const char *const connfail_label[REM_CONNFAIL__N] = {"refused", "timeout", "error", "tls"};
 static const char *const reject_label[REM_REJECT__N] = {"queue_full", "queue_timeout"};
 static const char *const tls_result_label[REM_TLS_RESULT__N] = {"ok", "failed", "timeout",
                                                                 "refused"};
@@ -76,6 +76,8 @@ struct rem_metrics_layout *rem_metrics_layout_new(const struct rem_config *cfg)
         l->upstream_label[i] = rem_metrics_escape_label(cfg->upstreams[i].name);
     for (size_t i = 0; i < cfg->n_listeners; i++)
         l->tls = l->tls || cfg->listeners[i].tls;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        l->up_tls = l->up_tls || cfg->upstreams[i].tls;
     return l;
 }
 
@@ -128,6 +130,7 @@ void rem_upstream_metrics_carry(struct rem_upstream_metrics *dst,
     memset(&dst->connect_duration, 0, sizeof(dst->connect_duration));
     memset(&dst->queue_wait, 0, sizeof(dst->queue_wait));
     memset(&dst->dns_duration, 0, sizeof(dst->dns_duration));
+    memset(&dst->tls_handshake_duration, 0, sizeof(dst->tls_handshake_duration));
 }
 
 struct rem_metrics_shard *rem_metrics_shard_new(void)
@@ -798,18 +801,22 @@ static void render_http2(struct rbuf *b, const struct rem_metrics_view *vw, size
     }
 }
 
-/* Downstream TLS handshakes, when a listener terminates TLS. A shard's histogram counts only
+/* TLS handshakes by side, when a listener terminates TLS or an upstream is reached over TLS
+ * (both sides are rendered then, one at zero). A downstream shard's histogram counts only
  * where its buckets are the layout's (a worker that has not recorded since a reload changed
- * metrics.buckets shows none yet); the scrape reads tls_ml under the worker's gen_lock. */
+ * metrics.buckets shows none yet); the scrape reads tls_ml under the worker's gen_lock. The
+ * upstream side sums the upstreams' counters and histograms (up_hists: the layout's buckets). */
 static void render_tls(struct rbuf *b, const struct rem_metrics_layout *l,
                        const struct rem_metrics_view *vw, size_t n_shards)
 {
-    if (!l->tls)
+    if (!l->tls && !l->up_tls)
         return;
-    static const char side[] = "side=\"downstream\"";
-    uint64_t results[REM_TLS_RESULT__N] = {0}, resumed = 0;
+    static const char *const sides[2] = {"downstream", "upstream"};
+    static const char *const side[2] = {"side=\"downstream\"", "side=\"upstream\""};
+    struct rbuf lb = {0};
+    uint64_t results[2][REM_TLS_RESULT__N] = {{0}}, resumed[2] = {0};
     int64_t in_progress = 0;
-    struct rem_hist_sum *h = calloc(1, sizeof(*h));
+    struct rem_hist_sum *h = calloc(2, sizeof(*h));
     if (!h) {
         b->oom = true;
         return;
@@ -817,34 +824,46 @@ static void render_tls(struct rbuf *b, const struct rem_metrics_layout *l,
     for (size_t s = 0; s < n_shards; s++) {
         const struct rem_metrics_shard *m = vw[s].shard;
         for (int r = 0; r < REM_TLS_RESULT__N; r++)
-            results[r] += LOAD(m->tls_handshakes[r]);
-        resumed += LOAD(m->tls_resumed);
+            results[0][r] += LOAD(m->tls_handshakes[r]);
+        resumed[0] += LOAD(m->tls_resumed);
         in_progress += LOAD(m->tls_handshakes_in_progress);
         if (m->tls_ml && rem_hist_layout_same(&m->tls_ml->upstream_hist, &l->upstream_hist))
-            rem_hist_add(h, &m->tls_handshake_duration, &l->upstream_hist);
+            rem_hist_add(&h[0], &m->tls_handshake_duration, &l->upstream_hist);
+        for (size_t u = 0; u < l->n_upstreams; u++) {
+            const struct rem_upstream_metrics *um = vw[s].upstreams[u];
+            for (int r = 0; r < REM_TLS_RESULT__N; r++)
+                results[1][r] += LOAD(um->tls_handshakes[r]);
+            resumed[1] += LOAD(um->tls_resumed);
+            rem_hist_add(&h[1], &vw[s].up_hists[u]->tls_handshake_duration, &l->upstream_hist);
+        }
     }
     static const char hs[] = "remora_tls_handshakes_total";
     rb_family(b, hs, "counter", "TLS handshakes by side and result.");
-    for (int r = 0; r < REM_TLS_RESULT__N; r++) {
-        rb_str(b, hs);
-        rb_str(b, "{side=\"downstream\",result=\"");
-        rb_str(b, tls_result_label[r]);
-        rb_str(b, "\"} ");
-        rb_u64(b, results[r]);
-        rb_put(b, "\n", 1);
-    }
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < REM_TLS_RESULT__N; r++) {
+            if (k == 1 && r == REM_TLS_REFUSED) /* the cap is on client handshakes only */
+                continue;
+            rb_series(b, hs, NULL, labels2(&lb, "side", sides[k], "result", tls_result_label[r]));
+            rb_u64(b, results[k][r]);
+            rb_put(b, "\n", 1);
+        }
+    free(lb.p);
     static const char dur[] = "remora_tls_handshake_duration_seconds";
     rb_family(b, dur, "histogram",
-              "Time from accepting a connection to its completed TLS handshake, by side.");
-    rb_hist(b, dur, side, &l->upstream_hist, h);
+              "Time from accepting (downstream) or starting (upstream) a connection to its "
+              "completed TLS handshake, by side.");
+    for (int k = 0; k < 2; k++)
+        rb_hist(b, dur, side[k], &l->upstream_hist, &h[k]);
     static const char res[] = "remora_tls_resumed_total";
     rb_family(b, res, "counter", "TLS handshakes that resumed a session, by side.");
-    rb_series(b, res, NULL, side);
-    rb_u64(b, resumed);
-    rb_put(b, "\n", 1);
+    for (int k = 0; k < 2; k++) {
+        rb_series(b, res, NULL, side[k]);
+        rb_u64(b, resumed[k]);
+        rb_put(b, "\n", 1);
+    }
     static const char prog[] = "remora_tls_handshakes_in_progress";
     rb_family(b, prog, "gauge", "TLS handshakes under way, by side.");
-    rb_series(b, prog, NULL, side);
+    rb_series(b, prog, NULL, side[0]);
     rb_i64(b, in_progress);
     rb_put(b, "\n", 1);
     free(h);

@@ -37,6 +37,7 @@ enum rem_connfail {
     REM_CONNFAIL_REFUSED = 0,
     REM_CONNFAIL_TIMEOUT,
     REM_CONNFAIL_ERROR,
+    REM_CONNFAIL_TLS, /* the TLS handshake failed (upstream_tls) */
     REM_CONNFAIL__N
 };
 
@@ -62,6 +63,18 @@ struct rem_route_hist {
     struct rem_hist duration[REM_CODE__N];
 };
 
+/* `result` label of remora_tls_handshakes_total: how a TLS handshake ended
+ * (upstream: a failure is the app's certificate, a protocol error or the app closing; the timeout
+ * is connect_timeout). */
+enum rem_tls_result {
+    REM_TLS_OK = 0,  /* done (REM_TE_READY) */
+    REM_TLS_FAILED,  /* a protocol error, or the client closed or reset the connection */
+    REM_TLS_TIMEOUT, /* limits.tls_handshake_timeout fired first */
+    REM_TLS_REFUSED, /* limits.max_tls_handshakes were in progress: closed unread at accept
+                        (downstream only) */
+    REM_TLS_RESULT__N
+};
+
 struct rem_upstream_metrics {
     struct rem_hist response_duration;
     struct rem_hist connect_duration;
@@ -76,20 +89,16 @@ struct rem_upstream_metrics {
     struct rem_hist dns_duration;
     int64_t dns_state; /* 0 resolved (or no names); 1 + enum rem_dns_result of the failure while
                           a name never answered; 1 + REM_DNS_RESULTS before the first answer */
+    /* TLS upstreams: handshakes by enum rem_tls_result, the ok ones that resumed a session, and
+     * the time from the connect's start to the handshake's end of the ok ones. */
+    uint64_t tls_handshakes[REM_TLS_RESULT__N];
+    uint64_t tls_resumed;
+    struct rem_hist tls_handshake_duration;
 };
 
 /* `proto` label of remora_downstream_streams_total: a downstream codec's `proto` index (conn.h):
  * 0 http1 (cleartext or TLS), 1 h2c (cleartext prior knowledge), 2 h2 (over TLS, by ALPN). */
 #define REM_DOWN_PROTOS 3
-
-/* `result` label of remora_tls_handshakes_total: how a downstream TLS handshake ended. */
-enum rem_tls_result {
-    REM_TLS_OK = 0,  /* done (REM_TE_READY) */
-    REM_TLS_FAILED,  /* a protocol error, or the client closed or reset the connection */
-    REM_TLS_TIMEOUT, /* limits.tls_handshake_timeout fired first */
-    REM_TLS_REFUSED, /* limits.max_tls_handshakes were in progress: closed unread at accept */
-    REM_TLS_RESULT__N
-};
 
 /* HTTP/2 error codes counted by name in remora_http2_resets_total (0x0..0xd); the slot after
  * them counts any other code. */
@@ -133,7 +142,8 @@ struct rem_metrics_layout {
     size_t n_upstreams;
     struct rem_hist_layout upstream_hist; /* metrics.buckets, for upstream histograms */
     char **upstream_label;                /* owned, escaped */
-    bool tls; /* a listener terminates TLS: the remora_tls_* families are rendered */
+    bool tls;    /* a listener terminates TLS: the remora_tls_* families are rendered */
+    bool up_tls; /* an upstream is reached over TLS: they are too, with side="upstream" */
 };
 
 /* One worker's metrics lined up with a layout, for one scrape: entry i of each array is the

@@ -26,6 +26,7 @@
 #include "server.h"
 #include "stream.h"
 #include "tls.h"
+#include "tls_client.h"
 #include "upool.h"
 #include "worker.h"
 
@@ -103,6 +104,7 @@ struct rem_server_plan *rem_server_plan_new(struct rem_config *cfg, struct rem_m
     p->fds = rem_xcalloc(nl * n_workers + 1, sizeof(*p->fds));
     p->ports = rem_xcalloc(nl ? nl : 1, sizeof(*p->ports));
     p->tls = rem_xcalloc(nl ? nl : 1, sizeof(*p->tls));
+    p->uptls = rem_xcalloc(cfg->n_upstreams + 1, sizeof(*p->uptls));
     for (size_t i = 0; i < nl * n_workers; i++)
         p->fds[i] = -1;
     /* Contexts first: a bad certificate fails the plan before any address is bound. */
@@ -110,6 +112,15 @@ struct rem_server_plan *rem_server_plan_new(struct rem_config *cfg, struct rem_m
         char err[512];
         if (cfg->listeners[i].tls &&
             !(p->tls[i] = rem_tls_server_ctx_new(&cfg->listeners[i], err, sizeof(err)))) {
+            rem_log_error("%s", err);
+            rem_server_plan_unref(p);
+            return NULL;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        char err[512];
+        if (cfg->upstreams[i].tls &&
+            !(p->uptls[i] = rem_tls_client_new(&cfg->upstreams[i], err, sizeof(err)))) {
             rem_log_error("%s", err);
             rem_server_plan_unref(p);
             return NULL;
@@ -152,6 +163,9 @@ void rem_server_plan_unref(struct rem_server_plan *p)
             rem_listener_unbind(&p->cfg->listeners[i]);
     for (size_t i = 0; i < p->cfg->n_listeners; i++)
         SSL_CTX_free(p->tls[i]);
+    for (size_t i = 0; i < p->cfg->n_upstreams; i++)
+        rem_tls_client_unref(p->uptls[i]);
+    free(p->uptls);
     free(p->keep);
     free(p->fds);
     free(p->ports);
@@ -216,6 +230,17 @@ static void configure_route(struct rem_gen *g, size_t i, unsigned nw)
     g->route_admits[i] = a;
 }
 
+/* Upconns of c (upstream i of p) connect over TLS with p's client of it, or over TCP; the
+ * client of an older plan is released (its upconns keep its context). */
+static void set_tls(struct rem_cluster *c, struct rem_server_plan *p, size_t i)
+{
+    if (p->uptls[i])
+        rem_cluster_set_connector(c, rem_tls_client_connect, rem_tls_client_ref(p->uptls[i]),
+                                  rem_tls_client_release);
+    else
+        rem_cluster_set_connector(c, NULL, NULL, NULL);
+}
+
 /* Phase one of the worker generation of plan p after prev (NULL at start): everything that can
  * fail is made here (the DNS channel, new clusters, new admits) and no object shared with prev
  * is changed, so a failure leaves prev exactly as it was. Clusters whose definition did not
@@ -240,7 +265,8 @@ static struct rem_gen *build_gen(struct rem_worker *w, struct rem_server_plan *p
         if (!c)
             goto fail;
         /* The upstream codec comes from the configured protocol, once. */
-        rem_upool_bind(c, u->protocol == REM_PROTO_H2C ? &rem_h2_up_ops : &rem_h1_up_ops);
+        rem_upool_bind(c, u->protocol == REM_PROTO_HTTP1 ? &rem_h1_up_ops : &rem_h2_up_ops);
+        set_tls(c, p, i);
         /* Only a cluster of the first generation holds readiness back until its names
          * resolve: one a reload adds must not take a serving pod out of its Service. */
         rem_cluster_set_gates_ready(c, prev == NULL);
@@ -262,8 +288,10 @@ static void configure_gen(struct rem_gen *g, struct rem_server_plan *p)
 {
     unsigned nw = p->n_workers ? p->n_workers : 1;
     for (size_t i = 0; i < g->cfg->n_upstreams; i++)
-        if (g->clusters[i]->cfg != &g->cfg->upstreams[i])
+        if (g->clusters[i]->cfg != &g->cfg->upstreams[i]) {
             rem_cluster_update(g->clusters[i], g->cfg, &g->cfg->upstreams[i], p->ml, nw);
+            set_tls(g->clusters[i], p, i);
+        }
     for (size_t i = 0; i <= g->cfg->n_routes; i++)
         configure_route(g, i, nw);
 }

@@ -13,6 +13,7 @@
 
 struct ssl_ctx_st;
 struct rem_config;
+struct rem_tls_client;
 struct rem_metrics_layout;
 struct rem_worker;
 
@@ -29,14 +30,18 @@ struct rem_server_plan {
     int *fds;        /* [cfg->n_listeners * n_workers]: the socket of new listener i for worker
                         w at i * n_workers + w (-1 once taken, or kept) */
     uint16_t *ports; /* [cfg->n_listeners]: the bound port of each listener */
-    struct ssl_ctx_st **tls; /* [cfg->n_listeners]: a reference on the server context of
-                                each TLS listener (built for every plan, kept address or
-                                not: a reload re-reads the files), NULL for plaintext */
+    struct ssl_ctx_st **tls;       /* [cfg->n_listeners]: a reference on the server context of
+                                      each TLS listener (built for every plan, kept address or
+                                      not: a reload re-reads the files), NULL for plaintext */
+    struct rem_tls_client **uptls; /* [cfg->n_upstreams]: a reference on the client of each
+                                      TLS upstream (built for every plan, like tls), NULL for
+                                      cleartext; each worker's cluster takes its own */
 };
 
 /* The plan of cfg for n_workers, after prev (NULL at start): builds the TLS context of every
  * TLS listener (reading its certificate and key), binds every new listener address once per
- * worker (SO_REUSEPORT; a port 0 becomes one port for all), reuses prev's sockets for
+ * worker and the client context of every TLS upstream (reading its files)
+ * (SO_REUSEPORT; a port 0 becomes one port for all), reuses prev's sockets for
  * addresses it already had. Returns NULL, with the reason logged, when a context cannot be
  * built or an address cannot be bound (nothing changes then). Main thread only. */
 struct rem_server_plan *rem_server_plan_new(struct rem_config *cfg, struct rem_metrics_layout *ml,

@@ -519,7 +519,7 @@ void rem_stream_start(struct rem_stream *s)
      * race), and any method toward HTTP/2, where an unprocessed stream (REFUSED_STREAM, above a
      * GOAWAY) is always safe to send again (RFC 9113 8.7). */
     s->replay_ok = s->req_has_body && !s->tunnel_req &&
-                   (idempotent(h) || s->cluster->cfg->protocol == REM_PROTO_H2C);
+                   (idempotent(h) || s->cluster->cfg->protocol != REM_PROTO_HTTP1);
     if (s->tunnel_req) {
         /* Tunnel bytes are not a body: they flow, unframed, once the tunnel opens. */
         s->req_has_body = false;

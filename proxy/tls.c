@@ -37,6 +37,11 @@ static void init(void)
     OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
 }
 
+void rem_tls_init(void)
+{
+    pthread_once(&init_once, init);
+}
+
 /* ALPN lists in wire format (RFC 7301 3.1), one per order the configuration can write; static,
  * so the select callback's argument outlives every context that points at one. */
 static const unsigned char alpn_h2[] = "\x02h2";
@@ -410,4 +415,12 @@ struct rem_identity *rem_tls_peer_identity(const SSL *ssl)
     struct rem_identity *id = identity_of(x);
     ERR_clear_error();
     return id;
+int rem_tls_no_passwd(char *buf, int size, int rwflag, void *arg)
+{
+    return on_passwd(buf, size, rwflag, arg);
+}
+
+const char *rem_tls_reason(const char *fallback)
+{
+    return reason(fallback);
 }

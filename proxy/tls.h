@@ -18,6 +18,10 @@ struct ssl_st;
 struct rem_cfg_listener;
 struct rem_identity;
 
+/* Initialises OpenSSL once, without the system's openssl.cnf (thread-safe, idempotent): call
+ * before building any context. */
+void rem_tls_init(void);
+
 /* Builds the server context of listener l (l->tls not NULL), reading its files (blocking: the
  * main thread, at start, reload or --check). Returns the context with one reference (release it
  * with SSL_CTX_free), or NULL with err holding one line that names the listener, the key
@@ -30,6 +34,13 @@ struct rem_identity;
  * none when require_client_cert). */
 struct ssl_ctx_st *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err,
                                           size_t errlen);
+/* For every context that loads a key (tls_client.c too): the passphrase callback that gives
+ * none, so an encrypted key fails to load instead of prompting on a terminal. */
+int rem_tls_no_passwd(char *buf, int size, int rwflag, void *arg);
+/* OpenSSL's reason for the first error queued on this thread (the cause; later ones say which
+ * layer gave up), or fallback. */
+const char *rem_tls_reason(const char *fallback);
+
 /* The notAfter of ctx's certificate (the chain's first) in Unix seconds, 0 when ctx is NULL or
  * the date cannot be read (remora_tls_cert_expiry_timestamp_seconds). */
 int64_t rem_tls_cert_not_after(const struct ssl_ctx_st *ctx);

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "error.h"
 #include "io_tcp.h"
+#include "io_tls.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -147,6 +148,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct rem_upconn *uc = arg;
     switch (uc->state) {
     case REM_UPCONN_CONNECTING:
+        /* connect_timeout covers the TLS handshake too: a timeout either way. */
+        if (rem_io_tls_handshaking(&uc->t))
+            REM_M_ADD(uc->ep->cluster->metrics->tls_handshakes[REM_TLS_TIMEOUT], 1);
         REM_M_ADD(uc->ep->cluster->metrics->connect_failures[REM_CONNFAIL_TIMEOUT], 1);
         uc->up->fail_all(uc, REM_E_CONNECT_TIMEOUT);
         break;
@@ -177,9 +181,24 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     uc->up->on_kick(uc);
 }
 
+/* The TLS handshake after the TCP connect failed (io_tls.c: EPROTO): logged once, here, where
+ * the upstream and the endpoint are known, with OpenSSL's reason. */
+static enum rem_err tls_error(struct rem_upconn *uc, const char *why)
+{
+    struct rem_upstream_metrics *m = uc->ep->cluster->metrics;
+    rem_log_warn("upstream %s: endpoint %s: TLS handshake failed: %s", uc->ep->cluster->cfg->name,
+                 uc->ep->name, why);
+    REM_M_ADD(m->tls_handshakes[REM_TLS_FAILED], 1);
+    REM_M_ADD(m->connect_failures[REM_CONNFAIL_TLS], 1);
+    return REM_E_UPSTREAM_TLS;
+}
+
 static enum rem_err connect_error(struct rem_upconn *uc)
 {
     int err = rem_transport_error(&uc->t);
+    char why[256];
+    if (err == EPROTO && rem_io_tls_failure(&uc->t, why, sizeof(why)))
+        return tls_error(uc, why);
     rem_log_debug("upconn %s: connect failed: %s", uc->ep->name, strerror(err));
     /* A Unix socket whose file is missing (the app is not up yet) is refused like a closed
      * port; EAGAIN there is a full backlog: connect_failed. */
@@ -194,9 +213,17 @@ static void on_event(struct rem_transport *t, int what, void *arg)
 {
     struct rem_upconn *uc = arg;
     if (what & REM_TE_READY) {
+        struct rem_upstream_metrics *m = uc->ep->cluster->metrics;
+        uint64_t ns = rem_now_ns() - uc->connect_start_ns;
+        bool resumed = false;
         event_del(uc->timer);
-        rem_hist_record(&uc->ep->cluster->metrics->connect_duration, uc->ep->cluster->hl,
-                        rem_now_ns() - uc->connect_start_ns);
+        rem_hist_record(&m->connect_duration, uc->ep->cluster->hl, ns);
+        if (rem_transport_session(&uc->t, &resumed)) {
+            REM_M_ADD(m->tls_handshakes[REM_TLS_OK], 1);
+            if (resumed)
+                REM_M_ADD(m->tls_resumed, 1);
+            rem_hist_record(&m->tls_handshake_duration, uc->ep->cluster->hl, ns);
+        }
         uc->up->ready(uc);
         return;
     }

@@ -180,6 +180,54 @@ def h2_upstream(h2_upstream_factory):
     return h2_upstream_factory()
 
 
+class TlsApp(H2Upstream):
+    """upstream.py or h2_upstream.py started with --tls-cert: .port (.addr) stays plaintext for
+    the fixtures' /_stats and /_control asks, .tls_port (.tls_addr) serves the same app over TLS.
+    tls_conns() lists what the app logged of each TLS connection it accepted."""
+
+    @property
+    def tls_port(self):
+        return int(self.ready_line.split()[2])
+
+    @property
+    def tls_addr(self):
+        return "127.0.0.1:%d" % self.tls_port
+
+    def snis(self):
+        """The server_name of every TLS ClientHello the app got ("-": none), even of handshakes
+        that failed, in order."""
+        return [ln.split()[1] for ln in self.stderr().splitlines() if ln.startswith("SNI ")]
+
+    def tls_conns(self):
+        """[{"sni", "alpn", "resumed", "client"}] in accept order ("-": none)."""
+        out = []
+        for line in self.stderr().splitlines():
+            if line.startswith("TLS "):
+                out.append(dict(kv.split("=", 1) for kv in line.split()[1:]))
+        return out
+
+
+@pytest.fixture
+def tls_app_factory(tmp_path):
+    """Factory: tls_app_factory(cert, key, h2=False, client_ca=None, alpn=None, name="") ->
+    TlsApp: upstream.py (h2: h2_upstream.py) also serving TLS with that certificate and key,
+    requiring a client certificate under client_ca when given, selecting ALPN from alpn (a
+    list) when given."""
+    start1, started1 = _app_factory(tmp_path, UPSTREAM_PY, TlsApp)
+    start2, started2 = _app_factory(tmp_path, H2_UPSTREAM_PY, TlsApp)
+
+    def make(cert, key, h2=False, client_ca=None, alpn=None, name=""):
+        args = ["--tls-cert", cert, "--tls-key", key]
+        if client_ca:
+            args += ["--tls-client-ca", client_ca]
+        if alpn:
+            args += ["--tls-alpn", ",".join(alpn)]
+        return (start2 if h2 else start1)(name, args)
+
+    yield make
+    _stop_apps(started1 + started2)
+
+
 class TcpEcho(Upstream):
     """tcp_echo.py: raw TCP echo with half-close (--upgrade: after a 101 to an HTTP/1.1
     Upgrade request). stats() asks its control port (the second number of its READY line)."""

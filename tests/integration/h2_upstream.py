@@ -79,7 +79,7 @@ from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 
 from h2util import GoawaySplitter
-from helpers import BLOCK, pattern
+from helpers import BLOCK, add_tls_args, log_tls_conn, pattern, tls_server_context
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 NAME = ""
@@ -788,6 +788,7 @@ async def serve_h1(reader, writer, initial):
 
 
 async def on_client(reader, writer):
+    log_tls_conn(writer)
     sock = writer.get_extra_info("socket")
     if sock is not None:
         try:
@@ -825,6 +826,7 @@ async def main():
     ap.add_argument("--verbose", action="store_true", help="connection events on stderr")
     ap.add_argument("--connect-protocol", action="store_true",
                     help="advertise SETTINGS_ENABLE_CONNECT_PROTOCOL, serve extended CONNECT")
+    add_tls_args(ap)
     args = ap.parse_args()
     global NAME, MAX_STREAMS, WINDOW, VERBOSE, CONNECT_PROTOCOL
     CONNECT_PROTOCOL = args.connect_protocol
@@ -838,7 +840,13 @@ async def main():
     if args.unix:
         path = "\0" + args.unix[1:] if args.unix.startswith("@") else args.unix
         await asyncio.start_unix_server(on_client, path, backlog=1024)
-    print("READY %d" % port, flush=True)
+    ready = "READY %d" % port
+    tls_ctx = tls_server_context(args)
+    if tls_ctx is not None:
+        tls_server = await asyncio.start_server(on_client, args.host, 0, ssl=tls_ctx,
+                                                backlog=1024, reuse_address=True)
+        ready += " %d" % tls_server.sockets[0].getsockname()[1]
+    print(ready, flush=True)
     async with server:
         await server.serve_forever()
 

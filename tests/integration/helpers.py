@@ -656,3 +656,57 @@ def read_half_closed_slowly(port, request, skip_head=False, pause=1.0):
     finally:
         s.close()
     return got, err
+
+
+# ---- TLS for the test apps (upstream.py, h2_upstream.py) --------------------------------------
+
+def add_tls_args(ap):
+    """The test apps' TLS options: with --tls-cert and --tls-key an app also serves TLS on a
+    second port (its READY line then reads "READY <port> <tls port>")."""
+    ap.add_argument("--tls-cert", default=None, help="PEM certificate chain of the TLS port")
+    ap.add_argument("--tls-key", default=None, help="PEM key of the TLS port")
+    ap.add_argument("--tls-client-ca", default=None,
+                    help="require a client certificate under this CA on the TLS port (mTLS)")
+    ap.add_argument("--tls-alpn", default=None,
+                    help="comma-separated ALPN protocols the TLS port selects from")
+
+
+def tls_server_context(args):
+    """The server context of args (add_tls_args), or None without --tls-cert. Each accepted TLS
+    connection is logged on stderr by log_tls_conn: "TLS sni=... alpn=... resumed=0|1
+    client=CN"; the server_name of every ClientHello as "SNI name"."""
+    import ssl
+    import sys
+    if not args.tls_cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls_client_ca:
+        ctx.load_verify_locations(args.tls_client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    if args.tls_alpn:
+        ctx.set_alpn_protocols(args.tls_alpn.split(","))
+
+    def on_sni(sslobj, name, _ctx):
+        sslobj.remora_sni = name
+        print("SNI %s" % (name or "-"), file=sys.stderr, flush=True)
+
+    ctx.sni_callback = on_sni
+    return ctx
+
+
+def log_tls_conn(writer):
+    """One stderr line about writer's TLS connection (nothing for a plaintext one)."""
+    import sys
+    sslobj = writer.get_extra_info("ssl_object")
+    if sslobj is None:
+        return
+    cert = sslobj.getpeercert() or {}
+    cn = "-"
+    for rdn in cert.get("subject", ()):
+        for k, v in rdn:
+            if k == "commonName":
+                cn = v
+    print("TLS sni=%s alpn=%s resumed=%d client=%s" % (
+        getattr(sslobj, "remora_sni", None) or "-", sslobj.selected_alpn_protocol() or "-",
+        1 if sslobj.session_reused else 0, cn), file=sys.stderr, flush=True)

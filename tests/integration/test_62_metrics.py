@@ -571,7 +571,7 @@ def test_connect_failures_refused(mproxy):
     assert got == 3, m.series(name)
     for l, v in m.series(name):
         assert set(l) == {"upstream", "reason"} and l["reason"] in (
-            "refused", "timeout", "error"), l
+            "refused", "timeout", "error", "tls"), l
     assert m.total(name, upstream="app") == 0
     assert m.types.get(name) == "counter"
 

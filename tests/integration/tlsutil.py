@@ -137,6 +137,15 @@ def cert_sha256(path):
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(Path(path).read_text())).hexdigest()
 
 
+def make_self_signed(d, name):
+    """d/name.key and d/name.pem: a self-signed server certificate for localhost and
+    127.0.0.1 (its own CA: trusted only when name.pem itself is)."""
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", name + ".key", "-subj", "/CN=localhost", "-days", "2",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-out", name + ".pem", cwd=d)
+
+
 def make_pki(d):
     """In directory d: a test CA (ca.pem, ca.key), two server certificates under it (server,
     server2: name.pem, name.key) and a key of no certificate (other.key). Returns d."""
@@ -245,6 +254,14 @@ def tls_config(pki, endpoints, tls=None, limits=None, plain=True, **kw):
     if plain:
         cfg["listeners"].append({"name": "plain", "address": "127.0.0.1:%d" % plain_port})
     return cfg, plain_port
+
+
+def check_errors(run_remora, path):
+    """remora --check -c path, which must fail: the lines it prints about path, in order."""
+    out = run_remora("--check", "-c", path)
+    text = out.stdout.decode()
+    assert out.returncode == 1, text
+    return [ln for ln in text.splitlines() if ln.startswith(str(path))]
 
 
 # ---- clients -----------------------------------------------------------------------------------

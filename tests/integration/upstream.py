@@ -24,7 +24,7 @@ import sys
 import urllib.parse
 
 # helpers.py (stdlib only) sits next to this script, and a script's directory is on sys.path
-from helpers import BLOCK, pattern
+from helpers import BLOCK, add_tls_args, log_tls_conn, pattern, tls_server_context
 
 READ_SIZE = 256 * 1024
 HEAD_LIMIT = 1024 * 1024
@@ -528,6 +528,7 @@ class Conn:
 
 
 async def on_client(reader, writer):
+    log_tls_conn(writer)
     sock = writer.get_extra_info("socket")
     if sock is not None:
         try:
@@ -545,6 +546,7 @@ async def main():
     ap.add_argument("--unix", default=None,
                     help="also serve on this Unix socket path (@name: abstract namespace); the "
                     "TCP port stays for a test's own /_stats and /_control asks")
+    add_tls_args(ap)
     args = ap.parse_args()
     global NAME
     NAME = args.name
@@ -554,7 +556,13 @@ async def main():
     if args.unix:
         path = "\0" + args.unix[1:] if args.unix.startswith("@") else args.unix
         await asyncio.start_unix_server(on_client, path, backlog=1024, limit=HEAD_LIMIT)
-    print("READY %d" % port, flush=True)
+    ready = "READY %d" % port
+    tls_ctx = tls_server_context(args)
+    if tls_ctx is not None:
+        tls_server = await asyncio.start_server(on_client, args.host, 0, ssl=tls_ctx, limit=HEAD_LIMIT,
+                                                backlog=1024, reuse_address=True)
+        ready += " %d" % tls_server.sockets[0].getsockname()[1]
+    print(ready, flush=True)
     async with server:
         await server.serve_forever()
 

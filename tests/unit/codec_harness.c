@@ -200,9 +200,9 @@ static void far_free(struct ch_upstream *u)
 
 /* The cluster's connector: the upconn's end connects (REM_TE_READY from the loop) to a far
  * end the harness keeps. */
-static int connect_mem(struct rem_transport *t, struct rem_loop *loop,
-                       const struct rem_endpoint *ep, const struct rem_transport_cbs *cbs,
-                       void *arg, size_t read_high, size_t write_high, void *connect_arg)
+static int connect_mem(struct rem_transport *t, struct rem_loop *loop, struct rem_endpoint *ep,
+                       const struct rem_transport_cbs *cbs, void *arg, size_t read_high,
+                       size_t write_high, void *connect_arg)
 {
     struct ch *h = connect_arg;
     struct ch_upstream *u = NULL;
@@ -318,7 +318,7 @@ int ch_init(struct ch *h, const char *yaml)
     rem_server_plan_unref(plan);
     h->w.rng = 0x9e3779b97f4a7c15u; /* reproducible request ids */
     for (size_t i = 0; i < h->w.gen->cfg->n_upstreams; i++)
-        rem_cluster_set_connector(h->w.gen->clusters[i], connect_mem, h);
+        rem_cluster_set_connector(h->w.gen->clusters[i], connect_mem, h, NULL);
     ch_stub_up_clear(h);
     ch_stub_down_clear(h);
     return 0;

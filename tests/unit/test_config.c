@@ -1204,24 +1204,49 @@ static void test_upstream_protocols(void **state)
     assert_int_equal(cfg->upstreams[3].protocol, REM_PROTO_HTTP1);
     rem_config_unref(cfg);
 
-    expect_string_errors("upstreams:\n  - name: a\n    endpoints: [\"a:1\"]\n    protocol: h2\n",
-                         (const char *const[]){"t.yaml:4:15: protocol \"h2\" (HTTP/2 over TLS) is "
-                                               "not supported yet; use \"h2c\" (cleartext HTTP/2 "
-                                               "with prior knowledge)",
-                                               NULL});
-    /* Through a variable too, and beside other errors, each at its own value. */
+    /* h2 is HTTP/2 over TLS with the default settings; http1 with a tls block is HTTP/1.1
+     * over TLS. */
+    cfg = load_string_ok(
+        "upstreams:\n"
+        "  - { name: a, endpoints: [\"a:1\"], protocol: h2 }\n"
+        "  - { name: b, endpoints: [\"10.0.0.1:443\"], tls: { ca: /ca.pem, sni: "
+        "App.Internal, cert: /c.pem, key: /k.pem } }\n"
+        "  - { name: c, endpoints: [\"c:1\"], protocol: h2, tls: { verify: false } }\n"
+        "  - { name: d, endpoints: [\"d:1\"], protocol: h2c }\n");
+    assert_int_equal(cfg->upstreams[0].protocol, REM_PROTO_H2);
+    assert_non_null(cfg->upstreams[0].tls);
+    assert_true(cfg->upstreams[0].tls->verify);
+    assert_null(cfg->upstreams[0].tls->ca);
+    assert_null(cfg->upstreams[0].tls->sni);
+    assert_int_equal(cfg->upstreams[1].protocol, REM_PROTO_HTTP1);
+    assert_string_equal(cfg->upstreams[1].tls->ca, "/ca.pem");
+    assert_string_equal(cfg->upstreams[1].tls->sni, "app.internal");
+    assert_string_equal(cfg->upstreams[1].tls->cert, "/c.pem");
+    assert_string_equal(cfg->upstreams[1].tls->key, "/k.pem");
+    assert_false(cfg->upstreams[2].tls->verify);
+    assert_null(cfg->upstreams[3].tls);
+    rem_config_unref(cfg);
+
     expect_string_errors(
         "upstreams:\n"
-        "  - { name: a, endpoints: [\"a:1\"], protocol: \"${REM_T_SURELY_UNSET:-h2}\" }\n"
+        "  - { name: a, endpoints: [\"a:1\"], protocol: h2c, tls: {} }\n"
         "  - { name: b, endpoints: [\"b:1\"], protocol: H2C }\n"
-        "  - { name: c, endpoints: [\"c:1\"], protocol: h2, max_requests: 0 }\n",
+        "  - { name: c, endpoints: [\"c:1\"], tls: { cert: /c.pem } }\n"
+        "  - { name: d, endpoints: [\"d:1\"], tls: { sni: 10.0.0.1 } }\n"
+        "  - { name: e, endpoints: [\"e:1\"], tls: { ca: \"\", vrfy: true } }\n"
+        "  - { name: f, endpoints: [\"f:1\"], tls: { ca: /ca.pem, verify: false } }\n"
+        "  - { name: g, endpoints: [\"unix:/run/app.sock\"], protocol: h2 }\n",
         (const char *const[]){
-            "t.yaml:2:46: protocol \"h2\" (HTTP/2 over TLS) is not supported yet; use \"h2c\" "
-            "(cleartext HTTP/2 with prior knowledge)",
-            "t.yaml:3:46: bad value \"H2C\" for \"protocol\" (expected http1 or h2c)",
-            "t.yaml:4:46: protocol \"h2\" (HTTP/2 over TLS) is not supported yet; use \"h2c\" "
-            "(cleartext HTTP/2 with prior knowledge)",
-            "t.yaml:4:64: \"max_requests\" must be between 1 and 16777216, got \"0\"",
+            "t.yaml:2:56: \"tls\" with protocol h2c: h2c is cleartext HTTP/2; write protocol h2 "
+            "for HTTP/2 over TLS",
+            "t.yaml:3:46: bad value \"H2C\" for \"protocol\" (expected http1, h2c or h2)",
+            "t.yaml:4:41: tls.cert and tls.key go together (the client certificate and its key)",
+            "t.yaml:5:48: bad sni \"10.0.0.1\" (expected a DNS host name such as app.internal; an "
+            "IP endpoint without sni is verified against its address)",
+            "t.yaml:6:47: \"ca\" must not be empty (a PEM file name)",
+            "t.yaml:6:51: unknown key \"vrfy\" in tls",
+            "t.yaml:7:47: tls.ca is never used with verify: false (nothing is verified)",
+            "t.yaml:8:5: upstream \"g\": TLS needs host:port endpoints, not unix:/run/app.sock",
             NULL,
         });
 }
@@ -1713,7 +1738,7 @@ static void test_bad_values(void **state)
             CONFIGS "bad_values.yaml:9:44: bad endpoint \"bad host:80\" (a host name takes "
                     "letters, digits, '-', '_' and '.')",
             CONFIGS "bad_values.yaml:10:15: bad value \"http3\" for \"protocol\" (expected "
-                    "http1 or h2c)",
+                    "http1, h2c or h2)",
             CONFIGS "bad_values.yaml:11:22: bad duration \"10\" for \"connect_timeout\" "
                     "(expected an integer with ms, s, m or h, or 0)",
             CONFIGS "bad_values.yaml:12:19: bad duration \"1.5s\" for \"idle_timeout\" "
