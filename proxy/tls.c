@@ -415,6 +415,8 @@ struct rem_identity *rem_tls_peer_identity(const SSL *ssl)
     struct rem_identity *id = identity_of(x);
     ERR_clear_error();
     return id;
+}
+
 int rem_tls_no_passwd(char *buf, int size, int rwflag, void *arg)
 {
     return on_passwd(buf, size, rwflag, arg);
