@@ -460,20 +460,48 @@ static void publish_reloads(const struct reloader *r)
     rem_admin_set_reloads(r->admin, &st);
 }
 
-/* The admin's remora_tls_cert_expiry_timestamp_seconds: the notAfter of each TLS listener's
- * certificate in p, the plan the workers serve. */
+/* The admin's remora_tls_cert_expiry_timestamp_seconds{cert} in p, the plan the workers serve:
+ * each TLS listener's certificate ("listener/NAME") and the earliest of its client CAs
+ * ("listener/NAME/client_ca"), each TLS upstream's client certificate ("upstream/NAME") and the
+ * earliest of its configured CAs ("upstream/NAME/ca"; the system store is not one's to alert
+ * on). */
 static void publish_tls_expiry(struct rem_admin *admin, const struct rem_server_plan *p)
 {
     const struct rem_config *cfg = p->cfg;
-    const char **names = rem_xcalloc(cfg->n_listeners + 1, sizeof(*names));
-    double *not_after = rem_xcalloc(cfg->n_listeners + 1, sizeof(*not_after));
-    size_t n = 0;
+    size_t cap = 2 * (cfg->n_listeners + cfg->n_upstreams) + 1, n = 0;
+    char **names = rem_xcalloc(cap, sizeof(*names));
+    double *not_after = rem_xcalloc(cap, sizeof(*not_after));
+    char buf[512];
+#define ADD(when, fmt, name)                                                                       \
+    do {                                                                                           \
+        int64_t t_ = (when);                                                                       \
+        if (t_) {                                                                                  \
+            snprintf(buf, sizeof(buf), fmt, name);                                                 \
+            if (!(names[n] = strdup(buf)))                                                         \
+                abort();                                                                           \
+            not_after[n++] = (double)t_;                                                           \
+        }                                                                                          \
+    } while (0)
     for (size_t i = 0; i < cfg->n_listeners; i++)
         if (p->tls[i]) {
-            names[n] = cfg->listeners[i].name;
-            not_after[n++] = (double)rem_tls_cert_not_after(p->tls[i]);
+            const char *ln = cfg->listeners[i].name;
+            ADD(rem_tls_cert_not_after(p->tls[i]), "listener/%s", ln);
+            if (cfg->listeners[i].tls->client_ca)
+                ADD(rem_tls_store_not_after(p->tls[i]), "listener/%s/client_ca", ln);
         }
-    rem_admin_set_tls_expiry(admin, names, not_after, n);
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        if (p->uptls && p->uptls[i]) {
+            const struct rem_cfg_upstream_tls *t = cfg->upstreams[i].tls;
+            const char *un = cfg->upstreams[i].name;
+            if (t && t->cert)
+                ADD(rem_tls_cert_not_after(p->uptls[i]->ctx), "upstream/%s", un);
+            if (t && t->ca)
+                ADD(rem_tls_store_not_after(p->uptls[i]->ctx), "upstream/%s/ca", un);
+        }
+#undef ADD
+    rem_admin_set_tls_expiry(admin, (const char *const *)names, not_after, n);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
     free(names);
     free(not_after);
 }

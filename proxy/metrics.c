@@ -894,10 +894,12 @@ static void render_tls_certs(struct rbuf *b, const struct rem_metrics_process *p
     rb_u64(b, p->tls_cert_reloads_failed);
     rb_put(b, "\n", 1);
     rb_family(b, "remora_tls_cert_expiry_timestamp_seconds", "gauge",
-              "When the certificate a TLS listener serves expires (its notAfter), Unix seconds.");
+              "When a certificate remora serves, presents or trusts expires (its notAfter), Unix "
+              "seconds, by cert (listener/NAME, listener/NAME/client_ca, upstream/NAME, "
+              "upstream/NAME/ca).");
     for (size_t i = 0; i < p->n_tls; i++) {
         char *name = rem_metrics_escape_label(p->tls_listeners[i]);
-        rb_str(b, "remora_tls_cert_expiry_timestamp_seconds{listener=\"");
+        rb_str(b, "remora_tls_cert_expiry_timestamp_seconds{cert=\"");
         rb_str(b, name);
         rb_str(b, "\"} ");
         rb_double(b, p->tls_not_after[i]);

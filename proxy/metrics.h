@@ -229,7 +229,8 @@ struct rem_metrics_process {
     uint64_t reloads_ok, reloads_failed;
     double last_reload_success; /* Unix time of the last successful load (start included) */
     /* Shown with config_generation: reloads a TLS file change asked for, and the notAfter
-     * (Unix seconds) of each TLS listener's certificate, tls_listeners[i] naming it. */
+     * (Unix seconds) of each certificate remora serves, presents or trusts, tls_listeners[i]
+     * naming it (label cert: listener/NAME, listener/NAME/client_ca, upstream/NAME[/ca]). */
     uint64_t tls_cert_reloads_ok, tls_cert_reloads_failed;
     const char *const *tls_listeners;
     const double *tls_not_after;

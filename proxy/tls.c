@@ -417,6 +417,20 @@ struct rem_identity *rem_tls_peer_identity(const SSL *ssl)
     return id;
 }
 
+int64_t rem_tls_store_not_after(const SSL_CTX *ctx)
+{
+    X509_STORE *st = ctx ? SSL_CTX_get_cert_store(ctx) : NULL;
+    STACK_OF(X509_OBJECT) *objs = st ? X509_STORE_get0_objects(st) : NULL;
+    int64_t min = 0;
+    for (int i = 0; objs && i < sk_X509_OBJECT_num(objs); i++) {
+        X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+        int64_t t;
+        if (x && unix_time(X509_get0_notAfter(x), &t) && (min == 0 || t < min))
+            min = t;
+    }
+    return min;
+}
+
 int rem_tls_no_passwd(char *buf, int size, int rwflag, void *arg)
 {
     return on_passwd(buf, size, rwflag, arg);

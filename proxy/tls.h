@@ -44,6 +44,10 @@ const char *rem_tls_reason(const char *fallback);
 /* The notAfter of ctx's certificate (the chain's first) in Unix seconds, 0 when ctx is NULL or
  * the date cannot be read (remora_tls_cert_expiry_timestamp_seconds). */
 int64_t rem_tls_cert_not_after(const struct ssl_ctx_st *ctx);
+/* The earliest notAfter among the CA certificates ctx trusts (its X509_STORE: a listener's
+ * client_ca, an upstream's ca) in Unix seconds, 0 when there is none or no date can be read.
+ * The soonest CA to expire is the one an alert must name. */
+int64_t rem_tls_store_not_after(const struct ssl_ctx_st *ctx);
 
 /* The identity of the client certificate ssl's handshake verified: a new object the caller
  * owns (rem_identity_free), or NULL when the client sent none, it was not verified, or memory

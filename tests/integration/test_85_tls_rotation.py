@@ -97,8 +97,9 @@ def wait_cert_reloads(p, success, failure, timeout=5.0):
 
 
 def expiry(p):
-    """{listener: remora_tls_cert_expiry_timestamp_seconds}."""
-    return {l["listener"]: v for l, v in
+    """{listener: remora_tls_cert_expiry_timestamp_seconds} of the listeners' own certificates
+    (cert="listener/NAME")."""
+    return {l["cert"].split("/", 1)[1]: v for l, v in
             metrics(p.admin_port).series("remora_tls_cert_expiry_timestamp_seconds")}
 
 
@@ -272,7 +273,7 @@ def test_expired_or_not_yet_valid_refused(remora, run_remora, upstream, tmp_path
 # ---- the expiry gauge ---------------------------------------------------------------------------
 
 def test_cert_expiry_gauge(remora, upstream, tmp_path, pki):
-    """remora_tls_cert_expiry_timestamp_seconds{listener} is the notAfter of each TLS listener's
+    """remora_tls_cert_expiry_timestamp_seconds{cert="listener/NAME"} is the notAfter of each TLS listener's
     certificate (none for a plaintext listener), and follows a rotation."""
     extra = [{"name": "long", "address": "127.0.0.1:%d" % free_port(),
               "tls": tls_block(pki, "long")},

@@ -24,7 +24,7 @@ import pytest
 
 from helpers import curl, metrics, wait_for
 from reloadutil import ConfDir, config_doc, log_tail, render
-from tlsutil import (CaDir, cert_sha256, client_ctx, client_subject, get_h1, make_ca,
+from tlsutil import (CaDir, cert_info, cert_sha256, client_ctx, client_subject, get_h1, make_ca,
                      make_client_cert, make_pki, spiffe, tls_block, tls_config)
 
 DAY = 86400
@@ -176,6 +176,25 @@ def test_bundle_and_ca_names(remora, upstream, tmp_path, pki):
                          stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
     text = out.stdout.decode(errors="replace")
     assert "Acceptable client certificate CA names\nCN = client-ca\nCN = client-ca2\n" in text, text
+
+
+def test_client_ca_expiry_gauge(remora, upstream, tmp_path, pki):
+    """remora_tls_cert_expiry_timestamp_seconds{cert="listener/NAME/client_ca"} is the notAfter
+    of the client CA that expires first (the one an alert must name), beside the listener's own
+    certificate's."""
+    make_ca(tmp_path, "short-ca", days=1)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes((pki / "client-ca.pem").read_bytes()
+                       + (tmp_path / "short-ca.pem").read_bytes())
+    r = mtls(remora, pki, [upstream.addr], require=False, client_ca=bundle)
+    got = {l["cert"]: v for l, v in
+           metrics(r.admin_port).series("remora_tls_cert_expiry_timestamp_seconds")}
+    short, long_ = cert_info(tmp_path / "short-ca.pem")[1], cert_info(pki / "client-ca.pem")[1]
+    assert long_ - short > 12 * 3600
+    listener = [k for k in got if not k.endswith("/client_ca")]
+    assert len(listener) == 1 and listener[0].startswith("listener/"), got
+    assert got[listener[0]] == cert_info(pki / "server.pem")[1]
+    assert got[listener[0] + "/client_ca"] == short, got
 
 
 # ---- x-forwarded-client-cert: sanitize, then set -----------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 
 from helpers import http, metrics, pattern_sha256, wait_for
 from reloadutil import render
-from tlsutil import check_errors, make_client_cert, make_pki, make_self_signed
+from tlsutil import cert_info, check_errors, make_client_cert, make_pki, make_self_signed
 
 MIB = 1024 * 1024
 
@@ -200,6 +200,21 @@ def test_client_certificate(remora, tls_app_factory, pki):
     r2 = start(remora, app, {"ca": str(pki / "ca.pem"), "sni": "localhost"})
     resp = http(r2.port, "GET", "/echo")
     assert resp.status == 502, resp
+
+
+def test_cert_expiry_gauge(remora, tls_app_factory, pki):
+    """remora_tls_cert_expiry_timestamp_seconds names the upstream's client certificate
+    (cert="upstream/NAME") and the CA it trusts (cert="upstream/NAME/ca"), with their notAfter;
+    no TLS listener is needed for the family to render."""
+    app = tls_app_factory(*app_cert(pki), client_ca=str(pki / "ca.pem"))
+    r = start(remora, app, {"ca": str(pki / "ca.pem"), "sni": "localhost",
+                            "cert": str(pki / "client.pem"), "key": str(pki / "client.key")})
+    got = {l["cert"]: v for l, v in
+           metrics(r.admin_port).series("remora_tls_cert_expiry_timestamp_seconds")}
+    names = sorted(k for k in got if k.startswith("upstream/"))
+    assert len(names) == 2 and names[1] == names[0] + "/ca", got
+    assert got[names[0]] == cert_info(pki / "client.pem")[1]
+    assert got[names[1]] == cert_info(pki / "ca.pem")[1]
 
 
 # ---- sessions ------------------------------------------------------------------------------

@@ -103,12 +103,12 @@ def make_server_cert(d, name, ca="ca", days=2, not_before=None, not_after=None, 
     _sign(d, name, ca, SERVER_EXT, "/CN=localhost", days, not_before, not_after, rsa)
 
 
-def make_ca(d, name, cn=None):
-    """A self-signed CA in d: name.pem, name.key."""
+def make_ca(d, name, cn=None, days=2):
+    """A self-signed CA in d: name.pem, name.key, valid from now for days."""
     openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
             "-out", name + ".key", cwd=d)
     openssl("req", "-x509", "-new", "-key", name + ".key", "-subj", "/CN=" + (cn or name),
-            "-days", "2", "-out", name + ".pem", cwd=d)
+            "-days", str(days), "-out", name + ".pem", cwd=d)
 
 
 def spiffe(name):

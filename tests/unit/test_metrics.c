@@ -1446,10 +1446,10 @@ static void test_tls_cert_series(void **state)
         assert_non_null(strstr(got, "\nremora_tls_cert_reloads_total{result=\"failure\"} 2\n"));
         assert_non_null(strstr(got, "# TYPE remora_tls_cert_expiry_timestamp_seconds gauge\n"));
         assert_non_null(
-            strstr(got, "\nremora_tls_cert_expiry_timestamp_seconds{listener=\"tls\"} 1.8e+09\n"));
+            strstr(got, "\nremora_tls_cert_expiry_timestamp_seconds{cert=\"tls\"} 1.8e+09\n"));
         assert_non_null(strstr(
             got,
-            "\nremora_tls_cert_expiry_timestamp_seconds{listener=\"a\\\"b\"} 1.700000123e+09\n"));
+            "\nremora_tls_cert_expiry_timestamp_seconds{cert=\"a\\\"b\"} 1.700000123e+09\n"));
     }
 }
 
