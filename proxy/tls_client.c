@@ -65,12 +65,26 @@ static int load_trust(SSL_CTX *ctx, const struct rem_cfg_upstream *u, char *err,
         }
         return 0;
     }
-    /* The default paths may not exist (a static binary's OPENSSLDIR): not an error, nor is a
-     * missing bundle (then nothing verifies, and every handshake says so in the log). */
+    /* The default paths may not exist (a static binary's OPENSSLDIR), nor the bundle (the
+     * container image has none). With neither a certificate loaded nor a hashed directory to
+     * look them up in, no app could ever verify: that is a config error, said now, rather than
+     * a 502 on every request. */
     (void)SSL_CTX_set_default_verify_paths(ctx);
     if (access(REM_SYSTEM_CA_BUNDLE, R_OK) == 0)
         (void)SSL_CTX_load_verify_locations(ctx, REM_SYSTEM_CA_BUNDLE, NULL);
     ERR_clear_error();
+    const char *dir = getenv(X509_get_default_cert_dir_env());
+    if (!dir || !*dir)
+        dir = X509_get_default_cert_dir();
+    if (sk_X509_OBJECT_num(X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx))) == 0 &&
+        access(dir, R_OK | X_OK) != 0) {
+        snprintf(err, errlen,
+                 "upstream \"%s\": tls: no tls.ca and no system trust store (neither %s nor %s "
+                 "exists): set tls.ca to the CA of the app's certificate (remora's image has no CA "
+                 "bundle)",
+                 u->name, REM_SYSTEM_CA_BUNDLE, dir);
+        return -1;
+    }
     return 0;
 }
 

@@ -166,6 +166,10 @@ void rem_tls_tickets_install(SSL_CTX *ctx)
 
 void rem_tls_tickets_rotate(void)
 {
+    /* No TLS context was ever built: nothing to rotate, and no reason to start OpenSSL's
+     * random generator in a process that serves no TLS. */
+    if (!__atomic_load_n(&process_ring, __ATOMIC_ACQUIRE))
+        return;
     if (rem_ticket_ring_rotate(rem_tls_tickets()) == 0)
         rem_log_debug("tls: session ticket keys rotated");
 }

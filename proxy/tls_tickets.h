@@ -47,7 +47,8 @@ struct rem_ticket_ring *rem_tls_tickets(void);
  * with the process's ring, and sets the session lifetime to the longest a ticket's key can
  * still decrypt (REM_TICKET_KEYS x REM_TICKET_ROTATE_MS). */
 void rem_tls_tickets_install(struct ssl_ctx_st *ctx);
-/* Rotates the process's ring (the main thread's timer, every REM_TICKET_ROTATE_MS). */
+/* Rotates the process's ring (the main thread's timer, every REM_TICKET_ROTATE_MS); a no-op
+ * until a TLS context installed it. */
 void rem_tls_tickets_rotate(void);
 
 #endif

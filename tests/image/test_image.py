@@ -215,6 +215,31 @@ def test_default_config_and_version(podman, built):
     assert p.stdout.splitlines()[0] == "remora " + label
 
 
+def test_tls_upstream_needs_a_ca_in_the_image(podman, built, tmp_path):
+    """The image has no CA bundle: a TLS upstream without tls.ca could never verify, so the
+    config is refused with that reason; with tls.ca (mounted like a Secret) it is accepted."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(tmp_path / "ca.key"),
+                    "-out", str(tmp_path / "ca.pem"), "-days", "2", "-subj", "/CN=app-ca"],
+                   check=True, capture_output=True, timeout=30)
+    (tmp_path / "ca.key").unlink()
+    base = ('listeners: [{name: inbound, address: "0.0.0.0:8000"}]\n'
+            'upstreams: [{name: app, endpoints: ["127.0.0.1:8443"], tls: {%s}}]\n'
+            'routes: [{name: all, match: {path_prefix: "/"}, upstream: app}]\n')
+    for name, tls in (("no-ca.yaml", "sni: app.example"),
+                      ("ca.yaml", "sni: app.example, ca: /tls/ca.pem")):
+        (tmp_path / name).write_text(base % tls)
+    for p in tmp_path.iterdir():
+        p.chmod(0o644)
+    tmp_path.chmod(0o755)
+    run = ["run", "--rm", *HARDENED, "--volume", "%s:/tls:ro" % tmp_path, built.image_id()]
+    p = podman(*run, "--check", "-c", "/tls/no-ca.yaml", check=False)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "no tls.ca and no system trust store" in p.stdout + p.stderr, p.stdout + p.stderr
+    p = podman(*run, "--check", "-c", "/tls/ca.yaml", check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
 def test_ready_and_proxied(running, app):
     c = running
     assert readyz_status(c.admin_port) == 200
