@@ -23,6 +23,7 @@ static void listener_dispose(struct rem_cfg_listener *l)
         free(l->tls->ciphers);
         free(l->tls->ciphersuites);
         free(l->tls->client_ca);
+        free(l->tls->ocsp_response);
         free(l->tls);
         l->tls = NULL;
     }

@@ -137,6 +137,8 @@ struct rem_cfg_tls {
                         NULL: no client certificate is asked for */
     bool require_client_cert; /* a client without a certificate fails the handshake; needs
                                  client_ca; default off (one without is served anonymous) */
+    char *ocsp_response;      /* DER OCSP response for cert, stapled to clients that ask (status
+                                 request); NULL: no stapling */
 };
 
 struct rem_cfg_listener {

@@ -156,6 +156,7 @@ static void listener(struct evbuffer *o, const struct rem_cfg_listener *l, bool 
         kstr(o, &g, "ciphersuites", t->ciphersuites);
         kbool(o, &g, "session_tickets", t->session_tickets);
         kstr(o, &g, "client_ca", t->client_ca);
+        kstr(o, &g, "ocsp_response", t->ocsp_response);
         kbool(o, &g, "require_client_cert", t->require_client_cert);
         evbuffer_add(o, "}", 1);
     }

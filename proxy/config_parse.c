@@ -443,8 +443,8 @@ static void parse_alpn(struct ctx *c, yaml_node_t *node, struct rem_cfg_tls *t)
     }
 }
 
-/* A cipher list is OpenSSL's syntax, a client_ca a file: both are checked when the listener's
- * context is built (tls.c); here only that it is a non-empty string. */
+/* A cipher list is OpenSSL's syntax, a client_ca or ocsp_response a file: they are checked when
+ * the listener's context is built (tls.c); here only that it is a non-empty string. */
 static void parse_cipher_list(struct ctx *c, yaml_node_t *node, const char *key, char **out)
 {
     if (rem_yaml_get_string(c->y, node, key, out) == 0 && (*out)[0] == '\0') {
@@ -458,7 +458,19 @@ static void parse_cipher_list(struct ctx *c, yaml_node_t *node, const char *key,
  * (tls.c), which reports a missing file or a key that does not match its certificate. */
 static void parse_tls(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener *l)
 {
-    enum { F_CERT, F_KEY, F_MIN, F_ALPN, F_CIPHERS, F_SUITES, F_TICKETS, F_CA, F_REQUIRE, F_N };
+    enum {
+        F_CERT,
+        F_KEY,
+        F_MIN,
+        F_ALPN,
+        F_CIPHERS,
+        F_SUITES,
+        F_TICKETS,
+        F_CA,
+        F_REQUIRE,
+        F_OCSP,
+        F_N
+    };
     static const char *const versions[] = {"1.2", "1.3", NULL};
     struct rem_yaml_field f[F_N] = {
         [F_CERT] = {.key = "cert"},
@@ -470,6 +482,7 @@ static void parse_tls(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener 
         [F_TICKETS] = {.key = "session_tickets"},
         [F_CA] = {.key = "client_ca"},
         [F_REQUIRE] = {.key = "require_client_cert"},
+        [F_OCSP] = {.key = "ocsp_response"},
     };
     int v;
 
@@ -510,6 +523,8 @@ static void parse_tls(struct ctx *c, yaml_node_t *node, struct rem_cfg_listener 
         (void)rem_yaml_get_bool(c->y, f[F_TICKETS].val, "session_tickets", &t->session_tickets);
     if (f[F_CA].val != NULL)
         parse_cipher_list(c, f[F_CA].val, "client_ca", &t->client_ca);
+    if (f[F_OCSP].val != NULL)
+        parse_cipher_list(c, f[F_OCSP].val, "ocsp_response", &t->ocsp_response);
     if (f[F_REQUIRE].val != NULL &&
         rem_yaml_get_bool(c->y, f[F_REQUIRE].val, "require_client_cert", &t->require_client_cert) ==
             0 &&

@@ -506,12 +506,12 @@ static void publish_tls_expiry(struct rem_admin *admin, const struct rem_server_
     free(not_after);
 }
 
-/* The TLS files cfg names, in order: each TLS listener's cert, key and client_ca, each TLS
- * upstream's ca, cert and key (those written). Returns an array to free, *n set. */
+/* The TLS files cfg names, in order: each TLS listener's cert, key, client_ca and ocsp_response,
+ * each TLS upstream's ca, cert and key (those written). Returns an array to free, *n set. */
 static const char **tls_files(const struct rem_config *cfg, size_t *n)
 {
     const char **paths =
-        rem_xcalloc(3 * cfg->n_listeners + 3 * cfg->n_upstreams + 1, sizeof(*paths));
+        rem_xcalloc(4 * cfg->n_listeners + 3 * cfg->n_upstreams + 1, sizeof(*paths));
     *n = 0;
     for (size_t i = 0; i < cfg->n_listeners; i++)
         if (cfg->listeners[i].tls) {
@@ -519,6 +519,8 @@ static const char **tls_files(const struct rem_config *cfg, size_t *n)
             paths[(*n)++] = cfg->listeners[i].tls->key;
             if (cfg->listeners[i].tls->client_ca)
                 paths[(*n)++] = cfg->listeners[i].tls->client_ca;
+            if (cfg->listeners[i].tls->ocsp_response)
+                paths[(*n)++] = cfg->listeners[i].tls->ocsp_response;
         }
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct rem_cfg_upstream_tls *t = cfg->upstreams[i].tls;

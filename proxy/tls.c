@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/ocsp.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -27,14 +28,38 @@
 #define CLIENT_VERIFY_DEPTH 4
 /* A client_ca bundle larger than this is refused (a few hundred CAs fit). */
 #define CLIENT_CA_MAX_BYTES (1u << 20)
+/* An OCSP response larger than this is refused (one is a few KiB). */
+#define OCSP_MAX_BYTES (64u << 10)
+/* Clock skew allowed around an OCSP response's thisUpdate (OCSP_check_validity). */
+#define OCSP_SKEW_S 300
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+/* The stapled OCSP response of a context (tls.ocsp_response): its DER bytes and nextUpdate. */
+struct staple {
+    unsigned char *der; /* owned (OPENSSL_malloc) */
+    int len;
+    int64_t next_update; /* Unix seconds; 0: the response names none */
+};
+
+/* The ex_data slot of a context's staple, freed with the context. */
+static int staple_idx = -1;
+
+static void staple_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    struct staple *s = ptr;
+    if (s) {
+        OPENSSL_free(s->der);
+        free(s);
+    }
+}
 
 /* OpenSSL without the system's openssl.cnf: remora's settings are the whole configuration (the
  * file could lower them, or name providers a static binary would have to dlopen). */
 static void init(void)
 {
     OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
+    staple_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, staple_free);
 }
 
 void rem_tls_init(void)
@@ -261,6 +286,98 @@ static int client_verify(const struct rem_cfg_listener *l, SSL_CTX *ctx, char *e
     return 0;
 }
 
+/* A client asked for the certificate's status (status_request): the staple, a copy OpenSSL
+ * frees with the SSL, unless it is past its nextUpdate (a stale staple would make a client that
+ * checks it refuse the connection; none makes it ask the CA itself, or go without). */
+static int on_status(SSL *ssl, void *arg)
+{
+    const struct staple *s = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), staple_idx);
+    if (!s || (s->next_update && (int64_t)time(NULL) > s->next_update))
+        return SSL_TLSEXT_ERR_NOACK;
+    unsigned char *copy = OPENSSL_memdup(s->der, (size_t)s->len);
+    if (!copy || SSL_set_tlsext_status_ocsp_resp(ssl, copy, s->len) != 1) {
+        OPENSSL_free(copy);
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* Why the OCSP response r cannot be stapled for leaf, or NULL (a successful basic response
+ * whose entry for leaf's serial says "good", within thisUpdate..nextUpdate); *next_update gets
+ * the entry's nextUpdate. */
+static const char *staple_problem(OCSP_RESPONSE *r, X509 *leaf, int64_t *next_update)
+{
+    if (OCSP_response_status(r) != OCSP_RESPONSE_STATUS_SUCCESSFUL)
+        return "the response is not \"successful\"";
+    OCSP_BASICRESP *b = OCSP_response_get1_basic(r);
+    if (!b)
+        return "the response has no basic response";
+    const char *why = "the response has no entry for tls.cert's certificate (its serial number)";
+    const ASN1_INTEGER *serial = X509_get0_serialNumber(leaf);
+    for (int i = 0; i < OCSP_resp_count(b); i++) {
+        OCSP_SINGLERESP *sr = OCSP_resp_get0(b, i);
+        ASN1_INTEGER *sn = NULL;
+        int reason;
+        ASN1_GENERALIZEDTIME *rev, *thisupd, *nextupd;
+        if (OCSP_id_get0_info(NULL, NULL, NULL, &sn, (OCSP_CERTID *)OCSP_SINGLERESP_get0_id(sr)) !=
+                1 ||
+            !sn || ASN1_INTEGER_cmp(sn, serial) != 0)
+            continue;
+        int st = OCSP_single_get0_status(sr, &reason, &rev, &thisupd, &nextupd);
+        struct tm tm;
+        if (st == V_OCSP_CERTSTATUS_REVOKED)
+            why = "the response says the certificate is revoked";
+        else if (st != V_OCSP_CERTSTATUS_GOOD)
+            why = "the response does not say the certificate is good";
+        else if (OCSP_check_validity(thisupd, nextupd, OCSP_SKEW_S, -1) != 1)
+            why = "the response is not valid now (thisUpdate in the future or nextUpdate past)";
+        else {
+            why = NULL;
+            *next_update = nextupd && ASN1_TIME_to_tm(nextupd, &tm) == 1 ? (int64_t)timegm(&tm) : 0;
+        }
+        break;
+    }
+    OCSP_BASICRESP_free(b);
+    return why;
+}
+
+/* tls.ocsp_response: a DER OCSP response about tls.cert's certificate, stapled to the
+ * clients that ask. It is checked (about this certificate, "good", valid now) and read once per
+ * context: a renewed response is a file change, which rebuilds the context like a new pair. */
+static int load_staple(const struct rem_cfg_listener *l, SSL_CTX *ctx, char *err, size_t errlen)
+{
+    const struct rem_cfg_tls *t = l->tls;
+    size_t len = 0;
+    char *der = slurp(t->ocsp_response, OCSP_MAX_BYTES, &len);
+    if (!der) {
+        snprintf(err, errlen, "listener \"%s\": tls.ocsp_response %s: cannot read: %s", l->name,
+                 t->ocsp_response, errno == EFBIG ? "larger than 64 KiB" : strerror(errno));
+        return -1;
+    }
+    const unsigned char *p = (const unsigned char *)der;
+    OCSP_RESPONSE *r = d2i_OCSP_RESPONSE(NULL, &p, (long)len);
+    int64_t next_update = 0;
+    const char *why = !r ? "not a DER OCSP response"
+                         : staple_problem(r, SSL_CTX_get0_certificate(ctx), &next_update);
+    OCSP_RESPONSE_free(r);
+    struct staple *s = why ? NULL : calloc(1, sizeof(*s));
+    if (s && (s->der = OPENSSL_memdup(der, len)) != NULL) {
+        s->len = (int)len;
+        s->next_update = next_update;
+    }
+    free(der);
+    if (why || !s || !s->der || SSL_CTX_set_ex_data(ctx, staple_idx, s) != 1) {
+        snprintf(err, errlen, "listener \"%s\": tls.ocsp_response %s: %s", l->name,
+                 t->ocsp_response, why ? why : "out of memory");
+        if (s)
+            OPENSSL_free(s->der);
+        free(s);
+        return -1;
+    }
+    SSL_CTX_set_tlsext_status_cb(ctx, on_status);
+    return 0;
+}
+
 SSL_CTX *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err, size_t errlen)
 {
     const struct rem_cfg_tls *t = l->tls;
@@ -338,6 +455,8 @@ SSL_CTX *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err, siz
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, (void *)alpn_of(t));
     if (t->client_ca && client_verify(l, ctx, err, errlen) < 0)
+        goto fail;
+    if (t->ocsp_response && load_staple(l, ctx, err, errlen) < 0)
         goto fail;
     ERR_clear_error();
     return ctx;

@@ -535,3 +535,66 @@ def test_access_log_tls_fields(tls_proxy, pki):
     plain = logs["/echo/plain"]
     assert "tls_version" not in plain and "alpn" not in plain, plain
     assert list(plain)[-1] == "client", plain
+
+
+# ---- OCSP stapling (tls.ocsp_response) ----------------------------------------------------------
+
+def ocsp_response(pki, d, name, status="V", cert="server"):
+    """d/name.der: an OCSP response signed by the test CA (its own responder) about pki's cert,
+    from `openssl ocsp` run as a responder over an index whose entry says status ("V" good, "R"
+    revoked); valid from now for a day."""
+    serial = subprocess.run(["openssl", "x509", "-serial", "-noout", "-in",
+                             str(pki / (cert + ".pem"))],
+                            capture_output=True, text=True, check=True).stdout.strip().split("=")[1]
+    exp = time.strftime("%y%m%d%H%M%SZ", time.gmtime(time.time() + 86400))
+    rev = time.strftime("%y%m%d%H%M%SZ", time.gmtime(time.time() - 60)) if status == "R" else ""
+    (d / (name + ".idx")).write_text("%s\t%s\t%s\t%s\tunknown\t/CN=localhost\n"
+                                     % (status, exp, rev, serial))
+    req = d / (name + ".req")
+    subprocess.run(["openssl", "ocsp", "-issuer", str(pki / "ca.pem"), "-cert",
+                    str(pki / (cert + ".pem")), "-no_nonce", "-reqout", str(req)],
+                   capture_output=True, check=True, timeout=30)
+    subprocess.run(["openssl", "ocsp", "-index", str(d / (name + ".idx")), "-rsigner",
+                    str(pki / "ca.pem"), "-rkey", str(pki / "ca.key"), "-CA", str(pki / "ca.pem"),
+                    "-reqin", str(req), "-respout", str(d / (name + ".der")), "-ndays", "1"],
+                   capture_output=True, check=True, timeout=30)
+    return d / (name + ".der")
+
+
+def test_ocsp_stapled(remora, upstream, pki, tmp_path):
+    """With tls.ocsp_response, a client asking for the certificate's status (s_client -status)
+    gets the file's response stapled (its Produced At and serial are the file's)."""
+    der = ocsp_response(pki, tmp_path, "good")
+    text = subprocess.run(["openssl", "ocsp", "-respin", str(der), "-resp_text", "-noverify"],
+                          capture_output=True, text=True, timeout=30).stdout
+    produced = re.search(r"Produced At: (.+)", text).group(1)
+    serial = re.search(r"Serial Number: (\w+)", text).group(1)
+    cfg, _ = tls_config(pki, [upstream.addr], tls=tls_block(pki, ocsp_response=str(der)))
+    r = remora(config=cfg)
+    _, out = s_client(r.port, "-status", "-CAfile", str(pki / "ca.pem"))
+    assert "OCSP Response Status: successful" in out, out
+    assert "Cert Status: good" in out, out
+    assert "Produced At: %s" % produced in out and "Serial Number: %s" % serial in out, out
+
+
+def test_bad_ocsp_response_refused(run_remora, upstream, pki, tmp_path):
+    """A response that is not DER, is about another certificate, or says "revoked" is refused by
+    --check with the reason; none of them is ever stapled."""
+    (tmp_path / "junk.der").write_bytes(b"not an OCSP response")
+    cases = [
+        (tmp_path / "junk.der", "not a DER OCSP response"),
+        (ocsp_response(pki, tmp_path, "other", cert="server2"),
+         "the response has no entry for tls.cert's certificate"),
+        (ocsp_response(pki, tmp_path, "revoked", status="R"),
+         "the response says the certificate is revoked"),
+        (tmp_path / "missing.der", "cannot read: No such file or directory"),
+    ]
+    for i, (der, want) in enumerate(cases):
+        cfg, _ = tls_config(pki, [upstream.addr], tls=tls_block(pki, ocsp_response=str(der)))
+        path = tmp_path / ("ocsp%d.yaml" % i)
+        path.write_text(render(cfg))
+        out = run_remora("--check", "-c", path)
+        text = out.stdout.decode()
+        assert out.returncode == 1, text
+        assert text.startswith('%s: listener "tls": tls.ocsp_response %s: %s' % (path, der, want)), \
+            text
