@@ -42,6 +42,10 @@ static void count_handshake(struct rem_conn *c, bool in)
     if (c->in_handshake == in)
         return;
     c->in_handshake = in;
+    if (in)
+        TAILQ_INSERT_TAIL(&c->worker->handshakes, c, hs_link);
+    else
+        TAILQ_REMOVE(&c->worker->handshakes, c, hs_link);
     rem_worker_count_handshake(c->worker, in ? 1 : -1);
     REM_M_ADD(c->worker->metrics->tls_handshakes_in_progress, in ? 1 : -1);
 }
@@ -264,6 +268,24 @@ static void handshake_end(struct rem_conn *c, enum rem_tls_result r)
         }
     }
     rem_metrics_record_tls_handshake(m, r, rem_now_ns() - c->accept_ns, resumed);
+}
+
+bool rem_conn_evict_handshake(struct rem_worker *w)
+{
+    struct rem_conn *c;
+    TAILQ_FOREACH(c, &w->handshakes, hs_link)
+    {
+        if (!rem_transport_awaiting_hello(&c->t))
+            continue;
+        rem_log_debug("conn %s: reset while still waiting for its ClientHello, for a newer "
+                      "conn (limits.max_tls_handshakes)",
+                      c->peer);
+        handshake_end(c, REM_TLS_REFUSED);
+        rem_transport_set_reset(&c->t); /* an RST, like a conn refused at accept */
+        rem_conn_close(c);              /* leaves HANDSHAKE, and the list: stop walking it */
+        return true;
+    }
+    return false;
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

@@ -121,19 +121,20 @@ struct rem_conn {
     void *codec;                         /* owned through down: the codec's per-conn state */
     char peer[48];                       /* client address (no port), for X-Forwarded-For */
     enum rem_conn_state state;
-    unsigned pause;             /* REM_PAUSE_* */
-    bool eof;                   /* the client closed its sending side */
-    bool lingering;             /* output flushed, SHUT_WR sent, draining input */
-    bool reset_on_close;        /* end with RST: a truncated response must not look complete
-                                   to a close-delimited reader */
-    bool draining;              /* drain asked for (applied once the codec is chosen) */
-    bool tls;                   /* the client came over TLS (X-Forwarded-Proto: https) */
-    bool in_handshake;          /* counted in worker->n_handshakes (set_state uncounts it) */
-    const char *tls_version;    /* static (OpenSSL's): the version the handshake agreed on
-                                   ("TLSv1.3"), NULL until it is done and on plaintext */
-    uint64_t accept_ns;         /* rem_now_ns() at accept: the handshake duration's start */
-    enum rem_err abort_err;     /* what a close does to streams in flight (client_abort) */
-    TAILQ_ENTRY(rem_conn) link; /* in worker->conns */
+    unsigned pause;                /* REM_PAUSE_* */
+    bool eof;                      /* the client closed its sending side */
+    bool lingering;                /* output flushed, SHUT_WR sent, draining input */
+    bool reset_on_close;           /* end with RST: a truncated response must not look complete
+                                      to a close-delimited reader */
+    bool draining;                 /* drain asked for (applied once the codec is chosen) */
+    bool tls;                      /* the client came over TLS (X-Forwarded-Proto: https) */
+    bool in_handshake;             /* counted in worker->n_handshakes (set_state uncounts it) */
+    const char *tls_version;       /* static (OpenSSL's): the version the handshake agreed on
+                                      ("TLSv1.3"), NULL until it is done and on plaintext */
+    uint64_t accept_ns;            /* rem_now_ns() at accept: the handshake duration's start */
+    enum rem_err abort_err;        /* what a close does to streams in flight (client_abort) */
+    TAILQ_ENTRY(rem_conn) link;    /* in worker->conns */
+    TAILQ_ENTRY(rem_conn) hs_link; /* in worker->handshakes while in_handshake */
     struct rem_reap reap;
     /* Owned: the verified client certificate's identity (mTLS), set once the handshake is
      * done; NULL: none (no certificate, no client_ca, plaintext). */
@@ -196,6 +197,12 @@ void rem_conn_resume(struct rem_conn *c, unsigned reasons);
 void rem_conn_kick(struct rem_conn *c);
 /* The close will be a reset (a truncated close-delimited response). */
 void rem_conn_reset_on_close(struct rem_conn *c);
+/* limits.max_tls_handshakes is reached on w and a TLS conn was just accepted: resets the conn of
+ * w that has waited longest without sending its whole ClientHello (nothing spent on it yet, and
+ * a client that is not stalling sends it within a round trip), counted as a refused handshake,
+ * so a trickle of stalled conns cannot shut new clients out. Returns false when every handshake
+ * in progress is past its ClientHello (the new conn is then the one refused). Worker thread. */
+bool rem_conn_evict_handshake(struct rem_worker *w);
 
 /* The current request ended. close: the conn cannot carry another request. Otherwise the
  * conn goes idle and parses what is pipelined. */

@@ -318,6 +318,12 @@ static const struct rem_io_ops tls_client_ops = {
     .free = tls_free,
 };
 
+/* OpenSSL's server state machine stays in TLS_ST_BEFORE until a whole ClientHello is in. */
+static bool tls_awaiting_hello(const struct rem_transport *t)
+{
+    return SSL_get_state(tls_of(t)->ssl) == TLS_ST_BEFORE;
+}
+
 static const struct rem_io_ops tls_ops = {
     .name = "tls",
     .recv = tls_recv,
@@ -328,6 +334,7 @@ static const struct rem_io_ops tls_ops = {
     .alpn = tls_alpn,
     .session = tls_session,
     .peer_identity = tls_peer_identity,
+    .awaiting_hello = tls_awaiting_hello,
     .reset = tls_reset,
     .close = tls_close,
     .free = tls_free,

@@ -104,33 +104,41 @@ static const struct rem_conn_owner tls_conn_owner = {
     .closed = on_conn_closed,
 };
 
-/* limits.max_tls_handshakes: with that many handshakes in progress on the worker, a TLS conn
- * just accepted is reset (SO_LINGER 0) before anything is read or any SSL object exists, so a
- * flood of clients that never finish costs a socket each for tls_handshake_timeout at most
- * and the conns already served keep their CPU. A reset, not a FIN: the client learns at once
- * (it would send its ClientHello into a half-closed conn), and the kernel keeps no TIME_WAIT
- * for it. Counted as result "refused"; logged once a second at most (per listener and worker)
- * with the count since the last line. Returns whether fd was refused (and closed). */
+/* limits.max_tls_handshakes: with that many handshakes in progress on the worker, room is made
+ * for a TLS conn just accepted by resetting the conn that has waited longest without sending
+ * its whole ClientHello (rem_conn_evict_handshake: nothing was spent on it, and a live client
+ * sends its ClientHello within a round trip). Only when every handshake in progress is past
+ * its ClientHello (real TLS work under way) is the new conn itself reset, before anything is
+ * read or any SSL object exists. So a flood of clients that connect and stall holds at most
+ * `cap` SSL objects and cannot shut new clients out: it would have to stall conns faster than
+ * `cap` per client round trip. A reset, not a FIN: the client learns at once, and the kernel
+ * keeps no TIME_WAIT. Either way counted as result "refused"; logged once a second at most
+ * (per listener and worker) with the count since the last line. Returns whether fd was refused
+ * (and closed). */
 static bool refuse_handshake(struct rem_listener *l, int fd)
 {
     struct rem_worker *w = l->worker;
     uint32_t cap = w->cfg->limits.max_tls_handshakes;
     if (!l->tls || cap == 0 || w->n_handshakes < cap)
         return false;
-    struct linger lg = {1, 0};
-    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    close(fd);
-    rem_metrics_record_tls_handshake(w->metrics, REM_TLS_REFUSED, 0, false);
+    bool evicted = rem_conn_evict_handshake(w);
+    if (!evicted) {
+        struct linger lg = {1, 0};
+        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close(fd);
+        rem_metrics_record_tls_handshake(w->metrics, REM_TLS_REFUSED, 0, false);
+    }
     l->refused_unlogged++;
     uint64_t now = rem_now_ms();
     if (now - l->refused_log_ms >= REM_REFUSED_LOG_MS) {
-        rem_log_warn("listener %s: worker %u refused %llu TLS connection(s) since the last such "
-                     "line: %u handshakes in progress (limits.max_tls_handshakes)",
+        rem_log_warn("listener %s: worker %u reset %llu TLS connection(s) since the last such "
+                     "line (stalled before their ClientHello, or new ones when none was): %u "
+                     "handshakes in progress (limits.max_tls_handshakes)",
                      l->cfg->name, w->id, (unsigned long long)l->refused_unlogged, w->n_handshakes);
         l->refused_unlogged = 0;
         l->refused_log_ms = now;
     }
-    return true;
+    return !evicted;
 }
 
 /* Takes an accepted fd: a conn over TCP, a Unix socket or TLS. */

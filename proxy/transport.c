@@ -317,6 +317,11 @@ const char *rem_transport_session(const struct rem_transport *t, bool *resumed)
     return t->io && t->io->session && !t->closed ? t->io->session(t, resumed) : NULL;
 }
 
+bool rem_transport_awaiting_hello(const struct rem_transport *t)
+{
+    return t->io && t->io->awaiting_hello && !t->closed && t->io->awaiting_hello(t);
+}
+
 struct rem_identity *rem_transport_peer_identity(const struct rem_transport *t)
 {
     return t->io && t->io->peer_identity && !t->closed ? t->io->peer_identity(t) : NULL;

@@ -76,6 +76,9 @@ struct rem_io_ops {
      * with a client_ca): a new object the caller owns, or NULL (none, or out of memory). Once
      * the handshake is done. NULL: never one (TCP, io_mem). */
     struct rem_identity *(*peer_identity)(const struct rem_transport *t);
+    /* Whether the handshake is still waiting for the peer's first flight (a TLS server that
+     * has not received a whole ClientHello: no work done for the conn yet). NULL: never. */
+    bool (*awaiting_hello)(const struct rem_transport *t);
     /* The close must look like an error to the peer (TCP: RST through SO_LINGER 0). */
     void (*reset)(struct rem_transport *t);
     /* Releases the handle (closes the fd) now; the io's memory stays until free. */
@@ -189,5 +192,8 @@ const char *rem_transport_session(const struct rem_transport *t, bool *resumed);
 /* The verified peer certificate's identity (io->peer_identity): a new object the caller owns
  * (rem_identity_free), or NULL when the io has none, there is none, or t is closed. */
 struct rem_identity *rem_transport_peer_identity(const struct rem_transport *t);
+/* io->awaiting_hello: the peer has not sent its whole first handshake flight yet (false when
+ * the io has no such notion or t is closed). */
+bool rem_transport_awaiting_hello(const struct rem_transport *t);
 
 #endif

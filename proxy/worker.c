@@ -116,6 +116,7 @@ int rem_worker_init(struct rem_worker *w, unsigned id)
     pthread_mutex_init(&w->gen_lock, NULL);
     w->gen_lock_init = true;
     TAILQ_INIT(&w->conns);
+    TAILQ_INIT(&w->handshakes);
     if (getrandom(&w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng) || w->rng == 0)
         w->rng = (uint64_t)time(NULL) * 2654435761u + id + 1;
     if (rem_loop_init(&w->loop) < 0) {

@@ -57,6 +57,7 @@ struct rem_worker {
                                those), read by the main thread */
     uint32_t n_handshakes;  /* worker-only: its downstream conns in HANDSHAKE, whatever their
                                generation (conn.c counts; limits.max_tls_handshakes caps) */
+    TAILQ_HEAD(, rem_conn) handshakes; /* worker-only (conn.c): those conns, oldest first */
     struct event *tick_ev;
     uint64_t rng;                    /* xorshift state for request ids */
     uint64_t heartbeat_ms;           /* monotonic ms of the last tick; atomic */
