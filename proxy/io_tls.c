@@ -147,32 +147,77 @@ static ssize_t tls_recv(struct rem_transport *t, void *buf, size_t n)
     return -1;
 }
 
+/* The largest TLS record's plaintext (RFC 8446 5.1): what one SSL_write_ex sends at most. */
+#define TLS_RECORD 16384
+
+/* Where small chains are gathered into one record; per worker thread, used only inside one
+ * tls_send call. */
+static _Thread_local unsigned char gather_buf[TLS_RECORD];
+
+/* Copies up to TLS_RECORD bytes of iov from chain i, offset off, into gather_buf: how many. */
+static size_t gather(const struct iovec *iov, int iovcnt, int i, size_t off)
+{
+    size_t n = 0;
+    for (; i < iovcnt && n < TLS_RECORD; i++, off = 0) {
+        size_t c = iov[i].iov_len - off;
+        if (c > TLS_RECORD - n)
+            c = TLS_RECORD - n;
+        memcpy(gather_buf + n, (const char *)iov[i].iov_base + off, c);
+        n += c;
+    }
+    return n;
+}
+
 /* SSL_write_ex over the iovec, record by record (SSL_MODE_ENABLE_PARTIAL_WRITE: each call
- * returns once a record is out), until OpenSSL wants the socket. After a "want", OpenSSL
- * expects the same bytes again (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER lets them move): the
- * transport retries from the first byte it was not told was written, and its output only
- * grows at the end, so they are. */
+ * returns once a record is out), until OpenSSL wants the socket. Chains shorter than a record
+ * followed by more are gathered into one record first (a response's head, its body chunks and
+ * the next response's head: one record and one write(2) instead of one each); a long chain is
+ * written in place. After a "want", OpenSSL expects the same bytes again, at least as many
+ * (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER lets them move): the transport retries from the first
+ * byte it was not told was written, its output only grows at the end, and gathering from the
+ * same start takes at least as many bytes as before, so they are. */
 static ssize_t tls_send(struct rem_transport *t, const struct iovec *iov, int iovcnt)
 {
     struct tls_io *x = tls_of(t);
-    size_t total = 0;
-    for (int i = 0; i < iovcnt; i++) {
-        const char *p = iov[i].iov_base;
-        size_t left = iov[i].iov_len;
-        while (left > 0) {
+    size_t total = 0, off = 0;
+    int i = 0;
+    while (i < iovcnt) {
+        size_t left = iov[i].iov_len - off;
+        if (left == 0) {
+            i++;
+            off = 0;
+            continue;
+        }
+        const char *p = (const char *)iov[i].iov_base + off;
+        size_t len = left;
+        if (left < TLS_RECORD && i + 1 < iovcnt) {
+            len = gather(iov, iovcnt, i, off);
+            p = (const char *)gather_buf;
+        }
+        for (size_t done = 0; done < len;) {
             size_t w = 0;
             ERR_clear_error();
             errno = 0;
-            if (SSL_write_ex(x->ssl, p, left, &w) != 1) {
+            if (SSL_write_ex(x->ssl, p + done, len - done, &w) != 1) {
                 int err = failure_errno(x, SSL_get_error(x->ssl, 0));
-                if (total > 0) /* an error shows again on the next call */
-                    return (ssize_t)total;
+                if (total + done > 0) /* an error shows again on the next call */
+                    return (ssize_t)(total + done);
                 errno = err;
                 return -1;
             }
-            p += w;
-            left -= w;
-            total += w;
+            done += w;
+        }
+        total += len;
+        /* Past the len bytes just written. */
+        for (size_t adv = len; adv > 0;) {
+            size_t c = iov[i].iov_len - off;
+            if (c > adv) {
+                off += adv;
+                break;
+            }
+            adv -= c;
+            i++;
+            off = 0;
         }
     }
     return (ssize_t)total;
@@ -197,9 +242,12 @@ static void tls_shutdown(struct rem_transport *t)
     (void)shutdown(t->fd, SHUT_WR);
 }
 
+/* With read-ahead, OpenSSL holds whole records it read past the one returned (SSL_pending
+ * counts only a record already decrypted): SSL_has_pending says either. A partial record makes
+ * it true too; the read it causes gets EAGAIN once and then the fd's readiness rules. */
 static bool tls_pending(const struct rem_transport *t)
 {
-    return SSL_pending(tls_of(t)->ssl) > 0;
+    return SSL_has_pending(tls_of(t)->ssl) == 1;
 }
 
 static const char *tls_alpn(const struct rem_transport *t, size_t *len)

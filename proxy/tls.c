@@ -450,7 +450,9 @@ SSL_CTX *rem_tls_server_ctx_new(const struct rem_cfg_listener *l, char *err, siz
     else
         rem_tls_tickets_install(ctx); /* the process's keys: every worker, across reloads */
     /* The transport retries a write from wherever its output now starts (io_tls.c), writes
-     * record by record, and idle conns give their 34 KiB of record buffers back. */
+     * record by record, and idle conns give their 34 KiB of record buffers back. Read-ahead: one
+     * read(2) takes a record's header and body, and whatever follows (tls_pending sees it). */
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, (void *)alpn_of(t));

@@ -153,6 +153,7 @@ struct rem_tls_client *rem_tls_client_new(const struct rem_cfg_upstream *u, char
     /* A FIN without close_notify is an end of input like over TCP (io_tls.c). */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
                                  SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_read_ahead(ctx, 1); /* as the server side (tls.c) */
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_RELEASE_BUFFERS);
     /* Sessions go to on_new_session only: OpenSSL's own cache would be shared by workers. */

@@ -598,3 +598,66 @@ def test_bad_ocsp_response_refused(run_remora, upstream, pki, tmp_path):
         assert out.returncode == 1, text
         assert text.startswith('%s: listener "tls": tls.ocsp_response %s: %s' % (path, der, want)), \
             text
+
+
+# ---- the write path under a slow reader ---------------------------------------------------------
+
+def read_chunked_h1(s, buf):
+    """One chunked HTTP/1.1 response from s after the bytes buf already read: (status, body,
+    the bytes read past it)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        assert chunk, "closed in a head"
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    status = int(head.split(b" ", 2)[1])
+    body = b""
+    while True:
+        while b"\r\n" not in rest:
+            chunk = s.recv(65536)
+            assert chunk, "closed in a chunk size"
+            rest += chunk
+        line, rest = rest.split(b"\r\n", 1)
+        size = int(line.split(b";")[0], 16)
+        while len(rest) < size + 2:
+            chunk = s.recv(65536)
+            assert chunk, "closed in a chunk"
+            rest += chunk
+        body, rest = body + rest[:size], rest[size + 2:]
+        if size == 0:
+            return status, body, rest
+
+
+def test_pipelined_responses_to_a_slow_reader(tls_proxy, pki):
+    """Many pipelined responses of mixed shapes (tiny, a few KiB, larger than a record, chunked
+    in 100-byte chunks: many small pieces that go out gathered into records) to a client whose
+    receive buffer is tiny and which reads slowly, so remora's TLS writes stop and resume in the
+    middle of gathered records over and over: every body arrives complete, in order."""
+    shapes = [("/bytes?n=%d", 1), ("/bytes?n=%d", 3000), ("/chunked?n=%d&chunk=100", 300000),
+              ("/bytes?n=%d", 20000), ("/bytes?n=%d", 500000), ("/chunked?n=%d&chunk=100", 300)]
+    reqs = [shapes[i % len(shapes)] for i in range(36)]
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(20)
+    raw.connect(("127.0.0.1", tls_proxy.port))
+    s = client_ctx(pki, alpn=["http/1.1"]).wrap_socket(raw, server_hostname="localhost")
+    s.sendall(b"".join(("GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % (path % n)).encode()
+                       for path, n in reqs))
+    time.sleep(1.0)  # remora fills the socket, then its own output, and blocks
+    buf = b""
+    for i, (path, n) in enumerate(reqs):
+        if path.startswith("/chunked"):
+            status, body, buf = read_chunked_h1(s, buf)
+        else:
+            while b"\r\n\r\n" not in buf:
+                buf += s.recv(4096)
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            status = int(head.split(b" ", 2)[1])
+            while len(buf) < n:
+                buf += s.recv(4096)
+                if len(buf) % 7 == 0:
+                    time.sleep(0.001)
+            body, buf = buf[:n], buf[n:]
+        assert status == 200, (i, path)
+        assert len(body) == n and hashlib.sha256(body).hexdigest() == pattern_sha256(n), (i, path)
+    s.close()
