@@ -65,14 +65,18 @@ void rem_identity_free(struct rem_identity *id)
 }
 
 /* Envoy's rule for an XFCC value: quoted when it holds a separator of the header's own syntax
- * (',' between elements, ';' between pairs, '=' in a pair) or a quote. */
+ * (',' between elements, ';' between pairs, '=' in a pair) or a quote; and a backslash, the
+ * escape character inside quotes, so that no value can end its quotes early (a SAN ending in
+ * '\' would otherwise escape the closing quote and let the next value's text be parsed as
+ * pairs of its own). */
 static bool needs_quotes(const char *v)
 {
-    return strpbrk(v, ",;=\"") != NULL;
+    return strpbrk(v, ",;=\"\\") != NULL;
 }
 
-/* Appends "key=value" (after a ';' unless first), quoted when quote, '"' escaped as \". Returns
- * the new end; p has room (rem_identity_xfcc sizes for the worst case). */
+/* Appends "key=value" (after a ';' unless first), quoted when quote, '"' and '\' escaped with
+ * a backslash inside the quotes. Returns the new end; p has room (rem_identity_xfcc sizes for
+ * the worst case: every byte escaped). */
 static char *put_pair(char *p, bool first, const char *key, const char *v, bool quote)
 {
     if (!first)
@@ -84,7 +88,7 @@ static char *put_pair(char *p, bool first, const char *key, const char *v, bool 
     if (quote)
         *p++ = '"';
     for (; *v; v++) {
-        if (quote && *v == '"')
+        if (quote && (*v == '"' || *v == '\\'))
             *p++ = '\\';
         *p++ = *v;
     }

@@ -44,14 +44,78 @@ static void test_xfcc_plain(void **state)
 static void test_xfcc_quoting(void **state)
 {
     (void)state;
-    /* Subject always quoted, its '"' escaped; a SAN quoted only when it holds , ; = or ". */
+    /* Subject always quoted, its '"' and '\' escaped; a SAN quoted only when it holds , ; = " or
+     * \. */
     struct rem_identity *id =
         make("CN=a \\\"b\\\",O=Example\\, Inc",
              (const char *const[]){"https://x/?a=1", "urn:a;b", "urn:plain", "urn:q\"", NULL},
              (const char *const[]){"a,b", NULL});
-    assert_string_equal(id->xfcc, "Hash=" HASH ";Subject=\"CN=a \\\\\"b\\\\\",O=Example\\, Inc\";"
+    assert_string_equal(id->xfcc, "Hash=" HASH ";Subject="
+                                  "\"CN=a \\\\\\\"b\\\\\\\",O=Example\\\\, Inc\";"
                                   "URI=\"https://x/?a=1\";URI=\"urn:a;b\";URI=urn:plain;"
                                   "URI=\"urn:q\\\"\";DNS=\"a,b\"");
+    rem_identity_free(id);
+}
+
+/* A reader of one XFCC element as a strict consumer parses it: key=value pairs split on ';'
+ * outside quotes, a quoted value's backslash escaping the next byte. Appends each value of key
+ * to out[] (at most max); returns how many, or -1 on a syntax error. */
+static int values_of(const char *x, const char *key, char out[][128], int max)
+{
+    int n = 0;
+    while (*x) {
+        const char *eq = strchr(x, '=');
+        if (!eq)
+            return -1;
+        size_t kl = (size_t)(eq - x);
+        char v[128];
+        size_t vl = 0;
+        const char *p = eq + 1;
+        if (*p == '"') {
+            for (p++; *p && *p != '"'; p++) {
+                if (*p == '\\' && p[1])
+                    p++;
+                if (vl + 1 < sizeof(v))
+                    v[vl++] = *p;
+            }
+            if (*p != '"')
+                return -1;
+            p++;
+        } else {
+            for (; *p && *p != ';'; p++)
+                if (vl + 1 < sizeof(v))
+                    v[vl++] = *p;
+        }
+        v[vl] = '\0';
+        if (kl == strlen(key) && strncmp(x, key, kl) == 0 && n < max)
+            memcpy(out[n++], v, vl + 1);
+        if (*p == ';')
+            p++;
+        else if (*p)
+            return -1;
+        x = p;
+    }
+    return n;
+}
+
+static void test_xfcc_cannot_be_forged(void **state)
+{
+    (void)state;
+    /* SANs a CA may sign as asked (CSR-driven): one ending in a backslash, then one that spells
+     * pairs of its own. Parsed back with escapes honoured, the values are exactly the SANs: no
+     * extra URI appears, and the Subject with '"' and '\' in it stays one value. */
+    const char *const uris[] = {"spiffe://team/x;\\", "q;URI=spiffe://prod/admin;By=", NULL};
+    const char *subject = "CN=evil\\\"\\;URI=spiffe://prod/admin";
+    struct rem_identity *id = make(subject, uris, (const char *const[]){"a\\", NULL});
+    char got[8][128];
+    assert_int_equal(values_of(id->xfcc, "URI", got, 8), 2);
+    assert_string_equal(got[0], uris[0]);
+    assert_string_equal(got[1], uris[1]);
+    assert_int_equal(values_of(id->xfcc, "Subject", got, 8), 1);
+    assert_string_equal(got[0], subject);
+    assert_int_equal(values_of(id->xfcc, "DNS", got, 8), 1);
+    assert_string_equal(got[0], "a\\");
+    assert_int_equal(values_of(id->xfcc, "By", got, 8), 0);
     rem_identity_free(id);
 }
 
@@ -103,8 +167,11 @@ static void test_first_san(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_xfcc_plain),   cmocka_unit_test(test_xfcc_quoting),
-        cmocka_unit_test(test_xfcc_no_sans), cmocka_unit_test(test_allowed),
+        cmocka_unit_test(test_xfcc_plain),
+        cmocka_unit_test(test_xfcc_quoting),
+        cmocka_unit_test(test_xfcc_cannot_be_forged),
+        cmocka_unit_test(test_xfcc_no_sans),
+        cmocka_unit_test(test_allowed),
         cmocka_unit_test(test_first_san),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
