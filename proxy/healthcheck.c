@@ -146,7 +146,9 @@ static void on_probe_read(struct bufferevent *bev, void *arg)
 static void tls_why(struct hc_endpoint *e, char *why, size_t len)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(e->probe);
-    long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    /* verify: false records a failed chain check too: no cause then (io_tls.c's rule). */
+    long v = ssl && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) ? SSL_get_verify_result(ssl)
+                                                                 : X509_V_OK;
     unsigned long err = bufferevent_get_openssl_error(e->probe);
     char r[160] = "the app closed the connection";
     if (v != X509_V_OK)
@@ -159,7 +161,7 @@ static void tls_why(struct hc_endpoint *e, char *why, size_t len)
 static void on_probe_event(struct bufferevent *bev, short what, void *arg)
 {
     struct hc_endpoint *e = arg;
-    char why[96];
+    char why[256];
     if (what & BEV_EVENT_CONNECTED) { /* over TLS: once the handshake is done */
         e->probe_connected = true;
         return;
@@ -169,9 +171,10 @@ static void on_probe_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     /* A missing socket file or nothing listening: refused, as for a closed port. */
-    if (e->tls && bufferevent_getfd(bev) >= 0 && (what & BEV_EVENT_ERROR) &&
+    SSL *ssl = e->tls ? bufferevent_openssl_get_ssl(bev) : NULL;
+    if (ssl && bufferevent_getfd(bev) >= 0 && (what & BEV_EVENT_ERROR) &&
         (bufferevent_get_openssl_error(bev) ||
-         SSL_get_verify_result(bufferevent_openssl_get_ssl(bev)) != X509_V_OK))
+         ((SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) && SSL_get_verify_result(ssl) != X509_V_OK)))
         tls_why(e, why, sizeof(why));
     else
         snprintf(why, sizeof(why), "connect failed");

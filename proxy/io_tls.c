@@ -91,6 +91,14 @@ static const char *peer_of(int fd, char *buf, size_t len)
     return buf;
 }
 
+/* The verification failure of ssl's handshake, X509_V_OK when there is none or nothing was to
+ * be verified: without SSL_VERIFY_PEER (verify: false, a listener without client_ca) OpenSSL
+ * still records a chain check no trust store could pass, which is no cause of anything. */
+static long verify_failure(const SSL *ssl)
+{
+    return (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) ? SSL_get_verify_result(ssl) : X509_V_OK;
+}
+
 static int tls_handshake(struct rem_transport *t)
 {
     struct tls_io *x = tls_of(t);
@@ -111,7 +119,7 @@ static int tls_handshake(struct rem_transport *t)
     int err = failure_errno(x, e);
     /* A client certificate refused (mTLS) is worth an info line naming the client: OpenSSL's
      * verify reason says why. */
-    long v = SSL_get_verify_result(x->ssl);
+    long v = verify_failure(x->ssl);
     char peer[INET6_ADDRSTRLEN];
     if (v != X509_V_OK) {
         rem_log_info("tls: handshake failed: client certificate: %s (client %s)",
@@ -336,7 +344,7 @@ static int tls_connect_handshake(struct rem_transport *t)
     if (e == SSL_ERROR_WANT_WRITE)
         return REM_IO_WANT_WRITE;
     x->fatal = true;
-    long v = SSL_get_verify_result(x->ssl);
+    long v = verify_failure(x->ssl);
     unsigned long ssl_err = ERR_peek_last_error();
     if (v != X509_V_OK) {
         x->why = WHY_VERIFY;

@@ -16,10 +16,12 @@ side="upstream" and connect failures with reason="tls"; --check errors for bad f
 
 import hashlib
 import json
+import socket
+import subprocess
 
 import pytest
 
-from helpers import http, metrics, pattern_sha256, wait_for
+from helpers import free_port, http, metrics, pattern_sha256, wait_for
 from reloadutil import render
 from tlsutil import cert_info, check_errors, make_client_cert, make_pki, make_self_signed
 
@@ -361,3 +363,38 @@ def test_config_errors(run_remora, pki, tmp_path):
     path.write_text(render(cfg))
     out = run_remora("--check", "-c", path)
     assert out.returncode == 0, out.stdout
+
+
+def test_verify_false_failure_names_the_real_cause(remora, pki):
+    """With verify: false nothing is verified, so a handshake that fails for another reason
+    (here a TLS 1.2 app that demands a client certificate remora does not have) is logged with
+    that reason, never as "certificate verify failed" about the chain nobody asked to check."""
+    port = free_port()
+    app = subprocess.Popen(["openssl", "s_server", "-accept", "127.0.0.1:%d" % port, "-tls1_2",
+                            "-Verify", "1", "-cert", str(pki / "self.pem"),
+                            "-key", str(pki / "self.key"), "-quiet", "-naccept", "5"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: port_open(port), timeout=10)
+
+        class App:
+            tls_addr = "127.0.0.1:%d" % port
+
+        r = start(remora, App, {"verify": False, "sni": "localhost"})
+        resp = http(r.port, "GET", "/echo")
+        assert resp.status == 502 and resp.header("x-remora-error") == "upstream_tls", resp
+        assert wait_for(lambda: upstream_tls_lines(r), timeout=5)
+        lines = upstream_tls_lines(r)
+        assert not any("certificate verify failed" in m for m in lines), lines
+    finally:
+        app.kill()
+        app.wait(10)
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
