@@ -40,6 +40,17 @@ void rem_endpoint_set_tls_session(struct rem_endpoint *ep, SSL_SESSION *session,
     ep->tls_session_id = id;
 }
 
+void *rem_cluster_connector_arg(const struct rem_cluster *c)
+{
+    return c->connect ? c->connect_arg : NULL;
+}
+
+void rem_cluster_retrust(struct rem_cluster *c)
+{
+    for (size_t i = 0; c->close_upconns && i < c->n_endpoints; i++)
+        c->close_upconns(c->endpoints[i], false);
+}
+
 void rem_cluster_set_connector(struct rem_cluster *c, rem_cluster_connect_fn fn, void *arg,
                                void (*release)(void *arg))
 {

@@ -150,6 +150,13 @@ void rem_cluster_set_pool(struct rem_cluster *c, const struct rem_up_ops *ops,
 /* Upconns of c connect through fn (NULL: TCP) with arg, from the next connect on; release
  * (NULL: arg is borrowed and outlives c) drops arg when c is freed or connects otherwise.
  * Endpoints keep TLS sessions only for the connector that made them (rem_endpoint_tls_session). */
+/* The connector's argument (rem_cluster_set_connector), NULL without one. */
+void *rem_cluster_connector_arg(const struct rem_cluster *c);
+/* What new upconns of c are trusted with changed (upstream TLS: another CA, client certificate,
+ * sni or verify): its idle upconns close now, so no request is sent again over a connection
+ * the new settings would not have made (sessions of the old client are never offered again:
+ * they are kept per client id). Busy upconns finish their exchange. Worker thread. */
+void rem_cluster_retrust(struct rem_cluster *c);
 void rem_cluster_set_connector(struct rem_cluster *c, rem_cluster_connect_fn fn, void *arg,
                                void (*release)(void *arg));
 

@@ -231,9 +231,14 @@ static void configure_route(struct rem_gen *g, size_t i, unsigned nw)
 }
 
 /* Upconns of c (upstream i of p) connect over TLS with p's client of it, or over TCP; the
- * client of an older plan is released (its upconns keep its context). */
+ * client of an older plan is released (its upconns keep its context). When what the new client
+ * trusts differs from the old one's (a CA removed, verify turned on, another sni or client
+ * certificate), the idle upconns made under the old close (rem_cluster_retrust). */
 static void set_tls(struct rem_cluster *c, struct rem_server_plan *p, size_t i)
 {
+    const struct rem_tls_client *old = rem_cluster_connector_arg(c);
+    if (old && p->uptls[i] && old->trust != p->uptls[i]->trust)
+        rem_cluster_retrust(c);
     if (p->uptls[i])
         rem_cluster_set_connector(c, rem_tls_client_connect, rem_tls_client_ref(p->uptls[i]),
                                   rem_tls_client_release);

@@ -113,6 +113,34 @@ static int load_identity(SSL_CTX *ctx, const struct rem_cfg_upstream *u, char *e
     return 0;
 }
 
+/* Folds the bytes of the file at path (or its errno, or nothing for NULL) into h. */
+static uint64_t fold_file(uint64_t h, const char *path)
+{
+    uint64_t part[2] = {h, 0};
+    FILE *f = path ? fopen(path, "re") : NULL;
+    if (path && !f)
+        part[1] = (uint64_t)errno;
+    char buf[8192];
+    size_t n;
+    while (f && (n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        part[1] = rem_fnv1a(buf, n) ^ (part[1] * 1099511628211ULL);
+    }
+    if (f)
+        fclose(f);
+    return rem_fnv1a(part, sizeof(part));
+}
+
+/* rem_tls_client.trust of upstream u's TLS settings. */
+static uint64_t trust_of(const struct rem_cfg_upstream *u)
+{
+    const struct rem_cfg_upstream_tls *t = u->tls;
+    uint64_t h = rem_fnv1a(&t->verify, sizeof(t->verify));
+    h = rem_fnv1a(t->sni ? t->sni : "", t->sni ? strlen(t->sni) : 0) ^ (h * 31);
+    h = fold_file(h, t->ca);
+    h = fold_file(h, t->cert);
+    return fold_file(h, t->key);
+}
+
 struct rem_tls_client *rem_tls_client_new(const struct rem_cfg_upstream *u, char *err,
                                           size_t errlen)
 {
@@ -127,6 +155,7 @@ struct rem_tls_client *rem_tls_client_new(const struct rem_cfg_upstream *u, char
     c->verify = u->tls->verify;
     c->sni = u->tls->sni ? rem_xstrdup(u->tls->sni) : NULL;
     c->alpn = h2 ? "h2" : NULL;
+    c->trust = trust_of(u);
     SSL_CTX *ctx = c->ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
         snprintf(err, errlen, "upstream \"%s\": tls: cannot create a context: %s", u->name,

@@ -32,6 +32,9 @@ struct rem_tls_client {
     char *sni;              /* owned: upstreams[].tls.sni, NULL: each endpoint's host */
     bool verify;            /* chain and name checked (the context's verify mode too) */
     const char *alpn;       /* static: the protocol the app must select ("h2"), NULL: any */
+    uint64_t trust;         /* a hash of what verification and remora's identity rest on (verify,
+                               sni, the bytes of ca, cert and key): a reload that changes it
+                               closes the idle upconns made under the old (rem_cluster_retrust) */
 };
 
 /* Builds the client of TLS upstream u (u->tls not NULL), reading its ca, cert and key files

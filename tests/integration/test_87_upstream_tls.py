@@ -22,7 +22,7 @@ import subprocess
 import pytest
 
 from helpers import free_port, http, metrics, pattern_sha256, wait_for
-from reloadutil import render
+from reloadutil import render, sighup, wait_state
 from tlsutil import cert_info, check_errors, make_client_cert, make_pki, make_self_signed
 
 MIB = 1024 * 1024
@@ -398,3 +398,25 @@ def port_open(port):
         return True
     except OSError:
         return False
+
+
+def test_trust_change_closes_idle_upconns(remora, tls_app_factory, pki, tmp_path):
+    """A reload that changes what an upstream's connections are trusted with (here the app's CA
+    is removed from the ca file, as for a compromised CA) closes the idle upconns made under the
+    old trust: the next request connects again and is refused, instead of reusing a connection
+    the new settings would never make. A reload that changes nothing of it keeps them."""
+    app = tls_app_factory(*app_cert(pki, "self"))
+    ca = tmp_path / "ca" / "app-ca.pem"
+    ca.parent.mkdir()
+    ca.write_bytes((pki / "self.pem").read_bytes() + (pki / "ca.pem").read_bytes())
+    r = start(remora, app, {"ca": str(ca), "sni": "localhost"}, idle_timeout="60s")
+    assert http(r.port, "GET", "/echo").status == 200
+    assert len(app.tls_conns()) == 1
+    sighup(r)
+    wait_state(r, success=1)
+    assert http(r.port, "GET", "/echo").status == 200
+    assert len(app.tls_conns()) == 1, "a reload with the same trust kept the idle upconn"
+    ca.write_bytes((pki / "ca.pem").read_bytes())
+    wait_state(r, success=2)
+    resp = http(r.port, "GET", "/echo")
+    assert resp.status == 502 and resp.header("x-remora-error") == "upstream_tls", resp
