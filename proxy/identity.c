@@ -2,6 +2,7 @@
  * identity: a verified client certificate's identity and its x-forwarded-client-cert form. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "error.h"
 #include "identity.h"
@@ -120,24 +121,30 @@ char *rem_identity_xfcc(const struct rem_identity *id)
 }
 
 /* Whether san is name, or starts with name's text before a trailing '*'. */
-static bool san_matches(const char *san, const char *name)
+/* Whether san matches name: equal, or starting with name's text before a trailing '*'; DNS
+ * names compare without regard to case (RFC 4343). */
+static bool san_matches(const char *san, const char *name, bool dns)
 {
     size_t n = strlen(name);
-    if (n > 0 && name[n - 1] == '*')
-        return strncmp(san, name, n - 1) == 0;
-    return strcmp(san, name) == 0;
+    bool prefix = n > 0 && name[n - 1] == '*';
+    if (prefix)
+        return dns ? strncasecmp(san, name, n - 1) == 0 : strncmp(san, name, n - 1) == 0;
+    return dns ? strcasecmp(san, name) == 0 : strcmp(san, name) == 0;
 }
 
+/* A value with a ':' names a URI SAN (a scheme: spiffe://..., urn:...), any other a DNS SAN (a
+ * host name never holds one): each is compared with its own kind only, so a DNS SAN spelled
+ * like a SPIFFE ID (a CA signs what a CSR asks) never passes for one. */
 bool rem_identity_allowed(const struct rem_identity *id, char *const *allowed, size_t n)
 {
     if (!id)
         return false;
     for (size_t k = 0; k < n; k++) {
-        for (size_t i = 0; i < id->n_uris; i++)
-            if (san_matches(id->uris[i], allowed[k]))
-                return true;
-        for (size_t i = 0; i < id->n_dns; i++)
-            if (san_matches(id->dns[i], allowed[k]))
+        bool uri = strchr(allowed[k], ':') != NULL;
+        char *const *sans = uri ? id->uris : id->dns;
+        size_t n_sans = uri ? id->n_uris : id->n_dns;
+        for (size_t i = 0; i < n_sans; i++)
+            if (san_matches(sans[i], allowed[k], !uri))
                 return true;
     }
     return false;

@@ -35,12 +35,13 @@ void rem_identity_free(struct rem_identity *id);
 /* The x-forwarded-client-cert element for id in Envoy's format (SANITIZE_SET: remora's is the
  * only one sent): Hash=<hex>;Subject="<subject>";URI=<uri>...;DNS=<dns>... with one URI= or DNS=
  * pair per SAN. Subject is always quoted; a URI or DNS value is quoted when it holds ',', ';',
- * '=' or '"'; a '"' inside quotes is escaped as \". Returns a malloc'd string or NULL (out of
+ * '=', '"' or '\\'; inside quotes '"' and '\\' are escaped with a backslash. Returns a malloc'd string or NULL (out of
  * memory). */
 char *rem_identity_xfcc(const struct rem_identity *id);
 
-/* Whether id (NULL: no verified client certificate) has a URI or DNS SAN equal to one of the n
- * names in allowed; a name ending in '*' matches SANs that start with what precedes it. */
+/* Whether id (NULL: no verified client certificate) has a SAN equal to one of the n names in
+ * allowed: a name holding ':' against the URI SANs, any other against the DNS SANs (without
+ * regard to case); a name ending in '*' matches SANs that start with what precedes it. */
 bool rem_identity_allowed(const struct rem_identity *id, char *const *allowed, size_t n);
 
 /* The SAN for the access log: the first URI SAN, else the first DNS SAN; NULL when id is NULL or

@@ -147,6 +147,15 @@ static void test_allowed(void **state)
     assert_false(rem_identity_allowed(id, other_prefix, 1));
     assert_false(rem_identity_allowed(id, partial, 2)); /* exact, not a prefix */
     assert_false(rem_identity_allowed(NULL, uri, 2));   /* no client certificate */
+    char *upper[] = {"WEB.Default.SVC"};
+    assert_true(rem_identity_allowed(id, upper, 1)); /* DNS names: any case */
+    rem_identity_free(id);
+    /* A DNS SAN spelled like a SPIFFE ID never passes for one, nor a URI SAN for a DNS name. */
+    id = make("CN=x", (const char *const[]){"web.default.svc", NULL},
+              (const char *const[]){"spiffe://cluster.local/ns/default/sa/web", NULL});
+    assert_false(rem_identity_allowed(id, uri, 2));
+    assert_false(rem_identity_allowed(id, prefix, 1));
+    assert_false(rem_identity_allowed(id, dns, 1));
     rem_identity_free(id);
 }
 
