@@ -99,19 +99,30 @@ static long verify_failure(const SSL *ssl)
     return (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) ? SSL_get_verify_result(ssl) : X509_V_OK;
 }
 
-static int tls_handshake(struct rem_transport *t)
+/* One SSL_do_handshake step: 0 done, REM_IO_WANT_READ / _WRITE to wait for, or -1 with *e set
+ * to SSL_get_error's code (the error queue and errno kept for the caller). */
+static int handshake_step(struct tls_io *x, int *e)
 {
-    struct tls_io *x = tls_of(t);
     ERR_clear_error();
     errno = 0;
     int rc = SSL_do_handshake(x->ssl);
     if (rc == 1)
         return 0;
-    int e = SSL_get_error(x->ssl, rc);
-    if (e == SSL_ERROR_WANT_READ)
+    *e = SSL_get_error(x->ssl, rc);
+    if (*e == SSL_ERROR_WANT_READ)
         return REM_IO_WANT_READ;
-    if (e == SSL_ERROR_WANT_WRITE)
+    if (*e == SSL_ERROR_WANT_WRITE)
         return REM_IO_WANT_WRITE;
+    return -1;
+}
+
+static int tls_handshake(struct rem_transport *t)
+{
+    struct tls_io *x = tls_of(t);
+    int e = 0;
+    int rc = handshake_step(x, &e);
+    if (rc >= 0)
+        return rc;
     if (e == SSL_ERROR_ZERO_RETURN) {
         x->fatal = true;
         return -ECONNRESET; /* the client closed before the handshake completed */
@@ -324,10 +335,9 @@ static int tls_connect_handshake(struct rem_transport *t)
             return -ENOMEM;
         }
     }
-    ERR_clear_error();
-    errno = 0;
-    int rc = SSL_do_handshake(x->ssl);
-    if (rc == 1) {
+    int e = 0;
+    int rc = handshake_step(x, &e);
+    if (rc == 0) {
         const unsigned char *p = NULL;
         unsigned int n = 0;
         SSL_get0_alpn_selected(x->ssl, &p, &n);
@@ -338,11 +348,8 @@ static int tls_connect_handshake(struct rem_transport *t)
         }
         return 0;
     }
-    int e = SSL_get_error(x->ssl, rc);
-    if (e == SSL_ERROR_WANT_READ)
-        return REM_IO_WANT_READ;
-    if (e == SSL_ERROR_WANT_WRITE)
-        return REM_IO_WANT_WRITE;
+    if (rc > 0)
+        return rc;
     x->fatal = true;
     long v = verify_failure(x->ssl);
     unsigned long ssl_err = ERR_peek_last_error();

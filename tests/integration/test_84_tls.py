@@ -28,8 +28,8 @@ import pytest
 from helpers import (HttpConn, build_request, curl, http, metrics,
                      pattern_sha256, scrape, wait_for)
 from reloadutil import render, wait_state
-from tlsutil import (client_ctx, get_h1, handshakes, make_pki, s_client, tls_block, tls_config,
-                     tls_connect, wait_handshakes)
+from tlsutil import (client_ctx, get_h1, handshakes, listener_check_error, make_pki, s_client,
+                     tls_block, tls_config, tls_connect, wait_handshakes)
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -590,14 +590,9 @@ def test_bad_ocsp_response_refused(run_remora, upstream, pki, tmp_path):
         (tmp_path / "missing.der", "cannot read: No such file or directory"),
     ]
     for i, (der, want) in enumerate(cases):
-        cfg, _ = tls_config(pki, [upstream.addr], tls=tls_block(pki, ocsp_response=str(der)))
-        path = tmp_path / ("ocsp%d.yaml" % i)
-        path.write_text(render(cfg))
-        out = run_remora("--check", "-c", path)
-        text = out.stdout.decode()
-        assert out.returncode == 1, text
-        assert text.startswith('%s: listener "tls": tls.ocsp_response %s: %s' % (path, der, want)), \
-            text
+        got = listener_check_error(run_remora, pki, [upstream.addr], tmp_path / ("ocsp%d.yaml" % i),
+                                   tls_block(pki, ocsp_response=str(der)))
+        assert got.startswith('listener "tls": tls.ocsp_response %s: %s' % (der, want)), got
 
 
 # ---- the write path under a slow reader ---------------------------------------------------------

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from helpers import default_config, free_port, metrics, stop_process, wait_for
-from reloadutil import kubelet_project
+from reloadutil import kubelet_project, render
 
 
 # ---- certificates ------------------------------------------------------------------------------
@@ -262,6 +262,16 @@ def check_errors(run_remora, path):
     text = out.stdout.decode()
     assert out.returncode == 1, text
     return [ln for ln in text.splitlines() if ln.startswith(str(path))]
+
+
+def listener_check_error(run_remora, pki, endpoints, path, tls):
+    """remora --check of a config (written to path) whose TLS listener has tls, which must fail:
+    its first line about path, without the "path: " before it."""
+    cfg, _ = tls_config(pki, endpoints, tls=tls)
+    path.write_text(render(cfg))
+    lines = check_errors(run_remora, path)
+    assert lines, "no error about %s" % path
+    return lines[0][len(str(path)) + 2:]
 
 
 # ---- clients -----------------------------------------------------------------------------------
