@@ -12,7 +12,7 @@ BUILD_DEPS=(build-essential autoconf automake libtool pkg-config libevent-dev li
 RUN_DEPS=(python3 curl)
 # The shipped binary, its image and the pod test (tests/image, tests/pod).
 DEPLOY_DEPS=(umoci skopeo podman buildah runc conmon catatonit python3-yaml binutils)
-TEST_DEPS=(libcmocka-dev python3-pytest python3-h2 python3-websockets python3-grpcio dnsmasq-base python3-prometheus-client prometheus wrk nghttp2-client nghttp2-server clang sslscan)
+TEST_DEPS=(libcmocka-dev python3-pytest python3-h2 python3-websockets python3-grpcio dnsmasq-base python3-prometheus-client prometheus wrk nghttp2-client nghttp2-server clang sslscan openssl)
 
 log() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
 
