@@ -97,6 +97,37 @@ PY
     rm -f "$junit"
 }
 
+# Every libFuzzer target (tests/fuzz/README.md) for FUZZ_SECONDS (15) from its seed corpus, in a
+# clang --enable-fuzz build of a copy of the tracked files (build-fuzz/): each is one check, and
+# any crash, leak, timeout or sanitizer report fails it.
+fuzz_short() {
+    log "fuzz targets, ${FUZZ_SECONDS:-15} s each (build-fuzz/, clang, ASan+UBSan+libFuzzer)"
+    jp=0 jf=0 js=0
+    if ! git rev-parse --git-dir >/dev/null 2>&1 || ! command -v clang >/dev/null; then
+        log "not a git checkout, or no clang: fuzzing skipped"
+        js=1
+        return
+    fi
+    mkdir -p build-fuzz
+    git ls-files -z | xargs -0 cp --parents -p -t build-fuzz 2>/dev/null || true
+    local out
+    out=$(
+        cd build-fuzz || exit 1
+        if [ ! -x configure ] || [ configure.ac -nt configure ]; then
+            autoreconf -fi >/dev/null 2>&1
+        fi
+        if [ ! -f Makefile ]; then
+            ./configure -q CC=clang --enable-fuzz >/dev/null || exit 1
+        fi
+        make fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-15}" 2>&1
+    )
+    printf '%s\n' "$out" | grep -E '^(== |stat::number_of_executed_units|#[0-9]+[[:space:]]+DONE)|FAILED' || true
+    jp=$(printf '%s\n' "$out" | grep -c '^== fuzz_' || true)
+    jf=$(printf '%s\n' "$out" | grep -c ': FAILED' || true)
+    [ "$jp" -gt 0 ] || { jf=1; printf '%s\n' "$out" | tail -30; }
+    jp=$((jp - jf))
+}
+
 # The lifecycle tests (drain, reload), the tunnel, Unix-socket and TLS tests once more against
 # an ASan+UBSan build, with leak detection: generations, clusters and listeners freed across
 # reloads and drains; tunnels torn down from either side; TLS contexts and sessions freed. Built from a
@@ -199,6 +230,8 @@ cmd_test() {
     run_pytest tests/integration
     passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
     lifecycle_sanitized
+    passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
+    fuzz_short
     passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
     k8s_validate
     passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))

@@ -51,6 +51,9 @@ void rem_head_dispose(struct rem_head *h)
 
 static int arena_append(struct rem_head *h, const char *p, size_t n)
 {
+    if (n == 0) /* an empty span (a trailer with an empty name): nothing to copy, and the arena
+                   may not exist yet (memcpy from or to NULL is undefined even for 0 bytes) */
+        return 0;
     if ((uint64_t)h->len + n > h->max_bytes)
         return -REM_E_HEADER_TOO_LARGE;
     if (h->len + n > h->cap) {

@@ -186,6 +186,22 @@ static void test_head_pieces_split_across_calls(void **state)
 }
 
 /* An empty value still arrives as a zero-length piece (llhttp does so) and ends the field. */
+/* An empty first field name (a trailer ": v", found by fuzz_h1_up) into a head that holds
+ * nothing yet: no byte is copied from or to the absent arena (UBSan: applying zero offset to a
+ * null pointer). */
+static void test_head_empty_name_first(void **state)
+{
+    (void)state;
+    struct rem_head h;
+    rem_head_init(&h, 64 * 1024, 100);
+    assert_int_equal(rem_head_add_name(&h, "", 0), 0);
+    assert_int_equal(rem_head_add_value(&h, "v", 1), 0);
+    assert_int_equal(h.n_hdrs, 1);
+    assert_int_equal(h.hdrs[0].name_len, 0);
+    assert_int_equal(h.hdrs[0].val_len, 1);
+    rem_head_dispose(&h);
+}
+
 static void test_head_empty_value(void **state)
 {
     struct rem_head h;
@@ -1699,6 +1715,7 @@ int main(void)
         cmocka_unit_test(test_head_init),
         cmocka_unit_test(test_head_pieces_split_across_calls),
         cmocka_unit_test(test_head_empty_value),
+        cmocka_unit_test(test_head_empty_name_first),
         cmocka_unit_test(test_head_name_pieces_join),
         cmocka_unit_test(test_head_value_without_name),
         cmocka_unit_test(test_head_byte_limit),
