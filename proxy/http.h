@@ -29,7 +29,7 @@ enum rem_hdr_kind {
     REM_HDR_UNDERSCORE, /* a name with '_' under REM_UNDERSCORES_DROP: never forwarded */
 };
 
-/* What a request field whose name holds '_' gets (limits.headers_with_underscores, Envoy's
+/* What becomes of a request field whose name holds '_' (limits.headers_with_underscores, Envoy's
  * headers_with_underscores_action): a CGI-style app maps '_' and '-' to the same variable, so
  * Transfer_Encoding or X_Forwarded_For could pass for the fields remora guards. */
 enum rem_underscores {
