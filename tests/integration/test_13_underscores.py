@@ -163,3 +163,36 @@ def test_responses_untouched(remora, upstream, client):
         with H2Client(p.port) as c:
             r = c.get("/echo?set=X_App:1")
     assert r.status == 200 and r.header("x_app") == "1", r
+
+
+@pytest.mark.parametrize("client", ["h1", "h2c"])
+def test_h2c_upstream_by_mode(remora, h2_upstream, mode, client):
+    """Toward an h2c app (the HTTP/2 request writer, not the HTTP/1.1 one) the rule is the
+    same, in the head and in the trailers."""
+    p = remora(h2_upstream, upstream_opts={"protocol": "h2c"},
+               limits={"headers_with_underscores": mode})
+    trl = [("X_Trl", "1"), ("X-Sum", "abc")]
+    if client == "h1":
+        with HttpConn(p.port) as c:
+            c.send(build_request("POST", "/json", headers=[("Host", "a"),
+                                                           ("Transfer-Encoding", "chunked")]
+                                 + SPOOF, body=chunked_body(BODY, trailers=trl)))
+            r = c.read_response()
+    else:
+        with H2Client(p.port) as c:
+            r = c.get("/json", method="POST", headers=SPOOF, body=BODY, trailers=trl)
+    if mode == "reject":
+        assert r.status == 400 and r.header("x-remora-error") == "header_underscore", r
+        return
+    assert r.status == 200, r
+    doc = r.json()
+    assert doc["body_len"] == len(BODY), doc
+    got = [k for k, _ in doc["headers"]]
+    trailers = [k for k, _ in doc["trailers"]]
+    assert "x-sum" in trailers, doc
+    if mode == "drop":
+        assert "transfer_encoding" not in got and "x_forwarded_for" not in got, doc
+        assert "x_trl" not in trailers, doc
+    else:
+        assert "transfer_encoding" in got and "x_forwarded_for" in got, doc
+        assert "x_trl" in trailers, doc
