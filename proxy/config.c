@@ -133,6 +133,7 @@ struct rem_config *rem_config_new(const char *source)
     cfg->limits.buffer_bytes = REM_DEF_BUFFER_BYTES;
     cfg->limits.tls_handshake_timeout_ms = REM_DEF_TLS_HANDSHAKE_TIMEOUT_MS;
     cfg->limits.max_tls_handshakes = REM_DEF_MAX_TLS_HANDSHAKES;
+    cfg->limits.headers_with_underscores = REM_DEF_HEADERS_WITH_UNDERSCORES;
     cfg->log.level = REM_LOG_INFO;
     cfg->log.format = REM_LOG_FORMAT_JSON;
     cfg->log.access_log = false;
@@ -305,6 +306,13 @@ void rem_config_unref(struct rem_config *cfg)
     if (left == 0)
         config_free(cfg);
 }
+
+const char *const rem_underscores_names[] = {
+    [REM_UNDERSCORES_ALLOW] = "allow",
+    [REM_UNDERSCORES_DROP] = "drop",
+    [REM_UNDERSCORES_REJECT] = "reject",
+    NULL,
+};
 
 static const char *plural(size_t n, const char *one, const char *many)
 {

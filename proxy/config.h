@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "http.h"
+
 /* Defaults: the public interface documented in conf/README.md. */
 #define REM_DEFAULT_CONFIG_PATH "/etc/remora/remora.yaml"
 #define REM_DEF_LISTEN "0.0.0.0:8000"
@@ -32,6 +34,8 @@
 #define REM_DEF_BUFFER_BYTES ((uint64_t)64 * 1024)
 #define REM_DEF_TLS_HANDSHAKE_TIMEOUT_MS 10000
 #define REM_DEF_MAX_TLS_HANDSHAKES 256 /* per worker; conf/README.md says why */
+/* nginx's default (underscores_in_headers off); conf/README.md says why not Envoy's ALLOW. */
+#define REM_DEF_HEADERS_WITH_UNDERSCORES REM_UNDERSCORES_DROP
 /* listeners[].tls defaults (issue 16's modern profile): TLS 1.2 suites are AEAD with ECDHE
  * only (no RSA key exchange, no CBC); TLS 1.3 keeps OpenSSL's three suites. */
 #define REM_DEF_TLS_CIPHERS                                                                        \
@@ -269,7 +273,12 @@ struct rem_cfg_limits {
     uint64_t tls_handshake_timeout_ms; /* a TLS handshake not done by then closes the conn */
     uint32_t max_tls_handshakes;       /* per worker: TLS conns accepted beyond this many in
                                           HANDSHAKE are refused; 0: no cap */
+    enum rem_underscores headers_with_underscores; /* request fields (and trailers) named
+                                                      with '_'; default DROP */
 };
+
+/* The names of enum rem_underscores in the file and the dump, by value; NULL-terminated. */
+extern const char *const rem_underscores_names[];
 
 struct rem_cfg_log {
     enum rem_log_level level;

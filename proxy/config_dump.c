@@ -312,6 +312,7 @@ static void settings(struct evbuffer *o, const struct rem_config *cfg, bool *f)
     kuint(o, &g, "buffer_bytes", l->buffer_bytes);
     kdur(o, &g, "tls_handshake_timeout", l->tls_handshake_timeout_ms);
     kuint(o, &g, "max_tls_handshakes", l->max_tls_handshakes);
+    kstr(o, &g, "headers_with_underscores", rem_underscores_names[l->headers_with_underscores]);
     evbuffer_add(o, "}", 1);
     g = true;
     key(o, f, "log");

@@ -1305,6 +1305,7 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cf
         F_BUFFER,
         F_TLS_HS,
         F_MAX_HS,
+        F_UNDERSCORES,
         F_N
     };
     struct rem_yaml_field f[F_N] = {
@@ -1316,8 +1317,10 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cf
         [F_BUFFER] = {.key = "buffer_bytes"},
         [F_TLS_HS] = {.key = "tls_handshake_timeout"},
         [F_MAX_HS] = {.key = "max_tls_handshakes"},
+        [F_UNDERSCORES] = {.key = "headers_with_underscores"},
     };
     uint64_t v;
+    int e;
     struct rem_cfg_limits *lim = &cfg->limits;
 
     if (rem_yaml_map_fields(c->y, node, "\"limits\"", "in limits", f, F_N) != 0)
@@ -1343,6 +1346,10 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cf
     if (f[F_MAX_HS].val != NULL &&
         rem_yaml_get_uint(c->y, f[F_MAX_HS].val, "max_tls_handshakes", 0, MAX_ADMISSION, &v) == 0)
         lim->max_tls_handshakes = (uint32_t)v;
+    if (f[F_UNDERSCORES].val != NULL &&
+        rem_yaml_get_enum(c->y, f[F_UNDERSCORES].val, "headers_with_underscores",
+                          rem_underscores_names, "allow, drop or reject", &e) == 0)
+        lim->headers_with_underscores = (enum rem_underscores)e;
 }
 
 static void parse_log(struct ctx *c, yaml_node_t *node, struct rem_config *cfg)

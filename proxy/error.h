@@ -24,6 +24,7 @@
     X(BAD_FRAMING, 400, "CR", "bad_framing")                                                       \
     X(HEADER_TOO_LARGE, 431, "CR", "header_too_large")                                             \
     X(TOO_MANY_HEADERS, 431, "CR", "too_many_headers")                                             \
+    X(HEADER_UNDERSCORE, 400, "CR", "header_underscore")                                           \
     X(BODY_TOO_LARGE, 413, "CD", "body_too_large")                                                 \
     X(UNSUPPORTED_TE, 501, "CR", "unsupported_transfer_encoding")                                  \
     X(NO_ROUTE, 404, "PR", "no_route")                                                             \

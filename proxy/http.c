@@ -38,6 +38,7 @@ void rem_head_reset(struct rem_head *h)
     h->expect_continue = h->expect_other = false;
     h->n_host = 0;
     h->host_idx = h->request_id_idx = -1;
+    h->n_underscore = 0;
 }
 
 void rem_head_dispose(struct rem_head *h)
@@ -257,13 +258,28 @@ static enum rem_hdr_kind kind_of(const char *n, size_t len)
     }
 }
 
+/* Whether a field name holds '_'. A pseudo-header (":path", RFC 9113 8.3) is never one: the
+ * codecs keep them out of the field list, and a leading ':' is skipped here all the same. */
+static bool underscore_name(const char *n, size_t len)
+{
+    return len && n[0] != ':' && memchr(n, '_', len) != NULL;
+}
+
 void rem_head_classify(struct rem_head *h)
 {
     bool have_cl = false, have_te = false, last_chunked = false;
+    h->n_underscore = 0;
     for (uint32_t i = 0; i < h->n_hdrs; i++) {
         struct rem_hdr *x = &h->hdrs[i];
         const char *v = REM_HDR_VAL(h, x);
         x->kind = (uint8_t)kind_of(REM_HDR_NAME(h, x), x->name_len);
+        /* No name kind_of knows holds '_', so marking after it changes no framing decision. */
+        if (h->underscores != REM_UNDERSCORES_ALLOW &&
+            underscore_name(REM_HDR_NAME(h, x), x->name_len)) {
+            h->n_underscore++;
+            if (h->underscores == REM_UNDERSCORES_DROP)
+                x->kind = REM_HDR_UNDERSCORE;
+        }
         switch (x->kind) {
         case REM_HDR_CONTENT_LENGTH: {
             /* RFC 9112 6.3: a list of identical values may be folded; differing ones are an

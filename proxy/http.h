@@ -26,6 +26,16 @@ enum rem_hdr_kind {
     REM_HDR_XFP,
     REM_HDR_REQUEST_ID,
     REM_HDR_XFCC, /* x-forwarded-client-cert: never forwarded as received (remora sets its own) */
+    REM_HDR_UNDERSCORE, /* a name with '_' under REM_UNDERSCORES_DROP: never forwarded */
+};
+
+/* What becomes of a request field whose name holds '_' (limits.headers_with_underscores, Envoy's
+ * headers_with_underscores_action): a CGI-style app maps '_' and '-' to the same variable, so
+ * Transfer_Encoding or X_Forwarded_For could pass for the fields remora guards. */
+enum rem_underscores {
+    REM_UNDERSCORES_ALLOW = 0, /* forwarded as is (responses, always) */
+    REM_UNDERSCORES_DROP,      /* not forwarded, counted */
+    REM_UNDERSCORES_REJECT,    /* the request is refused: 400 header_underscore */
 };
 
 /* Offsets into rem_head.buf, so the arena may grow (realloc) while a head is parsed. */
@@ -45,7 +55,8 @@ struct rem_head {
     struct rem_hdr *hdrs;
     uint32_t n_hdrs, cap_hdrs, max_hdrs;
     uint32_t span_off[REM_SPAN__COUNT], span_len[REM_SPAN__COUNT];
-    bool in_value; /* parser state: last appended piece was a value */
+    bool in_value;       /* parser state: last appended piece was a value */
+    uint8_t underscores; /* enum rem_underscores; kept by rem_head_reset, like the limits */
 
     /* Filled by rem_head_classify. */
     int status; /* responses */
@@ -59,6 +70,7 @@ struct rem_head {
     bool expect_other; /* Expect with anything but 100-continue */
     int n_host;
     int host_idx, request_id_idx; /* -1: absent */
+    uint32_t n_underscore; /* fields named with '_' (pseudo-headers never are); 0 under ALLOW */
 };
 
 /* Sets up an empty head; limits turn into REM_E_HEADER_TOO_LARGE / REM_E_TOO_MANY_HEADERS. */
@@ -70,6 +82,11 @@ static inline void rem_head_set_limits(struct rem_head *h, uint32_t max_bytes, u
 {
     h->max_bytes = max_bytes;
     h->max_hdrs = max_hdrs;
+}
+/* The policy for field names with '_' (a request head or its trailers; others stay ALLOW). */
+static inline void rem_head_set_underscores(struct rem_head *h, enum rem_underscores u)
+{
+    h->underscores = (uint8_t)u;
 }
 /* The HTTP version the message came with (2.0 for HTTP/2). */
 static inline void rem_head_set_version(struct rem_head *h, int major, int minor)
@@ -100,7 +117,9 @@ static inline const char *rem_head_ptr(const struct rem_head *h, uint32_t off)
 #define REM_HDR_VAL(h, x) ((h)->buf + (x)->val_off)
 
 /* Classifies every header and fills the summary fields above (framing, Connection tokens,
- * Host count, Expect, request id). Pure; call once the head is complete. */
+ * Host count, Expect, request id, names with '_' under the head's policy: REM_HDR_UNDERSCORE
+ * under DROP, counted in n_underscore unless ALLOW; refusing is the caller's). Pure; call once
+ * the head is complete; may be called again (n_underscore is recounted). */
 void rem_head_classify(struct rem_head *h);
 
 /* The value of the first field named name (case-insensitive): true with *v, *n set. */

@@ -924,16 +924,23 @@ static void render_process(struct rbuf *b, const struct rem_metrics_layout *l,
                   "Downstream connections accepted.", (int64_t)total);
     render_http2(b, vw, n_shards);
     render_tls(b, l, vw, n_shards);
-    uint64_t cut = 0;
+    uint64_t cut = 0, underscore = 0;
     int64_t tunnels = 0;
     for (size_t s = 0; s < n_shards; s++) {
         cut += LOAD(vw[s].shard->drain_cut);
         tunnels += LOAD(vw[s].shard->tunnels_active);
+        underscore += LOAD(vw[s].shard->headers_dropped_underscore);
     }
     rb_unlabelled(b, "remora_drain_cut_total", "counter",
                   "Requests cut because they were still in flight at drain.timeout.", (int64_t)cut);
     rb_unlabelled(b, "remora_tunnels_active", "gauge",
                   "Open tunnels (WebSocket and other Upgrades, CONNECT).", tunnels);
+    rb_family(
+        b, "remora_downstream_headers_dropped_total", "counter",
+        "Request fields not forwarded to the app, by reason (limits.headers_with_underscores).");
+    rb_series(b, "remora_downstream_headers_dropped_total", NULL, "reason=\"underscore\"");
+    rb_u64(b, underscore);
+    rb_str(b, "\n");
     if (!p)
         return;
     if (p->config_hash) {

@@ -116,6 +116,7 @@ struct rem_metrics_shard {
     uint64_t streams_finished;                 /* streams ended, whatever the outcome */
     uint64_t drain_cut;                        /* streams cut at drain.timeout */
     int64_t tunnels_active;                    /* open tunnels (WebSocket, CONNECT) */
+    uint64_t headers_dropped_underscore;       /* request fields named with '_' not forwarded */
     /* Streams started, by proto: 0 http1, 1 h2c, 2 h2. */
     uint64_t downstream_streams_total[REM_DOWN_PROTOS];
     /* Downstream TLS handshakes by enum rem_tls_result, and the ok ones that resumed a

@@ -118,6 +118,8 @@ struct rem_stream *rem_stream_new(struct rem_conn *c)
     rem_head_reset(&s->resp);
     rem_head_reset(&s->req_trl);
     rem_head_reset(&s->resp_trl);
+    rem_head_set_underscores(&s->req, lim->headers_with_underscores);
+    rem_head_set_underscores(&s->req_trl, lim->headers_with_underscores);
     s->worker = w;
     s->conn = c;
     rem_wait_init(&s->rt.w, on_route_admitted);
@@ -456,6 +458,24 @@ static bool pick_upgrade(struct rem_stream *s)
     return true;
 }
 
+/* Applies limits.headers_with_underscores to a classified request head or its trailers (both
+ * codecs, one place): under REJECT the stream fails (400 header_underscore, counted with the
+ * other refused requests); under DROP the classification already keeps them from the app and
+ * they are counted here. Returns false when s failed. */
+static bool underscores_ok(struct rem_stream *s, const struct rem_head *h)
+{
+    if (h->n_underscore == 0)
+        return true;
+    if (h->underscores == REM_UNDERSCORES_REJECT) {
+        rem_stream_fail(s, REM_E_HEADER_UNDERSCORE);
+        return false;
+    }
+    REM_M_ADD(s->worker->metrics->headers_dropped_underscore, h->n_underscore);
+    rem_log_debug("conn %s: %" PRIu32 " field(s) named with '_' dropped", s->conn->peer,
+                  h->n_underscore);
+    return true;
+}
+
 void rem_stream_start(struct rem_stream *s)
 {
     struct rem_head *h = &s->req;
@@ -474,6 +494,8 @@ void rem_stream_start(struct rem_stream *s)
         s->rid = s->request_id;
         s->rid_len = 36;
     }
+    if (!underscores_ok(s, h))
+        return;
     struct rem_gen *g = s->gen;
     s->mroute = g->cfg->n_routes; /* unmatched until a route matches */
     if (s->grpc)
@@ -603,6 +625,12 @@ void rem_stream_req_end(struct rem_stream *s)
     s->req_done = true;
     if (s->state == REM_STREAM_HEAD)
         return; /* no body: rem_stream_start follows */
+    if (s->req_trl.n_hdrs) {
+        /* Trailers are checked before they go (the upstream codec classifies them again). */
+        rem_head_classify(&s->req_trl);
+        if (!underscores_ok(s, &s->req_trl))
+            return;
+    }
     if (s->upconn && s->state == REM_STREAM_ACTIVE && !s->req_sent) {
         if (s->upconn->up->write_end(s->upconn, s) < 0) {
             rem_stream_fail(s, REM_E_NOMEM);

@@ -216,6 +216,7 @@ static void assert_all_defaults(const struct rem_config *cfg)
     assert_int_equal(cfg->limits.request_header_timeout_ms, REM_DEF_REQUEST_HEADER_TIMEOUT_MS);
     assert_int_equal(cfg->limits.buffer_bytes, REM_DEF_BUFFER_BYTES);
     assert_int_equal(cfg->limits.max_tls_handshakes, 256);
+    assert_int_equal(cfg->limits.headers_with_underscores, REM_UNDERSCORES_DROP);
 
     assert_int_equal(cfg->log.level, REM_LOG_INFO);
     assert_int_equal(cfg->log.format, REM_LOG_FORMAT_JSON);
@@ -676,6 +677,7 @@ static void test_scalar_forms(void **state)
                                             "  buffer_bytes: 512B\n"
                                             "  client_idle_timeout: 0s\n"
                                             "  max_tls_handshakes: 0\n"
+                                            "  headers_with_underscores: reject\n"
                                             "log: { access_log: TRUE }\n");
 
     assert_int_equal(cfg->workers, 2);
@@ -690,6 +692,7 @@ static void test_scalar_forms(void **state)
     assert_int_equal(cfg->limits.buffer_bytes, 512);
     assert_int_equal(cfg->limits.client_idle_timeout_ms, 0);
     assert_int_equal(cfg->limits.max_tls_handshakes, 0); /* no cap */
+    assert_int_equal(cfg->limits.headers_with_underscores, REM_UNDERSCORES_REJECT);
     assert_true(cfg->log.access_log);
     rem_config_unref(cfg);
 
@@ -1783,6 +1786,37 @@ static void test_max_tls_handshakes_errors(void **state)
                                                NULL});
 }
 
+/* limits.headers_with_underscores: allow, drop or reject, spelled exactly; anything else (a
+ * case variant, nginx's on/off, a boolean, a list) is refused with the key and the choices. */
+static void test_headers_with_underscores(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"allow", "drop", "reject"};
+    static const enum rem_underscores want[] = {REM_UNDERSCORES_ALLOW, REM_UNDERSCORES_DROP,
+                                                REM_UNDERSCORES_REJECT};
+    for (size_t i = 0; i < 3; i++) {
+        char yaml[80];
+        snprintf(yaml, sizeof(yaml), "limits: { headers_with_underscores: %s }\n", names[i]);
+        struct rem_config *cfg = load_string_ok(yaml);
+        assert_int_equal(cfg->limits.headers_with_underscores, want[i]);
+        rem_config_unref(cfg);
+    }
+    expect_string_errors("limits:\n  headers_with_underscores: Drop\n",
+                         (const char *const[]){"t.yaml:2:29: bad value \"Drop\" for "
+                                               "\"headers_with_underscores\" (expected allow, "
+                                               "drop or reject)",
+                                               NULL});
+    expect_string_errors("limits: { headers_with_underscores: off }\n",
+                         (const char *const[]){"t.yaml:1:37: bad value \"off\" for "
+                                               "\"headers_with_underscores\" (expected allow, "
+                                               "drop or reject)",
+                                               NULL});
+    expect_string_errors("limits: { headers_with_underscores: [drop] }\n",
+                         (const char *const[]){"t.yaml:1:37: expected a scalar for "
+                                               "\"headers_with_underscores\", got a sequence",
+                                               NULL});
+}
+
 static void test_references_and_duplicates(void **state)
 {
     expect_file_errors(
@@ -2533,6 +2567,7 @@ int main(void)
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_max_tls_handshakes_errors),
+        cmocka_unit_test(test_headers_with_underscores),
         cmocka_unit_test(test_references_and_duplicates),
         cmocka_unit_test(test_empty_sections),
         cmocka_unit_test(test_yaml_syntax_errors),

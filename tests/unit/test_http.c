@@ -494,6 +494,142 @@ static void test_classify_case_insensitive(void **state)
 }
 
 /* Names that merely start like a known one are ordinary fields. */
+/* ---- limits.headers_with_underscores ------------------------------------------------------ */
+
+static const struct kv underscore_hdrs[] = {
+    {"Host", "example.com"},
+    {"Transfer_Encoding", "chunked"},
+    {"X_Forwarded_For", "6.6.6.6"},
+    {"Content_Length", "5"},
+    {"X-Normal", "1"},
+    {NULL, NULL},
+};
+
+/* Builds a request head of hdrs under policy u and classifies it. */
+static void build_underscores(struct rem_head *h, enum rem_underscores u, const struct kv *hdrs)
+{
+    rem_head_init(h, 64 * 1024, 100);
+    rem_head_set_underscores(h, u);
+    assert_int_equal(rem_head_add_span(h, REM_SPAN_METHOD, "POST", 4), 0);
+    assert_int_equal(rem_head_add_span(h, REM_SPAN_TARGET, "/", 1), 0);
+    for (size_t i = 0; hdrs[i].name; i++) {
+        assert_int_equal(rem_head_add_name(h, hdrs[i].name, strlen(hdrs[i].name)), 0);
+        assert_int_equal(rem_head_add_value(h, hdrs[i].value, strlen(hdrs[i].value)), 0);
+    }
+    rem_head_classify(h);
+}
+
+/* Writes the head of underscore_hdrs under u: the expected request carries `kept` (the fields
+ * with '_' that go on) between Host and X-Normal. */
+static void write_request_underscores(enum rem_underscores u, const char *kept)
+{
+    struct rem_head h;
+    struct rem_fwd_request fwd = fwd_req();
+    struct evbuffer *out = evbuffer_new();
+    char want[512];
+
+    assert_non_null(out);
+    build_underscores(&h, u, underscore_hdrs);
+    /* Names with '_' are never framing or forwarding fields, whatever the policy. */
+    assert_false(h.chunked || h.te_unsupported || h.cl_conflict);
+    assert_int_equal(h.content_length, -1);
+    assert_int_equal(rem_http_write_request(out, &h, &fwd), 0);
+    snprintf(want, sizeof(want),
+             "POST / HTTP/1.1\r\nHost: example.com\r\n%sX-Normal: 1\r\n"
+             "X-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Request-Id: rid-1\r\n\r\n",
+             kept);
+    assert_output(out, want);
+    evbuffer_free(out);
+    rem_head_dispose(&h);
+}
+
+/* allow: forwarded as is, nothing counted (the behaviour before the setting). */
+static void test_underscores_allow(void **state)
+{
+    (void)state;
+    write_request_underscores(REM_UNDERSCORES_ALLOW, "Transfer_Encoding: chunked\r\n"
+                                                     "X_Forwarded_For: 6.6.6.6\r\n"
+                                                     "Content_Length: 5\r\n");
+    struct rem_head h;
+    build_underscores(&h, REM_UNDERSCORES_ALLOW, underscore_hdrs);
+    assert_int_equal(h.n_underscore, 0);
+    for (uint32_t i = 0; i < h.n_hdrs; i++)
+        assert_int_not_equal(h.hdrs[i].kind, REM_HDR_UNDERSCORE);
+    rem_head_dispose(&h);
+}
+
+/* drop: REM_HDR_UNDERSCORE, counted, not written; the count survives a second classification
+ * (h2 classifies again after joining cookies) and the policy survives a reset. */
+static void test_underscores_drop(void **state)
+{
+    (void)state;
+    write_request_underscores(REM_UNDERSCORES_DROP, "");
+    struct rem_head h;
+    build_underscores(&h, REM_UNDERSCORES_DROP, underscore_hdrs);
+    assert_int_equal(h.n_underscore, 3);
+    assert_int_equal(h.hdrs[0].kind, REM_HDR_HOST);
+    assert_int_equal(h.hdrs[1].kind, REM_HDR_UNDERSCORE);
+    assert_int_equal(h.hdrs[2].kind, REM_HDR_UNDERSCORE);
+    assert_int_equal(h.hdrs[3].kind, REM_HDR_UNDERSCORE);
+    assert_int_equal(h.hdrs[4].kind, REM_HDR_OTHER);
+    rem_head_classify(&h);
+    assert_int_equal(h.n_underscore, 3);
+    rem_head_reset(&h);
+    assert_int_equal(h.n_underscore, 0);
+    assert_int_equal(h.underscores, REM_UNDERSCORES_DROP);
+    rem_head_dispose(&h);
+}
+
+/* reject: counted, kinds untouched (the stream refuses the request with header_underscore). */
+static void test_underscores_reject(void **state)
+{
+    struct rem_head h;
+
+    (void)state;
+    build_underscores(&h, REM_UNDERSCORES_REJECT, underscore_hdrs);
+    assert_int_equal(h.n_underscore, 3);
+    assert_int_equal(h.hdrs[1].kind, REM_HDR_OTHER);
+    rem_head_dispose(&h);
+    static const struct kv clean[] = {{"X-A_", ""}, {NULL, NULL}};
+    build_underscores(&h, REM_UNDERSCORES_REJECT, clean);
+    assert_int_equal(h.n_underscore, 1); /* anywhere in the name, even last */
+    rem_head_dispose(&h);
+    static const struct kv none[] = {{"X-A-B", "a_b"}, {":x_y", "1"}, {NULL, NULL}};
+    build_underscores(&h, REM_UNDERSCORES_REJECT, none);
+    assert_int_equal(h.n_underscore, 0); /* values and pseudo-header names are not looked at */
+    rem_head_dispose(&h);
+    assert_int_equal(rem_err_status(REM_E_HEADER_UNDERSCORE), 400);
+    assert_string_equal(rem_err_label(REM_E_HEADER_UNDERSCORE), "header_underscore");
+}
+
+/* Request trailers follow the head's policy; responses (ALLOW, never set) are untouched. */
+static void test_underscores_trailers_and_responses(void **state)
+{
+    static const struct kv trl[] = {{"grpc_status", "0"}, {"X-Sum", "abc"}, {NULL, NULL}};
+    struct rem_head h;
+    struct evbuffer *out = evbuffer_new();
+
+    (void)state;
+    assert_non_null(out);
+    build_underscores(&h, REM_UNDERSCORES_DROP, trl);
+    assert_int_equal(rem_http_write_last_chunk(out, &h), 0);
+    assert_output(out, "0\r\nX-Sum: abc\r\n\r\n");
+    rem_head_dispose(&h);
+    build_underscores(&h, REM_UNDERSCORES_ALLOW, trl);
+    assert_int_equal(rem_http_write_last_chunk(out, &h), 0);
+    assert_output(out, "0\r\ngrpc_status: 0\r\nX-Sum: abc\r\n\r\n");
+    rem_head_dispose(&h);
+
+    static const struct kv resp[] = {{"X_App", "1"}, {NULL, NULL}};
+    build_response(&h, 200, "OK", resp);
+    assert_int_equal(h.n_underscore, 0);
+    struct rem_fwd_response fr = {.content_length = 0};
+    assert_int_equal(rem_http_write_response(out, &h, &fr), 0);
+    assert_output(out, "HTTP/1.1 200 OK\r\nX_App: 1\r\nContent-Length: 0\r\n\r\n");
+    evbuffer_free(out);
+    rem_head_dispose(&h);
+}
+
 static void test_classify_near_names(void **state)
 {
     static const struct kv hdrs[] = {
@@ -1726,6 +1862,10 @@ int main(void)
         cmocka_unit_test(test_classify_kinds),
         cmocka_unit_test(test_classify_case_insensitive),
         cmocka_unit_test(test_classify_near_names),
+        cmocka_unit_test(test_underscores_allow),
+        cmocka_unit_test(test_underscores_drop),
+        cmocka_unit_test(test_underscores_reject),
+        cmocka_unit_test(test_underscores_trailers_and_responses),
         cmocka_unit_test(test_classify_content_length),
         cmocka_unit_test(test_classify_transfer_encoding),
         cmocka_unit_test(test_classify_chunked_twice_across_fields),

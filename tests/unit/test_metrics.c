@@ -373,6 +373,11 @@ static const char small_text[] =
     "# HELP remora_tunnels_active Open tunnels (WebSocket and other Upgrades, CONNECT).\n"
     "# TYPE remora_tunnels_active gauge\n"
     "remora_tunnels_active 0\n"
+    "# HELP remora_downstream_headers_dropped_total Request fields not forwarded to the app, by "
+    "reason "
+    "(limits.headers_with_underscores).\n"
+    "# TYPE remora_downstream_headers_dropped_total counter\n"
+    "remora_downstream_headers_dropped_total{reason=\"underscore\"} 0\n"
     "# HELP remora_draining 1 while a drain (SIGTERM, POST /drain) runs.\n"
     "# TYPE remora_draining gauge\n"
     "remora_draining 0\n"
@@ -519,6 +524,10 @@ static const char small_om[] =
     "# HELP remora_tunnels_active Open tunnels (WebSocket and other Upgrades, CONNECT).\n"
     "# TYPE remora_tunnels_active gauge\n"
     "remora_tunnels_active 0\n"
+    "# HELP remora_downstream_headers_dropped Request fields not forwarded to the app, by reason "
+    "(limits.headers_with_underscores).\n"
+    "# TYPE remora_downstream_headers_dropped counter\n"
+    "remora_downstream_headers_dropped_total{reason=\"underscore\"} 0\n"
     "# HELP remora_draining 1 while a drain (SIGTERM, POST /drain) runs.\n"
     "# TYPE remora_draining gauge\n"
     "remora_draining 0\n"
@@ -1134,7 +1143,7 @@ static void test_openmetrics_no_family_clash(void **state)
                 fail_msg("family %s declared twice", names[n]);
         n++;
     }
-    assert_int_equal(n, 33);
+    assert_int_equal(n, 34);
 }
 
 static void test_render_openmetrics_exact(void **state)
@@ -1448,8 +1457,7 @@ static void test_tls_cert_series(void **state)
         assert_non_null(
             strstr(got, "\nremora_tls_cert_expiry_timestamp_seconds{cert=\"tls\"} 1.8e+09\n"));
         assert_non_null(strstr(
-            got,
-            "\nremora_tls_cert_expiry_timestamp_seconds{cert=\"a\\\"b\"} 1.700000123e+09\n"));
+            got, "\nremora_tls_cert_expiry_timestamp_seconds{cert=\"a\\\"b\"} 1.700000123e+09\n"));
     }
 }
 
