@@ -35,8 +35,8 @@ void rem_identity_free(struct rem_identity *id);
 /* The x-forwarded-client-cert element for id in Envoy's format (SANITIZE_SET: remora's is the
  * only one sent): Hash=<hex>;Subject="<subject>";URI=<uri>...;DNS=<dns>... with one URI= or DNS=
  * pair per SAN. Subject is always quoted; a URI or DNS value is quoted when it holds ',', ';',
- * '=', '"' or '\\'; inside quotes '"' and '\\' are escaped with a backslash. Returns a malloc'd string or NULL (out of
- * memory). */
+ * '=', '"' or '\\'; inside quotes '"' and '\\' are escaped with a backslash. Returns a malloc'd
+ * string or NULL (out of memory). */
 char *rem_identity_xfcc(const struct rem_identity *id);
 
 /* Whether id (NULL: no verified client certificate) has a SAN equal to one of the n names in
