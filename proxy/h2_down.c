@@ -317,7 +317,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
                                                                       : 0;
         else if (rem_http_name_eq(n, nlen, ":protocol"))
             rem_stream_set_upgrade(s, v, vlen); /* RFC 8441 4: extended CONNECT */
-    } else if (rem_http_name_eq(n, nlen, "host") && DS(s)->authority) {
+    } else if (!trailers && rem_http_name_eq(n, nlen, "host") && DS(s)->authority) {
         /* RFC 9113 8.3.1: :authority (first, pseudo-headers lead) is the host; a Host naming
          * another entity makes the request malformed, one naming the same is dropped. */
         if (!authority_is(h, v, vlen, DS(s)->default_port))

@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """28: HTTP/2 abuse on the downstream side, with hand-made frames (h2raw): rapid reset
 (CVE-2023-44487), CONTINUATION floods (CVE-2024-27316 and friends), header lists over
-max_header_list_size, SETTINGS/PING/PRIORITY/empty-frame floods, flow-control window overflow
-and HPACK abuse. Each attack ends the way the contract says (GOAWAY with the right error code
-and a close, or a refused stream), within a bounded time and with bounded memory, and is counted
-in /metrics; under the limits the same frames are served normally. During every attack a
-well-behaved bystander (HTTP/1.1 and h2c, each on fresh connections) keeps getting 200 from the
-same single worker, and afterwards curl --http2-prior-knowledge gets 200 and remora is alive.
+max_header_list_size, SETTINGS/PING/PRIORITY/empty-frame floods, flow-control window overflow,
+HPACK abuse, stream ids going backwards or reused, and a host differing from :authority. Each
+attack ends the way the contract says (GOAWAY with the right error code and a close, or a
+refused stream), within a bounded time and with bounded memory, and is counted in /metrics;
+under the limits the same frames are served normally. During every attack a well-behaved
+bystander (HTTP/1.1 and h2c, each on fresh connections) keeps getting 200 from the same single
+worker, and afterwards curl --http2-prior-knowledge gets 200 and remora is alive.
 Upstream: the HTTP/1.1 test app."""
 
 import json
