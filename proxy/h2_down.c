@@ -47,11 +47,15 @@ struct rem_h2_down_stream {
     bool finished;            /* the proxy side finished (logged, counted) */
     bool submitted;           /* a response (or error) was submitted */
     bool tunnel;              /* an open tunnel (extended CONNECT, CONNECT): DATA both ways */
+    bool authority;           /* :authority came (it is the head's host) */
+    uint16_t default_port;    /* of :scheme: 443 (https), 80 (http), 0 (none or another) */
 };
 
 TAILQ_HEAD(rem_h2_down_stream_list, rem_h2_down_stream);
 
 #define REM_H2_DOWN_FREELIST_MAX 32
+/* Streams remora reset lately: a client may still send their trailers (RFC 9113 5.1). */
+#define REM_H2_DOWN_RESET_RING 32
 
 struct rem_h2_down {
     nghttp2_session *ng; /* owned */
@@ -65,6 +69,9 @@ struct rem_h2_down {
     struct event *drain_ev; /* owned: the final GOAWAY, 1 s after the shutdown notice */
     uint64_t win_start_ms;
     uint32_t resets, ctrl; /* in the current reset_interval */
+    int32_t max_client_id; /* the highest stream id the client opened (RFC 9113 5.1.1) */
+    int32_t reset_ids[REM_H2_DOWN_RESET_RING]; /* ring: ids remora sent RST_STREAM for */
+    unsigned reset_next;
 };
 
 static inline struct rem_h2_down_stream *DS(const struct rem_stream *s)
@@ -122,6 +129,13 @@ static bool over_limit(struct rem_h2_down *d, bool reset)
     if (reset)
         return ++d->resets > h->max_resets;
     return ++d->ctrl > h->max_control_frames;
+}
+
+/* Remembers a stream remora reset (or refused): the client may still send its trailers. */
+static void note_reset(struct rem_h2_down *d, int32_t id)
+{
+    d->reset_ids[d->reset_next] = id;
+    d->reset_next = (d->reset_next + 1) % REM_H2_DOWN_RESET_RING;
 }
 
 static void calm_down(struct rem_h2_down *d, const char *why)
@@ -199,6 +213,42 @@ static void give_window(struct rem_h2_down *d, struct rem_stream *s, bool all)
 
 /* ---- request side ------------------------------------------------------------------------ */
 
+static bool reset_by_us(const struct rem_h2_down *d, int32_t id)
+{
+    for (unsigned i = 0; i < REM_H2_DOWN_RESET_RING; i++)
+        if (d->reset_ids[i] == id)
+            return true;
+    return false;
+}
+
+/* RFC 9113 5.1.1: a client opens streams in increasing order; a HEADERS frame on a lower (or
+ * equal) id that is no open stream is a connection error PROTOCOL_ERROR. nghttp2 1.52 only
+ * checks the streams it still remembers and ignores the others (nghttp2_session.c,
+ * nghttp2_session_on_request_headers_received), so the check is here, before the header block
+ * is processed. Legitimate frames on lower ids stay: trailers on an open stream, and any
+ * HEADERS on a stream remora reset lately (the client may have sent it before the RST_STREAM
+ * reached it: ignored, RFC 9113 5.1 "closed"). */
+static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *arg)
+{
+    struct rem_h2_down *d = arg;
+    int32_t id = hd->stream_id;
+    if (d->dead || hd->type != NGHTTP2_HEADERS || id <= 0 || !(id & 1))
+        return 0; /* even ids and 0: nghttp2 ends the conn itself */
+    if (id > d->max_client_id) {
+        d->max_client_id = id;
+        return 0;
+    }
+    nghttp2_stream *st = nghttp2_session_find_stream(ng, id);
+    nghttp2_stream_proto_state ps = st ? nghttp2_stream_get_state(st) : NGHTTP2_STREAM_STATE_IDLE;
+    if (ps == NGHTTP2_STREAM_STATE_OPEN || ps == NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL ||
+        ps == NGHTTP2_STREAM_STATE_HALF_CLOSED_REMOTE || reset_by_us(d, id))
+        return 0; /* trailers, or what nghttp2 answers itself (STREAM_CLOSED) */
+    rem_log_warn("conn %s: http2 HEADERS on stream %d after stream %d: GOAWAY PROTOCOL_ERROR",
+                 d->c->peer, (int)id, (int)d->max_client_id);
+    nghttp2_session_terminate_session(ng, NGHTTP2_PROTOCOL_ERROR);
+    return NGHTTP2_ERR_CALLBACK_FAILURE; /* nothing more of this conn's input is processed */
+}
+
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
     struct rem_h2_down *d = arg;
@@ -220,11 +270,15 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     return 0;
 }
 
-static bool has_header(const struct rem_head *h, const char *name)
+/* Whether the head's host (from :authority) names the same entity as v. */
+static bool authority_is(const struct rem_head *h, const char *v, size_t vlen,
+                         unsigned default_port)
 {
-    for (uint32_t i = 0; i < h->n_hdrs; i++)
-        if (rem_http_name_eq(REM_HDR_NAME(h, &h->hdrs[i]), h->hdrs[i].name_len, name))
-            return true;
+    for (uint32_t i = 0; i < h->n_hdrs; i++) {
+        const struct rem_hdr *x = &h->hdrs[i];
+        if (rem_http_name_eq(REM_HDR_NAME(h, x), x->name_len, "host"))
+            return rem_http_authority_eq(REM_HDR_VAL(h, x), x->val_len, v, vlen, default_port);
+    }
     return false;
 }
 
@@ -254,12 +308,20 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
             rc = rem_head_add_span(h, REM_SPAN_METHOD, v, vlen);
         else if (rem_http_name_eq(n, nlen, ":path"))
             rc = rem_head_add_span(h, REM_SPAN_TARGET, v, vlen);
-        else if (rem_http_name_eq(n, nlen, ":authority"))
+        else if (rem_http_name_eq(n, nlen, ":authority")) {
             rc = add_header(h, "host", 4, v, vlen); /* RFC 9113 8.3.1 */
+            DS(s)->authority = true;
+        } else if (rem_http_name_eq(n, nlen, ":scheme"))
+            DS(s)->default_port = rem_http_name_eq(v, vlen, "https")  ? 443
+                                  : rem_http_name_eq(v, vlen, "http") ? 80
+                                                                      : 0;
         else if (rem_http_name_eq(n, nlen, ":protocol"))
             rem_stream_set_upgrade(s, v, vlen); /* RFC 8441 4: extended CONNECT */
-    } else if (rem_http_name_eq(n, nlen, "host") && has_header(h, "host")) {
-        /* :authority came first and wins (RFC 9113 8.3.1). */
+    } else if (!trailers && rem_http_name_eq(n, nlen, "host") && DS(s)->authority) {
+        /* RFC 9113 8.3.1: :authority (first, pseudo-headers lead) is the host; a Host naming
+         * another entity makes the request malformed, one naming the same is dropped. */
+        if (!authority_is(h, v, vlen, DS(s)->default_port))
+            rc = -REM_E_BAD_REQUEST;
     } else {
         rc = add_header(h, n, nlen, v, vlen);
     }
@@ -714,6 +776,8 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
     struct rem_h2_down *d = arg;
     rem_h2_count_frame(shard(d), REM_H2_SIDE_DOWN, f);
+    if (f->hd.type == NGHTTP2_RST_STREAM)
+        note_reset(d, f->hd.stream_id);
     return 0;
 }
 
@@ -722,6 +786,10 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int err
     struct rem_h2_down *d = arg;
     rem_log_debug("conn %s: http2 invalid frame type %u: %s", d->c->peer, f->hd.type,
                   nghttp2_strerror(err));
+    /* A refused or malformed request: its RST_STREAM is only queued, and the client's next
+     * frames for it (its trailers) may be in this very read. */
+    if (f->hd.type == NGHTTP2_HEADERS && f->hd.stream_id > 0)
+        note_reset(d, f->hd.stream_id);
     return 0;
 }
 
@@ -735,6 +803,7 @@ static void server_init(void)
 {
     if (nghttp2_session_callbacks_new(&server_cbs) != 0 || nghttp2_option_new(&server_opt) != 0)
         abort();
+    nghttp2_session_callbacks_set_on_begin_frame_callback(server_cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(server_cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(server_cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(server_cbs, on_frame_recv);

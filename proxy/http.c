@@ -411,6 +411,43 @@ bool rem_http_host_valid(const char *v, size_t n)
     return true;
 }
 
+/* Splits a valid authority into its host and its port (default_port when there is none;
+ * UINT32_MAX when it is out of range). */
+static void split_authority(const char *v, size_t n, unsigned default_port, size_t *host_len,
+                            uint32_t *port)
+{
+    size_t i = 0;
+    if (n && v[0] == '[') {
+        while (i < n && v[i] != ']')
+            i++;
+        i++; /* past ']' (rem_http_host_valid checked it is there) */
+    } else {
+        while (i < n && v[i] != ':')
+            i++;
+    }
+    *host_len = i;
+    *port = default_port;
+    if (i < n) {
+        uint64_t p = 0;
+        for (i++; i < n && p <= 65535; i++)
+            p = p * 10 + (uint64_t)(v[i] - '0');
+        if (i > *host_len + 1) /* an empty port is the default (RFC 3986 3.2.3) */
+            *port = p <= 65535 ? (uint32_t)p : UINT32_MAX;
+    }
+}
+
+bool rem_http_authority_eq(const char *a, size_t alen, const char *b, size_t blen,
+                           unsigned default_port)
+{
+    size_t ah, bh;
+    uint32_t ap, bp;
+    if (!rem_http_host_valid(a, alen) || !rem_http_host_valid(b, blen))
+        return false;
+    split_authority(a, alen, default_port, &ah, &ap);
+    split_authority(b, blen, default_port, &bh, &bp);
+    return ah == bh && ap == bp && ap != UINT32_MAX && strncasecmp(a, b, ah) == 0;
+}
+
 bool rem_http_response_has_body(bool head_request, int status)
 {
     if (head_request)

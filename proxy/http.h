@@ -141,6 +141,13 @@ bool rem_http_absolute_form(const char *t, size_t n, const char **auth, size_t *
  * valid. */
 bool rem_http_host_valid(const char *v, size_t n);
 
+/* Whether two authorities (uri-host [ ":" port ], RFC 3986 3.2) name the same entity
+ * (RFC 9113 8.3.1): hosts compared case-insensitively, ports numerically, a missing port
+ * standing for default_port (443 for https, 80 for http; 0: none, then both must be missing or
+ * equal). Pure; an invalid authority never equals anything (checked with rem_http_host_valid). */
+bool rem_http_authority_eq(const char *a, size_t alen, const char *b, size_t blen,
+                           unsigned default_port);
+
 /* Whether a response to `method` with `status` carries a body (RFC 9110 6.4.1). */
 bool rem_http_response_has_body(bool head_request, int status);
 

@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """28: HTTP/2 abuse on the downstream side, with hand-made frames (h2raw): rapid reset
 (CVE-2023-44487), CONTINUATION floods (CVE-2024-27316 and friends), header lists over
-max_header_list_size, SETTINGS/PING/PRIORITY/empty-frame floods, flow-control window overflow
-and HPACK abuse. Each attack ends the way the contract says (GOAWAY with the right error code
-and a close, or a refused stream), within a bounded time and with bounded memory, and is counted
-in /metrics; under the limits the same frames are served normally. During every attack a
-well-behaved bystander (HTTP/1.1 and h2c, each on fresh connections) keeps getting 200 from the
-same single worker, and afterwards curl --http2-prior-knowledge gets 200 and remora is alive.
+max_header_list_size, SETTINGS/PING/PRIORITY/empty-frame floods, flow-control window overflow,
+HPACK abuse, stream ids going backwards or reused, and a host differing from :authority. Each
+attack ends the way the contract says (GOAWAY with the right error code and a close, or a
+refused stream), within a bounded time and with bounded memory, and is counted in /metrics;
+under the limits the same frames are served normally. During every attack a well-behaved
+bystander (HTTP/1.1 and h2c, each on fresh connections) keeps getting 200 from the same single
+worker, and afterwards curl --http2-prior-knowledge gets 200 and remora is alive.
 Upstream: the HTTP/1.1 test app."""
 
 import json
@@ -619,6 +620,189 @@ def test_remora_encoder_respects_header_table_size_zero(p):
             assert r.status == 200 and r.ended, r
             assert r.header("x-same") == "s" * 50, r
         assert not conn.goaways
+
+
+# ---- stream identifiers (RFC 9113 5.1.1) -------------------------------------------------------
+
+def upstream_requests(upstream, since=None):
+    """The upstream's request count (since: how many came after that count), not counting
+    the /_stats asks themselves."""
+    n = upstream.stats()["requests"]
+    return n if since is None else n - since - 1
+
+
+def expect_protocol_goaway(conn, last_sid):
+    """conn gets GOAWAY PROTOCOL_ERROR with last-stream-id last_sid, then the close."""
+    ga, closed = conn.wait_goaway(timeout=5, answer=True)
+    assert ga is not None, "no GOAWAY: %r" % conn.frames[-10:]
+    last, code, debug = ga.goaway()
+    assert code == PROTOCOL_ERROR, "GOAWAY %s (debug %r)" % (error_name(code), debug)
+    assert last == last_sid, (last, last_sid)
+    assert closed, "remora kept the connection open after its GOAWAY"
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["after", "same_read"])
+def test_stream_id_going_backwards_is_protocol_error(p, upstream, together):
+    """HEADERS opening stream 3 after stream 5: GOAWAY PROTOCOL_ERROR (last-stream-id 5) and
+    a close; the upstream never sees the request on 3; another conn is unaffected."""
+    g0 = goaways(p)
+    with RawConn(p.port) as other, RawConn(p.port) as conn:
+        assert other.get("/echo?other=1").status == 200
+        n0 = upstream_requests(upstream)
+        five = conn.encoder.encode(request_headers("/echo?sid=5"))
+        three = conn.encoder.encode(request_headers("/echo?sid=3"))
+        if together:
+            conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 5, five) +
+                      frame(HEADERS, END_HEADERS | END_STREAM, 3, three))
+        else:
+            conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 5, five))
+            assert conn.read_response(5).status == 200
+            conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 3, three))
+        expect_protocol_goaway(conn, 5)
+        assert 3 not in conn.streams or conn.streams[3].status is None
+        time.sleep(0.3)
+        assert upstream_requests(upstream, n0) in ((0, 1) if together else (1,))  # never 3
+        r = other.get("/echo?other=2")
+        assert r.status == 200 and not other.goaways, r
+    assert wait_for(lambda: goaways(p) - g0 >= 1, timeout=2)
+    after_attack(p)
+
+
+def test_stream_id_reused_after_close_is_protocol_error(p, upstream):
+    """A HEADERS opening stream 1 again, after it closed and after 120 more streams (so
+    nghttp2 no longer remembers it): GOAWAY PROTOCOL_ERROR, last-stream-id the highest."""
+    with RawConn(p.port) as conn:
+        assert conn.get("/echo?first=1").status == 200
+        last = 1
+        for _ in range(2):
+            sids = [conn.request(request_headers("/echo")) for _ in range(60)]
+            for sid in sids:
+                assert conn.read_response(sid).status == 200
+            last = sids[-1]
+        n0 = upstream_requests(upstream)
+        conn.request(request_headers("/echo?again=1"), sid=1)
+        expect_protocol_goaway(conn, last)
+        time.sleep(0.3)
+        assert upstream_requests(upstream, n0) == 0
+    after_attack(p)
+
+
+def test_stream_id_reused_right_after_close_is_protocol_error(p, upstream):
+    with RawConn(p.port) as conn:
+        assert conn.get("/echo?first=1").status == 200
+        n0 = upstream_requests(upstream)
+        conn.request(request_headers("/echo?again=1"), sid=1)
+        expect_protocol_goaway(conn, 1)
+        time.sleep(0.3)
+        assert upstream_requests(upstream, n0) == 0
+    after_attack(p)
+
+
+def test_trailers_on_a_lower_open_stream_are_fine(p):
+    """Stream 1 stays open (body pending) while stream 3 is served; then its DATA and
+    trailers (a HEADERS on the lower id 1) complete it: no GOAWAY."""
+    with RawConn(p.port) as conn:
+        sid = conn.request(request_headers("/echo", method="POST"), end_stream=False)
+        assert conn.get("/echo?sid=3").status == 200
+        conn.send(h2raw.data_frame(sid, b"abc"))
+        conn.send(frame(HEADERS, END_HEADERS | END_STREAM, sid,
+                        conn.encoder.encode([("x-trailer", "t1")])))
+        r = conn.read_response(sid)
+        assert r.status == 200, r
+        doc = r.json()
+        assert doc["body_len"] == 3, doc
+        assert ["x-trailer", "t1"] in [list(t) for t in doc["trailers"]], doc
+        assert conn.get("/echo?sid=5").status == 200
+        assert not conn.goaways, conn.goaways
+
+
+def test_late_trailers_after_remora_reset_are_ignored(p):
+    """remora resets stream 1 (a malformed header, nghttp2's RST_STREAM) before the client
+    ended it; the trailers the client sends on it later, after opening stream 3, are ignored
+    (RFC 9113 5.1 closed), not a connection error."""
+    with RawConn(p.port) as conn:
+        block = conn.encoder.encode(request_headers("/echo", method="POST")) + \
+            hpack_literal(b"X-Upper", b"1")
+        conn.send(frame(HEADERS, END_HEADERS, conn.new_sid(), block))
+        r = conn.read_response(1)
+        assert r.reset == PROTOCOL_ERROR, r
+        assert conn.get("/echo?sid=3").status == 200
+        conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1,
+                        conn.encoder.encode([("x-trailer", "late")])))
+        r = conn.get("/echo?sid=5")
+        assert r.status == 200, r
+        assert not conn.goaways, conn.goaways
+
+
+def test_priority_for_lower_ids_is_fine(p):
+    """PRIORITY frames may name any stream, lower ids included (RFC 9113 5.1.1 is about
+    opening streams)."""
+    with RawConn(p.port) as conn:
+        assert conn.get("/echo?sid=1").status == 200
+        assert conn.get("/echo?sid=3").status == 200
+        conn.send(frame(h2raw.PRIORITY, 0, 1, b"\0\0\0\0\x10") +
+                  frame(h2raw.PRIORITY, 0, 2, b"\0\0\0\0\x10"))
+        assert conn.get("/echo?sid=5").status == 200
+        assert not conn.goaways, conn.goaways
+
+
+# ---- host and :authority (RFC 9113 8.3.1) --------------------------------------------------------
+
+def authority_request(conn, authority=None, host=None, scheme="http"):
+    hs = [(":method", "GET"), (":scheme", scheme), (":path", "/echo")]
+    if authority is not None:
+        hs.append((":authority", authority))
+    if host is not None:
+        hs.append(("host", host))
+    return conn.read_response(conn.request(hs))
+
+
+@pytest.mark.parametrize("authority,host", [
+    ("a.example", "b.example"),
+    ("a.example", "a.example:8080"),
+    ("a.example:8080", "a.example:8081"),
+    ("a.example:443", "a.example"),        # :scheme http: the default port is 80
+    ("a.example", "a.example.evil"),
+    ("[::1]:8080", "[::2]:8080"),
+])
+def test_host_differing_from_authority_is_400(p, upstream, authority, host):
+    """A malformed request (RFC 9113 8.1.1): 400 bad_request, as remora answers its other
+    malformed h2 requests; the upstream sees nothing and the conn goes on."""
+    with RawConn(p.port) as conn:
+        n0 = upstream_requests(upstream)
+        r = authority_request(conn, authority, host)
+        assert r.status == 400, r
+        assert r.header("x-remora-error") == "bad_request", r
+        assert upstream_requests(upstream, n0) == 0
+        assert conn.get("/echo?after=1").status == 200
+        assert not conn.goaways
+
+
+@pytest.mark.parametrize("authority,host,scheme", [
+    ("a.example", "a.example", "http"),
+    ("A.Example", "a.EXAMPLE", "http"),
+    ("a.example:80", "a.example", "http"),
+    ("a.example", "a.example:80", "http"),
+    ("a.example", "a.example:443", "https"),
+    ("a.example:8080", "A.example:8080", "http"),
+    ("[::1]:80", "[::1]", "http"),
+])
+def test_host_matching_authority_is_served(p, authority, host, scheme):
+    """The same entity (case, default port): 200, and the upstream gets one Host, the
+    :authority."""
+    with RawConn(p.port) as conn:
+        r = authority_request(conn, authority, host, scheme)
+        assert r.status == 200, r
+        hosts = [v for k, v in r.json()["headers"] if k.lower() == "host"]
+        assert hosts == [authority], hosts
+
+
+def test_host_without_authority_is_used(p):
+    with RawConn(p.port) as conn:
+        r = authority_request(conn, None, "only-host.example")
+        assert r.status == 200, r
+        hosts = [v for k, v in r.json()["headers"] if k.lower() == "host"]
+        assert hosts == ["only-host.example"], hosts
 
 
 # ---- bookkeeping -------------------------------------------------------------------------------

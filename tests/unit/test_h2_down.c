@@ -305,6 +305,38 @@ static void test_app_hangs_up_502(void **state)
     assert_non_null(h->conn);
 }
 
+/* RFC 9113 8.3.1: a host naming another entity than :authority is malformed: 400
+ * bad_request, nothing reaches the stub, the conn goes on. */
+static void test_host_differs_from_authority_400(void **state)
+{
+    static const char *const req[] = {":method", "GET", ":scheme", "http", ":authority", "a",
+                                      ":path",   "/",   "host",    "b",    NULL};
+    struct fixture *f = *state;
+    struct ch *h = &f->h;
+
+    request(&f->cl, req, NULL);
+    exchange(h, &f->cl);
+    assert_int_equal(h->sup.n_heads, 0);
+    assert_response(&f->cl,
+                    ":status: 400\r\ncontent-type: text/plain\r\n"
+                    "x-remora-error: bad_request\r\n",
+                    "remora: 400 Bad Request (bad_request)\n");
+    assert_non_null(h->conn);
+}
+
+/* The same entity (case, default port of :scheme): the stub gets one host, the :authority. */
+static void test_host_same_as_authority_dropped(void **state)
+{
+    static const char *const req[] = {":method", "GET", ":scheme", "https", ":authority", "A:443",
+                                      ":path",   "/",   "host",    "a",     NULL};
+    struct fixture *f = *state;
+    struct ch *h = &f->h;
+
+    request(&f->cl, req, NULL);
+    exchange(h, &f->cl);
+    assert_request(h, "GET / HTTP/2.0\r\nhost: A:443\r\n\r\n", "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +344,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_post_content_length, setup, teardown),
         cmocka_unit_test_setup_teardown(test_post_unknown_length, setup, teardown),
         cmocka_unit_test_setup_teardown(test_app_hangs_up_502, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_host_differs_from_authority_400, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_host_same_as_authority_dropped, setup, teardown),
     };
     alarm(60); /* a hard stop if anything ever blocks */
     return cmocka_run_group_tests(tests, NULL, NULL);

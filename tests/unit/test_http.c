@@ -1845,6 +1845,31 @@ static void test_head_value(void **state)
     rem_head_dispose(&h);
 }
 
+/* RFC 9113 8.3.1: host and :authority name the same entity. */
+static void test_authority_eq(void **state)
+{
+    (void)state;
+#define EQ(a, b, dp) rem_http_authority_eq(a, strlen(a), b, strlen(b), dp)
+    assert_true(EQ("example.com", "example.com", 443));
+    assert_true(EQ("Example.COM", "example.com", 443));
+    assert_true(EQ("example.com:443", "example.com", 443));
+    assert_true(EQ("example.com", "example.com:0443", 443));
+    assert_true(EQ("example.com:", "example.com", 80));
+    assert_true(EQ("example.com:8080", "EXAMPLE.com:8080", 0));
+    assert_true(EQ("[::1]:80", "[::1]", 80));
+    assert_true(EQ("", "", 80));
+    assert_false(EQ("example.com:80", "example.com", 443));
+    assert_false(EQ("example.com:443", "example.com", 0));
+    assert_false(EQ("example.com", "example.org", 443));
+    assert_false(EQ("example.com", "example.co", 443));
+    assert_false(EQ("example.com:8080", "example.com:8081", 0));
+    assert_false(EQ("example.com:99999", "example.com:99999", 0));
+    assert_false(EQ("exa mple.com", "exa mple.com", 0));
+    assert_false(EQ("[::1]", "::1", 0));
+    assert_false(EQ("a", "", 80));
+#undef EQ
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1904,6 +1929,7 @@ int main(void)
         cmocka_unit_test(test_head_value),
         cmocka_unit_test(test_write_error_head),
         cmocka_unit_test(test_write_error_every_row),
+        cmocka_unit_test(test_authority_eq),
     };
 
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
