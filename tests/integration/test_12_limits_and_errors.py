@@ -55,7 +55,8 @@ BAD_REQUESTS = {
     "two_hosts": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "bad_request"),
     "host_invalid_value": (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "bad_request"),
     "bare_lf": (b"GET / HTTP/1.1\nHost: a\n\n", 400, "bad_request"),
-    "http_2_0_request_line": (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 400, "bad_request"),
+    "http_2_0_request_line": (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505,
+                              "http_version_not_supported"),
     "cl_and_te": (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
                   400, "bad_framing"),
@@ -73,7 +74,7 @@ BAD_REQUESTS = {
     "obs_fold_tab": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: one\r\n\ttwo\r\n\r\n",
                      400, "bad_framing"),
     "te_gzip": (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
-                501, "unsupported_transfer_encoding"),
+                400, "bad_framing"),  # chunked not final in a request: RFC 9112 6.3
     "te_gzip_chunked": (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n"
                         b"\r\n0\r\n\r\n", 501, "unsupported_transfer_encoding"),
 }
