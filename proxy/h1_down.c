@@ -38,7 +38,6 @@ struct rem_h1_down {
     char version[4];  /* the request line's version ("1.1"), as far as it came */
     uint8_t version_len;
     struct rem_chunk_line chunk_line; /* the request body's chunk-size line being parsed */
-    bool last_chunk;                  /* the last chunk's line was parsed */
 };
 
 static llhttp_settings_t down_settings;
@@ -68,7 +67,6 @@ static int on_message_begin(llhttp_t *p)
         rem_stream_close_after(h->stream);
     h->continue_sent = false;
     h->version_len = 0;
-    h->last_chunk = false;
     rem_chunk_line_end(&h->chunk_line);
     rem_conn_set_state(h->c, REM_CONN_HEAD);
     return 0;
@@ -219,23 +217,17 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
-/* The chunk-size line ends (it began at the head's end or at the previous chunk's): paused,
- * so that parse() counts it to here. */
+/* A chunk-size line ends, or (after a chunk) the next begins: paused there, so that parse()
+ * counts each line (rem_chunk_line). */
 static int on_chunk_header(llhttp_t *p)
 {
-    struct rem_h1_down *h = H1(p);
-    h->last_chunk = p->content_length == 0; /* trailers follow, bounded as a head */
-    rem_chunk_line_end(&h->chunk_line);
+    rem_chunk_line_parsed(&H1(p)->chunk_line, p->content_length == 0);
     return HPE_PAUSED;
 }
 
 static int on_chunk_complete(llhttp_t *p)
 {
-    struct rem_h1_down *h = H1(p);
-    if (h->last_chunk)
-        return 0;
-    rem_chunk_line_begin(&h->chunk_line);
-    return HPE_PAUSED;
+    return rem_chunk_line_next(&H1(p)->chunk_line) ? HPE_PAUSED : 0;
 }
 
 static int on_message_complete(llhttp_t *p)

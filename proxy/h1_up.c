@@ -47,7 +47,6 @@ struct rem_h1_up {
     bool closing;          /* tunnel over: closes once the last client bytes are written */
     enum rem_err resp_err; /* parser: why a callback failed */
     struct rem_chunk_line chunk_line; /* the response body's chunk-size line being parsed */
-    bool last_chunk;                  /* parser: the last chunk's line was parsed */
 };
 
 static llhttp_settings_t up_settings;
@@ -77,7 +76,6 @@ static int on_message_begin(llhttp_t *p)
     h->in_trailers = false;
     h->resp_complete = false;
     h->resp_interim = false;
-    h->last_chunk = false;
     rem_chunk_line_end(&h->chunk_line);
     return 0;
 }
@@ -153,22 +151,17 @@ static int on_headers_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-/* The chunk-size line ends: paused so that parse() counts it to here (REM_CHUNK_LINE_MAX). */
+/* A chunk-size line ends, or (after a chunk) the next begins: paused there, so that parse()
+ * counts each line (rem_chunk_line). */
 static int on_chunk_header(llhttp_t *p)
 {
-    struct rem_h1_up *h = H1(p);
-    h->last_chunk = p->content_length == 0; /* trailers follow, bounded as a head */
-    rem_chunk_line_end(&h->chunk_line);
+    rem_chunk_line_parsed(&H1(p)->chunk_line, p->content_length == 0);
     return HPE_PAUSED;
 }
 
 static int on_chunk_complete(llhttp_t *p)
 {
-    struct rem_h1_up *h = H1(p);
-    if (h->last_chunk)
-        return 0;
-    rem_chunk_line_begin(&h->chunk_line);
-    return HPE_PAUSED;
+    return rem_chunk_line_next(&H1(p)->chunk_line) ? HPE_PAUSED : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t n)

@@ -199,16 +199,36 @@ int rem_http_write_last_chunk(struct evbuffer *out, struct rem_head *trl);
  * so that every byte one llhttp_execute consumes while the line is open belongs to it. */
 struct rem_chunk_line {
     bool open;      /* a line is being parsed */
+    bool last;      /* the last chunk's line was parsed: trailers follow, bounded as a head */
     uint32_t bytes; /* of it so far */
 };
+/* A line begins: at the end of a chunked head. */
 static inline void rem_chunk_line_begin(struct rem_chunk_line *l)
 {
     l->open = true;
+    l->last = false;
     l->bytes = 0;
 }
+/* No line is open (the message ended, or a new one begins). */
 static inline void rem_chunk_line_end(struct rem_chunk_line *l)
 {
+    l->open = l->last = false;
+}
+/* on_chunk_header: the line ended; last for the zero-size chunk. The codec pauses its parser
+ * here. */
+static inline void rem_chunk_line_parsed(struct rem_chunk_line *l, bool last)
+{
     l->open = false;
+    l->last = last;
+}
+/* on_chunk_complete: whether a next line begins (then the codec pauses its parser), false
+ * after the last chunk. */
+static inline bool rem_chunk_line_next(struct rem_chunk_line *l)
+{
+    if (l->last)
+        return false;
+    rem_chunk_line_begin(l);
+    return true;
 }
 /* How many of the n bytes at hand the parser may take: while a line is open, at most one
  * past the bound, so an endless line is refused after REM_CHUNK_LINE_MAX + 1 bytes. */
