@@ -193,7 +193,7 @@ static int on_headers_complete(llhttp_t *p)
     rem_stream_set_request(s, p->method == HTTP_HEAD, body, h->chunked);
     hd->head_ready = true;
     rem_conn_set_state(c, REM_CONN_ACTIVE);
-    if (h->chunked)
+    if (p->flags & F_CHUNKED) /* llhttp's own view: its chunk callbacks follow */
         rem_chunk_line_begin(&hd->chunk_line);
     if (body) {
         /* The body stays in the socket until an upconn can take it. */

@@ -144,7 +144,7 @@ static int on_headers_complete(llhttp_t *p)
     /* 1: no body follows (the answer to HEAD), RFC 9110 9.3.2. */
     if (s->head_request)
         return 1;
-    if (!s->resp.chunked)
+    if (!(p->flags & F_CHUNKED)) /* llhttp's own view: its chunk callbacks follow */
         return 0;
     /* Paused where the first chunk-size line begins, so that parse() counts it from here. */
     rem_chunk_line_begin(&h->chunk_line);
