@@ -318,19 +318,28 @@ static void assert_error(struct ch *h, const char *status_line, const char *reas
     assert_non_null(memmem(got, n, hdr, strlen(hdr)));
 }
 
+/* A chunked request into req: first (a chunk before, may be ""), then a chunk of "abc" whose
+ * size line is line_len bytes long (CRLF included), then the last chunk. Returns its length. */
+static size_t chunked_request(char *req, size_t cap, const char *first, size_t line_len)
+{
+    int n = snprintf(req, cap,
+                     "POST /c HTTP/1.1\r\nHost: a\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n%s3;x=",
+                     first);
+    assert_true(n > 0 && (size_t)n + line_len + 16 < cap);
+    memset(req + n, 'a', line_len - 6);
+    n += (int)line_len - 6;
+    n += snprintf(req + n, cap - (size_t)n, "\r\nabc\r\n0\r\n\r\n");
+    return (size_t)n;
+}
+
 /* A chunk-size line of exactly REM_CHUNK_LINE_MAX bytes, fed one byte at a time (every span
  * cut at a read's end): the body passes. */
 static void test_chunk_line_at_bound_bytewise(void **state)
 {
     struct ch *h = *state;
     char req[8192];
-    int n = snprintf(req, sizeof(req),
-                     "POST /c HTTP/1.1\r\nHost: a\r\n"
-                     "Transfer-Encoding: chunked\r\n\r\n3;x=");
-    memset(req + n, 'a', REM_CHUNK_LINE_MAX - 6);
-    n += REM_CHUNK_LINE_MAX - 6;
-    n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\nabc\r\n0\r\n\r\n");
-    feed_in_steps(h, req, (size_t)n, 1);
+    feed_in_steps(h, req, chunked_request(req, sizeof(req), "", REM_CHUNK_LINE_MAX), 1);
     assert_int_equal(h->sup.n_heads, 1);
     assert_true(ch_buf_eq_str(h->sup.body, "abc", "stub body"));
     assert_int_equal(h->sup.n_ends, 1);
@@ -342,13 +351,8 @@ static void test_chunk_line_over_bound(void **state)
 {
     struct ch *h = *state;
     char req[8192];
-    int n = snprintf(req, sizeof(req),
-                     "POST /c HTTP/1.1\r\nHost: a\r\n"
-                     "Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n3;x=");
-    memset(req + n, 'a', REM_CHUNK_LINE_MAX - 5);
-    n += REM_CHUNK_LINE_MAX - 5;
-    n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\nabc\r\n0\r\n\r\n");
-    feed_in_steps(h, req, (size_t)n, 1000);
+    size_t n = chunked_request(req, sizeof(req), "2\r\nhi\r\n", REM_CHUNK_LINE_MAX + 1);
+    feed_in_steps(h, req, n, 1000);
     assert_true(ch_buf_eq_str(h->sup.body, "hi", "stub body"));
     assert_int_equal(h->sup.n_ends, 0);
     assert_error(h, "HTTP/1.1 400 Bad Request\r\n", "chunk_line_too_long");
