@@ -26,6 +26,9 @@
     X(TOO_MANY_HEADERS, 431, "CR", "too_many_headers")                                             \
     X(HEADER_UNDERSCORE, 400, "CR", "header_underscore")                                           \
     X(BODY_TOO_LARGE, 413, "CD", "body_too_large")                                                 \
+    X(URI_TOO_LONG, 414, "CR", "uri_too_long")                                                     \
+    X(HTTP_VERSION, 505, "CR", "http_version_not_supported")                                       \
+    X(CHUNK_LINE_TOO_LONG, 400, "CD", "chunk_line_too_long")                                       \
     X(UNSUPPORTED_TE, 501, "CR", "unsupported_transfer_encoding")                                  \
     X(NO_ROUTE, 404, "PR", "no_route")                                                             \
     X(REQUEST_HEADER_TIMEOUT, 408, "cR", "request_header_timeout")                                 \

@@ -35,6 +35,9 @@ struct rem_h1_down {
     bool val_at_end;                   /* ... and its last piece ended at exec_end */
     bool tunnel;      /* the current stream is an open tunnel: input is opaque bytes */
     bool eof_pending; /* the client ended its side; forwarded once the input is */
+    char version[4];  /* the request line's version ("1.1"), as far as it came */
+    uint8_t version_len;
+    struct rem_chunk_line chunk_line; /* the request body's chunk-size line being parsed */
 };
 
 static llhttp_settings_t down_settings;
@@ -63,6 +66,8 @@ static int on_message_begin(llhttp_t *p)
     if (h->draining)
         rem_stream_close_after(h->stream);
     h->continue_sent = false;
+    h->version_len = 0;
+    rem_chunk_line_end(&h->chunk_line);
     rem_conn_set_state(h->c, REM_CONN_HEAD);
     return 0;
 }
@@ -76,7 +81,42 @@ static int on_method(llhttp_t *p, const char *at, size_t n)
 static int on_url(llhttp_t *p, const char *at, size_t n)
 {
     struct rem_h1_down *h = H1(p);
-    return record(h, rem_head_add_span(&h->stream->req, REM_SPAN_TARGET, at, n));
+    /* HTTP/0.9 (RFC 9112 2.3: no version): the line ends right after the target. llhttp
+     * would take it as 0.9 only once more input came; it is refused at once instead. */
+    if (at + n < h->exec_end && (at[n] == '\r' || at[n] == '\n'))
+        return record(h, -REM_E_BAD_REQUEST);
+    int rc = rem_head_add_span(&h->stream->req, REM_SPAN_TARGET, at, n);
+    /* The target alone is over the head's bound (limits.max_header_bytes): RFC 9110 15.5.15. */
+    return record(h, rc == -REM_E_HEADER_TOO_LARGE ? -REM_E_URI_TOO_LONG : rc);
+}
+
+static int on_version(llhttp_t *p, const char *at, size_t n)
+{
+    struct rem_h1_down *h = H1(p);
+    for (size_t i = 0; i < n && h->version_len < sizeof(h->version); i++)
+        h->version[h->version_len++] = at[i];
+    return 0;
+}
+
+/* RFC 9110 6.2: "D.D" with a major version other than 1 (2.0, 3.0, ...) is one remora does
+ * not speak over HTTP/1: 505 (15.6.6). llhttp 8 also refuses 1.2 to 1.9 (there is no lenient
+ * flag for it before llhttp 9), which RFC 9110 2.5 would have processed as 1.1: they get the
+ * 505 too, the nearest honest answer. Anything else is not a version at all: 400. */
+static enum rem_err version_error(const struct rem_h1_down *h)
+{
+    const char *v = h->version;
+    if (h->version_len == 3 && v[0] >= '1' && v[0] <= '9' && v[1] == '.' && v[2] >= '0' &&
+        v[2] <= '9')
+        return REM_E_HTTP_VERSION;
+    return REM_E_BAD_REQUEST;
+}
+
+static int on_version_complete(llhttp_t *p)
+{
+    struct rem_h1_down *h = H1(p);
+    if (p->http_major == 1)
+        return 0;
+    return record(h, -(int)version_error(h)); /* 2.0 (505), 0.9 (400) */
 }
 
 static struct rem_head *current_head(struct rem_h1_down *h)
@@ -116,16 +156,23 @@ static int on_headers_complete(llhttp_t *p)
     if (s->state != REM_STREAM_HEAD)
         return 0; /* end of trailers */
     if (p->http_major != 1)
-        return record(hd, -REM_E_BAD_REQUEST); /* HTTP/0.9 and unknown versions */
+        return record(hd, -(int)version_error(hd)); /* on_version_complete saw it first */
     rem_head_set_version(h, p->http_major, p->http_minor);
     rem_head_classify(h);
-    /* RFC 9112 6.1 and 6.3: framing we cannot be sure of is refused, never guessed. */
+    /* RFC 9112 6.1 and 6.3: framing we cannot be sure of is refused, never guessed: 400 when
+     * chunked is not the one, final coding (6.3), 501 for a coding before it (6.1). */
+    if (h->te_not_final)
+        return record(hd, -REM_E_BAD_FRAMING);
     if (h->te_unsupported)
         return record(hd, -REM_E_UNSUPPORTED_TE);
     if (h->cl_conflict)
         return record(hd, -REM_E_BAD_FRAMING);
     /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one before. */
     if (h->n_host > 1 || (p->http_major == 1 && p->http_minor >= 1 && h->n_host == 0))
+        return record(hd, -REM_E_BAD_REQUEST);
+    /* RFC 9112 3.2.4: the asterisk form is for OPTIONS only. */
+    if (p->method != HTTP_OPTIONS && h->span_len[REM_SPAN_TARGET] == 1 &&
+        *rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]) == '*')
         return record(hd, -REM_E_BAD_REQUEST);
     if (h->host_idx >= 0 &&
         !rem_http_host_valid(REM_HDR_VAL(h, &h->hdrs[h->host_idx]), h->hdrs[h->host_idx].val_len))
@@ -146,6 +193,8 @@ static int on_headers_complete(llhttp_t *p)
     rem_stream_set_request(s, p->method == HTTP_HEAD, body, h->chunked);
     hd->head_ready = true;
     rem_conn_set_state(c, REM_CONN_ACTIVE);
+    if (p->flags & F_CHUNKED) /* llhttp's own view: its chunk callbacks follow */
+        rem_chunk_line_begin(&hd->chunk_line);
     if (body) {
         /* The body stays in the socket until an upconn can take it. */
         rem_conn_pause(c, REM_PAUSE_UPSTREAM_WAIT);
@@ -168,9 +217,23 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
+/* A chunk-size line ends, or (after a chunk) the next begins: paused there, so that parse()
+ * counts each line (rem_chunk_line). */
+static int on_chunk_header(llhttp_t *p)
+{
+    rem_chunk_line_parsed(&H1(p)->chunk_line, p->content_length == 0);
+    return HPE_PAUSED;
+}
+
+static int on_chunk_complete(llhttp_t *p)
+{
+    return rem_chunk_line_next(&H1(p)->chunk_line) ? HPE_PAUSED : 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     struct rem_h1_down *h = H1(p);
+    rem_chunk_line_end(&h->chunk_line);
     /* Pipelined requests wait in the input buffer until this response is done. */
     rem_conn_pause(h->c, REM_PAUSE_PIPELINE);
     rem_stream_req_end(h->stream); /* no body: only marks it; rem_stream_start follows */
@@ -183,10 +246,14 @@ static void settings_init(void)
     down_settings.on_message_begin = on_message_begin;
     down_settings.on_method = on_method;
     down_settings.on_url = on_url;
+    down_settings.on_version = on_version;
+    down_settings.on_version_complete = on_version_complete;
     down_settings.on_header_field = on_header_field;
     down_settings.on_header_value = on_header_value;
     down_settings.on_headers_complete = on_headers_complete;
     down_settings.on_body = on_body;
+    down_settings.on_chunk_header = on_chunk_header;
+    down_settings.on_chunk_complete = on_chunk_complete;
     down_settings.on_message_complete = on_message_complete;
 }
 
@@ -214,11 +281,20 @@ static enum rem_err map_llhttp_error(llhttp_errno_t err)
     case HPE_INVALID_CONTENT_LENGTH:
     case HPE_INVALID_CHUNK_SIZE:
         return REM_E_BAD_FRAMING;
-    case HPE_INVALID_TRANSFER_ENCODING:
-        return REM_E_UNSUPPORTED_TE;
+    case HPE_INVALID_TRANSFER_ENCODING: /* a coding after chunked (RFC 9112 6.3) */
+        return REM_E_BAD_FRAMING;
     default:
         return REM_E_BAD_REQUEST;
     }
+}
+
+static enum rem_err parse_error(struct rem_h1_down *h, llhttp_errno_t err)
+{
+    if (h->parse_err)
+        return rem_err_from_rc(h->parse_err);
+    if (err == HPE_INVALID_VERSION)
+        return version_error(h);
+    return map_llhttp_error(err);
 }
 
 static void bad_input(struct rem_h1_down *h, enum rem_err e)
@@ -240,6 +316,8 @@ static void parse(struct rem_h1_down *h)
         if (n == 0 && !h->exec_pending)
             break;
         h->exec_pending = false;
+        n = rem_chunk_line_window(&h->chunk_line, n);
+        bool line_open = h->chunk_line.open;
         const char *p = n ? (const char *)evbuffer_pullup(in, (ev_ssize_t)n) : "";
         h->exec_start = p;
         h->exec_end = p + n;
@@ -250,6 +328,10 @@ static void parse(struct rem_h1_down *h)
         evbuffer_drain(in, used);
         if (h->stream)
             rem_stream_count_in(h->stream, used);
+        if (!rem_chunk_line_count(&h->chunk_line, line_open, used)) {
+            bad_input(h, REM_E_CHUNK_LINE_TOO_LONG);
+            return;
+        }
         if (err == HPE_OK)
             continue;
         if (err == HPE_PAUSED) {
@@ -261,8 +343,7 @@ static void parse(struct rem_h1_down *h)
             }
             continue;
         }
-        enum rem_err e = h->parse_err ? rem_err_from_rc(h->parse_err) : map_llhttp_error(err);
-        bad_input(h, e);
+        bad_input(h, parse_error(h, err));
         return;
     }
 }

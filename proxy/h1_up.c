@@ -46,6 +46,7 @@ struct rem_h1_up {
                               acted on once they are parsed (or, in a tunnel, passed on) */
     bool closing;          /* tunnel over: closes once the last client bytes are written */
     enum rem_err resp_err; /* parser: why a callback failed */
+    struct rem_chunk_line chunk_line; /* the response body's chunk-size line being parsed */
 };
 
 static llhttp_settings_t up_settings;
@@ -75,6 +76,7 @@ static int on_message_begin(llhttp_t *p)
     h->in_trailers = false;
     h->resp_complete = false;
     h->resp_interim = false;
+    rem_chunk_line_end(&h->chunk_line);
     return 0;
 }
 
@@ -140,7 +142,26 @@ static int on_headers_complete(llhttp_t *p)
         return -1;
     }
     /* 1: no body follows (the answer to HEAD), RFC 9110 9.3.2. */
-    return s->head_request ? 1 : 0;
+    if (s->head_request)
+        return 1;
+    if (!(p->flags & F_CHUNKED)) /* llhttp's own view: its chunk callbacks follow */
+        return 0;
+    /* Paused where the first chunk-size line begins, so that parse() counts it from here. */
+    rem_chunk_line_begin(&h->chunk_line);
+    return HPE_PAUSED;
+}
+
+/* A chunk-size line ends, or (after a chunk) the next begins: paused there, so that parse()
+ * counts each line (rem_chunk_line). */
+static int on_chunk_header(llhttp_t *p)
+{
+    rem_chunk_line_parsed(&H1(p)->chunk_line, p->content_length == 0);
+    return HPE_PAUSED;
+}
+
+static int on_chunk_complete(llhttp_t *p)
+{
+    return rem_chunk_line_next(&H1(p)->chunk_line) ? HPE_PAUSED : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t n)
@@ -161,6 +182,7 @@ static int on_message_complete(llhttp_t *p)
         return 0;
     }
     h->resp_complete = true;
+    rem_chunk_line_end(&h->chunk_line);
     return HPE_PAUSED;
 }
 
@@ -173,6 +195,8 @@ static void settings_init(void)
     up_settings.on_header_value = on_header_value;
     up_settings.on_headers_complete = on_headers_complete;
     up_settings.on_body = on_body;
+    up_settings.on_chunk_header = on_chunk_header;
+    up_settings.on_chunk_complete = on_chunk_complete;
     up_settings.on_message_complete = on_message_complete;
 }
 
@@ -346,6 +370,8 @@ static void parse(struct rem_h1_up *h)
         if (n == 0 && !h->exec_pending)
             break;
         h->exec_pending = false;
+        n = rem_chunk_line_window(&h->chunk_line, n);
+        bool line_open = h->chunk_line.open;
         const char *p = n ? (const char *)evbuffer_pullup(in, (ev_ssize_t)n) : "";
         rem_stream_mark_resp_started(h->stream);
         llhttp_errno_t err = llhttp_execute(&h->parser, p, n);
@@ -353,6 +379,12 @@ static void parse(struct rem_h1_up *h)
         if (uc->state == REM_UPCONN_CLOSED)
             return; /* the stream went away inside a callback and closed us */
         evbuffer_drain(in, used);
+        if (!rem_chunk_line_count(&h->chunk_line, line_open, used)) {
+            rem_log_debug("upconn %s: chunk-size line over %d bytes", uc->ep->name,
+                          REM_CHUNK_LINE_MAX);
+            fail(uc, REM_E_BAD_RESPONSE);
+            return;
+        }
         if (err == HPE_OK)
             continue;
         if (err == HPE_PAUSED) {

@@ -33,7 +33,7 @@ void rem_head_reset(struct rem_head *h)
     h->http_major = 1;
     h->http_minor = 1;
     h->content_length = -1;
-    h->chunked = h->te_unsupported = h->cl_conflict = false;
+    h->chunked = h->te_unsupported = h->te_not_final = h->cl_conflict = false;
     h->conn_close = h->conn_keepalive = false;
     h->expect_continue = h->expect_other = false;
     h->n_host = 0;
@@ -306,7 +306,7 @@ void rem_head_classify(struct rem_head *h)
             REM_FOREACH_TOKEN(v, x->val_len, t, tl, {
                 if (rem_http_name_eq(t, tl, "chunked")) {
                     if (last_chunked)
-                        h->te_unsupported = true; /* chunked applied twice */
+                        h->te_unsupported = h->te_not_final = true; /* chunked twice */
                     last_chunked = true;
                 } else {
                     h->te_unsupported = true;
@@ -314,7 +314,7 @@ void rem_head_classify(struct rem_head *h)
                 }
             });
             if (x->val_len == 0)
-                h->te_unsupported = true;
+                h->te_unsupported = h->te_not_final = true;
             break;
         }
         case REM_HDR_CONNECTION:
@@ -342,6 +342,8 @@ void rem_head_classify(struct rem_head *h)
         }
     }
     h->chunked = have_te && last_chunked && !h->te_unsupported;
+    if (have_te && !last_chunked)
+        h->te_not_final = true;
     if (have_cl && have_te)
         h->cl_conflict = true;
     if (have_te)
@@ -853,6 +855,8 @@ const char *rem_http_reason(int status)
         return "Request Timeout";
     case 413:
         return "Content Too Large";
+    case 414:
+        return "URI Too Long";
     case 417:
         return "Expectation Failed";
     case 429:
@@ -869,6 +873,8 @@ const char *rem_http_reason(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
     default:
         return "Unknown";
     }

@@ -64,6 +64,7 @@ struct rem_head {
     int64_t content_length; /* -1: none */
     bool chunked;           /* Transfer-Encoding ends in chunked */
     bool te_unsupported;    /* a transfer coding other than chunked */
+    bool te_not_final;      /* Transfer-Encoding without chunked as its one, final coding */
     bool cl_conflict;       /* several Content-Length values that differ, or CL + TE */
     bool conn_close, conn_keepalive;
     bool expect_continue;
@@ -215,5 +216,61 @@ int rem_http_chunk_header(struct evbuffer *out, size_t n);
 /* Appends the last chunk, the end-to-end fields of trl (classified here) and the final CRLF
  * (RFC 9112 7.1.2), for either direction. Returns 0 or -REM_E_NOMEM. */
 int rem_http_write_last_chunk(struct evbuffer *out, struct rem_head *trl);
+
+/* The bound on one chunk-size line received in either direction: size, extensions and CRLF
+ * (RFC 9112 7.1). HAProxy's is the same; extensions carry nothing remora uses. */
+#define REM_CHUNK_LINE_MAX 4096
+/* Counts a chunked body's chunk-size line while llhttp parses it. The codec pauses its parser
+ * where a line begins (end of the head, end of a chunk) and where it ends (on_chunk_header),
+ * so that every byte one llhttp_execute consumes while the line is open belongs to it. */
+struct rem_chunk_line {
+    bool open;      /* a line is being parsed */
+    bool last;      /* the last chunk's line was parsed: trailers follow, bounded as a head */
+    uint32_t bytes; /* of it so far */
+};
+/* A line begins: at the end of a chunked head. */
+static inline void rem_chunk_line_begin(struct rem_chunk_line *l)
+{
+    l->open = true;
+    l->last = false;
+    l->bytes = 0;
+}
+/* No line is open (the message ended, or a new one begins). */
+static inline void rem_chunk_line_end(struct rem_chunk_line *l)
+{
+    l->open = l->last = false;
+}
+/* on_chunk_header: the line ended; last for the zero-size chunk. The codec pauses its parser
+ * here. */
+static inline void rem_chunk_line_parsed(struct rem_chunk_line *l, bool last)
+{
+    l->open = false;
+    l->last = last;
+}
+/* on_chunk_complete: whether a next line begins (then the codec pauses its parser), false
+ * after the last chunk. */
+static inline bool rem_chunk_line_next(struct rem_chunk_line *l)
+{
+    if (l->last)
+        return false;
+    rem_chunk_line_begin(l);
+    return true;
+}
+/* How many of the n bytes at hand the parser may take: while a line is open, at most one
+ * past the bound, so an endless line is refused after REM_CHUNK_LINE_MAX + 1 bytes. */
+static inline size_t rem_chunk_line_window(const struct rem_chunk_line *l, size_t n)
+{
+    size_t room = REM_CHUNK_LINE_MAX + 1 - (size_t)l->bytes;
+    return l->open && n > room ? room : n;
+}
+/* Counts used bytes consumed by one execute that began with the line open (was_open).
+ * Returns false when the line is over REM_CHUNK_LINE_MAX. */
+static inline bool rem_chunk_line_count(struct rem_chunk_line *l, bool was_open, size_t used)
+{
+    if (!was_open)
+        return true;
+    l->bytes += (uint32_t)used;
+    return l->bytes <= REM_CHUNK_LINE_MAX;
+}
 
 #endif

@@ -80,11 +80,15 @@ const struct rem_cfg_route *rem_router_match(const struct rem_config *cfg, const
     const char *q = memchr(path, '?', plen);
     if (q)
         plen = (size_t)(q - path);
+    /* OPTIONS's asterisk-form (RFC 9112 3.2.4; h1_down refuses it on other methods) asks
+     * about the server as a whole: the routes that take every path match it. */
+    bool asterisk = plen == 1 && path[0] == '*';
 
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct rem_cfg_route *r = &cfg->routes[i];
+        bool any_path = asterisk && r->path_prefix && strcmp(r->path_prefix, "/") == 0;
         if (method_matches(r, method, method_len) && host_matches(r, host, host_len) &&
-            path_matches(r, path, plen))
+            (any_path || path_matches(r, path, plen)))
             return r;
     }
     return NULL;

@@ -418,6 +418,26 @@ class HttpConn(SocketOwner):
             self.sock.settimeout(old)
 
 
+def expect_error(port, raw, status, reason, wait=3.0, within=None):
+    """Sends raw on a fresh connection; the response must be status with x-remora-error
+    reason and a short body (within seconds of the send, if given), and the connection must
+    then close."""
+    with HttpConn(port, timeout=wait + 2) as c:
+        try:
+            c.send(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        t0 = time.monotonic()
+        r = c.read_response()
+        took = time.monotonic() - t0
+        assert r.status == status, (r, r.body)
+        assert r.header("x-remora-error") == reason, r.headers
+        assert r.complete and len(r.body) < 1024, r.body
+        assert c.is_closed(wait=wait), "connection left open after %d %s" % (status, reason)
+    assert within is None or took < within, "answered after %.1f s" % took
+    return r
+
+
 def http(port, method="GET", target="/", headers=None, body=b"", timeout=5.0, **kw):
     """One request on a fresh connection; returns the Response (body in memory)."""
     with HttpConn(port, timeout=timeout) as c:

@@ -51,6 +51,7 @@ class Stats:
     # /_stats and /_control asks are not counted): ever, and open now
     proxied_conns_total = 0
     proxied_conns_open = 0
+    bodies_ended = 0  # request bodies read to their end (last byte or last chunk)
 
 
 class Ready:
@@ -84,6 +85,7 @@ class Body:
             self.remaining -= len(d)
             if self.remaining == 0:
                 self.done = True
+                Stats.bodies_ended += 1
             return d
         while self.chunk_left == 0:
             line = await self.r.readuntil(b"\r\n")
@@ -100,6 +102,7 @@ class Body:
                     self.trailers.append([name.decode("latin-1"),
                                           value.strip(b" \t").decode("latin-1")])
                 self.done = True
+                Stats.bodies_ended += 1
                 return b""
             self.chunk_left = size
         d = await self.r.read(min(maxn, self.chunk_left))
@@ -399,6 +402,9 @@ class Conn:
                          b"\r\n5\r\nhello\r\n0\r\n\r\n",
                 "te_gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
                 "bad_chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n",
+                # a chunk-size line that never ends (1 MiB of extension, then close)
+                "chunk_ext": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                             b"5;x=" + b"a" * (1 << 20),
             }.get(kind, b"THIS IS NOT HTTP\r\n\r\n")
             self.w.write(raw)
             await self.w.drain()
@@ -470,7 +476,8 @@ class Conn:
                    "requests": Stats.requests, "ready_checks": Stats.ready_checks,
                    "in_flight": Stats.in_flight, "max_in_flight": Stats.max_in_flight,
                    "proxied_conns_total": Stats.proxied_conns_total,
-                   "proxied_conns_open": Stats.proxied_conns_open}
+                   "proxied_conns_open": Stats.proxied_conns_open,
+                   "bodies_ended": Stats.bodies_ended}
             if q.get("reset_peak") == "1":
                 Stats.max_in_flight = Stats.in_flight
             await self.respond(req, 200, json.dumps(doc).encode(), keep=keep,

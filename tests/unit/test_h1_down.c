@@ -21,6 +21,7 @@
 #include "cluster.h"
 #include "codec_harness.h"
 #include "gen.h"
+#include "http.h"
 #include "io_mem.h"
 #include "upconn.h"
 
@@ -297,6 +298,87 @@ static void test_missing_host_is_400(void **state)
     assert_true(h->conn_closed || rem_io_mem_shut(&h->conn->t));
 }
 
+/* Feeds s in pieces of step bytes, running the loop after each. */
+static void feed_in_steps(struct ch *h, const char *s, size_t n, size_t step)
+{
+    for (size_t off = 0; off < n; off += step) {
+        assert_int_equal(ch_feed(h, s + off, n - off < step ? n - off : step), 0);
+        run(h);
+    }
+}
+
+/* The answer on the client side is status with x-remora-error reason. */
+static void assert_error(struct ch *h, const char *status_line, const char *reason)
+{
+    char hdr[128];
+    size_t n = evbuffer_get_length(h->down_rx);
+    char *got = (char *)evbuffer_pullup(h->down_rx, (ev_ssize_t)n);
+    assert_true(n > strlen(status_line) && memcmp(got, status_line, strlen(status_line)) == 0);
+    snprintf(hdr, sizeof(hdr), "\r\nx-remora-error: %s\r\n", reason);
+    assert_non_null(memmem(got, n, hdr, strlen(hdr)));
+}
+
+/* A chunked request into req: first (a chunk before, may be ""), then a chunk of "abc" whose
+ * size line is line_len bytes long (CRLF included), then the last chunk. Returns its length. */
+static size_t chunked_request(char *req, size_t cap, const char *first, size_t line_len)
+{
+    int n = snprintf(req, cap,
+                     "POST /c HTTP/1.1\r\nHost: a\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n%s3;x=",
+                     first);
+    assert_true(n > 0 && (size_t)n + line_len + 16 < cap);
+    memset(req + n, 'a', line_len - 6);
+    n += (int)line_len - 6;
+    n += snprintf(req + n, cap - (size_t)n, "\r\nabc\r\n0\r\n\r\n");
+    return (size_t)n;
+}
+
+/* A chunk-size line of exactly REM_CHUNK_LINE_MAX bytes, fed one byte at a time (every span
+ * cut at a read's end): the body passes. */
+static void test_chunk_line_at_bound_bytewise(void **state)
+{
+    struct ch *h = *state;
+    char req[8192];
+    feed_in_steps(h, req, chunked_request(req, sizeof(req), "", REM_CHUNK_LINE_MAX), 1);
+    assert_int_equal(h->sup.n_heads, 1);
+    assert_true(ch_buf_eq_str(h->sup.body, "abc", "stub body"));
+    assert_int_equal(h->sup.n_ends, 1);
+}
+
+/* One byte more, after a first chunk went on: 400 chunk_line_too_long, the request to the
+ * stub never ended. */
+static void test_chunk_line_over_bound(void **state)
+{
+    struct ch *h = *state;
+    char req[8192];
+    size_t n = chunked_request(req, sizeof(req), "2\r\nhi\r\n", REM_CHUNK_LINE_MAX + 1);
+    feed_in_steps(h, req, n, 1000);
+    assert_true(ch_buf_eq_str(h->sup.body, "hi", "stub body"));
+    assert_int_equal(h->sup.n_ends, 0);
+    assert_error(h, "HTTP/1.1 400 Bad Request\r\n", "chunk_line_too_long");
+    assert_true(h->conn_closed || rem_io_mem_shut(&h->conn->t));
+}
+
+/* HTTP/0.9 fed one byte at a time: 400 once the line ends, no wait for more input. */
+static void test_http09_bytewise(void **state)
+{
+    struct ch *h = *state;
+    static const char req[] = "GET /x\r\n";
+    feed_in_steps(h, req, sizeof(req) - 1, 1);
+    assert_int_equal(h->n_ups, 0);
+    assert_error(h, "HTTP/1.1 400 Bad Request\r\n", "bad_request");
+}
+
+/* RFC 9110 6.2: a major version other than 1, split across reads: 505. */
+static void test_http2_version_split_is_505(void **state)
+{
+    struct ch *h = *state;
+    static const char req[] = "GET / HTTP/2.0\r\nHost: a\r\n\r\n";
+    feed_in_steps(h, req, sizeof(req) - 1, 3);
+    assert_int_equal(h->n_ups, 0);
+    assert_error(h, "HTTP/1.1 505 HTTP Version Not Supported\r\n", "http_version_not_supported");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -306,6 +388,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keep_alive_and_client_request_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_host_is_400, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunk_line_at_bound_bytewise, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunk_line_over_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http09_bytewise, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http2_version_split_is_505, setup, teardown),
     };
     alarm(60); /* a hard stop if anything ever blocks */
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -713,27 +713,29 @@ static void test_classify_content_length(void **state)
 
 struct te_case {
     const char *values[3];
-    bool chunked, unsupported;
+    bool chunked, unsupported, not_final;
 };
 
-/* RFC 9112 6.1: chunked is the only coding remora understands, and it must come last. */
+/* RFC 9112 6.1: chunked is the only coding remora understands, and it must come last, once
+ * (not_final: 400 on a request, 6.3; only a coding before it: 501). */
 static void test_classify_transfer_encoding(void **state)
 {
     static const struct te_case cases[] = {
-        {{"chunked"}, true, false},
-        {{"Chunked"}, true, false},
-        {{"CHUNKED"}, true, false},
-        {{" chunked "}, true, false},
-        {{"gzip, chunked"}, false, true},
-        {{"chunked, gzip"}, false, true},
-        {{"identity"}, false, true},
-        {{"gzip"}, false, true},
-        {{""}, false, true},
-        {{"chunked, chunked"}, false, true},
-        {{"chunkedx"}, false, true},
-        {{"gzip", "chunked"}, false, true},
-        {{"chunked", "gzip"}, false, true},
-        {{"chunked", ""}, false, true},
+        {{"chunked"}, true, false, false},
+        {{"Chunked"}, true, false, false},
+        {{"CHUNKED"}, true, false, false},
+        {{" chunked "}, true, false, false},
+        {{"gzip, chunked"}, false, true, false},
+        {{"chunked, gzip"}, false, true, true},
+        {{"chunked, identity"}, false, true, true},
+        {{"identity"}, false, true, true},
+        {{"gzip"}, false, true, true},
+        {{""}, false, true, true},
+        {{"chunked, chunked"}, false, true, true},
+        {{"chunkedx"}, false, true, true},
+        {{"gzip", "chunked"}, false, true, false},
+        {{"chunked", "gzip"}, false, true, true},
+        {{"chunked", ""}, false, true, true},
     };
     struct kv hdrs[4];
     struct rem_head h;
@@ -746,9 +748,10 @@ static void test_classify_transfer_encoding(void **state)
             hdrs[n] = (struct kv){"Transfer-Encoding", cases[c].values[n]};
         hdrs[n] = (struct kv){NULL, NULL};
         classify(&h, hdrs);
-        if (h.chunked != cases[c].chunked || h.te_unsupported != cases[c].unsupported)
-            fail_msg("case %zu (%s): chunked %d te_unsupported %d", c, cases[c].values[0],
-                     h.chunked, h.te_unsupported);
+        if (h.chunked != cases[c].chunked || h.te_unsupported != cases[c].unsupported ||
+            h.te_not_final != cases[c].not_final)
+            fail_msg("case %zu (%s): chunked %d te_unsupported %d te_not_final %d", c,
+                     cases[c].values[0], h.chunked, h.te_unsupported, h.te_not_final);
         assert_int_equal(h.content_length, -1);
         assert_false(h.cl_conflict);
         rem_head_dispose(&h);

@@ -283,6 +283,23 @@ static void test_absolute_form(void **state)
 
 /* RFC 3986 3.2: the authority ends at the first '/', '?' or '#', and path-abempty may be empty,
  * so "http://host?q" is a valid absolute-form target whose host is "host" and path "/". */
+static void test_asterisk_form(void **state)
+{
+    static const struct route_spec specs[] = {
+        {.name = "api", .path_prefix = "/api/"},
+        {.name = "exact", .path = "/"},
+        {.name = "default", .path_prefix = "/"},
+    };
+    struct fixture f;
+
+    (void)state;
+    build(&f, specs, 3);
+    /* OPTIONS * (RFC 9112 3.2.4): only a route taking every path matches. */
+    assert_string_equal(match(&f, "OPTIONS", "a", "*"), "default");
+    build(&f, specs, 2);
+    assert_string_equal(match(&f, "OPTIONS", "a", "*"), "(none)");
+}
+
 static void test_absolute_form_query_without_path(void **state)
 {
     static const struct route_spec specs[] = {
@@ -360,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_path_prefix),
         cmocka_unit_test(test_target_length_is_respected),
         cmocka_unit_test(test_absolute_form),
+        cmocka_unit_test(test_asterisk_form),
         cmocka_unit_test(test_absolute_form_query_without_path),
         cmocka_unit_test(test_methods),
         cmocka_unit_test(test_all_fields_must_match),
