@@ -71,15 +71,25 @@ static int utf8_seq(const unsigned char *s, size_t n)
     return need;
 }
 
+/* Length of "...[truncated from N bytes]" for this N, without formatting it. */
+static size_t marker_len(size_t n)
+{
+    size_t digits = 1;
+    while (n >= 10) {
+        n /= 10;
+        digits++;
+    }
+    return sizeof("...[truncated from  bytes]") - 1 + digits;
+}
+
 size_t rem_log_escape(char *dst, size_t room, size_t max, const char *src, size_t n,
                       size_t orig_len)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = (const unsigned char *)src;
     bool cut = orig_len > n;
-    char mark[48];
-    size_t mlen =
-        (size_t)snprintf(mark, sizeof(mark), "...[truncated from %zu bytes]", cut ? orig_len : n);
+    size_t total = cut ? orig_len : n;
+    size_t mlen = marker_len(total);
     if (max > room)
         max = room;
     size_t lim = max; /* the output may grow to lim */
@@ -91,12 +101,21 @@ size_t rem_log_escape(char *dst, size_t room, size_t max, const char *src, size_
     size_t out = 0, keep = 0; /* keep: the last output length that leaves room for the mark */
     for (size_t i = 0; i < n;) {
         unsigned char c = s[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') { /* the common case */
+            if (out + 1 > lim) {
+                cut = true;
+                break;
+            }
+            dst[out++] = (char)c;
+            i++;
+            if (out + mlen <= max)
+                keep = out;
+            continue;
+        }
         const char *tok = (const char *)s + i;
         char esc[6];
         size_t tl = 1, adv = 1;
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-            /* as is */
-        } else if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t') {
+        if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t') {
             esc[0] = '\\';
             esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : (char)c;
             tok = esc;
@@ -132,6 +151,8 @@ size_t rem_log_escape(char *dst, size_t room, size_t max, const char *src, size_
         return out;
     if (max < mlen)
         return 0;
+    char mark[48];
+    snprintf(mark, sizeof(mark), "...[truncated from %zu bytes]", total);
     memcpy(dst + keep, mark, mlen);
     return keep + mlen;
 }
