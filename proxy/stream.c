@@ -224,8 +224,8 @@ static void access_log(struct rem_stream *s)
     rem_logline_begin(&l, REM_LOG_INFO, "access");
     rem_logline_str(&l, "method", rem_head_ptr(h, h->span_off[REM_SPAN_METHOD]),
                     h->span_len[REM_SPAN_METHOD]);
-    rem_logline_str(&l, "path", rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]),
-                    h->span_len[REM_SPAN_TARGET]);
+    rem_logline_strmax(&l, "path", rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]),
+                       h->span_len[REM_SPAN_TARGET], REM_LOG_URI_MAX);
     rem_logline_str(&l, "route", s->route ? s->route->name : "", -1);
     rem_logline_int(&l, "status", s->status_sent);
     rem_logline_str(&l, "upstream", s->endpoint ? s->endpoint->name : NULL, -1);
