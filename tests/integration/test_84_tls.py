@@ -128,17 +128,18 @@ def test_alpn_chooses_the_codec(tls_proxy, pki, offer, want):
 
 @pytest.mark.parametrize("offer", [None, ["http/1.1"]])
 def test_no_h2c_preface_sniffing_over_tls(tls_proxy, pki, offer):
-    """Over TLS h2 is only ever negotiated: an h2 preface on an HTTP/1.1 conn is a bad
-    HTTP/1.1 request, never an h2 session."""
+    """Over TLS h2 is only ever negotiated: an h2 preface on an HTTP/1.1 conn is an HTTP/1.1
+    request line of version 2.0, answered 505 (RFC 9110 15.6.6), never an h2 session."""
     with tls_connect(pki, tls_proxy.port, alpn=offer) as s:
         s.sendall(H2_PREFACE + EMPTY_SETTINGS)
         data = b""
-        while len(data) < 9:
+        while b"\r\n\r\n" not in data:
             chunk = s.recv(4096)
             if not chunk:
                 break
             data += chunk
-        assert data.startswith(b"HTTP/1.1 4"), data
+        assert data.startswith(b"HTTP/1.1 505 "), data
+        assert b"x-remora-error: http_version_not_supported" in data.lower(), data
 
 
 def test_alpn_server_preference_and_s_client(remora, upstream, pki):
