@@ -398,6 +398,21 @@ static void rb_family(struct rbuf *b, const char *name, const char *type, const 
     rb_str(b, type);
     rb_put(b, "\n", 1);
 }
+/* A counter family of two series by result, "success" and "failure" (configuration and
+ * certificate reloads). */
+static void rb_success_failure(struct rbuf *b, const char *name, const char *help, uint64_t ok,
+                               uint64_t failed)
+{
+    rb_family(b, name, "counter", help);
+    rb_str(b, name);
+    rb_str(b, "{result=\"success\"} ");
+    rb_u64(b, ok);
+    rb_put(b, "\n", 1);
+    rb_str(b, name);
+    rb_str(b, "{result=\"failure\"} ");
+    rb_u64(b, failed);
+    rb_put(b, "\n", 1);
+}
 
 /* name{labels} (labels: already escaped and joined, may be empty) */
 static void rb_series(struct rbuf *b, const char *name, const char *suffix, const char *labels)
@@ -885,14 +900,10 @@ static void render_tls_certs(struct rbuf *b, const struct rem_metrics_process *p
 {
     if (!p->n_tls)
         return; /* like every remora_tls_* family: only with a TLS listener */
-    rb_family(b, "remora_tls_cert_reloads_total", "counter",
-              "Reloads a change of a TLS listener's certificate or key files asked for, by "
-              "result.");
-    rb_str(b, "remora_tls_cert_reloads_total{result=\"success\"} ");
-    rb_u64(b, p->tls_cert_reloads_ok);
-    rb_str(b, "\nremora_tls_cert_reloads_total{result=\"failure\"} ");
-    rb_u64(b, p->tls_cert_reloads_failed);
-    rb_put(b, "\n", 1);
+    rb_success_failure(b, "remora_tls_cert_reloads_total",
+                       "Reloads a change of a TLS listener's certificate or key files asked for, "
+                       "by result.",
+                       p->tls_cert_reloads_ok, p->tls_cert_reloads_failed);
     rb_family(b, "remora_tls_cert_expiry_timestamp_seconds", "gauge",
               "When a certificate remora serves, presents or trusts expires (its notAfter), Unix "
               "seconds, by cert (listener/NAME, listener/NAME/client_ca, upstream/NAME, "
@@ -956,13 +967,9 @@ static void render_process(struct rbuf *b, const struct rem_metrics_layout *l,
         rb_str(b, "remora_config_generation ");
         rb_u64(b, p->config_generation);
         rb_put(b, "\n", 1);
-        rb_family(b, "remora_config_reloads_total", "counter",
-                  "Configuration reloads (SIGHUP, file change) by result.");
-        rb_str(b, "remora_config_reloads_total{result=\"success\"} ");
-        rb_u64(b, p->reloads_ok);
-        rb_str(b, "\nremora_config_reloads_total{result=\"failure\"} ");
-        rb_u64(b, p->reloads_failed);
-        rb_put(b, "\n", 1);
+        rb_success_failure(b, "remora_config_reloads_total",
+                           "Configuration reloads (SIGHUP, file change) by result.", p->reloads_ok,
+                           p->reloads_failed);
         rb_family(b, "remora_config_last_reload_success_timestamp_seconds", "gauge",
                   "When the active configuration was loaded (start or reload), Unix seconds.");
         rb_str(b, "remora_config_last_reload_success_timestamp_seconds ");
