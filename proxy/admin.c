@@ -560,8 +560,13 @@ void rem_admin_free(struct rem_admin *a)
 {
     if (!a)
         return;
-    while (!TAILQ_EMPTY(&a->conns))
-        conn_free(TAILQ_FIRST(&a->conns));
+    /* The next pointer is taken first: clang-tidy does not follow TAILQ_REMOVE's write of the
+     * head through tqe_prev, and would see the freed conn as still first. */
+    struct admin_conn *c, *next;
+    for (c = TAILQ_FIRST(&a->conns); c; c = next) {
+        next = TAILQ_NEXT(c, link);
+        conn_free(c);
+    }
     if (a->lev)
         evconnlistener_free(a->lev);
     rem_config_unref(a->cfg);

@@ -807,9 +807,12 @@ static void h2_on_close(struct rem_upconn *uc, int what)
 static void h2_detach_all(struct rem_upconn *uc)
 {
     struct rem_h2_up *u = h2_of(uc);
-    struct rem_h2_up_stream *us;
+    struct rem_h2_up_stream *us, *next;
     u->goaway = true;
-    while ((us = TAILQ_FIRST(&u->streams)) != NULL) {
+    /* The next pointer is taken first (let_go touches only us): clang-tidy does not follow
+     * TAILQ_REMOVE's write of the head through tqe_prev, and would see us as still first. */
+    for (us = TAILQ_FIRST(&u->streams); us; us = next) {
+        next = TAILQ_NEXT(us, link);
         struct rem_stream *s = us->s;
         let_go(u, us);
         rem_stream_upconn_gone(s);

@@ -80,6 +80,7 @@ static int failure_errno(struct tls_io *x, int e)
 static const char *peer_of(int fd, char *buf, size_t len)
 {
     struct sockaddr_storage ss;
+    ss.ss_family = AF_UNSPEC; /* clang-tidy: getpeername's fill is not modelled */
     socklen_t sl = sizeof(ss);
     const void *a = NULL;
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)

@@ -730,8 +730,9 @@ static void reload(struct reloader *r, unsigned triggers)
         ml ? rem_server_plan_new(cfg, ml, r->plan, r->n_workers, r->plan->id + 1) : NULL;
     struct rem_healthcheck *hc =
         plan ? rem_healthcheck_new(r->base, cfg, plan->uptls, r->hc) : NULL;
-    bool admin_moved = cfg->admin.addr.len != r->cfg->admin.addr.len ||
-                       memcmp(&cfg->admin.addr.ss, &r->cfg->admin.addr.ss, cfg->admin.addr.len);
+    bool admin_moved =
+        cfg->admin.addr.len != r->cfg->admin.addr.len ||
+        memcmp(&cfg->admin.addr.ss, &r->cfg->admin.addr.ss, cfg->admin.addr.len) != 0;
     if (!hc || (admin_moved && rem_admin_rebind(r->admin, &cfg->admin) < 0)) {
         rem_server_plan_unref(plan);
         rem_healthcheck_free(hc);
