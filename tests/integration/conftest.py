@@ -7,6 +7,7 @@ upstream)."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,87 @@ WS_APP_PY = HERE / "ws_app.py"
 TCP_ECHO_PY = HERE / "tcp_echo.py"
 CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS, -signal.SIGFPE,
                  -signal.SIGILL}
+
+
+# ---- sanitizer reports ----------------------------------------------------------------------
+#
+# Under an ASan+UBSan build (REMORA_SANITIZED=1, quickstart.sh sets it), a sanitizer report from
+# any remora process fails the test that was running (or, for a process of a module-scoped
+# fixture, the module's last test at teardown), wherever the process was started:
+#  - ASan and LeakSanitizer reports go to files (log_path, added to ASAN_OPTIONS here), one per
+#    pid, so a report from a process whose stderr nobody reads (DEVNULL, a CLI run) is seen;
+#  - UBSan reports (GCC's runtime writes them to stderr whatever log_path says) and the ASan
+#    reports of tests that set their own ASAN_OPTIONS are found by scanning every file under
+#    the test's tmp_path (the remora fixture writes remora-N.stderr there) and, at the end of a
+#    module, every file under the session's base temp directory not seen before.
+SANITIZED = os.environ.get("REMORA_SANITIZED") == "1"
+SAN_REPORT = re.compile(
+    rb"^(==\d+==ERROR: (AddressSanitizer|LeakSanitizer)|\S+:\d+:\d+: runtime error: )", re.M)
+SAN_DIR = None
+if SANITIZED:
+    SAN_DIR = Path(tempfile.mkdtemp(prefix="remora-san."))
+    os.environ["ASAN_OPTIONS"] = ":".join(
+        x for x in (os.environ.get("ASAN_OPTIONS"), "log_path=%s/asan" % SAN_DIR) if x)
+_san_seen = {}  # path -> size already scanned
+_san_logs_seen = set()
+
+
+def _san_scan(root):
+    """Sanitizer reports in files under root not scanned at their current size:
+    [(path, excerpt)]."""
+    found = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            try:
+                size = os.path.getsize(path)
+                if not os.path.isfile(path) or _san_seen.get(path) == size:
+                    continue
+                _san_seen[path] = size
+                with open(path, "rb") as f:
+                    f.seek(max(0, size - (1 << 20)))  # a report ends the process's output
+                    tail = f.read()
+            except OSError:
+                continue
+            m = SAN_REPORT.search(tail)
+            if m:
+                found.append((path, tail[m.start():m.start() + 6000].decode("utf-8", "replace")))
+    return found
+
+
+def _san_new_logs():
+    found = []
+    for path in sorted(SAN_DIR.iterdir()) if SAN_DIR else ():
+        if path.name not in _san_logs_seen:
+            _san_logs_seen.add(path.name)
+            found.append((str(path), path.read_text(errors="replace")[:6000]))
+    return found
+
+
+def _san_fail(found):
+    if found:
+        pytest.fail("sanitizer report(s) from remora:\n" + "\n".join(
+            "---- %s ----\n%s" % (p, text) for p, text in found), pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if SAN_DIR is not None and not any(SAN_DIR.iterdir()):
+        SAN_DIR.rmdir()  # kept when it holds reports (their paths are in the failures)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _sanitizer_reports_module(tmp_path_factory):
+    yield
+    if SANITIZED:
+        _san_fail(_san_new_logs() + _san_scan(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(autouse=True)
+def _sanitizer_reports(request):
+    yield
+    if SANITIZED:
+        tmp = request.node.funcargs.get("tmp_path")
+        _san_fail(_san_new_logs() + (_san_scan(tmp) if tmp is not None else []))
 
 
 def pytest_configure(config):
@@ -394,16 +476,18 @@ def remora(tmp_path, request):
     problems = []
     for r in started:
         crashed_before = r.proc.poll()
-        rc = _stop(r.proc)
+        # A sanitizer build gets longer after SIGTERM: LeakSanitizer runs at exit, and a SIGKILL
+        # would skip it.
+        rc = _stop(r.proc, grace=10.0 if SANITIZED else 3.0)
         text = r.stderr()
         if crashed_before is not None and crashed_before in CRASH_SIGNALS:
             problems.append("remora pid %d died by signal %d during the test"
                             % (r.pid, -crashed_before))
         elif rc in CRASH_SIGNALS:
             problems.append("remora pid %d died by signal %d at shutdown" % (r.pid, -rc))
-        if ("ERROR: AddressSanitizer" in text or "ERROR: LeakSanitizer" in text
-                or "runtime error:" in text):
+        if SAN_REPORT.search(text.encode()):
             problems.append("sanitizer report in remora stderr")
+            _san_seen[str(r.log_path)] = r.log_path.stat().st_size  # reported here, once
         if problems:
             print("---- remora stderr (%s) ----\n%s" % (r.log_path, text[-20000:]))
     if problems:
@@ -421,8 +505,12 @@ def run_remora():
     """Runs the binary to completion with arguments (for CLI tests); bounded in time."""
 
     def run(*args, timeout=10):
-        return subprocess.run([str(BIN)] + [str(a) for a in args], capture_output=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        res = subprocess.run([str(BIN)] + [str(a) for a in args], capture_output=True,
+                             timeout=timeout, stdin=subprocess.DEVNULL)
+        if SAN_REPORT.search(res.stderr):
+            pytest.fail("sanitizer report from remora %s:\n%s"
+                        % (" ".join(map(str, args)), res.stderr.decode(errors="replace")[-6000:]))
+        return res
 
     return run
 
