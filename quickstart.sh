@@ -3,6 +3,23 @@
 # quickstart.sh: build remora and run it in front of a demo app (run), or build it and run the
 # whole test suite (test). Works on a fresh Debian 12 machine as root; idempotent: installs
 # only the Debian packages that are missing.
+#
+# The stages of `test`, each counted in the last line "N passed, N failed[, N skipped]" (wall
+# times measured on 2 cores shared with other jobs, 2026-12-03):
+#   unit tests      the cmocka binaries of the normal build (--enable-werror, jemalloc): each test
+#   valgrind        make check-valgrind: memcheck over each unit binary; any error or definite or
+#                   indirect leak fails it; one check per binary (45-100 s)
+#   clang-tidy      make tidy over proxy/ (.clang-tidy, warnings are errors); one check (3-4.5 min)
+#   cppcheck        make cppcheck over proxy/ and tests/unit (.cppcheck-suppressions); one check
+#                   (15-60 s)
+#   layers, static  make check-layers; make static (the static binary's link and size gates)
+#   integration     pytest tests/integration against the normal build (about 8 min)
+#   ASan+UBSan      build-asan/ (--enable-asan --enable-ubsan, libc malloc; build under 1 min): the
+#                   unit tests and the whole integration suite again with detect_leaks=1; a
+#                   sanitizer report in any test fails that test (tests/integration/README.md,
+#                   "Sanitizer run"; 13-18 min)
+#   fuzz            every libFuzzer target for FUZZ_SECONDS (build-fuzz/, clang)
+#   k8s, image, pod the manifests, the image and the pod tests
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -12,7 +29,8 @@ BUILD_DEPS=(build-essential autoconf automake libtool pkg-config libevent-dev li
 RUN_DEPS=(python3 curl)
 # The shipped binary, its image and the pod test (tests/image, tests/pod).
 DEPLOY_DEPS=(umoci skopeo podman buildah runc conmon catatonit python3-yaml binutils)
-TEST_DEPS=(libcmocka-dev python3-pytest python3-h2 python3-websockets python3-grpcio dnsmasq-base python3-prometheus-client prometheus wrk nghttp2-client nghttp2-server clang sslscan openssl)
+TEST_DEPS=(libcmocka-dev python3-pytest python3-h2 python3-websockets python3-grpcio dnsmasq-base python3-prometheus-client prometheus wrk nghttp2-client nghttp2-server clang sslscan openssl
+    valgrind clang-tidy cppcheck)
 
 log() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
 
@@ -128,12 +146,36 @@ fuzz_short() {
     jp=$((jp - jf))
 }
 
-# The lifecycle tests (drain, reload), the tunnel, Unix-socket and TLS tests once more against
-# an ASan+UBSan build, with leak detection: generations, clusters and listeners freed across
-# reloads and drains; tunnels torn down from either side; TLS contexts and sessions freed. Built from a
-# copy of the tracked files in build-asan/ (automake builds one configuration per tree).
-lifecycle_sanitized() {
-    log "lifecycle, tunnel, Unix-socket and TLS tests under ASan+UBSan (build-asan/)"
+# The unit tests (cmocka binaries) in the current directory's build: each test counts; a binary
+# that exits nonzero (a crash, a sanitizer or LeakSanitizer report after its summary) counts one
+# more failure. Sets jp jf js.
+unit_tests() {
+    local t out rc p f
+    jp=0 jf=0 js=0
+    for t in tests/unit/test_*; do
+        [ -x "$t" ] && [ -f "$t" ] || continue
+        rc=0
+        out=$(CMOCKA_MESSAGE_OUTPUT=stdout "./$t" 2>&1) || rc=$?
+        printf '%s\n' "$out" | grep -E '^\[  (FAILED|PASSED|  OK  |ERROR)' | grep -v '^\[       OK \]' || true
+        p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+        f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+        if [ -z "$p" ] && [ -z "$f" ]; then
+            log "$t produced no cmocka summary (crashed?)"; printf '%s\n' "$out" | tail -20; f=1
+        elif [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
+            log "$t exited with status $rc after its summary (a sanitizer report?)"
+            printf '%s\n' "$out" | grep -vE '^\[' | tail -40; f=1
+        fi
+        echo "$t: ${p:-0} passed, ${f:-0} failed"
+        jp=$((jp + ${p:-0})); jf=$((jf + ${f:-0}))
+    done
+}
+
+# The unit tests and the whole integration suite once more against an ASan+UBSan build (libc
+# malloc), with leak detection: any sanitizer report fails the test (or unit binary) it came
+# from (tests/integration/conftest.py, "sanitizer reports"). Built from a copy of the tracked
+# files in build-asan/ (automake builds one configuration per tree).
+sanitized() {
+    log "unit and integration tests under ASan+UBSan (build-asan/, detect_leaks=1)"
     jp=0 jf=0 js=0
     if ! git rev-parse --git-dir >/dev/null 2>&1; then
         log "not a git checkout: the sanitizer pass copies the tracked files; skipped"
@@ -150,19 +192,38 @@ lifecycle_sanitized() {
         if [ ! -f Makefile ]; then
             ./configure -q --enable-asan --enable-ubsan >/dev/null
         fi
-        make -j"$(nproc)" proxy/remora >/dev/null
+        make -j"$(nproc)" >/dev/null && make -j"$(nproc)" check TESTS= >/dev/null
     ) || { jp=0; jf=1; js=0; log "ASan build failed"; return; }
-    REMORA_BIN="$ROOT/build-asan/proxy/remora" REMORA_SANITIZED=1 \
-        ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=4:abort_on_error=0 \
-        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-        run_pytest tests/integration/test_72_drain.py tests/integration/test_73_drain_upstream.py \
-            tests/integration/test_75_reload.py tests/integration/test_76_reload_load.py \
-            tests/integration/test_77_reload_failure.py tests/integration/test_80_websocket.py \
-            tests/integration/test_81_unix.py tests/integration/test_82_h2_tunnel.py \
-            tests/integration/test_83_connect.py tests/integration/test_84_tls.py \
-            tests/integration/test_85_tls_rotation.py tests/integration/test_86_mtls.py \
-            tests/integration/test_87_upstream_tls.py tests/integration/test_88_tls_flood.py \
-            tests/integration/test_89_tls_clients.py tests/integration/test_89_tls_tickets.py
+    export ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=4:abort_on_error=0
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    local up uf
+    cd build-asan
+    unit_tests
+    cd "$ROOT"
+    up=$jp uf=$jf
+    REMORA_BIN="$ROOT/build-asan/proxy/remora" REMORA_SANITIZED=1 run_pytest tests/integration
+    unset ASAN_OPTIONS UBSAN_OPTIONS
+    jp=$((jp + up)); jf=$((jf + uf))
+}
+
+# valgrind memcheck over the unit binaries of the normal build (make check-valgrind): one check
+# per binary; any memory error or definite or indirect leak fails it. Sets jp jf js.
+valgrind_unit() {
+    log "valgrind memcheck over the unit tests (make check-valgrind)"
+    local out rc=0
+    out=$(make -s check-valgrind 2>&1) || rc=$?
+    printf '%s\n' "$out" | grep -v '^valgrind .*: ok$' || true
+    jp=$(printf '%s\n' "$out" | grep -c '^valgrind .*: ok$' || true)
+    jf=$(printf '%s\n' "$out" | grep -c '^valgrind .*: FAILED' || true)
+    js=0
+    if [ "$rc" -ne 0 ] && [ "$jf" -eq 0 ]; then jf=1; fi
+}
+
+# One check: the command's exit status. Adds to passed or failed (cmd_test's locals).
+gate() {
+    local what="$1"; shift
+    log "$what"
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 }
 
 # Reads the last "N passed, N failed[, N skipped]" line of a log into jp jf js; a nonzero exit
@@ -198,39 +259,34 @@ k8s_validate() {
 cmd_test() {
     install_deps "${BUILD_DEPS[@]}" "${RUN_DEPS[@]}" "${TEST_DEPS[@]}" "${DEPLOY_DEPS[@]}"
     build "--enable-werror"
-    local passed=0 failed=0 skipped=0 t out
+    local passed=0 failed=0 skipped=0 t0
     log "unit tests"
     make -j"$(nproc)" check TESTS= >/dev/null
-    for t in tests/unit/test_*; do
-        [ -x "$t" ] && [ -f "$t" ] || continue
-        out=$(CMOCKA_MESSAGE_OUTPUT=stdout "./$t" 2>&1) || true
-        printf '%s\n' "$out" | grep -E '^\[  (FAILED|PASSED|  OK  |ERROR)' | grep -v '^\[       OK \]' || true
-        local p f
-        p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
-        f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
-        if [ -z "$p" ] && [ -z "$f" ]; then
-            log "$t produced no cmocka summary (crashed?)"; printf '%s\n' "$out" | tail -20; f=1
-        fi
-        echo "$t: ${p:-0} passed, ${f:-0} failed"
-        passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
-    done
-    log "layer gates (make check-layers: no include cycle, no ->h2 outside h2_*, no codec in stream, no foreign field writes)"
-    if make -s check-layers; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-    fi
-    log "static binary (make static: fully static, stripped, only the allowed link warnings, under 3 MB gzip -9)"
-    if make -s static; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-    fi
+    unit_tests
+    passed=$((passed + jp)); failed=$((failed + jf))
+    t0=$SECONDS
+    valgrind_unit
+    passed=$((passed + jp)); failed=$((failed + jf))
+    log "valgrind: $((SECONDS - t0)) s"
+    t0=$SECONDS
+    gate "clang-tidy over proxy/ (make tidy, .clang-tidy: every warning fails)" make -s tidy
+    log "clang-tidy: $((SECONDS - t0)) s"
+    t0=$SECONDS
+    gate "cppcheck over proxy/ and tests/unit (make cppcheck, .cppcheck-suppressions)" make -s cppcheck
+    log "cppcheck: $((SECONDS - t0)) s"
+    gate "layer gates (make check-layers: no include cycle, no ->h2 outside h2_*, no codec in stream, no foreign field writes)" \
+        make -s check-layers
+    gate "static binary (make static: fully static, stripped, only the allowed link warnings, under 3 MB gzip -9)" \
+        make -s static
     log "integration tests (pytest)"
+    t0=$SECONDS
     run_pytest tests/integration
     passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
-    lifecycle_sanitized
+    log "integration tests: $((SECONDS - t0)) s"
+    t0=$SECONDS
+    sanitized
     passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
+    log "ASan+UBSan build and tests: $((SECONDS - t0)) s"
     fuzz_short
     passed=$((passed + jp)); failed=$((failed + jf)); skipped=$((skipped + js))
     k8s_validate
