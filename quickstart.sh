@@ -17,7 +17,7 @@
 #   ASan+UBSan      build-asan/ (--enable-asan --enable-ubsan, libc malloc; build under 1 min): the
 #                   unit tests and the whole integration suite again with detect_leaks=1; a
 #                   sanitizer report in any test fails that test (tests/integration/README.md,
-#                   "Sanitizer run"; 13-18 min)
+#                   "Sanitizer run"; 9 min, up to 18 min under the others' load)
 #   fuzz            every libFuzzer target for FUZZ_SECONDS (build-fuzz/, clang)
 #   k8s, image, pod the manifests, the image and the pod tests
 set -euo pipefail
