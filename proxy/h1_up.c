@@ -121,6 +121,11 @@ static int on_headers_complete(llhttp_t *p)
         h->switching = true;
         return HPE_PAUSED;
     }
+    if (p->status_code < 100) {
+        /* RFC 9110 15: no status class below 1xx; llhttp takes any three digits. */
+        h->resp_err = REM_E_BAD_RESPONSE;
+        return -1;
+    }
     if (p->status_code < 200) {
         /* RFC 9110 15.2: 1xx the client did not cause go on (103 Early Hints), except to
          * HTTP/1.0 clients; 100 is remora's own business (it answers Expect itself). */

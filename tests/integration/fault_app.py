@@ -107,9 +107,11 @@ BUILTINS = {
         {"op": "read_body"},
         {"op": "send", "data": _head(200, "OK", [("Transfer-Encoding", "chunked")]) +
          "5\r\nhello\r\n"}, {"op": "hang"}],
+    # the status code is not three digits (status=: its three characters, e.g. 099)
     "bad_status": lambda c, p: [
         {"op": "read_body"},
-        {"op": "send", "data": "HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\nok"}, {"op": "hang"}],
+        {"op": "send", "data": "HTTP/1.1 %s OK\r\nContent-Length: 2\r\n\r\nok"
+         % p.get("status", "2OO")}, {"op": "hang"}],
     "cl_te": lambda c, p: [
         {"op": "read_body"},
         {"op": "send", "data": "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"

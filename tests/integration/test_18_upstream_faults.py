@@ -63,6 +63,8 @@ CASES = [
     case("hang_mid_body", "hang_body", "cut", 200, "upstream_timeout", "sH"),
     case("hang_mid_chunked_body", "hang_body_chunked", "cut", 200, "upstream_timeout", "sH"),
     case("malformed_status_line", "bad_status", "error", 502, "bad_response", "SH"),
+    case("status_below_100", "bad_status", "error", 502, "bad_response", "SH",
+         params={"status": "099"}),
     case("cl_and_te", "cl_te", "error", 502, "bad_response", "SH"),
     case("oversized_head", "big_head", "error", 502, "bad_response", "SH"),
     case("flood_1xx", "flood_1xx", "error", 502, "bad_response", "SH", params={"ms": 0}),

@@ -362,6 +362,24 @@ static void test_bodyless_status_with_body(void **state)
     }
 }
 
+/* A status code below 100 (llhttp takes any three digits) is no status class: 502
+ * bad_response, nothing forwarded (it used to go on as an interim response). */
+static void test_status_below_100(void **state)
+{
+    struct ch *h = *state;
+
+    assert_int_equal(ch_stub_request(h, "GET", "/", host_a, false, false), 0);
+    run(h);
+    assert_int_equal(
+        ch_upstream_send_str(ch_upstream(h, 0), "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok"),
+        0);
+    run(h);
+    assert_int_equal(h->sdown.n_interims, 0);
+    assert_int_equal(h->sdown.n_heads, 0);
+    assert_int_equal(h->sdown.error, REM_E_BAD_RESPONSE);
+    assert_int_equal(idle_upconns(h), 0);
+}
+
 /* Interim responses share the response head limit with the final one: an endless run of
  * 100s and 103s ends in a 502 bad_response once they overflow it (64 KiB here), with the
  * 103s forwarded until then. */
@@ -395,6 +413,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_app_connection_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bodyless_status_with_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interim_flood, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_status_below_100, setup, teardown),
     };
     alarm(60); /* a hard stop if anything ever blocks */
     return cmocka_run_group_tests(tests, NULL, NULL);
