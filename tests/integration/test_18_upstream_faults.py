@@ -37,7 +37,9 @@ ROUTE_TIMEOUT = "1s"
 # id: the case; fault: the built-in scenario; params: its x-fault-<name> headers; method, body;
 # conn: the fault runs as a connection script (from the first byte of a fresh upconn);
 # kind: "error" (remora's own answer: status, error), "cut" (the head is out, the body is cut:
-# status is the app's), "ok" (the app's response goes through: status, body);
+# status is the app's), "ok" (the app's response goes through: status, body), "early" (the
+# app answers before the request body arrived: the answer goes through, an h1 client's
+# connection closes after it);
 # term: the access log's termination code; requests: how many requests the app sees
 # ("retry": 1, or 2 when the first went on a reused upconn: the keep-alive race retry);
 # warm: send the request once first (so that the next one reuses an upconn);
@@ -256,6 +258,10 @@ def run_case(remora_port, app, c, client="h1", access_logs=None, admin_port=None
     if c.conn:
         _no_idle_upconn(app, admin_port)
         app.queue(c.fault)
+    refused = 0
+    if admin_port is not None and c.id == "refuses":
+        refused = metrics(admin_port).value("remora_upstream_connect_failures_total", 0,
+                                            upstream="dead", reason="refused")
     cl = CLIENTS[client](remora_port)
     # a response that never ends while bytes keep coming (a 1xx flood) defeats read timeouts
     watchdog = threading.Timer(10.0, cl.abort)
@@ -319,6 +325,10 @@ def run_case(remora_port, app, c, client="h1", access_logs=None, admin_port=None
         st, _, b, done = cl.exchange(case("after", "ok", "ok", 200), after, [])
         assert (st, b, done) == (200, b"ok", True), (what, st, b)
         if admin_port is not None:
+            if c.id == "refuses":
+                assert metrics(admin_port).value("remora_upstream_connect_failures_total", 0,
+                                                 upstream="dead", reason="refused") == refused + 1
+
             def settled():
                 active, total = _upconns(admin_port)
                 return active == 0 and total == app.stats()["conns_open"]
