@@ -14,7 +14,7 @@ is left unread unless a step reads it). The script comes from, in this order:
   - otherwise "ok": the body is read and 200 "ok" answered (keep-alive).
 A connection may also run a script from its first byte, before any request is read: the next
 accepted connections take the scripts queued with `POST /_control/next` (control port), and with
-`--conn-script` every connection runs one first. When a script ends without ending the
+`--conn-script` every other connection runs that one first. When a script ends without ending the
 connection and the request body was read, the next request on the connection follows
 (keep-alive); when the body was not read, the connection is closed (it cannot be resynced).
 
@@ -168,6 +168,7 @@ class Stats:
     conns_open = 0
     requests = []
     queued = []          # connection scripts for the next accepted connections
+    conn_script = None   # --conn-script: what the others run
     conns = set()        # live FaultConn
 
 
@@ -361,6 +362,8 @@ class FaultConn:
         try:
             if Stats.queued:
                 await self.run(Stats.queued.pop(0))
+            elif Stats.conn_script:
+                await self.run(Stats.conn_script)
             while not self.ended:
                 self.idle = True
                 self.req = None
@@ -449,16 +452,7 @@ async def main():
     ap.add_argument("--name", default="", help="ignored (the test fixtures pass it)")
     args = ap.parse_args()
     if args.conn_script:
-        script = json.loads(args.conn_script)
-
-        class Always(list):
-            def pop(self, i=-1):
-                return script
-
-            def __bool__(self):
-                return True
-
-        Stats.queued = Always()
+        Stats.conn_script = json.loads(args.conn_script)
     server = await asyncio.start_server(on_client, args.host, args.port, limit=HEAD_LIMIT,
                                         backlog=1024, reuse_address=True)
     control = await asyncio.start_server(on_control, args.host, args.control_port,
