@@ -121,12 +121,18 @@ static int on_headers_complete(llhttp_t *p)
         h->switching = true;
         return HPE_PAUSED;
     }
+    if (p->status_code < 100) {
+        /* RFC 9110 15: no status class below 1xx; llhttp takes any three digits. */
+        h->resp_err = REM_E_BAD_RESPONSE;
+        return -1;
+    }
     if (p->status_code < 200) {
         /* RFC 9110 15.2: 1xx the client did not cause go on (103 Early Hints), except to
          * HTTP/1.0 clients; 100 is remora's own business (it answers Expect itself). */
         h->resp_interim = true;
-        if (p->status_code != 100 && rem_stream_on_resp_interim(s) < 0) {
-            h->resp_err = REM_E_NOMEM;
+        int rc = rem_stream_on_resp_interim(s);
+        if (rc < 0) {
+            h->resp_err = rem_err_from_rc(rc);
             return -1;
         }
         return 0;
@@ -141,8 +147,10 @@ static int on_headers_complete(llhttp_t *p)
         h->resp_err = rem_err_from_rc(rc);
         return -1;
     }
-    /* 1: no body follows (the answer to HEAD), RFC 9110 9.3.2. */
-    if (s->head_request)
+    /* 1: no body follows (the answer to HEAD, a 204, a 304: RFC 9110 6.4.1), whatever its
+     * framing fields say: llhttp would read a 304's Content-Length as a body, which would then
+     * reach the client after a head that has none. */
+    if (!rem_http_response_has_body(s->head_request, p->status_code))
         return 1;
     if (!(p->flags & F_CHUNKED)) /* llhttp's own view: its chunk callbacks follow */
         return 0;
@@ -553,7 +561,9 @@ static void h1_on_close(struct rem_upconn *uc, int what)
         }
         eof_after_parse(h);
     } else {
-        fail(uc, REM_E_UPSTREAM_RESET);
+        /* A reset: after the head, the body is what it cuts (as an EOF there). */
+        struct rem_stream *s = h->stream;
+        fail(uc, s && s->resp_head_sent ? REM_E_UPSTREAM_TRUNCATED : REM_E_UPSTREAM_RESET);
     }
 }
 

@@ -437,9 +437,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
             struct rem_head *r = &s->resp;
             if (r->status >= 100 && r->status < 200) {
                 /* Interim: 103 goes on (RFC 9110 15.2), 100 is remora's own business. */
-                if (r->status != 100 && r->status != 101 && rem_stream_on_resp_interim(s) < 0) {
+                int rc = r->status != 101 ? rem_stream_on_resp_interim(s) : 0;
+                if (rc < 0) {
                     h2_cancel(u->uc, s);
-                    rem_stream_fail(s, REM_E_NOMEM);
+                    rem_stream_fail(s, rem_err_from_rc(rc));
                     break;
                 }
                 rem_head_reset(r);

@@ -756,7 +756,14 @@ int rem_stream_on_upgrade(struct rem_stream *s)
 int rem_stream_on_resp_interim(struct rem_stream *s)
 {
     const struct rem_head *q = &s->req;
-    if (q->http_major == 1 && q->http_minor == 0)
+    /* Interim heads share the response head limit with the final one (as Go's client does):
+     * a flood of 1xx ends in a 502 instead of going on (and to the client) forever. Each
+     * counts at least a status line's worth. */
+    uint32_t used = s->resp.len + REM_INTERIM_MIN_BYTES;
+    if (used >= s->resp.max_bytes)
+        return -REM_E_BAD_RESPONSE;
+    rem_head_set_limits(&s->resp, s->resp.max_bytes - used, s->resp.max_hdrs);
+    if (s->resp.status == 100 || (q->http_major == 1 && q->http_minor == 0))
         return 0;
     return down(s)->write_interim(s);
 }

@@ -223,7 +223,12 @@ int rem_stream_on_resp_head(struct rem_stream *s);
  * opaque bytes (set_tunnel), and the body functions carry the tunnel until both sides end.
  * Returns 0, or < 0 when it cannot (s was failed). */
 int rem_stream_on_upgrade(struct rem_stream *s);
-/* An interim (1xx, not 100/101) response head is in s->resp: forwarded to HTTP/1.1 clients. */
+/* What an interim head counts at least towards the response head limit (a status line). */
+#define REM_INTERIM_MIN_BYTES 32
+/* An interim (1xx, not 101) response head is in s->resp: counted towards the response head
+ * limit (s->resp's max_bytes is lowered by it), then forwarded to HTTP/1.1 clients unless it
+ * is a 100. Returns 0, -REM_E_BAD_RESPONSE when the interim heads overflow the limit, or
+ * -REM_E_NOMEM. */
 int rem_stream_on_resp_interim(struct rem_stream *s);
 /* Returns true when the upconn must pause reading (downstream output over the watermark). */
 bool rem_stream_on_resp_body(struct rem_stream *s, const char *p, size_t n);

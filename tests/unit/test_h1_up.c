@@ -335,6 +335,72 @@ static void test_eof_while_paused_completes_the_body(void **state)
     assert_int_equal(h->sdown.done_err, REM_E_OK);
 }
 
+/* A 304 and a 204 that carry Content-Length and a body anyway (the bytes after the head are a
+ * whole response of their own): the stub gets the head alone and no body byte, and the upconn,
+ * with bytes nobody asked for, is closed rather than pooled. */
+static void test_bodyless_status_with_body(void **state)
+{
+    static const int status[] = {304, 204};
+    struct ch *h = *state;
+    char resp[256];
+
+    for (int i = 0; i < 2; i++) {
+        ch_stub_down_clear(h);
+        assert_int_equal(ch_stub_request(h, "GET", "/", host_a, false, false), 0);
+        run(h);
+        snprintf(resp, sizeof(resp),
+                 "HTTP/1.1 %d X\r\nContent-Length: 5\r\n\r\nhello"
+                 "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+                 status[i]);
+        assert_int_equal(ch_upstream_send_str(ch_upstream(h, (size_t)i), resp), 0);
+        run(h);
+        assert_int_equal(h->sdown.status, status[i]);
+        assert_int_equal(evbuffer_get_length(h->sdown.body), 0);
+        assert_int_equal(h->sdown.n_ends, 1);
+        assert_int_equal(h->sdown.done_err, REM_E_OK);
+        assert_int_equal(idle_upconns(h), 0);
+    }
+}
+
+/* A status code below 100 (llhttp takes any three digits) is no status class: 502
+ * bad_response, nothing forwarded (it used to go on as an interim response). */
+static void test_status_below_100(void **state)
+{
+    struct ch *h = *state;
+
+    assert_int_equal(ch_stub_request(h, "GET", "/", host_a, false, false), 0);
+    run(h);
+    assert_int_equal(
+        ch_upstream_send_str(ch_upstream(h, 0), "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok"),
+        0);
+    run(h);
+    assert_int_equal(h->sdown.n_interims, 0);
+    assert_int_equal(h->sdown.n_heads, 0);
+    assert_int_equal(h->sdown.error, REM_E_BAD_RESPONSE);
+    assert_int_equal(idle_upconns(h), 0);
+}
+
+/* Interim responses share the response head limit with the final one: an endless run of
+ * 100s and 103s ends in a 502 bad_response once they overflow it (64 KiB here), with the
+ * 103s forwarded until then. */
+static void test_interim_flood(void **state)
+{
+    static const char flood[] = "HTTP/1.1 100 Continue\r\n\r\n"
+                                "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n";
+    struct ch *h = *state;
+
+    assert_int_equal(ch_stub_request(h, "GET", "/", host_a, false, false), 0);
+    run(h);
+    for (int i = 0; i < 2000 && h->sdown.n_done == 0; i++) {
+        assert_int_equal(ch_upstream_send_str(ch_upstream(h, 0), flood), 0);
+        run(h);
+    }
+    assert_int_equal(h->sdown.n_done, 1);
+    assert_int_equal(h->sdown.error, REM_E_BAD_RESPONSE);
+    assert_int_equal(h->sdown.n_heads, 0);
+    assert_true(h->sdown.n_interims > 100 && h->sdown.n_interims < 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -345,6 +411,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_post_chunked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_app_connection_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bodyless_status_with_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interim_flood, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_status_below_100, setup, teardown),
     };
     alarm(60); /* a hard stop if anything ever blocks */
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -377,6 +377,35 @@ static void test_resp_head_write_failure(void **state)
     assert_int_equal(h->n_ups, 1);
 }
 
+/* An h2c app that sends 1xx heads without end (100 and 103 in turn): they share the response
+ * head limit with the final head, so the stream ends in a 502 bad_response once they overflow
+ * it (64 KiB), the 103s forwarded until then; the app's stream is cancelled, the upconn kept. */
+static void test_interim_flood(void **state)
+{
+    struct fixture *f = *state;
+    struct ch *h = &f->h;
+    static const char *const hints[] = {":status", "103", "link", "</a.css>; rel=preload"};
+
+    assert_int_equal(ch_stub_request(h, "GET", "/", host_a, false, false), 0);
+    exchange(h, &f->sv);
+    for (int i = 0; i < 4000 && h->sdown.n_done == 0; i++) {
+        nghttp2_nv nva[2];
+        size_t n = i % 2 ? 2 : 1;
+        nva[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)(i % 2 ? "103" : "100"), 7, 3,
+                              NGHTTP2_NV_FLAG_NONE};
+        nva[1] = (nghttp2_nv){(uint8_t *)hints[2], (uint8_t *)hints[3], strlen(hints[2]),
+                              strlen(hints[3]), NGHTTP2_NV_FLAG_NONE};
+        assert_int_equal(
+            nghttp2_submit_headers(f->sv.ng, NGHTTP2_FLAG_NONE, f->sv.id, NULL, nva, n, NULL), 0);
+        exchange(h, &f->sv);
+    }
+    assert_int_equal(h->sdown.n_done, 1);
+    assert_int_equal(h->sdown.error, REM_E_BAD_RESPONSE);
+    assert_int_equal(h->sdown.n_heads, 0);
+    assert_true(h->sdown.n_interims > 100 && h->sdown.n_interims < 2000);
+    assert_int_equal(h->n_ups, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,6 +415,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_app_reset_502, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resp_head_write_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interim_flood, setup, teardown),
     };
     alarm(60); /* a hard stop if anything ever blocks */
     return cmocka_run_group_tests(tests, NULL, NULL);
