@@ -413,6 +413,18 @@ bool rem_http_host_valid(const char *v, size_t n)
     return true;
 }
 
+bool rem_http_authority_form(const char *t, size_t n)
+{
+    if (n == 0 || !rem_http_host_valid(t, n))
+        return false;
+    const char *e = memchr(t, t[0] == '[' ? ']' : ':', n);
+    if (!e)
+        return false;
+    size_t i = (size_t)(e - t) + (t[0] == '[');
+    /* a host ("[]" is none), then ':' and at least one digit */
+    return i > (t[0] == '[' ? 2u : 0u) && i + 1 < n && t[i] == ':';
+}
+
 /* Splits a valid authority into its host and its port (default_port when there is none;
  * UINT32_MAX when it is out of range). */
 static void split_authority(const char *v, size_t n, unsigned default_port, size_t *host_len,

@@ -138,6 +138,10 @@ bool rem_http_name_eq(const char *a, size_t alen, const char *lit);
 bool rem_http_absolute_form(const char *t, size_t n, const char **auth, size_t *auth_len,
                             const char **rest, size_t *rest_len);
 
+/* Whether a request-target is in authority-form (RFC 9112 3.2.3, CONNECT's): uri-host ":" port,
+ * both non-empty and valid (rem_http_host_valid). Pure. */
+bool rem_http_authority_form(const char *t, size_t n);
+
 /* Whether a Host value is syntactically valid (RFC 9110 7.2: uri-host [ ":" port ]). Empty is
  * valid. */
 bool rem_http_host_valid(const char *v, size_t n);
