@@ -27,7 +27,6 @@ For replay against one long-lived remora (fd and RSS baseline after the whole ba
 
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -35,7 +34,7 @@ import time
 import pytest
 
 from conftest import BIN, CRASH_SIGNALS, wait_ready
-from helpers import HttpConn, default_config, free_port, stop_process, to_yaml
+from helpers import HttpConn, RawApp, default_config, free_port, stop_process, to_yaml
 
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 50
@@ -156,7 +155,7 @@ def parse_request(rd):
 
 
 class Recorder:
-    """The app: a thread-per-connection TCP server on 127.0.0.1 recording, in .requests (in
+    """The app: a helpers.RawApp (thread per connection, 127.0.0.1) recording, in .requests (in
     arrival order), every request strictly parsed with its raw bytes, or {"malformed": why},
     or {"partial": True} for a request its connection ended inside. Answers each request with
     `200`, `x-rec: <index>` and the body `recorded`. Use as a context manager."""
@@ -164,31 +163,20 @@ class Recorder:
     def __init__(self):
         self.requests = []
         self.lock = threading.Lock()
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(64)
-        self.port = self.ls.getsockname()[1]
-        self.addr = "127.0.0.1:%d" % self.port
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.raw = RawApp(lambda c, _app: self._serve(c))
+        self.port = self.raw.port
+        self.addr = self.raw.addr
 
     def __enter__(self):
         return self
 
     def __exit__(self, *a):
-        self.ls.close()
+        self.raw.__exit__(*a)
 
     def _add(self, entry):
         with self.lock:
             self.requests.append(entry)
             return len(self.requests)
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         c.settimeout(60)
@@ -212,8 +200,6 @@ class Recorder:
                           + body)
         except OSError as e:
             self._add({"malformed": "app connection error %r" % e, "raw": b""})
-        finally:
-            c.close()
 
     def since(self, n):
         with self.lock:
@@ -741,7 +727,8 @@ def battery(tmp_path_factory):
             rc = stop_process(proc)
             text = log_path.read_text(errors="replace")
             assert crashed not in CRASH_SIGNALS and rc not in CRASH_SIGNALS, text[-5000:]
-            assert "ERROR: AddressSanitizer" not in text and "runtime error:" not in text, \
+            assert not any(m in text for m in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                               "runtime error:")), \
                 text[-5000:]
 
 
