@@ -165,15 +165,6 @@ static int text_check(struct rem_h1_down *h, const char *p, const char *end)
     return 0;
 }
 
-/* RFC 9110 5.1: a field name is a token; llhttp 8 passes an empty one (": v"). */
-static bool names_ok(const struct rem_head *h)
-{
-    for (uint32_t i = 0; i < h->n_hdrs; i++)
-        if (h->hdrs[i].name_len == 0)
-            return false;
-    return true;
-}
-
 /* RFC 9110 9.3.6, RFC 9112 3.2.3: CONNECT names uri-host ":" port, and has no content. */
 static enum rem_err connect_error(const struct rem_head *h)
 {
@@ -208,7 +199,7 @@ static int on_headers_complete(llhttp_t *p)
 
     if (s->state != REM_STREAM_HEAD)
         return 0; /* end of trailers */
-    if (!names_ok(h))
+    if (!rem_head_names_ok(h))
         return record(hd, -REM_E_BAD_REQUEST);
     if (p->http_major != 1)
         return record(hd, -(int)version_error(hd)); /* on_version_complete saw it first */
@@ -416,7 +407,7 @@ static void parse(struct rem_h1_down *h)
         if (h->msg_done) {
             h->msg_done = false;
             h->text_prev = 0;
-            if (!names_ok(&h->stream->req_trl)) {
+            if (!rem_head_names_ok(&h->stream->req_trl)) {
                 bad_input(h, REM_E_BAD_REQUEST);
                 return;
             }

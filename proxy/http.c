@@ -163,6 +163,14 @@ static bool is_ows(char c)
         }                                                                                          \
     } while (0)
 
+bool rem_head_names_ok(const struct rem_head *h)
+{
+    for (uint32_t i = 0; i < h->n_hdrs; i++)
+        if (h->hdrs[i].name_len == 0)
+            return false;
+    return true;
+}
+
 bool rem_head_value(const struct rem_head *h, const char *name, const char **v, size_t *n)
 {
     for (uint32_t i = 0; i < h->n_hdrs; i++) {

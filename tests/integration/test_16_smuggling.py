@@ -754,3 +754,42 @@ def test_still_serving_after_battery(battery):
     assert len(rec.since(before)) == 1
     assert proc.poll() is None
     assert os.path.exists("/proc/%d" % proc.pid)
+
+
+# ---- the response-side twin of empty_name (h1_up) -------------------------------------------
+
+APP_ANSWERS = {
+    "head": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n: x\r\n\r\nok",
+    "trailer": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n: x\r\n\r\n",
+}
+
+
+def _answering(answer):
+    def handler(c, app):
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(65536)
+            if not d:
+                return
+            buf += d
+        c.sendall(answer)
+        time.sleep(0.3)
+    return handler
+
+
+@pytest.mark.parametrize("where", sorted(APP_ANSWERS))
+def test_app_field_without_name_is_bad_response(remora, where):
+    """An app's field line without a name (llhttp 8 passes ": x") never reaches the client as
+    such: in the head, 502 bad_response; in the trailers (the head went down already), the
+    body is cut, never completed, and the conn closes."""
+    with RawApp(_answering(APP_ANSWERS[where])) as a:
+        p = remora(endpoints=[a.addr])
+        with HttpConn(p.port, timeout=5) as c:
+            c.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            r = c.read_response()
+            if where == "head":
+                assert r.status == 502 and r.header("x-remora-error") == "bad_response", r
+            else:
+                assert r.status == 200 and not r.complete and r.trailers == [], r
+                assert c.is_closed(wait=3.0)
+            assert "" not in [k for k, _ in r.headers], r.headers
