@@ -34,7 +34,8 @@ import time
 import pytest
 
 from conftest import BIN, CRASH_SIGNALS, wait_ready
-from helpers import HttpConn, RawApp, default_config, free_port, stop_process, to_yaml
+from helpers import (HttpConn, RawApp, default_config, free_port, recv_head, stop_process,
+                     to_yaml)
 
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 50
@@ -766,14 +767,9 @@ APP_ANSWERS = {
 
 def _answering(answer):
     def handler(c, app):
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            d = c.recv(65536)
-            if not d:
-                return
-            buf += d
-        c.sendall(answer)
-        time.sleep(0.3)
+        if recv_head(c) is not None:
+            c.sendall(answer)
+            time.sleep(0.3)
     return handler
 
 
