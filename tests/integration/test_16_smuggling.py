@@ -377,7 +377,7 @@ CASES = [
     bad("chunk_ext_control", POST + CHUNKED + b"3;x=\x01\r\nabc\r\n0\r\n\r\n",
         400, "bad_request", partial=True),
     bad("chunk_ext_5k", POST + CHUNKED + b"3;x=" + b"a" * 5120 + b"\r\nabc\r\n0\r\n\r\n",
-        400, "chunk_line_too_long", partial=True, note="also test_14"),
+        400, "chunk_line_too_long", partial=True, note="also test_14 (and an endless one)"),
     bad("chunk_ext_5k_second", POST + CHUNKED + b"3\r\nabc\r\n3;x=" + b"a" * 5120
         + b"\r\nabc\r\n0\r\n\r\n", 400, "chunk_line_too_long", partial=True),
     bad("chunk_data_longer", POST + CHUNKED + b"3\r\nabcd\r\n0\r\n\r\n", 400, "bad_request",
@@ -475,6 +475,8 @@ CASES = [
         400, "bad_request"),
     bad("absolute_form_bad_host", b"GET http://ex\"ample/p HTTP/1.1\r\nHost: a\r\n\r\n",
         400, "bad_request"),
+    ok("absolute_form_http10_without_host", b"GET http://example.com/p HTTP/1.0\r\n\r\n",
+       app("GET", "/p", host="example.com"), close=True),
     bad("absolute_form_without_host", b"GET http://example.com/p HTTP/1.1\r\n\r\n",
         400, "bad_request"),
     bad("absolute_form_two_hosts", b"GET http://example.com/p HTTP/1.1\r\nHost: a\r\n"
