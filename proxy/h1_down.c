@@ -25,17 +25,19 @@ struct rem_h1_down {
     struct rem_conn *c;        /* borrowed: the owner */
     struct rem_stream *stream; /* owned: the current stream, if any */
     llhttp_t parser;
-    bool head_ready;                   /* set by the parser, acted on after it returns */
-    bool exec_pending;                 /* parser paused at the end of the input: run it again */
-    bool continue_sent;                /* 100 Continue went for the current request */
-    bool draining;                     /* every response from now on ends the conn */
-    int parse_err;                     /* -REM_E_* recorded inside a parser callback */
-    const char *exec_start, *exec_end; /* the buffer being parsed, for obs-fold detection */
-    bool val_open;                     /* a header value is being received */
-    bool val_at_end;                   /* ... and its last piece ended at exec_end */
-    bool tunnel;      /* the current stream is an open tunnel: input is opaque bytes */
-    bool eof_pending; /* the client ended its side; forwarded once the input is */
-    char version[4];  /* the request line's version ("1.1"), as far as it came */
+    bool head_ready;       /* set by the parser, acted on after it returns */
+    bool exec_pending;     /* parser paused at the end of the input: run it again */
+    bool continue_sent;    /* 100 Continue went for the current request */
+    bool draining;         /* every response from now on ends the conn */
+    bool version_ok;       /* the request line's version is 1.0 or 1.1 */
+    bool msg_done;         /* the parser ended a request, acted on after it returns */
+    int parse_err;         /* -REM_E_* recorded inside a parser callback */
+    const char *exec_end;  /* the end of the buffer being parsed */
+    const char *text_from; /* protocol text of that buffer not checked yet */
+    char text_prev;        /* the last protocol-text byte checked (0: none) */
+    bool tunnel;           /* the current stream is an open tunnel: input is opaque bytes */
+    bool eof_pending;      /* the client ended its side; forwarded once the input is */
+    char version[4];       /* the request line's version ("1.1"), as far as it came */
     uint8_t version_len;
     struct rem_chunk_line chunk_line; /* the request body's chunk-size line being parsed */
 };
@@ -67,6 +69,7 @@ static int on_message_begin(llhttp_t *p)
         rem_stream_close_after(h->stream);
     h->continue_sent = false;
     h->version_len = 0;
+    h->version_ok = false;
     rem_chunk_line_end(&h->chunk_line);
     rem_conn_set_state(h->c, REM_CONN_HEAD);
     return 0;
@@ -114,8 +117,11 @@ static enum rem_err version_error(const struct rem_h1_down *h)
 static int on_version_complete(llhttp_t *p)
 {
     struct rem_h1_down *h = H1(p);
-    if (p->http_major == 1)
+    if (p->http_major == 1) {
+        /* What llhttp refuses after a 1.0 or 1.1 is the line, not the version. */
+        h->version_ok = p->http_minor <= 1;
         return 0;
+    }
     return record(h, -(int)version_error(h)); /* 2.0 (505), 0.9 (400) */
 }
 
@@ -128,20 +134,59 @@ static struct rem_head *current_head(struct rem_h1_down *h)
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     struct rem_h1_down *h = H1(p);
-    h->val_open = false;
     return record(h, rem_head_add_name(current_head(h), at, n));
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     struct rem_h1_down *h = H1(p);
-    /* obs-fold (RFC 9112 5.2) reaches us as a second piece of the same value that does not
-     * merely continue a piece cut at the end of the previous read: refuse it (smuggling). */
-    if (h->val_open && !(h->val_at_end && at == h->exec_start))
-        return record(h, -REM_E_BAD_FRAMING);
-    h->val_open = true;
-    h->val_at_end = at + n == h->exec_end;
     return record(h, rem_head_add_value(current_head(h), at, n));
+}
+
+/* RFC 9112 2.2 and 5.2, where llhttp 8 is lenient: in the request line, the header section,
+ * chunk-size lines and trailers (everything but body bytes) a line ends with CRLF only, a CR
+ * stands nowhere else (llhttp takes CR and any byte as the end of an empty field line), and no
+ * line begins with whitespace (obs-fold, which llhttp unfolds when the first line's value is
+ * empty). A front end reading such bytes otherwise would frame the message differently. Checks
+ * [p, end), continuing the previous call's line; 0 or -REM_E_BAD_REQUEST / -REM_E_BAD_FRAMING
+ * (obs-fold). */
+static int text_check(struct rem_h1_down *h, const char *p, const char *end)
+{
+    char prev = h->text_prev;
+    for (; p < end; p++) {
+        char ch = *p;
+        if ((prev == '\r') != (ch == '\n'))
+            return -REM_E_BAD_REQUEST;
+        if (prev == '\n' && (ch == ' ' || ch == '\t'))
+            return -REM_E_BAD_FRAMING;
+        prev = ch;
+    }
+    h->text_prev = prev;
+    return 0;
+}
+
+/* RFC 9110 9.3.6, RFC 9112 3.2.3: CONNECT names uri-host ":" port, and has no content. */
+static enum rem_err connect_error(const struct rem_head *h)
+{
+    if (!rem_http_authority_form(rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]),
+                                 h->span_len[REM_SPAN_TARGET]))
+        return REM_E_BAD_REQUEST;
+    if (h->chunked || h->content_length > 0)
+        return REM_E_BAD_FRAMING;
+    return REM_E_OK;
+}
+
+/* RFC 9112 3.2.2, RFC 9110 4.2.1 and 4.2.4: an absolute-form target's authority becomes the
+ * Host remora forwards and routes on: it must be a valid, non-empty uri-host [":" port],
+ * without userinfo. Other forms are checked elsewhere. */
+static bool absolute_form_ok(const struct rem_head *h)
+{
+    const char *auth, *rest;
+    size_t auth_len, rest_len;
+    if (!rem_http_absolute_form(rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]),
+                                h->span_len[REM_SPAN_TARGET], &auth, &auth_len, &rest, &rest_len))
+        return true;
+    return auth_len && auth[0] != ':' && rem_http_host_valid(auth, auth_len);
 }
 
 static int on_headers_complete(llhttp_t *p)
@@ -152,9 +197,10 @@ static int on_headers_complete(llhttp_t *p)
     struct rem_head *h = &s->req;
     const struct rem_cfg_limits *lim = &c->cfg->limits;
 
-    hd->val_open = false;
     if (s->state != REM_STREAM_HEAD)
         return 0; /* end of trailers */
+    if (!rem_head_names_ok(h))
+        return record(hd, -REM_E_BAD_REQUEST);
     if (p->http_major != 1)
         return record(hd, -(int)version_error(hd)); /* on_version_complete saw it first */
     rem_head_set_version(h, p->http_major, p->http_minor);
@@ -167,6 +213,14 @@ static int on_headers_complete(llhttp_t *p)
         return record(hd, -REM_E_UNSUPPORTED_TE);
     if (h->cl_conflict)
         return record(hd, -REM_E_BAD_FRAMING);
+    /* llhttp frames the body it parses, rem_head_classify the one remora forwards: where they
+     * read the fields differently ("chunked\t", "chunked,") the request is refused before
+     * anything goes on. */
+    bool ll_cl = (p->flags & F_CONTENT_LENGTH) != 0;
+    if (h->chunked != ((p->flags & F_CHUNKED) != 0) ||
+        (!h->chunked && ll_cl != (h->content_length >= 0)) ||
+        (ll_cl && (uint64_t)h->content_length != p->content_length))
+        return record(hd, -REM_E_BAD_FRAMING);
     /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one before. */
     if (h->n_host > 1 || (p->http_major == 1 && p->http_minor >= 1 && h->n_host == 0))
         return record(hd, -REM_E_BAD_REQUEST);
@@ -177,16 +231,21 @@ static int on_headers_complete(llhttp_t *p)
     if (h->host_idx >= 0 &&
         !rem_http_host_valid(REM_HDR_VAL(h, &h->hdrs[h->host_idx]), h->hdrs[h->host_idx].val_len))
         return record(hd, -REM_E_BAD_REQUEST);
+    if (!absolute_form_ok(h))
+        return record(hd, -REM_E_BAD_REQUEST);
+    if (p->method == HTTP_CONNECT && connect_error(h) != REM_E_OK)
+        return record(hd, -(int)connect_error(h));
     if (lim->max_body_bytes && h->content_length > (int64_t)lim->max_body_bytes)
         return record(hd, -REM_E_BODY_TOO_LARGE);
     bool body = h->chunked || h->content_length > 0;
     /* An Upgrade offer (RFC 9110 7.8) without a body goes to the stream, which tunnels it if
      * the route allows the protocol; otherwise it is dropped as hop-by-hop. CONNECT goes to
      * the stream too (refused unless its route allows it). Either way llhttp stays in HTTP:
-     * the bytes after the head wait, paused, until a tunnel opens or the answer is out. */
+     * the bytes after the head wait, paused, until a tunnel opens or the answer is out. An
+     * HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8). */
     const char *up;
     size_t up_len;
-    if (p->upgrade && p->method != HTTP_CONNECT && !body &&
+    if (p->upgrade && p->method != HTTP_CONNECT && !body && p->http_minor >= 1 &&
         rem_head_value(h, "upgrade", &up, &up_len))
         rem_stream_set_upgrade(s, up, up_len);
     p->upgrade = 0;
@@ -208,6 +267,13 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     struct rem_h1_down *h = H1(p);
     struct rem_stream *s = h->stream;
     uint64_t max = h->c->cfg->limits.max_body_bytes;
+    /* The protocol text before these body bytes (a chunk-size line) is checked before they go
+     * on; body bytes are opaque. */
+    int rc = text_check(h, h->text_from, at);
+    if (rc < 0)
+        return record(h, rc);
+    h->text_from = at + n;
+    h->text_prev = 0;
     if (max && (uint64_t)s->req_body_bytes + n > max)
         return record(h, -REM_E_BODY_TOO_LARGE);
     if (rem_stream_req_body(s, at, n)) {
@@ -234,9 +300,10 @@ static int on_message_complete(llhttp_t *p)
 {
     struct rem_h1_down *h = H1(p);
     rem_chunk_line_end(&h->chunk_line);
-    /* Pipelined requests wait in the input buffer until this response is done. */
+    /* Pipelined requests wait in the input buffer until this response is done. The request
+     * ends once parse() has checked its last line (text_check). */
     rem_conn_pause(h->c, REM_PAUSE_PIPELINE);
-    rem_stream_req_end(h->stream); /* no body: only marks it; rem_stream_start follows */
+    h->msg_done = true;
     return HPE_PAUSED;
 }
 
@@ -293,7 +360,7 @@ static enum rem_err parse_error(struct rem_h1_down *h, llhttp_errno_t err)
     if (h->parse_err)
         return rem_err_from_rc(h->parse_err);
     if (err == HPE_INVALID_VERSION)
-        return version_error(h);
+        return h->version_ok ? REM_E_BAD_REQUEST : version_error(h);
     return map_llhttp_error(err);
 }
 
@@ -319,18 +386,34 @@ static void parse(struct rem_h1_down *h)
         n = rem_chunk_line_window(&h->chunk_line, n);
         bool line_open = h->chunk_line.open;
         const char *p = n ? (const char *)evbuffer_pullup(in, (ev_ssize_t)n) : "";
-        h->exec_start = p;
         h->exec_end = p + n;
+        h->text_from = p;
         llhttp_errno_t err = llhttp_execute(&h->parser, p, n);
         size_t used = err == HPE_OK ? n : (size_t)(llhttp_get_error_pos(&h->parser) - p);
         if (c->state >= REM_CONN_CLOSED)
             return;
+        int text_rc = h->parse_err ? 0 : text_check(h, h->text_from, p + used);
         evbuffer_drain(in, used);
         if (h->stream)
             rem_stream_count_in(h->stream, used);
         if (!rem_chunk_line_count(&h->chunk_line, line_open, used)) {
             bad_input(h, REM_E_CHUNK_LINE_TOO_LONG);
             return;
+        }
+        if (text_rc < 0) {
+            bad_input(h, rem_err_from_rc(text_rc));
+            return;
+        }
+        if (h->msg_done) {
+            h->msg_done = false;
+            h->text_prev = 0;
+            if (!rem_head_names_ok(&h->stream->req_trl)) {
+                bad_input(h, REM_E_BAD_REQUEST);
+                return;
+            }
+            rem_stream_req_end(h->stream); /* no body: only marks it; rem_stream_start follows */
+            if (c->state >= REM_CONN_CLOSED)
+                return;
         }
         if (err == HPE_OK)
             continue;

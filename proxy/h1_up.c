@@ -104,6 +104,10 @@ static int on_headers_complete(llhttp_t *p)
 {
     struct rem_h1_up *h = H1(p);
     struct rem_stream *s = h->stream;
+    if (!rem_head_names_ok(&s->resp)) {
+        h->resp_err = REM_E_BAD_RESPONSE; /* never passed on as ": v" */
+        return -1;
+    }
     s->resp.status = p->status_code;
     rem_head_set_version(&s->resp, p->http_major, p->http_minor);
     rem_head_classify(&s->resp);
@@ -407,6 +411,10 @@ static void parse(struct rem_h1_up *h)
                 return;
             }
             if (h->resp_complete) {
+                if (!rem_head_names_ok(&h->stream->resp_trl)) {
+                    fail(uc, REM_E_BAD_RESPONSE); /* a trailer without a name */
+                    return;
+                }
                 complete(h, llhttp_should_keep_alive(&h->parser));
                 return;
             }

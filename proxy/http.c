@@ -163,6 +163,14 @@ static bool is_ows(char c)
         }                                                                                          \
     } while (0)
 
+bool rem_head_names_ok(const struct rem_head *h)
+{
+    for (uint32_t i = 0; i < h->n_hdrs; i++)
+        if (h->hdrs[i].name_len == 0)
+            return false;
+    return true;
+}
+
 bool rem_head_value(const struct rem_head *h, const char *name, const char **v, size_t *n)
 {
     for (uint32_t i = 0; i < h->n_hdrs; i++) {
@@ -411,6 +419,18 @@ bool rem_http_host_valid(const char *v, size_t n)
                 return false;
     }
     return true;
+}
+
+bool rem_http_authority_form(const char *t, size_t n)
+{
+    if (n == 0 || !rem_http_host_valid(t, n))
+        return false;
+    const char *e = memchr(t, t[0] == '[' ? ']' : ':', n);
+    if (!e)
+        return false;
+    size_t i = (size_t)(e - t) + (t[0] == '[');
+    /* a host ("[]" is none), then ':' and at least one digit */
+    return i > (t[0] == '[' ? 2u : 0u) && i + 1 < n && t[i] == ':';
 }
 
 /* Splits a valid authority into its host and its port (default_port when there is none;

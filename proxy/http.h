@@ -123,6 +123,10 @@ static inline const char *rem_head_ptr(const struct rem_head *h, uint32_t off)
  * the head is complete; may be called again (n_underscore is recounted). */
 void rem_head_classify(struct rem_head *h);
 
+/* Whether every field of h has a name (RFC 9110 5.1: a token; llhttp 8 passes ": v" as an empty
+ * one). Pure. */
+bool rem_head_names_ok(const struct rem_head *h);
+
 /* The value of the first field named name (case-insensitive): true with *v, *n set. */
 bool rem_head_value(const struct rem_head *h, const char *name, const char **v, size_t *n);
 /* Whether the first protocol of an Upgrade list (a 101's) has the name of protocol p (RFC
@@ -137,6 +141,10 @@ bool rem_http_name_eq(const char *a, size_t alen, const char *lit);
  * Returns false for any other form, leaving the outputs untouched. */
 bool rem_http_absolute_form(const char *t, size_t n, const char **auth, size_t *auth_len,
                             const char **rest, size_t *rest_len);
+
+/* Whether a request-target is in authority-form (RFC 9112 3.2.3, CONNECT's): uri-host ":" port,
+ * both non-empty and valid (rem_http_host_valid). Pure. */
+bool rem_http_authority_form(const char *t, size_t n);
 
 /* Whether a Host value is syntactically valid (RFC 9110 7.2: uri-host [ ":" port ]). Empty is
  * valid. */

@@ -607,6 +607,18 @@ def metrics(admin_port):
     return scrape(admin_port)[1]
 
 
+def recv_head(sock):
+    """Reads from sock until a message head is complete (CRLF CRLF): everything read so far,
+    or None at EOF before that (for RawApp handlers)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = sock.recv(65536)
+        if not d:
+            return None
+        buf += d
+    return buf
+
+
 class RawApp:
     """A thread-per-connection TCP app on 127.0.0.1 for tests that need an upstream to
     misbehave exactly: handler(sock, app) runs for each accepted connection; app.events is a

@@ -24,7 +24,7 @@ import pytest
 import websockets
 
 from helpers import (MIB, HttpConn, RawApp, RssSampler, build_request, metrics, pattern, pattern_sha256,
-                     wait_for)
+                     recv_head, wait_for)
 from wsutil import (OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, WsConn, parse_close)
 
 BIG = 50 * MIB
@@ -633,12 +633,9 @@ def _switching_app(answer):
     """An app that records the request head it got and answers it with `answer` (then holds
     the connection a moment)."""
     def handler(c, app):
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            d = c.recv(65536)
-            if not d:
-                return
-            buf += d
+        buf = recv_head(c)
+        if buf is None:
+            return
         app.events.append(buf.split(b"\r\n\r\n")[0].decode())
         c.sendall(answer)
         time.sleep(0.5)

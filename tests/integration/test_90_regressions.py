@@ -4,7 +4,7 @@ import time
 
 import h2raw
 from h2util import H2Response
-from helpers import RawApp, read_half_closed_slowly
+from helpers import RawApp, read_half_closed_slowly, recv_head
 
 BIG_TAIL = 8 * 1024 * 1024
 
@@ -51,12 +51,8 @@ def _respond_big(close):
     """An app that answers the first request head with BIG_TAIL bytes (Content-Length), then
     closes at once (close) or holds the connection a while."""
     def handler(c, app):
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            d = c.recv(65536)
-            if not d:
-                return
-            buf += d
+        if recv_head(c) is None:
+            return
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG_TAIL + b"x" * BIG_TAIL)
         if not close:
             time.sleep(5)

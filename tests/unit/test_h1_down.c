@@ -379,6 +379,45 @@ static void test_http2_version_split_is_505(void **state)
     assert_error(h, "HTTP/1.1 505 HTTP Version Not Supported\r\n", "http_version_not_supported");
 }
 
+/* RFC 9112 2.2 and 5.2 where llhttp 8 is lenient (h1_down's text_check), fed whole and one
+ * byte at a time (a CR at the end of one read, its LF or not at the start of the next): each is
+ * refused before anything reaches the stub; a valid chunked request with a trailer, bytewise,
+ * passes. */
+static void test_line_endings_and_folds(void **state)
+{
+    static const struct {
+        const char *req, *status, *reason;
+    } bad[] = {
+        {"GET / HTTP/1.1\nHost: a\r\n\r\n", "HTTP/1.1 400 ", "bad_request"},
+        {"GET / HTTP/1.1\r\nHost: a\r\n\n", "HTTP/1.1 400 ", "bad_request"},
+        {"GET / HTTP/1.1\r\nHost: a\r\nX-A:\rXY: z\r\n\r\n", "HTTP/1.1 400 ", "bad_request"},
+        {"GET / HTTP/1.1\r\nHost: a\r\nX-A:\r\n two\r\n\r\n", "HTTP/1.1 400 ", "bad_framing"},
+        {"GET / HTTP/1.1\r\nHost: a\r\nX-A: one\r\n\ttwo\r\n\r\n", "HTTP/1.1 400 ", "bad_framing"},
+        {"GET / HTTP/1.1\r\nHost: a\r\n: 1\r\n\r\n", "HTTP/1.1 400 ", "bad_request"},
+        {"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", "HTTP/1.1 400 ", "bad_request"},
+        {"CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 400 ", "bad_request"},
+    };
+    static const char good[] = "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n";
+    for (size_t step = 1; step <= 4096; step *= 4096) {
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            struct ch h;
+            assert_int_equal(ch_start(&h, CH_YAML("http1"), &ch_stub_up_ops, NULL), 0);
+            feed_in_steps(&h, bad[i].req, strlen(bad[i].req), step);
+            assert_int_equal(h.sup.n_heads, 0);
+            assert_error(&h, bad[i].status, bad[i].reason);
+            ch_dispose(&h);
+        }
+        struct ch h;
+        assert_int_equal(ch_start(&h, CH_YAML("http1"), &ch_stub_up_ops, NULL), 0);
+        feed_in_steps(&h, good, sizeof(good) - 1, step);
+        assert_int_equal(h.sup.n_heads, 1);
+        assert_true(ch_buf_eq_str(h.sup.body, "abc", "stub body"));
+        assert_int_equal(h.sup.n_ends, 1);
+        ch_dispose(&h);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -392,6 +431,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chunk_line_over_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http09_bytewise, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http2_version_split_is_505, setup, teardown),
+        cmocka_unit_test(test_line_endings_and_folds),
     };
     alarm(60); /* a hard stop if anything ever blocks */
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1873,6 +1873,30 @@ static void test_authority_eq(void **state)
 #undef EQ
 }
 
+/* RFC 9112 3.2.3: CONNECT's target is uri-host ":" port, both present. */
+static void test_authority_form(void **state)
+{
+    (void)state;
+#define AF(t) rem_http_authority_form(t, strlen(t))
+    assert_true(AF("example.com:443"));
+    assert_true(AF("a:1"));
+    assert_true(AF("[::1]:8080"));
+    assert_true(AF("10.0.0.1:80"));
+    assert_false(AF(""));
+    assert_false(AF("example.com"));
+    assert_false(AF("example.com:"));
+    assert_false(AF(":443"));
+    assert_false(AF("[]:443"));
+    assert_false(AF("[::1]"));
+    assert_false(AF("[::1]:"));
+    assert_false(AF("/"));
+    assert_false(AF("*"));
+    assert_false(AF("u@example.com:443"));
+    assert_false(AF("http://example.com/"));
+    assert_false(AF("example.com:44x"));
+#undef AF
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1933,6 +1957,7 @@ int main(void)
         cmocka_unit_test(test_write_error_head),
         cmocka_unit_test(test_write_error_every_row),
         cmocka_unit_test(test_authority_eq),
+        cmocka_unit_test(test_authority_form),
     };
 
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
