@@ -317,7 +317,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         if (rem_conn_output_len(c) > 0 && stalled >= limit) {
             rem_log_debug("conn %s: write stalled for %llu ms", c->peer,
                           (unsigned long long)stalled);
-            rem_conn_close(c);
+            rem_conn_abort(c, REM_E_CLIENT_TIMEOUT); /* cD in the streams' log, not CD */
         } else {
             rem_conn_arm_timer(c);
         }
