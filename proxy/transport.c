@@ -2,8 +2,11 @@
  * transport: buffered, optimistic I/O over an io implementation (rem_io_ops). */
 #include <errno.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+
+#include <linux/sockios.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -223,6 +226,18 @@ size_t rem_transport_flush(struct rem_transport *t)
     return left;
 }
 
+uint64_t rem_transport_last_progress_ms(struct rem_transport *t)
+{
+    int unsent;
+    if (!t->closed && t->fd >= 0 && ioctl(t->fd, SIOCOUTQ, &unsent) == 0) {
+        /* A write since the last look may have grown the queue: last_write_ms covers that. */
+        if (t->unsent_seen >= 0 && unsent < t->unsent_seen)
+            t->last_took_ms = rem_now_ms();
+        t->unsent_seen = unsent;
+    }
+    return t->last_took_ms > t->last_write_ms ? t->last_took_ms : t->last_write_ms;
+}
+
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_transport *t = arg;
@@ -253,6 +268,7 @@ int rem_transport_setup(struct rem_transport *t, struct rem_loop *loop, const st
     t->read_high = read_high;
     t->write_high = write_high;
     t->last_write_ms = rem_now_ms();
+    t->unsent_seen = -1;
     t->in = evbuffer_new();
     t->out = evbuffer_new();
     short rd = fd >= 0 ? EV_READ | EV_PERSIST : 0, wr = fd >= 0 ? EV_WRITE | EV_PERSIST : 0;
