@@ -200,6 +200,13 @@ static ssize_t send_out(struct rem_transport *t)
     return w;
 }
 
+/* The fd's send queue now (SIOCOUTQ: bytes the peer has not acknowledged yet), or -1. */
+static int unsent(const struct rem_transport *t)
+{
+    int n;
+    return t->fd >= 0 && ioctl(t->fd, SIOCOUTQ, &n) == 0 ? n : -1;
+}
+
 size_t rem_transport_flush(struct rem_transport *t)
 {
     if (t->closed || t->connecting)
@@ -211,8 +218,10 @@ size_t rem_transport_flush(struct rem_transport *t)
             t->last_write_ms = rem_now_ms();
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            t->unsent_seen = unsent(t); /* where a stall would start: the baseline of progress */
             break;
+        }
         set_writing(t, false);
         fail(t, n < 0 ? errno : EPIPE);
         return 0;
@@ -228,12 +237,12 @@ size_t rem_transport_flush(struct rem_transport *t)
 
 uint64_t rem_transport_last_progress_ms(struct rem_transport *t)
 {
-    int unsent;
-    if (!t->closed && t->fd >= 0 && ioctl(t->fd, SIOCOUTQ, &unsent) == 0) {
+    int n = t->closed ? -1 : unsent(t);
+    if (n >= 0) {
         /* A write since the last look may have grown the queue: last_write_ms covers that. */
-        if (t->unsent_seen >= 0 && unsent < t->unsent_seen)
+        if (t->unsent_seen >= 0 && n < t->unsent_seen)
             t->last_took_ms = rem_now_ms();
-        t->unsent_seen = unsent;
+        t->unsent_seen = n;
     }
     return t->last_took_ms > t->last_write_ms ? t->last_took_ms : t->last_write_ms;
 }

@@ -108,7 +108,7 @@ struct rem_transport {
     bool shut_wr;           /* the sending side ends once the output is empty */
     uint64_t last_write_ms; /* last time bytes went out */
     uint64_t last_took_ms;  /* last time the peer was seen taking bytes (see last_progress) */
-    int unsent_seen;        /* the fd's send queue at that look, or -1 */
+    int unsent_seen;        /* the fd's send queue at the last look or short write, or -1 */
     struct rem_flush flush; /* on the loop's flush list */
 };
 
