@@ -17,6 +17,7 @@ silence, a slow body not cut by the route timeout), test_50 (slow readers and up
 RSS over 100 MiB)."""
 
 import hashlib
+import json
 import os
 import select
 import socket
@@ -25,7 +26,8 @@ import time
 import pytest
 
 from h2util import H2Client, H2Timeout, SettingCodes
-from helpers import BLOCK, MIB, HttpConn, RawApp, RssSampler, http, pattern_sha256, rss_kib
+from helpers import (BLOCK, MIB, HttpConn, RawApp, RssSampler, http, http_get_body,
+                     pattern_sha256, rss_kib)
 
 HEADER_TIMEOUT_S = 2.0  # limits.request_header_timeout
 IDLE_TIMEOUT_S = 1.0    # limits.client_idle_timeout: keep-alive idle time and a stalled write
@@ -436,3 +438,11 @@ def test_slow_client(battery, upstream, case):
     assert (e["status"], e["termination"], e.get("error")) == (status, term, err), e
     if case["kind"] == "slow_head":
         assert e["upstream"] is None and e["route"] == "", "the app got a slowloris head"
+
+
+def test_request_body_timeout_in_config_dump(battery):
+    """The key added for the trickled body shows in GET /config with its effective value."""
+    p, _ = battery
+    st, body = http_get_body(p.admin_port, "/config")
+    assert st == 200, body
+    assert json.loads(body)["limits"]["request_body_timeout"] == "2500ms", body
