@@ -130,6 +130,7 @@ struct rem_config *rem_config_new(const char *source)
     cfg->limits.max_body_bytes = 0;
     cfg->limits.client_idle_timeout_ms = REM_DEF_CLIENT_IDLE_TIMEOUT_MS;
     cfg->limits.request_header_timeout_ms = REM_DEF_REQUEST_HEADER_TIMEOUT_MS;
+    cfg->limits.request_body_timeout_ms = 0; /* no limit: uploads over slow links */
     cfg->limits.buffer_bytes = REM_DEF_BUFFER_BYTES;
     cfg->limits.tls_handshake_timeout_ms = REM_DEF_TLS_HANDSHAKE_TIMEOUT_MS;
     cfg->limits.max_tls_handshakes = REM_DEF_MAX_TLS_HANDSHAKES;

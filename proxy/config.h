@@ -269,6 +269,7 @@ struct rem_cfg_limits {
     uint64_t max_body_bytes; /* 0: unlimited */
     uint64_t client_idle_timeout_ms;
     uint64_t request_header_timeout_ms;
+    uint64_t request_body_timeout_ms;  /* the whole request body; 0: no limit */
     uint64_t buffer_bytes;             /* per connection, per direction high watermark */
     uint64_t tls_handshake_timeout_ms; /* a TLS handshake not done by then closes the conn */
     uint32_t max_tls_handshakes;       /* per worker: TLS conns accepted beyond this many in

@@ -309,6 +309,7 @@ static void settings(struct evbuffer *o, const struct rem_config *cfg, bool *f)
     kuint(o, &g, "max_body_bytes", l->max_body_bytes);
     kdur(o, &g, "client_idle_timeout", l->client_idle_timeout_ms);
     kdur(o, &g, "request_header_timeout", l->request_header_timeout_ms);
+    kdur(o, &g, "request_body_timeout", l->request_body_timeout_ms);
     kuint(o, &g, "buffer_bytes", l->buffer_bytes);
     kdur(o, &g, "tls_handshake_timeout", l->tls_handshake_timeout_ms);
     kuint(o, &g, "max_tls_handshakes", l->max_tls_handshakes);

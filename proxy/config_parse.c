@@ -1302,6 +1302,7 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cf
         F_BODY,
         F_IDLE,
         F_HDR_TIMEOUT,
+        F_BODY_TIMEOUT,
         F_BUFFER,
         F_TLS_HS,
         F_MAX_HS,
@@ -1314,6 +1315,7 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cf
         [F_BODY] = {.key = "max_body_bytes"},
         [F_IDLE] = {.key = "client_idle_timeout"},
         [F_HDR_TIMEOUT] = {.key = "request_header_timeout"},
+        [F_BODY_TIMEOUT] = {.key = "request_body_timeout"},
         [F_BUFFER] = {.key = "buffer_bytes"},
         [F_TLS_HS] = {.key = "tls_handshake_timeout"},
         [F_MAX_HS] = {.key = "max_tls_handshakes"},
@@ -1338,6 +1340,9 @@ static void parse_limits(struct ctx *c, yaml_node_t *node, struct rem_config *cf
     if (f[F_HDR_TIMEOUT].val != NULL)
         (void)get_duration(c, f[F_HDR_TIMEOUT].val, "request_header_timeout", false,
                            &lim->request_header_timeout_ms);
+    if (f[F_BODY_TIMEOUT].val != NULL)
+        (void)get_duration(c, f[F_BODY_TIMEOUT].val, "request_body_timeout", false,
+                           &lim->request_body_timeout_ms);
     if (f[F_BUFFER].val != NULL)
         (void)get_size(c, f[F_BUFFER].val, "buffer_bytes", true, &lim->buffer_bytes);
     if (f[F_TLS_HS].val != NULL)

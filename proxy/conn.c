@@ -313,11 +313,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         __attribute__((fallthrough));
     case REM_CONN_ACTIVE: {
         uint64_t limit = c->cfg->limits.client_idle_timeout_ms;
-        uint64_t stalled = rem_now_ms() - rem_transport_last_write_ms(&c->t);
+        uint64_t stalled = rem_now_ms() - rem_transport_last_progress_ms(&c->t);
         if (rem_conn_output_len(c) > 0 && stalled >= limit) {
             rem_log_debug("conn %s: write stalled for %llu ms", c->peer,
                           (unsigned long long)stalled);
-            rem_conn_close(c);
+            rem_conn_abort(c, REM_E_CLIENT_TIMEOUT); /* cD in the streams' log, not CD */
         } else {
             rem_conn_arm_timer(c);
         }

@@ -161,6 +161,10 @@ void rem_stream_free(struct rem_stream *s)
         event_free(s->deadline);
         s->deadline = NULL;
     }
+    if (s->body_timer) {
+        event_free(s->body_timer);
+        s->body_timer = NULL;
+    }
     struct rem_worker *w = s->worker;
     rem_gen_unref(s->gen); /* the last stream of an old generation frees it */
     s->gen = NULL;
@@ -266,6 +270,8 @@ static void finish(struct rem_stream *s)
     up_abandon(s); /* never left half-used */
     if (s->deadline)
         event_del(s->deadline);
+    if (s->body_timer)
+        event_del(s->body_timer);
     /* Route indices index the stream's generation (DESIGN.md, "Generations and indices"). */
     struct rem_gen *g = s->gen;
     if (s->tunnel) {
@@ -445,6 +451,30 @@ static void arm_grpc_deadline(struct rem_stream *s)
     }
 }
 
+static void on_body_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_stream *s = arg;
+    rem_log_debug("stream: request body not received within request_body_timeout");
+    rem_stream_fail(s, REM_E_CLIENT_TIMEOUT);
+}
+
+/* limits.request_body_timeout bounds the whole body, not the gap between two reads: a client
+ * trickling a byte now and then (slow POST) would otherwise hold an upstream connection, and
+ * the app's worker behind it, for as long as it likes. It starts when the body can first flow
+ * to the app (queueing and connecting are not the client's time) and runs once, across a
+ * retry. */
+static void arm_body_timer(struct rem_stream *s)
+{
+    uint64_t ms = s->conn->cfg->limits.request_body_timeout_ms;
+    if (!ms || s->body_timer)
+        return;
+    s->body_timer = evtimer_new(s->worker->loop.base, on_body_timeout, s);
+    if (!s->body_timer)
+        return; /* control-path OOM: the body simply has no deadline */
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    event_add(s->body_timer, &tv);
+}
+
 /* Whether s's route tunnels a protocol the client offered; if so s->upgrade becomes that one
  * protocol alone, the only one offered to the app (and the only one its 101 may name). */
 static bool pick_upgrade(struct rem_stream *s)
@@ -590,6 +620,7 @@ void rem_stream_on_upconn_ready(struct rem_stream *s, struct rem_upconn *uc)
         }
         s->req_sent = true;
     } else if (s->req_has_body) {
+        arm_body_timer(s);
         down(s)->req_ready(s);
     }
 }
@@ -623,6 +654,8 @@ void rem_stream_req_end(struct rem_stream *s)
     if (s->tunnel && !s->req_done && !s->tunnel_closer)
         s->tunnel_closer = 'C';
     s->req_done = true;
+    if (s->body_timer)
+        event_del(s->body_timer);
     if (s->state == REM_STREAM_HEAD)
         return; /* no body: rem_stream_start follows */
     if (s->req_trl.n_hdrs) {

@@ -107,7 +107,9 @@ struct rem_stream {
 
     /* gRPC (content-type application/grpc*): remora's own errors become grpc-status. */
     bool grpc;
-    struct event *deadline; /* owned: grpc-timeout, absolute; NULL when none */
+    struct event *deadline;   /* owned: grpc-timeout, absolute; NULL when none */
+    struct event *body_timer; /* owned: limits.request_body_timeout, from the moment the body
+                                 can flow to the app until its last byte; NULL when none */
 
     /* Tunnels: the protocol the client offered (HTTP/1.1 Upgrade, h2 :protocol), what its
      * route allows, and once the app accepted, the open tunnel's accounting. While the tunnel

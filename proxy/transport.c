@@ -2,8 +2,11 @@
  * transport: buffered, optimistic I/O over an io implementation (rem_io_ops). */
 #include <errno.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+
+#include <linux/sockios.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -197,6 +200,13 @@ static ssize_t send_out(struct rem_transport *t)
     return w;
 }
 
+/* The fd's send queue now (SIOCOUTQ: bytes the peer has not acknowledged yet), or -1. */
+static int unsent(const struct rem_transport *t)
+{
+    int n;
+    return t->fd >= 0 && ioctl(t->fd, SIOCOUTQ, &n) == 0 ? n : -1;
+}
+
 size_t rem_transport_flush(struct rem_transport *t)
 {
     if (t->closed || t->connecting)
@@ -208,8 +218,10 @@ size_t rem_transport_flush(struct rem_transport *t)
             t->last_write_ms = rem_now_ms();
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            t->unsent_seen = unsent(t); /* where a stall would start: the baseline of progress */
             break;
+        }
         set_writing(t, false);
         fail(t, n < 0 ? errno : EPIPE);
         return 0;
@@ -221,6 +233,18 @@ size_t rem_transport_flush(struct rem_transport *t)
     if (left < before && left <= t->write_high / 2 && t->cbs->on_drained)
         t->cbs->on_drained(t, t->arg);
     return left;
+}
+
+uint64_t rem_transport_last_progress_ms(struct rem_transport *t)
+{
+    int n = t->closed ? -1 : unsent(t);
+    if (n >= 0) {
+        /* A write since the last look may have grown the queue: last_write_ms covers that. */
+        if (t->unsent_seen >= 0 && n < t->unsent_seen)
+            t->last_took_ms = rem_now_ms();
+        t->unsent_seen = n;
+    }
+    return t->last_took_ms > t->last_write_ms ? t->last_took_ms : t->last_write_ms;
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg)
@@ -253,6 +277,7 @@ int rem_transport_setup(struct rem_transport *t, struct rem_loop *loop, const st
     t->read_high = read_high;
     t->write_high = write_high;
     t->last_write_ms = rem_now_ms();
+    t->unsent_seen = -1;
     t->in = evbuffer_new();
     t->out = evbuffer_new();
     short rd = fd >= 0 ? EV_READ | EV_PERSIST : 0, wr = fd >= 0 ? EV_WRITE | EV_PERSIST : 0;

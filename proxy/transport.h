@@ -107,6 +107,8 @@ struct rem_transport {
     bool closed;
     bool shut_wr;           /* the sending side ends once the output is empty */
     uint64_t last_write_ms; /* last time bytes went out */
+    uint64_t last_took_ms;  /* last time the peer was seen taking bytes (see last_progress) */
+    int unsent_seen;        /* the fd's send queue at the last look or short write, or -1 */
     struct rem_flush flush; /* on the loop's flush list */
 };
 
@@ -184,6 +186,13 @@ static inline uint64_t rem_transport_last_write_ms(const struct rem_transport *t
 {
     return t->last_write_ms;
 }
+/* The last time t's peer made progress reading what we send: a write, or the kernel's send
+ * queue of the fd (SIOCOUTQ) found shorter than at the previous call. For write-stall timers:
+ * once a write comes up short the fd is not reported writable again until about a third of its
+ * send buffer (megabytes on a fast path) is free, so a peer reading slowly but steadily sees no
+ * write from us for a long while. Looks at the fd on each call (cheap: one ioctl); without an
+ * fd (io_mem) it is the last write. */
+uint64_t rem_transport_last_progress_ms(struct rem_transport *t);
 /* The protocol the handshake agreed on (ALPN), or NULL. */
 const char *rem_transport_alpn(const struct rem_transport *t, size_t *len);
 /* The version the handshake agreed on (io->session: "TLSv1.3", static) with *resumed, or NULL

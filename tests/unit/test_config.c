@@ -2407,6 +2407,29 @@ static void test_tunnels(void **state)
         });
 }
 
+/* limits.request_body_timeout: off by default, a duration, 0 is off. */
+static void test_request_body_timeout(void **state)
+{
+    struct rem_config *cfg = load_string_ok("workers: 1\n");
+    assert_int_equal(cfg->limits.request_body_timeout_ms, 0);
+    rem_config_unref(cfg);
+    cfg = load_string_ok("limits: { request_body_timeout: 30s }\n");
+    assert_int_equal(cfg->limits.request_body_timeout_ms, 30000);
+    rem_config_unref(cfg);
+    cfg = load_string_ok("limits: { request_body_timeout: 0 }\n");
+    assert_int_equal(cfg->limits.request_body_timeout_ms, 0);
+    rem_config_unref(cfg);
+    expect_string_errors(
+        "limits: { request_body_timeout: 1.5s, request_header_timeout: 2s }\n",
+        (const char *const[]){"t.yaml:1:33: bad duration \"1.5s\" for \"request_body_timeout\" "
+                              "(expected an integer with ms, s, m or h, or 0)",
+                              NULL});
+    expect_string_errors("limits: { request_body_timeout: [1s] }\n",
+                         (const char *const[]){"t.yaml:1:33: expected a scalar for "
+                                               "\"request_body_timeout\", got a sequence",
+                                               NULL});
+}
+
 /* unix:/path and unix:@name: sun_path holds 108 bytes, the NUL of a path or the leading NUL of
  * an abstract name included. */
 static void test_parse_unix(void **state)
@@ -2546,6 +2569,7 @@ int main(void)
         cmocka_unit_test(test_upstreams_without_routes),
         cmocka_unit_test(test_routes_without_upstreams),
         cmocka_unit_test(test_scalar_forms),
+        cmocka_unit_test(test_request_body_timeout),
         cmocka_unit_test(test_buckets),
         cmocka_unit_test(test_bucket_errors),
         cmocka_unit_test(test_health_check),
