@@ -628,7 +628,7 @@ static void arm_stall(struct rem_h2_down *d)
     }
 }
 
-/* Response bytes of ds start to wait (a head with a body, bytes into an empty out). */
+/* Response bytes of ds start to wait (a final head, bytes into an empty out, the end). */
 static void start_wait(struct rem_h2_down *d, struct rem_h2_down_stream *ds)
 {
     ds->wait_ms = rem_now_ms();
@@ -726,8 +726,7 @@ static int submit_head(struct rem_stream *s, bool final)
     if (final) {
         DS(s)->submitted = true;
         DS(s)->eof = !body;
-        if (body)
-            start_wait(d, DS(s));
+        start_wait(d, DS(s));
     }
     schedule_send(d);
     return 0;
@@ -815,8 +814,7 @@ static int h2_write_error(struct rem_stream *s, enum rem_err e)
     if (nghttp2_submit_response(d->ng, DS(s)->id, nva, n, with_body ? &prd : NULL) != 0)
         return -REM_E_NOMEM;
     DS(s)->submitted = true;
-    if (with_body)
-        start_wait(d, DS(s));
+    start_wait(d, DS(s));
     schedule_send(d);
     return 0;
 }
