@@ -212,7 +212,7 @@ def path_request(path, method="GET", scheme="http"):
     return send
 
 
-def zero_window(stream_window, pings=False, path="/bytes?n=%d" % (4 * MIB)):
+def zero_window(stream_window, pings=False, path="/bytes?n=%d" % (64 * MIB)):
     """A GET whose response the client never takes: SETTINGS_INITIAL_WINDOW_SIZE
     stream_window and no WINDOW_UPDATE at all (0: not a byte of DATA may go; larger: the
     connection window, 65535, runs out instead). pings: the client keeps sending PINGs (it is
@@ -223,6 +223,60 @@ def zero_window(stream_window, pings=False, path="/bytes?n=%d" % (4 * MIB)):
         conn.case_sid = sid
         conn.case_pings = pings
     send.settings = [(h2raw.INITIAL_WINDOW_SIZE, stream_window)]
+    return send
+
+
+def follow(conn, path, timeout=15, window_step=None):
+    """A GET of path read to its end, the client on another connection served every 0.5 s
+    meanwhile. window_step: the client opens that much stream and connection window every
+    0.5 s and no more (a slow reader); None: all it reads, at once."""
+    sid, f = get_frame(conn, path)
+    conn.send(f)
+    st = conn.streams[sid]
+    end = time.monotonic() + timeout
+    tick = time.monotonic()
+    while not (st.ended or st.reset is not None or conn.goaways or conn.eof):
+        now = time.monotonic()
+        assert now < end, "%s not answered within %ds: %r" % (path, timeout, st)
+        if now >= tick:
+            if window_step:
+                conn.send(h2raw.window_update_frame(sid, window_step) +
+                          h2raw.window_update_frame(0, window_step))
+            conn.other.get("follow")
+            tick = now + 0.5
+        try:
+            f = conn.read_frame(0.1)
+        except socket.timeout:
+            continue
+        if f is None:
+            break
+        if f.type == DATA and window_step:
+            st.add_data(f.payload)
+            if f.flags & END_STREAM:
+                st.end()
+            continue
+        conn._handle(f)
+    conn.case_sid = sid
+    return st
+
+
+def slow_reader(conn):
+    """SETTINGS_INITIAL_WINDOW_SIZE 0 and 8 KiB of window every 0.5 s: a 64 KiB response
+    takes 4 s, twice client_idle_timeout, but DATA keeps flowing, so the stall guard leaves it
+    alone."""
+    st = follow(conn, "/bytes?n=65536", window_step=8192)
+    assert st.ended and len(st.body) == 65536, st
+
+
+slow_reader.settings = [(h2raw.INITIAL_WINDOW_SIZE, 0)]
+
+
+def long_pauses(path):
+    """A response whose head or body pauses longer than client_idle_timeout while the client
+    reads everything: nothing waits on the client, nothing is cut."""
+    def send(conn):
+        st = follow(conn, path)
+        assert st.ended and st.reset is None, st
     return send
 
 
@@ -326,12 +380,12 @@ CASES = [
     dict(id="priority_5000_idle_streams", send=priority_idle_streams(5000),
          expect=(("served",), ("goaway", ENHANCE_YOUR_CALM)), rss=True, within_s=3),
     # HEADERS beyond SETTINGS_MAX_CONCURRENT_STREAMS (5.1.2).
-    # (busy: the conn's streams are all in use afterwards, no request on it is checked.)
+    # (reuse False: the conn's streams are all in use afterwards, none is tried on it.)
     dict(id="headers_over_max_concurrent_before_ack", send=over_max_concurrent(False),
-         expect=(("rst", REFUSED_STREAM), ("goaway", PROTOCOL_ERROR)), busy=True),
+         expect=(("rst", REFUSED_STREAM), ("goaway", PROTOCOL_ERROR)), reuse=False),
     dict(id="headers_over_max_concurrent_after_ack", send=over_max_concurrent(True),
          expect=(("goaway", PROTOCOL_ERROR), ("rst", REFUSED_STREAM),
-                 ("rst", PROTOCOL_ERROR)), busy=True),
+                 ("rst", PROTOCOL_ERROR)), reuse=False),
 
     # Malformed :path (8.3.1): 400 from remora or nghttp2's RST_STREAM PROTOCOL_ERROR (8.1.1),
     # whatever the :scheme (nghttp2 checks :path only for http and https), never forwarded.
@@ -363,6 +417,13 @@ CASES = [
          stall=True, rss=True),
     dict(id="zero_stream_window_client_pings", send=zero_window(0, pings=True),
          expect=(("rst", CANCEL),), stall=True),
+    # Not stalls: a slow but steady reader, a late head, a body with long pauses.
+    dict(id="slow_reader_served", send=slow_reader, expect=(("status", 200),), reuse=False),
+    dict(id="late_head_served", send=long_pauses("/delay?ms=%d" % (IDLE_TIMEOUT_S * 1000 + 500)),
+         expect=(("status", 200),)),
+    dict(id="body_pauses_served", send=long_pauses(
+        "/drip?count=2&size=100&ms=%d" % (IDLE_TIMEOUT_S * 1000 + 500)),
+        expect=(("status", 200),)),
 ]
 
 
@@ -472,6 +533,7 @@ def run_case(port, case, admin_port=None, upstream=None, pid=None):
             conn.case_sid = None
             conn.case_pings = False
             conn.case_keep_shut = bool(case.get("stall"))
+            conn.other = other
             t0 = time.monotonic()
             send(conn)
             # The other connection is served while this one is under attack.
@@ -498,7 +560,8 @@ def run_case(port, case, admin_port=None, upstream=None, pid=None):
             if got[0] == "goaway":
                 _, closed = conn.wait_goaway(timeout=5)
                 assert closed, "remora kept the connection open after its GOAWAY"
-            elif got[0] in ("rst", "status") and not (case.get("stall") or case.get("busy")):
+            elif got[0] in ("rst", "status") and not case.get("stall") and \
+                    case.get("reuse", True):
                 r = conn.get("/echo?same-conn-after=1", timeout=5)
                 assert r.status == 200 and r.ended and not conn.goaways, (r, conn.goaways)
         finally:
@@ -543,14 +606,15 @@ def test_case(p, upstream, case):
 
 
 def test_zero_window_stall_logged_and_app_released(p, upstream):
-    """The stalled stream ends in the access log as client_timeout (cD) and the app is let go:
-    the 4 MiB response is not held in remora."""
+    """The stalled stream ends in the access log as client_timeout (cD), having sent the
+    client nothing of its 64 MiB body."""
     run_case(p.port, CASES[[c["id"] for c in CASES].index("zero_stream_window")], p.admin_port,
              upstream, p.pid)
     logs = p.access_logs(at_least=1)
     stalled = [e for e in logs if (e.get("path") or "").startswith("/bytes")]
     assert stalled and stalled[0].get("error") == "client_timeout", stalled or logs[-3:]
-    assert stalled[0].get("bytes_sent", 0) < MIB, stalled
+    assert stalled[0].get("termination") == "cD", stalled
+    assert stalled[0]["bytes_out"] < MIB, stalled
 
 
 def test_whole_battery_one_remora(p, upstream):
