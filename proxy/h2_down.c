@@ -606,13 +606,16 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 
 /* ---- stall guard ------------------------------------------------------------------------ */
 
-/* Whether response bytes (or its end) of ds wait to go to the client. Bytes held back by a
- * full conn output are the conn's write-stall guard's; these are held back by the client's
- * flow-control windows, which it may keep shut while it answers PINGs. */
+/* Whether response bytes (or its end) of ds wait on the client's flow-control windows, which
+ * it may keep shut while it answers PINGs. Bytes held back by a full conn output (a slow TCP
+ * reader) are the conn's write-stall guard's. */
 static bool waiting(struct rem_h2_down *d, const struct rem_h2_down_stream *ds)
 {
     if (!ds->submitted || ds->closed || ds->stalled ||
         !(ds->eof || (ds->out && evbuffer_get_length(ds->out) > 0)))
+        return false;
+    if (nghttp2_session_get_remote_window_size(d->ng) > 0 &&
+        nghttp2_session_get_stream_remote_window_size(d->ng, ds->id) > 0)
         return false;
     nghttp2_stream *st = nghttp2_session_find_stream(d->ng, ds->id);
     nghttp2_stream_proto_state ps = st ? nghttp2_stream_get_state(st) : NGHTTP2_STREAM_STATE_CLOSED;
@@ -636,8 +639,9 @@ static void start_wait(struct rem_h2_down *d, struct rem_h2_down_stream *ds)
 }
 
 /* The stall guard: a stream whose response has sent no DATA for client_idle_timeout while
- * bytes wait is reset (RST_STREAM CANCEL; the access log says client_timeout), which lets the
- * app go, as the conn's write-stall guard drops an HTTP/1.1 client that stops reading. */
+ * bytes wait on a shut window is reset (RST_STREAM CANCEL; the access log says client_timeout),
+ * which lets the app go, as the conn's write-stall guard drops an HTTP/1.1 client that stops
+ * reading. */
 static void on_stall_check(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_h2_down *d = arg;
@@ -872,7 +876,7 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     if (f->hd.type == NGHTTP2_DATA && !d->dead) {
         struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
         if (s)
-            DS(s)->wait_ms = rem_now_ms(); /* progress: the stall guard starts over */
+            start_wait(d, DS(s)); /* progress: the stall guard starts over */
     }
     return 0;
 }
