@@ -5,7 +5,8 @@
  * defers when it is empty. Window is given back (nghttp2_session_consume) only for bytes the
  * upconn took, so a slow upstream holds the client to its window. Re-entry is avoided with a
  * depth counter: a send asked for while the session is inside recv or send is left to the
- * outermost call, which always sends on its way out. */
+ * outermost call, which always sends on its way out. A response that waits on windows the
+ * client never opens is reset after client_idle_timeout (the stall guard). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@ struct rem_h2_down_stream {
     struct evbuffer *pending; /* owned: request body received before an upconn was ready */
     size_t unconsumed;        /* request body bytes not yet given back as window */
     uint32_t head_err;        /* enum rem_err recorded while the request head arrived */
+    uint64_t wait_ms;         /* since when response bytes wait for the client (stall guard) */
     bool wait;                /* request body waits for an upconn (into pending) */
     bool full;                /* the upconn's output is full: window withheld */
     bool end_seen;            /* END_STREAM from the client, maybe still in pending */
@@ -47,6 +49,7 @@ struct rem_h2_down_stream {
     bool finished;            /* the proxy side finished (logged, counted) */
     bool submitted;           /* a response (or error) was submitted */
     bool tunnel;              /* an open tunnel (extended CONNECT, CONNECT): DATA both ways */
+    bool stalled;             /* reset by the stall guard */
     bool authority;           /* :authority came (it is the head's host) */
     uint16_t default_port;    /* of :scheme: 443 (https), 80 (http), 0 (none or another) */
 };
@@ -67,6 +70,7 @@ struct rem_h2_down {
     int depth;              /* > 0 while inside nghttp2 */
     bool dead;              /* the conn closed: callbacks do nothing */
     struct event *drain_ev; /* owned: the final GOAWAY, 1 s after the shutdown notice */
+    struct event *stall_ev; /* owned: the stall guard (lazy, client_idle_timeout) */
     uint64_t win_start_ms;
     uint32_t resets, ctrl; /* in the current reset_interval */
     int32_t max_client_id; /* the highest stream id the client opened (RFC 9113 5.1.1) */
@@ -232,6 +236,14 @@ static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void 
 {
     struct rem_h2_down *d = arg;
     int32_t id = hd->stream_id;
+    /* RFC 9113 4.2: a frame over SETTINGS_MAX_FRAME_SIZE is a FRAME_SIZE_ERROR, a connection
+     * error for a field block. nghttp2 1.52 checks every frame's length but a CONTINUATION's,
+     * whose payload it would feed to the HPACK decoder whatever its size (up to 16 MiB). */
+    if (!d->dead && hd->type == NGHTTP2_CONTINUATION &&
+        hd->length > nghttp2_session_get_local_settings(ng, NGHTTP2_SETTINGS_MAX_FRAME_SIZE)) {
+        nghttp2_session_terminate_session(ng, NGHTTP2_FRAME_SIZE_ERROR);
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     if (d->dead || hd->type != NGHTTP2_HEADERS || id <= 0 || !(id & 1))
         return 0; /* even ids and 0: nghttp2 ends the conn itself */
     if (id > d->max_client_id) {
@@ -408,7 +420,13 @@ static void head_done(struct rem_h2_down *d, struct rem_stream *s, bool end_stre
      * :protocol and :path; nghttp2 checked the pseudo-headers) go to the stream, which tunnels
      * them where the route allows; any other request needs a :path. */
     bool connect = rem_http_name_eq(m, ml, "CONNECT");
-    if (!connect && h->span_len[REM_SPAN_TARGET] == 0) {
+    const char *t = rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]);
+    size_t tl = h->span_len[REM_SPAN_TARGET];
+    /* RFC 9113 8.3.1: :path is an absolute path (and query), or '*' for OPTIONS (as h1_down
+     * requires of the request-target); nghttp2 checks it only for the http and https schemes,
+     * and an absolute URI in it is malformed whatever the scheme. */
+    if (!connect && (tl == 0 || (t[0] != '/' && !(tl == 1 && t[0] == '*' &&
+                                                  rem_http_name_eq(m, ml, "OPTIONS"))))) {
         rem_stream_fail(s, REM_E_BAD_REQUEST);
         return;
     }
@@ -586,6 +604,75 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     return (ssize_t)n;
 }
 
+/* ---- stall guard ------------------------------------------------------------------------ */
+
+/* Whether response bytes (or its end) of ds wait on the client's flow-control windows, which
+ * it may keep shut while it answers PINGs. Bytes held back by a full conn output (a slow TCP
+ * reader) are the conn's write-stall guard's. */
+static bool waiting(struct rem_h2_down *d, const struct rem_h2_down_stream *ds)
+{
+    if (!ds->submitted || ds->closed || ds->stalled ||
+        !(ds->eof || (ds->out && evbuffer_get_length(ds->out) > 0)))
+        return false;
+    if (nghttp2_session_get_remote_window_size(d->ng) > 0 &&
+        nghttp2_session_get_stream_remote_window_size(d->ng, ds->id) > 0)
+        return false;
+    nghttp2_stream *st = nghttp2_session_find_stream(d->ng, ds->id);
+    nghttp2_stream_proto_state ps = st ? nghttp2_stream_get_state(st) : NGHTTP2_STREAM_STATE_CLOSED;
+    return ps == NGHTTP2_STREAM_STATE_OPEN || ps == NGHTTP2_STREAM_STATE_HALF_CLOSED_REMOTE;
+}
+
+static void arm_stall(struct rem_h2_down *d)
+{
+    uint64_t ms = d->c->cfg->limits.client_idle_timeout_ms;
+    if (ms && !evtimer_pending(d->stall_ev, NULL)) {
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+        event_add(d->stall_ev, &tv);
+    }
+}
+
+/* Response bytes of ds start to wait (a final head, bytes into an empty out, the end). */
+static void start_wait(struct rem_h2_down *d, struct rem_h2_down_stream *ds)
+{
+    ds->wait_ms = rem_now_ms();
+    arm_stall(d);
+}
+
+/* The stall guard: a stream whose response has sent no DATA for client_idle_timeout while
+ * bytes wait on a shut window is reset (RST_STREAM CANCEL; the access log says client_timeout),
+ * which lets the app go, as the conn's write-stall guard drops an HTTP/1.1 client that stops
+ * reading. */
+static void on_stall_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_h2_down *d = arg;
+    uint64_t limit = d->c->cfg->limits.client_idle_timeout_ms, now = rem_now_ms(), next = 0;
+    if (d->dead || d->c->state >= REM_CONN_CLOSING || !limit)
+        return;
+    struct rem_h2_down_stream *ds = TAILQ_FIRST(&d->streams), *nx;
+    for (; ds; ds = nx) {
+        nx = TAILQ_NEXT(ds, link); /* ds is not freed here: it is not closed yet */
+        if (!waiting(d, ds))
+            continue;
+        if (now - ds->wait_ms < limit) {
+            uint64_t left = limit - (now - ds->wait_ms);
+            next = next && next < left ? next : left;
+            continue;
+        }
+        rem_log_debug("conn %s: http2 stream %d: no window for %llu ms: RST_STREAM CANCEL",
+                      d->c->peer, (int)ds->id, (unsigned long long)(now - ds->wait_ms));
+        ds->stalled = true;
+        if (!ds->finished)
+            rem_stream_abort(ds->s, REM_E_CLIENT_TIMEOUT); /* h2_stream_done resets it */
+        else
+            nghttp2_submit_rst_stream(d->ng, NGHTTP2_FLAG_NONE, ds->id, NGHTTP2_CANCEL);
+    }
+    if (next) {
+        struct timeval tv = {(time_t)(next / 1000), (suseconds_t)((next % 1000) * 1000)};
+        event_add(d->stall_ev, &tv);
+    }
+    schedule_send(d);
+}
+
 static void resume_body(struct rem_h2_down *d, struct rem_stream *s)
 {
     if (DS(s)->deferred && !DS(s)->closed) {
@@ -643,6 +730,7 @@ static int submit_head(struct rem_stream *s, bool final)
     if (final) {
         DS(s)->submitted = true;
         DS(s)->eof = !body;
+        start_wait(d, DS(s));
     }
     schedule_send(d);
     return 0;
@@ -665,6 +753,8 @@ static int h2_write_body(struct rem_stream *s, const char *p, size_t n)
         return 0;
     if (!DS(s)->out)
         DS(s)->out = evbuffer_new();
+    if (DS(s)->out && evbuffer_get_length(DS(s)->out) == 0)
+        start_wait(d, DS(s));
     if (!DS(s)->out || evbuffer_add(DS(s)->out, p, n) < 0)
         return -REM_E_NOMEM;
     resume_body(d, s);
@@ -676,6 +766,8 @@ static int h2_write_end(struct rem_stream *s)
     struct rem_h2_down *d = live(s);
     if (!d)
         return 0;
+    if (!DS(s)->out || evbuffer_get_length(DS(s)->out) == 0)
+        start_wait(d, DS(s)); /* the END_STREAM waits */
     DS(s)->eof = true;
     resume_body(d, s);
     return 0;
@@ -726,6 +818,7 @@ static int h2_write_error(struct rem_stream *s, enum rem_err e)
     if (nghttp2_submit_response(d->ng, DS(s)->id, nva, n, with_body ? &prd : NULL) != 0)
         return -REM_E_NOMEM;
     DS(s)->submitted = true;
+    start_wait(d, DS(s));
     schedule_send(d);
     return 0;
 }
@@ -748,10 +841,12 @@ static void h2_stream_done(struct rem_stream *s)
     if (DS(s)->pending)
         evbuffer_drain(DS(s)->pending, evbuffer_get_length(DS(s)->pending));
     give_window(d, s, true);
-    if (!DS(s)->submitted || !DS(s)->eof || (DS(s)->tunnel && s->err != REM_E_OK)) {
-        /* The response cannot be completed, or a tunnel failed after the app's FIN went: the
-         * stream is reset, never cut short silently. */
-        uint32_t code = s->err == REM_E_CLIENT_ABORT ? NGHTTP2_CANCEL : NGHTTP2_INTERNAL_ERROR;
+    if (!DS(s)->submitted || !DS(s)->eof || DS(s)->stalled ||
+        (DS(s)->tunnel && s->err != REM_E_OK)) {
+        /* The response cannot be completed, the client stalled it, or a tunnel failed after
+         * the app's FIN went: the stream is reset, never cut short silently. */
+        uint32_t code = s->err == REM_E_CLIENT_ABORT || DS(s)->stalled ? NGHTTP2_CANCEL
+                                                                       : NGHTTP2_INTERNAL_ERROR;
         nghttp2_submit_rst_stream(d->ng, NGHTTP2_FLAG_NONE, DS(s)->id, code);
     }
     schedule_send(d);
@@ -778,6 +873,11 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     rem_h2_count_frame(shard(d), REM_H2_SIDE_DOWN, f);
     if (f->hd.type == NGHTTP2_RST_STREAM)
         note_reset(d, f->hd.stream_id);
+    if (f->hd.type == NGHTTP2_DATA && !d->dead) {
+        struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+        if (s)
+            start_wait(d, DS(s)); /* progress: the stall guard starts over */
+    }
     return 0;
 }
 
@@ -826,7 +926,10 @@ static void *h2_init(struct rem_conn *c)
     d->c = c;
     TAILQ_INIT(&d->streams);
     d->win_start_ms = rem_now_ms();
-    if (nghttp2_session_server_new2(&d->ng, server_cbs, d, server_opt) != 0) {
+    d->stall_ev = evtimer_new(c->worker->loop.base, on_stall_check, d);
+    if (!d->stall_ev || nghttp2_session_server_new2(&d->ng, server_cbs, d, server_opt) != 0) {
+        if (d->stall_ev)
+            event_free(d->stall_ev);
         free(d);
         return NULL;
     }
@@ -841,6 +944,7 @@ static void *h2_init(struct rem_conn *c)
     size_t n_iv = sizeof(iv) / sizeof(iv[0]) - (hc->enable_connect_protocol ? 0 : 1);
     if (nghttp2_submit_settings(d->ng, NGHTTP2_FLAG_NONE, iv, n_iv) != 0) {
         nghttp2_session_del(d->ng);
+        event_free(d->stall_ev);
         free(d);
         return NULL;
     }
@@ -960,6 +1064,7 @@ static void h2_free(struct rem_conn *c)
     struct rem_h2_down_stream *ds;
     if (d->drain_ev)
         event_free(d->drain_ev);
+    event_free(d->stall_ev);
     nghttp2_session_del(d->ng);
     while ((ds = d->free_ds) != NULL) {
         d->free_ds = ds->next_free;

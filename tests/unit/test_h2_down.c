@@ -4,7 +4,8 @@
  * and DATA in, the request head, body and end the stub receives (exact: :authority as host,
  * lower-case fields), the stub's answer, and what the same client session reads back (:status,
  * fields in order with x-request-id, DATA bytes, END_STREAM), for GET, bodies with and without
- * content-length, and remora's own 502 when the app hangs up. */
+ * content-length, remora's own 502 when the app hangs up, and its 400 for a malformed host or
+ * :path. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -174,6 +175,20 @@ static void assert_response(struct client *cl, const char *fields, const char *d
     assert_false(cl->goaway);
 }
 
+/* The request req (a GET without body) is answered 400 bad_request by remora itself: nothing
+ * reaches the stub, the conn goes on. */
+static void assert_bad_request(struct fixture *f, const char *const *req)
+{
+    request(&f->cl, req, NULL);
+    exchange(&f->h, &f->cl);
+    assert_int_equal(f->h.sup.n_heads, 0);
+    assert_response(&f->cl,
+                    ":status: 400\r\ncontent-type: text/plain\r\n"
+                    "x-remora-error: bad_request\r\n",
+                    "remora: 400 Bad Request (bad_request)\n");
+    assert_non_null(f->h.conn);
+}
+
 static const char *const text_5[] = {"Content-Type", "text/plain", "Content-Length", "5", NULL};
 
 /* ---- tests -------------------------------------------------------------------------------- */
@@ -311,17 +326,7 @@ static void test_host_differs_from_authority_400(void **state)
 {
     static const char *const req[] = {":method", "GET", ":scheme", "http", ":authority", "a",
                                       ":path",   "/",   "host",    "b",    NULL};
-    struct fixture *f = *state;
-    struct ch *h = &f->h;
-
-    request(&f->cl, req, NULL);
-    exchange(h, &f->cl);
-    assert_int_equal(h->sup.n_heads, 0);
-    assert_response(&f->cl,
-                    ":status: 400\r\ncontent-type: text/plain\r\n"
-                    "x-remora-error: bad_request\r\n",
-                    "remora: 400 Bad Request (bad_request)\n");
-    assert_non_null(h->conn);
+    assert_bad_request(*state, req);
 }
 
 /* The same entity (case, default port of :scheme): the stub gets one host, the :authority. */
@@ -337,6 +342,42 @@ static void test_host_same_as_authority_dropped(void **state)
     assert_request(h, "GET / HTTP/2.0\r\nhost: A:443\r\n\r\n", "");
 }
 
+/* RFC 9113 8.3.1: :path is an absolute path, or '*' for OPTIONS, whatever the :scheme (nghttp2
+ * checks it only for http and https): anything else is 400 bad_request, never forwarded. */
+static void path_400(void **state, const char *path)
+{
+    const char *const req[] = {":method", "GET",   ":scheme", "foo", ":authority",
+                               "a",       ":path", path,      NULL};
+    assert_bad_request(*state, req);
+}
+
+static void test_path_asterisk_get_400(void **state)
+{
+    path_400(state, "*");
+}
+
+static void test_path_relative_400(void **state)
+{
+    path_400(state, "echo");
+}
+
+static void test_path_absolute_uri_400(void **state)
+{
+    path_400(state, "http://a/echo");
+}
+
+static void test_path_asterisk_options_forwarded(void **state)
+{
+    static const char *const req[] = {":method", "OPTIONS", ":scheme", "foo", ":authority",
+                                      "a",       ":path",   "*",       NULL};
+    struct fixture *f = *state;
+    struct ch *h = &f->h;
+
+    request(&f->cl, req, NULL);
+    exchange(h, &f->cl);
+    assert_request(h, "OPTIONS * HTTP/2.0\r\nhost: a\r\n\r\n", "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -346,6 +387,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_app_hangs_up_502, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_differs_from_authority_400, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_same_as_authority_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_path_asterisk_get_400, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_path_relative_400, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_path_absolute_uri_400, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_path_asterisk_options_forwarded, setup, teardown),
     };
     alarm(60); /* a hard stop if anything ever blocks */
     return cmocka_run_group_tests(tests, NULL, NULL);
