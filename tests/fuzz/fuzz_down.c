@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0
- * fuzz_h1_down, fuzz_h2_down: client bytes into a downstream conn through the real code path
- * (tests/unit/codec_harness: a worker, a conn over an in-memory transport, the real stream and
- * the real upstream codec, upconns over in-memory ends where this driver plays the app; h2o's
- * fuzz/driver.cc is the model). fuzz_h1_down lets the conn choose its codec as the listener
- * does (HTTP/1.1, or HTTP/2 after the preface); fuzz_h2_down (FUZZ_H2) forces HTTP/2 and sends
- * the client preface first, so the input is frames. The app answers every request it receives
- * with a small 200; the client then closes. Each input gets a new worker: nothing carries over
- * between inputs, so a finding replays alone. */
+ * fuzz_h1_down, fuzz_h2_frames, fuzz_h2_down: client bytes into a downstream conn through the
+ * real code path (tests/unit/codec_harness: a worker, a conn over an in-memory transport, the
+ * real stream and the real upstream codec, upconns over in-memory ends where this driver plays
+ * the app; h2o's fuzz/driver.cc is the model). fuzz_h1_down lets the conn choose its codec as
+ * the listener does (HTTP/1.1, or HTTP/2 after the preface). fuzz_h2_frames (FUZZ_H2) forces
+ * HTTP/2 and sends the client preface first, so the input is raw frames. fuzz_h2_down
+ * (FUZZ_H2 and FUZZ_H2_GEN) does the same with structure-aware input: the bytes are frame
+ * descriptors that tests/fuzz/h2_gen.c turns into valid frames with HPACK-encoded header
+ * blocks (its first byte picks the app's answer and when it comes). The app answers every
+ * request it receives; the client then closes. Each input gets a new worker: nothing carries
+ * over between inputs, so a finding replays alone. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,25 +20,88 @@
 
 #include "codec_harness.h"
 #include "h2_down.h"
+#ifdef FUZZ_H2_GEN
+#include "h2_gen.h"
+#endif
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* What the app answers each request with (keep-alive, so pipelined requests go on). */
 static const char RESPONSE[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+/* The other answers of the structured target (knobs & 3). */
+static const char RESP_204[] = "HTTP/1.1 204 No Content\r\n\r\n";
+static const char RESP_100[] = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"
+                               "Transfer-Encoding: chunked\r\nTrailer: x\r\n\r\n"
+                               "3\r\nabc\r\n0\r\nx: y\r\n\r\n";
+#define BIG_BODY 70000 /* past the initial stream window (65535): flow control */
 
 /* Serves every upconn that has sent something and has not been answered yet. */
-static void answer_apps(struct ch *h, bool *answered)
+static void answer_apps(struct ch *h, bool *answered, unsigned kind)
 {
+    static char big[BIG_BODY + 64];
     for (size_t i = 0; i < h->n_ups && i < CH_MAX_UPSTREAMS; i++) {
         struct ch_upstream *u = ch_upstream(h, i);
         if (!u || answered[i] || evbuffer_get_length(u->rx) == 0)
             continue;
         answered[i] = true;
         evbuffer_drain(u->rx, evbuffer_get_length(u->rx));
-        (void)ch_upstream_send(u, RESPONSE, sizeof(RESPONSE) - 1);
+        switch (kind & 3) {
+        case 1: {
+            int n = snprintf(big, sizeof(big), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n",
+                             BIG_BODY);
+            memset(big + n, 'b', BIG_BODY);
+            (void)ch_upstream_send(u, big, (size_t)n + BIG_BODY);
+            break;
+        }
+        case 2:
+            (void)ch_upstream_send(u, RESP_204, sizeof(RESP_204) - 1);
+            break;
+        case 3:
+            (void)ch_upstream_send(u, RESP_100, sizeof(RESP_100) - 1);
+            break;
+        default:
+            (void)ch_upstream_send(u, RESPONSE, sizeof(RESPONSE) - 1);
+        }
     }
 }
 
+#ifdef FUZZ_H2_GEN
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    struct ch h;
+    struct h2gen_out g;
+    if (h2gen_build(data, size, H2GEN_CLIENT, 0, &g) < 0)
+        abort();
+    memset(&h, 0, sizeof(h));
+    if (ch_start(&h, CH_YAML("http1"), NULL, &rem_h2_down_ops) != 0)
+        abort(); /* the fixture itself: not the input's fault */
+    (void)ch_feed(&h, preface, sizeof(preface) - 1);
+    bool answered[CH_MAX_UPSTREAMS] = {false};
+    const uint8_t *frames = evbuffer_pullup(g.buf, -1); /* NULL when empty */
+    size_t off = 0;
+    for (size_t i = 0; i < g.n_segs; i++) {
+        if (g.seg_end[i] > off)
+            (void)ch_feed(&h, frames + off, g.seg_end[i] - off);
+        off = g.seg_end[i];
+        (void)ch_run(&h);
+        if (!(g.knobs & 4))
+            answer_apps(&h, answered, g.knobs);
+        ch_buf_clear(h.down_rx);
+    }
+    for (int pass = 0; pass < 3; pass++) {
+        answer_apps(&h, answered, g.knobs);
+        (void)ch_run(&h);
+        ch_buf_clear(h.down_rx);
+    }
+    if (g.knobs & 8)
+        ch_feed_eof(&h);
+    (void)ch_run(&h);
+    ch_dispose(&h);
+    h2gen_dispose(&g);
+    return 0;
+}
+#else
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -59,14 +125,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t half = size / 2;
     (void)ch_feed(&h, data, half);
     (void)ch_run(&h);
-    answer_apps(&h, answered);
+    answer_apps(&h, answered, 0);
     (void)ch_feed(&h, data + half, size - half);
     for (int pass = 0; pass < 4; pass++) {
         (void)ch_run(&h);
-        answer_apps(&h, answered);
+        answer_apps(&h, answered, 0);
     }
     ch_feed_eof(&h);
     (void)ch_run(&h);
     ch_dispose(&h);
     return 0;
 }
+#endif
