@@ -7,8 +7,10 @@
  * heads and trailers, DATA, RST_STREAM, WINDOW_UPDATE, SETTINGS, PING, GOAWAY, PUSH_PROMISE,
  * CONTINUATION, raw bytes), then closes. The input's first byte: bit 0 off sends the server's
  * SETTINGS first (the usual preface), bit 1 acknowledges remora's, bit 2 leaves the connection
- * open at the end. Whatever the app sends, each client stream gets a response or a clean error,
- * never a crash, a leak or a hang. */
+ * open at the end, bit 3 has the client open its windows after every segment (else a large
+ * answer stalls on the client's window: backpressure), bit 4 has the client cancel stream 3
+ * after the first segment. Whatever the app sends, each client stream gets a response or a
+ * clean error, never a crash, a leak or a hang. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -80,6 +82,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)ch_run(&h);
             ch_buf_clear(u->rx);
             ch_buf_clear(h.down_rx);
+            if (g.knobs & 8) { /* the client reads: its windows open wide */
+                static const uint8_t inc[4] = {0x40, 0, 0, 0};
+                struct evbuffer *w = evbuffer_new();
+                for (uint32_t id = 0; w && id <= 5; id += id ? 2 : 1)
+                    h2gen_frame(w, NGHTTP2_WINDOW_UPDATE, 0, id, inc, 4);
+                if (w)
+                    (void)ch_feed(&h, evbuffer_pullup(w, -1), evbuffer_get_length(w));
+                evbuffer_free(w);
+            }
+            if (i == 0 && (g.knobs & 16)) {
+                static const uint8_t cancel[4] = {0, 0, 0, NGHTTP2_CANCEL};
+                struct evbuffer *w = evbuffer_new();
+                if (w) {
+                    h2gen_frame(w, NGHTTP2_RST_STREAM, 0, 3, cancel, 4);
+                    (void)ch_feed(&h, evbuffer_pullup(w, -1), evbuffer_get_length(w));
+                    evbuffer_free(w);
+                }
+            }
+            (void)ch_run(&h);
         }
         if (!(g.knobs & 4))
             ch_upstream_close(u);
