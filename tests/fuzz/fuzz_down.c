@@ -7,7 +7,8 @@
  * HTTP/2 and sends the client preface first, so the input is raw frames. fuzz_h2_down
  * (FUZZ_H2 and FUZZ_H2_GEN) does the same with structure-aware input: the bytes are frame
  * descriptors that tests/fuzz/h2_gen.c turns into valid frames with HPACK-encoded header
- * blocks (its first byte picks the app's answer and when it comes). The app answers every
+ * blocks (its first byte picks the app's answer and when it comes, and whether the in-memory
+ * transports have small windows; the route allows CONNECT tunnels). The app answers every
  * request it receives; the client then closes. Each input gets a new worker: nothing carries
  * over between inputs, so a finding replays alone. */
 #include <stddef.h>
@@ -33,6 +34,11 @@ static const char RESP_204[] = "HTTP/1.1 204 No Content\r\n\r\n";
 static const char RESP_100[] = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"
                                "Transfer-Encoding: chunked\r\nTrailer: x\r\n\r\n"
                                "3\r\nabc\r\n0\r\nx: y\r\n\r\n";
+#ifdef FUZZ_H2_GEN
+/* What the app answers a tunnel with (knobs & 16): the upgrade, then bytes. */
+static const char RESP_101[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                               "Connection: Upgrade\r\n\r\n\x81\x02hi";
+#endif
 #define BIG_BODY 70000 /* past the initial stream window (65535): flow control */
 
 /* Serves every upconn that has sent something and has not been answered yet. */
@@ -45,6 +51,12 @@ static void answer_apps(struct ch *h, bool *answered, unsigned kind)
             continue;
         answered[i] = true;
         evbuffer_drain(u->rx, evbuffer_get_length(u->rx));
+#ifdef FUZZ_H2_GEN
+        if (kind & 16) {
+            (void)ch_upstream_send(u, RESP_101, sizeof(RESP_101) - 1);
+            continue;
+        }
+#endif
         switch (kind & 3) {
         case 1: {
             int n = snprintf(big, sizeof(big), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n",
@@ -66,6 +78,25 @@ static void answer_apps(struct ch *h, bool *answered, unsigned kind)
 }
 
 #ifdef FUZZ_H2_GEN
+/* CH_YAML("http1") with CONNECT tunnels allowed on the route (extended CONNECT for websocket
+ * is on by default), so the tunnel paths are reachable. */
+static const char YAML_TUNNEL[] = "workers: 1\n"
+                                  "listeners:\n"
+                                  "  - name: in\n"
+                                  "    address: \"127.0.0.1:0\"\n"
+                                  "    max_connections: 64\n"
+                                  "admin:\n"
+                                  "  address: \"127.0.0.1:0\"\n"
+                                  "upstreams:\n"
+                                  "  - name: app\n"
+                                  "    endpoints: [\"" CH_ENDPOINT "\"]\n"
+                                  "    protocol: http1\n"
+                                  "routes:\n"
+                                  "  - name: all\n"
+                                  "    upstream: app\n"
+                                  "    connect: true\n"
+                                  "log: { level: warn, access_log: false }\n";
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -73,9 +104,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct h2gen_out g;
     if (h2gen_build(data, size, H2GEN_CLIENT, 0, &g) < 0)
         abort();
-    memset(&h, 0, sizeof(h));
-    if (ch_start(&h, CH_YAML("http1"), NULL, &rem_h2_down_ops) != 0)
+    /* As ch_start, with io_mem windows of 1024 bytes when knobs & 32 (backpressure both ways). */
+    if (ch_init(&h, YAML_TUNNEL) != 0)
         abort(); /* the fixture itself: not the input's fault */
+    h.window = (g.knobs & 32) ? 1024 : 0;
+    h.force_down = &rem_h2_down_ops;
+    if (ch_open(&h) != 0)
+        abort();
     (void)ch_feed(&h, preface, sizeof(preface) - 1);
     bool answered[CH_MAX_UPSTREAMS] = {false};
     const uint8_t *frames = evbuffer_pullup(g.buf, -1); /* NULL when empty */

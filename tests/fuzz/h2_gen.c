@@ -268,6 +268,17 @@ static void build_fields(struct gen *g, bool trailers)
         if (g->side == H2GEN_CLIENT) {
             /* Usually the four, in order; the shape byte's bits drop one, duplicate one or put
              * a regular field first. */
+            if (shape == 0xfb || shape == 0xfa) {
+                /* CONNECT: extended (RFC 8441, websocket) or plain (authority only) */
+                add_const(g, ":method", "CONNECT");
+                if (shape == 0xfb) {
+                    add_const(g, ":protocol", "websocket");
+                    add_const(g, ":scheme", "http");
+                    add_const(g, ":path", "/ws");
+                }
+                PSEUDO(":authority", AUTHS);
+                goto fields;
+            }
             if ((shape & 0x07) == 0x07)
                 add_field(g);
             if ((shape & 0x18) != 0x18)
@@ -292,6 +303,7 @@ static void build_fields(struct gen *g, bool trailers)
                 add_const(g, ":path", "/");
         }
     }
+fields:;
     unsigned n = u8(&g->in) % 6;
     if (shape >= 0xc0 && shape < 0xf0)
         n += 12;
