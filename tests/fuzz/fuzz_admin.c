@@ -22,6 +22,7 @@
 
 #include "admin.h"
 #include "codec_harness.h"
+#include "fuzz_yaml.h"
 #include "config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -57,14 +58,7 @@ static void setup(void)
              "  - name: in\n"
              "    address: \"127.0.0.1:0\"\n"
              "admin:\n"
-             "  address: \"127.0.0.1:%u\"\n"
-             "upstreams:\n"
-             "  - name: app\n"
-             "    endpoints: [\"" CH_ENDPOINT "\"]\n"
-             "routes:\n"
-             "  - name: all\n"
-             "    upstream: app\n"
-             "log: { level: error, access_log: false }\n",
+             "  address: \"127.0.0.1:%u\"\n" FZ_YAML_APP_ROUTE,
              (unsigned)ntohs(sin.sin_port));
     if (ch_init(&h, yaml) < 0 || !(base = event_base_new()))
         abort();

@@ -27,6 +27,7 @@
 #include <openssl/x509.h>
 
 #include "codec_harness.h"
+#include "fuzz_yaml.h"
 #include "config.h"
 #include "conn.h"
 #include "h1_down.h"
@@ -93,14 +94,7 @@ static void setup(void)
              "    address: \"127.0.0.1:0\"\n"
              "    tls: { cert: \"%s\", key: \"%s\", alpn: [h2, http/1.1] }\n"
              "admin:\n"
-             "  address: \"127.0.0.1:0\"\n"
-             "upstreams:\n"
-             "  - name: app\n"
-             "    endpoints: [\"" CH_ENDPOINT "\"]\n"
-             "routes:\n"
-             "  - name: all\n"
-             "    upstream: app\n"
-             "log: { level: error, access_log: false }\n",
+             "  address: \"127.0.0.1:0\"\n" FZ_YAML_APP_ROUTE,
              crt, key);
     rem_tls_init();
     if (ch_init(&h, yaml) < 0)
