@@ -412,6 +412,23 @@ static void head_done(struct rem_h2_down *d, struct rem_stream *s, bool end_stre
         rem_stream_fail(s, REM_E_BAD_REQUEST);
         return;
     }
+    /* PRI only spells the HTTP/2 connection preface (RFC 9113 3.4; RFC 7540 11.6 reserves it):
+     * it is no method, and an HTTP/1.1 app refuses "PRI /x HTTP/1.1" (llhttp: invalid version),
+     * as h1_down does. */
+    if (ml == 3 && memcmp(m, "PRI", 3) == 0) {
+        rem_stream_fail(s, REM_E_BAD_REQUEST);
+        return;
+    }
+    /* RFC 9113 8.3.1: :path is an absolute path (with its query), or "*" for OPTIONS, whatever
+     * the :scheme (nghttp2 checks this for http and https only); the HTTP/1.1 request line
+     * carries it as it is. */
+    const char *t = rem_head_ptr(h, h->span_off[REM_SPAN_TARGET]);
+    size_t tl = h->span_len[REM_SPAN_TARGET];
+    if (!connect && t[0] != '/' &&
+        !(tl == 1 && t[0] == '*' && ml == 7 && memcmp(m, "OPTIONS", 7) == 0)) {
+        rem_stream_fail(s, REM_E_BAD_REQUEST);
+        return;
+    }
     if (h->host_idx >= 0 &&
         !rem_http_host_valid(REM_HDR_VAL(h, &h->hdrs[h->host_idx]), h->hdrs[h->host_idx].val_len)) {
         rem_stream_fail(s, REM_E_BAD_REQUEST);

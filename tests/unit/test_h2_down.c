@@ -305,13 +305,9 @@ static void test_app_hangs_up_502(void **state)
     assert_non_null(h->conn);
 }
 
-/* RFC 9113 8.3.1: a host naming another entity than :authority is malformed: 400
- * bad_request, nothing reaches the stub, the conn goes on. */
-static void test_host_differs_from_authority_400(void **state)
+/* The request req is malformed: 400 bad_request, nothing reaches the stub, the conn goes on. */
+static void assert_refused_400(struct fixture *f, const char *const *req)
 {
-    static const char *const req[] = {":method", "GET", ":scheme", "http", ":authority", "a",
-                                      ":path",   "/",   "host",    "b",    NULL};
-    struct fixture *f = *state;
     struct ch *h = &f->h;
 
     request(&f->cl, req, NULL);
@@ -322,6 +318,41 @@ static void test_host_differs_from_authority_400(void **state)
                     "x-remora-error: bad_request\r\n",
                     "remora: 400 Bad Request (bad_request)\n");
     assert_non_null(h->conn);
+}
+
+/* RFC 9113 8.3.1: a host naming another entity than :authority is malformed: 400
+ * bad_request, nothing reaches the stub, the conn goes on. */
+static void test_host_differs_from_authority_400(void **state)
+{
+    static const char *const req[] = {":method", "GET", ":scheme", "http", ":authority", "a",
+                                      ":path",   "/",   "host",    "b",    NULL};
+    assert_refused_400(*state, req);
+}
+
+/* :method PRI (found by fuzz_h2_down): it only spells the connection preface, and an HTTP/1.1
+ * app refuses "PRI /x HTTP/1.1". */
+static void test_pri_method_400(void **state)
+{
+    static const char *const req[] = {":method", "PRI",   ":scheme", "http", ":authority",
+                                      "a",       ":path", "/x",      NULL};
+    assert_refused_400(*state, req);
+}
+
+/* A :path that is no absolute path under a :scheme nghttp2 does not check (found by
+ * fuzz_h2_down: "\xff" reached the app as "TRACE \xff HTTP/1.1"). */
+static void test_path_not_absolute_400(void **state)
+{
+    static const char *const req[] = {":method", "GET",   ":scheme", "ftp", ":authority",
+                                      "a",       ":path", "\xff",    NULL};
+    assert_refused_400(*state, req);
+}
+
+/* "*" is for OPTIONS only (RFC 9113 8.3.1), whatever the :scheme. */
+static void test_asterisk_not_options_400(void **state)
+{
+    static const char *const req[] = {":method", "GET",   ":scheme", "ftp", ":authority",
+                                      "a",       ":path", "*",       NULL};
+    assert_refused_400(*state, req);
 }
 
 /* The same entity (case, default port of :scheme): the stub gets one host, the :authority. */
@@ -346,6 +377,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_app_hangs_up_502, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_differs_from_authority_400, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_same_as_authority_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pri_method_400, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_path_not_absolute_400, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_asterisk_not_options_400, setup, teardown),
     };
     alarm(60); /* a hard stop if anything ever blocks */
     return cmocka_run_group_tests(tests, NULL, NULL);
