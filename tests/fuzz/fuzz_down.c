@@ -18,6 +18,11 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#ifdef FUZZ_H2_GEN
+#include <ctype.h>
+
+#include <llhttp.h>
+#endif
 
 #include "codec_harness.h"
 #include "h2_down.h"
@@ -41,13 +46,14 @@ static const char RESP_101[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: web
 #endif
 #define BIG_BODY 70000 /* past the initial stream window (65535): flow control */
 
-/* Serves every upconn that has sent something and has not been answered yet. */
-static void answer_apps(struct ch *h, bool *answered, unsigned kind)
+/* Serves every upconn that has sent something (got[i], or bytes waiting when got is NULL) and
+ * has not been answered yet. */
+static void answer_apps(struct ch *h, bool *answered, unsigned kind, const bool *got)
 {
     static char big[BIG_BODY + 64];
     for (size_t i = 0; i < h->n_ups && i < CH_MAX_UPSTREAMS; i++) {
         struct ch_upstream *u = ch_upstream(h, i);
-        if (!u || answered[i] || evbuffer_get_length(u->rx) == 0)
+        if (!u || answered[i] || (got ? !got[i] : evbuffer_get_length(u->rx) == 0))
             continue;
         answered[i] = true;
         evbuffer_drain(u->rx, evbuffer_get_length(u->rx));
@@ -97,11 +103,77 @@ static const char YAML_TUNNEL[] = "workers: 1\n"
                                   "    connect: true\n"
                                   "log: { level: warn, access_log: false }\n";
 
+/* The app's view of one upconn: what it received must be well-formed HTTP/1.1 (llhttp, strict):
+ * whatever the client sent, remora never hands the app a request it would parse otherwise. */
+struct app {
+    llhttp_t p;
+    bool on, upgraded;
+};
+static llhttp_settings_t app_settings;
+
+static bool tchar(unsigned char c)
+{
+    return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* llhttp knows the registered methods only, but any token is a method (RFC 9110 9.1): whether
+ * the request line llhttp refused (its error position inside the n bytes at base) is otherwise
+ * well-formed: token SP target SP "HTTP/1.1" CRLF, the target without spaces or controls. */
+static bool token_method(const llhttp_t *p, const char *base, size_t n)
+{
+    const char *at = llhttp_get_error_pos(p), *start = at, *end = base + n;
+    if (!at || at < base || at > end)
+        return false;
+    while (start > base && start[-1] != '\n')
+        start--;
+    const char *q = start;
+    while (q < end && tchar((unsigned char)*q))
+        q++;
+    if (q == start || q == end || *q++ != ' ')
+        return false;
+    const char *t = q;
+    while (q < end && (unsigned char)*q > 0x20 && *q != 0x7f)
+        q++;
+    return q > t && (size_t)(end - q) >= 11 && memcmp(q, " HTTP/1.1\r\n", 11) == 0;
+}
+
+/* Feeds what each upconn sent to its parser (then drops it); a parse error aborts, unless the
+ * client opened a tunnel (CONNECT carries raw bytes). got[i]: upconn i sent something. */
+static void check_apps(struct ch *h, struct app *apps, bool *got, bool tunnel)
+{
+    for (size_t i = 0; i < h->n_ups && i < CH_MAX_UPSTREAMS; i++) {
+        struct ch_upstream *u = ch_upstream(h, i);
+        struct app *a = &apps[i];
+        size_t n = u ? evbuffer_get_length(u->rx) : 0;
+        if (n == 0)
+            continue;
+        if (!a->on) {
+            llhttp_init(&a->p, HTTP_REQUEST, &app_settings);
+            a->on = true;
+        }
+        got[i] = true;
+        const char *p = (const char *)evbuffer_pullup(u->rx, -1);
+        llhttp_errno_t e = a->upgraded ? HPE_OK : llhttp_execute(&a->p, p, n);
+        if (e == HPE_PAUSED_UPGRADE || (e == HPE_INVALID_METHOD && token_method(&a->p, p, n)))
+            a->upgraded = true; /* the rest is the tunnel's, or past what llhttp knows */
+        else if (e != HPE_OK && !tunnel) {
+            fprintf(stderr, "fuzz_h2_down: the app got a malformed request: %s (%s)\n",
+                    llhttp_errno_name(e), llhttp_get_error_reason(&a->p));
+            abort();
+        }
+        evbuffer_drain(u->rx, n);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     struct ch h;
     struct h2gen_out g;
+    struct app apps[CH_MAX_UPSTREAMS];
+    bool got[CH_MAX_UPSTREAMS] = {false};
+    memset(apps, 0, sizeof(apps));
+    llhttp_settings_init(&app_settings);
     if (h2gen_build(data, size, H2GEN_CLIENT, 0, &g) < 0)
         abort();
     /* As ch_start, with io_mem windows of 1024 bytes when knobs & 32 (backpressure both ways). */
@@ -120,18 +192,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)ch_feed(&h, frames + off, g.seg_end[i] - off);
         off = g.seg_end[i];
         (void)ch_run(&h);
+        check_apps(&h, apps, got, g.connect);
         if (!(g.knobs & 4))
-            answer_apps(&h, answered, g.knobs);
+            answer_apps(&h, answered, g.knobs, got);
         ch_buf_clear(h.down_rx);
     }
     for (int pass = 0; pass < 3; pass++) {
-        answer_apps(&h, answered, g.knobs);
+        check_apps(&h, apps, got, g.connect);
+        answer_apps(&h, answered, g.knobs, got);
         (void)ch_run(&h);
         ch_buf_clear(h.down_rx);
     }
     if (g.knobs & 8)
         ch_feed_eof(&h);
     (void)ch_run(&h);
+    check_apps(&h, apps, got, g.connect);
     ch_dispose(&h);
     h2gen_dispose(&g);
     return 0;
@@ -160,11 +235,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t half = size / 2;
     (void)ch_feed(&h, data, half);
     (void)ch_run(&h);
-    answer_apps(&h, answered, 0);
+    answer_apps(&h, answered, 0, NULL);
     (void)ch_feed(&h, data + half, size - half);
     for (int pass = 0; pass < 4; pass++) {
         (void)ch_run(&h);
-        answer_apps(&h, answered, 0);
+        answer_apps(&h, answered, 0, NULL);
     }
     ch_feed_eof(&h);
     (void)ch_run(&h);

@@ -98,6 +98,7 @@ struct gen {
     nghttp2_hd_deflater *d; /* one per input: the peer's inflater follows its dynamic table */
     uint32_t last;          /* the last stream opened (0: none) */
     uint32_t n_opened;      /* H2GEN_SERVER: streams remora opened */
+    bool connect;           /* a :method CONNECT was sent */
     /* Field storage for one header block. */
     nghttp2_nv nva[MAX_FIELDS];
     size_t n_nv;
@@ -156,6 +157,8 @@ static void add_nv(struct gen *g, const char *name, size_t nlen, const char *val
 {
     if (g->n_nv == MAX_FIELDS)
         return;
+    if (nlen == 7 && memcmp(name, ":method", 7) == 0 && vlen == 7 && memcmp(val, "CONNECT", 7) == 0)
+        g->connect = true;
     g->nva[g->n_nv++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)val, nlen, vlen, flags};
 }
 
@@ -556,6 +559,7 @@ int h2gen_build(const uint8_t *data, size_t size, enum h2gen_side side, unsigned
         }
     }
     out->seg_end[out->n_segs++] = evbuffer_get_length(g.b);
+    out->connect = g.connect;
     nghttp2_hd_deflate_del(g.d);
     return 0;
 }

@@ -11,6 +11,7 @@
 #ifndef REM_FUZZ_H2_GEN_H
 #define REM_FUZZ_H2_GEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,7 @@ struct h2gen_out {
     size_t seg_end[H2GEN_MAX_SEGMENTS]; /* the end offset of each segment in buf */
     size_t n_segs;                      /* at least 1 */
     uint8_t knobs;                      /* the input's first byte: the driver's options */
+    bool connect;                       /* some header block has :method CONNECT (a tunnel) */
 };
 
 /* Builds frames from data (its first byte goes to out->knobs, the rest are descriptors) as
