@@ -430,6 +430,13 @@ static void head_done(struct rem_h2_down *d, struct rem_stream *s, bool end_stre
         rem_stream_fail(s, REM_E_BAD_REQUEST);
         return;
     }
+    /* PRI only spells the HTTP/2 connection preface (RFC 9113 3.4; RFC 7540 11.6 reserves it):
+     * it is no method, and an HTTP/1.1 app refuses "PRI /x HTTP/1.1" (llhttp: invalid version),
+     * as h1_down does. */
+    if (ml == 3 && memcmp(m, "PRI", 3) == 0) {
+        rem_stream_fail(s, REM_E_BAD_REQUEST);
+        return;
+    }
     if (h->host_idx >= 0 &&
         !rem_http_host_valid(REM_HDR_VAL(h, &h->hdrs[h->host_idx]), h->hdrs[h->host_idx].val_len)) {
         rem_stream_fail(s, REM_E_BAD_REQUEST);

@@ -70,3 +70,29 @@ def test_half_closed_client_gets_the_whole_response(remora):
     head, _, body = got.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and len(body) == BIG_TAIL, (head, len(body))
 
+
+
+def test_h2_pri_method_and_non_absolute_path_refused(remora, upstream):
+    """h2c requests whose HTTP/1.1 request line no app would parse reached the app (found by
+    fuzz_h2_down): `:method PRI` as "PRI /x HTTP/1.1", and under a :scheme nghttp2 does not
+    check (not http/https) a :path that is no absolute path ("\\xff", or "*" on a GET). Each
+    gets 400 bad_request, the app receives nothing, the conn goes on."""
+    p = remora(upstream)
+    before = upstream.stats()["requests"]
+    cases = [("PRI", "http", "/x"), ("TRACE", "ftp", "\xff"), ("GET", "ftp", "*"),
+             ("GET", "ftp", "ab")]
+    c = h2raw.RawConn(p.port)
+    try:
+        for method, scheme, path in cases:
+            sid = c.new_sid()
+            c.streams[sid] = H2Response(sid)
+            block = c.encoder.encode(h2raw.request_headers(path, method=method, scheme=scheme))
+            c.send(h2raw.headers_frames(sid, block))
+            r = c.read_response(sid, timeout=5)
+            assert r.status == 400, (method, scheme, path, r)
+            assert _hdr(r, "x-remora-error") == "bad_request", r
+        ok = c.get("/ok")  # the conn goes on
+        assert ok.status == 200, ok
+    finally:
+        c.close()
+    assert upstream.stats()["requests"] == before + 2  # /ok, and this /_stats itself

@@ -366,6 +366,21 @@ static void test_path_absolute_uri_400(void **state)
     path_400(state, "http://a/echo");
 }
 
+/* A non-ASCII :path (found by fuzz_h2_down: "\xff" reached the app as "TRACE \xff HTTP/1.1"). */
+static void test_path_not_absolute_400(void **state)
+{
+    path_400(state, "\xff");
+}
+
+/* :method PRI (found by fuzz_h2_down): it only spells the connection preface, and an HTTP/1.1
+ * app refuses "PRI /x HTTP/1.1". */
+static void test_pri_method_400(void **state)
+{
+    static const char *const req[] = {":method", "PRI",   ":scheme", "http", ":authority",
+                                      "a",       ":path", "/x",      NULL};
+    assert_bad_request(*state, req);
+}
+
 static void test_path_asterisk_options_forwarded(void **state)
 {
     static const char *const req[] = {":method", "OPTIONS", ":scheme", "foo", ":authority",
@@ -391,6 +406,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_path_relative_400, setup, teardown),
         cmocka_unit_test_setup_teardown(test_path_absolute_uri_400, setup, teardown),
         cmocka_unit_test_setup_teardown(test_path_asterisk_options_forwarded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_path_not_absolute_400, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pri_method_400, setup, teardown),
     };
     alarm(60); /* a hard stop if anything ever blocks */
     return cmocka_run_group_tests(tests, NULL, NULL);
