@@ -314,12 +314,18 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     case REM_CONN_ACTIVE: {
         uint64_t limit = c->cfg->limits.client_idle_timeout_ms;
         uint64_t stalled = rem_now_ms() - rem_transport_last_progress_ms(&c->t);
-        if (rem_conn_output_len(c) > 0 && stalled >= limit) {
+        if (rem_conn_output_len(c) == 0) {
+            rem_conn_arm_timer(c);
+        } else if (stalled >= limit) {
             rem_log_debug("conn %s: write stalled for %llu ms", c->peer,
                           (unsigned long long)stalled);
             rem_conn_abort(c, REM_E_CLIENT_TIMEOUT); /* cD in the streams' log, not CD */
         } else {
-            rem_conn_arm_timer(c);
+            /* Output waits but moved stalled ms ago: the next look is when the limit is
+             * reached since that progress, not a whole limit later (which let a client that
+             * stopped reading hold the conn for up to twice the limit, and a timer firing a
+             * millisecond early for a third). */
+            arm(c, limit - stalled);
         }
         break;
     }
