@@ -105,3 +105,12 @@ void rem_alloc_release(bool all_arenas)
     (void)all_arenas;
 #endif
 }
+
+void rem_alloc_decay(void)
+{
+#ifdef REM_HAVE_JEMALLOC
+    char cmd[32];
+    snprintf(cmd, sizeof(cmd), "arena.%u.decay", (unsigned)MALLCTL_ARENAS_ALL);
+    (void)mallctl(cmd, NULL, NULL, NULL, 0);
+#endif
+}

@@ -87,6 +87,12 @@ char *rem_xstrdup(const char *s);
  * their unused pages to the kernel. Otherwise an idle sidecar keeps them resident. A no-op
  * without jemalloc. */
 void rem_alloc_release(bool all_arenas);
+/* Runs the arenas' time-based decay now (any thread). jemalloc otherwise decays dirty pages
+ * only as allocations happen, so a sidecar that goes idle after a burst would keep the pages
+ * the burst freed; main calls this every few seconds, and they go back to the kernel about
+ * dirty_decay_ms (10 s by default) after they were freed, busy or not. A no-op without
+ * jemalloc. */
+void rem_alloc_decay(void);
 
 /* The gRPC status remora answers a gRPC call with for e (grpc-status; 14 UNAVAILABLE for
  * shedding and connect failures, 4 DEADLINE_EXCEEDED, 12 UNIMPLEMENTED, 8 RESOURCE_EXHAUSTED, 7

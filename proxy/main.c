@@ -770,6 +770,14 @@ static void on_purge(evutil_socket_t fd, short what, void *arg)
     rem_alloc_release(true);
 }
 
+#define REM_DECAY_MS 5000
+
+/* Every REM_DECAY_MS: pages freed by a past burst go back to the kernel on time (error.h). */
+static void on_decay(evutil_socket_t fd, short what, void *arg)
+{
+    rem_alloc_decay();
+}
+
 /* Every REM_TICKET_ROTATE_MS: a new session ticket key (tls_tickets.h). */
 static void on_ticket_rotate(evutil_socket_t fd, short what, void *arg)
 {
@@ -878,6 +886,7 @@ int main(int argc, char **argv)
     int rc = 1;
     struct event_base *base = event_base_new();
     struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL, *ticket_ev = NULL;
+    struct event *decay_ev = NULL;
     struct drain dr = {0};
     struct reloader rl = {0};
     struct rem_admin *admin = NULL;
@@ -942,10 +951,12 @@ int main(int argc, char **argv)
     sighup = evsignal_new(base, SIGHUP, on_sighup, &rl);
     ticket_ev = event_new(base, -1, EV_PERSIST, on_ticket_rotate, NULL);
     struct timeval ticket_tv = {REM_TICKET_ROTATE_MS / 1000, (REM_TICKET_ROTATE_MS % 1000) * 1000};
-    if (!sigterm || !sigint || !sighup || !ticket_ev || !rl.retry_ev || !rl.purge_ev ||
+    decay_ev = event_new(base, -1, EV_PERSIST, on_decay, NULL);
+    struct timeval decay_tv = {REM_DECAY_MS / 1000, 0};
+    if (!sigterm || !sigint || !sighup || !ticket_ev || !decay_ev || !rl.retry_ev || !rl.purge_ev ||
         !rl.ack_ev || !dr.poll_ev || !dr.timeout_ev || evsignal_add(sigterm, NULL) < 0 ||
         evsignal_add(sigint, NULL) < 0 || evsignal_add(sighup, NULL) < 0 ||
-        event_add(ticket_ev, &ticket_tv) < 0)
+        event_add(ticket_ev, &ticket_tv) < 0 || event_add(decay_ev, &decay_tv) < 0)
         goto out;
     for (unsigned i = 0; i < cfg->workers; i++)
         if (rem_worker_start(&workers[i]) < 0)
@@ -995,6 +1006,8 @@ out:
         event_free(sighup);
     if (ticket_ev)
         event_free(ticket_ev);
+    if (decay_ev)
+        event_free(decay_ev);
     if (base)
         event_base_free(base);
     free(workers);
