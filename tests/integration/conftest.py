@@ -442,37 +442,53 @@ def remora(tmp_path, request):
 
     def make(upstream=None, endpoints=None, config=None, ready=True, config_file=None, env=None,
              **kw):
-        port = free_port()
-        admin_port = free_port()
-        while admin_port == port:
+        if config is None:
+            port = free_port()
             admin_port = free_port()
-        if config is not None:
-            port = int(config["listeners"][0]["address"].rsplit(":", 1)[1])
-            admin_port = int(config["admin"]["address"].rsplit(":", 1)[1])
-        else:
+            while admin_port == port:
+                admin_port = free_port()
             if endpoints is None:
                 endpoints = [upstream.addr] if upstream is not None else ["127.0.0.1:1"]
             config = default_config(port, admin_port, endpoints, **kw)
-        idx = len(started)
-        if config_file is None:
-            cfg_path = tmp_path / ("remora-%d.yaml" % idx)
-            cfg_path.write_text(to_yaml(config) + "\n")
-        else:
-            assert config is not None, "config_file needs config (for the ports)"
-            cfg_path = config_file
-        log_path = tmp_path / ("remora-%d.stderr" % idx)
-        with open(log_path, "wb") as errf, open(tmp_path / ("remora-%d.stdout" % idx), "wb") as outf:
-            proc = subprocess.Popen([str(BIN), "-c", str(cfg_path)], stdout=outf, stderr=errf,
-                                    stdin=subprocess.DEVNULL,
-                                    env=dict(os.environ, **env) if env else None)
-        r = Remora(proc, port, admin_port, cfg_path, log_path, config)
+        r = launch_remora(tmp_path, config, len(started), ready=ready, config_file=config_file,
+                          env=env)
         started.append(r)
-        if ready:
-            wait_ready(proc, admin_port, log_path)
         return r
 
     yield make
+    stop_remoras(started)
 
+
+def launch_remora(directory, config, idx=0, ready=True, config_file=None, env=None):
+    """Starts remora on config (a dict; its ports are read from its first listener and admin
+    addresses), written to directory/remora-<idx>.yaml unless config_file (a path the caller
+    wrote) is given; stderr goes to directory/remora-<idx>.stderr. Returns a Remora, ready
+    unless ready=False. The caller stops it with stop_remoras."""
+    port = int(config["listeners"][0]["address"].rsplit(":", 1)[1])
+    admin_port = int(config["admin"]["address"].rsplit(":", 1)[1])
+    if config_file is None:
+        cfg_path = directory / ("remora-%d.yaml" % idx)
+        cfg_path.write_text(to_yaml(config) + "\n")
+    else:
+        cfg_path = config_file
+    log_path = directory / ("remora-%d.stderr" % idx)
+    with open(log_path, "wb") as errf, open(directory / ("remora-%d.stdout" % idx), "wb") as outf:
+        proc = subprocess.Popen([str(BIN), "-c", str(cfg_path)], stdout=outf, stderr=errf,
+                                stdin=subprocess.DEVNULL,
+                                env=dict(os.environ, **env) if env else None)
+    r = Remora(proc, port, admin_port, cfg_path, log_path, config)
+    if ready:
+        try:
+            wait_ready(proc, admin_port, log_path)
+        except BaseException:
+            _stop(proc)
+            raise
+    return r
+
+
+def stop_remoras(started):
+    """Stops every Remora of started by its pid; fails the test if one died by a signal or
+    logged a sanitizer report."""
     problems = []
     for r in started:
         crashed_before = r.proc.poll()
