@@ -203,11 +203,15 @@ static int grpc_status_of(const struct rem_stream *s)
 }
 
 /* The access log's termination code: a tunnel that ended cleanly, or by one side's abort,
- * says who ended it first (CT the client, ST the app); anything else is its error's. */
+ * says who ended it first (CT the client, ST the app); a client's bad input found in the body
+ * or trailers (a bad chunk size, a refused trailer) says D, not the table's R; anything else
+ * is its error's. */
 static const char *termination(const struct rem_stream *s)
 {
-    if (!s->tunnel)
-        return rem_err_term(s->err);
+    if (!s->tunnel) {
+        const char *t = rem_err_term(s->err);
+        return s->err_in_body && t[0] == 'C' && t[1] == 'R' ? "CD" : t;
+    }
     switch (s->err) {
     case REM_E_OK:
         return s->tunnel_closer == 'S' ? "ST" : "CT";
@@ -854,6 +858,7 @@ void rem_stream_fail(struct rem_stream *s, enum rem_err e)
     if (s->state == REM_STREAM_DONE)
         return;
     s->err = e;
+    s->err_in_body = s->state != REM_STREAM_HEAD;
     if (e == REM_E_QUEUE_FULL || e == REM_E_QUEUE_TIMEOUT)
         REM_M_ADD(
             s->gen->routes[s->mroute]->m.rejected[e == REM_E_QUEUE_FULL ? REM_REJECT_QUEUE_FULL

@@ -104,6 +104,8 @@ struct rem_stream {
     size_t mroute;        /* route index in gen (gen->cfg->n_routes: unmatched) */
     bool in_flight;       /* counted in the route's in-flight gauge */
     enum rem_err err;
+    bool err_in_body; /* err came after the request head was taken (state past HEAD): a
+                         client's framing error in the body or trailers logs phase D */
 
     /* gRPC (content-type application/grpc*): remora's own errors become grpc-status. */
     bool grpc;

@@ -119,6 +119,32 @@ def test_access_log_errors_have_termination_code(remora, upstream):
     assert by_status[502]["upstream"] == "127.0.0.1:%d" % dead
 
 
+@pytest.mark.parametrize("raw,status,error,term", [
+    # a bad head: phase R
+    (b"GET /app/x HTTP/1.1\r\nHost: a\r\nBad Name: v\r\n\r\n", 400, "bad_request", "CR"),
+    # the head was good, the body's chunk size is not: phase D (issue 17)
+    (b"POST /app/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
+     "bad_framing", "CD"),
+    # a refused trailer (headers_with_underscores: reject) comes after the body: phase D
+    (b"POST /app/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"1\r\nx\r\n0\r\nX_Bad: v\r\n\r\n", 400, "header_underscore", "CD"),
+], ids=["bad_head", "bad_chunk_size", "bad_trailer"])
+def test_access_log_termination_phase_of_bad_input(remora, upstream, raw, status, error, term):
+    """A client's bad input logs the phase where it was found: R in the request head, D in the
+    body or trailers (the table's R is for the head; a chunk-size error is a data error)."""
+    p = remora(upstream, limits={"headers_with_underscores": "reject"},
+               routes=[{"name": "app", "match": {"path_prefix": "/app/"}, "upstream": "app",
+                        "timeout": "5s"}])
+    with HttpConn(p.port) as c:
+        c.send(raw)
+        r = c.read_response()
+    assert r.status == status and r.header("x-remora-error") == error, (r, r.body)
+    logs = p.access_logs(at_least=1)
+    assert len(logs) == 1, logs
+    assert (logs[0]["status"], logs[0]["error"], logs[0]["termination"]) == \
+        (status, error, term), logs[0]
+
+
 def test_no_access_log_when_disabled(remora, upstream):
     p = remora(upstream, log={"access_log": False})
     for _ in range(3):
