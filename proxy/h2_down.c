@@ -502,7 +502,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
             calm_down(d, "rapid reset");
         break;
     case NGHTTP2_GOAWAY:
-        REM_M_ADD(shard(d)->h2_goaway[REM_H2_SIDE_DOWN], 1);
+        rem_h2_count_goaway(shard(d), REM_H2_SIDE_DOWN, f->goaway.error_code);
         break;
     case NGHTTP2_SETTINGS:
     case NGHTTP2_PING:

@@ -211,12 +211,17 @@ void rem_h2_count_reset(struct rem_metrics_shard *m, enum rem_h2_side side, uint
     REM_M_ADD(m->h2_resets[side][code < REM_H2_REASONS ? code : REM_H2_REASONS], 1);
 }
 
+void rem_h2_count_goaway(struct rem_metrics_shard *m, enum rem_h2_side side, uint32_t code)
+{
+    REM_M_ADD(m->h2_goaway[side][code < REM_H2_REASONS ? code : REM_H2_REASONS], 1);
+}
+
 void rem_h2_count_frame(struct rem_metrics_shard *m, enum rem_h2_side side, const nghttp2_frame *f)
 {
     if (f->hd.type == NGHTTP2_RST_STREAM)
         rem_h2_count_reset(m, side, f->rst_stream.error_code);
     else if (f->hd.type == NGHTTP2_GOAWAY)
-        REM_M_ADD(m->h2_goaway[side], 1);
+        rem_h2_count_goaway(m, side, f->goaway.error_code);
 }
 
 int rem_h2_pump(nghttp2_session *ng, struct evbuffer *out, size_t high)

@@ -64,6 +64,8 @@ int rem_h2_pump(nghttp2_session *ng, struct evbuffer *out, size_t high);
 /* Counts one RST_STREAM on a conn of that side (remora_http2_resets_total). */
 void rem_h2_count_reset(struct rem_metrics_shard *m, enum rem_h2_side side, uint32_t code);
 /* Counts f when it is a RST_STREAM or a GOAWAY (sent or received) on a conn of that side. */
+/* Counts a GOAWAY sent or received on side with its error code (remora_http2_goaway_total). */
+void rem_h2_count_goaway(struct rem_metrics_shard *m, enum rem_h2_side side, uint32_t code);
 void rem_h2_count_frame(struct rem_metrics_shard *m, enum rem_h2_side side, const nghttp2_frame *f);
 
 #endif

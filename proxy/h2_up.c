@@ -496,7 +496,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
         }
         break;
     case NGHTTP2_GOAWAY:
-        REM_M_ADD(shard(u)->h2_goaway[REM_H2_SIDE_UP], 1);
+        rem_h2_count_goaway(shard(u), REM_H2_SIDE_UP, f->goaway.error_code);
         u->goaway = true; /* streams above last_stream_id close with REFUSED_STREAM */
         rem_log_debug("upconn %s: GOAWAY last_stream_id %d error %u", u->uc->ep->name,
                       f->goaway.last_stream_id, f->goaway.error_code);

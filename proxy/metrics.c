@@ -766,15 +766,17 @@ static void render_http2(struct rbuf *b, const struct rem_metrics_view *vw, size
 {
     static const char *const protos[REM_DOWN_PROTOS] = {"http1", "h2c", "h2"};
     int64_t active = 0;
-    uint64_t total[REM_DOWN_PROTOS] = {0}, goaway[2] = {0}, resets[2][REM_H2_REASONS + 1] = {{0}};
+    uint64_t total[REM_DOWN_PROTOS] = {0}, goaway[2][REM_H2_REASONS + 1] = {{0}};
+    uint64_t resets[2][REM_H2_REASONS + 1] = {{0}};
     for (size_t s = 0; s < n_shards; s++) {
         active += LOAD(vw[s].shard->downstream_streams_active);
         for (int k = 0; k < REM_DOWN_PROTOS; k++)
             total[k] += LOAD(vw[s].shard->downstream_streams_total[k]);
         for (int k = 0; k < 2; k++) {
-            goaway[k] += LOAD(vw[s].shard->h2_goaway[k]);
-            for (int r = 0; r <= REM_H2_REASONS; r++)
+            for (int r = 0; r <= REM_H2_REASONS; r++) {
+                goaway[k][r] += LOAD(vw[s].shard->h2_goaway[k][r]);
                 resets[k][r] += LOAD(vw[s].shard->h2_resets[k][r]);
+            }
         }
     }
     rb_family(b, "remora_downstream_streams_active", "gauge",
@@ -805,15 +807,21 @@ static void render_http2(struct rbuf *b, const struct rem_metrics_view *vw, size
             rb_u64(b, resets[k][r]);
             rb_put(b, "\n", 1);
         }
+    /* no_error always, one series per side from the start; the others once non-zero */
     rb_family(b, "remora_http2_goaway_total", "counter",
-              "HTTP/2 GOAWAY frames sent or received, by side.");
-    for (int k = 0; k < 2; k++) {
-        rb_str(b, "remora_http2_goaway_total{side=\"");
-        rb_str(b, h2_sides[k]);
-        rb_str(b, "\"} ");
-        rb_u64(b, goaway[k]);
-        rb_put(b, "\n", 1);
-    }
+              "HTTP/2 GOAWAY frames sent or received, by side and error code.");
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r <= REM_H2_REASONS; r++) {
+            if (r && !goaway[k][r])
+                continue;
+            rb_str(b, "remora_http2_goaway_total{side=\"");
+            rb_str(b, h2_sides[k]);
+            rb_str(b, "\",reason=\"");
+            rb_str(b, h2_reasons[r]);
+            rb_str(b, "\"} ");
+            rb_u64(b, goaway[k][r]);
+            rb_put(b, "\n", 1);
+        }
 }
 
 /* TLS handshakes by side, when a listener terminates TLS or an upstream is reached over TLS

@@ -112,7 +112,7 @@ struct rem_metrics_shard {
     uint64_t downstream_connections_total;
     int64_t downstream_streams_active;         /* HTTP/2 streams held on downstream conns */
     uint64_t h2_resets[2][REM_H2_REASONS + 1]; /* [side: 0 downstream, 1 upstream][code] */
-    uint64_t h2_goaway[2];                     /* [side] */
+    uint64_t h2_goaway[2][REM_H2_REASONS + 1]; /* [side][code] */
     uint64_t streams_finished;                 /* streams ended, whatever the outcome */
     uint64_t drain_cut;                        /* streams cut at drain.timeout */
     int64_t tunnels_active;                    /* open tunnels (WebSocket, CONNECT) */

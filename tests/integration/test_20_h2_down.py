@@ -130,7 +130,8 @@ def test_nghttp_settings_configured_and_window_updates(remora, upstream):
 
 def test_goaway_when_remora_closes_idle_connection(remora, upstream):
     p = remora(upstream, limits={"client_idle_timeout": "500ms"})
-    g0 = metrics(p.admin_port).value("remora_http2_goaway_total", 0, side="downstream")
+    g0 = metrics(p.admin_port).value("remora_http2_goaway_total", 0, side="downstream",
+                                     reason="no_error")
     with H2Client(p.port) as c:
         r = c.get("/echo")
         assert r.status == 200 and r.ended
@@ -142,7 +143,8 @@ def test_goaway_when_remora_closes_idle_connection(remora, upstream):
         assert c.goaway.last_stream_id == 1, c.goaway
         assert 0.2 < took < 3, took
     assert wait_for(lambda: metrics(p.admin_port).value(
-        "remora_http2_goaway_total", 0, side="downstream") - g0 == 1, timeout=2), \
+        "remora_http2_goaway_total", 0, side="downstream", reason="no_error") - g0 == 1,
+        timeout=2), \
         metrics(p.admin_port).series("remora_http2_goaway_total")
 
 

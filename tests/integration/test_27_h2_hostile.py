@@ -429,8 +429,9 @@ CASES = [
 
 # ---- running one case ------------------------------------------------------------------------
 
-def goaways(admin_port):
-    return metrics(admin_port).total("remora_http2_goaway_total", side="downstream")
+def goaways(admin_port, code=None):
+    labels = {"reason": error_name(code)} if code is not None else {}
+    return metrics(admin_port).total("remora_http2_goaway_total", side="downstream", **labels)
 
 
 def resets(admin_port, code):
@@ -575,8 +576,10 @@ def run_case(port, case, admin_port=None, upstream=None, pid=None):
         assert fresh.get("/echo?fresh-h2=1").status == 200
     if admin_port is not None:
         if got[0] == "goaway":
-            assert wait_for(lambda: goaways(admin_port) - m0[0] >= 1, timeout=2), \
-                "GOAWAY not counted"
+            g0 = m0[1].total("remora_http2_goaway_total", side="downstream",
+                             reason=error_name(got[1]))
+            assert wait_for(lambda: goaways(admin_port, got[1]) - g0 >= 1, timeout=2), \
+                "GOAWAY %s not counted" % error_name(got[1])
         elif got[0] == "rst":
             r0 = m0[1].total("remora_http2_resets_total", side="downstream",
                              reason=error_name(got[1]))

@@ -362,10 +362,11 @@ static const char small_text[] =
     "# HELP remora_http2_resets_total HTTP/2 RST_STREAM frames sent or received, by side and error "
     "code.\n"
     "# TYPE remora_http2_resets_total counter\n"
-    "# HELP remora_http2_goaway_total HTTP/2 GOAWAY frames sent or received, by side.\n"
+    "# HELP remora_http2_goaway_total HTTP/2 GOAWAY frames sent or received, by side and error "
+    "code.\n"
     "# TYPE remora_http2_goaway_total counter\n"
-    "remora_http2_goaway_total{side=\"downstream\"} 0\n"
-    "remora_http2_goaway_total{side=\"upstream\"} 0\n"
+    "remora_http2_goaway_total{side=\"downstream\",reason=\"no_error\"} 0\n"
+    "remora_http2_goaway_total{side=\"upstream\",reason=\"no_error\"} 0\n"
     "# HELP remora_drain_cut_total Requests cut because they were still in flight at "
     "drain.timeout.\n"
     "# TYPE remora_drain_cut_total counter\n"
@@ -513,10 +514,10 @@ static const char small_om[] =
     "# HELP remora_http2_resets HTTP/2 RST_STREAM frames sent or received, by side and error "
     "code.\n"
     "# TYPE remora_http2_resets counter\n"
-    "# HELP remora_http2_goaway HTTP/2 GOAWAY frames sent or received, by side.\n"
+    "# HELP remora_http2_goaway HTTP/2 GOAWAY frames sent or received, by side and error code.\n"
     "# TYPE remora_http2_goaway counter\n"
-    "remora_http2_goaway_total{side=\"downstream\"} 0\n"
-    "remora_http2_goaway_total{side=\"upstream\"} 0\n"
+    "remora_http2_goaway_total{side=\"downstream\",reason=\"no_error\"} 0\n"
+    "remora_http2_goaway_total{side=\"upstream\",reason=\"no_error\"} 0\n"
     "# HELP remora_drain_cut Requests cut because they were still in flight at "
     "drain.timeout.\n"
     "# TYPE remora_drain_cut counter\n"
@@ -898,8 +899,9 @@ static void test_render_http2(void **state)
     REM_M_ADD(f->sh[1]->g.h2_resets[0][8], 1);
     REM_M_ADD(f->sh[1]->g.h2_resets[1][7], 2);              /* refused_stream */
     REM_M_ADD(f->sh[0]->g.h2_resets[1][REM_H2_REASONS], 6); /* unknown codes */
-    REM_M_ADD(f->sh[0]->g.h2_goaway[0], 1);
-    REM_M_ADD(f->sh[1]->g.h2_goaway[1], 3);
+    REM_M_ADD(f->sh[0]->g.h2_goaway[0][0], 1);
+    REM_M_ADD(f->sh[1]->g.h2_goaway[1][0], 2);
+    REM_M_ADD(f->sh[0]->g.h2_goaway[1][11], 1); /* ENHANCE_YOUR_CALM */
     char *got = render(f, 2, NULL, REM_EXPO_PROMETHEUS);
     static const char *const want[] = {
         "\nremora_downstream_streams_active 4\n",
@@ -909,13 +911,15 @@ static void test_render_http2(void **state)
         "\nremora_http2_resets_total{side=\"downstream\",reason=\"cancel\"} 5\n",
         "\nremora_http2_resets_total{side=\"upstream\",reason=\"refused_stream\"} 2\n",
         "\nremora_http2_resets_total{side=\"upstream\",reason=\"other\"} 6\n",
-        "\nremora_http2_goaway_total{side=\"downstream\"} 1\n",
-        "\nremora_http2_goaway_total{side=\"upstream\"} 3\n",
+        "\nremora_http2_goaway_total{side=\"downstream\",reason=\"no_error\"} 1\n",
+        "\nremora_http2_goaway_total{side=\"upstream\",reason=\"no_error\"} 2\n",
+        "\nremora_http2_goaway_total{side=\"upstream\",reason=\"enhance_your_calm\"} 1\n",
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         if (!strstr(got, want[i]))
             fail_msg("missing %s", want[i] + 1);
-    assert_null(strstr(got, "reason=\"no_error\""));
+    assert_null(strstr(got, "remora_http2_resets_total{side=\"downstream\",reason=\"no_error\""));
+    assert_null(strstr(got, "remora_http2_goaway_total{side=\"downstream\",reason=\"cancel\""));
 }
 
 /* A TLS listener: the remora_tls_* families appear. */
@@ -964,7 +968,7 @@ static void test_render_tls(void **state)
     REM_M_ADD(a->tls_handshakes_in_progress, 3);
     REM_M_ADD(b->tls_handshakes_in_progress, 2);
     static const char text[] =
-        "remora_http2_goaway_total{side=\"upstream\"} 0\n"
+        "remora_http2_goaway_total{side=\"upstream\",reason=\"no_error\"} 0\n"
         "# HELP remora_tls_handshakes_total TLS handshakes by side and result.\n"
         "# TYPE remora_tls_handshakes_total counter\n"
         "remora_tls_handshakes_total{side=\"downstream\",result=\"ok\"} 3\n"
@@ -1002,7 +1006,7 @@ static void test_render_tls(void **state)
     if (!strstr(got, text))
         fail_msg("no TLS block in:\n%s", got);
     static const char om[] =
-        "remora_http2_goaway_total{side=\"upstream\"} 0\n"
+        "remora_http2_goaway_total{side=\"upstream\",reason=\"no_error\"} 0\n"
         "# HELP remora_tls_handshakes TLS handshakes by side and result.\n"
         "# TYPE remora_tls_handshakes counter\n"
         "remora_tls_handshakes_total{side=\"downstream\",result=\"ok\"} 3\n"
