@@ -191,7 +191,9 @@ static void derive_max_connections(struct rem_config *cfg, bool quiet)
         else
             by_fd = rl.rlim_cur / 4; /* tiny limits: leave room for upconns and internal fds */
     }
-    uint64_t per_conn = 4 * cfg->limits.buffer_bytes + 2 * cfg->limits.max_header_bytes + 4096;
+    /* docs/memory.md: each of the 4 buffers may hold buffer_bytes plus one 16 KiB read */
+    uint64_t per_conn =
+        4 * (cfg->limits.buffer_bytes + 16384) + 2 * cfg->limits.max_header_bytes + 4096;
     uint64_t mem = memory_limit(), by_mem = UINT64_MAX;
     const uint64_t reserve = 16u << 20; /* binary, metrics, queues, allocator slack */
     if (mem)

@@ -67,8 +67,9 @@ def test_max_connections_follows_memory_limit(tmp_path, upstream):
         assert m, text
         n, by_fd, how = int(m.group(1)), int(m.group(2)), m.group(3)
         assert how == "from the cgroup memory limit", (version, text)
-        # per conn: 4 buffers of 64 KiB + 2 heads of 64 KiB + 4 KiB; 16 MiB reserved.
-        want = (LIMIT - 16 * 1024 * 1024) // (4 * 65536 + 2 * 65536 + 4096)
+        # per conn (docs/memory.md): 4 buffers of 64 KiB plus one 16 KiB read each, 2 heads
+        # of 64 KiB, 4 KiB; 16 MiB reserved.
+        want = (LIMIT - 16 * 1024 * 1024) // (4 * (65536 + 16384) + 2 * 65536 + 4096)
         assert n == min(want, by_fd), (n, want, by_fd)
         print("\ncgroup v%d, memory limit %d MiB: max_connections %d" % (version, LIMIT >> 20, n))
     finally:
