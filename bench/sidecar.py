@@ -32,6 +32,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -499,7 +500,7 @@ def write(br, a, started, meta, names, shapes, plan, rows, proxies):
     png = None
     if not a.no_plots and shutil.which("gnuplot"):
         png = plot(br, stem, shapes, plan, names, summ)
-    md = markdown(br, meta, shapes, plan, targets, names, summ, png, proxies)
+    md = markdown(br, meta, shapes, plan, targets, names, summ, png, proxies, rows)
     with open(stem + ".md", "w") as f:
         f.write(md)
     print(md)
@@ -539,7 +540,20 @@ SHAPE_TEXT = {
 }
 
 
-def markdown(br, meta, shapes, plan, targets, names, summ, png, proxies):
+def paired(rows, s, rate, peers, k):
+    """Median over rounds of remora's k / the lowest peer's k in the same round: a noisy
+    stretch of the machine hits the cells of one round alike."""
+    out = []
+    for rnd in sorted({r["round"] for r in rows}):
+        cell = {r["target"]: r.get(k) for r in rows if (r["round"], r["shape"], r["rate"]) ==
+                (rnd, s, rate) and r["status"] == "ok" and r.get(k) is not None}
+        best = [cell[p] for p in peers if p in cell]
+        if cell.get("remora") is not None and best and min(best) > 0:
+            out.append(cell["remora"] / min(best))
+    return "%.2fx" % statistics.median(out) if out else "-"
+
+
+def markdown(br, meta, shapes, plan, targets, names, summ, png, proxies, rows):
     v = meta["versions"]
     L = ["# remora sidecar regime (fixed rate), %s, commit %s\n" % (meta["date"],
                                                                     meta["commit"])]
@@ -571,9 +585,10 @@ def markdown(br, meta, shapes, plan, targets, names, summ, png, proxies):
         L.append("## remora against the best peer\n")
         L.append("Best peer = the peer with the lowest median of that column. CPU and sleeps: "
                  "remora / best (below 1: remora costs less). Added latency: remora's and the "
-                 "best peer's, ms. achieved: remora's / the highest peer's.\n")
-        L.append("| shape | rate | CPU us/req remora / best | ratio | sleeps/req remora / best "
-                 "| ratio | added p50 remora / best | added p99 remora / best | "
+                 "best peer's, ms. achieved: remora's / the highest peer's. paired: the median "
+                 "over rounds of remora / the lowest peer of the same round.\n")
+        L.append("| shape | rate | CPU us/req remora / best | ratio (paired) | sleeps/req remora "
+                 "/ best | ratio (paired) | added p50 remora / best | added p99 remora / best | "
                  "achieved remora / best |")
         L.append("|---|---|---|---|---|---|---|---|---|")
         for s in shapes:
@@ -583,7 +598,8 @@ def markdown(br, meta, shapes, plan, targets, names, summ, png, proxies):
                 for k, scale in (("cpu_us_per_req", 1), ("vcsw_per_req", 1)):
                     p, bv = best_peer(summ, s, rate, peers, k)
                     rv = med(rc, k) if rc["status"] == "ok" else None
-                    cells += ["%s / %s (%s)" % (fmt_v(rv), fmt_v(bv), p or "-"), ratio(rv, bv)]
+                    cells += ["%s / %s (%s)" % (fmt_v(rv), fmt_v(bv), p or "-"),
+                              "%s (%s)" % (ratio(rv, bv), paired(rows, s, rate, peers, k))]
                 for k in ("add_p50_us", "add_p99_us"):
                     p, bv = best_peer(summ, s, rate, peers, k)
                     rv = med(rc, k) if rc["status"] == "ok" else None
