@@ -145,6 +145,11 @@ static inline struct evbuffer *rem_upconn_output(struct rem_upconn *uc)
 {
     return rem_transport_output(&uc->t);
 }
+/* Bytes waiting in the output (takes no buffer, unlike rem_upconn_output). */
+static inline size_t rem_upconn_output_len(const struct rem_upconn *uc)
+{
+    return rem_transport_output_len(&uc->t);
+}
 /* The output is queued for writing at the end of this loop iteration. */
 void rem_upconn_flush_later(struct rem_upconn *uc);
 /* Ends the sending side (FIN) once the output is written; reading goes on (a tunnel whose
