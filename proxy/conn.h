@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0
- * conn: one downstream connection: its transport, its timer and kick event, the pause mask and
+ * conn: one downstream connection: its transport, its timer and kick, the pause mask and
  * the one state machine (set only through rem_conn_set_state). The protocol on it is a
  * downstream codec behind `struct rem_down_ops` (h1_down.c, h2_down.c), chosen once by the
  * accepting side (preface sniffing on cleartext; ALPN after a TLS handshake) and stored
