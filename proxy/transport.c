@@ -41,14 +41,20 @@ struct evbuffer *rem_transport_take_output(struct rem_transport *t)
     return t->out;
 }
 
-/* Gives the buffers back to the loop's spares once they are empty. Called where no owner's
- * frame can hold them: after the read callback, at the end of a flush. */
-static void release_buffers(struct rem_transport *t)
+/* Give a buffer back to the loop's spares once it is empty, where no owner's frame can hold
+ * it: the input after the read callback (nothing else reads it), the output at the end of a
+ * flush (a synchronous flush, rem_upconn_flush_now, runs inside a codec's frame that may still
+ * hold the input, never the output: it appends and then flushes). */
+static void release_input(struct rem_transport *t)
 {
     if (t->in && evbuffer_get_length(t->in) == 0) {
         rem_loop_buffer_put(t->loop, t->in);
         t->in = NULL;
     }
+}
+
+static void release_output(struct rem_transport *t)
+{
     if (t->out && evbuffer_get_length(t->out) == 0) {
         rem_loop_buffer_put(t->loop, t->out);
         t->out = NULL;
@@ -220,7 +226,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     if (n < 0) {
         evbuffer_commit_space(t->in, vec, 0);
         if (errno == EAGAIN || errno == EINTR) {
-            release_buffers(t);
+            release_input(t);
             return;
         }
         fail(t, errno);
@@ -240,7 +246,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     else if (t->io->pending && t->io->pending(t))
         event_active(t->ev_read, EV_READ, 1); /* held by the io: the fd does not say so */
     t->cbs->on_read(t, t->arg);
-    release_buffers(t); /* the owner consumed it all: an idle conn keeps no buffer */
+    release_input(t); /* the owner consumed it all: an idle conn keeps no buffer */
 }
 
 /* One io->send of what t->out holds, over up to REM_WRITE_VECS chains. */
@@ -288,7 +294,7 @@ size_t rem_transport_flush(struct rem_transport *t)
         t->io->shutdown(t);
     if (left < before && left <= t->write_high / 2 && t->cbs->on_drained)
         t->cbs->on_drained(t, t->arg);
-    release_buffers(t);
+    release_output(t);
     return left;
 }
 
