@@ -173,8 +173,5 @@ void rem_loop_buffer_put(struct rem_loop *l, struct evbuffer *b)
         evbuffer_free(b);
         return;
     }
-    size_t n = evbuffer_get_length(b);
-    if (n)
-        evbuffer_drain(b, n);
     l->spare[l->n_spare++] = b;
 }

@@ -89,7 +89,8 @@ void rem_loop_post_cancel(struct rem_loop *l, struct rem_post *p);
 /* An empty evbuffer for the caller to own: a spare one, or a new one. Aborts on OOM (a control
  * object of 160 B; the bytes it will hold are bounded by the transport's watermarks). */
 struct evbuffer *rem_loop_buffer_get(struct rem_loop *l);
-/* Takes b back (NULL-safe): kept as a spare once emptied, or freed when there are enough. */
+/* Takes back b, which must be empty (NULL-safe): kept as a spare, or freed when there are
+ * enough. */
 void rem_loop_buffer_put(struct rem_loop *l, struct evbuffer *b);
 
 uint64_t rem_now_ms(void);
