@@ -10,6 +10,7 @@ root and a writable cgroup filesystem; it skips, saying which, otherwise."""
 
 import os
 import re
+import resource
 import subprocess
 import time
 
@@ -94,6 +95,12 @@ def test_idle_keepalive_conn_under_1kib(remora, upstream):
     if SANITIZED:
         pytest.skip("ASan's shadow memory and redzones inflate every allocation: RSS per conn "
                     "says nothing about remora's own")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = IDLE_CONNS + 256
+    if soft < need and (hard == resource.RLIM_INFINITY or hard >= need):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))  # remora inherits it
+    elif soft < need:
+        pytest.skip("RLIMIT_NOFILE hard limit %d is below the %d descriptors needed" % (hard, need))
     r = remora(upstream, workers=1)
     warm = HttpConn(r.port)
     warm.request("GET", "/")
