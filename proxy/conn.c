@@ -34,6 +34,7 @@
 
 #define REM_LINGER_MS 2000
 #define CONN_OF(r) ((struct rem_conn *)((char *)(r)-offsetof(struct rem_conn, reap)))
+#define CONN_OF_KICK(p) ((struct rem_conn *)((char *)(p)-offsetof(struct rem_conn, kick)))
 
 /* c starts or ends a handshake: the worker's count of conns in HANDSHAKE (the cap
  * limits.max_tls_handshakes reads) and its gauge. */
@@ -43,9 +44,9 @@ static void count_handshake(struct rem_conn *c, bool in)
         return;
     c->in_handshake = in;
     if (in)
-        TAILQ_INSERT_TAIL(&c->worker->handshakes, c, hs_link);
+        TAILQ_INSERT_TAIL(&c->worker->handshakes, c, hs->link);
     else
-        TAILQ_REMOVE(&c->worker->handshakes, c, hs_link);
+        TAILQ_REMOVE(&c->worker->handshakes, c, hs->link);
     rem_worker_count_handshake(c->worker, in ? 1 : -1);
     REM_M_ADD(c->worker->metrics->tls_handshakes_in_progress, in ? 1 : -1);
 }
@@ -65,12 +66,13 @@ static void conn_free(struct rem_reap *r)
     struct rem_conn *c = CONN_OF(r);
     if (c->timer)
         event_free(c->timer);
-    if (c->kick)
-        event_free(c->kick);
+    rem_loop_post_cancel(&c->worker->loop, &c->kick);
     if (c->down)
         c->down->free(c);
     rem_transport_free(&c->t);
-    rem_identity_free(c->identity);
+    if (c->hs)
+        rem_identity_free(c->hs->identity);
+    free(c->hs);
     rem_config_unref(c->cfg);
     free(c);
 }
@@ -144,7 +146,7 @@ void rem_conn_close(struct rem_conn *c)
         c->down->abort_all(c); /* aborts, logs and frees every stream */
     rem_transport_close(&c->t);
     event_del(c->timer);
-    event_del(c->kick);
+    rem_loop_post_cancel(&c->worker->loop, &c->kick);
     TAILQ_REMOVE(&c->worker->conns, c, link);
     if (!c->lingering)
         rem_worker_count_conn(c->worker, -1);
@@ -188,7 +190,7 @@ void rem_conn_close_after_write(struct rem_conn *c)
     if (c->state >= REM_CONN_CLOSING)
         return;
     set_state(c, REM_CONN_CLOSING);
-    event_del(c->kick);
+    rem_loop_post_cancel(&c->worker->loop, &c->kick);
     event_del(c->timer);
     if (rem_conn_output_len(c) == 0)
         start_linger(c);
@@ -225,28 +227,28 @@ void rem_conn_pause(struct rem_conn *c, unsigned reasons)
     c->pause |= reasons;
 }
 
+static void on_kick(struct rem_post *p)
+{
+    struct rem_conn *c = CONN_OF_KICK(p);
+    if (c->down)
+        c->down->on_kick(c);
+}
+
 void rem_conn_resume(struct rem_conn *c, unsigned reasons)
 {
     c->pause &= ~reasons;
     if (c->pause == 0 && c->state < REM_CONN_CLOSING)
-        event_active(c->kick, EV_TIMEOUT, 1);
+        rem_loop_post(&c->worker->loop, &c->kick, on_kick);
 }
 
 void rem_conn_kick(struct rem_conn *c)
 {
-    event_active(c->kick, EV_TIMEOUT, 1);
+    rem_loop_post(&c->worker->loop, &c->kick, on_kick);
 }
 
 void rem_conn_reset_on_close(struct rem_conn *c)
 {
     c->reset_on_close = true;
-}
-
-static void on_kick(evutil_socket_t fd, short what, void *arg)
-{
-    struct rem_conn *c = arg;
-    if (c->down)
-        c->down->on_kick(c);
 }
 
 /* The TLS handshake of c ended with r (once per conn: it leaves HANDSHAKE right after). An ok
@@ -259,21 +261,21 @@ static void handshake_end(struct rem_conn *c, enum rem_tls_result r)
     struct rem_metrics_shard *m = w->metrics;
     bool resumed = false;
     if (r == REM_TLS_OK) {
-        c->tls_version = rem_transport_session(&c->t, &resumed);
-        c->identity = rem_transport_peer_identity(&c->t);
+        c->hs->tls_version = rem_transport_session(&c->t, &resumed);
+        c->hs->identity = rem_transport_peer_identity(&c->t);
         if (w->gen && m->tls_ml != w->gen->ml) {
             pthread_mutex_lock(&w->gen_lock);
             rem_metrics_shard_tls_layout(m, w->gen->ml);
             pthread_mutex_unlock(&w->gen_lock);
         }
     }
-    rem_metrics_record_tls_handshake(m, r, rem_now_ns() - c->accept_ns, resumed);
+    rem_metrics_record_tls_handshake(m, r, rem_now_ns() - c->hs->accept_ns, resumed);
 }
 
 bool rem_conn_evict_handshake(struct rem_worker *w)
 {
     struct rem_conn *c;
-    TAILQ_FOREACH(c, &w->handshakes, hs_link)
+    TAILQ_FOREACH(c, &w->handshakes, hs->link)
     {
         if (!rem_transport_awaiting_hello(&c->t))
             continue;
@@ -417,6 +419,7 @@ int rem_conn_open(struct rem_worker *w, const struct rem_conn_owner *owner, void
 {
     if (out)
         *out = NULL;
+    uint64_t accept_ns = rem_now_ns();
     struct rem_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return -REM_E_NOMEM;
@@ -427,14 +430,17 @@ int rem_conn_open(struct rem_worker *w, const struct rem_conn_owner *owner, void
     c->cfg = rem_config_ref(w->cfg);
     c->abort_err = REM_E_CLIENT_ABORT;
     c->draining = w->draining;
-    c->accept_ns = rem_now_ns();
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     rem_transport_clear(&c->t); /* until setup */
     const struct rem_cfg_limits *lim = &c->cfg->limits;
     int rc = setup(&c->t, &w->loop, &conn_cbs, c, lim->buffer_bytes, lim->buffer_bytes, setup_arg);
     c->timer = evtimer_new(w->loop.base, on_timer, c);
-    c->kick = event_new(w->loop.base, -1, 0, on_kick, c);
-    if (rc < 0 || !c->timer || !c->kick) {
+    if (rc == 0 && rem_transport_handshaking(&c->t)) {
+        c->hs = calloc(1, sizeof(*c->hs));
+        if (c->hs)
+            c->hs->accept_ns = accept_ns;
+    }
+    if (rc < 0 || !c->timer || (rem_transport_handshaking(&c->t) && !c->hs)) {
         conn_free(&c->reap); /* the transport releases its handle */
         owner->closed(owner_arg);
         rem_log_error("conn: out of memory accepting a connection");
@@ -507,9 +513,9 @@ void rem_conn_accept(struct rem_worker *w, const struct rem_conn_owner *owner, v
     }
 }
 
-size_t rem_conn_output_len(struct rem_conn *c)
+size_t rem_conn_output_len(const struct rem_conn *c)
 {
-    return evbuffer_get_length(rem_conn_output(c));
+    return rem_transport_output_len(&c->t);
 }
 
 void rem_conn_flush_later(struct rem_conn *c)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0
- * conn: one downstream connection: its transport, its timer and kick event, the pause mask and
+ * conn: one downstream connection: its transport, its timer and kick, the pause mask and
  * the one state machine (set only through rem_conn_set_state). The protocol on it is a
  * downstream codec behind `struct rem_down_ops` (h1_down.c, h2_down.c), chosen once by the
  * accepting side (preface sniffing on cleartext; ALPN after a TLS handshake) and stored
@@ -108,6 +108,20 @@ struct rem_conn_owner {
     void (*closed)(void *arg);
 };
 
+/* What only a conn with a handshake (TLS) needs; kept apart so that a plaintext conn stays in a
+ * smaller allocation class (docs/memory.md). Owned by its conn. */
+struct rem_conn_hs {
+    TAILQ_ENTRY(rem_conn) link; /* in worker->handshakes while in_handshake */
+    uint64_t accept_ns;         /* rem_now_ns() at accept: the handshake duration's start */
+    const char *tls_version;    /* static (OpenSSL's): the version the handshake agreed on
+                                   ("TLSv1.3"), NULL until it is done */
+    /* Owned: the verified client certificate's identity (mTLS), set once the handshake is
+     * done; NULL: none (no certificate, no client_ca). */
+    struct rem_identity *identity;
+};
+
+/* Kept within 384 B (jemalloc's class; tests/unit/test_h1_down.c checks it): an idle HTTP/1.1
+ * conn is this, its codec state, its timer and read event (docs/memory.md). */
 struct rem_conn {
     struct rem_worker *worker;           /* borrowed */
     const struct rem_cfg_listener *lcfg; /* borrowed from cfg */
@@ -116,29 +130,24 @@ struct rem_conn {
     struct rem_config *cfg;              /* a reference: the generation this conn started on */
     struct rem_transport t;              /* owned: the byte stream and its two buffers */
     struct event *timer;                 /* owned: idle / header timeout */
-    struct event *kick;                  /* owned: resumes parsing outside callback stacks */
+    struct rem_post kick;                /* on the loop's post list: resumes parsing outside
+                                            callback stacks */
     const struct rem_down_ops *down;     /* the codec, once chosen */
     void *codec;                         /* owned through down: the codec's per-conn state */
     char peer[48];                       /* client address (no port), for X-Forwarded-For */
     enum rem_conn_state state;
-    unsigned pause;                /* REM_PAUSE_* */
-    bool eof;                      /* the client closed its sending side */
-    bool lingering;                /* output flushed, SHUT_WR sent, draining input */
-    bool reset_on_close;           /* end with RST: a truncated response must not look complete
-                                      to a close-delimited reader */
-    bool draining;                 /* drain asked for (applied once the codec is chosen) */
-    bool tls;                      /* the client came over TLS (X-Forwarded-Proto: https) */
-    bool in_handshake;             /* counted in worker->n_handshakes (set_state uncounts it) */
-    const char *tls_version;       /* static (OpenSSL's): the version the handshake agreed on
-                                      ("TLSv1.3"), NULL until it is done and on plaintext */
-    uint64_t accept_ns;            /* rem_now_ns() at accept: the handshake duration's start */
-    enum rem_err abort_err;        /* what a close does to streams in flight (client_abort) */
-    TAILQ_ENTRY(rem_conn) link;    /* in worker->conns */
-    TAILQ_ENTRY(rem_conn) hs_link; /* in worker->handshakes while in_handshake */
+    unsigned pause;             /* REM_PAUSE_* */
+    bool eof;                   /* the client closed its sending side */
+    bool lingering;             /* output flushed, SHUT_WR sent, draining input */
+    bool reset_on_close;        /* end with RST: a truncated response must not look complete
+                                   to a close-delimited reader */
+    bool draining;              /* drain asked for (applied once the codec is chosen) */
+    bool tls;                   /* the client came over TLS (X-Forwarded-Proto: https) */
+    bool in_handshake;          /* counted in worker->n_handshakes (set_state uncounts it) */
+    enum rem_err abort_err;     /* what a close does to streams in flight (client_abort) */
+    TAILQ_ENTRY(rem_conn) link; /* in worker->conns */
     struct rem_reap reap;
-    /* Owned: the verified client certificate's identity (mTLS), set once the handshake is
-     * done; NULL: none (no certificate, no client_ca, plaintext). */
-    struct rem_identity *identity;
+    struct rem_conn_hs *hs; /* owned: a conn with a handshake (TLS) only; NULL otherwise */
 };
 
 /* Sets up a conn's transport over the handle the accepting side holds (setup_arg): an accepted
@@ -219,13 +228,24 @@ static inline struct evbuffer *rem_conn_output(struct rem_conn *c)
 {
     return rem_transport_output(&c->t);
 }
-size_t rem_conn_output_len(struct rem_conn *c);
+/* Bytes waiting in the output (takes no buffer, unlike rem_conn_output). */
+size_t rem_conn_output_len(const struct rem_conn *c);
 /* Watermark above which producers must stop writing to this conn. */
 size_t rem_conn_high_watermark(const struct rem_conn *c);
 /* The output is queued for writing at the end of this loop iteration. */
 void rem_conn_flush_later(struct rem_conn *c);
 /* Reading resumes below the watermark once the codec consumed input. */
 void rem_conn_rearm(struct rem_conn *c);
+/* The verified client certificate's identity (mTLS), or NULL (none, plaintext). */
+static inline const struct rem_identity *rem_conn_identity(const struct rem_conn *c)
+{
+    return c->hs ? c->hs->identity : NULL;
+}
+/* The TLS version the handshake agreed on (static text), or NULL (plaintext, not done). */
+static inline const char *rem_conn_tls_version(const struct rem_conn *c)
+{
+    return c->hs ? c->hs->tls_version : NULL;
+}
 /* The protocol the TLS handshake agreed on (ALPN, not NUL-terminated: *len bytes), or NULL. */
 static inline const char *rem_conn_alpn(const struct rem_conn *c, size_t *len)
 {

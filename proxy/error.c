@@ -44,13 +44,17 @@ void rem_bug(const char *file, int line, const char *cond)
     abort();
 }
 
+void rem_oom(void)
+{
+    fputs("{\"level\":\"fatal\",\"msg\":\"out of memory\"}\n", stderr);
+    abort();
+}
+
 void *rem_xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) {
-        fputs("{\"level\":\"fatal\",\"msg\":\"out of memory\"}\n", stderr);
-        abort();
-    }
+    if (!p)
+        rem_oom();
     return p;
 }
 

@@ -81,6 +81,8 @@ void rem_bug(const char *file, int line, const char *cond) __attribute__((noretu
 
 /* Control-path allocation that aborts on OOM (never for peer-driven, data-path growth). */
 void *rem_xcalloc(size_t n, size_t size);
+/* Logs "out of memory" and aborts: what a control object does when its allocation fails. */
+void rem_oom(void) __attribute__((noreturn));
 char *rem_xstrdup(const char *s);
 /* After a burst of frees on this thread (a reload's old generation): hands the thread's
  * allocator cache back to the arenas and, with all_arenas (the main thread, once), returns

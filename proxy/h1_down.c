@@ -540,7 +540,7 @@ static void h1_stream_done(struct rem_stream *s)
 static int counted(struct rem_conn *c, struct rem_stream *s, size_t before, int rc)
 {
     if (s)
-        rem_stream_count_out(s, evbuffer_get_length(rem_conn_output(c)) - before);
+        rem_stream_count_out(s, rem_conn_output_len(c) - before);
     rem_conn_flush_later(c);
     return rc;
 }

@@ -282,7 +282,7 @@ static int h1_write_head(struct rem_upconn *uc, struct rem_stream *s)
         .client_addr = s->conn->peer,
         .proto = s->conn->tls ? "https" : "http",
         .request_id = s->req.request_id_idx < 0 ? s->request_id : NULL,
-        .xfcc = s->conn->identity ? s->conn->identity->xfcc : NULL,
+        .xfcc = rem_conn_identity(s->conn) ? rem_conn_identity(s->conn)->xfcc : NULL,
         .default_host = uc->ep->authority,
         .chunked = s->req_chunked,
         .content_length = s->req_chunked || tunnel ? -1 : s->req.content_length,
@@ -460,7 +460,7 @@ static void h1_on_drained(struct rem_upconn *uc)
 {
     struct rem_h1_up *h = h1_of(uc);
     if (h->closing) {
-        if (evbuffer_get_length(rem_upconn_output(uc)) == 0)
+        if (rem_upconn_output_len(uc) == 0)
             rem_upconn_close(uc); /* the tunnel's last bytes are out */
         return;
     }
@@ -584,7 +584,7 @@ static void h1_cancel(struct rem_upconn *uc, struct rem_stream *s)
 {
     struct rem_h1_up *h = h1_of(uc);
     if (h->tunnel && s->req_done && s->resp_done && s->err == REM_E_OK &&
-        evbuffer_get_length(rem_upconn_output(uc)) > 0) {
+        rem_upconn_output_len(uc) > 0) {
         /* Both sides ended the tunnel cleanly: the client's last bytes (and the FIN already
          * asked for) still go out before the close. */
         h->stream = NULL;
@@ -598,7 +598,7 @@ static void h1_cancel(struct rem_upconn *uc, struct rem_stream *s)
 
 static bool h1_full(struct rem_upconn *uc, struct rem_stream *s)
 {
-    return evbuffer_get_length(rem_upconn_output(uc)) >= s->conn->cfg->limits.buffer_bytes;
+    return rem_upconn_output_len(uc) >= s->conn->cfg->limits.buffer_bytes;
 }
 
 static void h1_resume(struct rem_upconn *uc, struct rem_stream *s)

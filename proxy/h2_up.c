@@ -248,7 +248,7 @@ static int h2_write_head(struct rem_upconn *uc, struct rem_stream *s)
         rem_h2_request_build(&r, &s->req, s->conn->peer, s->conn->tls ? "https" : "http",
                              s->req.request_id_idx < 0 ? s->request_id : NULL, uc->ep->authority,
                              cl, tunnel ? s->upgrade : NULL, tunnel ? s->upgrade_len : 0,
-                             s->conn->identity ? s->conn->identity->xfcc : NULL);
+                             rem_conn_identity(s->conn) ? rem_conn_identity(s->conn)->xfcc : NULL);
     if (rc < 0)
         return rc;
     nghttp2_data_provider prd = {.source.ptr = us, .read_callback = on_read_body};

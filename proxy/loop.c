@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0
- * loop: event_base, flush list, reaper, clock. */
+ * loop: event_base, flush list, post list, reaper, spare buffers, clock. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "error.h"
@@ -50,10 +51,22 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void on_post(evutil_socket_t fd, short what, void *arg)
+{
+    struct rem_loop *l = arg;
+    struct rem_post *p;
+    while ((p = TAILQ_FIRST(&l->postq)) != NULL) {
+        TAILQ_REMOVE(&l->postq, p, link);
+        p->link.tqe_prev = NULL;
+        p->fn(p);
+    }
+}
+
 int rem_loop_init(struct rem_loop *l)
 {
     memset(l, 0, sizeof(*l));
     TAILQ_INIT(&l->flushq);
+    TAILQ_INIT(&l->postq);
     struct event_config *ec = event_config_new();
     if (!ec)
         return -REM_E_NOMEM;
@@ -65,7 +78,9 @@ int rem_loop_init(struct rem_loop *l)
         return -REM_E_NOMEM;
     l->reap_ev = event_new(l->base, -1, 0, on_reap, l);
     l->flush_ev = event_new(l->base, -1, 0, on_flush, l);
-    if (!l->reap_ev || !l->flush_ev)
+    l->post_ev = event_new(l->base, -1, 0, on_post, l);
+    l->empty = evbuffer_new();
+    if (!l->reap_ev || !l->flush_ev || !l->post_ev || !l->empty || evbuffer_freeze(l->empty, 0) < 0)
         return -REM_E_NOMEM;
     return 0;
 }
@@ -79,9 +94,16 @@ void rem_loop_dispose(struct rem_loop *l)
         event_free(l->reap_ev);
     if (l->flush_ev)
         event_free(l->flush_ev);
+    if (l->post_ev)
+        event_free(l->post_ev);
+    if (l->empty)
+        evbuffer_free(l->empty);
+    while (l->n_spare)
+        evbuffer_free(l->spare[--l->n_spare]);
     if (l->base)
         event_base_free(l->base);
-    l->reap_ev = l->flush_ev = NULL;
+    l->reap_ev = l->flush_ev = l->post_ev = NULL;
+    l->empty = NULL;
     l->base = NULL;
 }
 
@@ -113,4 +135,43 @@ void rem_loop_flush_cancel(struct rem_loop *l, struct rem_flush *f)
         return;
     TAILQ_REMOVE(&l->flushq, f, link);
     f->queued = false;
+}
+
+void rem_loop_post(struct rem_loop *l, struct rem_post *p, void (*fn)(struct rem_post *))
+{
+    if (p->link.tqe_prev)
+        return;
+    if (TAILQ_EMPTY(&l->postq))
+        event_active(l->post_ev, EV_TIMEOUT, 1);
+    p->fn = fn;
+    TAILQ_INSERT_TAIL(&l->postq, p, link);
+}
+
+void rem_loop_post_cancel(struct rem_loop *l, struct rem_post *p)
+{
+    if (!p->link.tqe_prev)
+        return;
+    TAILQ_REMOVE(&l->postq, p, link);
+    p->link.tqe_prev = NULL;
+}
+
+struct evbuffer *rem_loop_buffer_get(struct rem_loop *l)
+{
+    if (l->n_spare)
+        return l->spare[--l->n_spare];
+    struct evbuffer *b = evbuffer_new();
+    if (!b)
+        rem_oom();
+    return b;
+}
+
+void rem_loop_buffer_put(struct rem_loop *l, struct evbuffer *b)
+{
+    if (!b)
+        return;
+    if (l->n_spare == REM_LOOP_SPARE_BUFFERS) {
+        evbuffer_free(b);
+        return;
+    }
+    l->spare[l->n_spare++] = b;
 }

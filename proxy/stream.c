@@ -241,7 +241,7 @@ static void access_log(struct rem_stream *s)
     rem_logline_int(&l, "bytes_out", (int64_t)s->bytes_out);
     rem_logline_double(&l, "duration_s", (double)(rem_now_ns() - s->start_ns) / 1e9);
     rem_logline_str(&l, "termination", termination(s), -1);
-    rem_logline_str(&l, "client_san", rem_identity_first_san(s->conn->identity), -1);
+    rem_logline_str(&l, "client_san", rem_identity_first_san(rem_conn_identity(s->conn)), -1);
     if (s->tunnel) {
         rem_logline_int(&l, "tunnel_bytes_up", (int64_t)s->tunnel_up);
         rem_logline_int(&l, "tunnel_bytes_down", (int64_t)s->tunnel_down);
@@ -255,10 +255,10 @@ static void access_log(struct rem_stream *s)
         rem_logline_str(&l, "error", rem_err_label(s->err), -1);
     rem_logline_str(&l, "request_id", s->rid, s->rid ? (long)s->rid_len : 0);
     rem_logline_str(&l, "client", s->conn->peer, -1);
-    if (s->conn->tls_version) {
+    if (rem_conn_tls_version(s->conn)) {
         size_t alpn_len;
         const char *alpn = rem_conn_alpn(s->conn, &alpn_len);
-        rem_logline_str(&l, "tls_version", s->conn->tls_version, -1);
+        rem_logline_str(&l, "tls_version", rem_conn_tls_version(s->conn), -1);
         if (alpn)
             rem_logline_str(&l, "alpn", alpn, (long)alpn_len);
     }
@@ -540,7 +540,8 @@ void rem_stream_start(struct rem_stream *s)
     /* match.client_san is a permission on the route picked, not a match: a client it refuses
      * gets 403, never the next route (a catch-all after it would open what it closes). */
     if (s->route && s->route->n_client_san &&
-        !rem_identity_allowed(s->conn->identity, s->route->client_san, s->route->n_client_san)) {
+        !rem_identity_allowed(rem_conn_identity(s->conn), s->route->client_san,
+                              s->route->n_client_san)) {
         s->mroute = (size_t)(s->route - g->cfg->routes);
         rem_stream_fail(s, REM_E_CLIENT_NOT_ALLOWED);
         return;

@@ -18,13 +18,66 @@
 #define REM_READ_CHUNK 16384
 #define REM_WRITE_VECS 16
 
+static void on_writable(evutil_socket_t fd, short what, void *arg);
+
 #define TRANSPORT_OF(f)                                                                            \
     ((struct rem_transport *)((char *)(f)-offsetof(struct rem_transport, flush)))
+
+/* The buffers exist only while they hold bytes (an idle conn holds none): NULL is empty. */
+static size_t in_len(const struct rem_transport *t)
+{
+    return t->in ? evbuffer_get_length(t->in) : 0;
+}
+
+size_t rem_transport_output_len(const struct rem_transport *t)
+{
+    return t->out ? evbuffer_get_length(t->out) : 0;
+}
+
+struct evbuffer *rem_transport_take_output(struct rem_transport *t)
+{
+    if (!t->out)
+        t->out = rem_loop_buffer_get(t->loop);
+    return t->out;
+}
+
+/* Give a buffer back to the loop's spares once it is empty, where no owner's frame can hold
+ * it: the input after the read callback (nothing else reads it), the output at the end of a
+ * flush (a synchronous flush, rem_upconn_flush_now, runs inside a codec's frame that may still
+ * hold the input, never the output: it appends and then flushes). */
+static void release_input(struct rem_transport *t)
+{
+    if (t->in && evbuffer_get_length(t->in) == 0) {
+        rem_loop_buffer_put(t->loop, t->in);
+        t->in = NULL;
+    }
+}
+
+static void release_output(struct rem_transport *t)
+{
+    if (t->out && evbuffer_get_length(t->out) == 0) {
+        rem_loop_buffer_put(t->loop, t->out);
+        t->out = NULL;
+    }
+}
+
+/* ev_write is created the first time a write comes up short (or a handshake waits for
+ * writability): most conns never need it. Aborts on OOM, like any control object. */
+static struct event *write_ev(struct rem_transport *t)
+{
+    if (!t->ev_write) {
+        short wr = t->fd >= 0 ? EV_WRITE | EV_PERSIST : 0;
+        t->ev_write = event_new(t->loop->base, t->fd, wr, on_writable, t);
+        if (!t->ev_write)
+            rem_oom();
+    }
+    return t->ev_write;
+}
 
 /* Reading is wanted unless the owner turned it off or the input is full. */
 static bool want_read(const struct rem_transport *t)
 {
-    return !t->read_off && (t->read_high == 0 || evbuffer_get_length(t->in) < t->read_high);
+    return !t->read_off && (t->read_high == 0 || in_len(t) < t->read_high);
 }
 
 static void set_reading(struct rem_transport *t, bool on)
@@ -53,6 +106,8 @@ static void set_writing(struct rem_transport *t, bool on)
     if (t->closed || t->writing == on)
         return;
     t->writing = on;
+    if (on)
+        write_ev(t); /* io_wake activates it when there is no fd */
     if (t->fd < 0)
         return;
     if (on)
@@ -82,7 +137,7 @@ bool rem_transport_input_waiting(const struct rem_transport *t)
 {
     if (t->closed)
         return false;
-    if (evbuffer_get_length(t->in) > 0 || (t->io->pending && t->io->pending(t)))
+    if (in_len(t) > 0 || (t->io->pending && t->io->pending(t)))
         return true;
     char b;
     return t->fd >= 0 && recv(t->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
@@ -120,6 +175,8 @@ static void handshake_wait(struct rem_transport *t, int want)
     }
     if (t->writing == rd) {
         t->writing = !rd;
+        if (!rd)
+            write_ev(t);
         if (t->fd >= 0)
             (void)(rd ? event_del(t->ev_write) : event_add(t->ev_write, NULL));
     }
@@ -145,7 +202,7 @@ static void handshake(struct rem_transport *t)
     if (t->reading && t->io->pending && t->io->pending(t))
         event_active(t->ev_read, EV_READ, 1);
     t->cbs->on_event(t, REM_TE_READY, t->arg);
-    if (!t->closed && (evbuffer_get_length(t->out) || t->shut_wr))
+    if (!t->closed && (rem_transport_output_len(t) || t->shut_wr))
         rem_transport_flush(t);
 }
 
@@ -156,6 +213,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         handshake(t);
         return;
     }
+    if (!t->in)
+        t->in = rem_loop_buffer_get(t->loop);
     /* One contiguous reservation read: one chain is all a read fills. */
     struct evbuffer_iovec vec[1];
     int nvec = evbuffer_reserve_space(t->in, REM_READ_CHUNK, vec, 1);
@@ -166,8 +225,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     ssize_t n = t->io->recv(t, vec[0].iov_base, vec[0].iov_len);
     if (n < 0) {
         evbuffer_commit_space(t->in, vec, 0);
-        if (errno == EAGAIN || errno == EINTR)
+        if (errno == EAGAIN || errno == EINTR) {
+            release_input(t);
             return;
+        }
         fail(t, errno);
         return;
     }
@@ -185,6 +246,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     else if (t->io->pending && t->io->pending(t))
         event_active(t->ev_read, EV_READ, 1); /* held by the io: the fd does not say so */
     t->cbs->on_read(t, t->arg);
+    release_input(t); /* the owner consumed it all: an idle conn keeps no buffer */
 }
 
 /* One io->send of what t->out holds, over up to REM_WRITE_VECS chains. */
@@ -210,9 +272,9 @@ static int unsent(const struct rem_transport *t)
 size_t rem_transport_flush(struct rem_transport *t)
 {
     if (t->closed || t->connecting)
-        return t->closed ? 0 : evbuffer_get_length(t->out);
-    size_t before = evbuffer_get_length(t->out);
-    while (evbuffer_get_length(t->out) > 0) {
+        return t->closed ? 0 : rem_transport_output_len(t);
+    size_t before = rem_transport_output_len(t);
+    while (rem_transport_output_len(t) > 0) {
         ssize_t n = send_out(t);
         if (n > 0) {
             t->last_write_ms = rem_now_ms();
@@ -226,12 +288,13 @@ size_t rem_transport_flush(struct rem_transport *t)
         fail(t, n < 0 ? errno : EPIPE);
         return 0;
     }
-    size_t left = evbuffer_get_length(t->out);
+    size_t left = rem_transport_output_len(t);
     set_writing(t, left > 0);
     if (left == 0 && t->shut_wr)
         t->io->shutdown(t);
     if (left < before && left <= t->write_high / 2 && t->cbs->on_drained)
         t->cbs->on_drained(t, t->arg);
+    release_output(t);
     return left;
 }
 
@@ -278,12 +341,9 @@ int rem_transport_setup(struct rem_transport *t, struct rem_loop *loop, const st
     t->write_high = write_high;
     t->last_write_ms = rem_now_ms();
     t->unsent_seen = -1;
-    t->in = evbuffer_new();
-    t->out = evbuffer_new();
-    short rd = fd >= 0 ? EV_READ | EV_PERSIST : 0, wr = fd >= 0 ? EV_WRITE | EV_PERSIST : 0;
+    short rd = fd >= 0 ? EV_READ | EV_PERSIST : 0;
     t->ev_read = event_new(loop->base, fd, rd, on_readable, t);
-    t->ev_write = event_new(loop->base, fd, wr, on_writable, t);
-    if (!t->in || !t->out || !t->ev_read || !t->ev_write) {
+    if (!t->ev_read) {
         /* The handle and the io's state are released here, once (the contract); what the
          * transport allocated goes with rem_transport_free. */
         io->close(t);
@@ -320,7 +380,7 @@ void rem_transport_flush_later(struct rem_transport *t)
 void rem_transport_shutdown_write(struct rem_transport *t)
 {
     t->shut_wr = true;
-    if (!t->closed && !t->connecting && evbuffer_get_length(t->out) == 0)
+    if (!t->closed && !t->connecting && rem_transport_output_len(t) == 0)
         t->io->shutdown(t);
 }
 

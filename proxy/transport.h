@@ -8,7 +8,10 @@
  * read_high bytes and resumes when the owner calls rem_transport_rearm after consuming.
  * After the handshake (none for an accepted TCP transport, which is ready at once; a TCP
  * connect's completion; a TLS handshake), reported as REM_TE_READY, the owner sees only the two
- * buffers and the callbacks.
+ * buffers and the callbacks. The buffers are the loop's spares, held only while they hold
+ * bytes (taken when a read or the owner's first write needs one, given back once empty after
+ * the read callback and at the end of a flush): an idle keep-alive conn holds none, and
+ * ev_write is created only the first time a write comes up short.
  * The owner (conn, upconn) owns the transport; callbacks may close it; memory is released by
  * rem_transport_free, which the owner calls from its reaper. */
 #ifndef REM_TRANSPORT_H
@@ -88,12 +91,13 @@ struct rem_io_ops {
 };
 
 struct rem_transport {
-    int fd;                           /* -1 when the io has none (io_mem) */
-    const struct rem_io_ops *io;      /* borrowed (static tables) */
-    void *io_ctx;                     /* owned by io */
-    struct rem_loop *loop;            /* borrowed */
-    struct event *ev_read, *ev_write; /* owned */
-    struct evbuffer *in, *out;        /* owned */
+    int fd;                      /* -1 when the io has none (io_mem) */
+    const struct rem_io_ops *io; /* borrowed (static tables) */
+    void *io_ctx;                /* owned by io */
+    struct rem_loop *loop;       /* borrowed */
+    struct event *ev_read;       /* owned */
+    struct event *ev_write;      /* owned, NULL until a write first comes up short */
+    struct evbuffer *in, *out;   /* owned while non-NULL (the loop's spares otherwise) */
     const struct rem_transport_cbs *cbs;
     void *arg;
     size_t read_high;  /* reading pauses while in holds this much; 0: none */
@@ -157,14 +161,24 @@ void rem_transport_close(struct rem_transport *t);
 void rem_transport_free(struct rem_transport *t);
 
 /* Accessors for owners (they never write the fields). */
+/* The input, to read and drain (never to add to): while t holds no input buffer, the loop's
+ * shared empty one, frozen so that adding to it fails. Valid until the current callback
+ * returns. */
 static inline struct evbuffer *rem_transport_input(struct rem_transport *t)
 {
-    return t->in;
+    return t->in ? t->in : t->loop->empty;
 }
+/* Takes a spare buffer from the loop as t's output (t holds none). Aborts on OOM. */
+struct evbuffer *rem_transport_take_output(struct rem_transport *t);
+/* The output, to append to (taken from the loop's spares when t holds none). Valid until the
+ * current callback returns: a flush gives an emptied buffer back. For its length use
+ * rem_transport_output_len, which takes nothing. */
 static inline struct evbuffer *rem_transport_output(struct rem_transport *t)
 {
-    return t->out;
+    return t->out ? t->out : rem_transport_take_output(t);
 }
+/* Bytes waiting in the output (0 while t holds no output buffer). */
+size_t rem_transport_output_len(const struct rem_transport *t);
 static inline bool rem_transport_is_closed(const struct rem_transport *t)
 {
     return t->closed;

@@ -25,14 +25,14 @@
 #include "worker.h"
 
 #define UPCONN_OF(r) ((struct rem_upconn *)((char *)(r)-offsetof(struct rem_upconn, reap)))
+#define UPCONN_OF_KICK(p) ((struct rem_upconn *)((char *)(p)-offsetof(struct rem_upconn, kick)))
 
 static void upconn_free(struct rem_reap *r)
 {
     struct rem_upconn *uc = UPCONN_OF(r);
     if (uc->timer)
         event_free(uc->timer);
-    if (uc->kick)
-        event_free(uc->kick);
+    rem_loop_post_cancel(&uc->worker->loop, &uc->kick);
     if (uc->codec)
         uc->up->free(uc);
     rem_transport_free(&uc->t);
@@ -75,7 +75,7 @@ void rem_upconn_close(struct rem_upconn *uc)
     uc->up->detach_all(uc);
     rem_transport_close(&uc->t); /* the socket closes now; the memory goes with the reaper */
     event_del(uc->timer);
-    event_del(uc->kick);
+    rem_upconn_kick_cancel(uc);
     rem_loop_defer_free(&uc->worker->loop, &uc->reap, upconn_free);
     uc->closed(uc); /* a connection may be opened in its place */
 }
@@ -116,9 +116,20 @@ void rem_upconn_touch(struct rem_upconn *uc)
     uc->last_activity_ms = rem_now_ms();
 }
 
+static void on_kick(struct rem_post *p)
+{
+    struct rem_upconn *uc = UPCONN_OF_KICK(p);
+    uc->up->on_kick(uc);
+}
+
 void rem_upconn_kick(struct rem_upconn *uc)
 {
-    event_active(uc->kick, EV_TIMEOUT, 1);
+    rem_loop_post(&uc->worker->loop, &uc->kick, on_kick);
+}
+
+void rem_upconn_kick_cancel(struct rem_upconn *uc)
+{
+    rem_loop_post_cancel(&uc->worker->loop, &uc->kick);
 }
 
 void rem_upconn_flush_later(struct rem_upconn *uc)
@@ -173,12 +184,6 @@ static void on_drained(struct rem_transport *t, void *arg)
 {
     struct rem_upconn *uc = arg;
     uc->up->on_drained(uc);
-}
-
-static void on_kick(evutil_socket_t fd, short what, void *arg)
-{
-    struct rem_upconn *uc = arg;
-    uc->up->on_kick(uc);
 }
 
 /* The TLS handshake after the TCP connect failed (io_tls.c: EPROTO): logged once, here, where
@@ -260,9 +265,8 @@ struct rem_upconn *rem_upconn_new(struct rem_endpoint *ep, void (*closed)(struct
     uc->closed = closed;
     uc->state = REM_UPCONN_CLOSED;
     uc->timer = evtimer_new(w->loop.base, on_timer, uc);
-    uc->kick = event_new(w->loop.base, -1, 0, on_kick, uc);
     rem_transport_clear(&uc->t); /* until rem_upconn_connect */
-    if (!uc->timer || !uc->kick || !(uc->codec = uc->up->init(uc))) {
+    if (!uc->timer || !(uc->codec = uc->up->init(uc))) {
         upconn_free(&uc->reap);
         return NULL;
     }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0
- * upconn: one upstream connection: its transport, its timer and kick event, its state (set
+ * upconn: one upstream connection: its transport, its timer and kick, its state (set
  * only through rem_upconn_set_state, which also keeps the endpoint's idle/busy lists and the
  * connection gauges) and its upstream codec behind `struct rem_up_ops` (h1_up.c, h2_up.c),
  * chosen by the upstream's configured protocol. Transport events are passed to the codec.
@@ -103,7 +103,7 @@ struct rem_upconn {
     void (*closed)(struct rem_upconn *uc); /* the pool's: uc closed (a slot freed) */
     struct rem_transport t;                /* owned */
     struct event *timer;                   /* owned: connect / response / idle timeout */
-    struct event *kick;                    /* owned: resumes work outside callback stacks */
+    struct rem_post kick; /* on the loop's post list: resumes work outside callback stacks */
     enum rem_upconn_state state;
     uint64_t timeout_ms; /* response timeout of the current stream */
     uint64_t connect_start_ns;
@@ -136,6 +136,8 @@ void rem_upconn_arm_response_timer(struct rem_upconn *uc);
 void rem_upconn_touch(struct rem_upconn *uc);
 /* Schedules the codec's on_kick from the event loop. */
 void rem_upconn_kick(struct rem_upconn *uc);
+/* Takes back a kick that has not run yet (an upconn going back to the pool). */
+void rem_upconn_kick_cancel(struct rem_upconn *uc);
 
 static inline struct evbuffer *rem_upconn_input(struct rem_upconn *uc)
 {
@@ -144,6 +146,11 @@ static inline struct evbuffer *rem_upconn_input(struct rem_upconn *uc)
 static inline struct evbuffer *rem_upconn_output(struct rem_upconn *uc)
 {
     return rem_transport_output(&uc->t);
+}
+/* Bytes waiting in the output (takes no buffer, unlike rem_upconn_output). */
+static inline size_t rem_upconn_output_len(const struct rem_upconn *uc)
+{
+    return rem_transport_output_len(&uc->t);
 }
 /* The output is queued for writing at the end of this loop iteration. */
 void rem_upconn_flush_later(struct rem_upconn *uc);

@@ -168,7 +168,7 @@ void rem_upool_release(struct rem_upconn *uc, bool reusable)
         return;
     }
     uc->timeout_ms = 0;
-    event_del(uc->kick);
+    rem_upconn_kick_cancel(uc);
     rem_upconn_set_state(uc, REM_UPCONN_IDLE);
     /* Keep reading so that a close by the app is seen while idle, not on the next request. */
     rem_transport_read(&uc->t, true);

@@ -240,6 +240,39 @@ static void test_keep_alive_and_client_request_id(void **state)
     assert_int_equal(idle_upconns(h), 1);
 }
 
+/* An idle keep-alive conn (and the idle upconn) hold no evbuffer, no write event and no kick
+ * event of their own: the buffers go back to the loop once empty, ev_write comes with the first
+ * short write (docs/memory.md, "idle keep-alive conn"). The next request takes buffers again. A
+ * plaintext conn stays within jemalloc's 384 B class (its TLS part is a side struct). */
+static void test_idle_conn_holds_no_buffers(void **state)
+{
+    struct ch *h = *state;
+    assert_true(sizeof(struct rem_conn) <= 384);
+    for (int i = 0; i < 2; i++) {
+        ch_stub_up_clear(h);
+        ch_buf_clear(h->down_rx);
+        assert_int_equal(ch_feed_str(h, "GET /r HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
+        run(h);
+        assert_int_equal(h->sup.n_heads, 1);
+        assert_int_equal(ch_stub_answer_head(h, 200, "OK", text_5), 0);
+        assert_int_equal(ch_stub_answer_body(h, "hello", 5), 0);
+        assert_int_equal(ch_stub_answer_end(h), 0);
+        run(h);
+        assert_int_equal(h->conn->state, REM_CONN_IDLE);
+        assert_null(h->conn->t.in);
+        assert_null(h->conn->t.out);
+        assert_null(h->conn->t.ev_write);
+        assert_null(h->conn->hs);
+        assert_false(h->conn->kick.link.tqe_prev != NULL);
+        assert_int_equal(evbuffer_get_length(rem_conn_input(h->conn)), 0);
+        assert_int_equal(rem_conn_output_len(h->conn), 0);
+    }
+    assert_int_equal(idle_upconns(h), 1);
+    struct rem_upconn *uc = TAILQ_FIRST(&h->w.gen->clusters[0]->endpoints[0]->idle);
+    assert_null(uc->t.in);
+    assert_null(uc->t.out);
+}
+
 /* Connection: close: the response says so and the conn half-closes after it (lingering until
  * the client closes too). */
 static void test_connection_close(void **state)
@@ -425,6 +458,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_post_content_length, setup, teardown),
         cmocka_unit_test_setup_teardown(test_post_chunked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive_and_client_request_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_conn_holds_no_buffers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_host_is_400, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunk_line_at_bound_bytewise, setup, teardown),
