@@ -580,20 +580,17 @@ static void h2_req_resume(struct rem_stream *s)
 
 /* ---- response side ----------------------------------------------------------------------- */
 
+/* The data provider: says how many bytes of out the next DATA frame carries; on_send_data
+ * moves them (NGHTTP2_DATA_FLAG_NO_COPY: nghttp2 neither copies them nor frames them into its
+ * own buffer). Nothing else runs between the two: nghttp2 calls them in one mem_send. */
 static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                             uint32_t *flags, nghttp2_data_source *src, void *arg)
 {
-    struct rem_h2_down *d = arg;
     struct rem_stream *s = src->ptr;
     size_t have = DS(s)->out ? evbuffer_get_length(DS(s)->out) : 0;
     size_t n = have < length ? have : length;
-    if (n > 0) {
-        evbuffer_remove(DS(s)->out, buf, n);
-        rem_stream_count_out(s, n);
-        size_t wm = d->c->cfg->limits.buffer_bytes;
-        if (have >= wm / 2 && have - n < wm / 2 && s->upconn && !DS(s)->finished)
-            rem_stream_on_down_writable(s);
-    }
+    if (n > 0)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
     if (have - n > 0)
         return (ssize_t)n;
     if (!DS(s)->eof) {
@@ -609,6 +606,26 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     free(nva);
     return (ssize_t)n;
+}
+
+/* Writes the DATA frame on_read_body sized: header and bytes, moved from out to the conn's
+ * output; below half the buffer, the upconn may send more. A full conn output pauses the
+ * session (mem_send returns 0, as rem_h2_pump does for frames it copies), or every stream's
+ * DATA would go into it in one call. */
+static int on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *src, void *arg)
+{
+    struct rem_h2_down *d = arg;
+    struct rem_stream *s = src->ptr;
+    struct evbuffer *out = rem_conn_output(d->c);
+    size_t have = evbuffer_get_length(DS(s)->out);
+    if (rem_h2_data_out(out, f, framehd, DS(s)->out, length) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    rem_stream_count_out(s, length);
+    size_t wm = d->c->cfg->limits.buffer_bytes;
+    if (have >= wm / 2 && have - length < wm / 2 && s->upconn && !DS(s)->finished)
+        rem_stream_on_down_writable(s);
+    return evbuffer_get_length(out) >= rem_conn_high_watermark(d->c) ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 /* ---- stall guard ------------------------------------------------------------------------ */
@@ -918,6 +935,7 @@ static void server_init(void)
     nghttp2_session_callbacks_set_on_stream_close_callback(server_cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(server_cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(server_cbs, on_invalid_frame);
+    nghttp2_session_callbacks_set_send_data_callback(server_cbs, on_send_data);
     nghttp2_option_set_no_auto_window_update(server_opt, 1);
     /* The 1.52 defaults for SETTINGS/PING acks (1000 queued), settings entries (32),
      * CONTINUATION frames (8, CVE-2024-28182) and HPACK stay; see DESIGN.md. */

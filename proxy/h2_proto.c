@@ -224,6 +224,21 @@ void rem_h2_count_frame(struct rem_metrics_shard *m, enum rem_h2_side side, cons
         rem_h2_count_goaway(m, side, f->goaway.error_code);
 }
 
+int rem_h2_data_out(struct evbuffer *out, const nghttp2_frame *f, const uint8_t *framehd,
+                    struct evbuffer *src, size_t length)
+{
+    /* RFC 9113 6.1: frame header, Pad Length (padlen counts it), data, padding. */
+    size_t pad = f->data.padlen > 0 ? f->data.padlen - 1 : 0;
+    static const uint8_t zeros[256];
+    uint8_t padlen = (uint8_t)pad;
+    if (evbuffer_add(out, framehd, REM_H2_FRAME_HDLEN) < 0 ||
+        (f->data.padlen > 0 && evbuffer_add(out, &padlen, 1) < 0) ||
+        evbuffer_remove_buffer(src, out, length) != (int)length ||
+        (pad > 0 && evbuffer_add(out, zeros, pad) < 0))
+        return -REM_E_NOMEM;
+    return 0;
+}
+
 int rem_h2_pump(nghttp2_session *ng, struct evbuffer *out, size_t high)
 {
     while (evbuffer_get_length(out) < high) {

@@ -24,6 +24,8 @@ struct rem_metrics_shard;
 #define REM_H2_NV_UNIQUE(n, v, vl)                                                                 \
     ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NO_INDEX})
 
+#define REM_H2_FRAME_HDLEN 9 /* RFC 9113 4.1 */
+
 enum rem_h2_side { REM_H2_SIDE_DOWN = 0, REM_H2_SIDE_UP, REM_H2_SIDE__N };
 
 /* Fills nva (room for resp->n_hdrs + 4) with :status and the end-to-end fields of a response,
@@ -60,6 +62,13 @@ void rem_h2_request_dispose(struct rem_h2_request *r);
  * bytes. Returns 0, an nghttp2 error (< 0) or -REM_E_NOMEM. Not for use inside ng's own
  * callbacks. */
 int rem_h2_pump(nghttp2_session *ng, struct evbuffer *out, size_t high);
+
+/* For a send_data_callback (a data provider that answered NGHTTP2_DATA_FLAG_NO_COPY): appends
+ * the DATA frame f to out: its header framehd (REM_H2_FRAME_HDLEN bytes), then length bytes
+ * moved from src (whole evbuffer chains move without a copy), with the padding f asks for.
+ * Drains length bytes from src; src must hold them. Returns 0 or -REM_E_NOMEM. */
+int rem_h2_data_out(struct evbuffer *out, const nghttp2_frame *f, const uint8_t *framehd,
+                    struct evbuffer *src, size_t length);
 
 /* Counts one RST_STREAM on a conn of that side (remora_http2_resets_total). */
 void rem_h2_count_reset(struct rem_metrics_shard *m, enum rem_h2_side side, uint32_t code);

@@ -189,38 +189,28 @@ static void schedule_send(struct rem_h2_up *u)
 
 /* ---- request side ------------------------------------------------------------------------ */
 
+/* The data provider: says how many bytes of out the next DATA frame carries; on_send_data
+ * moves them (NGHTTP2_DATA_FLAG_NO_COPY), in the same mem_send. */
 static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                             uint32_t *flags, nghttp2_data_source *src, void *arg)
 {
     struct rem_h2_up_stream *us = src->ptr;
     struct rem_stream *s = us->s;
-    if (!s && us->flush_out) {
+    if (!s && !us->flush_out)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* let go: reset it */
+    size_t have = us->out ? evbuffer_get_length(us->out) : 0;
+    size_t n = have < length ? have : length;
+    if (n > 0)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (!s) {
         /* A tunnel both sides ended: the client's last bytes, then END_STREAM. */
-        size_t have = us->out ? evbuffer_get_length(us->out) : 0;
-        size_t n = have < length ? have : length;
-        if (n)
-            evbuffer_remove(us->out, buf, n);
         if (have == n)
             *flags |= NGHTTP2_DATA_FLAG_EOF;
         return (ssize_t)n;
     }
-    if (!s)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* let go: reset it */
-    size_t have = us->out ? evbuffer_get_length(us->out) : 0;
-    size_t n = have < length ? have : length;
-    if (n > 0) {
-        evbuffer_remove(us->out, buf, n);
-        size_t wm = s->conn->cfg->limits.buffer_bytes;
-        if (have >= wm && have - n < wm) {
-            /* May append more body (and the end) to us->out right now: decide from what is
-             * left after it, or END_STREAM would go with bytes still queued. */
-            rem_stream_on_upconn_writable(s);
-            if (us->s != s)
-                return (ssize_t)n;
-        }
-    }
-    size_t left = us->out ? evbuffer_get_length(us->out) : 0;
-    if (left > 0 || (n > 0 && !us->eof))
+    /* END_STREAM only with the last queued byte. While the request has not ended (eof), the
+     * stream may append more to out once on_send_data took these bytes. */
+    if (have - n > 0 || (n > 0 && !us->eof))
         return (ssize_t)n;
     if (!us->eof) {
         us->deferred = true;
@@ -233,6 +223,26 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     free(nva);
     return (ssize_t)n;
+}
+
+/* Writes the DATA frame on_read_body sized, moved from out to the upconn's output; below the
+ * buffer size, the stream may add more body. A full output pauses the session (as h2_down). */
+static int on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *src, void *arg)
+{
+    struct rem_h2_up *u = arg;
+    struct rem_h2_up_stream *us = src->ptr;
+    struct rem_stream *s = us->s;
+    struct evbuffer *out = rem_upconn_output(u->uc);
+    size_t have = evbuffer_get_length(us->out);
+    if (rem_h2_data_out(out, f, framehd, us->out, length) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (s) {
+        size_t wm = s->conn->cfg->limits.buffer_bytes;
+        if (have >= wm && have - length < wm)
+            rem_stream_on_upconn_writable(s);
+    }
+    return evbuffer_get_length(out) >= rem_transport_write_high(&u->uc->t) ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 static int h2_write_head(struct rem_upconn *uc, struct rem_stream *s)
@@ -585,6 +595,7 @@ static void client_init(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(client_cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(client_cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(client_cbs, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(client_cbs, on_send_data);
     nghttp2_option_set_no_auto_window_update(client_opt, 1);
     /* Until the app's SETTINGS arrive, assume RFC 9113's recommended minimum of 100. */
     nghttp2_option_set_peer_max_concurrent_streams(client_opt, 100);
