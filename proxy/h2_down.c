@@ -68,6 +68,7 @@ struct rem_h2_down {
     unsigned n_free_ds;
     unsigned n_streams;
     int depth;              /* > 0 while inside nghttp2 */
+    struct rem_flush send;  /* on the loop's flush list: a deferred send (schedule_send) */
     bool dead;              /* the conn closed: callbacks do nothing */
     struct event *drain_ev; /* owned: the final GOAWAY, 1 s after the shutdown notice */
     struct event *stall_ev; /* owned: the stall guard (lazy, client_idle_timeout) */
@@ -111,14 +112,23 @@ static struct rem_metrics_shard *shard(const struct rem_h2_down *d)
 
 static void send_now(struct rem_h2_down *d);
 
+static void on_send_later(struct rem_flush *f)
+{
+    struct rem_h2_down *d = (struct rem_h2_down *)((char *)f - offsetof(struct rem_h2_down, send));
+    if (d->c->state < REM_CONN_CLOSING) /* a closing conn sends what its output holds, no more */
+        send_now(d);
+}
+
 /* Sends are never made inside the caller's stack: a stream write may be followed by more
  * state changes on the same stream (resp_done, finish), and a synchronous send could close and
  * free the stream under them. Inside nghttp2 the outermost recv/send sends; otherwise the
- * conn's kick event does, once the current callbacks have returned. */
+ * loop's flush list does, once the current callbacks have returned: one send per conn however
+ * many of its streams wrote in the iteration, with no event of its own, just before the
+ * transports it feeds are written (their flushes queue behind it on the same list). */
 static void schedule_send(struct rem_h2_down *d)
 {
-    if (d->depth == 0)
-        rem_conn_kick(d->c);
+    if (d->depth == 0 && !d->dead)
+        rem_loop_flush_later(&d->c->worker->loop, &d->send, on_send_later);
 }
 
 /* Abuse accounting over listeners[].http2.reset_interval. */
@@ -1071,6 +1081,7 @@ static void h2_abort_all(struct rem_conn *c)
     if (!d || d->dead)
         return;
     d->dead = true;
+    rem_loop_flush_cancel(&c->worker->loop, &d->send);
     struct rem_h2_down_stream *ds;
     while ((ds = TAILQ_FIRST(&d->streams)) != NULL) {
         struct rem_stream *s = ds->s;
@@ -1087,6 +1098,7 @@ static void h2_free(struct rem_conn *c)
 {
     struct rem_h2_down *d = h2_of(c);
     struct rem_h2_down_stream *ds;
+    rem_loop_flush_cancel(&c->worker->loop, &d->send);
     if (d->drain_ev)
         event_free(d->drain_ev);
     event_free(d->stall_ev);

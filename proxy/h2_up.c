@@ -62,9 +62,10 @@ struct rem_h2_up {
     unsigned n_flushing; /* let-go tunnel streams still sending the client's last bytes and
                             END_STREAM: they keep the upconn busy (never retired under them) */
     int depth;
-    bool goaway;       /* the app said GOAWAY, or we are closing: no new streams */
-    bool ping_out;     /* a liveness PING awaits its ACK */
-    bool got_settings; /* the app's SETTINGS arrived */
+    struct rem_flush send; /* on the loop's flush list: a deferred send (schedule_send) */
+    bool goaway;           /* the app said GOAWAY, or we are closing: no new streams */
+    bool ping_out;         /* a liveness PING awaits its ACK */
+    bool got_settings;     /* the app's SETTINGS arrived */
     uint64_t ping_sent_ms;
 };
 
@@ -180,11 +181,16 @@ static void detach(struct rem_h2_up *u, struct rem_h2_up_stream *us)
 
 static void send_now(struct rem_h2_up *u);
 
-/* As in h2_down: never send inside the caller's stack; the upconn's kick event does. */
+static void on_send_later(struct rem_flush *f)
+{
+    send_now((struct rem_h2_up *)((char *)f - offsetof(struct rem_h2_up, send)));
+}
+
+/* As in h2_down: never send inside the caller's stack; the loop's flush list does. */
 static void schedule_send(struct rem_h2_up *u)
 {
     if (u->depth == 0) /* else the outermost recv/send sends on its way out */
-        rem_upconn_kick(u->uc);
+        rem_loop_flush_later(&u->uc->worker->loop, &u->send, on_send_later);
 }
 
 /* ---- request side ------------------------------------------------------------------------ */
@@ -638,6 +644,7 @@ static void h2_free(struct rem_upconn *uc)
 {
     struct rem_h2_up *u = h2_of(uc);
     struct rem_h2_up_stream *us;
+    rem_loop_flush_cancel(&uc->worker->loop, &u->send);
     nghttp2_session_del(u->ng);
     REM_BUG_ON(!TAILQ_EMPTY(&u->streams));
     while ((us = TAILQ_FIRST(&u->zombies)) != NULL) {
