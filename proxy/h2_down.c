@@ -729,7 +729,9 @@ static int submit_head(struct rem_stream *s, bool final)
     struct rem_h2_down *d = live(s);
     if (!d)
         return 0;
-    nghttp2_nv *nva = malloc(sizeof(*nva) * (s->resp.n_hdrs + 4));
+    nghttp2_nv small[REM_H2_SMALL_NV];
+    nghttp2_nv *nva =
+        s->resp.n_hdrs + 4 <= REM_H2_SMALL_NV ? small : malloc(sizeof(*nva) * (s->resp.n_hdrs + 4));
     char status[4];
     if (!nva)
         return -REM_E_NOMEM;
@@ -758,7 +760,8 @@ static int submit_head(struct rem_stream *s, bool final)
     } else {
         rv = nghttp2_submit_headers(d->ng, NGHTTP2_FLAG_NONE, DS(s)->id, NULL, nva, n, NULL);
     }
-    free(nva);
+    if (nva != small)
+        free(nva);
     if (rv < 0)
         return -REM_E_NOMEM;
     if (final) {

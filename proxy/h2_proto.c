@@ -110,13 +110,15 @@ int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const c
                          int64_t content_length, const char *protocol, size_t protocol_len,
                          const char *xfcc)
 {
-    memset(r, 0, sizeof(*r));
     size_t fwd = 0;
     for (uint32_t i = 0; i < req->n_hdrs; i++)
         if (req->hdrs[i].kind == REM_HDR_XFF || req->hdrs[i].kind == REM_HDR_XFP)
             fwd += req->hdrs[i].val_len + 2;
-    r->scratch = malloc(fwd + strlen(client_addr) + strlen(proto) + 24 + 8);
-    r->nva = malloc(sizeof(*r->nva) * (req->n_hdrs + 12));
+    size_t scratch = fwd + strlen(client_addr) + strlen(proto) + 24 + 8;
+    r->n = 0;
+    r->scratch = scratch <= sizeof(r->small_scratch) ? r->small_scratch : malloc(scratch);
+    r->nva = req->n_hdrs + 12 <= REM_H2_SMALL_NV ? r->small_nva
+                                                 : malloc(sizeof(*r->nva) * (req->n_hdrs + 12));
     if (!r->scratch || !r->nva) {
         rem_h2_request_dispose(r);
         return -REM_E_NOMEM;
@@ -200,8 +202,10 @@ int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const c
 
 void rem_h2_request_dispose(struct rem_h2_request *r)
 {
-    free(r->nva);
-    free(r->scratch);
+    if (r->nva != r->small_nva)
+        free(r->nva);
+    if (r->scratch != r->small_scratch)
+        free(r->scratch);
     r->nva = NULL;
     r->scratch = NULL;
 }

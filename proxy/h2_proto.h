@@ -38,11 +38,18 @@ size_t rem_h2_response_nva(struct rem_head *resp, char status[4], const char *ri
  * returns a malloc'd array and its count in *n, or NULL (*n == 0 when trl has none). */
 nghttp2_nv *rem_h2_trailer_nva(struct rem_head *trl, size_t *n);
 
-/* What a request going upstream over HTTP/2 carries beyond the client's head. */
+/* Header lists up to this long are built on the stack (nghttp2 copies them when submitted):
+ * no allocation for a typical head. */
+#define REM_H2_SMALL_NV 32
+
+/* What a request going upstream over HTTP/2 carries beyond the client's head. Lives on the
+ * caller's stack while it is submitted. */
 struct rem_h2_request {
-    nghttp2_nv *nva; /* owned: free with rem_h2_request_dispose */
+    nghttp2_nv *nva; /* small_nva or owned: free with rem_h2_request_dispose */
     size_t n;
-    char *scratch; /* owned: joined and formatted values */
+    char *scratch; /* small_scratch or owned: joined and formatted values */
+    nghttp2_nv small_nva[REM_H2_SMALL_NV];
+    char small_scratch[256];
 };
 
 /* Builds the request header list: :method, :scheme http, :authority (absolute-form authority,
