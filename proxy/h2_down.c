@@ -67,8 +67,10 @@ struct rem_h2_down {
     struct rem_h2_down_stream *free_ds; /* owned: freelist */
     unsigned n_free_ds;
     unsigned n_streams;
-    int depth;              /* > 0 while inside nghttp2 */
-    struct rem_flush send;  /* on the loop's flush list: a deferred send (schedule_send) */
+    int depth;             /* > 0 while inside nghttp2 */
+    struct rem_flush send; /* on the loop's flush list: a deferred send (schedule_send) */
+    int32_t last_id;       /* stream_of's one-entry cache: last_id's stream is last_s */
+    struct rem_stream *last_s;
     bool dead;              /* the conn closed: callbacks do nothing */
     struct event *drain_ev; /* owned: the final GOAWAY, 1 s after the shutdown notice */
     struct event *stall_ev; /* owned: the stall guard (lazy, client_idle_timeout) */
@@ -103,6 +105,18 @@ bool rem_h2_down_detect(struct evbuffer *in, bool *need_more)
         return false;
     }
     return true;
+}
+
+/* The stream of id (its nghttp2 user data), or NULL. The frames of one stream come together
+ * (a header block's fields, then the frame itself), so one entry saves most of nghttp2's hash
+ * lookups; it is dropped when the stream's user data changes or the stream is released. */
+static struct rem_stream *stream_of(struct rem_h2_down *d, int32_t id)
+{
+    if (id != d->last_id || id == 0) {
+        d->last_s = nghttp2_session_get_stream_user_data(d->ng, id);
+        d->last_id = id;
+    }
+    return d->last_s;
 }
 
 static struct rem_metrics_shard *shard(const struct rem_h2_down *d)
@@ -194,6 +208,8 @@ static void stream_release(struct rem_h2_down *d, struct rem_stream *s)
     struct rem_h2_down_stream *ds = DS(s);
     TAILQ_REMOVE(&d->streams, ds, link);
     d->n_streams--;
+    if (d->last_s == s)
+        d->last_id = 0;
     REM_M_ADD(shard(d)->downstream_streams_active, -1);
     rem_stream_free(s);
     if (ds->out)
@@ -287,6 +303,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     d->n_streams++;
     REM_M_ADD(shard(d)->downstream_streams_active, 1);
     nghttp2_session_set_stream_user_data(ng, ds->id, s);
+    d->last_id = ds->id;
+    d->last_s = s;
     if (c->state == REM_CONN_IDLE)
         rem_conn_set_state(c, REM_CONN_ACTIVE);
     return 0;
@@ -315,7 +333,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
                      const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
     struct rem_h2_down *d = arg;
-    struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    struct rem_stream *s = stream_of(d, f->hd.stream_id);
     bool trailers = f->hd.type == NGHTTP2_HEADERS && f->headers.cat != NGHTTP2_HCAT_REQUEST;
     if (d->dead || !s || DS(s)->head_err || f->hd.type != NGHTTP2_HEADERS ||
         (!trailers && s->state != REM_STREAM_HEAD) || s->state == REM_STREAM_DONE)
@@ -483,8 +501,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     struct rem_h2_down *d = arg;
     if (d->dead)
         return 0;
-    struct rem_stream *s =
-        f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id) : NULL;
+    struct rem_stream *s = f->hd.stream_id ? stream_of(d, f->hd.stream_id) : NULL;
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
@@ -534,9 +551,9 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
                          size_t len, void *arg)
 {
     struct rem_h2_down *d = arg;
-    struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, id);
     if (d->dead)
         return 0;
+    struct rem_stream *s = stream_of(d, id);
     if (!s || s->state == REM_STREAM_DONE || s->req_done) {
         nghttp2_session_consume(ng, id, len); /* nobody wants it: keep the window open */
         return 0;
@@ -892,8 +909,8 @@ static void h2_stream_done(struct rem_stream *s)
 static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *arg)
 {
     struct rem_h2_down *d = arg;
-    struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, id);
-    if (d->dead || !s)
+    struct rem_stream *s = d->dead ? NULL : stream_of(d, id);
+    if (!s)
         return 0;
     DS(s)->closed = true;
     if (!DS(s)->finished) {
@@ -911,7 +928,7 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     if (f->hd.type == NGHTTP2_RST_STREAM)
         note_reset(d, f->hd.stream_id);
     if (f->hd.type == NGHTTP2_DATA && !d->dead) {
-        struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+        struct rem_stream *s = stream_of(d, f->hd.stream_id);
         if (s)
             start_wait(d, DS(s)); /* progress: the stall guard starts over */
     }
@@ -1089,6 +1106,7 @@ static void h2_abort_all(struct rem_conn *c)
     while ((ds = TAILQ_FIRST(&d->streams)) != NULL) {
         struct rem_stream *s = ds->s;
         nghttp2_session_set_stream_user_data(d->ng, DS(s)->id, NULL);
+        d->last_id = 0;
         DS(s)->closed = true;
         if (!DS(s)->finished)
             rem_stream_abort(s, c->abort_err); /* releases s */

@@ -63,9 +63,11 @@ struct rem_h2_up {
                             END_STREAM: they keep the upconn busy (never retired under them) */
     int depth;
     struct rem_flush send; /* on the loop's flush list: a deferred send (schedule_send) */
-    bool goaway;           /* the app said GOAWAY, or we are closing: no new streams */
-    bool ping_out;         /* a liveness PING awaits its ACK */
-    bool got_settings;     /* the app's SETTINGS arrived */
+    int32_t last_id;       /* stream_of's one-entry cache: last_id's state is last_us */
+    struct rem_h2_up_stream *last_us;
+    bool goaway;       /* the app said GOAWAY, or we are closing: no new streams */
+    bool ping_out;     /* a liveness PING awaits its ACK */
+    bool got_settings; /* the app's SETTINGS arrived */
     uint64_t ping_sent_ms;
 };
 
@@ -118,6 +120,8 @@ static void us_dispose(struct rem_h2_up_stream *us)
 /* us is done with: back to the freelist (keeping its buffer). */
 static void us_release(struct rem_h2_up *u, struct rem_h2_up_stream *us)
 {
+    if (u->last_us == us)
+        u->last_id = 0;
     if (u->n_free >= REM_H2_UP_FREELIST_MAX) {
         us_dispose(us);
         return;
@@ -384,10 +388,16 @@ static int h2_set_tunnel(struct rem_upconn *uc, struct rem_stream *s)
 
 /* ---- response side ----------------------------------------------------------------------- */
 
-/* The attached stream state of id, or NULL (unknown, or let go). */
+/* The attached stream state of id, or NULL (unknown, or let go). One entry saves most of
+ * nghttp2's hash lookups (a response's header fields and frames come together); us_release
+ * drops it. */
 static struct rem_h2_up_stream *stream_of(struct rem_h2_up *u, int32_t id)
 {
-    struct rem_h2_up_stream *us = nghttp2_session_get_stream_user_data(u->ng, id);
+    if (id != u->last_id || id == 0) {
+        u->last_us = nghttp2_session_get_stream_user_data(u->ng, id);
+        u->last_id = id;
+    }
+    struct rem_h2_up_stream *us = u->last_us;
     return us && us->s ? us : NULL;
 }
 
