@@ -67,7 +67,10 @@ struct rem_h2_down {
     struct rem_h2_down_stream *free_ds; /* owned: freelist */
     unsigned n_free_ds;
     unsigned n_streams;
-    int depth;              /* > 0 while inside nghttp2 */
+    int depth;             /* > 0 while inside nghttp2 */
+    struct rem_flush send; /* on the loop's flush list: a deferred send (schedule_send) */
+    int32_t last_id;       /* stream_of's one-entry cache: last_id's stream is last_s */
+    struct rem_stream *last_s;
     bool dead;              /* the conn closed: callbacks do nothing */
     struct event *drain_ev; /* owned: the final GOAWAY, 1 s after the shutdown notice */
     struct event *stall_ev; /* owned: the stall guard (lazy, client_idle_timeout) */
@@ -104,6 +107,18 @@ bool rem_h2_down_detect(struct evbuffer *in, bool *need_more)
     return true;
 }
 
+/* The stream of id (its nghttp2 user data), or NULL. The frames of one stream come together
+ * (a header block's fields, then the frame itself), so one entry saves most of nghttp2's hash
+ * lookups; it is dropped when the stream's user data changes or the stream is released. */
+static struct rem_stream *stream_of(struct rem_h2_down *d, int32_t id)
+{
+    if (id != d->last_id || id == 0) {
+        d->last_s = nghttp2_session_get_stream_user_data(d->ng, id);
+        d->last_id = id;
+    }
+    return d->last_s;
+}
+
 static struct rem_metrics_shard *shard(const struct rem_h2_down *d)
 {
     return d->c->worker->metrics;
@@ -111,14 +126,23 @@ static struct rem_metrics_shard *shard(const struct rem_h2_down *d)
 
 static void send_now(struct rem_h2_down *d);
 
+static void on_send_later(struct rem_flush *f)
+{
+    struct rem_h2_down *d = (struct rem_h2_down *)((char *)f - offsetof(struct rem_h2_down, send));
+    if (d->c->state < REM_CONN_CLOSING) /* a closing conn sends what its output holds, no more */
+        send_now(d);
+}
+
 /* Sends are never made inside the caller's stack: a stream write may be followed by more
  * state changes on the same stream (resp_done, finish), and a synchronous send could close and
  * free the stream under them. Inside nghttp2 the outermost recv/send sends; otherwise the
- * conn's kick event does, once the current callbacks have returned. */
+ * loop's flush list does, once the current callbacks have returned: one send per conn however
+ * many of its streams wrote in the iteration, with no event of its own, just before the
+ * transports it feeds are written (their flushes queue behind it on the same list). */
 static void schedule_send(struct rem_h2_down *d)
 {
-    if (d->depth == 0)
-        rem_conn_kick(d->c);
+    if (d->depth == 0 && !d->dead)
+        rem_loop_flush_later(&d->c->worker->loop, &d->send, on_send_later);
 }
 
 /* Abuse accounting over listeners[].http2.reset_interval. */
@@ -184,6 +208,8 @@ static void stream_release(struct rem_h2_down *d, struct rem_stream *s)
     struct rem_h2_down_stream *ds = DS(s);
     TAILQ_REMOVE(&d->streams, ds, link);
     d->n_streams--;
+    if (d->last_s == s)
+        d->last_id = 0;
     REM_M_ADD(shard(d)->downstream_streams_active, -1);
     rem_stream_free(s);
     if (ds->out)
@@ -277,6 +303,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     d->n_streams++;
     REM_M_ADD(shard(d)->downstream_streams_active, 1);
     nghttp2_session_set_stream_user_data(ng, ds->id, s);
+    d->last_id = ds->id;
+    d->last_s = s;
     if (c->state == REM_CONN_IDLE)
         rem_conn_set_state(c, REM_CONN_ACTIVE);
     return 0;
@@ -305,7 +333,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
                      const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
     struct rem_h2_down *d = arg;
-    struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    struct rem_stream *s = stream_of(d, f->hd.stream_id);
     bool trailers = f->hd.type == NGHTTP2_HEADERS && f->headers.cat != NGHTTP2_HCAT_REQUEST;
     if (d->dead || !s || DS(s)->head_err || f->hd.type != NGHTTP2_HEADERS ||
         (!trailers && s->state != REM_STREAM_HEAD) || s->state == REM_STREAM_DONE)
@@ -473,8 +501,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     struct rem_h2_down *d = arg;
     if (d->dead)
         return 0;
-    struct rem_stream *s =
-        f->hd.stream_id ? nghttp2_session_get_stream_user_data(ng, f->hd.stream_id) : NULL;
+    struct rem_stream *s = f->hd.stream_id ? stream_of(d, f->hd.stream_id) : NULL;
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
@@ -524,9 +551,9 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
                          size_t len, void *arg)
 {
     struct rem_h2_down *d = arg;
-    struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, id);
     if (d->dead)
         return 0;
+    struct rem_stream *s = stream_of(d, id);
     if (!s || s->state == REM_STREAM_DONE || s->req_done) {
         nghttp2_session_consume(ng, id, len); /* nobody wants it: keep the window open */
         return 0;
@@ -580,20 +607,17 @@ static void h2_req_resume(struct rem_stream *s)
 
 /* ---- response side ----------------------------------------------------------------------- */
 
+/* The data provider: says how many bytes of out the next DATA frame carries; on_send_data
+ * moves them (NGHTTP2_DATA_FLAG_NO_COPY: nghttp2 neither copies them nor frames them into its
+ * own buffer). Nothing else runs between the two: nghttp2 calls them in one mem_send. */
 static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                             uint32_t *flags, nghttp2_data_source *src, void *arg)
 {
-    struct rem_h2_down *d = arg;
     struct rem_stream *s = src->ptr;
     size_t have = DS(s)->out ? evbuffer_get_length(DS(s)->out) : 0;
     size_t n = have < length ? have : length;
-    if (n > 0) {
-        evbuffer_remove(DS(s)->out, buf, n);
-        rem_stream_count_out(s, n);
-        size_t wm = d->c->cfg->limits.buffer_bytes;
-        if (have >= wm / 2 && have - n < wm / 2 && s->upconn && !DS(s)->finished)
-            rem_stream_on_down_writable(s);
-    }
+    if (n > 0)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
     if (have - n > 0)
         return (ssize_t)n;
     if (!DS(s)->eof) {
@@ -609,6 +633,26 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     free(nva);
     return (ssize_t)n;
+}
+
+/* Writes the DATA frame on_read_body sized: header and bytes, moved from out to the conn's
+ * output; below half the buffer, the upconn may send more. A full conn output pauses the
+ * session (mem_send returns 0, as rem_h2_pump does for frames it copies), or every stream's
+ * DATA would go into it in one call. */
+static int on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *src, void *arg)
+{
+    struct rem_h2_down *d = arg;
+    struct rem_stream *s = src->ptr;
+    struct evbuffer *out = rem_conn_output(d->c);
+    size_t have = evbuffer_get_length(DS(s)->out);
+    if (rem_h2_data_out(out, f, framehd, DS(s)->out, length) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    rem_stream_count_out(s, length);
+    size_t wm = d->c->cfg->limits.buffer_bytes;
+    if (have >= wm / 2 && have - length < wm / 2 && s->upconn && !DS(s)->finished)
+        rem_stream_on_down_writable(s);
+    return evbuffer_get_length(out) >= rem_conn_high_watermark(d->c) ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 /* ---- stall guard ------------------------------------------------------------------------ */
@@ -702,7 +746,9 @@ static int submit_head(struct rem_stream *s, bool final)
     struct rem_h2_down *d = live(s);
     if (!d)
         return 0;
-    nghttp2_nv *nva = malloc(sizeof(*nva) * (s->resp.n_hdrs + 4));
+    nghttp2_nv small[REM_H2_SMALL_NV];
+    nghttp2_nv *nva =
+        s->resp.n_hdrs + 4 <= REM_H2_SMALL_NV ? small : malloc(sizeof(*nva) * (s->resp.n_hdrs + 4));
     char status[4];
     if (!nva)
         return -REM_E_NOMEM;
@@ -731,7 +777,8 @@ static int submit_head(struct rem_stream *s, bool final)
     } else {
         rv = nghttp2_submit_headers(d->ng, NGHTTP2_FLAG_NONE, DS(s)->id, NULL, nva, n, NULL);
     }
-    free(nva);
+    if (nva != small)
+        free(nva);
     if (rv < 0)
         return -REM_E_NOMEM;
     if (final) {
@@ -862,8 +909,8 @@ static void h2_stream_done(struct rem_stream *s)
 static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *arg)
 {
     struct rem_h2_down *d = arg;
-    struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, id);
-    if (d->dead || !s)
+    struct rem_stream *s = d->dead ? NULL : stream_of(d, id);
+    if (!s)
         return 0;
     DS(s)->closed = true;
     if (!DS(s)->finished) {
@@ -881,7 +928,7 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     if (f->hd.type == NGHTTP2_RST_STREAM)
         note_reset(d, f->hd.stream_id);
     if (f->hd.type == NGHTTP2_DATA && !d->dead) {
-        struct rem_stream *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+        struct rem_stream *s = stream_of(d, f->hd.stream_id);
         if (s)
             start_wait(d, DS(s)); /* progress: the stall guard starts over */
     }
@@ -918,6 +965,7 @@ static void server_init(void)
     nghttp2_session_callbacks_set_on_stream_close_callback(server_cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(server_cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(server_cbs, on_invalid_frame);
+    nghttp2_session_callbacks_set_send_data_callback(server_cbs, on_send_data);
     nghttp2_option_set_no_auto_window_update(server_opt, 1);
     /* The 1.52 defaults for SETTINGS/PING acks (1000 queued), settings entries (32),
      * CONTINUATION frames (8, CVE-2024-28182) and HPACK stay; see DESIGN.md. */
@@ -1053,10 +1101,12 @@ static void h2_abort_all(struct rem_conn *c)
     if (!d || d->dead)
         return;
     d->dead = true;
+    rem_loop_flush_cancel(&c->worker->loop, &d->send);
     struct rem_h2_down_stream *ds;
     while ((ds = TAILQ_FIRST(&d->streams)) != NULL) {
         struct rem_stream *s = ds->s;
         nghttp2_session_set_stream_user_data(d->ng, DS(s)->id, NULL);
+        d->last_id = 0;
         DS(s)->closed = true;
         if (!DS(s)->finished)
             rem_stream_abort(s, c->abort_err); /* releases s */
@@ -1069,6 +1119,7 @@ static void h2_free(struct rem_conn *c)
 {
     struct rem_h2_down *d = h2_of(c);
     struct rem_h2_down_stream *ds;
+    rem_loop_flush_cancel(&c->worker->loop, &d->send);
     if (d->drain_ev)
         event_free(d->drain_ev);
     event_free(d->stall_ev);

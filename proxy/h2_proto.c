@@ -110,13 +110,15 @@ int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const c
                          int64_t content_length, const char *protocol, size_t protocol_len,
                          const char *xfcc)
 {
-    memset(r, 0, sizeof(*r));
     size_t fwd = 0;
     for (uint32_t i = 0; i < req->n_hdrs; i++)
         if (req->hdrs[i].kind == REM_HDR_XFF || req->hdrs[i].kind == REM_HDR_XFP)
             fwd += req->hdrs[i].val_len + 2;
-    r->scratch = malloc(fwd + strlen(client_addr) + strlen(proto) + 24 + 8);
-    r->nva = malloc(sizeof(*r->nva) * (req->n_hdrs + 12));
+    size_t scratch = fwd + strlen(client_addr) + strlen(proto) + 24 + 8;
+    r->n = 0;
+    r->scratch = scratch <= sizeof(r->small_scratch) ? r->small_scratch : malloc(scratch);
+    r->nva = req->n_hdrs + 12 <= REM_H2_SMALL_NV ? r->small_nva
+                                                 : malloc(sizeof(*r->nva) * (req->n_hdrs + 12));
     if (!r->scratch || !r->nva) {
         rem_h2_request_dispose(r);
         return -REM_E_NOMEM;
@@ -200,8 +202,10 @@ int rem_h2_request_build(struct rem_h2_request *r, struct rem_head *req, const c
 
 void rem_h2_request_dispose(struct rem_h2_request *r)
 {
-    free(r->nva);
-    free(r->scratch);
+    if (r->nva != r->small_nva)
+        free(r->nva);
+    if (r->scratch != r->small_scratch)
+        free(r->scratch);
     r->nva = NULL;
     r->scratch = NULL;
 }
@@ -222,6 +226,21 @@ void rem_h2_count_frame(struct rem_metrics_shard *m, enum rem_h2_side side, cons
         rem_h2_count_reset(m, side, f->rst_stream.error_code);
     else if (f->hd.type == NGHTTP2_GOAWAY)
         rem_h2_count_goaway(m, side, f->goaway.error_code);
+}
+
+int rem_h2_data_out(struct evbuffer *out, const nghttp2_frame *f, const uint8_t *framehd,
+                    struct evbuffer *src, size_t length)
+{
+    /* RFC 9113 6.1: frame header, Pad Length (padlen counts it), data, padding. */
+    size_t pad = f->data.padlen > 0 ? f->data.padlen - 1 : 0;
+    static const uint8_t zeros[256];
+    uint8_t padlen = (uint8_t)pad;
+    if (evbuffer_add(out, framehd, REM_H2_FRAME_HDLEN) < 0 ||
+        (f->data.padlen > 0 && evbuffer_add(out, &padlen, 1) < 0) ||
+        evbuffer_remove_buffer(src, out, length) != (int)length ||
+        (pad > 0 && evbuffer_add(out, zeros, pad) < 0))
+        return -REM_E_NOMEM;
+    return 0;
 }
 
 int rem_h2_pump(nghttp2_session *ng, struct evbuffer *out, size_t high)

@@ -24,6 +24,8 @@ struct rem_metrics_shard;
 #define REM_H2_NV_UNIQUE(n, v, vl)                                                                 \
     ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NO_INDEX})
 
+#define REM_H2_FRAME_HDLEN 9 /* RFC 9113 4.1 */
+
 enum rem_h2_side { REM_H2_SIDE_DOWN = 0, REM_H2_SIDE_UP, REM_H2_SIDE__N };
 
 /* Fills nva (room for resp->n_hdrs + 4) with :status and the end-to-end fields of a response,
@@ -36,11 +38,18 @@ size_t rem_h2_response_nva(struct rem_head *resp, char status[4], const char *ri
  * returns a malloc'd array and its count in *n, or NULL (*n == 0 when trl has none). */
 nghttp2_nv *rem_h2_trailer_nva(struct rem_head *trl, size_t *n);
 
-/* What a request going upstream over HTTP/2 carries beyond the client's head. */
+/* Header lists up to this long are built on the stack (nghttp2 copies them when submitted):
+ * no allocation for a typical head. */
+#define REM_H2_SMALL_NV 32
+
+/* What a request going upstream over HTTP/2 carries beyond the client's head. Lives on the
+ * caller's stack while it is submitted. */
 struct rem_h2_request {
-    nghttp2_nv *nva; /* owned: free with rem_h2_request_dispose */
+    nghttp2_nv *nva; /* small_nva or owned: free with rem_h2_request_dispose */
     size_t n;
-    char *scratch; /* owned: joined and formatted values */
+    char *scratch; /* small_scratch or owned: joined and formatted values */
+    nghttp2_nv small_nva[REM_H2_SMALL_NV];
+    char small_scratch[256];
 };
 
 /* Builds the request header list: :method, :scheme http, :authority (absolute-form authority,
@@ -60,6 +69,13 @@ void rem_h2_request_dispose(struct rem_h2_request *r);
  * bytes. Returns 0, an nghttp2 error (< 0) or -REM_E_NOMEM. Not for use inside ng's own
  * callbacks. */
 int rem_h2_pump(nghttp2_session *ng, struct evbuffer *out, size_t high);
+
+/* For a send_data_callback (a data provider that answered NGHTTP2_DATA_FLAG_NO_COPY): appends
+ * the DATA frame f to out: its header framehd (REM_H2_FRAME_HDLEN bytes), then length bytes
+ * moved from src (whole evbuffer chains move without a copy), with the padding f asks for.
+ * Drains length bytes from src; src must hold them. Returns 0 or -REM_E_NOMEM. */
+int rem_h2_data_out(struct evbuffer *out, const nghttp2_frame *f, const uint8_t *framehd,
+                    struct evbuffer *src, size_t length);
 
 /* Counts one RST_STREAM on a conn of that side (remora_http2_resets_total). */
 void rem_h2_count_reset(struct rem_metrics_shard *m, enum rem_h2_side side, uint32_t code);

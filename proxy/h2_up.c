@@ -62,6 +62,9 @@ struct rem_h2_up {
     unsigned n_flushing; /* let-go tunnel streams still sending the client's last bytes and
                             END_STREAM: they keep the upconn busy (never retired under them) */
     int depth;
+    struct rem_flush send; /* on the loop's flush list: a deferred send (schedule_send) */
+    int32_t last_id;       /* stream_of's one-entry cache: last_id's state is last_us */
+    struct rem_h2_up_stream *last_us;
     bool goaway;       /* the app said GOAWAY, or we are closing: no new streams */
     bool ping_out;     /* a liveness PING awaits its ACK */
     bool got_settings; /* the app's SETTINGS arrived */
@@ -117,6 +120,8 @@ static void us_dispose(struct rem_h2_up_stream *us)
 /* us is done with: back to the freelist (keeping its buffer). */
 static void us_release(struct rem_h2_up *u, struct rem_h2_up_stream *us)
 {
+    if (u->last_us == us)
+        u->last_id = 0;
     if (u->n_free >= REM_H2_UP_FREELIST_MAX) {
         us_dispose(us);
         return;
@@ -180,47 +185,42 @@ static void detach(struct rem_h2_up *u, struct rem_h2_up_stream *us)
 
 static void send_now(struct rem_h2_up *u);
 
-/* As in h2_down: never send inside the caller's stack; the upconn's kick event does. */
+static void on_send_later(struct rem_flush *f)
+{
+    send_now((struct rem_h2_up *)((char *)f - offsetof(struct rem_h2_up, send)));
+}
+
+/* As in h2_down: never send inside the caller's stack; the loop's flush list does. */
 static void schedule_send(struct rem_h2_up *u)
 {
     if (u->depth == 0) /* else the outermost recv/send sends on its way out */
-        rem_upconn_kick(u->uc);
+        rem_loop_flush_later(&u->uc->worker->loop, &u->send, on_send_later);
 }
 
 /* ---- request side ------------------------------------------------------------------------ */
 
+/* The data provider: says how many bytes of out the next DATA frame carries; on_send_data
+ * moves them (NGHTTP2_DATA_FLAG_NO_COPY), in the same mem_send. */
 static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                             uint32_t *flags, nghttp2_data_source *src, void *arg)
 {
     struct rem_h2_up_stream *us = src->ptr;
     struct rem_stream *s = us->s;
-    if (!s && us->flush_out) {
+    if (!s && !us->flush_out)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* let go: reset it */
+    size_t have = us->out ? evbuffer_get_length(us->out) : 0;
+    size_t n = have < length ? have : length;
+    if (n > 0)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (!s) {
         /* A tunnel both sides ended: the client's last bytes, then END_STREAM. */
-        size_t have = us->out ? evbuffer_get_length(us->out) : 0;
-        size_t n = have < length ? have : length;
-        if (n)
-            evbuffer_remove(us->out, buf, n);
         if (have == n)
             *flags |= NGHTTP2_DATA_FLAG_EOF;
         return (ssize_t)n;
     }
-    if (!s)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* let go: reset it */
-    size_t have = us->out ? evbuffer_get_length(us->out) : 0;
-    size_t n = have < length ? have : length;
-    if (n > 0) {
-        evbuffer_remove(us->out, buf, n);
-        size_t wm = s->conn->cfg->limits.buffer_bytes;
-        if (have >= wm && have - n < wm) {
-            /* May append more body (and the end) to us->out right now: decide from what is
-             * left after it, or END_STREAM would go with bytes still queued. */
-            rem_stream_on_upconn_writable(s);
-            if (us->s != s)
-                return (ssize_t)n;
-        }
-    }
-    size_t left = us->out ? evbuffer_get_length(us->out) : 0;
-    if (left > 0 || (n > 0 && !us->eof))
+    /* END_STREAM only with the last queued byte. While the request has not ended (eof), the
+     * stream may append more to out once on_send_data took these bytes. */
+    if (have - n > 0 || (n > 0 && !us->eof))
         return (ssize_t)n;
     if (!us->eof) {
         us->deferred = true;
@@ -233,6 +233,26 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     free(nva);
     return (ssize_t)n;
+}
+
+/* Writes the DATA frame on_read_body sized, moved from out to the upconn's output; below the
+ * buffer size, the stream may add more body. A full output pauses the session (as h2_down). */
+static int on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *src, void *arg)
+{
+    struct rem_h2_up *u = arg;
+    struct rem_h2_up_stream *us = src->ptr;
+    struct rem_stream *s = us->s;
+    struct evbuffer *out = rem_upconn_output(u->uc);
+    size_t have = evbuffer_get_length(us->out);
+    if (rem_h2_data_out(out, f, framehd, us->out, length) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (s) {
+        size_t wm = s->conn->cfg->limits.buffer_bytes;
+        if (have >= wm && have - length < wm)
+            rem_stream_on_upconn_writable(s);
+    }
+    return evbuffer_get_length(out) >= rem_transport_write_high(&u->uc->t) ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 static int h2_write_head(struct rem_upconn *uc, struct rem_stream *s)
@@ -368,10 +388,16 @@ static int h2_set_tunnel(struct rem_upconn *uc, struct rem_stream *s)
 
 /* ---- response side ----------------------------------------------------------------------- */
 
-/* The attached stream state of id, or NULL (unknown, or let go). */
+/* The attached stream state of id, or NULL (unknown, or let go). One entry saves most of
+ * nghttp2's hash lookups (a response's header fields and frames come together); us_release
+ * drops it. */
 static struct rem_h2_up_stream *stream_of(struct rem_h2_up *u, int32_t id)
 {
-    struct rem_h2_up_stream *us = nghttp2_session_get_stream_user_data(u->ng, id);
+    if (id != u->last_id || id == 0) {
+        u->last_us = nghttp2_session_get_stream_user_data(u->ng, id);
+        u->last_id = id;
+    }
+    struct rem_h2_up_stream *us = u->last_us;
     return us && us->s ? us : NULL;
 }
 
@@ -585,6 +611,7 @@ static void client_init(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(client_cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(client_cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(client_cbs, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(client_cbs, on_send_data);
     nghttp2_option_set_no_auto_window_update(client_opt, 1);
     /* Until the app's SETTINGS arrive, assume RFC 9113's recommended minimum of 100. */
     nghttp2_option_set_peer_max_concurrent_streams(client_opt, 100);
@@ -627,6 +654,7 @@ static void h2_free(struct rem_upconn *uc)
 {
     struct rem_h2_up *u = h2_of(uc);
     struct rem_h2_up_stream *us;
+    rem_loop_flush_cancel(&uc->worker->loop, &u->send);
     nghttp2_session_del(u->ng);
     REM_BUG_ON(!TAILQ_EMPTY(&u->streams));
     while ((us = TAILQ_FIRST(&u->zombies)) != NULL) {
