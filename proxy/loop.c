@@ -69,7 +69,7 @@ int rem_loop_run(struct rem_loop *l)
         if (TAILQ_EMPTY(&l->flushq))
             continue;
         /* One look, not a loop: a steady stream of arrivals must not hold writes back. */
-        if (event_base_loop(l->base, EVLOOP_NONBLOCK) < 0) {
+        if (event_base_loop(l->base, EVLOOP_ONCE | EVLOOP_NONBLOCK) < 0) {
             rc = -REM_E_SYS;
             break;
         }
