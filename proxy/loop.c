@@ -39,48 +39,15 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     rem_loop_reap(arg);
 }
 
-/* Runs the flush list; what a flush queues (an on_drained callback writing more) runs too. */
-static void run_flushq(struct rem_loop *l)
+static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
+    struct rem_loop *l = arg;
     struct rem_flush *f;
     while ((f = TAILQ_FIRST(&l->flushq)) != NULL) {
         TAILQ_REMOVE(&l->flushq, f, link);
         f->queued = false;
         f->fn(f);
     }
-}
-
-static void on_flush(evutil_socket_t fd, short what, void *arg)
-{
-    run_flushq(arg);
-}
-
-int rem_loop_run(struct rem_loop *l)
-{
-    int rc = 0;
-    /* A flush queued before the loop ran (flush_ev active) still runs: through the event. */
-    l->driven = true;
-    for (;;) {
-        int r = event_base_loop(l->base, EVLOOP_ONCE);
-        if (r < 0)
-            rc = -REM_E_SYS;
-        if (r != 0 || event_base_got_break(l->base))
-            break; /* r 1: nothing registered, as event_base_dispatch would return */
-        if (TAILQ_EMPTY(&l->flushq))
-            continue;
-        /* One look, not a loop: a steady stream of arrivals must not hold writes back. */
-        if (event_base_loop(l->base, EVLOOP_ONCE | EVLOOP_NONBLOCK) < 0) {
-            rc = -REM_E_SYS;
-            break;
-        }
-        run_flushq(l);
-        if (event_base_got_break(l->base))
-            break;
-    }
-    l->driven = false;
-    if (!TAILQ_EMPTY(&l->flushq))
-        event_active(l->flush_ev, EV_TIMEOUT, 1);
-    return rc;
 }
 
 int rem_loop_init(struct rem_loop *l)
@@ -133,7 +100,7 @@ void rem_loop_flush_later(struct rem_loop *l, struct rem_flush *f, void (*fn)(st
 {
     if (f->queued)
         return;
-    if (TAILQ_EMPTY(&l->flushq) && !l->driven)
+    if (TAILQ_EMPTY(&l->flushq))
         event_active(l->flush_ev, EV_TIMEOUT, 1);
     f->queued = true;
     f->fn = fn;

@@ -23,9 +23,7 @@ struct rem_reap {
 };
 
 /* Work deferred to the end of the loop iteration (a transport's optimistic write): embedded
- * in its owner, run once however often it was queued in the iteration. Under rem_loop_run the
- * flush list runs after one more non-blocking look for ready events, so what became ready
- * while the iteration ran is read before anything is written (and before the thread sleeps). */
+ * in its owner, run once however often it was queued in the iteration. */
 struct rem_flush {
     TAILQ_ENTRY(rem_flush) link;
     void (*fn)(struct rem_flush *f);
@@ -40,7 +38,6 @@ struct rem_loop {
     struct event *flush_ev;       /* owned: runs flushq */
     struct event *reap_ev;        /* owned */
     struct rem_reap *reap_head;
-    bool driven; /* rem_loop_run runs the flush list itself; flush_ev is not used */
 };
 
 /* Creates the base (no locking: one thread per base) and the internal events. Returns 0 or
@@ -48,13 +45,6 @@ struct rem_loop {
 int rem_loop_init(struct rem_loop *l);
 /* Frees what is left on the reaper, the events and the base. NULL-safe, idempotent. */
 void rem_loop_dispose(struct rem_loop *l);
-
-/* Runs the loop on the calling thread until event_base_loopbreak (from a callback on it):
- * wait for events and run their callbacks; then, while the flush list is not empty, take one
- * more look without waiting (the callbacks of what became ready meanwhile run too) and run the
- * flush list. Returns 0 after a loopbreak or once no event is registered, -REM_E_SYS if libevent
- * failed. */
-int rem_loop_run(struct rem_loop *l);
 
 /* Queues r to be freed by fn once the current callbacks have returned. Idempotent. */
 void rem_loop_defer_free(struct rem_loop *l, struct rem_reap *r, void (*fn)(struct rem_reap *));

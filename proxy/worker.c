@@ -148,8 +148,7 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "remora-w%u", w->id);
     pthread_setname_np(pthread_self(), name);
     rem_crash_thread_init();
-    if (rem_loop_run(&w->loop) < 0)
-        rem_log_error("worker %u: its event loop failed", w->id);
+    event_base_dispatch(w->loop.base);
     rem_crash_thread_done();
     return NULL;
 }
