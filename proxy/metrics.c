@@ -761,6 +761,27 @@ static const char *const h2_reasons[REM_H2_REASONS + 1] = {
 };
 static const char *const h2_sides[2] = {"downstream", "upstream"};
 
+/* One counter family of HTTP/2 frames by side and error code: a series once non-zero, and with
+ * keep_no_error the no_error series of each side always (present from the start). */
+static void render_h2_by_reason(struct rbuf *b, const char *name, const char *help,
+                                const uint64_t n[2][REM_H2_REASONS + 1], bool keep_no_error)
+{
+    rb_family(b, name, "counter", help);
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r <= REM_H2_REASONS; r++) {
+            if (!n[k][r] && !(keep_no_error && r == 0))
+                continue;
+            rb_str(b, name);
+            rb_str(b, "{side=\"");
+            rb_str(b, h2_sides[k]);
+            rb_str(b, "\",reason=\"");
+            rb_str(b, h2_reasons[r]);
+            rb_str(b, "\"} ");
+            rb_u64(b, n[k][r]);
+            rb_put(b, "\n", 1);
+        }
+}
+
 /* Streams by protocol and HTTP/2 frame counters. Reset series appear once non-zero. */
 static void render_http2(struct rbuf *b, const struct rem_metrics_view *vw, size_t n_shards)
 {
@@ -793,35 +814,12 @@ static void render_http2(struct rbuf *b, const struct rem_metrics_view *vw, size
         rb_u64(b, total[k]);
         rb_put(b, "\n", 1);
     }
-    rb_family(b, "remora_http2_resets_total", "counter",
-              "HTTP/2 RST_STREAM frames sent or received, by side and error code.");
-    for (int k = 0; k < 2; k++)
-        for (int r = 0; r <= REM_H2_REASONS; r++) {
-            if (!resets[k][r])
-                continue;
-            rb_str(b, "remora_http2_resets_total{side=\"");
-            rb_str(b, h2_sides[k]);
-            rb_str(b, "\",reason=\"");
-            rb_str(b, h2_reasons[r]);
-            rb_str(b, "\"} ");
-            rb_u64(b, resets[k][r]);
-            rb_put(b, "\n", 1);
-        }
-    /* no_error always, one series per side from the start; the others once non-zero */
-    rb_family(b, "remora_http2_goaway_total", "counter",
-              "HTTP/2 GOAWAY frames sent or received, by side and error code.");
-    for (int k = 0; k < 2; k++)
-        for (int r = 0; r <= REM_H2_REASONS; r++) {
-            if (r && !goaway[k][r])
-                continue;
-            rb_str(b, "remora_http2_goaway_total{side=\"");
-            rb_str(b, h2_sides[k]);
-            rb_str(b, "\",reason=\"");
-            rb_str(b, h2_reasons[r]);
-            rb_str(b, "\"} ");
-            rb_u64(b, goaway[k][r]);
-            rb_put(b, "\n", 1);
-        }
+    render_h2_by_reason(b, "remora_http2_resets_total",
+                        "HTTP/2 RST_STREAM frames sent or received, by side and error code.",
+                        resets, false);
+    render_h2_by_reason(b, "remora_http2_goaway_total",
+                        "HTTP/2 GOAWAY frames sent or received, by side and error code.", goaway,
+                        true);
 }
 
 /* TLS handshakes by side, when a listener terminates TLS or an upstream is reached over TLS
