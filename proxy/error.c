@@ -110,6 +110,38 @@ void rem_alloc_release(bool all_arenas)
 #endif
 }
 
+void rem_alloc_idle_init(struct rem_alloc_idle *st)
+{
+    memset(st, 0, sizeof(*st));
+#ifdef REM_HAVE_JEMALLOC
+    uint64_t *p = NULL;
+    size_t sz = sizeof(p);
+    if (mallctl("thread.allocatedp", &p, &sz, NULL, 0) == 0 && p)
+        st->allocated = p;
+    if (st->allocated)
+        st->last = *st->allocated;
+#endif
+}
+
+bool rem_alloc_idle_tick(struct rem_alloc_idle *st)
+{
+    if (!st->allocated)
+        return false;
+    uint64_t now = *st->allocated;
+    if (now != st->last) {
+        st->last = now;
+        st->quiet_ticks = 0;
+        return false;
+    }
+    if (st->quiet_ticks > REM_ALLOC_IDLE_TICKS)
+        return false; /* flushed already: nothing new in the cache */
+    if (++st->quiet_ticks < REM_ALLOC_IDLE_TICKS)
+        return false;
+    st->quiet_ticks = REM_ALLOC_IDLE_TICKS + 1;
+    rem_alloc_release(false);
+    return true;
+}
+
 void rem_alloc_decay(void)
 {
 #ifdef REM_HAVE_JEMALLOC

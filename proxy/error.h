@@ -13,6 +13,7 @@
 #define REM_ERROR_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define REM_ERRORS(X)                                                                              \
     X(OK, 0, "--", "ok")                                                                           \
@@ -95,6 +96,23 @@ void rem_alloc_release(bool all_arenas);
  * dirty_decay_ms (10 s by default) after they were freed, busy or not. A no-op without
  * jemalloc. */
 void rem_alloc_decay(void);
+
+/* A thread's allocator cache, watched for idleness (rem_alloc_idle_tick). jemalloc trims a
+ * thread's cache only as that thread allocates, so a worker that goes idle after a burst keeps
+ * the objects it freed (0.35 MiB after test_19's battery) for as long as it stays idle. */
+struct rem_alloc_idle {
+    const uint64_t *allocated; /* jemalloc's thread.allocatedp (NULL without jemalloc) */
+    uint64_t last;             /* its value at the last tick */
+    unsigned quiet_ticks;      /* ticks in a row that allocated nothing */
+};
+/* Ticks after which a thread that allocated nothing in between flushes its cache, once. */
+#define REM_ALLOC_IDLE_TICKS 2
+/* Binds st to the calling thread (call on that thread, before its ticks). */
+void rem_alloc_idle_init(struct rem_alloc_idle *st);
+/* Called on st's thread at a steady period: once the thread has allocated nothing for
+ * REM_ALLOC_IDLE_TICKS ticks in a row, hands its cache back to the arenas (their decay then
+ * returns the pages). Returns true when it flushed. Costs one load while the thread is busy. */
+bool rem_alloc_idle_tick(struct rem_alloc_idle *st);
 
 /* The gRPC status remora answers a gRPC call with for e (grpc-status; 14 UNAVAILABLE for
  * shedding and connect failures, 4 DEADLINE_EXCEEDED, 12 UNIMPLEMENTED, 8 RESOURCE_EXHAUSTED, 7

@@ -774,9 +774,11 @@ static void on_purge(evutil_socket_t fd, short what, void *arg)
 
 #define REM_DECAY_MS 5000
 
-/* Every REM_DECAY_MS: pages freed by a past burst go back to the kernel on time (error.h). */
+/* Every REM_DECAY_MS: pages freed by a past burst go back to the kernel on time, and the main
+ * thread's own cache goes back to the arenas once it is idle (error.h). */
 static void on_decay(evutil_socket_t fd, short what, void *arg)
 {
+    rem_alloc_idle_tick(arg);
     rem_alloc_decay();
 }
 
@@ -889,6 +891,8 @@ int main(int argc, char **argv)
     struct event_base *base = event_base_new();
     struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL, *ticket_ev = NULL;
     struct event *decay_ev = NULL;
+    struct rem_alloc_idle main_alloc;
+    rem_alloc_idle_init(&main_alloc);
     struct drain dr = {0};
     struct reloader rl = {0};
     struct rem_admin *admin = NULL;
@@ -953,7 +957,7 @@ int main(int argc, char **argv)
     sighup = evsignal_new(base, SIGHUP, on_sighup, &rl);
     ticket_ev = event_new(base, -1, EV_PERSIST, on_ticket_rotate, NULL);
     struct timeval ticket_tv = {REM_TICKET_ROTATE_MS / 1000, (REM_TICKET_ROTATE_MS % 1000) * 1000};
-    decay_ev = event_new(base, -1, EV_PERSIST, on_decay, NULL);
+    decay_ev = event_new(base, -1, EV_PERSIST, on_decay, &main_alloc);
     struct timeval decay_tv = {REM_DECAY_MS / 1000, 0};
     if (!sigterm || !sigint || !sighup || !ticket_ev || !decay_ev || !rl.retry_ev || !rl.purge_ev ||
         !rl.ack_ev || !dr.poll_ev || !dr.timeout_ev || evsignal_add(sigterm, NULL) < 0 ||

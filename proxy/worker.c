@@ -105,6 +105,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct rem_worker *w = arg;
     __atomic_store_n(&w->heartbeat_ms, rem_now_ms(), __ATOMIC_RELAXED);
+    rem_alloc_idle_tick(&w->alloc_idle);
 }
 
 int rem_worker_init(struct rem_worker *w, unsigned id)
@@ -148,6 +149,7 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "remora-w%u", w->id);
     pthread_setname_np(pthread_self(), name);
     rem_crash_thread_init();
+    rem_alloc_idle_init(&w->alloc_idle);
     event_base_dispatch(w->loop.base);
     rem_crash_thread_done();
     return NULL;

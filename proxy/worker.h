@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "error.h"
 #include "loop.h"
 
 struct event;
@@ -59,10 +60,11 @@ struct rem_worker {
                                generation (conn.c counts; limits.max_tls_handshakes caps) */
     TAILQ_HEAD(, rem_conn) handshakes; /* worker-only (conn.c): those conns, oldest first */
     struct event *tick_ev;
-    uint64_t rng;                    /* xorshift state for request ids */
-    uint64_t heartbeat_ms;           /* monotonic ms of the last tick; atomic */
-    TAILQ_HEAD(, rem_conn) conns;    /* every open downstream conn */
-    struct rem_stream *free_streams; /* freelist, keeps head arenas warm */
+    struct rem_alloc_idle alloc_idle; /* worker-only: its allocator cache, flushed once idle */
+    uint64_t rng;                     /* xorshift state for request ids */
+    uint64_t heartbeat_ms;            /* monotonic ms of the last tick; atomic */
+    TAILQ_HEAD(, rem_conn) conns;     /* every open downstream conn */
+    struct rem_stream *free_streams;  /* freelist, keeps head arenas warm */
     size_t n_free_streams;
     struct rem_metrics_shard *metrics; /* owned: process-wide counters, written only here */
 };

@@ -13,6 +13,7 @@
 
 #include "rem_build.h"
 #include "config.h"
+#include "error.h"
 #include "histogram.h"
 #include "metrics.h"
 
@@ -94,10 +95,80 @@ static void test_record_request_allocates_nothing(void **state)
 #endif
 }
 
+#ifdef REM_HAVE_JEMALLOC
+/* Bytes held in every thread's allocator cache (jemalloc's stats, refreshed). */
+static uint64_t tcache_bytes(void)
+{
+    uint64_t epoch = 1;
+    size_t esz = sizeof(epoch);
+    assert_int_equal(mallctl("epoch", &epoch, &esz, &epoch, esz), 0);
+    char name[64];
+    snprintf(name, sizeof(name), "stats.arenas.%u.tcache_bytes", (unsigned)MALLCTL_ARENAS_ALL);
+    size_t v = 0, sz = sizeof(v);
+    assert_int_equal(mallctl(name, &v, &sz, NULL, 0), 0);
+    return v;
+}
+
+/* Frees n blocks of size bytes, which land in this thread's cache. */
+static void churn(int n, size_t size)
+{
+    void *p[64];
+    for (int i = 0; i < n; i++) {
+        p[i] = malloc(size);
+        assert_non_null(p[i]);
+        memset(p[i], 1, size);
+    }
+    for (int i = 0; i < n; i++)
+        free(p[i]);
+}
+#endif
+
+/* A thread that allocated nothing for REM_ALLOC_IDLE_TICKS ticks hands its cache back, once;
+ * a busy one never does. */
+static void test_idle_tick_flushes_the_cache_once(void **state)
+{
+    (void)state;
+#ifndef REM_HAVE_JEMALLOC
+    skip(); /* libc malloc: no thread cache to flush */
+#else
+    struct rem_alloc_idle st;
+    rem_alloc_idle_init(&st);
+    assert_non_null(st.allocated);
+    churn(20, 32768);
+    assert_true(tcache_bytes() >= 10 * 32768);
+
+    /* Busy: it allocates between every two ticks, and keeps its cache. */
+    for (int i = 0; i < 5; i++) {
+        assert_false(rem_alloc_idle_tick(&st));
+        churn(20, 32768);
+    }
+    assert_true(tcache_bytes() >= 10 * 32768);
+
+    /* Idle: the flush comes on the REM_ALLOC_IDLE_TICKS-th quiet tick, and only then. */
+    assert_false(rem_alloc_idle_tick(&st)); /* sees the last churn */
+    for (int i = 1; i < REM_ALLOC_IDLE_TICKS; i++)
+        assert_false(rem_alloc_idle_tick(&st));
+    assert_true(rem_alloc_idle_tick(&st));
+    assert_int_equal(tcache_bytes(), 0);
+    for (int i = 0; i < 5; i++)
+        assert_false(rem_alloc_idle_tick(&st)); /* nothing new: no flush again */
+
+    /* Busy again, then idle again: one more flush. */
+    churn(20, 32768);
+    assert_true(tcache_bytes() >= 10 * 32768);
+    assert_false(rem_alloc_idle_tick(&st));
+    for (int i = 1; i < REM_ALLOC_IDLE_TICKS; i++)
+        assert_false(rem_alloc_idle_tick(&st));
+    assert_true(rem_alloc_idle_tick(&st));
+    assert_int_equal(tcache_bytes(), 0);
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_request_allocates_nothing),
+        cmocka_unit_test(test_idle_tick_flushes_the_cache_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
