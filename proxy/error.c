@@ -133,11 +133,9 @@ bool rem_alloc_idle_tick(struct rem_alloc_idle *st)
         st->quiet_ticks = 0;
         return false;
     }
-    if (st->quiet_ticks > REM_ALLOC_IDLE_TICKS)
-        return false; /* flushed already: nothing new in the cache */
-    if (++st->quiet_ticks < REM_ALLOC_IDLE_TICKS)
+    /* Counts up to REM_ALLOC_IDLE_TICKS and stays there: flushed once, nothing new since. */
+    if (st->quiet_ticks == REM_ALLOC_IDLE_TICKS || ++st->quiet_ticks < REM_ALLOC_IDLE_TICKS)
         return false;
-    st->quiet_ticks = REM_ALLOC_IDLE_TICKS + 1;
     rem_alloc_release(false);
     return true;
 }

@@ -103,7 +103,7 @@ void rem_alloc_decay(void);
 struct rem_alloc_idle {
     const uint64_t *allocated; /* jemalloc's thread.allocatedp (NULL without jemalloc) */
     uint64_t last;             /* its value at the last tick */
-    unsigned quiet_ticks;      /* ticks in a row that allocated nothing */
+    unsigned quiet_ticks;      /* ticks in a row that allocated nothing, up to the limit */
 };
 /* Ticks after which a thread that allocated nothing in between flushes its cache, once. */
 #define REM_ALLOC_IDLE_TICKS 2
